@@ -1,0 +1,165 @@
+"""The `boomerang` command line: one click group, each command a thin shell over the modules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from boomerang import __version__
+from boomerang.config import CONFIG_ENV, DEFAULT_CONFIG, Config, config_path, load_config
+from boomerang.plugin_manager import Plugins, load_plugins
+from boomerang.problems import ProblemError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--config FILE` (default `$BOOMERANG_CONFIG`, then `./boomerang.yaml`) for a command."""
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=CONFIG_ENV,
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        help=f"The configuration file (or set ${CONFIG_ENV}).",
+    )(command)
+
+
+def read_config(config_file: Path) -> Config:
+    """Load the config or stop with its problems, one `file:line:col` line each."""
+    try:
+        return load_config(config_file)
+    except ProblemError as exc:
+        raise click.ClickException(f"the configuration is not valid:\n{exc}") from None
+
+
+def setup_logging(level: str) -> None:
+    """One line per record on stderr, which journald captures under systemd."""
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT, force=True)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="boomerang")
+def cli() -> None:
+    """Boomerang brings e-commerce customers back: scenarios in YAML, every channel,
+    and a contact plan that never bombards anyone."""
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(directory: Path) -> None:
+    """Create a working project in DIRECTORY: config, example scenarios and templates."""
+    from boomerang.scaffold import create_project
+
+    try:
+        created = create_project(directory)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{exc}; refusing to overwrite an existing project") from None
+    click.echo(f"Created a Boomerang project in {directory}/:")
+    for path in created:
+        click.echo(f"  {path}")
+    click.echo(
+        f"\nStart it with `cd {directory} && boomerang run`. Messages go to outbox/ as files;\n"
+        "remove `outbox:` from boomerang.yaml to send for real. Post events with the api_token\n"
+        "of boomerang.yaml (or set BOOMERANG_API_TOKEN) as `Authorization: Bearer <token>`."
+    )
+
+
+@cli.command()
+@config_option
+def run(config_file: Path) -> None:
+    """Run the daemon: HTTP endpoints, scheduler and plugins. SIGHUP reloads, SIGTERM stops."""
+    from boomerang.daemon import run_daemon
+
+    config = read_config(config_file)
+    setup_logging(config.log_level)
+    sys.exit(asyncio.run(run_daemon(config_file)))
+
+
+@cli.command(name="plugins")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_command(config_file: Path, as_json: bool) -> None:
+    """List the plugins loaded, where each came from, and the hooks it implements."""
+    plugin_dirs = read_config(config_file).plugin_dirs if config_file.exists() else []
+    loaded = load_plugins(plugin_dirs)
+    rows = [
+        {
+            "name": info.name,
+            "origin": info.origin,
+            "package": info.package,
+            "version": info.version,
+            "file": info.file,
+            "hooks": info.hooks(loaded.pm),
+        }
+        for info in loaded.infos
+    ]
+    if as_json:
+        click.echo(
+            json.dumps({"plugins": rows, "problems": [p.as_dict() for p in loaded.problems]}, indent=2)
+        )
+    else:
+        width = max([len(row["name"]) for row in rows] + [4])
+        for row in rows:
+            where = f"{row['package']} {row['version']}" if row["origin"] == "package" else row["file"]
+            click.echo(f"{row['name']:<{width}}  {where}")
+            click.echo(f"{'':<{width}}  hooks: {', '.join(row['hooks']) or '-'}")
+        for problem in loaded.problems:
+            click.echo(str(problem), err=True)
+    if loaded.problems:
+        sys.exit(1)
+
+
+@cli.command(name="systemd-unit")
+@config_option
+@click.option("--watchdog", default=30, show_default=True, help="WatchdogSec= in seconds.")
+def systemd_unit(config_file: Path, watchdog: int) -> None:
+    """Print a hardened systemd unit (Type=notify) that runs this installation."""
+    from boomerang.systemd import unit_file, unit_notes
+
+    config = read_config(config_file)
+    click.echo(unit_file(config, watchdog_seconds=watchdog), nl=False)
+    for note in unit_notes(config):
+        click.echo(f"note: {note}", err=True)
+
+
+def _plugin_dirs_for_commands(argv: list[str]) -> list[Path]:
+    """Drop-in directories of the config named on the command line, for `register_commands`."""
+    explicit = None
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            explicit = argv[index + 1]
+        elif arg.startswith("--config="):
+            explicit = arg.split("=", 1)[1]
+    path = config_path(explicit)
+    if not path.exists():
+        return []
+    try:
+        return load_config(path).plugin_dirs
+    except ProblemError:
+        return []  # the command itself will report the config's problems
+
+
+def build_cli(plugins: Plugins | None = None) -> click.Group:
+    """The CLI with the commands plugins add through `register_commands`."""
+    plugins = plugins or load_plugins(_plugin_dirs_for_commands(sys.argv[1:]))
+    plugins.hook.register_commands(cli=cli)
+    return cli
+
+
+def main() -> None:
+    """The `boomerang` console script."""
+    try:
+        group = build_cli()
+    except Exception as exc:
+        click.echo(f"Error: a plugin failed to load: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    group(prog_name="boomerang")

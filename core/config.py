@@ -1,0 +1,296 @@
+"""`boomerang.yaml`: loading, `${VAR}` substitution from the environment, validation.
+
+Every problem is reported as `file:line:col: error: message`, pointing at the key or value
+that needs changing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
+
+from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.yamlfile import key_position, load_yaml, value_position
+
+DEFAULT_CONFIG = "boomerang.yaml"
+CONFIG_ENV = "BOOMERANG_CONFIG"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass
+class Config:
+    """A loaded, validated configuration. Paths are absolute, resolved from the file's folder."""
+
+    path: Path
+    database: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    secret: str | None = None
+    api_token: str | None = None
+    scenarios: Path = Path("scenarios")
+    templates: Path = Path("templates")
+    plugin_dirs: list[Path] = field(default_factory=list)
+    default_locale: str = "en"
+    default_timezone: str = "UTC"
+    outbox: Path | None = None
+    log_level: str = "info"
+    sources: dict[str, dict] = field(default_factory=dict)
+    channels: dict[str, dict] = field(default_factory=dict)
+    contact_plan: dict[str, Any] = field(default_factory=dict)
+    segments: dict[str, str] = field(default_factory=dict)
+    document: Any = field(default=None, repr=False)  # the parsed YAML, kept for positions
+
+    def where(self, *keys: str | int) -> tuple[str, int, int]:
+        """File, line and column of the value at a path of keys, for plugins' own errors."""
+        node = self.document
+        line, col = 1, 1
+        for key in keys:
+            if not isinstance(node, CommentedMap | CommentedSeq):
+                break
+            try:
+                child = node[key]
+            except (KeyError, IndexError, TypeError):
+                line, col = key_position(node, key) if isinstance(node, CommentedMap) else (line, col)
+                break
+            line, col = value_position(node, key)
+            node = child
+        return str(self.path), line, col
+
+    def problem(self, keys: tuple[str | int, ...], message: str) -> Problem:
+        """A `Problem` pointing at the value at `keys`; plugins use it for their sections."""
+        file, line, col = self.where(*keys)
+        return Problem(file, line, col, message)
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The config file to use: the one given, else `$BOOMERANG_CONFIG`, else `./boomerang.yaml`."""
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config file; raises `ProblemError` listing every problem found."""
+    path = Path(path)
+    if not path.exists():
+        raise ProblemError(
+            [Problem(str(path), 1, 1, "config file not found; create one with `boomerang init`")]
+        )
+    document = load_yaml(path)
+    reader = _Reader(str(path), os.environ if environ is None else environ)
+    if document is None:
+        document = CommentedMap()
+    if not isinstance(document, CommentedMap):
+        raise ProblemError([Problem(str(path), 1, 1, "the config must be a mapping of settings")])
+    document = reader.substitute(document)
+    config = reader.build(path, document)
+    if reader.problems:
+        raise ProblemError(reader.problems)
+    return config
+
+
+class _Reader:
+    """Collects problems while turning the YAML document into a `Config`."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]):
+        self.file = file
+        self.environ = environ
+        self.problems: list[Problem] = []
+
+    def error(self, position: tuple[int, int], message: str) -> None:
+        self.problems.append(Problem(self.file, position[0], position[1], message))
+
+    # ${VAR} substitution, in place, keeping positions
+    def substitute(self, node: Any) -> Any:
+        if isinstance(node, CommentedMap):
+            for key in list(node):
+                node[key] = self._substitute_value(node, key)
+        elif isinstance(node, CommentedSeq):
+            for index in range(len(node)):
+                node[index] = self._substitute_value(node, index)
+        return node
+
+    def _substitute_value(self, parent: Any, key: Any) -> Any:
+        value = parent[key]
+        if isinstance(value, CommentedMap | CommentedSeq):
+            return self.substitute(value)
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        line, col = value_position(parent, key)
+        quoted = isinstance(value, DoubleQuotedScalarString | SingleQuotedScalarString)
+
+        def replace(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.environ:
+                return self.environ[name]
+            if default is not None:
+                return default
+            offset = match.start() + (1 if quoted else 0)
+            self.error(
+                (line, col + offset),
+                f"environment variable {name} is not set; export it, or give a default as ${{{name}:-value}}",
+            )
+            return ""
+
+        return _VARIABLE.sub(replace, str(value))
+
+    # validation
+    def build(self, path: Path, doc: CommentedMap) -> Config:
+        base = path.parent.resolve()
+        known = {
+            "database",
+            "listen",
+            "public_url",
+            "secret",
+            "api_token",
+            "scenarios",
+            "templates",
+            "plugin_dirs",
+            "default_locale",
+            "outbox",
+            "sources",
+            "channels",
+            "contact_plan",
+            "segments",
+            "log_level",
+        }
+        for key in doc:
+            if key not in known:
+                self.error(key_position(doc, key), f"unknown setting '{key}'{did_you_mean(str(key), known)}")
+
+        def resolve(value: str) -> Path:
+            return (base / Path(value).expanduser()).resolve()
+
+        config = Config(path=path.resolve(), database=resolve("boomerang.db"), document=doc)
+        if "database" in doc:
+            config.database = resolve(self.string(doc, "database"))
+        listen = self.mapping(doc, "listen", {"host", "port"})
+        if "host" in listen:
+            config.host = self.string(listen, "host")
+        if "port" in listen:
+            config.port = self.integer(listen, "port", 0, 65535)
+        if "public_url" in doc:
+            config.public_url = self.string(doc, "public_url", _url_check).rstrip("/")
+        else:
+            config.public_url = f"http://{config.host}:{config.port}"
+        for name in ("secret", "api_token"):
+            if doc.get(name) not in (None, ""):
+                setattr(config, name, self.string(doc, name, _secret_check))
+        for name in ("scenarios", "templates"):
+            setattr(config, name, resolve(self.string(doc, name) if name in doc else name))
+        if doc.get("outbox") is not None:
+            config.outbox = resolve(self.string(doc, "outbox"))
+        config.plugin_dirs = [resolve(item) for item in self.string_list(doc, "plugin_dirs")]
+        if "default_locale" in doc:
+            config.default_locale = self.string(doc, "default_locale")
+        if "log_level" in doc:
+            config.log_level = self.string(doc, "log_level", _choice_check(_LOG_LEVELS)).lower()
+        config.sources = self.sections(doc, "sources")
+        config.channels = self.sections(doc, "channels")
+        plan = self.mapping(doc, "contact_plan", None)
+        config.contact_plan = dict(plan)
+        if "default_timezone" in plan:
+            config.default_timezone = self.string(plan, "default_timezone", _timezone_check)
+        segments = self.mapping(doc, "segments", None)
+        config.segments = {str(name): self.string(segments, name) for name in segments}
+        return config
+
+    def mapping(self, parent: CommentedMap, key: str, known: set[str] | None) -> CommentedMap:
+        value = parent.get(key)
+        if value is None:
+            return CommentedMap()
+        if not isinstance(value, CommentedMap):
+            self.error(value_position(parent, key), f"'{key}' must be a mapping of settings")
+            return CommentedMap()
+        for sub in value if known is not None else ():
+            if sub not in known:
+                self.error(
+                    key_position(value, sub),
+                    f"unknown setting '{key}.{sub}'{did_you_mean(str(sub), known)}",
+                )
+        return value
+
+    def sections(self, parent: CommentedMap, key: str) -> dict[str, dict]:
+        """A mapping of named sections (`channels`, `sources`), each itself a mapping."""
+        value = self.mapping(parent, key, None)
+        result = {}
+        for name, section in value.items():
+            if section is None:
+                section = CommentedMap()
+            if not isinstance(section, CommentedMap):
+                self.error(value_position(value, name), f"'{key}.{name}' must be a mapping of settings")
+                continue
+            result[str(name)] = section
+        return result
+
+    def string(self, parent: Any, key: Any, check: Callable[[str], str | None] | None = None) -> str:
+        value = parent[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.error(value_position(parent, key), f"'{key}' must be a text value")
+            return ""
+        text = str(value)
+        complaint = check(text) if check else None
+        if complaint:
+            self.error(value_position(parent, key), f"'{key}': {complaint}")
+        return text
+
+    def integer(self, parent: Any, key: Any, low: int, high: int) -> int:
+        value = parent[key]
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = int(str(value))
+        except ValueError:
+            self.error(value_position(parent, key), f"'{key}' must be a whole number, not '{value}'")
+            return low
+        if not low <= number <= high:
+            self.error(value_position(parent, key), f"'{key}' must be between {low} and {high}")
+        return number
+
+    def string_list(self, parent: CommentedMap, key: str) -> list[str]:
+        value = parent.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, CommentedSeq):
+            self.error(value_position(parent, key), f"'{key}' must be a list of paths")
+            return []
+        return [self.string(value, index) for index in range(len(value))]
+
+
+def _url_check(text: str) -> str | None:
+    if not re.match(r"^https?://[^/\s]+", text):
+        return f"'{text}' is not an http(s) URL such as https://track.shop.example"
+    return None
+
+
+def _secret_check(text: str) -> str | None:
+    if len(text) < 16:
+        return "must be at least 16 characters long; generate one with `openssl rand -hex 32`"
+    return None
+
+
+def _timezone_check(text: str) -> str | None:
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown timezone '{text}'; use an IANA name such as Europe/Moscow"
+    return None
+
+
+def _choice_check(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        if text.lower() not in choices:
+            return f"'{text}' is not one of {', '.join(choices)}{did_you_mean(text, choices)}"
+        return None
+
+    return check

@@ -1,0 +1,267 @@
+"""The daemon: the aiohttp application, its lifecycle, signals and systemd notifications.
+
+Start: load the project, open the store, serve, then tell systemd READY=1. SIGHUP reloads
+config, scenarios and templates, keeping the old ones if the new ones are invalid. SIGTERM
+stops accepting requests, lets in-flight ones finish, closes everything and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from boomerang import __version__
+from boomerang.clock import WallClock
+from boomerang.config import load_config
+from boomerang.ingest import Ingestor
+from boomerang.kinds import Route, Source
+from boomerang.model import Event
+from boomerang.plugin_manager import Plugins, load_plugins, notify
+from boomerang.problems import ProblemError
+from boomerang.project import Project, load_project
+from boomerang.store import Store
+from boomerang.systemd import Notifier, watchdog_interval
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024  # 1 MiB: larger requests get 413
+GRACE_SECONDS = 8.0  # in-flight requests get this long after SIGTERM; systemd waits longer
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why."""
+
+
+class Daemon:
+    """One running Boomerang: HTTP endpoints, store and plugins, driven by signals."""
+
+    def __init__(self, config_path: Path, notifier: Notifier | None = None):
+        self.config_path = config_path
+        self.notifier = notifier or Notifier.from_environ()
+        self.clock = WallClock()
+        self.stopping = asyncio.Event()
+        self.reloads = 0
+        self.failed_reloads = 0
+        self.plugins: Plugins
+        self.project: Project
+        self.store: Store
+        self.ingest: Ingestor
+        self._routes: dict[tuple[str, str], Route] = {}
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.crashed = False
+        self.port: int | None = None
+
+    # lifecycle
+    async def start(self) -> None:
+        """Load everything and start serving; raises `StartupError` if that is impossible."""
+        try:
+            config = load_config(self.config_path)
+        except ProblemError as exc:
+            raise StartupError(str(exc)) from None
+        self.plugins = load_plugins(config.plugin_dirs)
+        for problem in self.plugins.problems:
+            log.error("%s", problem)
+        try:
+            self.project = load_project(self.config_path, self.plugins)
+        except ProblemError as exc:
+            raise StartupError(str(exc)) from None
+        if not config.api_token:
+            log.warning("no api_token is set: POST /events refuses every request")
+        self.store = Store(config.database)
+        self.ingest = Ingestor(self.store, self.clock, self._on_stored)
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        self._install_routes(app)
+        access_log = log if config.log_level == "debug" else None
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=access_log, shutdown_timeout=GRACE_SECONDS
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, config.host, config.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self.store.close()
+            raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else config.port
+        for source in self.project.registry.sources.values():
+            if type(source).poll is not Source.poll:
+                self._watch(source.poll(self.ingest, self.stopping), f"poller of source {source.name}")
+        interval = watchdog_interval()
+        if interval:
+            self._watch(self._watchdog(interval), "watchdog")
+        log.info("boomerang %s listening on %s:%s", __version__, config.host, self.port)
+        self.notifier.ready(self.status())
+
+    async def serve(self) -> int:
+        """Run until SIGTERM or SIGINT; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self.stopping.wait()
+        await self.stop()
+        return 1 if self.crashed else 0
+
+    async def stop(self) -> None:
+        """Stop accepting requests, finish in-flight ones, close plugins and the store."""
+        self.notifier.stopping()
+        self.stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.project.registry.close()
+        self.store.close()
+        log.info(
+            "stopped: %d events accepted, %d duplicates, %d reloads",
+            self.ingest.accepted,
+            self.ingest.duplicates,
+            self.reloads,
+        )
+        self.notifier.close()
+
+    async def reload(self) -> bool:
+        """Re-read config, scenarios and templates; keep the running ones if any is invalid."""
+        self.notifier.reloading()
+        try:
+            project = load_project(self.config_path, self.plugins)
+        except ProblemError as exc:
+            self.failed_reloads += 1
+            for problem in exc.problems:
+                log.error("%s", problem)
+            log.error("reload failed: still running the previous configuration")
+            self.notifier.ready(f"reload failed ({len(exc.errors)} errors); " + self.status())
+            return False
+        old, self.project = self.project, project
+        self._warn_about_restart_only_changes(old, project)
+        await old.registry.close()
+        self.reloads += 1
+        log.info("reloaded: %d scenarios", len(project.scenarios))
+        self.notifier.ready(self.status())
+        return True
+
+    def status(self) -> str:
+        """The one-line summary for `systemctl status`."""
+        return (
+            f"serving on port {self.port}: {len(self.project.scenarios)} scenarios, "
+            f"{self.ingest.accepted} events accepted"
+        )
+
+    # routes of sources and channels: fixed paths, handlers looked up in the live project
+    def _collect_routes(self, project: Project) -> dict[tuple[str, str], Route]:
+        routes: dict[tuple[str, str], Route] = {}
+        owners = [*project.registry.sources.values(), *project.registry.channels.values()]
+        for owner in owners:
+            for route in owner.routes():
+                key = (route.method.upper(), route.path)
+                if key in routes:
+                    raise StartupError(f"two plugins serve {key[0]} {key[1]}")
+                routes[key] = route
+        return routes
+
+    def _install_routes(self, app: web.Application) -> None:
+        self._routes = self._collect_routes(self.project)
+        for method, path in self._routes:
+            app.router.add_route(method, path, self._dispatcher(method, path))
+
+    def _dispatcher(self, method: str, path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def dispatch(request: web.Request) -> web.StreamResponse:
+            route = self._routes.get((method, path))
+            if route is None:
+                raise web.HTTPNotFound(text="this endpoint was switched off by a reload\n")
+            return await route.handler(request, self.ingest)
+
+        return dispatch
+
+    def _warn_about_restart_only_changes(self, old: Project, new: Project) -> None:
+        try:
+            routes = self._collect_routes(new)
+        except StartupError as exc:
+            log.error("reload: %s; keeping the previous routes", exc)
+            return
+        for key in routes.keys() - self._routes.keys():
+            log.warning("reload: %s %s is new and will be served after a restart", *key)
+        self._routes = {key: route for key, route in routes.items() if key in self._routes}
+        before, after = old.config, new.config
+        for name in ("host", "port", "database", "plugin_dirs"):
+            if getattr(before, name) != getattr(after, name):
+                log.warning("reload: a change of '%s' takes effect after a restart", name)
+
+    # endpoints of the core
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness: answers while the daemon serves."""
+        return web.json_response({"status": "ok", "version": __version__})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition of the daemon's counters."""
+        counts = await self.store.run(self.store.counts)
+        lines = [
+            "# HELP boomerang_events_accepted_total Events stored since start.",
+            "# TYPE boomerang_events_accepted_total counter",
+            f"boomerang_events_accepted_total {self.ingest.accepted}",
+            "# HELP boomerang_events_duplicate_total Events received again and ignored since start.",
+            "# TYPE boomerang_events_duplicate_total counter",
+            f"boomerang_events_duplicate_total {self.ingest.duplicates}",
+            "# HELP boomerang_reloads_total Successful and failed reloads since start.",
+            "# TYPE boomerang_reloads_total counter",
+            f'boomerang_reloads_total{{result="ok"}} {self.reloads}',
+            f'boomerang_reloads_total{{result="failed"}} {self.failed_reloads}',
+            "# HELP boomerang_customers Customers in the store.",
+            "# TYPE boomerang_customers gauge",
+            f"boomerang_customers {counts['customers']}",
+            "# HELP boomerang_events Events in the store.",
+            "# TYPE boomerang_events gauge",
+            f"boomerang_events {counts['events']}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    # side tasks
+    async def _on_stored(self, events: list[Event]) -> None:
+        for event in events:
+            await notify(self.plugins, "event_stored", event=event)
+
+    def _watch(self, work: Awaitable[None], name: str) -> None:
+        """Run a side task; if it dies, the daemon stops cleanly rather than limp on without it."""
+
+        def done(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s stopped with an error: %r", name, task.exception())
+                self.crashed = True
+                self.stopping.set()
+
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(done)
+        self._tasks.append(task)
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+
+async def run_daemon(config_path: Path) -> int:
+    """Start the daemon and serve until told to stop; returns the exit code."""
+    daemon = Daemon(config_path)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        for line in str(exc).splitlines():
+            log.error("%s", line)
+        daemon.notifier.send(STATUS="failed to start", ERRNO=1)
+        return 2
+    with contextlib.suppress(asyncio.CancelledError):
+        return await daemon.serve()
+    return 0

@@ -1,0 +1,102 @@
+"""The plugin contract: the markers and every hook Boomerang calls.
+
+pluggy calls hooks synchronously, so registration hooks hand over objects whose methods are
+async. Notification hooks may return an awaitable; the core awaits it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from boomerang.config import Config
+    from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
+    from boomerang.model import Delivery, Event, Message
+
+hookspec = pluggy.HookspecMarker("boomerang")
+hookimpl = pluggy.HookimplMarker("boomerang")
+
+
+@hookspec
+def register_sources(config: Config) -> list[Source] | None:
+    """Hand over the event sources (webhooks, pollers) this plugin provides.
+
+    :param config: the loaded configuration; a source reads its own `config.sources[name]`.
+    :return: a list of `boomerang.kinds.Source` objects, each with a unique name.
+    """
+
+
+@hookspec
+def register_channels(config: Config) -> list[Channel] | None:
+    """Hand over the channels this plugin provides, only those configured under `channels:`.
+
+    :param config: the loaded configuration; a channel reads its own `config.channels[name]`.
+    :return: a list of `boomerang.kinds.Channel` objects, each with a unique name.
+    """
+
+
+@hookspec
+def register_conditions() -> dict[str, Callable[..., Any]] | None:
+    """Hand over functions for the expression language, by the name used in expressions.
+
+    :return: a mapping of name to function, e.g. `{"in_segment": in_segment}`.
+    """
+
+
+@hookspec
+def register_actions(config: Config) -> list[Action] | None:
+    """Hand over the actions usable in scenario `action:` steps.
+
+    :param config: the loaded configuration.
+    :return: a list of `boomerang.kinds.Action` objects, each with a unique name.
+    """
+
+
+@hookspec
+def register_promo_providers(config: Config) -> list[PromoProvider] | None:
+    """Hand over providers of personal promo codes, chosen by name in the config.
+
+    :param config: the loaded configuration.
+    :return: a list of `boomerang.kinds.PromoProvider` objects, each with a unique name.
+    """
+
+
+@hookspec
+def register_recommenders(config: Config) -> list[Recommender] | None:
+    """Hand over product recommenders, chosen by name in the config.
+
+    :param config: the loaded configuration.
+    :return: a list of `boomerang.kinds.Recommender` objects, each with a unique name.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the `boomerang` command line; called when the CLI is built.
+
+    :param cli: the click group; use `@cli.command()` to add to it.
+    """
+
+
+@hookspec
+def event_stored(event: Event) -> Awaitable[None] | None:
+    """Told about each event once it is committed to the store (duplicates are not told).
+
+    :param event: the stored event, with `customer_id` resolved.
+    :return: nothing, or an awaitable the core awaits.
+    """
+
+
+@hookspec
+def message_finished(message: Message, delivery: Delivery) -> Awaitable[None] | None:
+    """Told about each message a channel was asked to send, with the channel's answer.
+
+    :param message: the rendered message.
+    :param delivery: what the channel answered: sent, retry, failed, address invalid, opted out.
+    :return: nothing, or an awaitable the core awaits.
+    """

@@ -1,0 +1,209 @@
+"""Turning incoming JSON into validated events, and storing them before anyone is told.
+
+The same reading serves `POST /events`, `boomerang ingest` and `boomerang simulate`: a JSON
+object, a JSON array of objects, or JSON lines (one object per line).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from boomerang.clock import parse_time
+from boomerang.kinds import IngestResult
+from boomerang.model import CHANNEL_NAMES, Event, ProfileUpdate
+
+_TYPE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_BIRTHDAY = re.compile(r"^(\d{4}|-)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
+
+
+class EventError(ValueError):
+    """Input that is not a valid event; the message says what is wrong and where."""
+
+
+def parse_body(body: bytes | str) -> list[tuple[str, Any]]:
+    """Split a request body or file into (where, decoded JSON value) items.
+
+    `where` names the item in error messages: `event 3` in an array, `line 3` in JSON lines.
+    """
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError as exc:
+        raise EventError(f"the body is not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise EventError("no events: the body is empty")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" or len(text.strip().splitlines()) > 1:
+            return _json_lines(text)
+        raise EventError(f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+    if isinstance(whole, list):
+        return [(f"event {index}", item) for index, item in enumerate(whole, start=1)]
+    return [("event", whole)]
+
+
+def _json_lines(text: str) -> list[tuple[str, Any]]:
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append((f"line {number}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise EventError(f"line {number}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+    return items
+
+
+def parse_event(raw: Any, where: str = "event") -> Event:
+    """Validate one generic event object; raises `EventError` naming the field at fault."""
+    if not isinstance(raw, dict):
+        raise EventError(f"{where}: an event must be a JSON object, not {type(raw).__name__}")
+    unknown = set(raw) - {"id", "type", "at", "customer", "data"}
+    if unknown:
+        raise EventError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+            "an event has id, type, at, customer and data"
+        )
+    event_id = raw.get("id")
+    if isinstance(event_id, bool) or not isinstance(event_id, str | int) or str(event_id) == "":
+        raise EventError(f"{where}: 'id' is required (a string unique to this event)")
+    where = f"{where} '{event_id}'"
+    event_type = raw.get("type")
+    if not isinstance(event_type, str) or not _TYPE.match(event_type):
+        raise EventError(f"{where}: 'type' must be a dotted name such as cart.updated")
+    if "at" not in raw:
+        raise EventError(f"{where}: 'at' is required (ISO-8601 with a timezone)")
+    try:
+        at = parse_time(raw["at"])
+    except ValueError as exc:
+        raise EventError(f"{where}: 'at': {exc}") from None
+    data = raw.get("data", {})
+    if not isinstance(data, dict):
+        raise EventError(f"{where}: 'data' must be a JSON object")
+    profile = parse_profile(raw.get("customer"), where)
+    return Event(id=str(event_id), type=event_type, at=at, profile=profile, data=data)
+
+
+def parse_profile(raw: Any, where: str) -> ProfileUpdate:
+    """Validate an event's `customer` object; it must name at least one identity."""
+    if not isinstance(raw, dict):
+        raise EventError(f"{where}: 'customer' is required: an object with an id, email or phone")
+    known = {
+        "id",
+        "email",
+        "phone",
+        "name",
+        "locale",
+        "timezone",
+        "birthday",
+        "gender",
+        "telegram_chat_id",
+        "whatsapp",
+        "consents",
+        "attributes",
+        "push_subscriptions",
+    }
+    unknown = set(raw) - known
+    if unknown:
+        raise EventError(
+            f"{where}: unknown customer field(s) {', '.join(sorted(unknown))}; "
+            "put free-form values under customer.attributes"
+        )
+    text = {}
+    for name in known - {"consents", "attributes", "push_subscriptions"}:
+        value = raw.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise EventError(f"{where}: customer.{name} must be a string")
+        text[name] = str(value).strip() or None
+    if text.get("email"):
+        if not _EMAIL.match(text["email"]):
+            raise EventError(f"{where}: customer.email is not an email address")
+        text["email"] = text["email"].lower()
+    for name in ("phone", "whatsapp"):
+        if text.get(name):
+            text[name] = normalise_phone(text[name], f"{where}: customer.{name}")
+    if text.get("timezone"):
+        try:
+            ZoneInfo(text["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise EventError(
+                f"{where}: customer.timezone '{text['timezone']}' is not an IANA "
+                "timezone such as Europe/Moscow"
+            ) from None
+    if text.get("birthday") and not _BIRTHDAY.match(text["birthday"]):
+        raise EventError(f"{where}: customer.birthday must be YYYY-MM-DD or --MM-DD")
+    consents = raw.get("consents") or {}
+    if not isinstance(consents, dict) or not all(
+        k in CHANNEL_NAMES and isinstance(v, bool) for k, v in consents.items()
+    ):
+        raise EventError(
+            f"{where}: customer.consents must map channel names ({', '.join(CHANNEL_NAMES)}) to true or false"
+        )
+    attributes = raw.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise EventError(f"{where}: customer.attributes must be a JSON object")
+    subscriptions = raw.get("push_subscriptions") or []
+    if not isinstance(subscriptions, list) or not all(_is_subscription(s) for s in subscriptions):
+        raise EventError(
+            f"{where}: customer.push_subscriptions must be a list of "
+            "PushSubscription.toJSON() objects (endpoint, keys.p256dh, keys.auth)"
+        )
+    profile = ProfileUpdate(
+        consents=consents, attributes=attributes, push_subscriptions=subscriptions, **text
+    )
+    if not profile.identities():
+        raise EventError(f"{where}: customer needs an id, email, phone or telegram_chat_id")
+    return profile
+
+
+def normalise_phone(value: str, where: str) -> str:
+    """Keep the digits (and a leading +) so the same number always looks the same."""
+    digits = re.sub(r"[\s()\-.]", "", value)
+    if not re.fullmatch(r"\+?\d{7,15}", digits):
+        raise EventError(f"{where} is not a phone number (7 to 15 digits, + country code)")
+    return digits
+
+
+def _is_subscription(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("endpoint"), str)
+        and value["endpoint"].startswith("https://")
+        and isinstance(value.get("keys"), dict)
+        and isinstance(value["keys"].get("p256dh"), str)
+        and isinstance(value["keys"].get("auth"), str)
+    )
+
+
+def parse_events(items: list[tuple[str, Any]]) -> list[Event]:
+    """Validate every item; one bad event rejects the whole batch, so nothing is half-stored."""
+    return [parse_event(raw, where) for where, raw in items]
+
+
+class Ingestor:
+    """The ingest function handed to sources: commit, then tell the listeners."""
+
+    def __init__(self, store: Any, clock: Any, on_stored: Callable[[list[Event]], Awaitable[None]]):
+        self.store = store
+        self.clock = clock
+        self.on_stored = on_stored
+        self.accepted = 0
+        self.duplicates = 0
+
+    async def __call__(self, events: list[Event], source: str) -> IngestResult:
+        """Store the events; returns only after they are committed."""
+        for event in events:
+            event.source = source
+        stored = await self.store.run(self.store.ingest, events, self.clock.now())
+        self.accepted += len(stored)
+        self.duplicates += len(events) - len(stored)
+        if stored:
+            await self.on_stored(stored)
+        return IngestResult(accepted=len(stored), duplicates=len(events) - len(stored))

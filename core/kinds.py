@@ -1,0 +1,120 @@
+"""The plugin kinds: the objects that `register_*` hooks hand over to the core.
+
+Subclass these (or write objects of the same shape). The core validates what it is handed:
+a missing or duplicate name is a startup error naming the plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from boomerang.model import Customer, Delivery, Event, Message
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """How many events of a batch were stored, and how many had been seen before."""
+
+    accepted: int
+    duplicates: int
+
+
+class Ingest(Protocol):
+    """What sources call with the events they received; returns once they are committed."""
+
+    async def __call__(self, events: list[Event], source: str) -> IngestResult:
+        """Store events (deduplicated by id) and act on them; returns once committed."""
+        ...
+
+
+Handler = Callable[[web.Request, Ingest], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """An HTTP route a source or channel serves; its handler also gets the ingest function."""
+
+    method: str
+    path: str
+    handler: Handler
+
+
+class Source:
+    """Turns what a shop or site sends (webhooks, polled APIs) into normalised events."""
+
+    name: str = ""
+
+    def routes(self) -> list[Route]:
+        """The HTTP routes this source serves; each verifies its own signatures."""
+        return []
+
+    async def poll(self, ingest: Ingest, stop: asyncio.Event) -> None:
+        """Fetch events until `stop` is set; the default source does not poll."""
+        return None
+
+    async def close(self) -> None:
+        """Release connections; called on shutdown and when a reload replaces the source."""
+        return None
+
+
+class Channel(ABC):
+    """Sends messages over one medium: email, sms, whatsapp, push, telegram."""
+
+    name: str = ""
+
+    @abstractmethod
+    def address(self, customer: Customer) -> str | None:
+        """The customer's address on this channel, or None if they have none."""
+
+    @abstractmethod
+    async def send(self, message: Message) -> Delivery:
+        """Send one message and say what happened; must not raise for provider errors."""
+
+    def outbox_file(self, message: Message) -> tuple[str, bytes]:
+        """The file the outbox writes instead of sending: (suffix, content)."""
+        return ".json", json.dumps(message.as_dict(), ensure_ascii=False, indent=2).encode()
+
+    def routes(self) -> list[Route]:
+        """Routes for delivery receipts (`/callbacks/<channel>`), verified by the channel."""
+        return []
+
+    async def close(self) -> None:
+        """Close pooled connections; called on shutdown and when a reload replaces the channel."""
+        return None
+
+
+@dataclass(frozen=True)
+class Action:
+    """A named action for `action:` steps; `run` gets the rendered `with:` arguments."""
+
+    name: str
+    run: Callable[..., Awaitable[dict[str, Any] | None]]
+    description: str = ""
+
+
+class PromoProvider(ABC):
+    """Issues personal promo codes for `send` steps with `promo:`."""
+
+    name: str = ""
+
+    @abstractmethod
+    async def issue(self, customer: Customer, spec: dict[str, Any]) -> str:
+        """A new code for this customer, following the step's `promo:` spec."""
+
+
+class Recommender(ABC):
+    """Suggests products for a customer, for templates that show recommendations."""
+
+    name: str = ""
+
+    @abstractmethod
+    async def recommend(self, customer: Customer, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` products (dicts with at least `name` and `url`)."""

@@ -1,0 +1,135 @@
+"""The plain data that flows through Boomerang: events, customers, messages, deliveries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+CHANNEL_NAMES = ("email", "sms", "whatsapp", "push", "telegram")
+CATEGORIES = ("transactional", "trigger", "promo")
+
+
+@dataclass
+class ProfileUpdate:
+    """What an event says about its customer; later values update the stored profile."""
+
+    id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    birthday: str | None = None
+    gender: str | None = None
+    telegram_chat_id: str | None = None
+    whatsapp: str | None = None
+    consents: dict[str, bool] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    push_subscriptions: list[dict] = field(default_factory=list)
+
+    def identities(self) -> list[tuple[str, str]]:
+        """The (kind, value) pairs that identify a customer, strongest first."""
+        pairs = [
+            ("id", self.id),
+            ("email", self.email),
+            ("phone", self.phone),
+            ("telegram", self.telegram_chat_id),
+        ]
+        return [(kind, value) for kind, value in pairs if value]
+
+
+@dataclass
+class Event:
+    """Something a customer did or that happened to them."""
+
+    id: str
+    type: str
+    at: datetime
+    profile: ProfileUpdate
+    data: dict[str, Any] = field(default_factory=dict)
+    customer_id: str | None = None  # set once the store has resolved the customer
+    source: str = "api"
+
+
+@dataclass
+class Customer:
+    """A profile merged from every identity seen for one person."""
+
+    id: str
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    birthday: str | None = None
+    gender: str | None = None
+    telegram_chat_id: str | None = None
+    whatsapp: str | None = None
+    consents: dict[str, bool] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    push_subscriptions: list[dict] = field(default_factory=list)
+    orders_count: int = 0
+    revenue: float = 0.0
+    last_order_at: datetime | None = None
+    last_seen_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class Message:
+    """One rendered send of one template to one customer over one channel."""
+
+    id: str
+    customer_id: str
+    channel: str
+    to: str
+    template: str
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    locale: str | None = None
+    category: str = "trigger"
+    scenario: str | None = None
+    step: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # channel-specific parts: url, title...
+
+    def as_dict(self) -> dict[str, Any]:
+        """The message as JSON-ready data (what the outbox writes for non-email channels)."""
+        return {
+            "id": self.id,
+            "customer": self.customer_id,
+            "channel": self.channel,
+            "to": self.to,
+            "template": self.template,
+            "locale": self.locale,
+            "category": self.category,
+            "scenario": self.scenario,
+            "step": self.step,
+            "subject": self.subject,
+            "body": self.body,
+            "html": self.html,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+class DeliveryStatus(StrEnum):
+    """What a channel says happened to a message it was asked to send."""
+
+    SENT = "sent"
+    RETRY = "retry"  # a temporary failure: try again later
+    FAILED = "failed"  # failed for good
+    ADDRESS_INVALID = "address_invalid"  # the address is known bad: do not use it again
+    OPTED_OUT = "opted_out"  # the customer said no on this channel
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A channel's answer to one send."""
+
+    status: DeliveryStatus
+    detail: str = ""
+    provider_id: str | None = None
+    retry_after: float | None = None  # seconds, when the provider said how long to wait

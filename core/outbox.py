@@ -1,0 +1,54 @@
+"""The outbox: every channel renders as usual but writes files instead of sending.
+
+With `outbox: DIR` in the config, each channel is wrapped so that a message becomes one file
+in DIR (`.eml` for email, `.json` for the others), named by channel and message id. The demo
+made by `boomerang init` runs this way, with no credentials at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from boomerang.kinds import Channel, Route
+from boomerang.model import Customer, Delivery, DeliveryStatus, Message
+
+
+class Outbox(Channel):
+    """A channel that writes what the wrapped channel would send into a directory."""
+
+    def __init__(self, channel: Channel, directory: Path):
+        self.channel = channel
+        self.name = channel.name
+        self.directory = directory
+
+    def address(self, customer: Customer) -> str | None:
+        """The wrapped channel's address for the customer."""
+        return self.channel.address(customer)
+
+    async def send(self, message: Message) -> Delivery:
+        """Write the message file; a message id written twice overwrites, never duplicates."""
+        suffix, content = self.channel.outbox_file(message)
+        path = self.directory / f"{self.name}-{message.id}{suffix}"
+        await asyncio.get_running_loop().run_in_executor(None, _write_atomically, path, content)
+        return Delivery(DeliveryStatus.SENT, detail=f"written to {path.name}", provider_id=path.name)
+
+    def outbox_file(self, message: Message) -> tuple[str, bytes]:
+        """The wrapped channel's file."""
+        return self.channel.outbox_file(message)
+
+    def routes(self) -> list[Route]:
+        """The wrapped channel's receipt routes."""
+        return self.channel.routes()
+
+    async def close(self) -> None:
+        """Close the wrapped channel."""
+        await self.channel.close()
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(content)
+    os.replace(temporary, path)

@@ -1,0 +1,271 @@
+"""The pluggy manager: entry-point plugins, drop-in files, listing, and the registry.
+
+Built-in plugins are declared in the `boomerang` entry-point group of `pyproject.toml` and
+load exactly like third-party ones. `BOOMERANG_LOAD_PLUGINS` (comma-separated names) loads
+only those entry points; `BOOMERANG_DISABLED_PLUGINS` blocks the ones named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from boomerang import hookspecs
+from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
+from boomerang.model import CHANNEL_NAMES
+from boomerang.problems import Problem, ProblemError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+LOAD_ENV = "BOOMERANG_LOAD_PLUGINS"
+DISABLED_ENV = "BOOMERANG_DISABLED_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    """Where a loaded plugin came from, for `boomerang plugins`."""
+
+    name: str
+    key: str  # the name it is registered under in the plugin manager
+    origin: str  # "package" or "file"
+    package: str | None = None
+    version: str | None = None
+    file: str | None = None
+
+    def hooks(self, pm: pluggy.PluginManager) -> list[str]:
+        """Names of the hooks this plugin implements."""
+        plugin = pm.get_plugin(self.key)
+        if plugin is None:
+            return []
+        return sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+
+
+@dataclass
+class Plugins:
+    """The plugin manager with what was loaded and what failed to load."""
+
+    pm: pluggy.PluginManager
+    infos: list[PluginInfo] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def hook(self) -> Any:
+        """The hook relay: `plugins.hook.register_channels(config=...)`."""
+        return self.pm.hook
+
+
+def load_plugins(plugin_dirs: Iterable[Path] = (), *, entry_point_group: str = "boomerang") -> Plugins:
+    """Load entry-point plugins, then every `*.py` in the drop-in directories.
+
+    A broken entry-point plugin is a startup error; a broken drop-in file is reported in
+    `Plugins.problems` with its file and line and left out, so the daemon keeps running.
+    """
+    pm = pluggy.PluginManager("boomerang")
+    pm.add_hookspecs(hookspecs)
+    plugins = Plugins(pm)
+    allowed = _names(os.environ.get(LOAD_ENV))
+    for name in _names(os.environ.get(DISABLED_ENV)) or ():
+        pm.set_blocked(name)
+    for ep in sorted(entry_points(group=entry_point_group), key=lambda ep: ep.name):
+        if pm.is_blocked(ep.name) or (allowed is not None and ep.name not in allowed):
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        module = ep.load()
+        dist = ep.dist
+        _register(pm, module, ep.name)
+        plugins.infos.append(
+            PluginInfo(
+                ep.name,
+                ep.name,
+                "package",
+                package=dist.metadata["Name"] if dist else None,
+                version=dist.version if dist else None,
+            )
+        )
+    for directory in plugin_dirs:
+        _load_drop_ins(plugins, Path(directory))
+    return plugins
+
+
+def _names(text: str | None) -> set[str] | None:
+    if text is None:
+        return None
+    return {name.strip() for name in text.split(",") if name.strip()}
+
+
+def _register(pm: pluggy.PluginManager, module: ModuleType, name: str) -> None:
+    """Register and check for misspelt hooks; on failure the plugin is left unregistered."""
+    pm.register(module, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        pm.unregister(name=name)
+        hints = "".join(
+            f"; '{unknown}' is not a hook{did_you_mean(unknown, HOOK_NAMES)}"
+            for unknown in _unknown_hooks(module)
+        )
+        raise pluggy.PluginValidationError(exc.plugin, f"{exc}{hints}") from None
+
+
+HOOK_NAMES = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "boomerang_spec"))
+
+
+def _unknown_hooks(module: ModuleType) -> list[str]:
+    """Names of functions marked `@hookimpl` that match no hook."""
+    return [
+        name
+        for name, value in vars(module).items()
+        if hasattr(value, "boomerang_impl") and name not in HOOK_NAMES
+    ]
+
+
+def _load_drop_ins(plugins: Plugins, directory: Path) -> None:
+    if not directory.is_dir():
+        return
+    for file in sorted(directory.glob("*.py")):
+        if file.name.startswith("_"):
+            continue
+        name = str(file.resolve())
+        if plugins.pm.get_plugin(name) is not None:
+            continue  # the same directory listed twice
+        digest = hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:8]
+        module_name = f"boomerang_dropin_{file.stem}_{digest}"
+        try:
+            spec = importlib.util.spec_from_file_location(module_name, file)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+            _register(plugins.pm, module, name)
+        except Exception as exc:
+            sys.modules.pop(module_name, None)
+            line, col = _error_position(exc, file)
+            message = f"plugin not loaded: {type(exc).__name__}: {exc}"
+            plugins.problems.append(Problem(str(file), line, col, message))
+            log.error("%s:%d:%d: %s", file, line, col, message)
+            continue
+        plugins.infos.append(PluginInfo(file.stem, name, "file", file=name))
+
+
+def _error_position(exc: BaseException, file: Path) -> tuple[int, int]:
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return exc.lineno, exc.offset or 1
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == file]
+    if frames:
+        return frames[-1].lineno or 1, (frames[-1].colno or 0) + 1
+    if isinstance(exc, pluggy.PluginValidationError) and isinstance(exc.plugin, ModuleType):
+        for name in _unknown_hooks(exc.plugin):
+            function = getattr(exc.plugin, name)
+            # co_firstlineno is the decorator's line; point at the `def` itself.
+            lines = file.read_text(encoding="utf-8").splitlines()
+            for number in range(function.__code__.co_firstlineno, len(lines) + 1):
+                if lines[number - 1].lstrip().startswith(("def ", "async def ")):
+                    return number, lines[number - 1].index("def ") + 5
+    return 1, 1
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """Await `value` if it is awaitable; notification hooks may return either."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def notify(plugins: Plugins, hook_name: str, **kwargs: Any) -> None:
+    """Call a notification hook and await every awaitable it returns; a failing plugin is logged."""
+    for result in getattr(plugins.hook, hook_name)(**kwargs):
+        try:
+            await await_me_maybe(result)
+        except Exception:
+            log.exception("plugin hook %s failed", hook_name)
+
+
+@dataclass
+class Registry:
+    """What the plugins handed over for one configuration, validated."""
+
+    sources: dict[str, Source] = field(default_factory=dict)
+    channels: dict[str, Channel] = field(default_factory=dict)
+    conditions: dict[str, Any] = field(default_factory=dict)
+    actions: dict[str, Action] = field(default_factory=dict)
+    promo_providers: dict[str, PromoProvider] = field(default_factory=dict)
+    recommenders: dict[str, Recommender] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        """Close every source and channel (connections, pools)."""
+        for item in [*self.sources.values(), *self.channels.values()]:
+            try:
+                await item.close()
+            except Exception:
+                log.exception("closing %s failed", item.name)
+
+
+def collect(plugins: Plugins, config: Any) -> Registry:
+    """Call every registration hook for `config`; raises `ProblemError` on invalid hand-overs."""
+    problems: list[Problem] = []
+    registry = Registry()
+
+    def take(kind: str, results: list[Any], expected: type, target: dict[str, Any]) -> None:
+        for items in results:
+            for item in items or ():
+                name = getattr(item, "name", "")
+                if not isinstance(item, expected) or not name:
+                    problems.append(
+                        Problem(str(config.path), 1, 1, f"a plugin handed over an invalid {kind}: {item!r}")
+                    )
+                elif name in target:
+                    problems.append(Problem(str(config.path), 1, 1, f"duplicate {kind} name '{name}'"))
+                else:
+                    target[name] = item
+
+    def call(hook: str, **kwargs: Any) -> list[Any]:
+        try:
+            return getattr(plugins.hook, hook)(**kwargs)
+        except ProblemError as exc:
+            problems.extend(exc.problems)
+            return []
+
+    take("source", call("register_sources", config=config), Source, registry.sources)
+    take("channel", call("register_channels", config=config), Channel, registry.channels)
+    take("action", call("register_actions", config=config), Action, registry.actions)
+    take(
+        "promo provider",
+        call("register_promo_providers", config=config),
+        PromoProvider,
+        registry.promo_providers,
+    )
+    take("recommender", call("register_recommenders", config=config), Recommender, registry.recommenders)
+    for mapping in call("register_conditions"):
+        for name, function in (mapping or {}).items():
+            if name in registry.conditions:
+                problems.append(Problem(str(config.path), 1, 1, f"duplicate condition name '{name}'"))
+            elif not callable(function):
+                problems.append(Problem(str(config.path), 1, 1, f"condition '{name}' is not callable"))
+            else:
+                registry.conditions[name] = function
+    for name in config.channels:
+        if name not in registry.channels:
+            problems.append(
+                config.problem(
+                    ("channels", name),
+                    f"no channel plugin provides '{name}'"
+                    f"{did_you_mean(name, sorted(set(CHANNEL_NAMES) | set(registry.channels)))}",
+                )
+            )
+    if problems:
+        raise ProblemError(problems)
+    return registry

@@ -1,0 +1,59 @@
+"""The generic source: `POST /events` with the product's own event format.
+
+Accepts a JSON object, a JSON array or JSON lines, authenticated with
+`Authorization: Bearer <api_token>`. Answers only after the events are committed.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from boomerang import hookimpl
+from boomerang.config import Config
+from boomerang.ingest import EventError, parse_body, parse_events
+from boomerang.kinds import Ingest, Route, Source
+
+
+class GenericSource(Source):
+    """Events posted by the shop's own code, by scripts, or by another system."""
+
+    name = "api"
+
+    def __init__(self, api_token: str | None):
+        self.api_token = api_token
+
+    def routes(self) -> list[Route]:
+        """`POST /events`."""
+        return [Route("POST", "/events", self.post_events)]
+
+    def authorized(self, request: web.Request) -> bool:
+        """True when the request carries the configured bearer token (compared in constant time)."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not self.api_token or scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(token.strip().encode(), self.api_token.encode())
+
+    async def post_events(self, request: web.Request, ingest: Ingest) -> web.Response:
+        """Validate the whole batch, store it, answer with the counts."""
+        if not self.authorized(request):
+            return web.json_response(
+                {"error": "missing or wrong bearer token: send Authorization: Bearer <api_token>"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="boomerang"'},
+            )
+        body = await request.read()  # aiohttp answers 413 above the app's client_max_size
+        try:
+            events = parse_events(parse_body(body))
+        except EventError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        result = await ingest(events, self.name)
+        return web.json_response({"accepted": result.accepted, "duplicates": result.duplicates})
+
+
+@hookimpl
+def register_sources(config: Config) -> list[Source]:
+    """The generic source is always on; without an `api_token` it refuses every request."""
+    return [GenericSource(config.api_token)]

@@ -1,0 +1,70 @@
+"""Shared fixtures: a project folder made by `boomerang init`, free ports, the venv's command."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from boomerang.daemon import Daemon
+from boomerang.scaffold import create_project
+from boomerang.systemd import Notifier
+
+API_TOKEN = "test-token-0123456789abcdef"
+SECRET = "test-secret-0123456789abcdef0123456789"
+BOOMERANG = str(Path(sys.executable).parent / "boomerang")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh project from `boomerang init`, on a free port, with known tokens in the environment."""
+    directory = tmp_path / "project"
+    create_project(directory)
+    monkeypatch.setenv("BOOMERANG_API_TOKEN", API_TOKEN)
+    monkeypatch.setenv("BOOMERANG_SECRET", SECRET)
+    monkeypatch.setenv("BOOMERANG_PORT", str(free_port()))
+    monkeypatch.delenv("BOOMERANG_CONFIG", raising=False)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    return directory
+
+
+def event(event_id: str, type_: str = "cart.updated", **customer: str) -> dict:
+    """A generic event in the product's format."""
+    return {
+        "id": event_id,
+        "type": type_,
+        "at": "2026-03-02T10:00:00Z",
+        "customer": customer or {"id": "c-42"},
+        "data": {},
+    }
+
+
+@contextlib.asynccontextmanager
+async def running(directory: Path) -> AsyncIterator[Daemon]:
+    """The daemon started in-process on the project's config, stopped on exit."""
+    daemon = Daemon(directory / "boomerang.yaml", notifier=Notifier(None))
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+def url(daemon: Daemon, path: str) -> str:
+    """An absolute URL on a running in-process daemon."""
+    return f"http://127.0.0.1:{daemon.port}{path}"
+
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}

@@ -1,0 +1,132 @@
+"""The daemon in-process: POST /events, its errors, reloads and metrics."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+
+from boomerang.daemon import Daemon, StartupError
+from conftest import AUTH, event, running, url
+
+
+async def post(daemon: Daemon, body: str | bytes, headers: dict | None = None) -> tuple[int, dict]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url(daemon, "/events"), data=body, headers=AUTH if headers is None else headers
+        ) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+async def test_events_need_the_bearer_token(project: Path) -> None:
+    async with running(project) as daemon:
+        body = json.dumps(event("e1"))
+        assert (await post(daemon, body, headers={}))[0] == 401
+        status, answer = await post(daemon, body, headers={"Authorization": "Bearer wrong-token"})
+        assert status == 401
+        assert "bearer token" in answer["error"]
+        assert (await post(daemon, body, headers={"Authorization": "Basic " + AUTH["Authorization"]}))[
+            0
+        ] == 401
+        assert await daemon.store.run(daemon.store.counts) == {"customers": 0, "events": 0}
+
+
+async def test_object_array_and_json_lines_are_accepted_once(project: Path) -> None:
+    async with running(project) as daemon:
+        assert await post(daemon, json.dumps(event("e1"))) == (200, {"accepted": 1, "duplicates": 0})
+        array = json.dumps([event("e1"), event("e2"), event("e2")])
+        assert await post(daemon, array) == (200, {"accepted": 1, "duplicates": 2})
+        lines = "\n".join(json.dumps(event(f"e{i}")) for i in range(2, 6)) + "\n\n"
+        assert await post(daemon, lines) == (200, {"accepted": 3, "duplicates": 1})
+
+
+async def test_events_are_committed_before_the_answer(project: Path) -> None:
+    async with running(project) as daemon:
+        status, _ = await post(daemon, json.dumps(event("e1", email="anna@example.com")))
+        assert status == 200
+        # A second connection sees the row: the transaction was committed, not just buffered.
+        with sqlite3.connect(project / "boomerang.db") as other:
+            rows = other.execute("SELECT id, substr(customer_id, 1, 5) FROM events").fetchall()
+        assert rows == [("e1", "anon-")]
+
+
+async def test_malformed_events_get_400_and_store_nothing(project: Path) -> None:
+    async with running(project) as daemon:
+        status, answer = await post(daemon, '{"id": "e1", "type": ')
+        assert status == 400
+        assert "invalid JSON" in answer["error"]
+        bad_second = json.dumps(event("e1")) + "\n" + json.dumps({**event("e2"), "at": "yesterday"})
+        status, answer = await post(daemon, bad_second)
+        assert status == 400
+        assert answer["error"].startswith("line 2 'e2': 'at'")
+        status, answer = await post(
+            daemon, json.dumps([event("e1"), {"id": "e2", "type": "x.y", "at": "2026-03-02T10:00:00Z"}])
+        )
+        assert status == 400
+        assert "event 2 'e2'" in answer["error"] and "customer" in answer["error"]
+        assert await daemon.store.run(daemon.store.counts) == {"customers": 0, "events": 0}
+
+
+async def test_a_body_over_one_mebibyte_gets_413(project: Path) -> None:
+    async with running(project) as daemon:
+        padding = " " * (1024 * 1024)
+        async with aiohttp.ClientSession() as session:
+            body = json.dumps(event("e1")) + padding
+            async with session.post(url(daemon, "/events"), data=body, headers=AUTH) as response:
+                assert response.status == 413
+
+
+async def test_healthz_and_metrics(project: Path) -> None:
+    async with running(project) as daemon:
+        await post(daemon, json.dumps([event("e1"), event("e1")]))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url(daemon, "/healthz")) as response:
+                assert response.status == 200
+                assert (await response.json())["status"] == "ok"
+            async with session.get(url(daemon, "/metrics")) as response:
+                text = await response.text()
+        assert "boomerang_events_accepted_total 1\n" in text
+        assert "boomerang_events_duplicate_total 1\n" in text
+        assert "boomerang_customers 1\n" in text
+
+
+async def test_reload_keeps_the_old_project_when_a_scenario_is_broken(project: Path, caplog) -> None:
+    async with running(project) as daemon:
+        before = [s.id for s in daemon.project.scenarios]
+        (project / "scenarios" / "broken.yaml").write_text("scenario: broken\nsteps: [\n", encoding="utf-8")
+        assert await daemon.reload() is False
+        assert [s.id for s in daemon.project.scenarios] == before
+        assert any("broken.yaml:3:1: error: invalid YAML" in r.getMessage() for r in caplog.records)
+        assert (await post(daemon, json.dumps(event("e1"))))[0] == 200
+
+        (project / "scenarios" / "broken.yaml").write_text(
+            "scenario: fixed\ntrigger: {event: order.placed}\nsteps: [stop]\n", encoding="utf-8"
+        )
+        assert await daemon.reload() is True
+        assert sorted(s.id for s in daemon.project.scenarios) == sorted([*before, "fixed"])
+
+
+async def test_reload_applies_a_new_api_token(project: Path, monkeypatch) -> None:
+    async with running(project) as daemon:
+        monkeypatch.setenv("BOOMERANG_API_TOKEN", "a-brand-new-token-0123456789")
+        assert await daemon.reload() is True
+        assert (await post(daemon, json.dumps(event("e1"))))[0] == 401
+        new = {"Authorization": "Bearer a-brand-new-token-0123456789"}
+        assert (await post(daemon, json.dumps(event("e1")), headers=new))[0] == 200
+
+
+async def test_an_invalid_config_stops_the_start_with_positions(project: Path) -> None:
+    config = project / "boomerang.yaml"
+    config.write_text(config.read_text() + "\nlisten_port: 9\n", encoding="utf-8")
+    daemon = Daemon(config)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        assert "boomerang.yaml:" in str(exc) and "unknown setting 'listen_port'" in str(exc)
+    else:
+        await daemon.stop()
+        raise AssertionError("the daemon started with an invalid config")
