@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: run test lint bench clean
+.PHONY: run test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,8 @@ run: $(VENV)/.installed
 	cd $(DEMO) && ../$(BIN)/boomerang run
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check core plugins tests bench
+	$(BIN)/ruff check core plugins tests
 	$(BIN)/python -m pytest -q
-
-bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info
