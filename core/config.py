@@ -15,14 +15,16 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
 from boomerang.problems import Problem, ProblemError, did_you_mean
-from boomerang.yamlfile import key_position, load_yaml, value_position
+from boomerang.yamlfile import key_position, parse_yaml, value_position
 
 DEFAULT_CONFIG = "boomerang.yaml"
 CONFIG_ENV = "BOOMERANG_CONFIG"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A placeholder is as long as the `${...}` it replaces and valid anywhere in YAML.
+_OPEN, _PAD, _CLOSE = "\u24d1", "\u24df", "\u24d4"
+_PLACEHOLDER = re.compile(f"{_OPEN}({_PAD}*[0-9a-z]+){_CLOSE}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -84,8 +86,12 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
         raise ProblemError(
             [Problem(str(path), 1, 1, "config file not found; create one with `boomerang init`")]
         )
-    document = load_yaml(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProblemError([Problem(str(path), 1, 1, f"cannot read file: {exc}")]) from None
     reader = _Reader(str(path), os.environ if environ is None else environ)
+    document = parse_yaml(reader.mask(text), str(path))
     if document is None:
         document = CommentedMap()
     if not isinstance(document, CommentedMap):
@@ -108,39 +114,50 @@ class _Reader:
     def error(self, position: tuple[int, int], message: str) -> None:
         self.problems.append(Problem(self.file, position[0], position[1], message))
 
-    # ${VAR} substitution, in place, keeping positions
+    # ${VAR} substitution. Variables are replaced in the raw text by placeholders of the same
+    # length before parsing, so that `{secret: ${X}}` is valid YAML in flow style, every
+    # position stays right, and a missing variable is reported exactly where its `${` stands.
+    def mask(self, text: str) -> str:
+        self.variables: dict[int, tuple[str, str | None, int, int]] = {}
+        lines = text.split("\n")
+        for number, line in enumerate(lines):
+
+            def placeholder(match: re.Match, number: int = number) -> str:
+                index = len(self.variables)
+                self.variables[index] = (match.group(1), match.group(2), number + 1, match.start() + 1)
+                digits = _base36(index)
+                width = len(match.group(0)) - 2
+                if len(digits) > width:
+                    raise ProblemError(
+                        [Problem(self.file, number + 1, match.start() + 1, "too many variables")]
+                    )
+                return _OPEN + digits.rjust(width, _PAD) + _CLOSE
+
+            lines[number] = _VARIABLE.sub(placeholder, line)
+        return "\n".join(lines)
+
     def substitute(self, node: Any) -> Any:
         if isinstance(node, CommentedMap):
             for key in list(node):
-                node[key] = self._substitute_value(node, key)
+                node[key] = self.substitute(node[key])
         elif isinstance(node, CommentedSeq):
             for index in range(len(node)):
-                node[index] = self._substitute_value(node, index)
+                node[index] = self.substitute(node[index])
+        elif isinstance(node, str) and _OPEN in node:
+            return _PLACEHOLDER.sub(self._value_of, str(node))
         return node
 
-    def _substitute_value(self, parent: Any, key: Any) -> Any:
-        value = parent[key]
-        if isinstance(value, CommentedMap | CommentedSeq):
-            return self.substitute(value)
-        if not isinstance(value, str) or "${" not in value:
-            return value
-        line, col = value_position(parent, key)
-        quoted = isinstance(value, DoubleQuotedScalarString | SingleQuotedScalarString)
-
-        def replace(match: re.Match) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in self.environ:
-                return self.environ[name]
-            if default is not None:
-                return default
-            offset = match.start() + (1 if quoted else 0)
-            self.error(
-                (line, col + offset),
-                f"environment variable {name} is not set; export it, or give a default as ${{{name}:-value}}",
-            )
-            return ""
-
-        return _VARIABLE.sub(replace, str(value))
+    def _value_of(self, match: re.Match) -> str:
+        name, default, line, col = self.variables[int(match.group(1).lstrip(_PAD), 36)]
+        if name in self.environ:
+            return self.environ[name]
+        if default is not None:
+            return default
+        self.error(
+            (line, col),
+            f"environment variable {name} is not set; export it, or give a default as ${{{name}:-value}}",
+        )
+        return ""
 
     # validation
     def build(self, path: Path, doc: CommentedMap) -> Config:
@@ -294,3 +311,13 @@ def _choice_check(choices: tuple[str, ...]) -> Callable[[str], str | None]:
         return None
 
     return check
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, rest = divmod(number, 36)
+        text = digits[rest] + text
+        if number == 0:
+            return text

@@ -39,12 +39,23 @@ def parse_body(body: bytes | str) -> list[tuple[str, Any]]:
     try:
         whole = json.loads(text)
     except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data" or len(text.strip().splitlines()) > 1:
+        # JSON lines: several documents, each on its own line. A pretty-printed document with a
+        # mistake is not that, and its error is reported at its real line.
+        lines = [line for line in text.splitlines() if line.strip()]
+        if exc.msg == "Extra data" or any(_parses(line) for line in lines[:2]):
             return _json_lines(text)
         raise EventError(f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
     if isinstance(whole, list):
         return [(f"event {index}", item) for index, item in enumerate(whole, start=1)]
     return [("event", whole)]
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _json_lines(text: str) -> list[tuple[str, Any]]:

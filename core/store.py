@@ -122,6 +122,7 @@ class Store:
         current = self.schema_version()
         latest = MIGRATIONS[-1][0]
         if current > latest:
+            self.close()
             raise StoreError(
                 f"the database is at schema {current}, newer than this Boomerang knows ({latest}); "
                 "upgrade Boomerang or restore a backup made before the upgrade"
@@ -151,7 +152,7 @@ class Store:
                 seen = self.db.execute("SELECT 1 FROM events WHERE id = ?", [event.id]).fetchone()
                 if seen:
                     continue
-                event.customer_id = self._resolve_customer(event.profile, now)
+                event.customer_id = self._resolve_customer(event.profile, now, to_iso(event.at))
                 self._update_profile(event.customer_id, event, now)
                 self.db.execute(
                     "INSERT INTO events (id, type, at, customer_id, data, source, received_at)"
@@ -169,7 +170,7 @@ class Store:
                 stored.append(event)
         return stored
 
-    def _resolve_customer(self, profile: ProfileUpdate, now: str) -> str:
+    def _resolve_customer(self, profile: ProfileUpdate, now: str, at: str) -> str:
         found: list[str] = []
         for kind, value in profile.identities():
             row = self.db.execute(
@@ -183,7 +184,7 @@ class Store:
             customer_id = profile.id or f"anon-{secrets.token_hex(8)}"
             self.db.execute(
                 "INSERT INTO customers (id, created_at, updated_at) VALUES (?, ?, ?)",
-                [customer_id, now, now],
+                [customer_id, now, at],
             )
             self._add_identity("id", customer_id, customer_id)
         else:
@@ -214,10 +215,13 @@ class Store:
         self._repoint(old, new)
 
     def _merge(self, loser: str, into: str) -> None:
-        """Fold one customer into another: fields the survivor lacks, lists and maps joined."""
-        a, b = self.customer_row(into), self.customer_row(loser)
-        if a is None or b is None:
+        """Fold one customer into another: the later-updated profile's values win, lists join."""
+        survivor, other = self.customer_row(into), self.customer_row(loser)
+        if survivor is None or other is None:
             return
+        # What was said last is true now: an opt-out given to the other profile yesterday
+        # must not be undone by an older consent on the survivor.
+        a, b = (survivor, other) if survivor["updated_at"] >= other["updated_at"] else (other, survivor)
         updates: dict[str, Any] = {
             name: a[name] if a[name] is not None else b[name] for name in PROFILE_FIELDS
         }
@@ -226,36 +230,47 @@ class Store:
             {**json.loads(b["attributes"]), **json.loads(a["attributes"])}, ensure_ascii=False
         )
         updates["push_subscriptions"] = json.dumps(
-            _join_subscriptions(json.loads(a["push_subscriptions"]), json.loads(b["push_subscriptions"]))
+            _join_subscriptions(json.loads(b["push_subscriptions"]), json.loads(a["push_subscriptions"]))
         )
         updates["orders_count"] = a["orders_count"] + b["orders_count"]
         updates["revenue"] = a["revenue"] + b["revenue"]
         updates["last_order_at"] = max(filter(None, [a["last_order_at"], b["last_order_at"]]), default=None)
         updates["last_seen_at"] = max(filter(None, [a["last_seen_at"], b["last_seen_at"]]), default=None)
         updates["created_at"] = min(a["created_at"], b["created_at"])
+        updates["updated_at"] = a["updated_at"]
         self.db["customers"].update(into, updates)
         self.db.execute("DELETE FROM customers WHERE id = ?", [loser])
         self._repoint(loser, into)
 
     def _update_profile(self, customer_id: str, event: Event, now: str) -> None:
+        """Apply what the event says about the customer; an older event only fills gaps.
+
+        `updated_at` is the time of the latest event that spoke about the profile, so events
+        that arrive out of order cannot overwrite newer values with older ones.
+        """
         row = self.customer_row(customer_id)
         assert row is not None
         profile = event.profile
-        updates: dict[str, Any] = {"updated_at": now}
+        at = to_iso(event.at)
+        newer = at >= row["updated_at"]
+        updates: dict[str, Any] = {"updated_at": max(at, row["updated_at"])}
         for name in PROFILE_FIELDS:
             value = getattr(profile, name)
-            if value is not None:
+            if value is not None and (newer or row[name] is None):
                 updates[name] = value
+
+        def joined(stored: str, given: dict) -> str:
+            old = json.loads(stored)
+            return json.dumps({**old, **given} if newer else {**given, **old}, ensure_ascii=False)
+
         if profile.consents:
-            updates["consents"] = json.dumps({**json.loads(row["consents"]), **profile.consents})
+            updates["consents"] = joined(row["consents"], profile.consents)
         if profile.attributes:
-            merged = {**json.loads(row["attributes"]), **profile.attributes}
-            updates["attributes"] = json.dumps(merged, ensure_ascii=False)
+            updates["attributes"] = joined(row["attributes"], profile.attributes)
         if profile.push_subscriptions:
             updates["push_subscriptions"] = json.dumps(
                 _join_subscriptions(json.loads(row["push_subscriptions"]), profile.push_subscriptions)
             )
-        at = to_iso(event.at)
         if event.type == "order.placed":
             order = event.data.get("order") if isinstance(event.data.get("order"), dict) else {}
             total = order.get("total", 0)

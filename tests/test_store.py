@@ -1,0 +1,402 @@
+"""The SQLite store on a real file: idempotent ingestion, identity resolution, merges, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from boomerang.ingest import parse_event
+from boomerang.model import Event
+from boomerang.store import MIGRATIONS, Store, StoreError
+
+RECEIVED = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+PHONE = "+79990001122"
+
+
+def make_event(
+    event_id: str,
+    type_: str = "cart.updated",
+    at: str = "2026-03-02T10:00:00Z",
+    data: dict[str, Any] | None = None,
+    **customer: Any,
+) -> Event:
+    """A validated event in the generic format."""
+    return parse_event({"id": event_id, "type": type_, "at": at, "customer": customer, "data": data or {}})
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def subscription(endpoint: str, auth: str) -> dict[str, Any]:
+    return {"endpoint": endpoint, "expirationTime": None, "keys": {"p256dh": "BNcRd-key", "auth": auth}}
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "boomerang.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    store = Store(db_path)
+    yield store
+    store.close()
+
+
+def identity_owners(store: Store) -> dict[tuple[str, str], str]:
+    rows = store.db.execute("SELECT kind, value, customer_id FROM identities").fetchall()
+    return {(kind, value): owner for kind, value, owner in rows}
+
+
+# idempotency
+
+
+def test_same_event_id_twice_in_one_batch_is_stored_once(store: Store) -> None:
+    first = make_event("e-1", id="c-1")
+    again = make_event("e-1", id="c-2", email="other@example.com")
+    stored = store.ingest([first, again], RECEIVED)
+    assert stored == [first]
+    assert store.counts() == {"customers": 1, "events": 1}
+    assert store.find_customer("other@example.com") is None  # the duplicate was not acted on
+
+
+def test_same_event_id_across_batches_is_stored_once(store: Store) -> None:
+    assert [e.id for e in store.ingest([make_event("e-1", id="c-1")], RECEIVED)] == ["e-1"]
+    assert store.ingest([make_event("e-1", id="c-1")], RECEIVED) == []
+    mixed = store.ingest([make_event("e-1", id="c-1"), make_event("e-2", id="c-1")], RECEIVED)
+    assert [e.id for e in mixed] == ["e-2"]
+    assert store.counts() == {"customers": 1, "events": 2}
+    assert [e["id"] for e in store.events_of("c-1")] == ["e-1", "e-2"]
+
+
+def test_stored_event_keeps_its_fields(store: Store) -> None:
+    event = make_event("e-1", "wishlist.added", "2026-03-02T13:00:00+03:00", {"sku": "B-1"}, id="c-1")
+    event.source = "shopify"
+    [stored] = store.ingest([event], RECEIVED)
+    assert stored.customer_id == "c-1"
+    assert store.events_of("c-1") == [
+        {
+            "id": "e-1",
+            "type": "wishlist.added",
+            "at": "2026-03-02T10:00:00.000000Z",
+            "data": {"sku": "B-1"},
+            "source": "shopify",
+        }
+    ]
+
+
+# identity resolution
+
+
+def test_anonymous_customer_takes_the_shop_id_when_it_arrives(store: Store) -> None:
+    [first] = store.ingest([make_event("e-1", email="Anna@Example.com")], RECEIVED)
+    anon_id = first.customer_id
+    assert anon_id is not None and anon_id.startswith("anon-")
+
+    [second] = store.ingest(
+        [make_event("e-2", "order.placed", id="c-42", email="anna@example.com")], RECEIVED
+    )
+    assert second.customer_id == "c-42"
+    assert store.counts() == {"customers": 1, "events": 2}
+    assert store.customer(anon_id) is None
+    customer = store.customer("c-42")
+    assert customer is not None
+    assert (customer.id, customer.email, customer.orders_count) == ("c-42", "anna@example.com", 1)
+    assert [e["id"] for e in store.events_of("c-42")] == ["e-1", "e-2"]
+    assert store.events_of(anon_id) == []
+    assert set(identity_owners(store).values()) == {"c-42"}
+
+
+def test_find_customer_by_email_old_anonymous_id_and_phone(store: Store) -> None:
+    [first] = store.ingest([make_event("e-1", email="anna@example.com")], RECEIVED)
+    anon_id = first.customer_id
+    assert anon_id is not None
+    store.ingest(
+        [make_event("e-2", id="c-42", email="anna@example.com", phone="+7 (999) 000-11-22")], RECEIVED
+    )
+    for identity in ("c-42", anon_id, "anna@example.com", " ANNA@example.COM ", PHONE):
+        found = store.find_customer(identity)
+        assert found is not None, identity
+        assert found.id == "c-42", identity
+    assert store.find_customer("nobody@example.com") is None
+    assert store.find_customer("+70000000000") is None
+
+
+def test_customer_by_telegram_chat_id_only(store: Store) -> None:
+    [event] = store.ingest([make_event("e-1", telegram_chat_id="123456789")], RECEIVED)
+    again = store.ingest([make_event("e-2", telegram_chat_id="123456789", name="Anna")], RECEIVED)
+    assert again[0].customer_id == event.customer_id
+    assert store.counts()["customers"] == 1
+    customer = store.find_customer("123456789")
+    assert customer is not None
+    assert (customer.telegram_chat_id, customer.name) == ("123456789", "Anna")
+
+
+def test_event_with_both_identities_merges_two_customers(store: Store) -> None:
+    store.ingest(
+        [
+            make_event(
+                "e-1",
+                "order.placed",
+                "2026-03-01T10:00:00Z",
+                {"order": {"id": "o-1", "total": 100}},
+                id="c-1",
+                email="anna@example.com",
+                consents={"email": True},
+                attributes={"tier": "gold"},
+                push_subscriptions=[subscription("https://push.example/a", "auth-a")],
+            )
+        ],
+        RECEIVED,
+    )
+    [by_phone] = store.ingest(
+        [
+            make_event(
+                "e-2",
+                "order.placed",
+                "2026-03-02T09:00:00Z",
+                {"order": {"id": "o-2", "total": 50.5}},
+                phone=PHONE,
+                name="Anna",
+                consents={"sms": True},
+                attributes={"tier": "silver", "city": "Moscow"},
+                push_subscriptions=[subscription("https://push.example/b", "auth-b")],
+            )
+        ],
+        RECEIVED,
+    )
+    anon_id = by_phone.customer_id
+    assert anon_id is not None and anon_id != "c-1"
+    assert store.counts() == {"customers": 2, "events": 2}
+    created_first = store.customer("c-1").created_at  # type: ignore[union-attr]
+
+    [both] = store.ingest(
+        [make_event("e-3", "product.viewed", "2026-03-03T08:00:00Z", id="c-1", phone=PHONE)],
+        datetime(2026, 3, 6, tzinfo=UTC),
+    )
+    assert both.customer_id == "c-1"
+    assert store.counts() == {"customers": 1, "events": 3}
+    assert store.customer(anon_id) is None
+    assert [e["id"] for e in store.events_of("c-1")] == ["e-1", "e-2", "e-3"]
+    assert store.events_of(anon_id) == []
+    assert set(identity_owners(store).values()) == {"c-1"}
+
+    merged = store.customer("c-1")
+    assert merged is not None
+    assert (merged.email, merged.phone, merged.name) == ("anna@example.com", PHONE, "Anna")
+    assert merged.consents == {"email": True, "sms": True}
+    assert merged.attributes == {"tier": "silver", "city": "Moscow"}  # the later value wins
+    assert sorted(s["endpoint"] for s in merged.push_subscriptions) == [
+        "https://push.example/a",
+        "https://push.example/b",
+    ]
+    assert merged.orders_count == 2
+    assert merged.revenue == pytest.approx(150.5)
+    assert merged.last_order_at == utc("2026-03-02T09:00:00")
+    assert merged.last_seen_at == utc("2026-03-03T08:00:00")
+    assert merged.created_at == created_first
+    for identity in (anon_id, PHONE, "anna@example.com"):
+        assert store.find_customer(identity).id == "c-1"  # type: ignore[union-attr]
+
+
+def test_merge_keeps_a_later_opt_out(store: Store) -> None:
+    store.ingest([make_event("e-1", at="2026-03-01T10:00:00Z", id="c-1", consents={"email": True})], RECEIVED)
+    store.ingest(
+        [make_event("e-2", at="2026-03-02T10:00:00Z", email="anna@example.com", consents={"email": False})],
+        RECEIVED,
+    )
+    store.ingest([make_event("e-3", at="2026-03-03T10:00:00Z", id="c-1", email="anna@example.com")], RECEIVED)
+    merged = store.customer("c-1")
+    assert merged is not None
+    assert merged.consents == {"email": False}
+
+
+def test_two_anonymous_customers_merge_and_take_the_shop_id(store: Store) -> None:
+    [a] = store.ingest([make_event("e-1", email="anna@example.com")], RECEIVED)
+    [b] = store.ingest([make_event("e-2", phone=PHONE)], RECEIVED)
+    assert a.customer_id != b.customer_id
+    [c] = store.ingest([make_event("e-3", id="c-7", email="anna@example.com", phone=PHONE)], RECEIVED)
+    assert c.customer_id == "c-7"
+    assert store.counts() == {"customers": 1, "events": 3}
+    for identity in (a.customer_id, b.customer_id, "anna@example.com", PHONE):
+        assert store.find_customer(identity).id == "c-7"  # type: ignore[arg-type, union-attr]
+
+
+# profile updates
+
+
+def test_order_placed_updates_order_summary(store: Store) -> None:
+    store.ingest(
+        [
+            make_event("o-2", "order.placed", "2026-03-04T10:00:00Z", {"order": {"total": 20}}, id="c-1"),
+            # an older order that arrives late must not move last_order_at back
+            make_event("o-1", "order.placed", "2026-03-01T10:00:00Z", {"order": {"total": 79.9}}, id="c-1"),
+            make_event("o-3", "order.placed", "2026-03-02T10:00:00Z", {"order": {"total": "n/a"}}, id="c-1"),
+        ],
+        RECEIVED,
+    )
+    customer = store.customer("c-1")
+    assert customer is not None
+    assert customer.orders_count == 3
+    assert customer.revenue == pytest.approx(99.9)
+    assert customer.last_order_at == utc("2026-03-04T10:00:00")
+    assert customer.last_seen_at is None  # an order is not site activity
+
+
+def test_product_viewed_updates_last_seen(store: Store) -> None:
+    store.ingest([make_event("v-2", "product.viewed", "2026-03-03T10:00:00Z", id="c-1")], RECEIVED)
+    store.ingest([make_event("v-1", "product.viewed", "2026-03-01T10:00:00Z", id="c-1")], RECEIVED)
+    store.ingest([make_event("x-1", "review.submitted", "2026-03-09T10:00:00Z", id="c-1")], RECEIVED)
+    customer = store.customer("c-1")
+    assert customer is not None
+    assert customer.last_seen_at == utc("2026-03-03T10:00:00")
+    assert (customer.orders_count, customer.last_order_at) == (0, None)
+
+
+def test_later_profile_values_update_the_profile(store: Store) -> None:
+    store.ingest(
+        [make_event("e-1", id="c-1", name="Anna", locale="ru", consents={"email": True, "sms": True})],
+        RECEIVED,
+    )
+    store.ingest(
+        [make_event("e-2", id="c-1", name="Anna K.", attributes={"vip": True}, consents={"sms": False})],
+        RECEIVED,
+    )
+    customer = store.customer("c-1")
+    assert customer is not None
+    assert (customer.name, customer.locale) == ("Anna K.", "ru")
+    assert customer.consents == {"email": True, "sms": False}
+    assert customer.attributes == {"vip": True}
+
+
+def test_push_subscriptions_are_deduplicated_by_endpoint(store: Store) -> None:
+    store.ingest(
+        [
+            make_event(
+                "e-1",
+                id="c-1",
+                push_subscriptions=[
+                    subscription("https://push.example/a", "old"),
+                    subscription("https://push.example/a", "old"),
+                ],
+            )
+        ],
+        RECEIVED,
+    )
+    customer = store.customer("c-1")
+    assert customer is not None
+    assert customer.push_subscriptions == [subscription("https://push.example/a", "old")]
+
+    store.ingest(
+        [
+            make_event(
+                "e-2",
+                id="c-1",
+                push_subscriptions=[
+                    subscription("https://push.example/a", "new"),
+                    subscription("https://push.example/b", "b"),
+                ],
+            )
+        ],
+        RECEIVED,
+    )
+    customer = store.customer("c-1")
+    assert customer is not None
+    assert customer.push_subscriptions == [
+        subscription("https://push.example/a", "new"),
+        subscription("https://push.example/b", "b"),
+    ]
+
+
+# migrations and the file
+
+
+def test_new_file_is_migrated_to_the_latest_schema(store: Store, db_path: Path) -> None:
+    latest = MIGRATIONS[-1][0]
+    assert store.schema_version() == latest
+    assert store.migrate() == []
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == latest
+        tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"customers", "identities", "events"} <= tables
+
+
+def test_reopening_applies_no_migration(db_path: Path) -> None:
+    Store(db_path).close()
+    reopened = Store(db_path)
+    try:
+        assert reopened.schema_version() == MIGRATIONS[-1][0]
+        assert reopened.migrate() == []
+    finally:
+        reopened.close()
+
+
+def test_journal_mode_is_wal(store: Store, db_path: Path) -> None:
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw = sqlite3.connect(db_path)  # WAL is a property of the file, seen by every connection
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        raw.close()
+
+
+def test_database_from_a_newer_boomerang_is_refused(db_path: Path) -> None:
+    newer = MIGRATIONS[-1][0] + 1
+    db_path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(db_path)
+    raw.execute(f"PRAGMA user_version = {newer}")
+    raw.close()
+    with pytest.raises(StoreError) as excinfo:
+        Store(db_path)
+    message = str(excinfo.value)
+    assert f"the database is at schema {newer}, newer than this Boomerang knows ({newer - 1})" in message
+    assert "upgrade Boomerang or restore a backup" in message
+    raw = sqlite3.connect(db_path)
+    try:  # left untouched
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == newer
+        assert raw.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] == 0
+    finally:
+        raw.close()
+
+
+def test_data_survives_close_and_reopen(db_path: Path) -> None:
+    store = Store(db_path)
+    [anon] = store.ingest([make_event("e-1", email="anna@example.com")], RECEIVED)
+    store.ingest(
+        [
+            make_event(
+                "e-2", "order.placed", data={"order": {"total": 42}}, id="c-42", email="anna@example.com"
+            )
+        ],
+        RECEIVED,
+    )
+    store.close()
+
+    assert db_path.is_file()
+    reopened = Store(db_path)
+    try:
+        assert reopened.counts() == {"customers": 1, "events": 2}
+        customer = reopened.find_customer(anon.customer_id)  # type: ignore[arg-type]
+        assert customer is not None
+        assert (customer.id, customer.email, customer.orders_count, customer.revenue) == (
+            "c-42",
+            "anna@example.com",
+            1,
+            42,
+        )
+        assert [e["id"] for e in reopened.events_of("c-42")] == ["e-1", "e-2"]
+        assert reopened.ingest([make_event("e-2", id="c-42")], RECEIVED) == []  # still a duplicate
+    finally:
+        reopened.close()
+
+
+async def test_run_calls_the_store_on_its_own_thread(store: Store) -> None:
+    stored = await store.run(store.ingest, [make_event("e-1", id="c-1")], RECEIVED)
+    assert [e.customer_id for e in stored] == ["c-1"]
+    assert await store.run(store.counts) == {"customers": 1, "events": 1}
