@@ -84,6 +84,93 @@ def run(config_file: Path) -> None:
     sys.exit(asyncio.run(run_daemon(config_file)))
 
 
+@cli.command()
+@config_option
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON for CI tools.")
+def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Validate the config, scenarios and templates; exit 1 on any error.
+
+    PATHS are scenario files or folders (default: the config's scenarios folder).
+    Every problem is printed as `file:line:col: error|warning: text`.
+    """
+    from boomerang.project import assemble
+    from boomerang.scenarios import scenario_files
+
+    problems = []
+    scenarios = 0
+    try:
+        config = load_config(config_file)
+    except ProblemError as exc:
+        problems = exc.problems
+    else:
+        plugins = load_plugins(config.plugin_dirs)
+        problems.extend(plugins.problems)
+        chosen = None
+        if paths:
+            chosen = [f for p in paths for f in (scenario_files(p) if p.is_dir() else [p])]
+        project, found = assemble(config, plugins, chosen)
+        problems.extend(found)
+        scenarios = len(project.scenarios) if project else 0
+    problems = sorted(set(problems))
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "errors": errors,
+                    "warnings": warnings,
+                    "scenarios": scenarios,
+                    "problems": [p.as_dict() for p in problems],
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        click.echo(f"{scenarios} scenarios checked: {errors} errors, {warnings} warnings", err=True)
+    sys.exit(1 if errors else 0)
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--events",
+    "events_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Events as JSON lines (the format of POST /events).",
+)
+@click.option("--from", "start", help="Start of the virtual clock (default: the first event).")
+@click.option("--until", help="End of the virtual clock (default: 30 days after the last event).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+def simulate(
+    config_file: Path, events_file: Path, start: str | None, until: str | None, as_json: bool
+) -> None:
+    """Rehearse scenarios: run events on a virtual clock against the real scenarios, contact plan
+    and templates, with a temporary store; nothing is sent. Prints the timeline."""
+    from boomerang.simulation import parse_moment, read_events
+    from boomerang.simulation import simulate as run_simulation
+
+    try:
+        moments = [parse_moment(text) if text else None for text in (start, until)]
+    except ValueError as exc:
+        raise click.ClickException(f"--from/--until: {exc}; write e.g. 2026-03-02T10:00:00Z") from None
+    try:
+        events = read_events(events_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    setup_logging("warning")
+    try:
+        timeline = asyncio.run(run_simulation(config_file, events, moments[0], moments[1]))
+    except ProblemError as exc:
+        raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
+    click.echo(timeline.as_json_lines() if as_json else timeline.as_table(), nl=False)
+
+
 @cli.command(name="plugins")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -159,7 +246,7 @@ def main() -> None:
     """The `boomerang` console script."""
     try:
         group = build_cli()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - an installed plugin that breaks gets one clear line
         click.echo(f"Error: a plugin failed to load: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
     group(prog_name="boomerang")

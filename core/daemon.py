@@ -19,12 +19,14 @@ from aiohttp import web
 from boomerang import __version__
 from boomerang.clock import WallClock
 from boomerang.config import load_config
+from boomerang.engine import Engine
 from boomerang.ingest import Ingestor
 from boomerang.kinds import Route, Source
 from boomerang.model import Event
 from boomerang.plugin_manager import Plugins, load_plugins, notify
 from boomerang.problems import ProblemError
 from boomerang.project import Project, load_project
+from boomerang.scheduler import Scheduler
 from boomerang.store import Store
 from boomerang.systemd import Notifier, watchdog_interval
 
@@ -56,6 +58,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self.crashed = False
+        self._events_waiting = asyncio.Event()
         self.port: int | None = None
 
     # lifecycle
@@ -76,6 +79,12 @@ class Daemon:
             log.warning("no api_token is set: POST /events refuses every request")
         self.store = Store(config.database)
         self.ingest = Ingestor(self.store, self.clock, self._on_stored)
+        self.engine = Engine(self.store, self.clock, self.plugins, self.project)
+        self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job)
+        # Events stored before a crash but not yet acted on are acted on now.
+        while await self.store.run(self.engine.handle_pending_events):
+            pass
+        await self.store.run(self.engine.ensure_ticks, self.clock.now())
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
@@ -98,6 +107,8 @@ class Daemon:
         for source in self.project.registry.sources.values():
             if type(source).poll is not Source.poll:
                 self._watch(source.poll(self.ingest, self.stopping), f"poller of source {source.name}")
+        self._watch(self.scheduler.serve(self.stopping), "scheduler")
+        self._watch(self._handle_events(), "event handling")
         interval = watchdog_interval()
         if interval:
             self._watch(self._watchdog(interval), "watchdog")
@@ -118,6 +129,9 @@ class Daemon:
         """Stop accepting requests, finish in-flight ones, close plugins and the store."""
         self.notifier.stopping()
         self.stopping.set()
+        unfinished = await self.scheduler.drain(GRACE_SECONDS)
+        if unfinished:
+            log.warning("%d jobs were still running; they will run again after the restart", unfinished)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -147,6 +161,9 @@ class Daemon:
             return False
         old, self.project = self.project, project
         self._warn_about_restart_only_changes(old, project)
+        self.engine.use(project)
+        await self.store.run(self.engine.ensure_ticks, self.clock.now())
+        self.scheduler.wake()
         await old.registry.close()
         self.reloads += 1
         log.info("reloaded: %d scenarios", len(project.scenarios))
@@ -232,6 +249,16 @@ class Daemon:
     async def _on_stored(self, events: list[Event]) -> None:
         for event in events:
             await notify(self.plugins, "event_stored", event=event)
+        self._events_waiting.set()
+
+    async def _handle_events(self) -> None:
+        """Act on stored events as they come: journeys start, exit, wake up."""
+        while True:
+            await self._events_waiting.wait()
+            self._events_waiting.clear()
+            while await self.store.run(self.engine.handle_pending_events):
+                pass
+            self.scheduler.wake()
 
     def _watch(self, work: Awaitable[None], name: str) -> None:
         """Run a side task; if it dies, the daemon stops cleanly rather than limp on without it."""

@@ -9,6 +9,29 @@ from typing import Any
 
 CHANNEL_NAMES = ("email", "sms", "whatsapp", "push", "telegram")
 CATEGORIES = ("transactional", "trigger", "promo")
+EVENT_TYPES = (
+    "product.viewed",
+    "category.viewed",
+    "cart.updated",
+    "checkout.started",
+    "site.left",
+    "order.placed",
+    "order.paid",
+    "order.shipped",
+    "order.delivered",
+    "order.cancelled",
+    "customer.created",
+    "customer.updated",
+    "review.submitted",
+    "promo.redeemed",
+    "message.sent",
+    "message.delivered",
+    "message.failed",
+    "message.opened",
+    "message.clicked",
+    "message.unsubscribed",
+    "message.replied",
+)
 
 
 @dataclass
@@ -133,3 +156,54 @@ class Delivery:
     detail: str = ""
     provider_id: str | None = None
     retry_after: float | None = None  # seconds, when the provider said how long to wait
+
+
+@dataclass
+class Journey:
+    """One customer's pass through one scenario; `cursor` is the path of the current step."""
+
+    id: str
+    scenario: str
+    customer_id: str
+    entry_key: str
+    status: str  # active | completed | exited
+    holdout: bool
+    cursor: str | None
+    version: int
+    context: dict[str, Any]
+    entered_at: datetime
+    waiting_for: str | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass
+class Job:
+    """A unit of scheduled work: advance a journey, send a message, run an action, a cron tick."""
+
+    id: int
+    kind: str  # advance | send | action | tick
+    due_at: float  # unix seconds
+    priority: int
+    payload: dict[str, Any]
+    journey_id: str | None = None
+    version: int | None = None
+    key: str | None = None
+    attempts: int = 0
+
+
+@dataclass
+class JournalEntry:
+    """One line of a customer's timeline: what the engine and contact plan did, and why."""
+
+    at: datetime
+    kind: str  # enter | send | defer | drop | action | exit | goal | holdout
+    customer_id: str
+    reason: str
+    scenario: str | None = None
+    journey_id: str | None = None
+    step: str | None = None
+    template: str | None = None
+    channel: str | None = None
+    message_id: str | None = None
+    value: float | None = None
+    variant: str | None = None

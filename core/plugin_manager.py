@@ -151,7 +151,7 @@ def _load_drop_ins(plugins: Plugins, directory: Path) -> None:
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
             _register(plugins.pm, module, name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any error in a drop-in is reported, not fatal
             sys.modules.pop(module_name, None)
             line, col = _error_position(exc, file)
             message = f"plugin not loaded: {type(exc).__name__}: {exc}"

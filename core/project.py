@@ -1,19 +1,24 @@
-"""An installation's whole working set — config, plugins' objects, scenarios — loaded together.
+"""An installation's whole working set, loaded and cross-checked together.
 
-The daemon loads a project at start and again on SIGHUP; a project that does not load
-leaves the running one in place.
+Config, the plugins' objects, scenarios, templates and segments make one `Project`. The daemon
+loads one at start and again on SIGHUP (a project with errors leaves the running one in
+place); `check` reports every problem of one; `simulate` runs one on a virtual clock.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from boomerang.config import Config, load_config
+from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
+from boomerang.model import CHANNEL_NAMES, EVENT_TYPES
 from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, collect
-from boomerang.problems import Problem, ProblemError
-from boomerang.scenarios import Scenario, load_scenarios, scenario_files
+from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.scenarios import Scenario, Step, compile_scenarios, scenario_files
+from boomerang.templates import TemplateLibrary, load_templates
+from boomerang.yamlfile import value_position
 
 
 @dataclass
@@ -23,26 +28,160 @@ class Project:
     config: Config
     registry: Registry
     scenarios: list[Scenario]
+    templates: TemplateLibrary
+    environment: Sandbox
+    segments: dict[str, Expression] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
 
 
-def load_project(config_path: Path, plugins: Plugins) -> Project:
-    """Load config, scenarios and the plugins' objects; raises `ProblemError` listing everything wrong."""
-    config = load_config(config_path)
+def assemble(
+    config: Config, plugins: Plugins, scenario_paths: list[Path] | None = None
+) -> tuple[Project | None, list[Problem]]:
+    """Build a project from a loaded config; returns it (None if unusable) and every problem."""
     problems: list[Problem] = []
     registry = Registry()
     try:
         registry = collect(plugins, config)
     except ProblemError as exc:
         problems.extend(exc.problems)
-    scenarios: list[Scenario] = []
-    try:
-        scenarios = load_scenarios(scenario_files(config.scenarios))
-    except ProblemError as exc:
-        problems.extend(exc.problems)
-    if problems:
+    environment = make_environment(registry.conditions)
+    segments = {}
+    for name, source in config.segments.items():
+        try:
+            segments[name] = compile_expression(source, environment)
+        except ExpressionError as exc:
+            problems.append(config.problem(("segments", name), f"segment '{name}': {exc}"))
+    paths = scenario_files(config.scenarios) if scenario_paths is None else scenario_paths
+    scenarios, found = compile_scenarios(paths, environment)
+    problems.extend(found)
+    templates, found = load_templates(config.templates, registry.conditions)
+    problems.extend(found)
+    for scenario in scenarios:
+        problems.extend(cross_check(scenario, templates, registry, config, plugins))
+    project = Project(config, registry, scenarios, templates, environment, segments)
+    project.warnings = [p for p in problems if p.severity != "error"]
+    return project, problems
+
+
+def load_project(config_path: Path, plugins: Plugins) -> Project:
+    """Load config, scenarios, templates and the plugins' objects; raises `ProblemError` on any error."""
+    config = load_config(config_path)
+    project, problems = assemble(config, plugins)
+    if project is None or any(p.severity == "error" for p in problems):
         raise ProblemError(problems)
     if config.outbox is not None:
-        registry.channels = {
-            name: Outbox(channel, config.outbox) for name, channel in registry.channels.items()
+        project.registry.channels = {
+            name: Outbox(channel, config.outbox) for name, channel in project.registry.channels.items()
         }
-    return Project(config=config, registry=registry, scenarios=scenarios)
+    return project
+
+
+def known_event_types(registry: Registry) -> set[str]:
+    """The normalised event types plus those the source plugins declare."""
+    declared = {t for source in registry.sources.values() for t in getattr(source, "event_types", ())}
+    return set(EVENT_TYPES) | declared
+
+
+def cross_check(
+    scenario: Scenario, templates: TemplateLibrary, registry: Registry, config: Config, plugins: Plugins
+) -> list[Problem]:
+    """What a scenario names that does not exist: templates, channels, actions, event types."""
+    problems: list[Problem] = []
+    file = str(scenario.file)
+    known_channels = set(CHANNEL_NAMES) | set(registry.channels)
+    configured = set(registry.channels)
+    events = known_event_types(registry)
+
+    def warn_event(event_type: str | None, line: int, col: int, where: str) -> None:
+        if event_type and event_type not in events:
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    col,
+                    f"'{event_type}' in {where} is not a known event type{did_you_mean(event_type, events)}; "
+                    "a custom type is fine if a source sends it",
+                    "warning",
+                )
+            )
+
+    doc = scenario.document
+    for key in ("exit_on", "goal"):
+        if key in doc:
+            line, col = value_position(doc, key)
+            types = (
+                list(scenario.exit_on)
+                if key == "exit_on"
+                else [scenario.goal.event if scenario.goal else None]
+            )
+            for event_type in types:
+                warn_event(event_type, line, col, key)
+    if scenario.trigger.kind == "event":
+        line, col = value_position(doc["trigger"], "event")
+        for event_type in scenario.trigger.events:
+            warn_event(event_type, line, col, "trigger")
+    for step in scenario.walk():
+        if step.kind == "wait_for":
+            warn_event(step.until_event, step.line, step.col, "wait until")
+        if step.kind == "send":
+            problems.extend(_check_send(step, file, templates, known_channels, configured))
+        if step.kind == "action" and step.action not in registry.actions:
+            problems.append(
+                Problem(
+                    file,
+                    step.line,
+                    step.col,
+                    f"unknown action '{step.action}'{did_you_mean(step.action or '', registry.actions)}; "
+                    f"registered: {', '.join(sorted(registry.actions)) or 'none'}",
+                )
+            )
+    return problems
+
+
+def _check_send(
+    step: Step, file: str, templates: TemplateLibrary, known: set[str], configured: set[str]
+) -> list[Problem]:
+    problems = []
+    template = templates.get(step.template or "")
+    if template is None:
+        problems.append(
+            Problem(
+                file,
+                step.line,
+                step.col,
+                f"unknown template '{step.template}'{did_you_mean(step.template or '', templates.names())}",
+            )
+        )
+        return problems
+    for channel in step.channels or ():
+        if channel not in known:
+            problems.append(
+                Problem(
+                    file, step.line, step.col, f"unknown channel '{channel}'{did_you_mean(channel, known)}"
+                )
+            )
+        elif channel not in template.channels():
+            problems.append(
+                Problem(file, step.line, step.col, f"template '{template.name}' has no {channel} version")
+            )
+        elif channel not in configured:
+            problems.append(
+                Problem(
+                    file,
+                    step.line,
+                    step.col,
+                    f"channel '{channel}' is not configured: this step will not use it",
+                    "warning",
+                )
+            )
+    if not step.channels and not template.channels() & configured:
+        problems.append(
+            Problem(
+                file,
+                step.line,
+                step.col,
+                f"template '{template.name}' has no version for any configured channel "
+                f"({', '.join(sorted(configured)) or 'none configured'})",
+            )
+        )
+    return problems

@@ -8,9 +8,11 @@ its writes, and the event loop never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -20,7 +22,8 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from boomerang.clock import parse_time, to_iso
-from boomerang.model import Customer, Event, ProfileUpdate
+from boomerang.ingest import EventError, normalise_phone
+from boomerang.model import Customer, Event, Job, JournalEntry, Journey, ProfileUpdate
 
 T = TypeVar("T")
 
@@ -62,10 +65,86 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX events_unhandled ON events (received_at) WHERE handled = 0;
         """,
     ),
+    (
+        2,
+        "journeys, jobs, messages and the journal",
+        """
+        CREATE TABLE journeys (
+            id TEXT PRIMARY KEY,
+            scenario TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            entry_key TEXT NOT NULL,
+            status TEXT NOT NULL,
+            holdout INTEGER NOT NULL DEFAULT 0,
+            cursor TEXT,
+            waiting_for TEXT,
+            version INTEGER NOT NULL DEFAULT 0,
+            context TEXT NOT NULL DEFAULT '{}',
+            entered_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            ended_at TEXT,
+            UNIQUE (scenario, customer_id, entry_key)
+        );
+        CREATE INDEX journeys_customer ON journeys (customer_id, status);
+        CREATE INDEX journeys_scenario ON journeys (scenario, status);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            due_at REAL NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            journey_id TEXT,
+            version INTEGER,
+            key TEXT UNIQUE,
+            payload TEXT NOT NULL DEFAULT '{}',
+            lease_until REAL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX jobs_due ON jobs (due_at, priority DESC);
+        CREATE INDEX jobs_journey ON jobs (journey_id);
+        CREATE INDEX jobs_leased ON jobs (lease_until) WHERE lease_until IS NOT NULL;
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            journey_id TEXT,
+            customer_id TEXT NOT NULL,
+            scenario TEXT,
+            step TEXT,
+            template TEXT NOT NULL,
+            category TEXT NOT NULL,
+            candidates TEXT,
+            channel TEXT,
+            status TEXT NOT NULL,
+            promo TEXT,
+            expires_at TEXT,
+            variant TEXT,
+            context TEXT NOT NULL DEFAULT '{}',
+            detail TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX messages_customer ON messages (customer_id, created_at);
+        CREATE TABLE journal (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            scenario TEXT,
+            journey_id TEXT,
+            step TEXT,
+            template TEXT,
+            channel TEXT,
+            message_id TEXT,
+            reason TEXT NOT NULL,
+            value REAL,
+            variant TEXT
+        );
+        CREATE INDEX journal_customer ON journal (customer_id, at);
+        CREATE INDEX journal_scenario ON journal (scenario, kind, at);
+        """,
+    ),
 ]
 
 # Tables whose rows belong to a customer; merging two customers re-points them all.
-CUSTOMER_TABLES = ("events", "identities")
+CUSTOMER_TABLES = ("events", "identities", "journeys", "messages", "journal")
 
 # Event types that mean the customer is on the site right now.
 SITE_ACTIVITY = {"product.viewed", "category.viewed", "cart.updated", "checkout.started"}
@@ -207,8 +286,20 @@ class Store:
         )
 
     def _repoint(self, old: str, new: str) -> None:
+        # Both customers may be in the same scenario with the same entry: the survivor's
+        # journey stays, the other is ended and kept under a distinct entry key.
+        self.db.execute("UPDATE OR IGNORE journeys SET customer_id = ? WHERE customer_id = ?", [new, old])
+        clashing = [row[0] for row in self.db.execute("SELECT id FROM journeys WHERE customer_id = ?", [old])]
+        for journey_id in clashing:
+            self.db.execute("DELETE FROM jobs WHERE journey_id = ?", [journey_id])
+        self.db.execute(
+            "UPDATE journeys SET customer_id = ?, entry_key = entry_key || ':merged:' || ?, cursor = NULL,"
+            " status = CASE status WHEN 'active' THEN 'exited' ELSE status END WHERE customer_id = ?",
+            [new, old, old],
+        )
         for table in CUSTOMER_TABLES:
-            self.db.execute(f"UPDATE {table} SET customer_id = ? WHERE customer_id = ?", [new, old])
+            if table != "journeys":
+                self.db.execute(f"UPDATE {table} SET customer_id = ? WHERE customer_id = ?", [new, old])
 
     def _rename(self, old: str, new: str) -> None:
         self.db.execute("UPDATE customers SET id = ? WHERE id = ?", [new, old])
@@ -291,9 +382,12 @@ class Store:
 
     def find_customer(self, identity: str) -> Customer | None:
         """A customer by any identity: their id (or a merged-away id), email or phone."""
+        candidates = [identity.strip(), identity.strip().lower()]
+        with contextlib.suppress(EventError):
+            candidates.append(normalise_phone(identity, "phone"))
         row = self.db.execute(
-            "SELECT customer_id FROM identities WHERE value = ? ORDER BY kind = 'id' DESC LIMIT 1",
-            [identity.strip().lower() if "@" in identity else identity.strip()],
+            "SELECT customer_id FROM identities WHERE value IN (?, ?, ?) ORDER BY kind = 'id' DESC LIMIT 1",
+            [*candidates, *candidates[:1]][:3],
         ).fetchone()
         if row is None:
             return None
@@ -321,6 +415,325 @@ class Store:
         return [
             {"id": r[0], "type": r[1], "at": r[2], "data": json.loads(r[3]), "source": r[4]} for r in rows
         ]
+
+    # transactions
+    def transaction(self) -> Any:
+        """A context manager: everything inside commits together or not at all."""
+        return self.db.atomic()
+
+    # events, for the engine
+    def unhandled_events(self, limit: int = 100) -> list[Event]:
+        """Stored events the engine has not acted on yet, in arrival order."""
+        rows = self.db.execute(
+            "SELECT id, type, at, customer_id, data, source FROM events WHERE handled = 0"
+            " ORDER BY received_at, rowid LIMIT ?",
+            [limit],
+        ).fetchall()
+        return [
+            Event(
+                id=r[0],
+                type=r[1],
+                at=parse_time(r[2]),
+                profile=ProfileUpdate(),
+                data=json.loads(r[4]),
+                customer_id=r[3],
+                source=r[5],
+            )
+            for r in rows
+        ]
+
+    def mark_handled(self, event_id: str) -> None:
+        """Record that the engine has acted on an event."""
+        self.db.execute("UPDATE events SET handled = 1 WHERE id = ?", [event_id])
+
+    def events_of_types(
+        self, customer_id: str, types: Iterable[str], since: datetime | None = None
+    ) -> list[dict]:
+        """A customer's events of the given types since a moment, oldest first."""
+        types = list(types)
+        marks = ", ".join("?" for _ in types)
+        rows = self.db.execute(
+            f"SELECT id, type, at, data FROM events WHERE customer_id = ? AND type IN ({marks}) AND at >= ?"
+            " ORDER BY at, id",
+            [customer_id, *types, to_iso(since) if since else ""],
+        ).fetchall()
+        return [{"id": r[0], "type": r[1], "at": r[2], "data": json.loads(r[3])} for r in rows]
+
+    def set_attributes(self, customer_id: str, attributes: dict[str, Any]) -> None:
+        """Merge values into a customer's free-form attributes."""
+        row = self.customer_row(customer_id)
+        if row is None:
+            return
+        merged = {**json.loads(row["attributes"]), **attributes}
+        self.db["customers"].update(customer_id, {"attributes": json.dumps(merged, ensure_ascii=False)})
+
+    def customers_page(self, after: str, limit: int = 500) -> list[Customer]:
+        """Customers in id order after `after`, for walking an audience in batches."""
+        ids = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
+            )
+        ]
+        return [customer for customer in map(self.customer, ids) if customer is not None]
+
+    def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]:
+        """Customers whose date field (`birthday` or `attributes.x`) falls on one of `MM-DD`."""
+        column = (
+            "birthday" if field == "birthday" else f"json_extract(attributes, '$.{field.split('.', 1)[1]}')"
+        )
+        marks = ", ".join("?" for _ in month_days)
+        rows = self.db.execute(
+            f"SELECT id FROM customers WHERE substr({column}, -5) IN ({marks})", month_days
+        ).fetchall()
+        return [customer for customer in (self.customer(r[0]) for r in rows) if customer is not None]
+
+    # journeys
+    def insert_journey(self, journey: Journey, now: datetime) -> bool:
+        """Store a new journey; False if that entry already exists (a re-run of the same trigger)."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO journeys (id, scenario, customer_id, entry_key, status, holdout, cursor,"
+            " waiting_for, version, context, entered_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                journey.id,
+                journey.scenario,
+                journey.customer_id,
+                journey.entry_key,
+                journey.status,
+                int(journey.holdout),
+                journey.cursor,
+                journey.waiting_for,
+                journey.version,
+                json.dumps(journey.context, ensure_ascii=False, default=str),
+                to_iso(journey.entered_at),
+                to_iso(now),
+            ],
+        )
+        return cursor.rowcount == 1
+
+    def save_journey(self, journey: Journey, now: datetime) -> None:
+        """Write a journey's state."""
+        self.db.execute(
+            "UPDATE journeys SET status = ?, cursor = ?, waiting_for = ?, version = ?, context = ?,"
+            " updated_at = ?, ended_at = ? WHERE id = ?",
+            [
+                journey.status,
+                journey.cursor,
+                journey.waiting_for,
+                journey.version,
+                json.dumps(journey.context, ensure_ascii=False, default=str),
+                to_iso(now),
+                to_iso(journey.ended_at) if journey.ended_at else None,
+                journey.id,
+            ],
+        )
+
+    def journey(self, journey_id: str) -> Journey | None:
+        """A journey by id."""
+        rows = self._journeys("WHERE id = ?", [journey_id])
+        return rows[0] if rows else None
+
+    def journeys_of(self, customer_id: str, status: str | None = None) -> list[Journey]:
+        """A customer's journeys (optionally only those with a status), oldest first."""
+        if status:
+            return self._journeys(
+                "WHERE customer_id = ? AND status = ? ORDER BY entered_at", [customer_id, status]
+            )
+        return self._journeys("WHERE customer_id = ? ORDER BY entered_at", [customer_id])
+
+    def last_journey(self, scenario: str, customer_id: str) -> Journey | None:
+        """The customer's most recent journey in a scenario."""
+        rows = self._journeys(
+            "WHERE scenario = ? AND customer_id = ? ORDER BY entered_at DESC LIMIT 1", [scenario, customer_id]
+        )
+        return rows[0] if rows else None
+
+    def _journeys(self, where: str, params: list[Any]) -> list[Journey]:
+        rows = self.db.execute(
+            "SELECT id, scenario, customer_id, entry_key, status, holdout, cursor, waiting_for, version,"
+            f" context, entered_at, ended_at FROM journeys {where}",
+            params,
+        ).fetchall()
+        return [
+            Journey(
+                id=r[0],
+                scenario=r[1],
+                customer_id=r[2],
+                entry_key=r[3],
+                status=r[4],
+                holdout=bool(r[5]),
+                cursor=r[6],
+                waiting_for=r[7],
+                version=r[8],
+                context=json.loads(r[9]),
+                entered_at=parse_time(r[10]),
+                ended_at=parse_time(r[11]) if r[11] else None,
+            )
+            for r in rows
+        ]
+
+    # jobs: the persistent priority queue
+    def add_job(
+        self,
+        kind: str,
+        due_at: float,
+        priority: int,
+        payload: dict[str, Any],
+        *,
+        journey_id: str | None = None,
+        version: int | None = None,
+        key: str | None = None,
+    ) -> int | None:
+        """Queue a job; with a `key` already queued, nothing is added and None is returned."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO jobs (kind, due_at, priority, journey_id, version, key, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [kind, due_at, priority, journey_id, version, key, json.dumps(payload, default=str)],
+        )
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None:
+        """Cancel a journey's pending jobs (of one kind, or all) and the messages not yet sent."""
+        if kind:
+            self.db.execute("DELETE FROM jobs WHERE journey_id = ? AND kind = ?", [journey_id, kind])
+            return
+        self.db.execute("DELETE FROM jobs WHERE journey_id = ?", [journey_id])
+        self.db.execute(
+            "UPDATE messages SET status = 'cancelled' WHERE journey_id = ? AND status = 'pending'",
+            [journey_id],
+        )
+
+    def claim_due(self, now: float, lease: float, limit: int) -> list[Job]:
+        """Lease up to `limit` due jobs, earliest first and higher priority first at the same time."""
+        ids = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM jobs WHERE due_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                " ORDER BY due_at, priority DESC, id LIMIT ?",
+                [now, now, limit],
+            )
+        ]
+        return self.claim_jobs(ids, now, lease)
+
+    def claim_jobs(self, ids: list[int], now: float, lease: float) -> list[Job]:
+        """Lease the given jobs if they are due and not leased by someone else."""
+        claimed = []
+        with self.db.atomic():
+            for job_id in ids:
+                updated = self.db.execute(
+                    "UPDATE jobs SET lease_until = ? WHERE id = ? AND due_at <= ?"
+                    " AND (lease_until IS NULL OR lease_until < ?)",
+                    [now + lease, job_id, now, now],
+                ).rowcount
+                if updated:
+                    claimed.append(job_id)
+        if not claimed:
+            return []
+        marks = ", ".join("?" for _ in claimed)
+        rows = self.db.execute(
+            "SELECT id, kind, due_at, priority, payload, journey_id, version, key, attempts FROM jobs"
+            f" WHERE id IN ({marks}) ORDER BY due_at, priority DESC, id",
+            claimed,
+        ).fetchall()
+        return [Job(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8]) for r in rows]
+
+    def upcoming_jobs(
+        self, until: float, limit: int, now: float | None = None
+    ) -> list[tuple[float, int, int]]:
+        """(due_at, -priority, id) of claimable jobs due before `until`, through the due index."""
+        return [
+            (r[0], -r[1], r[2])
+            for r in self.db.execute(
+                "SELECT due_at, priority, id FROM jobs WHERE due_at <= ?"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, priority DESC LIMIT ?",
+                [until, time.time() if now is None else now, limit],
+            )
+        ]
+
+    def next_due_at(self) -> float | None:
+        """When the next job falls due (or a lease runs out), without scanning the queue."""
+        unleased = self.db.execute(
+            "SELECT due_at FROM jobs WHERE lease_until IS NULL ORDER BY due_at LIMIT 1"
+        ).fetchone()
+        leased = self.db.execute("SELECT min(lease_until) FROM jobs WHERE lease_until IS NOT NULL").fetchone()
+        moments = [value for value in (unleased and unleased[0], leased and leased[0]) if value is not None]
+        return min(moments) if moments else None
+
+    def complete_job(self, job_id: int) -> None:
+        """Remove a job whose effect is done."""
+        self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
+
+    def retry_job(self, job_id: int, due_at: float) -> None:
+        """Release a job to run again at `due_at`."""
+        self.db.execute(
+            "UPDATE jobs SET due_at = ?, lease_until = NULL, attempts = attempts + 1 WHERE id = ?",
+            [due_at, job_id],
+        )
+
+    def release_job(self, job_id: int) -> None:
+        """Give a claimed job back untouched (on shutdown)."""
+        self.db.execute("UPDATE jobs SET lease_until = NULL WHERE id = ?", [job_id])
+
+    def job_count(self) -> int:
+        """Jobs waiting in the queue."""
+        return self.db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+
+    # messages
+    def insert_message(self, fields: dict[str, Any]) -> None:
+        """Store a message to be sent; its id is its idempotency key."""
+        values = {
+            key: json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, dict | list) else v
+            for key, v in fields.items()
+        }
+        self.db["messages"].insert(values, ignore=True)
+
+    def message(self, message_id: str) -> dict[str, Any] | None:
+        """A stored message as a dict (JSON columns decoded)."""
+        cursor = self.db.execute("SELECT * FROM messages WHERE id = ?", [message_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        record = dict(zip([c[0] for c in cursor.description], row, strict=True))
+        for key in ("candidates", "promo", "context"):
+            record[key] = json.loads(record[key]) if record[key] else None
+        return record
+
+    def update_message(self, message_id: str, **fields: Any) -> None:
+        """Change a message's status, channel, detail..."""
+        self.db["messages"].update(message_id, fields)
+
+    # the journal
+    def add_journal(self, entry: JournalEntry) -> None:
+        """Append one line to a customer's timeline."""
+        self.db.execute(
+            "INSERT INTO journal (at, kind, customer_id, scenario, journey_id, step, template, channel,"
+            " message_id, reason, value, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                to_iso(entry.at),
+                entry.kind,
+                entry.customer_id,
+                entry.scenario,
+                entry.journey_id,
+                entry.step,
+                entry.template,
+                entry.channel,
+                entry.message_id,
+                entry.reason,
+                entry.value,
+                entry.variant,
+            ],
+        )
+
+    def journal(self, customer_id: str | None = None) -> list[JournalEntry]:
+        """Timeline lines (of one customer, or all), in time order."""
+        where, params = ("WHERE customer_id = ?", [customer_id]) if customer_id else ("", [])
+        rows = self.db.execute(
+            "SELECT at, kind, customer_id, reason, scenario, journey_id, step, template, channel, message_id,"
+            f" value, variant FROM journal {where} ORDER BY at, id",
+            params,
+        ).fetchall()
+        return [JournalEntry(parse_time(r[0]), *r[1:]) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Row counts for the status line and metrics."""

@@ -7,7 +7,6 @@ timeout. Messages are `multipart/alternative` (text and HTML) with a `Message-ID
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
@@ -20,6 +19,7 @@ from boomerang.config import Config
 from boomerang.kinds import Channel
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import ProblemError, did_you_mean
+from boomerang.templates import html_to_text
 
 SETTINGS = {"host", "port", "from", "starttls", "tls", "username", "password", "timeout", "pool"}
 
@@ -53,7 +53,7 @@ class EmailChannel(Channel):
         domain = parseaddr(self.sender)[1].rpartition("@")[2] or "boomerang.local"
         mail["Message-ID"] = make_msgid(idstring=message.id, domain=domain)
         mail["X-Boomerang-Message-Id"] = message.id
-        mail.set_content(message.body or _text_from_html(message.html or ""))
+        mail.set_content(message.body or html_to_text(message.html or ""))
         if message.html:
             mail.add_alternative(message.html, subtype="html")
         return mail
@@ -85,13 +85,6 @@ class EmailChannel(Channel):
     def outbox_file(self, message: Message) -> tuple[str, bytes]:
         """The message exactly as it would go over SMTP, as an `.eml` file."""
         return ".eml", bytes(self.build(message))
-
-
-def _text_from_html(html: str) -> str:
-    text = re.sub(r"(?is)<(script|style).*?</\1>", "", html)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h\d>|</li>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
-    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
 
 
 def validate(config: Config, settings: dict[str, Any]) -> None:

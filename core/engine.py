@@ -1,0 +1,640 @@
+"""Journeys: start on triggers, advance on timers and events, exit on goals and exit events.
+
+The engine's decisions run on the store's thread, each inside one transaction: a journey's
+move from one state to the next, the jobs it schedules and the messages it queues commit
+together, so a crash at any moment leaves every journey exactly where it was. Sends and
+actions, which talk to the outside, are jobs of their own; they run on the event loop and
+record their outcome in a second transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from boomerang.clock import to_iso
+from boomerang.contact_plan import ContactPlan
+from boomerang.history import History
+from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Job, JournalEntry, Journey, Message
+from boomerang.plugin_manager import Plugins
+from boomerang.project import Project
+from boomerang.scenarios import Scenario, Step
+from boomerang.sending import send_message
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+RESERVED_NAMES = ("customer", "event", "journey", "now", "waited", "data", "history", "segments", "promo")
+
+
+def _fraction(*parts: str) -> float:
+    """A stable number in [0, 1) from the given strings: the same customer always lands the same."""
+    digest = hashlib.sha256(":".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _stable_id(prefix: str, *parts: Any) -> str:
+    return prefix + hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:20]
+
+
+class Engine:
+    """Runs the project's scenarios against the store, on whichever clock it is given."""
+
+    def __init__(self, store: Any, clock: Any, plugins: Plugins, project: Project, *, dry_run: bool = False):
+        self.store = store
+        self.clock = clock
+        self.plugins = plugins
+        self.dry_run = dry_run  # simulate: actions are recorded, not run
+        self.use(project)
+
+    def use(self, project: Project) -> None:
+        """Switch to a newly loaded project (on reload); journeys continue by step path."""
+        self.project = project
+        self.scenarios = {scenario.id: scenario for scenario in project.scenarios}
+        self.plan = ContactPlan(project.config.contact_plan, project.registry.channels)
+        self.zone = ZoneInfo(project.config.default_timezone)
+
+    # contexts for expressions and templates
+    def context(
+        self, customer: Customer, journey: Journey | None, now: datetime, event: dict | None = None
+    ) -> dict:
+        """The names an expression or template sees."""
+        journey_context = journey.context if journey else {}
+        event = event if event is not None else journey_context.get("event") or {}
+        data = event.get("data") or {}
+        names: dict[str, Any] = {key: value for key, value in data.items() if key not in RESERVED_NAMES}
+        names.update(
+            data=data,
+            event=event,
+            customer=dataclasses.asdict(customer),
+            journey=self._journey_view(journey),
+            now=now,
+            waited=journey_context.get("waited") or {},
+            history=History(self.store, customer.id, now),
+            segments=self.project.segments,
+        )
+        return names
+
+    @staticmethod
+    def _journey_view(journey: Journey | None) -> dict[str, Any]:
+        if journey is None:
+            return {}
+        variants = journey.context.get("variants") or {}
+        return {
+            "id": journey.id,
+            "scenario": journey.scenario,
+            "entered_at": journey.entered_at,
+            "holdout": journey.holdout,
+            "variants": variants,
+            "variant": list(variants.values())[-1] if variants else None,
+        }
+
+    # events (store thread)
+    def handle_pending_events(self, limit: int = 200) -> int:
+        """Act on stored events not yet handled; each in its own transaction. Returns how many."""
+        events = self.store.unhandled_events(limit)
+        for event in events:
+            try:
+                with self.store.transaction():
+                    self.on_event(event, self.clock.now())
+                    self.store.mark_handled(event.id)
+            except Exception:
+                # A bug must not wedge the queue behind one event: skip it, loudly.
+                log.exception("acting on event %s (%s) failed; it is skipped", event.id, event.type)
+                with self.store.transaction():
+                    self.store.mark_handled(event.id)
+        return len(events)
+
+    def on_event(self, event: Event, now: datetime) -> None:
+        """Goals, exits, awaited events, restarts and new entries caused by one event."""
+        customer = self.store.customer(event.customer_id)
+        if customer is None:
+            return
+        event_view = {"id": event.id, "type": event.type, "at": to_iso(event.at), "data": event.data}
+        self._record_goals(customer, event, now)
+        for journey in self.store.journeys_of(customer.id, "active"):
+            scenario = self.scenarios.get(journey.scenario)
+            if scenario is None:
+                continue
+            if event.type in scenario.exit_on:
+                self._end(journey, "exited", f"{event.type} arrived", now)
+            elif journey.waiting_for == event.type:
+                journey.context["waited"] = {"event": event.type, "at": event_view["at"], "data": event.data}
+                journey.waiting_for = None
+                self._advance(journey, scenario, customer, now, completing=True)
+        for scenario in self.scenarios.values():
+            trigger = scenario.trigger
+            if trigger.kind != "event" or event.type not in trigger.events:
+                continue
+            if trigger.condition and not trigger.condition.test(
+                self.context(customer, None, now, event_view)
+            ):
+                continue
+            active = [j for j in self.store.journeys_of(customer.id, "active") if j.scenario == scenario.id]
+            if active:
+                if scenario.restart:
+                    self._restart(active[0], scenario, customer, event_view, now)
+                continue
+            self.enter(scenario, customer, event.id, event_view, now)
+
+    def _record_goals(self, customer: Customer, event: Event, now: datetime) -> None:
+        for journey in self.store.journeys_of(customer.id):
+            scenario = self.scenarios.get(journey.scenario)
+            if scenario is None or scenario.goal is None or scenario.goal.event != event.type:
+                continue
+            if journey.context.get("converted"):
+                continue
+            open_for_goal = journey.status == "active" or (
+                journey.ended_at is not None and now - journey.ended_at <= scenario.goal.within
+            )
+            if not open_for_goal:
+                continue
+            order = event.data.get("order") if isinstance(event.data.get("order"), dict) else {}
+            value = order.get("total") if isinstance(order.get("total"), int | float) else None
+            journey.context["converted"] = True
+            self.store.save_journey(journey, now)
+            group = "holdout" if journey.holdout else "treated"
+            self._journal(now, "goal", journey, None, f"{event.type} ({group})", value=value)
+
+    # entering, restarting, ending
+    def enter(
+        self, scenario: Scenario, customer: Customer, entry_key: str, event: dict, now: datetime
+    ) -> bool:
+        """Start a journey if the reentry rule allows; returns whether one started."""
+        last = self.store.last_journey(scenario.id, customer.id)
+        if last is not None:
+            if last.status == "active" or scenario.reentry == "once":
+                return False
+            if isinstance(scenario.reentry, timedelta) and now - last.entered_at < scenario.reentry:
+                return False
+        holdout = scenario.holdout > 0 and _fraction(scenario.id, customer.id, "holdout") < scenario.holdout
+        journey = Journey(
+            id=_stable_id("j-", scenario.id, customer.id, entry_key),
+            scenario=scenario.id,
+            customer_id=customer.id,
+            entry_key=entry_key,
+            status="active",
+            holdout=holdout,
+            cursor=scenario.first,
+            version=0,
+            context={"event": event},
+            entered_at=now,
+        )
+        if not self.store.insert_journey(journey, now):
+            return False
+        self._journal(now, "enter", journey, None, f"entered on {event.get('type')}")
+        if holdout:
+            self._journal(
+                now, "holdout", journey, None, f"control group ({scenario.holdout:.0%}): sent nothing"
+            )
+        self._advance(journey, scenario, customer, now, completing=False)
+        return True
+
+    def _restart(
+        self, journey: Journey, scenario: Scenario, customer: Customer, event: dict, now: datetime
+    ) -> None:
+        self.store.delete_jobs_of(journey.id)
+        journey.version += 1
+        journey.context = {**journey.context, "event": event, "waited": None}
+        journey.waiting_for = None
+        journey.cursor = scenario.first
+        self._journal(now, "enter", journey, None, f"restarted by {event.get('type')}: waiting again")
+        self._advance(journey, scenario, customer, now, completing=False)
+
+    def _end(self, journey: Journey, status: str, reason: str, now: datetime) -> None:
+        # An exit cancels everything still pending; a journey that simply reached its end
+        # keeps the sends and actions its last steps queued.
+        self.store.delete_jobs_of(journey.id, None if status == "exited" else "advance")
+        journey.status = status
+        journey.cursor = None
+        journey.waiting_for = None
+        journey.ended_at = now
+        journey.version += 1
+        self.store.save_journey(journey, now)
+        self._journal(now, "exit", journey, None, reason)
+
+    # walking the steps (store thread, inside the caller's transaction)
+    def _advance(
+        self, journey: Journey, scenario: Scenario, customer: Customer, now: datetime, completing: bool
+    ) -> None:
+        """Run instant steps from the cursor until a wait, a stop or the end."""
+        cursor = scenario.next_of.get(journey.cursor) if completing and journey.cursor else journey.cursor
+        if completing and journey.cursor not in scenario.index:
+            cursor = None
+        while True:
+            if cursor is None:
+                self._end(journey, "completed", "reached the last step", now)
+                return
+            step = scenario.index.get(cursor)
+            if step is None:
+                self._end(journey, "exited", f"step {cursor} no longer exists in the scenario", now)
+                return
+            journey.cursor = cursor
+            if step.kind == "wait":
+                self._schedule_resume(journey, scenario, now + (step.duration or timedelta(0)))
+                self.store.save_journey(journey, now)
+                return
+            if step.kind == "wait_for":
+                journey.waiting_for = step.until_event
+                self._schedule_resume(journey, scenario, now + (step.duration or timedelta(0)))
+                self.store.save_journey(journey, now)
+                return
+            if step.kind == "stop":
+                self._end(journey, "completed", f"stopped at step {step.path}", now)
+                return
+            cursor = self._instant(step, journey, scenario, customer, now)
+
+    def _instant(
+        self, step: Step, journey: Journey, scenario: Scenario, customer: Customer, now: datetime
+    ) -> str | None:
+        """Do one step that takes no time; returns the path of the next step."""
+        following = scenario.next_of[step.path]
+        if step.kind == "if":
+            assert step.condition is not None
+            branch = (
+                step.then if step.condition.test(self.context(customer, journey, now)) else step.otherwise
+            )
+            return branch[0].path if branch else following
+        if step.kind == "split":
+            point = _fraction(scenario.id, step.path, customer.id)
+            chosen = step.variants[-1]
+            for variant in step.variants:
+                if point < variant.weight:
+                    chosen = variant
+                    break
+                point -= variant.weight
+            journey.context.setdefault("variants", {})[step.path] = chosen.name
+            return chosen.steps[0].path if chosen.steps else following
+        if step.kind == "send":
+            self._queue_message(step, journey, scenario, customer, now)
+        elif step.kind == "action":
+            self._queue_action(step, journey, scenario, customer, now)
+        elif step.kind == "set":
+            values = self._render_values(step.assignments, self.context(customer, journey, now))
+            if not journey.holdout:
+                self.store.set_attributes(customer.id, values)
+                customer.attributes.update(values)
+        return following
+
+    def _schedule_resume(self, journey: Journey, scenario: Scenario, due: datetime) -> None:
+        self.store.add_job(
+            "advance",
+            due.timestamp(),
+            self.plan.priority(scenario.category),
+            {"resume": journey.cursor},
+            journey_id=journey.id,
+            version=journey.version,
+        )
+
+    def _render_values(self, values: Any, context: dict) -> Any:
+        if isinstance(values, str) and ("{{" in values or "{%" in values):
+            return self.project.environment.from_string(values).render(context)
+        if isinstance(values, dict):
+            return {key: self._render_values(value, context) for key, value in values.items()}
+        if isinstance(values, list):
+            return [self._render_values(value, context) for value in values]
+        return values
+
+    def _queue_message(
+        self, step: Step, journey: Journey, scenario: Scenario, customer: Customer, now: datetime
+    ) -> None:
+        variant = self._journey_view(journey)["variant"]
+        if journey.holdout:
+            self._journal(
+                now, "drop", journey, step, "control group (holdout): not sent", template=step.template
+            )
+            return
+        message_id = _stable_id("m-", journey.id, journey.version, step.path)
+        expires = now + step.expires if step.expires else None
+        self.store.insert_message(
+            {
+                "id": message_id,
+                "journey_id": journey.id,
+                "customer_id": customer.id,
+                "scenario": scenario.id,
+                "step": step.path,
+                "template": step.template,
+                "category": scenario.category,
+                "candidates": list(step.channels) if step.channels else None,
+                "status": "pending",
+                "promo": _promo_record(step.promo),
+                "expires_at": to_iso(expires) if expires else None,
+                "variant": variant,
+                "context": journey.context,
+                "created_at": to_iso(now),
+            }
+        )
+        self.store.add_job(
+            "send",
+            now.timestamp(),
+            self.plan.priority(scenario.category),
+            {"message": message_id},
+            journey_id=journey.id,
+            key=f"send:{message_id}",
+        )
+
+    def _queue_action(
+        self, step: Step, journey: Journey, scenario: Scenario, customer: Customer, now: datetime
+    ) -> None:
+        if journey.holdout:
+            self._journal(now, "drop", journey, step, f"control group (holdout): {step.action} not run")
+            return
+        arguments = self._render_values(step.arguments, self.context(customer, journey, now))
+        self.store.add_job(
+            "action",
+            now.timestamp(),
+            self.plan.priority(scenario.category),
+            {"action": step.action, "arguments": arguments, "step": step.path},
+            journey_id=journey.id,
+            key=_stable_id("action:", journey.id, journey.version, step.path),
+        )
+
+    def _journal(
+        self, now: datetime, kind: str, journey: Journey, step: Step | str | None, reason: str, **fields: Any
+    ) -> None:
+        variants = journey.context.get("variants") or {}
+        self.store.add_journal(
+            JournalEntry(
+                at=now,
+                kind=kind,
+                customer_id=journey.customer_id,
+                reason=reason,
+                scenario=journey.scenario,
+                journey_id=journey.id,
+                step=step.path if isinstance(step, Step) else step,
+                variant=list(variants.values())[-1] if variants else None,
+                **fields,
+            )
+        )
+
+    # jobs
+    async def run_job(self, job: Job) -> None:
+        """Do one claimed job and complete it (or give it back for a retry)."""
+        if job.kind == "send":
+            await self._send(job)
+        elif job.kind == "action":
+            await self._act(job)
+        elif job.kind == "advance":
+            await self.store.run(self._resume, job, self.clock.now())
+        elif job.kind == "tick":
+            await self.store.run(self._tick, job, self.clock.now())
+        else:
+            log.error("unknown job kind %r; dropping job %s", job.kind, job.id)
+            await self.store.run(self.store.complete_job, job.id)
+
+    def _resume(self, job: Job, now: datetime) -> None:
+        with self.store.transaction():
+            self.store.complete_job(job.id)
+            journey = self.store.journey(job.journey_id) if job.journey_id else None
+            if journey is None or journey.status != "active" or journey.version != job.version:
+                return  # the journey moved on (restart, exit, awaited event): this timer is stale
+            scenario = self.scenarios.get(journey.scenario)
+            customer = self.store.customer(journey.customer_id)
+            if customer is None:
+                return
+            if scenario is None:
+                self._end(journey, "exited", "the scenario no longer exists", now)
+                return
+            step = scenario.index.get(journey.cursor or "")
+            if step is not None and step.kind == "wait" and step.until_idle and customer.last_seen_at:
+                quiet_from = customer.last_seen_at + step.until_idle
+                if quiet_from > now:  # still browsing (seed S18): remind only once they are idle
+                    self.store.add_job(
+                        "advance",
+                        quiet_from.timestamp(),
+                        job.priority,
+                        job.payload,
+                        journey_id=journey.id,
+                        version=journey.version,
+                    )
+                    return
+            if journey.waiting_for:
+                journey.context["waited"] = {"event": None, "at": to_iso(now), "data": {}}
+                journey.waiting_for = None
+            self._advance(journey, scenario, customer, now, completing=True)
+
+    async def _send(self, job: Job) -> None:
+        prepared = await self.store.run(self._prepare_send, job, self.clock.now())
+        if prepared is None:
+            return
+        message, reason = prepared
+        delivery = await send_message(self.plugins, self.project.registry, message)
+        await self.store.run(self._record_delivery, job, message, reason, delivery, self.clock.now())
+
+    def _prepare_send(self, job: Job, now: datetime) -> tuple[Message, str] | None:
+        with self.store.transaction():
+            record = self.store.message(job.payload["message"])
+            if record is None or record["status"] not in ("pending", "sending"):
+                self.store.complete_job(job.id)
+                return None
+            journey = self.store.journey(record["journey_id"]) if record["journey_id"] else None
+            customer = self.store.customer(record["customer_id"])
+            if customer is None or journey is None:
+                self.store.complete_job(job.id)
+                return None
+            step = record["step"]
+            step_fields = {"template": record["template"], "message_id": record["id"]}
+            decision = self.plan.decide(customer, record["candidates"], record["category"])
+            if decision.channel is None:
+                self.store.update_message(record["id"], status="dropped", detail=decision.explain())
+                self._journal(now, "drop", journey, step, decision.explain(), **step_fields)
+                self.store.complete_job(job.id)
+                return None
+            template = self.project.templates.get(record["template"])
+            journey.context = record["context"] or journey.context
+            context = self.context(customer, journey, now)
+            context["promo"] = _promo_view(record["promo"], now)
+            locales = [customer.locale, self.project.config.default_locale, "en"]
+            try:
+                if template is None:
+                    raise KeyError(f"template '{record['template']}' does not exist")
+                rendered = template.render(decision.channel, locales, context)
+            except Exception as exc:  # noqa: BLE001 - a broken template drops this message, not the daemon
+                reason = f"{decision.channel}: cannot render: {exc}"
+                self.store.update_message(record["id"], status="dropped", detail=reason)
+                self._journal(now, "drop", journey, step, reason, channel=decision.channel, **step_fields)
+                self.store.complete_job(job.id)
+                return None
+            channel = self.project.registry.channels[decision.channel]
+            message = Message(
+                id=record["id"],
+                customer_id=customer.id,
+                channel=decision.channel,
+                to=channel.address(customer) or "",
+                template=record["template"],
+                body=rendered.body,
+                subject=rendered.subject,
+                html=rendered.html,
+                locale=rendered.locale,
+                category=record["category"],
+                scenario=record["scenario"],
+                step=record["step"],
+                extra=rendered.extra,
+            )
+            self.store.update_message(record["id"], status="sending", channel=decision.channel)
+            return message, decision.explain()
+
+    def _record_delivery(
+        self, job: Job, message: Message, reason: str, delivery: Delivery, now: datetime
+    ) -> None:
+        with self.store.transaction():
+            record = self.store.message(message.id)
+            journey = self.store.journey(record["journey_id"]) if record and record["journey_id"] else None
+            step = message.step
+            fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
+            if delivery.status is DeliveryStatus.SENT:
+                self.store.update_message(
+                    message.id, status="sent", sent_at=to_iso(now), detail=delivery.detail
+                )
+                if journey:
+                    self._journal(now, "send", journey, step, reason, **fields)
+                self.store.complete_job(job.id)
+            elif delivery.status is DeliveryStatus.RETRY and job.attempts + 1 < MAX_ATTEMPTS:
+                wait = delivery.retry_after or 30 * 2**job.attempts
+                self.store.update_message(message.id, status="pending", detail=delivery.detail)
+                if journey:
+                    self._journal(
+                        now,
+                        "defer",
+                        journey,
+                        step,
+                        f"{message.channel}: retry in {wait:.0f}s: {delivery.detail}",
+                        **fields,
+                    )
+                self.store.retry_job(job.id, now.timestamp() + wait)
+            else:
+                self.store.update_message(message.id, status="failed", detail=delivery.detail)
+                if journey:
+                    self._journal(
+                        now,
+                        "drop",
+                        journey,
+                        step,
+                        f"{message.channel}: {delivery.status.value}: {delivery.detail}",
+                        **fields,
+                    )
+                self.store.complete_job(job.id)
+
+    async def _act(self, job: Job) -> None:
+        name = job.payload["action"]
+        action = self.project.registry.actions.get(name)
+        outcome, retry = "", False
+        if self.dry_run:
+            outcome = f"{name}: simulated, not run"
+        elif action is None:
+            outcome = f"{name}: no such action is registered"
+        else:
+            try:
+                result = await action.run(**job.payload["arguments"])
+                outcome = f"{name}: done" + (f" ({result})" if result else "")
+            except Exception as exc:  # noqa: BLE001 - an action's failure is retried, then recorded
+                log.warning("action %s failed: %s", name, exc)
+                outcome, retry = f"{name}: failed: {exc}", job.attempts + 1 < MAX_ATTEMPTS
+        await self.store.run(self._record_action, job, outcome, retry, self.clock.now())
+
+    def _record_action(self, job: Job, outcome: str, retry: bool, now: datetime) -> None:
+        with self.store.transaction():
+            journey = self.store.journey(job.journey_id) if job.journey_id else None
+            if retry:
+                self.store.retry_job(job.id, now.timestamp() + 30 * 2**job.attempts)
+                kind = "defer"
+            else:
+                self.store.complete_job(job.id)
+                kind = "action"
+            if journey:
+                self._journal(now, kind, journey, job.payload.get("step"), outcome)
+
+    # schedules and dates
+    def ensure_ticks(self, now: datetime) -> None:
+        """Make sure every schedule and date scenario has its next tick queued."""
+        with self.store.transaction():
+            for scenario in self.scenarios.values():
+                due = self._next_tick(scenario, now)
+                if due is not None:
+                    self.store.add_job(
+                        "tick",
+                        due.timestamp(),
+                        self.plan.priority(scenario.category),
+                        {"scenario": scenario.id, "signature": self._tick_signature(scenario)},
+                        key=f"tick:{scenario.id}:{to_iso(due)}",
+                    )
+
+    def _tick_signature(self, scenario: Scenario) -> str:
+        trigger = scenario.trigger
+        return f"{trigger.kind}:{trigger.cron}:{trigger.date_field}:{trigger.offset}:{trigger.time_of_day}"
+
+    def _next_tick(self, scenario: Scenario, now: datetime) -> datetime | None:
+        trigger = scenario.trigger
+        local = now.astimezone(self.zone)
+        if trigger.kind == "schedule" and trigger.cron:
+            return croniter(trigger.cron, local).get_next(datetime)
+        if trigger.kind == "date":
+            hour, minute = trigger.time_of_day
+            today = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            return today if today > local else (today + timedelta(days=1)).replace(hour=hour, minute=minute)
+        return None
+
+    def _tick(self, job: Job, now: datetime) -> None:
+        scenario = self.scenarios.get(job.payload.get("scenario", ""))
+        if scenario is None or job.payload.get("signature") != self._tick_signature(scenario):
+            with self.store.transaction():
+                self.store.complete_job(job.id)  # the scenario changed or went away
+            return
+        tick_at = datetime.fromtimestamp(job.due_at, self.zone)
+        entry_key = f"tick:{to_iso(tick_at)}"
+        event = {"type": scenario.trigger.kind, "at": to_iso(now), "data": {}}
+        if scenario.trigger.kind == "schedule":
+            after = ""
+            while True:  # a crash part-way re-runs the tick; entry keys keep entries single
+                page = self.store.customers_page(after)
+                if not page:
+                    break
+                with self.store.transaction():
+                    for customer in page:
+                        audience = scenario.trigger.audience
+                        if audience is not None and audience.test(self.context(customer, None, now, event)):
+                            self.enter(scenario, customer, entry_key, event, now)
+                after = page[-1].id
+        else:
+            day = tick_at.date() - scenario.trigger.offset
+            entry_key = f"date:{tick_at.date().isoformat()}"
+            month_days = [day.strftime("%m-%d")]
+            if month_days == ["02-28"] and not _is_leap(day.year):
+                month_days.append("02-29")
+            with self.store.transaction():
+                for customer in self.store.customers_with_date(
+                    scenario.trigger.date_field or "birthday", month_days
+                ):
+                    self.enter(scenario, customer, entry_key, event, now)
+        with self.store.transaction():
+            self.store.complete_job(job.id)
+        self.ensure_ticks(now)
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _promo_record(promo: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A step's promo as stored with the message (durations in seconds)."""
+    if not promo:
+        return None
+    return {
+        key: value.total_seconds() if isinstance(value, timedelta) else value for key, value in promo.items()
+    }
+
+
+def _promo_view(promo: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """The promo as templates see it: percent, amount, code, expires_at, expires_hours."""
+    view = dict(promo or {})
+    seconds = view.pop("expires", None)
+    if isinstance(seconds, int | float):
+        view["expires_at"] = now + timedelta(seconds=seconds)
+        view["expires_hours"] = round(seconds / 3600)
+    return view

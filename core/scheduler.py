@@ -1,0 +1,135 @@
+"""The scheduler: runs due jobs from the persistent priority queue in the store.
+
+Jobs live in the database, ordered by (due_at, -priority, id) through an index. The scheduler
+keeps only a bounded window of the jobs due within the next `horizon` seconds in an in-memory
+heap, refills it from the index, and sleeps until the earliest one: a wait of three months is
+just a row, and memory does not grow with the number of waiting journeys. A job is claimed
+under a lease, so the jobs of a process that died come back once their lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from boomerang.model import Job
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0
+MAX_ATTEMPTS = 5
+
+
+class Scheduler:
+    """Claims due jobs and hands them to `run_job`, on the clock it is given."""
+
+    def __init__(
+        self,
+        store: Any,
+        clock: Any,
+        run_job: Callable[[Job], Awaitable[None]],
+        *,
+        horizon: float = 60.0,
+        window: int = 1000,
+        concurrency: int = 8,
+    ):
+        self.store = store
+        self.clock = clock
+        self.run_job = run_job
+        self.horizon = horizon
+        self.window = window
+        self.concurrency = concurrency
+        self._heap: list[tuple[float, int, int]] = []
+        self._refill_at = 0.0
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self.done = 0
+
+    def wake(self) -> None:
+        """Something was queued: look at the store again before sleeping."""
+        self._wake.set()
+
+    @property
+    def held(self) -> int:
+        """How many job ids the in-memory window holds."""
+        return len(self._heap)
+
+    async def _refill(self, now: float) -> None:
+        self._heap = await self.store.run(self.store.upcoming_jobs, now + self.horizon, self.window, now)
+        heapq.heapify(self._heap)
+        self._refill_at = now + self.horizon
+
+    def _pop_due(self, now: float, limit: int) -> list[int]:
+        ids = []
+        while self._heap and self._heap[0][0] <= now and len(ids) < limit:
+            ids.append(heapq.heappop(self._heap)[2])
+        return ids
+
+    async def run_due(self) -> int:
+        """Claim and run every job due now, one at a time (the virtual clock's way); returns how many."""
+        count = 0
+        while True:
+            now = self.clock.now().timestamp()
+            jobs = await self.store.run(self.store.claim_due, now, LEASE_SECONDS, 1)
+            if not jobs:
+                return count
+            await self._run_one(jobs[0])
+            count += 1
+
+    async def _run_one(self, job: Job) -> None:
+        try:
+            await self.run_job(job)
+        except Exception:
+            # A bug, not a provider's answer (those are handled by the job itself).
+            if job.attempts + 1 >= MAX_ATTEMPTS:
+                log.exception("job %s (%s) failed %d times; giving it up", job.id, job.kind, MAX_ATTEMPTS)
+                await self.store.run(self.store.complete_job, job.id)
+            else:
+                log.exception("job %s (%s) failed; it will be retried", job.id, job.kind)
+                due = self.clock.now().timestamp() + 60 * 2**job.attempts
+                await self.store.run(self.store.retry_job, job.id, due)
+        self.done += 1
+
+    async def serve(self, stopping: asyncio.Event) -> None:
+        """Run jobs as they fall due until `stopping` is set (the wall clock's way)."""
+        while not stopping.is_set():
+            now = self.clock.now().timestamp()
+            if self._wake.is_set() or now >= self._refill_at:
+                self._wake.clear()
+                await self._refill(now)
+            due = self._pop_due(now, self.concurrency * 4)
+            if due:
+                for job in await self.store.run(self.store.claim_jobs, due, now, LEASE_SECONDS):
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._run_one(job))
+                    self._running.add(task)
+                    task.add_done_callback(self._finished)
+                continue
+            until = min(self._heap[0][0], self._refill_at) if self._heap else self._refill_at
+            await self._sleep(max(0.0, until - now), stopping)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    async def _sleep(self, seconds: float, stopping: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to `timeout` for jobs in flight; returns how many were left unfinished."""
+        if self._running:
+            await asyncio.wait(self._running, timeout=timeout)
+        left = [task for task in self._running if not task.done()]
+        for task in left:
+            task.cancel()
+        # Their leases run out and they come back; nothing is lost.
+        return len(left)

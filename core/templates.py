@@ -1,0 +1,267 @@
+"""Message templates: one folder per template, one file per channel and locale.
+
+```
+templates/cart_reminder/email.ru.html   front matter: subject (and preheader)
+templates/cart_reminder/email.ru.txt    optional text part; derived from the HTML if absent
+templates/cart_reminder/sms.ru.txt
+templates/cart_reminder/push.ru.txt     front matter: title, url, icon
+templates/cart_reminder/telegram.ru.html   front matter: button, url
+templates/cart_reminder/whatsapp.ru.txt    front matter: content_sid, variables (approved templates)
+```
+
+Front matter is YAML between two `---` lines at the top. Templates are sandboxed Jinja2 with
+the same names and functions as scenario expressions; HTML is autoescaped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Template, TemplateSyntaxError
+from ruamel.yaml.comments import CommentedMap
+
+from boomerang.expressions import Sandbox, make_environment
+from boomerang.model import CHANNEL_NAMES
+from boomerang.problems import Problem, ProblemError
+from boomerang.yamlfile import parse_yaml, value_position
+
+_FILE = re.compile(r"^(?P<channel>[a-z]+)\.(?P<locale>[a-z]{2}(?:[-_][A-Za-z]{2})?)\.(?P<ext>html|txt)$")
+FRONT_MATTER_KEYS = {
+    "email": ("subject", "preheader"),
+    "sms": (),
+    "whatsapp": ("content_sid", "variables"),
+    "push": ("title", "url", "icon"),
+    "telegram": ("button", "url"),
+}
+
+
+@dataclass
+class Part:
+    """One template file: its front matter and body, compiled."""
+
+    file: Path
+    channel: str
+    locale: str
+    kind: str  # "html" or "txt"
+    body: Template
+    front: dict[str, Any] = field(default_factory=dict)  # values are Templates or plain data
+
+
+@dataclass
+class Rendered:
+    """A template rendered for one customer: what goes into a `Message`."""
+
+    channel: str
+    locale: str
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MessageTemplate:
+    """All the files of one template, by channel and locale."""
+
+    name: str
+    parts: dict[tuple[str, str, str], Part] = field(default_factory=dict)
+
+    def channels(self) -> set[str]:
+        """Channels this template has at least one file for."""
+        return {channel for channel, _, _ in self.parts}
+
+    def locales(self, channel: str) -> list[str]:
+        """Locales available for a channel, sorted."""
+        return sorted({locale for ch, locale, _ in self.parts if ch == channel})
+
+    def pick_locale(self, channel: str, wanted: list[str | None]) -> str | None:
+        """The first wanted locale this template has for the channel, else any it has."""
+        available = self.locales(channel)
+        for locale in wanted:
+            if locale and locale in available:
+                return locale
+            if locale and locale[:2] in available:
+                return locale[:2]
+        return available[0] if available else None
+
+    def render(self, channel: str, wanted_locales: list[str | None], context: Mapping[str, Any]) -> Rendered:
+        """Render for a channel in the best locale; raises KeyError if the channel has no file."""
+        locale = self.pick_locale(channel, wanted_locales)
+        if locale is None:
+            raise KeyError(f"template '{self.name}' has no {channel} version")
+        html_part = self.parts.get((channel, locale, "html"))
+        text_part = self.parts.get((channel, locale, "txt"))
+        main = html_part or text_part
+        assert main is not None
+        front = {**(text_part.front if text_part else {}), **(html_part.front if html_part else {})}
+        extra = {key: _render_value(value, context) for key, value in front.items()}
+        html = html_part.body.render(context).strip() if html_part else None
+        body = text_part.body.render(context).strip() if text_part else html_to_text(html or "")
+        subject = extra.pop("subject", None)
+        return Rendered(channel, locale, body, subject=subject, html=html, extra=extra)
+
+
+def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    if isinstance(value, Template):
+        return value.render(context).strip()
+    if isinstance(value, dict):
+        return {key: _render_value(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render_value(item, context) for item in value]
+    return value
+
+
+def html_to_text(html: str) -> str:
+    """A readable text version of an HTML body: links kept as `text (url)`."""
+    text = re.sub(r"(?is)<(script|style|head).*?</\1>", "", html)
+    text = re.sub(r'(?is)<a\s[^>]*href="([^"]+)"[^>]*>(.*?)</a>', r"\2 (\1)", text)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h\d>|</li>|</tr>", "\n", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    for entity, char in (
+        ("&nbsp;", " "),
+        ("&amp;", "&"),
+        ("&lt;", "<"),
+        ("&gt;", ">"),
+        ("&quot;", '"'),
+        ("&#39;", "'"),
+    ):
+        text = text.replace(entity, char)
+    text = re.sub(r"[ \t]+", " ", text)
+    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+
+
+class TemplateLibrary:
+    """Every template of a project, loaded and compiled."""
+
+    def __init__(self, templates: dict[str, MessageTemplate]):
+        self.templates = templates
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.templates
+
+    def get(self, name: str) -> MessageTemplate | None:
+        """A template by name."""
+        return self.templates.get(name)
+
+    def names(self) -> list[str]:
+        """Every template name, sorted."""
+        return sorted(self.templates)
+
+
+def load_templates(
+    directory: Path, functions: Mapping[str, Any] | None = None
+) -> tuple[TemplateLibrary, list[Problem]]:
+    """Load every template under `directory`; returns the library and the problems found."""
+    text_env = make_environment(functions)
+    html_env = make_environment(functions, autoescape=True)
+    templates: dict[str, MessageTemplate] = {}
+    problems: list[Problem] = []
+    if not directory.is_dir():
+        return TemplateLibrary(templates), problems
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        template = MessageTemplate(folder.name)
+        for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+            match = _FILE.match(file.name)
+            if not match or match["channel"] not in CHANNEL_NAMES:
+                problems.append(
+                    Problem(
+                        str(file),
+                        1,
+                        1,
+                        f"'{file.name}' is not named <channel>.<locale>.<html|txt> with a channel from "
+                        f"{', '.join(CHANNEL_NAMES)}",
+                    )
+                )
+                continue
+            try:
+                part = _load_part(
+                    file,
+                    match["channel"],
+                    match["locale"],
+                    match["ext"],
+                    html_env if match["ext"] == "html" else text_env,
+                )
+            except ProblemError as exc:
+                problems.extend(exc.problems)
+                continue
+            template.parts[(part.channel, part.locale, part.kind)] = part
+        if template.parts:
+            templates[template.name] = template
+        for locale in template.locales("email"):
+            parts = [
+                part
+                for (channel, loc, _), part in template.parts.items()
+                if (channel, loc) == ("email", locale)
+            ]
+            if not any("subject" in part.front for part in parts):
+                problems.append(
+                    Problem(
+                        str(parts[0].file), 1, 1, "an email template needs 'subject:' in its front matter"
+                    )
+                )
+    return TemplateLibrary(templates), problems
+
+
+def _load_part(file: Path, channel: str, locale: str, kind: str, environment: Sandbox) -> Part:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProblemError([Problem(str(file), 1, 1, f"cannot read template: {exc}")]) from None
+    front: dict[str, Any] = {}
+    body_line = 1
+    if text.startswith("---\n"):
+        end = text.find("\n---\n", 3)
+        if end < 0:
+            raise ProblemError([Problem(str(file), 1, 1, "front matter opened with --- is never closed")])
+        raw = parse_yaml("\n" + text[4:end], str(file))  # the leading newline keeps line numbers
+        if raw is not None and not isinstance(raw, CommentedMap):
+            raise ProblemError(
+                [Problem(str(file), 2, 1, "front matter must be a mapping such as subject: ...")]
+            )
+        front = _compile_front(raw or CommentedMap(), channel, file, environment)
+        body_line = text[: end + 5].count("\n") + 1
+        text = text[end + 5 :]
+    try:
+        body = environment.from_string(text)
+    except TemplateSyntaxError as exc:
+        line = (exc.lineno or 1) + body_line - 1
+        raise ProblemError([Problem(str(file), line, 1, f"template syntax: {exc.message}")]) from None
+    return Part(file, channel, locale, kind, body, front)
+
+
+def _compile_front(raw: CommentedMap, channel: str, file: Path, environment: Sandbox) -> dict[str, Any]:
+    problems = []
+    front: dict[str, Any] = {}
+    allowed = FRONT_MATTER_KEYS[channel]
+    for key, value in raw.items():
+        if key not in allowed:
+            line, col = value_position(raw, key)
+            expected = ", ".join(allowed) or "nothing"
+            problems.append(
+                Problem(
+                    str(file), line, col, f"unknown front matter '{key}' for {channel}; expected {expected}"
+                )
+            )
+            continue
+        try:
+            front[str(key)] = _compile_value(value, environment)
+        except TemplateSyntaxError as exc:
+            line, col = value_position(raw, key)
+            problems.append(Problem(str(file), line, col, f"template syntax in '{key}': {exc.message}"))
+    if problems:
+        raise ProblemError(problems)
+    return front
+
+
+def _compile_value(value: Any, environment: Sandbox) -> Any:
+    if isinstance(value, str):
+        return environment.from_string(value)
+    if isinstance(value, dict):
+        return {str(k): _compile_value(v, environment) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile_value(v, environment) for v in value]
+    return value
