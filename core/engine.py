@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from boomerang.clock import to_iso
+from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import ContactPlan
 from boomerang.history import History
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Job, JournalEntry, Journey, Message
@@ -127,6 +127,9 @@ class Engine:
             elif journey.waiting_for == event.type:
                 journey.context["waited"] = {"event": event.type, "at": event_view["at"], "data": event.data}
                 journey.waiting_for = None
+                # The timeout timer of this wait is now stale: a new version makes it so.
+                self.store.delete_jobs_of(journey.id, "advance")
+                journey.version += 1
                 self._advance(journey, scenario, customer, now, completing=True)
         for scenario in self.scenarios.values():
             trigger = scenario.trigger
@@ -275,12 +278,24 @@ class Engine:
             self._queue_message(step, journey, scenario, customer, now)
         elif step.kind == "action":
             self._queue_action(step, journey, scenario, customer, now)
-        elif step.kind == "set":
-            values = self._render_values(step.assignments, self.context(customer, journey, now))
-            if not journey.holdout:
+        elif step.kind == "set" and not journey.holdout:
+            values = self._render_or_report(step, step.assignments, journey, customer, now)
+            if values is not None:
                 self.store.set_attributes(customer.id, values)
                 customer.attributes.update(values)
         return following
+
+    def _render_or_report(
+        self, step: Step, values: Any, journey: Journey, customer: Customer, now: datetime
+    ) -> Any:
+        """Render a step's values; a failure is journaled and the journey goes on without them."""
+        try:
+            return self._render_values(values, self.context(customer, journey, now))
+        except Exception as exc:  # noqa: BLE001 - Jinja raises many kinds; one bad value must not stop the journey
+            self._journal(
+                now, "drop", journey, step, f"{step.kind} not done: cannot render its values: {exc}"
+            )
+            return None
 
     def _schedule_resume(self, journey: Journey, scenario: Scenario, due: datetime) -> None:
         self.store.add_job(
@@ -345,7 +360,9 @@ class Engine:
         if journey.holdout:
             self._journal(now, "drop", journey, step, f"control group (holdout): {step.action} not run")
             return
-        arguments = self._render_values(step.arguments, self.context(customer, journey, now))
+        arguments = self._render_or_report(step, step.arguments, journey, customer, now)
+        if arguments is None:
+            return
         self.store.add_job(
             "action",
             now.timestamp(),
@@ -440,6 +457,12 @@ class Engine:
                 return None
             step = record["step"]
             step_fields = {"template": record["template"], "message_id": record["id"]}
+            if record["expires_at"] and parse_time(record["expires_at"]) < now:
+                reason = f"expired at {record['expires_at']} before it could go"
+                self.store.update_message(record["id"], status="dropped", detail=reason)
+                self._journal(now, "drop", journey, step, reason, **step_fields)
+                self.store.complete_job(job.id)
+                return None
             decision = self.plan.decide(customer, record["candidates"], record["category"])
             if decision.channel is None:
                 self.store.update_message(record["id"], status="dropped", detail=decision.explain())
@@ -449,7 +472,8 @@ class Engine:
             template = self.project.templates.get(record["template"])
             journey.context = record["context"] or journey.context
             context = self.context(customer, journey, now)
-            context["promo"] = _promo_view(record["promo"], now)
+            zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
+            context["promo"] = _promo_view(record["promo"], now.astimezone(zone))
             locales = [customer.locale, self.project.config.default_locale, "en"]
             try:
                 if template is None:

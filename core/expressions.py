@@ -66,7 +66,8 @@ class Expression:
         try:
             value = self._compiled(**context)
         except (TypeError, ValueError, ArithmeticError, LookupError, UndefinedError, SecurityError) as exc:
-            log.warning("expression %r failed: %s: %s", self.source, type(exc).__name__, exc)
+            # Common and harmless (days_since of a customer who never ordered), so not a warning.
+            log.debug("expression %r failed: %s: %s", self.source, type(exc).__name__, exc)
             return None
         return None if isinstance(value, Undefined) else value
 
@@ -83,5 +84,8 @@ def compile_expression(source: Any, environment: Sandbox) -> Expression:
     try:
         compiled = environment.compile_expression(text, undefined_to_none=False)
     except TemplateSyntaxError as exc:
-        raise ExpressionError(f"cannot parse expression '{text}': {exc.message}", exc.lineno or 1) from None
+        one_line = " ".join(text.split())
+        raise ExpressionError(
+            f"cannot parse expression '{one_line}': {exc.message}", exc.lineno or 1
+        ) from None
     return Expression(text, compiled)

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiohttp import web
-
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from boomerang.model import Customer, Delivery, Event, Message
 
 
@@ -35,7 +35,7 @@ class Ingest(Protocol):
         ...
 
 
-Handler = Callable[[web.Request, Ingest], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request", Ingest], Awaitable["web.StreamResponse"]]
 
 
 @dataclass(frozen=True)

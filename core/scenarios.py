@@ -15,6 +15,7 @@ from typing import Any
 
 from croniter import croniter
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from boomerang.clock import parse_duration
 from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
@@ -177,6 +178,8 @@ class _Compiler:
             return compile_expression(parent[key], self.environment)
         except ExpressionError as exc:
             line, col = value_position(parent, key)
+            if isinstance(parent[key], LiteralScalarString | FoldedScalarString):
+                line += 1  # a block scalar's text starts on the line after its `|` or `>`
             self.error((line + exc.line - 1, col), str(exc))
             return None
 
@@ -495,10 +498,12 @@ class _Compiler:
             self.error(value_position(node, "stop"), "write a bare '- stop'")
 
     def templates_in(self, node: Any) -> None:
-        """Check that string values with {{ }} parse as templates."""
-        for key in node:
+        """Check that string values with {{ }} parse as templates, at any depth."""
+        for key in node if isinstance(node, CommentedMap) else range(len(node)):
             value = node[key]
-            if isinstance(value, str) and ("{{" in value or "{%" in value):
+            if isinstance(value, CommentedMap | CommentedSeq):
+                self.templates_in(value)
+            elif isinstance(value, str) and ("{{" in value or "{%" in value):
                 try:
                     self.environment.from_string(value)
                 except Exception as exc:  # noqa: BLE001 - Jinja raises several kinds of syntax error

@@ -44,6 +44,7 @@ class Scheduler:
         self.concurrency = concurrency
         self._heap: list[tuple[float, int, int]] = []
         self._refill_at = 0.0
+        self._window_full = False
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(concurrency)
@@ -61,6 +62,8 @@ class Scheduler:
     async def _refill(self, now: float) -> None:
         self._heap = await self.store.run(self.store.upcoming_jobs, now + self.horizon, self.window, now)
         heapq.heapify(self._heap)
+        # A full window may have left due jobs in the store: look again as soon as it is empty.
+        self._window_full = len(self._heap) >= self.window
         self._refill_at = now + self.horizon
 
     def _pop_due(self, now: float, limit: int) -> list[int]:
@@ -98,7 +101,7 @@ class Scheduler:
         """Run jobs as they fall due until `stopping` is set (the wall clock's way)."""
         while not stopping.is_set():
             now = self.clock.now().timestamp()
-            if self._wake.is_set() or now >= self._refill_at:
+            if self._wake.is_set() or now >= self._refill_at or (self._window_full and not self._heap):
                 self._wake.clear()
                 await self._refill(now)
             due = self._pop_due(now, self.concurrency * 4)
@@ -115,6 +118,7 @@ class Scheduler:
     def _finished(self, task: asyncio.Task) -> None:
         self._running.discard(task)
         self._slots.release()
+        self.wake()  # a job often queues the next one (a send after a wait): pick it up now
 
     async def _sleep(self, seconds: float, stopping: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]

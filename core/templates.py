@@ -178,13 +178,8 @@ def load_templates(
                 )
                 continue
             try:
-                part = _load_part(
-                    file,
-                    match["channel"],
-                    match["locale"],
-                    match["ext"],
-                    html_env if match["ext"] == "html" else text_env,
-                )
+                body_env = html_env if match["ext"] == "html" else text_env
+                part = _load_part(file, match["channel"], match["locale"], match["ext"], body_env, text_env)
             except ProblemError as exc:
                 problems.extend(exc.problems)
                 continue
@@ -206,7 +201,10 @@ def load_templates(
     return TemplateLibrary(templates), problems
 
 
-def _load_part(file: Path, channel: str, locale: str, kind: str, environment: Sandbox) -> Part:
+def _load_part(
+    file: Path, channel: str, locale: str, kind: str, environment: Sandbox, text_environment: Sandbox
+) -> Part:
+    """One template file; its front matter (a subject, a URL) is text, never HTML-escaped."""
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -222,7 +220,7 @@ def _load_part(file: Path, channel: str, locale: str, kind: str, environment: Sa
             raise ProblemError(
                 [Problem(str(file), 2, 1, "front matter must be a mapping such as subject: ...")]
             )
-        front = _compile_front(raw or CommentedMap(), channel, file, environment)
+        front = _compile_front(raw or CommentedMap(), channel, file, text_environment)
         body_line = text[: end + 5].count("\n") + 1
         text = text[end + 5 :]
     try:

@@ -7,13 +7,15 @@ Accepts a JSON object, a JSON array or JSON lines, authenticated with
 from __future__ import annotations
 
 import hmac
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from boomerang import hookimpl
 from boomerang.config import Config
 from boomerang.ingest import EventError, parse_body, parse_events
 from boomerang.kinds import Ingest, Route, Source
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 class GenericSource(Source):
@@ -38,6 +40,8 @@ class GenericSource(Source):
 
     async def post_events(self, request: web.Request, ingest: Ingest) -> web.Response:
         """Validate the whole batch, store it, answer with the counts."""
+        from aiohttp import web  # here, not at the top: `boomerang check` loads plugins and must start fast
+
         if not self.authorized(request):
             return web.json_response(
                 {"error": "missing or wrong bearer token: send Authorization: Bearer <api_token>"},
