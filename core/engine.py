@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -437,12 +438,30 @@ class Engine:
             self._advance(journey, scenario, customer, now, completing=True)
 
     async def _send(self, job: Job) -> None:
+        await self._issue_promo_code(job.payload["message"])
         prepared = await self.store.run(self._prepare_send, job, self.clock.now())
         if prepared is None:
             return
         message, reason = prepared
         delivery = await send_message(self.plugins, self.project.registry, message)
         await self.store.run(self._record_delivery, job, message, reason, delivery, self.clock.now())
+
+    async def _issue_promo_code(self, message_id: str) -> None:
+        """Ask the step's promo provider for a personal code, once per message."""
+        record = await self.store.run(self.store.message, message_id)
+        promo = (record or {}).get("promo") or {}
+        name = promo.get("provider")
+        if not record or not name or promo.get("code"):
+            return
+        provider = self.project.registry.promo_providers.get(name)
+        customer = await self.store.run(self.store.customer, record["customer_id"])
+        if provider is None or customer is None:
+            return  # `check` reports an unknown provider; the message goes without a code
+        if self.dry_run:
+            code = f"<code from {name}>"
+        else:
+            code = await provider.issue(customer, promo)
+        await self.store.run(self.store.update_message, message_id, promo=json.dumps({**promo, "code": code}))
 
     def _prepare_send(self, job: Job, now: datetime) -> tuple[Message, str] | None:
         with self.store.transaction():

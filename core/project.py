@@ -125,6 +125,16 @@ def cross_check(
             warn_event(step.until_event, step.line, step.col, "wait until")
         if step.kind == "send":
             problems.extend(_check_send(step, file, templates, known_channels, configured))
+            provider = (step.promo or {}).get("provider")
+            if provider and provider not in registry.promo_providers:
+                problems.append(
+                    Problem(
+                        file, step.line, step.col,
+                        f"unknown promo provider '{provider}'"
+                        f"{did_you_mean(str(provider), registry.promo_providers)}; "
+                        f"registered: {', '.join(sorted(registry.promo_providers)) or 'none'}",
+                    )
+                )
         if step.kind == "action" and step.action not in registry.actions:
             problems.append(
                 Problem(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import secrets
 import sqlite3
@@ -182,10 +183,10 @@ class Store:
         self.migrate()
 
     # plumbing
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store method on the store's own thread, so the event loop never blocks."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
 
     def close(self) -> None:
         """Finish pending calls and close the database."""

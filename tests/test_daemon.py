@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -130,3 +131,31 @@ async def test_an_invalid_config_stops_the_start_with_positions(project: Path) -
     else:
         await daemon.stop()
         raise AssertionError("the daemon started with an invalid config")
+
+
+async def test_a_scenario_runs_in_the_daemon_and_writes_to_the_outbox(project: Path) -> None:
+    for scenario in (project / "scenarios").glob("*.yaml"):
+        scenario.unlink()
+    (project / "scenarios" / "welcome.yaml").write_text(
+        "scenario: welcome\ntrigger: {event: signup.completed}\nsteps:\n  - wait: 1s\n  - send: welcome\n"
+    )
+    (project / "templates" / "welcome").mkdir()
+    (project / "templates" / "welcome" / "email.en.html").write_text(
+        "---\nsubject: Welcome, {{ customer.name }}\n---\n<p>Hello {{ customer.name }}!</p>\n"
+    )
+    async with running(project) as daemon:
+        signup = {
+            **event("s-1", "signup.completed"),
+            "customer": {"id": "c-1", "email": "a@b.cc", "name": "Ann"},
+        }
+        assert (await post(daemon, json.dumps(signup)))[0] == 200
+        deadline = asyncio.get_running_loop().time() + 10
+        while not list((project / "outbox").glob("email-*.eml")):
+            assert asyncio.get_running_loop().time() < deadline, "no message reached the outbox"
+            await asyncio.sleep(0.1)
+        [written] = (project / "outbox").glob("email-*.eml")
+        assert "Subject: Welcome, Ann" in written.read_text()
+        # A template that no longer parses is refused on reload; the old one stays in use.
+        (project / "templates" / "welcome" / "email.en.html").write_text("---\nsubject: x\n---\n{% if %}\n")
+        assert await daemon.reload() is False
+        assert daemon.project.templates.get("welcome") is not None

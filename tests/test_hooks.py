@@ -301,3 +301,47 @@ def test_hook_register_commands(project: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output == "Hello, Anna!\n"
     assert "Say hello." in CliRunner().invoke(group, ["--help"]).output
+
+
+async def test_a_promo_provider_issues_the_code_a_message_shows(project: Path) -> None:
+    from boomerang.simulation import Rehearsal, read_events, simulate
+
+    drop_in(project, "codes", PROMO.replace("COPIES", "1"))
+    for old in (project / "scenarios").glob("*.yaml"):
+        old.unlink()
+    (project / "scenarios" / "promo.yaml").write_text(
+        "scenario: promo\ntrigger: {event: signup.completed}\nsteps:\n"
+        "  - send: welcome\n    promo: {provider: fixed, percent: 15}\n"
+    )
+    (project / "templates" / "welcome").mkdir()
+    (project / "templates" / "welcome" / "email.en.html").write_text(
+        "---\nsubject: Your code {{ promo.code }}\n---\n<p>{{ promo.percent }}% with {{ promo.code }}</p>\n"
+    )
+    events = project / "events.jsonl"
+    events.write_text(
+        json.dumps({**event("s-1", "signup.completed"), "customer": {"id": "c-1", "email": "a@b.cc"}})
+    )
+    sent: list[Message] = []
+    original = Rehearsal.send
+
+    async def record(self: Rehearsal, message: Message):
+        sent.append(message)
+        return await original(self, message)
+
+    Rehearsal.send = record  # type: ignore[method-assign]
+    try:
+        timeline = await simulate(project / "boomerang.yaml", read_events(events))
+    finally:
+        Rehearsal.send = original  # type: ignore[method-assign]
+    assert [e.kind for e in timeline.entries] == ["enter", "exit", "send"]
+    # simulate sends nothing and asks no provider for a real code
+    assert sent[0].subject == "Your code <code from fixed>"
+
+    (project / "scenarios" / "promo.yaml").write_text(
+        (project / "scenarios" / "promo.yaml").read_text().replace("fixed", "fixd")
+    )
+    result = CliRunner().invoke(
+        build_cli(load_plugins([project / "plugins"])), ["check", "--config", str(project / "boomerang.yaml")]
+    )
+    assert result.exit_code == 1
+    assert "unknown promo provider 'fixd' (did you mean 'fixed'?)" in result.output
