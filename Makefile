@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: run test clean
+.PHONY: run test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,11 @@ run: $(VENV)/.installed
 	cd $(DEMO) && ../$(BIN)/boomerang run
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check core plugins tests
+	$(BIN)/ruff check core plugins tests bench
 	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info
