@@ -56,9 +56,12 @@ class ContactPlan:
             channel = self.channels[name]
             if not channel.address(customer):
                 passed[name] = "no address"
-                continue
-            if customer.consents.get(name) is False and category != "transactional":
-                passed[name] = "no consent"
-                continue
-            return Decision(name, f"{name}: first reachable channel", passed)
+            elif name in customer.opt_outs or "all" in customer.opt_outs:
+                passed[name] = "opted out"  # a hard opt-out binds transactional messages too
+            elif name in customer.unreachable:
+                passed[name] = f"address known bad ({customer.unreachable[name]})"
+            elif customer.consents.get(name) is False and category != "transactional":
+                passed[name] = "no marketing consent"
+            else:
+                return Decision(name, f"{name}: first reachable channel", passed)
         return Decision(None, "no reachable channel", passed)

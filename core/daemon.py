@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import IO
 
 from aiohttp import web
 
-from boomerang import __version__
+from boomerang import __version__, tracking
 from boomerang.clock import WallClock
 from boomerang.config import load_config
 from boomerang.engine import Engine
@@ -77,7 +79,15 @@ class Daemon:
             raise StartupError(str(exc)) from None
         if not config.api_token:
             log.warning("no api_token is set: POST /events refuses every request")
+        if not config.secret:
+            log.warning("no secret is set: links are not tracked and unsubscribe links are not added")
+        self._lock = _lock_database(config.database)
         self.store = Store(config.database)
+        # This process owns the database now (the lock says so): leases held by a process
+        # that died are void, and its jobs run again at once.
+        released = await self.store.run(self.store.release_all_leases)
+        if released:
+            log.info("took back %d jobs left running by the previous process", released)
         self.ingest = Ingestor(self.store, self.clock, self._on_stored)
         self.engine = Engine(self.store, self.clock, self.plugins, self.project)
         self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job)
@@ -88,6 +98,7 @@ class Daemon:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
+        app.add_routes(tracking.routes(config.secret, self.store, self.ingest))
         self._install_routes(app)
         access_log = log if config.log_level == "debug" else None
         self._runner = web.AppRunner(
@@ -100,6 +111,7 @@ class Daemon:
         except OSError as exc:
             await self._runner.cleanup()
             self.store.close()
+            self._lock.close()
             raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -139,6 +151,7 @@ class Daemon:
             await self._runner.cleanup()
         await self.project.registry.close()
         self.store.close()
+        self._lock.close()
         log.info(
             "stopped: %d events accepted, %d duplicates, %d reloads",
             self.ingest.accepted,
@@ -292,3 +305,15 @@ async def run_daemon(config_path: Path) -> int:
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.serve()
     return 0
+
+
+def _lock_database(database: Path) -> IO[bytes]:
+    """Hold an exclusive lock beside the database: one daemon per database file."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(f"{database}.lock", "ab")  # noqa: SIM115 - held open for the daemon's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StartupError(f"another boomerang daemon is using {database}; one daemon per database") from None
+    return handle

@@ -27,6 +27,7 @@ from boomerang.plugin_manager import Plugins
 from boomerang.project import Project
 from boomerang.scenarios import Scenario, Step
 from boomerang.sending import send_message
+from boomerang.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Engine:
         self.scenarios = {scenario.id: scenario for scenario in project.scenarios}
         self.plan = ContactPlan(project.config.contact_plan, project.registry.channels)
         self.zone = ZoneInfo(project.config.default_timezone)
+        config = project.config
+        self.tracking = Tracking(config.public_url, config.secret) if config.secret else None
 
     # contexts for expressions and templates
     def context(
@@ -520,7 +523,10 @@ class Engine:
                 step=record["step"],
                 extra=rendered.extra,
             )
-            self.store.update_message(record["id"], status="sending", channel=decision.channel)
+            links = self.tracking.apply(message) if self.tracking else []
+            self.store.update_message(
+                record["id"], status="sending", channel=decision.channel, links=json.dumps(links)
+            )
             return message, decision.explain()
 
     def _record_delivery(
@@ -533,8 +539,13 @@ class Engine:
             fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
             if delivery.status is DeliveryStatus.SENT:
                 self.store.update_message(
-                    message.id, status="sent", sent_at=to_iso(now), detail=delivery.detail
+                    message.id,
+                    status="sent",
+                    sent_at=to_iso(now),
+                    detail=delivery.detail,
+                    provider_id=delivery.provider_id,
                 )
+                self.store.record_feedback(message.id, "message.sent", {}, None, now)
                 if journey:
                     self._journal(now, "send", journey, step, reason, **fields)
                 self.store.complete_job(job.id)
@@ -552,7 +563,17 @@ class Engine:
                     )
                 self.store.retry_job(job.id, now.timestamp() + wait)
             else:
-                self.store.update_message(message.id, status="failed", detail=delivery.detail)
+                if delivery.status is DeliveryStatus.ADDRESS_INVALID:
+                    self.store.mark_unreachable(message.customer_id, message.channel, delivery.detail)
+                elif delivery.status is DeliveryStatus.OPTED_OUT:
+                    self.store.opt_out(message.customer_id, [message.channel], now)
+                self.store.record_feedback(
+                    message.id,
+                    "message.failed",
+                    {"reason": delivery.status.value, "detail": delivery.detail},
+                    None,
+                    now,
+                )
                 if journey:
                     self._journal(
                         now,

@@ -218,3 +218,16 @@ class Ingestor:
         if stored:
             await self.on_stored(stored)
         return IngestResult(accepted=len(stored), duplicates=len(events) - len(stored))
+
+    async def feedback(
+        self, message_id: str, event_type: str, data: dict[str, Any] | None = None, key: str | None = None
+    ) -> bool:
+        """Record a receipt about a message we sent (`message.delivered`, `.failed`, `.opened`,
+        `.clicked`, `.unsubscribed`, `.replied`); False if no such message exists."""
+        known, event = await self.store.run(
+            self.store.record_feedback, message_id, event_type, data or {}, key, self.clock.now()
+        )
+        if event is not None:
+            self.accepted += 1
+            await self.on_stored([event])
+        return known

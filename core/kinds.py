@@ -34,6 +34,12 @@ class Ingest(Protocol):
         """Store events (deduplicated by id) and act on them; returns once committed."""
         ...
 
+    async def feedback(
+        self, message_id: str, event_type: str, data: dict[str, Any] | None = None, key: str | None = None
+    ) -> bool:
+        """Record a receipt (`message.delivered`...) about a message; False if it is unknown."""
+        ...
+
 
 Handler = Callable[["web.Request", Ingest], Awaitable["web.StreamResponse"]]
 

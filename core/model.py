@@ -93,6 +93,8 @@ class Customer:
     consents: dict[str, bool] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     push_subscriptions: list[dict] = field(default_factory=list)
+    opt_outs: dict[str, str] = field(default_factory=dict)  # channel (or "all") → when they said no
+    unreachable: dict[str, str] = field(default_factory=dict)  # channel → why the address is bad
     orders_count: int = 0
     revenue: float = 0.0
     last_order_at: datetime | None = None

@@ -129,7 +129,9 @@ def cross_check(
             if provider and provider not in registry.promo_providers:
                 problems.append(
                     Problem(
-                        file, step.line, step.col,
+                        file,
+                        step.line,
+                        step.col,
                         f"unknown promo provider '{provider}'"
                         f"{did_you_mean(str(provider), registry.promo_providers)}; "
                         f"registered: {', '.join(sorted(registry.promo_providers)) or 'none'}",

@@ -142,6 +142,20 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX journal_scenario ON journal (scenario, kind, at);
         """,
     ),
+    (
+        3,
+        "delivery receipts, tracked links, opt-outs and known bad addresses",
+        """
+        ALTER TABLE messages ADD COLUMN links TEXT;
+        ALTER TABLE messages ADD COLUMN provider_id TEXT;
+        ALTER TABLE messages ADD COLUMN delivered_at TEXT;
+        ALTER TABLE messages ADD COLUMN opened_at TEXT;
+        ALTER TABLE messages ADD COLUMN clicked_at TEXT;
+        CREATE INDEX messages_provider ON messages (provider_id) WHERE provider_id IS NOT NULL;
+        ALTER TABLE customers ADD COLUMN opt_outs TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE customers ADD COLUMN unreachable TEXT NOT NULL DEFAULT '{}';
+        """,
+    ),
 ]
 
 # Tables whose rows belong to a customer; merging two customers re-points them all.
@@ -324,6 +338,8 @@ class Store:
         updates["push_subscriptions"] = json.dumps(
             _join_subscriptions(json.loads(b["push_subscriptions"]), json.loads(a["push_subscriptions"]))
         )
+        for key in ("opt_outs", "unreachable"):  # what either profile learnt stays true
+            updates[key] = json.dumps({**json.loads(b[key]), **json.loads(a[key])})
         updates["orders_count"] = a["orders_count"] + b["orders_count"]
         updates["revenue"] = a["revenue"] + b["revenue"]
         updates["last_order_at"] = max(filter(None, [a["last_order_at"], b["last_order_at"]]), default=None)
@@ -401,7 +417,7 @@ class Store:
             return None
         times = ("last_order_at", "last_seen_at", "created_at", "updated_at")
         values = {key: row[key] for key in row if key not in times}
-        for key in ("consents", "attributes", "push_subscriptions"):
+        for key in ("consents", "attributes", "push_subscriptions", "opt_outs", "unreachable"):
             values[key] = json.loads(values[key])
         for key in times:
             values[key] = parse_time(row[key]) if row[key] else None
@@ -672,6 +688,10 @@ class Store:
             [due_at, job_id],
         )
 
+    def release_all_leases(self) -> int:
+        """Take back every lease: at start, the jobs of a process that died run again at once."""
+        return self.db.execute("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL").rowcount
+
     def release_job(self, job_id: int) -> None:
         """Give a claimed job back untouched (on shutdown)."""
         self.db.execute("UPDATE jobs SET lease_until = NULL WHERE id = ?", [job_id])
@@ -696,7 +716,7 @@ class Store:
         if row is None:
             return None
         record = dict(zip([c[0] for c in cursor.description], row, strict=True))
-        for key in ("candidates", "promo", "context"):
+        for key in ("candidates", "promo", "context", "links"):
             record[key] = json.loads(record[key]) if record[key] else None
         return record
 
@@ -735,6 +755,85 @@ class Store:
             params,
         ).fetchall()
         return [JournalEntry(parse_time(r[0]), *r[1:]) for r in rows]
+
+    # feedback: receipts, opens, clicks, unsubscribes
+    def record_feedback(
+        self, message_id: str, event_type: str, data: dict[str, Any], key: str | None, now: datetime
+    ) -> tuple[bool, Event | None]:
+        """Store a feedback event about a message and apply it; (message known?, new event or None).
+
+        The event id is derived from the message, the type and `key`, so a receipt that
+        arrives twice (providers retry) is stored and applied once.
+        """
+        record = self.message(message_id)
+        if record is None:
+            return False, None
+        customer_id = record["customer_id"]
+        payload = {
+            "message": {key_: record[key_] for key_ in ("id", "channel", "template", "scenario", "step")},
+            **data,
+        }
+        event = Event(
+            id=f"{event_type}:{message_id}" + (f":{key}" if key else ""),
+            type=event_type,
+            at=now,
+            profile=ProfileUpdate(id=customer_id),
+            data=payload,
+            source=record["channel"] or "feedback",
+        )
+        with self.db.atomic():
+            if not self.ingest([event], now):
+                return True, None
+            at = to_iso(now)
+            if event_type == "message.delivered":
+                self.db.execute(
+                    "UPDATE messages SET status = 'delivered', delivered_at = ?"
+                    " WHERE id = ? AND status = 'sent'",
+                    [at, message_id],
+                )
+            elif event_type == "message.failed":
+                self.update_message(message_id, status="failed", detail=str(data.get("detail", "")))
+                if data.get("reason") == "address_invalid" and record["channel"]:
+                    self.mark_unreachable(customer_id, record["channel"], str(data.get("detail", "")))
+            elif event_type in ("message.opened", "message.clicked"):
+                column = "opened_at" if event_type == "message.opened" else "clicked_at"
+                self.db.execute(
+                    f"UPDATE messages SET {column} = coalesce({column}, ?) WHERE id = ?", [at, message_id]
+                )
+            elif event_type == "message.unsubscribed":
+                channels = data.get("channels") or [record["channel"]]
+                self.opt_out(customer_id, [c for c in channels if c], now)
+        return True, event
+
+    def opt_out(self, customer_id: str, channels: list[str], now: datetime) -> None:
+        """The customer said no on these channels (`all` for every channel)."""
+        row = self.customer_row(customer_id)
+        if row is None:
+            return
+        opt_outs = json.loads(row["opt_outs"])
+        opt_outs.update({channel: to_iso(now) for channel in channels})
+        self.db["customers"].update(customer_id, {"opt_outs": json.dumps(opt_outs)})
+
+    def mark_unreachable(self, customer_id: str, channel: str, reason: str) -> None:
+        """The customer's address on a channel is known bad (hard bounce, blocked bot...)."""
+        row = self.customer_row(customer_id)
+        if row is None:
+            return
+        unreachable = {**json.loads(row["unreachable"]), channel: reason or "address invalid"}
+        self.db["customers"].update(customer_id, {"unreachable": json.dumps(unreachable)})
+
+    def message_by_provider_id(self, provider_id: str) -> dict[str, Any] | None:
+        """A message by the id its provider gave it (a Twilio SID...)."""
+        row = self.db.execute("SELECT id FROM messages WHERE provider_id = ?", [provider_id]).fetchone()
+        return self.message(row[0]) if row else None
+
+    def remove_push_subscription(self, customer_id: str, endpoint: str) -> None:
+        """Forget a push subscription the push service said is gone."""
+        row = self.customer_row(customer_id)
+        if row is None:
+            return
+        kept = [sub for sub in json.loads(row["push_subscriptions"]) if sub.get("endpoint") != endpoint]
+        self.db["customers"].update(customer_id, {"push_subscriptions": json.dumps(kept)})
 
     def counts(self) -> dict[str, int]:
         """Row counts for the status line and metrics."""

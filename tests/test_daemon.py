@@ -159,3 +159,16 @@ async def test_a_scenario_runs_in_the_daemon_and_writes_to_the_outbox(project: P
         (project / "templates" / "welcome" / "email.en.html").write_text("---\nsubject: x\n---\n{% if %}\n")
         assert await daemon.reload() is False
         assert daemon.project.templates.get("welcome") is not None
+
+
+async def test_a_second_daemon_on_the_same_database_is_refused(project: Path, monkeypatch) -> None:
+    async with running(project):
+        monkeypatch.setenv("BOOMERANG_PORT", "0")
+        second = Daemon(project / "boomerang.yaml")
+        try:
+            await second.start()
+        except StartupError as exc:
+            assert "another boomerang daemon is using" in str(exc)
+        else:
+            await second.stop()
+            raise AssertionError("two daemons shared one database")
