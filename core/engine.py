@@ -537,6 +537,8 @@ class Engine:
             journey = self.store.journey(record["journey_id"]) if record and record["journey_id"] else None
             step = message.step
             fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
+            for endpoint in delivery.gone:
+                self.store.remove_push_subscription(message.customer_id, endpoint)
             if delivery.status is DeliveryStatus.SENT:
                 self.store.update_message(
                     message.id,

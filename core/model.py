@@ -158,6 +158,7 @@ class Delivery:
     detail: str = ""
     provider_id: str | None = None
     retry_after: float | None = None  # seconds, when the provider said how long to wait
+    gone: tuple[str, ...] = ()  # push endpoints the push service says no longer exist: forgotten
 
 
 @dataclass
