@@ -119,7 +119,8 @@ def html_to_text(html: str) -> str:
     """A readable text version of an HTML body: links kept as `text (url)`."""
     text = re.sub(r"(?is)<(script|style|head).*?</\1>", "", html)
     text = re.sub(r'(?is)<a\s[^>]*href="([^"]+)"[^>]*>(.*?)</a>', r"\2 (\1)", text)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h\d>|</li>|</tr>", "\n", text)
+    text = re.sub(r"(?i)</p>|</h\d>|</table>", "\n\n", text)  # a paragraph ends with a blank line
+    text = re.sub(r"(?i)<br\s*/?>|</div>|</li>|</tr>", "\n", text)
     text = re.sub(r"<[^>]+>", "", text)
     for entity, char in (
         ("&nbsp;", " "),

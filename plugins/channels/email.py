@@ -1,16 +1,20 @@
-"""The email channel: SMTP through aiosmtplib.
+"""The email channel: SMTP through aiosmtplib, over a small pool of kept-open connections.
 
 Configured under `channels.email`: host, port, from, starttls, tls, username, password,
-timeout. Messages are `multipart/alternative` (text and HTML) with a `Message-ID` and an
-`X-Boomerang-Message-Id` header carrying the message id, so a retried send is recognisable.
+timeout, pool, unsubscribe_mailto, validate_certs. Messages are `multipart/alternative` (text and HTML) with
+`Message-ID`, `Date` and `X-Boomerang-Message-Id` (the message id, so a retried send is
+recognisable); marketing messages carry RFC 8058 one-click unsubscribe headers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any
+from urllib.parse import quote
 
 import aiosmtplib
 
@@ -21,7 +25,77 @@ from boomerang.model import Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import ProblemError, did_you_mean
 from boomerang.templates import html_to_text
 
-SETTINGS = {"host", "port", "from", "starttls", "tls", "username", "password", "timeout", "pool"}
+SETTINGS = {
+    "host",
+    "port",
+    "from",
+    "starttls",
+    "tls",
+    "username",
+    "password",
+    "timeout",
+    "pool",
+    "unsubscribe_mailto", "validate_certs",
+}
+_CONNECTION_ERRORS = (
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPConnectError,
+    ConnectionError,
+    OSError,
+)
+
+
+class SmtpPool:
+    """Up to `size` SMTP connections, opened on demand and kept open between messages."""
+
+    def __init__(self, settings: dict[str, Any], size: int):
+        self.settings = settings
+        self.size = size
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(size)
+        self.opened = 0  # connections opened so far, for tests and metrics
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        tls = bool(self.settings.get("tls"))
+        client = aiosmtplib.SMTP(
+            hostname=str(self.settings.get("host", "127.0.0.1")),
+            port=int(self.settings.get("port", 465 if tls else 25)),
+            use_tls=tls,
+            start_tls=False if tls else bool(self.settings.get("starttls")),
+            username=self.settings.get("username") or None,
+            password=self.settings.get("password") or None,
+            timeout=float(self.settings.get("timeout", 30)),
+            validate_certs=bool(self.settings.get("validate_certs", True)),
+        )
+        await client.connect()  # STARTTLS and login happen here when configured
+        self.opened += 1
+        return client
+
+    async def send(self, mail: EmailMessage) -> str:
+        """Send one message; a connection the server closed meanwhile is replaced once."""
+        async with self._slots:
+            client = self._idle.pop() if self._idle else await self._connect()
+            try:
+                try:
+                    _errors, response = await client.send_message(mail)
+                except _CONNECTION_ERRORS:
+                    with contextlib.suppress(Exception):
+                        client.close()
+                    client = await self._connect()
+                    _errors, response = await client.send_message(mail)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    client.close()
+                raise
+            self._idle.append(client)
+            return response
+
+    async def close(self) -> None:
+        """Say QUIT on every open connection."""
+        while self._idle:
+            client = self._idle.pop()
+            with contextlib.suppress(Exception):
+                await client.quit()
 
 
 class EmailChannel(Channel):
@@ -30,47 +104,44 @@ class EmailChannel(Channel):
     name = "email"
 
     def __init__(self, settings: dict[str, Any]):
-        self.host = str(settings.get("host", "127.0.0.1"))
-        self.port = int(settings.get("port", 25))
         self.sender = str(settings["from"])
-        self.starttls = bool(settings.get("starttls", False))
-        self.tls = bool(settings.get("tls", False))
-        self.username = settings.get("username") or None
-        self.password = settings.get("password") or None
-        self.timeout = float(settings.get("timeout", 30))
+        self.unsubscribe_mailto = settings.get("unsubscribe_mailto") or parseaddr(self.sender)[1]
+        self.pool = SmtpPool(settings, int(settings.get("pool", 4)))
 
     def address(self, customer: Customer) -> str | None:
         """The customer's email address."""
         return customer.email
 
     def build(self, message: Message) -> EmailMessage:
-        """The MIME message: a text part, and an HTML alternative when the template has one."""
+        """The MIME message: a text part and, when the template has one, an HTML alternative."""
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = message.to
         mail["Subject"] = message.subject or ""
-        mail["Date"] = format_datetime(message.extra.get("created_at") or datetime.now(UTC))
+        mail["Date"] = format_datetime(datetime.now(UTC))
         domain = parseaddr(self.sender)[1].rpartition("@")[2] or "boomerang.local"
         mail["Message-ID"] = make_msgid(idstring=message.id, domain=domain)
         mail["X-Boomerang-Message-Id"] = message.id
+        unsubscribe = message.extra.get("unsubscribe_url")
+        if unsubscribe:
+            token = unsubscribe.rsplit("/", 1)[-1]
+            mailto = f"mailto:{self.unsubscribe_mailto}?subject={quote('unsubscribe ' + token)}"
+            mail["List-Unsubscribe"] = f"<{unsubscribe}>, <{mailto}>"
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         mail.set_content(message.body or html_to_text(message.html or ""))
         if message.html:
-            mail.add_alternative(message.html, subtype="html")
+            preheader = message.extra.get("preheader")
+            html = message.html
+            if preheader:  # the line mail clients show after the subject; hidden in the body
+                hidden = '<div style="display:none;max-height:0;overflow:hidden">'
+                html = f"{hidden}{preheader}</div>{html}"
+            mail.add_alternative(html, subtype="html")
         return mail
 
     async def send(self, message: Message) -> Delivery:
-        """Deliver over SMTP; 4xx answers mean retry later, a refused recipient an invalid address."""
+        """Deliver over SMTP: 4xx means retry later, a refused recipient an invalid address."""
         try:
-            _errors, response = await aiosmtplib.send(
-                self.build(message),
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=False if self.tls else self.starttls,
-                use_tls=self.tls,
-                timeout=self.timeout,
-            )
+            response = await self.pool.send(self.build(message))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             code = min(refused.code for refused in exc.recipients)
             status = DeliveryStatus.RETRY if 400 <= code < 500 else DeliveryStatus.ADDRESS_INVALID
@@ -85,6 +156,10 @@ class EmailChannel(Channel):
     def outbox_file(self, message: Message) -> tuple[str, bytes]:
         """The message exactly as it would go over SMTP, as an `.eml` file."""
         return ".eml", bytes(self.build(message))
+
+    async def close(self) -> None:
+        """Close the pooled connections."""
+        await self.pool.close()
 
 
 def validate(config: Config, settings: dict[str, Any]) -> None:
@@ -108,6 +183,8 @@ def validate(config: Config, settings: dict[str, Any]) -> None:
     for key in ("port", "pool", "timeout"):
         if key in settings and not str(settings[key]).replace(".", "", 1).isdigit():
             problems.append(config.problem(("channels", "email", key), f"'{key}' must be a number"))
+    if str(settings.get("pool", 1)).isdigit() and int(settings.get("pool", 1)) < 1:
+        problems.append(config.problem(("channels", "email", "pool"), "'pool' must be at least 1"))
     if problems:
         raise ProblemError(problems)
 

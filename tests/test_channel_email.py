@@ -1,0 +1,303 @@
+"""The email channel against a real SMTP server (aiosmtpd): MIME, headers, the connection pool,
+SMTP answers, and the links in a message: one-click unsubscribe, click redirect, open pixel."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import re
+import ssl
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from boomerang.model import DeliveryStatus, Message
+from boomerang.plugins.channels.email import EmailChannel
+from conftest import AUTH, free_port, running, url
+
+
+class Mailbox:
+    """An aiosmtpd handler keeping every message; recipients can be made to fail."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.peers: set = set()
+        self.refuse: dict[str, str] = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.peers.add(session.peer)
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def smtp():
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield mailbox, controller.port
+    controller.stop()
+
+
+def message(**fields) -> Message:
+    values = {
+        "id": "m-1",
+        "customer_id": "c-1",
+        "channel": "email",
+        "to": "anna@example.com",
+        "template": "t",
+        "subject": "Привет, Анна — скидка 10%",
+        "body": "Текст письма",
+        "html": "<p>HTML письма</p>",
+        "category": "trigger",
+    }
+    return Message(**{**values, **fields})
+
+
+async def test_a_message_is_multipart_with_utf8_headers_and_ids(smtp) -> None:
+    mailbox, port = smtp
+    channel = EmailChannel({"host": "127.0.0.1", "port": port, "from": "Магазин <shop@example.com>"})
+    delivery = await channel.send(message(extra={"preheader": "Только до пятницы"}))
+    await channel.close()
+    assert delivery.status is DeliveryStatus.SENT
+    [mail] = mailbox.messages
+    assert mail["Subject"] == "Привет, Анна — скидка 10%"
+    assert mail["From"] == "Магазин <shop@example.com>"
+    assert mail["To"] == "anna@example.com"
+    assert mail["X-Boomerang-Message-Id"] == "m-1"
+    assert re.fullmatch(r"<[^@>]*m-1[^@>]*@example\.com>", mail["Message-ID"])
+    assert mail["Date"]
+    assert mail.get_content_type() == "multipart/alternative"
+    assert mail.get_body(("plain",)).get_content().strip() == "Текст письма"
+    html = mail.get_body(("html",)).get_content()
+    assert "HTML письма" in html and "Только до пятницы" in html
+    assert "List-Unsubscribe" not in mail  # no unsubscribe link was given
+
+
+async def test_a_text_part_is_derived_from_html_when_there_is_none(smtp) -> None:
+    mailbox, port = smtp
+    channel = EmailChannel({"host": "127.0.0.1", "port": port, "from": "shop@example.com"})
+    await channel.send(message(body="", html='<p>Hello</p><p><a href="https://s.example/x">Shop</a></p>'))
+    await channel.close()
+    assert (
+        mailbox.messages[0].get_body(("plain",)).get_content().replace("\r\n", "\n").strip()
+        == "Hello\n\nShop (https://s.example/x)"
+    )
+
+
+async def test_the_pool_keeps_connections_open_and_bounded(smtp) -> None:
+    mailbox, port = smtp
+    channel = EmailChannel({"host": "127.0.0.1", "port": port, "from": "shop@example.com", "pool": 2})
+    results = await asyncio.gather(*(channel.send(message(id=f"m-{n}")) for n in range(12)))
+    assert {r.status for r in results} == {DeliveryStatus.SENT}
+    assert len(mailbox.messages) == 12
+    assert channel.pool.opened == 2  # twelve messages over two kept-open connections
+    assert len(mailbox.peers) == 2
+    await channel.close()
+
+
+async def test_a_dropped_connection_is_replaced(smtp) -> None:
+    mailbox, port = smtp
+    channel = EmailChannel({"host": "127.0.0.1", "port": port, "from": "shop@example.com", "pool": 1})
+    assert (await channel.send(message(id="m-1"))).status is DeliveryStatus.SENT
+    channel.pool._idle[0].close()  # the server side went away between two messages
+    assert (await channel.send(message(id="m-2"))).status is DeliveryStatus.SENT
+    assert channel.pool.opened == 2 and len(mailbox.messages) == 2
+    await channel.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        ("450 4.2.1 Mailbox busy, try later", DeliveryStatus.RETRY),
+        ("550 5.1.1 No such user", DeliveryStatus.ADDRESS_INVALID),
+    ],
+)
+async def test_smtp_answers_map_to_delivery_results(smtp, answer, status) -> None:
+    mailbox, port = smtp
+    mailbox.refuse["anna@example.com"] = answer
+    channel = EmailChannel({"host": "127.0.0.1", "port": port, "from": "shop@example.com"})
+    delivery = await channel.send(message())
+    await channel.close()
+    assert delivery.status is status
+    assert answer[:3] in delivery.detail
+
+
+async def test_an_unreachable_server_means_retry_later() -> None:
+    channel = EmailChannel(
+        {"host": "127.0.0.1", "port": free_port(), "from": "shop@example.com", "timeout": 2}
+    )
+    delivery = await channel.send(message())
+    assert delivery.status is DeliveryStatus.RETRY
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_starttls_and_login(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and auth_data.password == b"s3cret"
+        logins.append((auth_data.login, ok))
+        return AuthResult(success=ok)
+
+    mailbox = Mailbox()
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        settings = {
+            "host": "127.0.0.1",
+            "port": controller.port,
+            "from": "shop@example.com",
+            "starttls": True,
+            "username": "shop",
+            "password": "s3cret",
+            "validate_certs": False,
+        }
+        channel = EmailChannel(settings)
+        assert (await channel.send(message())).status is DeliveryStatus.SENT
+        await channel.close()
+    finally:
+        controller.stop()
+    assert logins == [(b"shop", True)]
+    assert len(mailbox.messages) == 1
+
+
+WELCOME = """scenario: welcome
+category: promo
+trigger: {event: signup.completed}
+steps:
+  - send: welcome
+  - wait: 1d
+  - send: welcome
+"""
+
+
+def daemon_project(project: Path, smtp_port: int) -> None:
+    config = project / "boomerang.yaml"
+    text = config.read_text().replace("outbox: ./outbox\n", "").replace("port: 25,", f"port: {smtp_port},")
+    config.write_text(text)
+    for old in (project / "scenarios").glob("*.yaml"):
+        old.unlink()
+    (project / "scenarios" / "welcome.yaml").write_text(WELCOME)
+    (project / "templates" / "welcome").mkdir()
+    (project / "templates" / "welcome" / "email.en.html").write_text(
+        "---\nsubject: Welcome\n---\n"
+        '<p>See <a href="https://shop.example/new?a=1&amp;b=2">what is new</a>.</p>\n'
+    )
+
+
+async def wait_for(condition, seconds: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_one_click_unsubscribe_click_and_open_round_trip(project: Path, smtp, monkeypatch) -> None:
+    mailbox, smtp_port = smtp
+    daemon_project(project, smtp_port)
+    async with running(project) as daemon:
+        # Links must point at this daemon: its public URL is where it listens.
+        monkeypatch.setenv("BOOMERANG_PUBLIC_URL", f"http://127.0.0.1:{daemon.port}")
+        assert await daemon.reload()
+        signup = {
+            "id": "s-1",
+            "type": "signup.completed",
+            "at": "2026-03-02T10:00:00Z",
+            "customer": {"id": "c-1", "email": "anna@example.com"},
+        }
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url(daemon, "/events"), data=json.dumps(signup), headers=AUTH) as answer:
+                assert answer.status == 200
+            await wait_for(lambda: mailbox.messages)
+            [mail] = mailbox.messages
+            assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            web_link, mailto = re.fullmatch(r"<([^>]+)>, <([^>]+)>", mail["List-Unsubscribe"]).groups()
+            assert web_link.startswith(f"http://127.0.0.1:{daemon.port}/u/")
+            assert mailto.startswith("mailto:shop@example.com?subject=unsubscribe%20")
+            html = mail.get_body(("html",)).get_content()
+            assert "anna@example.com" not in web_link + html  # tokens carry no personal data
+
+            # the click redirect goes to the URL that was in the message, and nowhere else
+            click = re.search(r'href="([^"]+/c/[^"]+)"', html).group(1)
+            async with session.get(click, allow_redirects=False) as answer:
+                assert answer.status == 302
+                assert answer.headers["Location"] == "https://shop.example/new?a=1&b=2"
+            async with session.get(click[:-3] + "AAA", allow_redirects=False) as answer:
+                assert answer.status == 404
+            pixel = re.search(r'src="([^"]+/o/[^"]+)"', html).group(1)
+            async with session.get(pixel) as answer:
+                assert answer.status == 200 and answer.headers["Content-Type"] == "image/gif"
+
+            # the page shows choices; the one-click POST unsubscribes at once
+            async with session.get(web_link) as answer:
+                assert answer.status == 200 and 'name="channel" value="email" checked' in await answer.text()
+            form = aiohttp.FormData({"List-Unsubscribe": "One-Click"})
+            async with session.post(web_link, data=form) as answer:
+                assert answer.status == 200
+            forged = web_link.rsplit(".", 1)[0] + ".forgedsignatureforgedsig"
+            async with session.post(
+                forged, data=aiohttp.FormData({"List-Unsubscribe": "One-Click"})
+            ) as answer:
+                assert answer.status == 404
+
+        customer = await daemon.store.run(daemon.store.customer, "c-1")
+        assert "email" in customer.opt_outs
+        record = await daemon.store.run(daemon.store.message, mail["X-Boomerang-Message-Id"])
+        assert record["opened_at"] and record["clicked_at"]
+        types = [e["type"] for e in await daemon.store.run(daemon.store.events_of, "c-1")]
+        assert {"message.sent", "message.clicked", "message.opened", "message.unsubscribed"} <= set(types)
+        # the second message of the journey is now withheld: the customer said no on email
+        journey = (await daemon.store.run(daemon.store.journeys_of, "c-1"))[0]
+        decision = await daemon.store.run(daemon.engine.plan.decide, customer, None, "promo")
+        assert journey.status == "active" and decision.channel is None
+        assert decision.passed_over == {"email": "opted out"}
