@@ -171,6 +171,39 @@ def simulate(
     click.echo(timeline.as_json_lines() if as_json else timeline.as_table(), nl=False)
 
 
+@cli.command()
+@config_option
+@click.argument("template")
+@click.option("--channel", required=True, help="email, sms, whatsapp, push or telegram.")
+@click.option("--customer", "customer_id", help="A stored customer: id, email or phone.")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON with `customer` and `data` (the trigger event's data) to render with.",
+)
+def preview(
+    config_file: Path, template: str, channel: str, customer_id: str | None, data_file: Path | None
+) -> None:
+    """Render TEMPLATE as one customer would get it on one channel (with SMS segments and such)."""
+    from boomerang.preview import PreviewError, render_preview
+    from boomerang.project import assemble
+
+    config = read_config(config_file)
+    plugins = load_plugins(config.plugin_dirs)
+    project, problems = assemble(config, plugins)
+    errors = [p for p in problems if p.severity == "error"]
+    if project is None or errors:
+        raise click.ClickException(
+            "the project has errors (run `boomerang check`):\n" + "\n".join(map(str, errors))
+        )
+    try:
+        shown = render_preview(project, plugins, config, template, channel, customer_id, data_file)
+    except PreviewError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(shown.as_text(), nl=False)
+
+
 @cli.command(name="plugins")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

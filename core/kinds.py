@@ -92,6 +92,10 @@ class Channel(ABC):
         """Routes for delivery receipts (`/callbacks/<channel>`), verified by the channel."""
         return []
 
+    def describe(self, message: Message) -> list[str]:
+        """Notes for `boomerang preview` about how this message would go (SMS segments...)."""
+        return []
+
     async def close(self) -> None:
         """Close pooled connections; called on shutdown and when a reload replaces the channel."""
         return None

@@ -42,6 +42,10 @@ class Outbox(Channel):
         """The wrapped channel's receipt routes."""
         return self.channel.routes()
 
+    def describe(self, message: Message) -> list[str]:
+        """The wrapped channel's notes."""
+        return self.channel.describe(message)
+
     async def close(self) -> None:
         """Close the wrapped channel."""
         await self.channel.close()

@@ -131,7 +131,7 @@ def html_to_text(html: str) -> str:
         ("&#39;", "'"),
     ):
         text = text.replace(entity, char)
-    text = re.sub(r"[ \t]+", " ", text)
+    text = "\n".join(re.sub(r"[ \t]+", " ", line).strip() for line in text.split("\n"))
     return re.sub(r"\n\s*\n+", "\n\n", text).strip()
 
 

@@ -1,0 +1,134 @@
+"""`boomerang preview`: a template rendered as one customer would get it on one channel."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boomerang.clock import WallClock
+from boomerang.config import Config
+from boomerang.engine import Engine
+from boomerang.ingest import parse_profile
+from boomerang.model import Customer, Message
+from boomerang.plugin_manager import Plugins
+from boomerang.project import Project
+from boomerang.store import Store
+
+
+class PreviewError(ValueError):
+    """What stops a preview: an unknown template, channel or customer, bad data."""
+
+
+@dataclass
+class Preview:
+    """The rendered message and the channel's notes about it."""
+
+    message: Message
+    notes: list[str] = field(default_factory=list)
+
+    def as_text(self) -> str:
+        """Headers, the text, the HTML and the notes, for a terminal."""
+        lines = [
+            f"Channel:  {self.message.channel}",
+            f"To:       {self.message.to or '-'}",
+            f"Locale:   {self.message.locale}",
+        ]
+        if self.message.subject is not None:
+            lines.append(f"Subject:  {self.message.subject}")
+        lines += [
+            f"{key.capitalize()}:{' ' * max(1, 9 - len(key))}{value}"
+            for key, value in self.message.extra.items()
+            if isinstance(value, str)
+        ]
+        lines += ["", self.message.body]
+        if self.message.html:
+            lines += ["", "--- HTML ---", self.message.html]
+        if self.notes:
+            lines += ["", *self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def sample_customer(data: dict[str, Any], where: str) -> Customer:
+    """A customer from the `customer` object of a preview data file."""
+    profile = parse_profile(data.get("customer") or {"id": "preview"}, where)
+    values = {key: value for key, value in vars(profile).items() if value not in (None, {}, [])}
+    return Customer(**{"id": profile.id or "preview", **values})
+
+
+def render_preview(
+    project: Project,
+    plugins: Plugins,
+    config: Config,
+    template_name: str,
+    channel_name: str,
+    customer_id: str | None = None,
+    data_file: Path | None = None,
+) -> Preview:
+    """Render `template_name` for `channel_name` with a stored customer or a data file."""
+    template = project.templates.get(template_name)
+    if template is None:
+        raise PreviewError(
+            f"no template named '{template_name}'; templates: {', '.join(project.templates.names())}"
+        )
+    if channel_name not in template.channels():
+        raise PreviewError(
+            f"template '{template_name}' has no {channel_name} version; it has: "
+            f"{', '.join(sorted(template.channels()))}"
+        )
+    event: dict[str, Any] = {}
+    store = Store(config.database if customer_id else ":memory:")
+    try:
+        if customer_id:
+            customer = store.find_customer(customer_id)
+            if customer is None:
+                raise PreviewError(f"no customer '{customer_id}' in {config.database}")
+            latest = store.events_of(customer.id)[-1:] or [{}]
+            event = latest[0]
+        else:
+            data: dict[str, Any] = {}
+            if data_file is not None:
+                try:
+                    data = json.loads(data_file.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise PreviewError(f"{data_file}: {exc}") from None
+                if not isinstance(data, dict):
+                    raise PreviewError(f"{data_file}: expected an object with customer and data")
+            try:
+                customer = sample_customer(data, str(data_file or "preview"))
+            except ValueError as exc:
+                raise PreviewError(str(exc)) from None
+            event = {"type": data.get("type", "preview"), "data": data.get("data") or {}}
+        engine = Engine(store, WallClock(), plugins, project, dry_run=True)
+        now = engine.clock.now()
+        context = engine.context(customer, None, now, event)
+        context["promo"] = data_promo(event)
+        locales = [customer.locale, config.default_locale, "en"]
+        try:
+            rendered = template.render(channel_name, locales, context)
+        except Exception as exc:  # noqa: BLE001 - Jinja's runtime errors are many; report the one that happened
+            raise PreviewError(f"cannot render: {type(exc).__name__}: {exc}") from None
+    finally:
+        store.close()
+    channel = project.registry.channels.get(channel_name)
+    message = Message(
+        id="m-preview",
+        customer_id=customer.id,
+        channel=channel_name,
+        to=(channel.address(customer) if channel else None) or "",
+        template=template_name,
+        body=rendered.body,
+        subject=rendered.subject,
+        html=rendered.html,
+        locale=rendered.locale,
+        extra=rendered.extra,
+    )
+    notes = channel.describe(message) if channel else [f"note: channel '{channel_name}' is not configured"]
+    return Preview(message, notes)
+
+
+def data_promo(event: dict[str, Any]) -> dict[str, Any]:
+    """A data file may carry `data.promo` to show how a promo reads."""
+    promo = (event.get("data") or {}).get("promo")
+    return promo if isinstance(promo, dict) else {}
