@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from boomerang.clock import parse_time, to_iso
-from boomerang.contact_plan import ContactPlan
+from boomerang.contact_plan import DEFAULT_RATE, load_plan
 from boomerang.history import History
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Job, JournalEntry, Journey, Message
 from boomerang.plugin_manager import Plugins
@@ -32,6 +32,7 @@ from boomerang.tracking import Tracking
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
+POPULATION_REFRESH = timedelta(minutes=10)  # how long channel-wide engagement figures are reused
 RESERVED_NAMES = ("customer", "event", "journey", "now", "waited", "data", "history", "segments", "promo")
 
 
@@ -59,7 +60,8 @@ class Engine:
         """Switch to a newly loaded project (on reload); journeys continue by step path."""
         self.project = project
         self.scenarios = {scenario.id: scenario for scenario in project.scenarios}
-        self.plan = ContactPlan(project.config.contact_plan, project.registry.channels)
+        self.plan = load_plan(project.config, project.registry.channels)
+        self._population: tuple[datetime, dict[str, tuple[float, int]]] | None = None
         self.zone = ZoneInfo(project.config.default_timezone)
         config = project.config
         self.tracking = Tracking(config.public_url, config.secret) if config.secret else None
@@ -121,6 +123,12 @@ class Engine:
         if customer is None:
             return
         event_view = {"id": event.id, "type": event.type, "at": to_iso(event.at), "data": event.data}
+        if event.type == "message.failed" and not event.data.get("at_send"):
+            # A receipt after the send (Twilio's undelivered...): a failed send fell back already.
+            reason = str(event.data.get("reason", "failed"))
+            message = event.data.get("message") or {}
+            if ("undelivered" if reason == "undelivered" else "failed") in self.plan.fallback_when:
+                self._fall_back(str(message.get("id")), f"{message.get('channel')} reported {reason}", now)
         self._record_goals(customer, event, now)
         for journey in self.store.journeys_of(customer.id, "active"):
             scenario = self.scenarios.get(journey.scenario)
@@ -394,6 +402,17 @@ class Engine:
             )
         )
 
+    def _engagement(self, customer_id: str, now: datetime) -> dict[str, tuple[float, float, float]]:
+        """(the customer's engagement, their message count, everyone's engagement) per channel."""
+        if self._population is None or now - self._population[0] > POPULATION_REFRESH:
+            self._population = (now, self.store.engagement())
+        population = self._population[1]
+        own = self.store.engagement(customer_id)
+        return {
+            name: (*own.get(name, (0.0, 0)), population.get(name, (DEFAULT_RATE, 0))[0])
+            for name in self.plan.channels
+        }
+
     # jobs
     async def run_job(self, job: Job) -> None:
         """Do one claimed job and complete it (or give it back for a retry)."""
@@ -405,6 +424,8 @@ class Engine:
             await self.store.run(self._resume, job, self.clock.now())
         elif job.kind == "tick":
             await self.store.run(self._tick, job, self.clock.now())
+        elif job.kind == "fallback":
+            await self.store.run(self._no_receipt, job, self.clock.now())
         else:
             log.error("unknown job kind %r; dropping job %s", job.kind, job.id)
             await self.store.run(self.store.complete_job, job.id)
@@ -448,6 +469,8 @@ class Engine:
         message, reason = prepared
         delivery = await send_message(self.plugins, self.project.registry, message)
         await self.store.run(self._record_delivery, job, message, reason, delivery, self.clock.now())
+        # The feedback events just stored (message.sent, message.failed) may matter to journeys.
+        await self.store.run(self.handle_pending_events)
 
     async def _issue_promo_code(self, message_id: str) -> None:
         """Ask the step's promo provider for a personal code, once per message."""
@@ -485,12 +508,31 @@ class Engine:
                 self._journal(now, "drop", journey, step, reason, **step_fields)
                 self.store.complete_job(job.id)
                 return None
-            decision = self.plan.decide(customer, record["candidates"], record["category"])
+            decision = self.plan.decide(
+                customer,
+                record["candidates"],
+                record["category"],
+                now,
+                self.store.sent_messages(customer.id, now - self.plan.window),
+                self._engagement(customer.id, now),
+                tuple(record["tried"] or ()),
+            )
             if decision.channel is None:
-                self.store.update_message(record["id"], status="dropped", detail=decision.explain())
-                self._journal(now, "drop", journey, step, decision.explain(), **step_fields)
+                expires = parse_time(record["expires_at"]) if record["expires_at"] else None
+                if decision.defer_until is not None and (expires is None or decision.defer_until <= expires):
+                    self.store.update_message(record["id"], status="pending", detail=decision.explain())
+                    self._journal(now, "defer", journey, step, decision.explain(), **step_fields)
+                    self.store.postpone_job(job.id, decision.defer_until.timestamp())
+                    return None
+                reason = decision.explain()
+                if decision.defer_until is not None:
+                    reason += f"; dropped: that is past its expiry at {record['expires_at']}"
+                self.store.update_message(record["id"], status="dropped", detail=reason)
+                self._journal(now, "drop", journey, step, reason, **step_fields)
                 self.store.complete_job(job.id)
                 return None
+            if record["fallback_of"]:
+                decision.reason = f"fallback after {', '.join(record['tried'])}: {decision.reason}"
             template = self.project.templates.get(record["template"])
             journey.context = record["context"] or journey.context
             context = self.context(customer, journey, now)
@@ -525,7 +567,11 @@ class Engine:
             )
             links = self.tracking.apply(message) if self.tracking else []
             self.store.update_message(
-                record["id"], status="sending", channel=decision.channel, links=json.dumps(links)
+                record["id"],
+                status="sending",
+                channel=decision.channel,
+                links=json.dumps(links),
+                sent_at=to_iso(now),
             )
             return message, decision.explain()
 
@@ -551,9 +597,19 @@ class Engine:
                 if journey:
                     self._journal(now, "send", journey, step, reason, **fields)
                 self.store.complete_job(job.id)
+                channel = self.project.registry.channels.get(message.channel)
+                if self.plan.fallback_after and channel is not None and channel.receipts:
+                    self.store.add_job(
+                        "fallback",
+                        (now + self.plan.fallback_after).timestamp(),
+                        job.priority,
+                        {"message": message.id},
+                        journey_id=record["journey_id"] if record else None,
+                        key=f"fallback:{message.id}",
+                    )
             elif delivery.status is DeliveryStatus.RETRY and job.attempts + 1 < MAX_ATTEMPTS:
                 wait = delivery.retry_after or 30 * 2**job.attempts
-                self.store.update_message(message.id, status="pending", detail=delivery.detail)
+                self.store.update_message(message.id, status="pending", detail=delivery.detail, sent_at=None)
                 if journey:
                     self._journal(
                         now,
@@ -572,10 +628,12 @@ class Engine:
                 self.store.record_feedback(
                     message.id,
                     "message.failed",
-                    {"reason": delivery.status.value, "detail": delivery.detail},
+                    {"reason": delivery.status.value, "detail": delivery.detail, "at_send": True},
                     None,
                     now,
                 )
+                if "failed" in self.plan.fallback_when:
+                    self._fall_back(message.id, f"{message.channel} {delivery.status.value}", now)
                 if journey:
                     self._journal(
                         now,
@@ -586,6 +644,62 @@ class Engine:
                         **fields,
                     )
                 self.store.complete_job(job.id)
+
+    def _fall_back(self, message_id: str, why: str, now: datetime) -> None:
+        """Queue the same step again on the next best channel, unless the step already arrived."""
+        record = self.store.message(message_id)
+        if record is None or not record["journey_id"] or not record["channel"]:
+            return
+        if self.store.step_delivered(record["journey_id"], record["step"]):
+            return  # never the same step twice through two channels that both delivered
+        tried = [*(record["tried"] or []), record["channel"]]
+        first = record["fallback_of"] or record["id"]
+        fallback_id = _stable_id("m-", first, "fallback", len(tried))
+        fields = {
+            key: record[key]
+            for key in (
+                "journey_id",
+                "customer_id",
+                "scenario",
+                "step",
+                "template",
+                "category",
+                "candidates",
+                "promo",
+                "expires_at",
+                "variant",
+                "context",
+            )
+        }
+        self.store.insert_message(
+            {
+                **fields,
+                "id": fallback_id,
+                "status": "pending",
+                "fallback_of": first,
+                "tried": tried,
+                "created_at": to_iso(now),
+                "detail": f"fallback: {why}",
+            }
+        )
+        self.store.add_job(
+            "send",
+            now.timestamp(),
+            self.plan.priority(record["category"]),
+            {"message": fallback_id},
+            journey_id=record["journey_id"],
+            key=f"send:{fallback_id}",
+        )
+
+    def _no_receipt(self, job: Job, now: datetime) -> None:
+        with self.store.transaction():
+            self.store.complete_job(job.id)
+            record = self.store.message(job.payload["message"])
+            if record is not None and record["status"] == "sent":
+                hours = self.plan.fallback_after.total_seconds() / 3600 if self.plan.fallback_after else 0
+                self._fall_back(
+                    record["id"], f"no delivery receipt from {record['channel']} in {hours:g}h", now
+                )
 
     async def _act(self, job: Job) -> None:
         name = job.payload["action"]

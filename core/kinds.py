@@ -75,6 +75,9 @@ class Channel(ABC):
     """Sends messages over one medium: email, sms, whatsapp, push, telegram."""
 
     name: str = ""
+    # Whether the provider reports delivery; if so, a message with no receipt within the
+    # plan's `fallback.after` is tried on the next channel.
+    receipts: bool = False
 
     @abstractmethod
     def address(self, customer: Customer) -> str | None:

@@ -21,6 +21,7 @@ class Outbox(Channel):
     def __init__(self, channel: Channel, directory: Path):
         self.channel = channel
         self.name = channel.name
+        self.receipts = channel.receipts
         self.directory = directory
 
     def address(self, customer: Customer) -> str | None:

@@ -35,6 +35,7 @@ class Rehearsal(Channel):
     def __init__(self, channel: Channel):
         self.channel = channel
         self.name = channel.name
+        self.receipts = channel.receipts
         self.sent: list[Message] = []
 
     def address(self, customer: Customer) -> str | None:

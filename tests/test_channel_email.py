@@ -298,6 +298,6 @@ async def test_one_click_unsubscribe_click_and_open_round_trip(project: Path, sm
         assert {"message.sent", "message.clicked", "message.opened", "message.unsubscribed"} <= set(types)
         # the second message of the journey is now withheld: the customer said no on email
         journey = (await daemon.store.run(daemon.store.journeys_of, "c-1"))[0]
-        decision = await daemon.store.run(daemon.engine.plan.decide, customer, None, "promo")
+        decision = daemon.engine.plan.decide(customer, None, "promo", daemon.clock.now())
         assert journey.status == "active" and decision.channel is None
         assert decision.passed_over == {"email": "opted out"}

@@ -105,7 +105,7 @@ async def test_wait_then_send_through_the_rehearsal_channel(project: Path) -> No
     assert (send.channel, send.scenario, send.reason) == (
         "email",
         "reminder",
-        "email: first reachable channel",
+        "email: the only channel open",
     )
     assert result.entries[0].reason == "entered on cart.updated"
     assert result.entries[1].reason == "reached the last step"
