@@ -147,12 +147,24 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--from", "start", help="Start of the virtual clock (default: the first event).")
 @click.option("--until", help="End of the virtual clock (default: 30 days after the last event).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.option(
+    "--outcome",
+    "outcomes",
+    multiple=True,
+    metavar="CHANNEL=OUTCOME",
+    help="Rehearse a provider's answer: failed, undelivered, delivered, opened or clicked.",
+)
 def simulate(
-    config_file: Path, events_file: Path, start: str | None, until: str | None, as_json: bool
+    config_file: Path,
+    events_file: Path,
+    start: str | None,
+    until: str | None,
+    as_json: bool,
+    outcomes: tuple[str, ...],
 ) -> None:
     """Rehearse scenarios: run events on a virtual clock against the real scenarios, contact plan
     and templates, with a temporary store; nothing is sent. Prints the timeline."""
-    from boomerang.simulation import parse_moment, read_events
+    from boomerang.simulation import parse_moment, parse_outcomes, read_events
     from boomerang.simulation import simulate as run_simulation
 
     try:
@@ -160,12 +172,16 @@ def simulate(
     except ValueError as exc:
         raise click.ClickException(f"--from/--until: {exc}; write e.g. 2026-03-02T10:00:00Z") from None
     try:
+        rehearsed = parse_outcomes(outcomes)
+    except ValueError as exc:
+        raise click.ClickException(f"--outcome: {exc}") from None
+    try:
         events = read_events(events_file)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     setup_logging("warning")
     try:
-        timeline = asyncio.run(run_simulation(config_file, events, moments[0], moments[1]))
+        timeline = asyncio.run(run_simulation(config_file, events, moments[0], moments[1], rehearsed))
     except ProblemError as exc:
         raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
     click.echo(timeline.as_json_lines() if as_json else timeline.as_table(), nl=False)
@@ -202,6 +218,28 @@ def preview(
     except PreviewError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(shown.as_text(), nl=False)
+
+
+@cli.command()
+@config_option
+@click.argument("customer")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text.")
+def explain(config_file: Path, customer: str, as_json: bool) -> None:
+    """Show CUSTOMER (id, email or phone): profile, events, journeys and every contact-plan decision."""
+    from boomerang.explain import explain as gather
+    from boomerang.store import Store
+
+    config = read_config(config_file)
+    if not config.database.exists():
+        raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
+    store = Store(config.database)
+    try:
+        found = gather(store, customer, config.default_timezone)
+    finally:
+        store.close()
+    if found is None:
+        raise click.ClickException(f"no customer '{customer}' (looked up by id, email and phone)")
+    click.echo(found.as_json() if as_json else found.as_text(), nl=False)
 
 
 @cli.command(name="plugins")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boomerang.config import Config, load_config
+from boomerang.contact_plan import validate_plan
 from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
 from boomerang.model import CHANNEL_NAMES, EVENT_TYPES
 from boomerang.outbox import Outbox
@@ -44,6 +45,7 @@ def assemble(
         registry = collect(plugins, config)
     except ProblemError as exc:
         problems.extend(exc.problems)
+    problems.extend(validate_plan(config))
     environment = make_environment(registry.conditions)
     segments = {}
     for name, source in config.segments.items():

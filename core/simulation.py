@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from boomerang.clock import VirtualClock
@@ -29,22 +30,42 @@ from boomerang.store import Store
 DEFAULT_TAIL = timedelta(days=30)
 
 
-class Rehearsal(Channel):
-    """A channel that finds addresses like the real one and sends nothing."""
+OUTCOMES = ("failed", "undelivered", "delivered", "opened", "clicked")
+# The receipts each rehearsed outcome produces after a successful send.
+RECEIPTS = {
+    "undelivered": [("message.failed", {"reason": "undelivered", "detail": "simulated"})],
+    "delivered": [("message.delivered", {})],
+    "opened": [("message.delivered", {}), ("message.opened", {})],
+    "clicked": [("message.delivered", {}), ("message.opened", {}), ("message.clicked", {})],
+}
 
-    def __init__(self, channel: Channel):
+
+class Rehearsal(Channel):
+    """A channel that finds addresses like the real one and sends nothing.
+
+    `outcome` rehearses what the provider answers: `failed` at once, or receipts after the
+    send (`undelivered`, `delivered`, `opened`, `clicked`); without one the send just succeeds.
+    """
+
+    def __init__(self, channel: Channel, outcome: str | None = None):
         self.channel = channel
         self.name = channel.name
-        self.receipts = channel.receipts
+        self.receipts = channel.receipts or outcome in RECEIPTS
+        self.outcome = outcome
         self.sent: list[Message] = []
+        self.pending_receipts: list[tuple[str, str, dict]] = []
 
     def address(self, customer: Customer) -> str | None:
         """The real channel's address for the customer."""
         return self.channel.address(customer)
 
     async def send(self, message: Message) -> Delivery:
-        """Record the message; report it sent."""
+        """Record the message; answer as the rehearsed outcome says."""
         self.sent.append(message)
+        if self.outcome == "failed":
+            return Delivery(DeliveryStatus.FAILED, detail="simulated failure")
+        for event_type, data in RECEIPTS.get(self.outcome or "", []):
+            self.pending_receipts.append((message.id, event_type, data))
         return Delivery(DeliveryStatus.SENT, detail="simulated")
 
 
@@ -134,6 +155,7 @@ async def simulate(
     events: list[Event],
     start: datetime | None = None,
     until: datetime | None = None,
+    outcomes: dict[str, str] | None = None,
 ) -> Timeline:
     """Run events through the configured scenarios on a virtual clock; returns the timeline."""
     config = load_config(config_path)
@@ -142,7 +164,10 @@ async def simulate(
     errors = [p for p in problems if p.severity == "error"]
     if project is None or errors:
         raise ProblemError(errors)
-    project.registry.channels = {name: Rehearsal(ch) for name, ch in project.registry.channels.items()}
+    rehearsals = {
+        name: Rehearsal(ch, (outcomes or {}).get(name)) for name, ch in project.registry.channels.items()
+    }
+    project.registry.channels = dict(rehearsals)
     start = start or (events[0].at if events else datetime.now(UTC).replace(microsecond=0))
     until = until or ((events[-1].at if events else start) + DEFAULT_TAIL)
     events = [event for event in events if start <= event.at <= until]
@@ -169,6 +194,7 @@ async def simulate(
                 ):
                     clock.advance_to(datetime.fromtimestamp(job_at, UTC))
                     await scheduler.run_due()
+                    await _deliver_receipts(store, engine, rehearsals.values(), clock)
                 elif event_at is not None:
                     clock.advance_to(pending[0].at)
                     await ingest([pending.pop(0)], "simulate")
@@ -184,6 +210,27 @@ async def simulate(
         finally:
             store.close()
     return Timeline(entries, zones, start, until)
+
+
+async def _deliver_receipts(store: Store, engine: Engine, rehearsals: Any, clock: VirtualClock) -> None:
+    """Receipts the rehearsed providers would send back, recorded as the daemon would."""
+    for rehearsal in rehearsals:
+        while rehearsal.pending_receipts:
+            message_id, event_type, data = rehearsal.pending_receipts.pop(0)
+            await store.run(store.record_feedback, message_id, event_type, data, None, clock.now())
+    while await store.run(engine.handle_pending_events):
+        pass
+
+
+def parse_outcomes(texts: tuple[str, ...]) -> dict[str, str]:
+    """`sms=failed email=opened` → {"sms": "failed", "email": "opened"}; ValueError if malformed."""
+    outcomes = {}
+    for text in texts:
+        channel, _, outcome = text.partition("=")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"'{text}' is not CHANNEL=OUTCOME with an outcome of {', '.join(OUTCOMES)}")
+        outcomes[channel] = outcome
+    return outcomes
 
 
 def parse_moment(text: str) -> datetime:

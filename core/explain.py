@@ -1,0 +1,147 @@
+"""`boomerang explain CUSTOMER`: a customer's profile, events, journeys and every decision
+the engine and the contact plan made about them, on one timeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from boomerang.clock import parse_time
+from boomerang.model import Customer, JournalEntry, Journey
+
+
+@dataclass
+class Explanation:
+    """Everything `explain` shows about one customer."""
+
+    customer: Customer
+    events: list[dict[str, Any]]
+    journeys: list[Journey]
+    journal: list[JournalEntry]
+    zone: ZoneInfo
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """Events and journal lines merged in time order (an event first at the same moment)."""
+        rows = [
+            {
+                "at": parse_time(e["at"]),
+                "kind": "event",
+                "scenario": None,
+                "step": None,
+                "template": None,
+                "channel": None,
+                "reason": f"{e['type']} ({e['id']})",
+            }
+            for e in self.events
+        ]
+        rows += [
+            {
+                "at": j.at,
+                "kind": j.kind,
+                "scenario": j.scenario,
+                "step": j.step,
+                "template": j.template,
+                "channel": j.channel,
+                "reason": j.reason,
+            }
+            for j in self.journal
+        ]
+        return sorted(rows, key=lambda row: (row["at"], row["kind"] != "event"))
+
+    def as_json(self) -> str:
+        """The explanation as one JSON document."""
+        customer = dataclasses.asdict(self.customer)
+        journeys = [
+            {
+                "id": j.id,
+                "scenario": j.scenario,
+                "status": j.status,
+                "step": j.cursor,
+                "holdout": j.holdout,
+                "entered_at": j.entered_at,
+                "ended_at": j.ended_at,
+            }
+            for j in self.journeys
+        ]
+        timeline = [{**row, "at": _utc(row["at"])} for row in self.timeline()]
+        return json.dumps(
+            {"customer": customer, "journeys": journeys, "timeline": timeline},
+            ensure_ascii=False,
+            indent=2,
+            default=_json_default,
+        )
+
+    def as_text(self) -> str:
+        """The explanation for a terminal."""
+        c = self.customer
+        lines = [f"Customer {c.id}" + (f" ({c.name})" if c.name else "")]
+        reach = [
+            f"email {c.email or '-'}",
+            f"phone {c.phone or '-'}",
+            f"push subscriptions {len(c.push_subscriptions)}",
+            f"telegram {'linked' if c.telegram_chat_id else '-'}",
+        ]
+        lines.append("  " + "; ".join(reach))
+        lines.append(
+            f"  locale {c.locale or '-'}, timezone {self.zone.key}; orders {c.orders_count}, "
+            f"revenue {c.revenue:g}, last order {_utc(c.last_order_at) if c.last_order_at else '-'}"
+        )
+        if c.consents:
+            lines.append(
+                "  consents: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in c.consents.items())
+            )
+        if c.opt_outs:
+            lines.append("  opted out: " + ", ".join(f"{k} since {v[:10]}" for k, v in c.opt_outs.items()))
+        if c.unreachable:
+            lines.append("  known bad: " + ", ".join(f"{k} ({v})" for k, v in c.unreachable.items()))
+        lines.append("")
+        lines.append("Journeys:")
+        for j in self.journeys or []:
+            where = f"at step {j.cursor}" if j.status == "active" else f"ended {_utc(j.ended_at)}"
+            group = " (holdout)" if j.holdout else ""
+            lines.append(f"  {j.scenario:<24} {j.status:<9} entered {_utc(j.entered_at)}  {where}{group}")
+        if not self.journeys:
+            lines.append("  none")
+        lines.append("")
+        lines.append("Timeline (UTC, then the customer's time):")
+        for row in self.timeline():
+            local = row["at"].astimezone(self.zone).strftime("%m-%d %H:%M")
+            what = " ".join(
+                str(x) for x in (row["scenario"], row["step"], row["template"], row["channel"]) if x
+            )
+            lines.append(
+                f"  {_utc(row['at'])}  {local}  {row['kind']:<7} {what + '  ' if what else ''}{row['reason']}"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def explain(store: Any, identity: str, default_timezone: str) -> Explanation | None:
+    """Gather what the store knows about a customer found by id, email or phone."""
+    customer = store.find_customer(identity)
+    if customer is None:
+        return None
+    try:
+        zone = ZoneInfo(customer.timezone or default_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo(default_timezone)
+    return Explanation(
+        customer,
+        store.events_of(customer.id),
+        store.journeys_of(customer.id),
+        store.journal(customer.id),
+        zone,
+    )
+
+
+def _utc(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise TypeError(f"cannot encode {type(value).__name__}")

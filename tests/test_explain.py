@@ -1,0 +1,74 @@
+"""`boomerang explain`: one customer's profile, events, journeys and decisions on one timeline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+from click.testing import CliRunner
+
+from boomerang.cli import cli
+from conftest import AUTH, running, url
+
+SCENARIO = """scenario: welcome
+category: promo
+trigger: {event: signup.completed}
+steps:
+  - send: welcome
+  - send: welcome
+"""
+
+
+async def test_explain_shows_profile_journeys_and_decisions(project: Path) -> None:
+    for old in (project / "scenarios").glob("*.yaml"):
+        old.unlink()
+    (project / "scenarios" / "welcome.yaml").write_text(SCENARIO)
+    (project / "templates" / "welcome").mkdir()
+    (project / "templates" / "welcome" / "email.en.html").write_text("---\nsubject: Hi\n---\n<p>Hi</p>\n")
+    config = project / "boomerang.yaml"
+    # at most one promo per day: the second send of the same moment waits for tomorrow
+    config.write_text(config.read_text() + "  caps:\n    - {categories: [promo], max: 1, per: 1d}\n")
+    signup = {
+        "id": "s-1",
+        "type": "signup.completed",
+        "at": "2026-03-02T10:00:00Z",
+        "customer": {"id": "c-1", "email": "anna@example.com", "name": "Anna", "timezone": "Asia/Tokyo"},
+    }
+    async with running(project) as daemon:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url(daemon, "/events"), data=json.dumps(signup), headers=AUTH) as answer,
+        ):
+            assert answer.status == 200
+        for _ in range(100):
+            kinds = [e.kind for e in await daemon.store.run(daemon.store.journal, "c-1")]
+            if "defer" in kinds and "send" in kinds:
+                break
+            await asyncio.sleep(0.05)
+    text = CliRunner().invoke(cli, ["explain", "--config", str(config), "anna@example.com"])
+    assert text.exit_code == 0, text.output
+    lines = text.stdout.splitlines()
+    assert lines[0] == "Customer c-1 (Anna)"
+    assert "timezone Asia/Tokyo" in lines[2]
+    # both steps were queued at once, so the journey is complete while its second message waits
+    assert any(line.startswith("  welcome ") and "completed" in line for line in lines)
+    timeline = [line for line in lines if line.startswith("  20")]
+    assert "event   signup.completed (s-1)" in timeline[0]
+    assert any("send    welcome 0 welcome email" in line for line in timeline)
+    assert any(
+        "defer   welcome 1 welcome" in line and "cap 1 per 1d (promo) reached" in line for line in timeline
+    )
+
+    as_json = CliRunner().invoke(cli, ["explain", "--config", str(config), "c-1", "--json"])
+    document = json.loads(as_json.stdout)
+    assert document["customer"]["email"] == "anna@example.com"
+    kinds = [row["kind"] for row in document["timeline"]]
+    assert kinds[0] == "event" and "enter" in kinds and "send" in kinds and "defer" in kinds
+
+
+def test_explain_an_unknown_customer(project: Path) -> None:
+    result = CliRunner().invoke(cli, ["explain", "--config", str(project / "boomerang.yaml"), "nobody"])
+    assert result.exit_code == 1
+    assert "no database" in result.stderr or "no customer 'nobody'" in result.stderr
