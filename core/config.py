@@ -52,11 +52,14 @@ class Config:
     segments: dict[str, str] = field(default_factory=dict)
     document: Any = field(default=None, repr=False)  # the parsed YAML, kept for positions
 
-    def where(self, *keys: str | int) -> tuple[str, int, int]:
-        """File, line and column of the value at a path of keys, for plugins' own errors."""
+    def where(self, *keys: str | int, at_key: bool = False) -> tuple[str, int, int]:
+        """File, line and column of the value at a path of keys (or of the last key itself)."""
         node = self.document
         line, col = 1, 1
-        for key in keys:
+        for index, key in enumerate(keys):
+            if at_key and index == len(keys) - 1 and isinstance(node, CommentedMap) and key in node:
+                line, col = key_position(node, key)
+                break
             if not isinstance(node, CommentedMap | CommentedSeq):
                 break
             try:
@@ -68,9 +71,9 @@ class Config:
             node = child
         return str(self.path), line, col
 
-    def problem(self, keys: tuple[str | int, ...], message: str) -> Problem:
-        """A `Problem` pointing at the value at `keys`; plugins use it for their sections."""
-        file, line, col = self.where(*keys)
+    def problem(self, keys: tuple[str | int, ...], message: str, *, at_key: bool = False) -> Problem:
+        """A `Problem` pointing at the value at `keys` (or at the key, for an unknown setting)."""
+        file, line, col = self.where(*keys, at_key=at_key)
         return Problem(file, line, col, message)
 
 

@@ -586,12 +586,10 @@ class Engine:
             for endpoint in delivery.gone:
                 self.store.remove_push_subscription(message.customer_id, endpoint)
             if delivery.status is DeliveryStatus.SENT:
+                # A receipt may already have marked it delivered: keep that, add what we know.
+                status = "delivered" if record and record["status"] == "delivered" else "sent"
                 self.store.update_message(
-                    message.id,
-                    status="sent",
-                    sent_at=to_iso(now),
-                    detail=delivery.detail,
-                    provider_id=delivery.provider_id,
+                    message.id, status=status, detail=delivery.detail, provider_id=delivery.provider_id
                 )
                 self.store.record_feedback(message.id, "message.sent", {}, None, now)
                 if journey:

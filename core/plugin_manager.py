@@ -232,12 +232,19 @@ def collect(plugins: Plugins, config: Any) -> Registry:
                 else:
                     target[name] = item
 
+    failed: set[str] = set()
+
     def call(hook: str, **kwargs: Any) -> list[Any]:
-        try:
-            return getattr(plugins.hook, hook)(**kwargs)
-        except ProblemError as exc:
-            problems.extend(exc.problems)
-            return []
+        # Each plugin separately: one plugin's config error must not hide the others' objects.
+        results = []
+        for implementation in reversed(getattr(plugins.hook, hook).get_hookimpls()):
+            try:
+                # as pluggy does: a hook implementation declares only the arguments it uses
+                results.append(implementation.function(*(kwargs[name] for name in implementation.argnames)))
+            except ProblemError as exc:
+                problems.extend(exc.problems)
+                failed.add(hook)
+        return results
 
     take("source", call("register_sources", config=config), Source, registry.sources)
     take("channel", call("register_channels", config=config), Channel, registry.channels)
@@ -257,7 +264,7 @@ def collect(plugins: Plugins, config: Any) -> Registry:
                 problems.append(Problem(str(config.path), 1, 1, f"condition '{name}' is not callable"))
             else:
                 registry.conditions[name] = function
-    for name in config.channels:
+    for name in config.channels if "register_channels" not in failed else ():
         if name not in registry.channels:
             problems.append(
                 config.problem(

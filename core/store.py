@@ -390,6 +390,22 @@ class Store:
             updates["push_subscriptions"] = json.dumps(
                 _join_subscriptions(json.loads(row["push_subscriptions"]), profile.push_subscriptions)
             )
+        # A new address on a channel undoes "known bad" for it: the old address was the bad one.
+        renewed = {
+            "push": bool(profile.push_subscriptions),
+            "email": bool(profile.email and profile.email != row["email"]),
+            "sms": bool(profile.phone and profile.phone != row["phone"]),
+            "whatsapp": bool(
+                (profile.whatsapp or profile.phone)
+                and (profile.whatsapp or profile.phone) not in (row["whatsapp"], row["phone"])
+            ),
+            "telegram": bool(
+                profile.telegram_chat_id and profile.telegram_chat_id != row["telegram_chat_id"]
+            ),
+        }
+        unreachable = json.loads(row["unreachable"])
+        if any(renewed.get(channel) for channel in unreachable):
+            updates["unreachable"] = json.dumps({k: v for k, v in unreachable.items() if not renewed.get(k)})
         if event.type == "order.placed":
             order = event.data.get("order") if isinstance(event.data.get("order"), dict) else {}
             total = order.get("total", 0)
@@ -832,14 +848,17 @@ class Store:
             at = to_iso(now)
             if event_type == "message.delivered":
                 self.db.execute(
+                    # a fast receipt may beat the commit of the send itself ('sending')
                     "UPDATE messages SET status = 'delivered', delivered_at = ?"
-                    " WHERE id = ? AND status = 'sent'",
+                    " WHERE id = ? AND status IN ('sending', 'sent')",
                     [at, message_id],
                 )
             elif event_type == "message.failed":
                 self.update_message(message_id, status="failed", detail=str(data.get("detail", "")))
                 if data.get("reason") == "address_invalid" and record["channel"]:
                     self.mark_unreachable(customer_id, record["channel"], str(data.get("detail", "")))
+                elif data.get("reason") == "opted_out" and record["channel"]:
+                    self.opt_out(customer_id, [record["channel"]], now)
             elif event_type in ("message.opened", "message.clicked"):
                 column = "opened_at" if event_type == "message.opened" else "clicked_at"
                 self.db.execute(

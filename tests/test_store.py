@@ -400,3 +400,12 @@ async def test_run_calls_the_store_on_its_own_thread(store: Store) -> None:
     stored = await store.run(store.ingest, [make_event("e-1", id="c-1")], RECEIVED)
     assert [e.customer_id for e in stored] == ["c-1"]
     assert await store.run(store.counts) == {"customers": 1, "events": 1}
+
+
+def test_a_new_address_undoes_known_bad_for_that_channel(store: Store) -> None:
+    store.ingest([make_event("e-1", id="c-1", email="old@example.com", phone=PHONE)], RECEIVED)
+    store.mark_unreachable("c-1", "email", "550 no such user")
+    store.mark_unreachable("c-1", "sms", "21211")
+    store.ingest([make_event("e-2", at="2026-03-03T10:00:00Z", id="c-1", email="new@example.com")], RECEIVED)
+    customer = store.customer("c-1")
+    assert customer is not None and customer.unreachable == {"sms": "21211"}

@@ -35,7 +35,8 @@ SETTINGS = {
     "password",
     "timeout",
     "pool",
-    "unsubscribe_mailto", "validate_certs",
+    "unsubscribe_mailto",
+    "validate_certs",
 }
 _CONNECTION_ERRORS = (
     aiosmtplib.SMTPServerDisconnected,
@@ -169,7 +170,9 @@ def validate(config: Config, settings: dict[str, Any]) -> None:
         if key not in SETTINGS:
             problems.append(
                 config.problem(
-                    ("channels", "email", key), f"unknown email setting '{key}'{did_you_mean(key, SETTINGS)}"
+                    ("channels", "email", key),
+                    f"unknown email setting '{key}'{did_you_mean(key, SETTINGS)}",
+                    at_key=True,
                 )
             )
     sender = settings.get("from")

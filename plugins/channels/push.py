@@ -1,0 +1,647 @@
+"""The web push channel: notifications to browsers through their push services (RFC 8030).
+
+Configured under `channels.push`:
+
+```yaml
+channels:
+  push: {vapid_private_key: ./vapid.pem, subject: "mailto:ops@shop.example", ttl: 86400, urgency: normal}
+```
+
+`vapid_private_key` is a P-256 private key in PEM (made by `boomerang webpush-keys`), relative
+to the config file; `subject` is a `mailto:` or `https:` contact for the push services; `ttl`
+(seconds or a duration such as `1d`) is how long a push service keeps a message for an
+offline browser; `urgency` is `very-low`, `low`, `normal` or `high`. Optional: `timeout`
+(seconds per request, default 10) and `ca_file` (extra CA certificates to trust, for staging).
+
+A message goes to every subscription of the customer as an encrypted (aes128gcm) JSON payload
+`{"title", "body", "url", "icon", "id", "click"}` under 4 KB, signed with VAPID (RFC 8292). A
+subscription the push service calls gone (404, 410) is forgotten by the engine.
+
+Routes: `GET /push/sw.js` (the service worker), `GET /push/key` (the public key the browser
+subscribes with), `POST /push/subscribe` (`{"subscription": ..., "token": ...}`, the token
+signed for a customer id with the purpose `push`) and `POST /push/click` (click reports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import re
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import click
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid, VapidException
+from pywebpush import WebPushException, webpush_async
+
+from boomerang import hookimpl
+from boomerang.clock import parse_duration, to_iso
+from boomerang.config import Config
+from boomerang.ingest import EventError, parse_event
+from boomerang.kinds import Channel, Ingest, Route
+from boomerang.model import Customer, Delivery, DeliveryStatus, Message
+from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.tokens import sign, verify
+
+log = logging.getLogger(__name__)
+
+SETTINGS = {"vapid_private_key", "subject", "ttl", "urgency", "timeout", "ca_file"}
+URGENCIES = ("very-low", "low", "normal", "high")
+MAX_TTL = 28 * 86400
+# A push service takes at most 4096 bytes of body: 86 bytes of aes128gcm header, a 16-byte tag
+# and the record's delimiter leave 3993 bytes for the JSON payload.
+MAX_PAYLOAD = 4096 - 86 - 16 - 1
+MAX_REQUEST = 16 * 1024
+MAX_ENDPOINT = 2048
+_SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://[^/\s:]+)$", re.IGNORECASE)
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def b64url(data: bytes) -> str:
+    """URL-safe base64 without padding, the form Web Push uses for keys."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode URL-safe base64 with or without padding; raises ValueError if it is not."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def public_key_of(private_key: ec.EllipticCurvePrivateKey) -> str:
+    """The application server key the browser subscribes with: the uncompressed point, base64url."""
+    point = private_key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return b64url(point)
+
+
+def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """Read a P-256 private key from a PEM file; raises ValueError saying what is wrong."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path} does not exist; create a key pair with `boomerang webpush-keys`") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"{path} is not a P-256 (prime256v1) key, which VAPID needs")
+    return key
+
+
+def subscription_problem(value: Any) -> str | None:
+    """What is wrong with a `PushSubscription.toJSON()` object, or None if it is usable."""
+    if not isinstance(value, dict):
+        return "the subscription must be a JSON object as PushSubscription.toJSON() gives it"
+    endpoint = value.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint.startswith("https://") or not urlsplit(endpoint).netloc:
+        return "'endpoint' must be the push service's https:// URL"
+    if len(endpoint) > MAX_ENDPOINT:
+        return f"'endpoint' is longer than {MAX_ENDPOINT} characters"
+    keys = value.get("keys")
+    if not isinstance(keys, dict):
+        return "'keys' with p256dh and auth is required"
+    try:
+        p256dh = b64url_decode(keys.get("p256dh") or "")
+        auth = b64url_decode(keys.get("auth") or "")
+    except (ValueError, TypeError, binascii.Error):
+        return "'keys.p256dh' and 'keys.auth' must be URL-safe base64"
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), p256dh)
+    except ValueError:
+        return "'keys.p256dh' is not a P-256 public key (65 bytes, uncompressed)"
+    if len(auth) != 16:
+        return "'keys.auth' must be 16 bytes"
+    return None
+
+
+def clean_subscription(value: dict[str, Any]) -> dict[str, Any]:
+    """Only the parts of a subscription that sending needs: endpoint, expirationTime, keys."""
+    return {
+        "endpoint": value["endpoint"],
+        "expirationTime": value.get("expirationTime"),
+        "keys": {"p256dh": value["keys"]["p256dh"], "auth": value["keys"]["auth"]},
+    }
+
+
+def build_payload(message: Message, click_token: str | None) -> bytes | None:
+    """The notification as compact JSON, the body shortened to fit; None if it cannot fit."""
+    extra = message.extra or {}
+    fields: dict[str, Any] = {
+        "title": str(extra.get("title") or ""),
+        "body": message.body or "",
+        "url": str(extra.get("url") or ""),
+    }
+    if extra.get("icon"):
+        fields["icon"] = str(extra["icon"])
+    fields["id"] = message.id
+    if click_token:
+        fields["click"] = click_token
+
+    def encoded(body: str, title: str) -> bytes:
+        text = json.dumps({**fields, "body": body, "title": title}, ensure_ascii=False, separators=(",", ":"))
+        return text.encode()
+
+    whole = encoded(fields["body"], fields["title"])
+    if len(whole) <= MAX_PAYLOAD:
+        return whole
+    for name in ("body", "title"):
+        text = fields[name]
+        low, high = 0, len(text)  # the longest prefix that fits, found by halving
+        while low < high:
+            middle = (low + high + 1) // 2
+            shortened = text[:middle].rstrip() + "…"
+            trial = {**fields, name: shortened}
+            if len(encoded(trial["body"], trial["title"])) <= MAX_PAYLOAD:
+                low = middle
+            else:
+                high = middle - 1
+        fields[name] = text[:low].rstrip() + "…" if low else ""
+        result = encoded(fields["body"], fields["title"])
+        if len(result) <= MAX_PAYLOAD:
+            return result
+    return None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one push service said about one subscription."""
+
+    endpoint: str
+    outcome: str  # sent | gone | retry | failed
+    detail: str
+    retry_after: float | None = None
+    location: str | None = None
+
+
+def _host(endpoint: str) -> str:
+    return urlsplit(endpoint).netloc or "?"
+
+
+class PushChannel(Channel):
+    """Sends each message to every push subscription of the customer."""
+
+    name = "push"
+
+    def __init__(
+        self,
+        private_key: ec.EllipticCurvePrivateKey,
+        subject: str,
+        *,
+        ttl: int = 86400,
+        urgency: str = "normal",
+        timeout: float = 10.0,
+        ca_file: Path | None = None,
+        secret: str | None = None,
+        public_url: str = "",
+    ):
+        self.vapid = Vapid(private_key=private_key)
+        self.public_key = public_key_of(private_key)
+        self.subject = subject
+        self.ttl = ttl
+        self.urgency = urgency
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.ca_file = ca_file
+        self.secret = secret
+        self.public_url = public_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    # the customer's address: their subscriptions
+    def address(self, customer: Customer) -> str | None:
+        """The customer's push subscriptions as a JSON list, or None if they have none."""
+        subscriptions = [s for s in customer.push_subscriptions if subscription_problem(s) is None]
+        return json.dumps(subscriptions, separators=(",", ":")) if subscriptions else None
+
+    # sending
+    def _client(self) -> aiohttp.ClientSession:
+        """The one HTTP session every send shares; made on first use, inside the running loop."""
+        if self._session is None or self._session.closed:
+            context: ssl.SSLContext | bool = True
+            if self.ca_file is not None:
+                context = ssl.create_default_context()
+                context.load_verify_locations(cafile=str(self.ca_file))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context), timeout=self.timeout
+            )
+        return self._session
+
+    def click_token(self, message: Message) -> str | None:
+        """The signed token the service worker posts to `/push/click`, when a secret is set."""
+        return sign(self.secret, "click", f"{message.id}:push") if self.secret else None
+
+    async def send(self, message: Message) -> Delivery:
+        """Push to every subscription; gone ones are reported in `Delivery.gone` to be forgotten."""
+        try:
+            subscriptions = json.loads(message.to or "[]")
+        except json.JSONDecodeError:
+            subscriptions = None
+        if not isinstance(subscriptions, list) or not subscriptions:
+            return Delivery(DeliveryStatus.FAILED, detail="the message names no push subscription")
+        payload = build_payload(message, self.click_token(message))
+        if payload is None:
+            return Delivery(DeliveryStatus.FAILED, detail="the title and url do not fit in a push payload")
+        attempts = await asyncio.gather(*(self._push(sub, payload) for sub in subscriptions))
+        return self._summarise(list(attempts))
+
+    async def _push(self, subscription: Any, payload: bytes) -> Attempt:
+        endpoint = subscription.get("endpoint", "") if isinstance(subscription, dict) else ""
+        problem = subscription_problem(subscription)
+        if problem:  # it can never receive anything: forget it like a gone one
+            return Attempt(endpoint, "gone", f"unusable subscription: {problem}")
+        try:
+            response = await webpush_async(
+                subscription_info=subscription,
+                data=payload.decode(),
+                vapid_private_key=self.vapid,
+                vapid_claims={"sub": self.subject},  # a new dict each time: pywebpush adds aud and exp
+                ttl=self.ttl,
+                headers={"Urgency": self.urgency},
+                timeout=self.timeout,  # type: ignore[arg-type] - handed to aiohttp as it is
+                aiohttp_session=self._client(),
+            )
+        except WebPushException as exc:
+            status = exc.status_code
+            if status is None:
+                return Attempt(endpoint, "gone", f"unusable subscription: {exc.message}")
+            host = _host(endpoint)
+            if status in (404, 410):
+                return Attempt(endpoint, "gone", f"{host}: {status}, subscription gone")
+            if status == 429:
+                after = retry_after_seconds(exc.retry_after)
+                return Attempt(endpoint, "retry", f"{host}: 429, too many requests", retry_after=after)
+            if status >= 500:
+                after = retry_after_seconds(exc.retry_after)
+                return Attempt(endpoint, "retry", f"{host}: {status}", retry_after=after)
+            return Attempt(endpoint, "failed", f"{host}: {status} {exc.response.reason or ''}".rstrip())
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return Attempt(endpoint, "retry", f"{_host(endpoint)}: {type(exc).__name__}: {exc}")
+        except VapidException as exc:  # py_vapid cannot sign for this endpoint's origin
+            return Attempt(endpoint, "failed", f"{_host(endpoint)}: cannot sign VAPID claims: {exc}")
+        if isinstance(response, str):  # only with curl=True, which is never asked for
+            return Attempt(endpoint, "failed", f"{_host(endpoint)}: no HTTP response")
+        location = response.headers.get("Location")
+        return Attempt(endpoint, "sent", f"{_host(endpoint)}: {response.status}", location=location)
+
+    @staticmethod
+    def _summarise(attempts: list[Attempt]) -> Delivery:
+        """One answer for the message: sent if any browser got it, else retry, invalid or failed."""
+        by_outcome: dict[str, list[Attempt]] = {}
+        for attempt in attempts:
+            by_outcome.setdefault(attempt.outcome, []).append(attempt)
+        sent, retry = by_outcome.get("sent", []), by_outcome.get("retry", [])
+        gone = tuple(dict.fromkeys(a.endpoint for a in by_outcome.get("gone", []) if a.endpoint))
+        detail = f"{len(sent)} of {len(attempts)} subscriptions: " + "; ".join(a.detail for a in attempts)
+        if sent:
+            return Delivery(DeliveryStatus.SENT, detail=detail, provider_id=sent[0].location, gone=gone)
+        if retry:
+            waits = [a.retry_after for a in retry if a.retry_after is not None]
+            return Delivery(
+                DeliveryStatus.RETRY, detail=detail, retry_after=max(waits) if waits else None, gone=gone
+            )
+        if len(by_outcome.get("gone", [])) == len(attempts):
+            return Delivery(DeliveryStatus.ADDRESS_INVALID, detail=detail, gone=gone)
+        return Delivery(DeliveryStatus.FAILED, detail=detail, gone=gone)
+
+    def outbox_file(self, message: Message) -> tuple[str, bytes]:
+        """What would be pushed: the endpoints and the cleartext payload (keys left out)."""
+        try:
+            subscriptions = json.loads(message.to or "[]")
+        except json.JSONDecodeError:
+            subscriptions = []
+        payload = build_payload(message, self.click_token(message))
+        record = {
+            "id": message.id,
+            "customer": message.customer_id,
+            "channel": self.name,
+            "template": message.template,
+            "endpoints": [s.get("endpoint") for s in subscriptions if isinstance(s, dict)],
+            "ttl": self.ttl,
+            "urgency": self.urgency,
+            "payload": json.loads(payload) if payload else None,
+        }
+        return ".json", json.dumps(record, ensure_ascii=False, indent=2).encode()
+
+    async def close(self) -> None:
+        """Close the shared HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # routes
+    def routes(self) -> list[Route]:
+        """The service worker, the public key, subscribing, and click reports."""
+        return [
+            Route("GET", "/push/sw.js", self.service_worker),
+            Route("GET", "/push/key", self.key),
+            Route("POST", "/push/subscribe", self.subscribe),
+            Route("OPTIONS", "/push/subscribe", self.preflight),
+            Route("POST", "/push/click", self.clicked),
+            Route("OPTIONS", "/push/click", self.preflight),
+        ]
+
+    async def service_worker(self, request: web.Request, ingest: Ingest) -> web.Response:
+        """`GET /push/sw.js`: shows notifications and opens (and reports) their link on click."""
+        script = SERVICE_WORKER.replace("__PUBLIC_URL__", json.dumps(self.public_url)).replace(
+            "__PUBLIC_KEY__", json.dumps(self.public_key)
+        )
+        headers = {"Cache-Control": "no-cache", "Service-Worker-Allowed": "/", **CORS}
+        return web.Response(text=script, content_type="text/javascript", charset="utf-8", headers=headers)
+
+    async def key(self, request: web.Request, ingest: Ingest) -> web.Response:
+        """`GET /push/key`: the application server key for `pushManager.subscribe`."""
+        return web.json_response({"public_key": self.public_key}, headers=CORS)
+
+    async def preflight(self, request: web.Request, ingest: Ingest) -> web.Response:
+        """CORS preflight: the shop's pages post from their own origin."""
+        return web.Response(status=204, headers=CORS)
+
+    async def subscribe(self, request: web.Request, ingest: Ingest) -> web.Response:
+        """`POST /push/subscribe`: add a browser's subscription to the customer the token names."""
+        if not self.secret:
+            return _error(503, "push subscriptions need 'secret' in boomerang.yaml to check tokens")
+        if (request.content_length or 0) > MAX_REQUEST:
+            return _error(413, f"the request is larger than {MAX_REQUEST} bytes")
+        body = await request.read()
+        if len(body) > MAX_REQUEST:
+            return _error(413, f"the request is larger than {MAX_REQUEST} bytes")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, 'the body must be JSON: {"subscription": {...}, "token": "..."}')
+        if not isinstance(data, dict) or "subscription" not in data:
+            return _error(
+                400, 'the body must be {"subscription": <PushSubscription.toJSON()>, "token": "..."}'
+            )
+        token = data.get("token")
+        customer_id = verify(self.secret, "push", token) if isinstance(token, str) else None
+        if not customer_id:
+            return _error(403, "the token is missing or not valid")
+        problem = subscription_problem(data["subscription"])
+        if problem:
+            return _error(400, problem)
+        subscription = clean_subscription(data["subscription"])
+        digest = hashlib.sha1(
+            "\n".join([customer_id, subscription["endpoint"], *subscription["keys"].values()]).encode()
+        ).hexdigest()
+        raw = {
+            "id": f"push.subscribe:{digest}",
+            "type": "customer.updated",
+            "at": to_iso(datetime.now(UTC)),
+            "customer": {"id": customer_id, "push_subscriptions": [subscription]},
+            "data": {"push": {"subscribed": _host(subscription["endpoint"])}},
+        }
+        try:
+            event = parse_event(raw)
+        except EventError as exc:
+            return _error(400, str(exc))
+        result = await ingest([event], "push")
+        log.info("push subscription for customer %s at %s", customer_id, _host(subscription["endpoint"]))
+        return web.json_response({"subscribed": True, "new": result.accepted == 1}, headers=CORS)
+
+    async def clicked(self, request: web.Request, ingest: Ingest) -> web.Response:
+        """`POST /push/click` with `{"token": ...}`: the service worker saw a notification clicked."""
+        body = await request.content.read(MAX_REQUEST)
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        token = data.get("token") if isinstance(data, dict) else None
+        value = verify(self.secret, "click", token) if self.secret and isinstance(token, str) else None
+        message_id, _, kind = (value or "").rpartition(":")
+        if not message_id or kind != "push":
+            return _error(404, "this click token is not valid")
+        known = await ingest.feedback(message_id, "message.clicked", {"channel": "push"}, key="push")
+        if not known:
+            return _error(404, "no such message")
+        return web.Response(status=204, headers=CORS)
+
+
+def _error(status: int, text: str) -> web.Response:
+    return web.json_response({"error": text}, status=status, headers=CORS)
+
+
+SERVICE_WORKER = """\
+/* Boomerang web push service worker: shows each notification and opens its link on click.
+   Register it as it is, or add importScripts("<public_url>/push/sw.js") to your own. */
+const BOOMERANG_URL = __PUBLIC_URL__;
+const BOOMERANG_PUSH_KEY = __PUBLIC_KEY__;
+
+self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+
+self.addEventListener("push", (event) => {
+  let data = {};
+  try {
+    data = event.data ? event.data.json() : {};
+  } catch (error) {
+    data = { body: event.data ? event.data.text() : "" };
+  }
+  const options = {
+    body: data.body || "",
+    data: { url: data.url || "/", click: data.click || null },
+  };
+  if (data.icon) options.icon = data.icon;
+  if (data.id) options.tag = data.id;  // a message pushed twice shows once
+  event.waitUntil(self.registration.showNotification(data.title || "", options));
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const data = event.notification.data || {};
+  const url = new URL(data.url || "/", self.location.origin).href;
+  const work = [self.clients.openWindow(url)];
+  if (data.click) {
+    work.push(
+      fetch(BOOMERANG_URL + "/push/click", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: data.click }),
+        keepalive: true,
+      }).catch(() => undefined)
+    );
+  }
+  event.waitUntil(Promise.all(work));
+});
+"""
+
+
+# configuration
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def _signs(private_key: ec.EllipticCurvePrivateKey, subject: str) -> bool:
+    """Whether py_vapid accepts the subject (its own check is stricter than the RFC's)."""
+    try:
+        Vapid(private_key=private_key).sign({"sub": subject, "aud": "https://push.example"})
+    except VapidException:
+        return False
+    return True
+
+
+def channel_from_config(config: Config) -> PushChannel:
+    """The push channel for `channels.push`; raises `ProblemError` naming every wrong setting."""
+    settings = dict(config.channels["push"])
+    problems: list[Problem] = []
+
+    def problem(key: str | None, text: str) -> None:
+        keys = ("channels", "push", key) if key else ("channels", "push")
+        problems.append(config.problem(keys, text))
+
+    for key in settings:
+        if key not in SETTINGS:
+            problem(key, f"unknown push setting '{key}'{did_you_mean(str(key), SETTINGS)}")
+    base = config.path.parent
+    private_key = None
+    if not settings.get("vapid_private_key"):
+        problem(None, "'vapid_private_key' is required: a PEM file made by `boomerang webpush-keys`")
+    else:
+        try:
+            private_key = load_private_key(base / Path(str(settings["vapid_private_key"])).expanduser())
+        except ValueError as exc:
+            problem("vapid_private_key", f"'vapid_private_key': {exc}")
+    subject = str(settings.get("subject") or "")
+    if not _SUBJECT.match(subject) or (private_key is not None and not _signs(private_key, subject)):
+        problem(
+            "subject" if "subject" in settings else None,
+            "'subject' must be a contact for the push services: mailto:ops@shop.example, "
+            "or https://shop.example (no path)",
+        )
+    ttl = 86400
+    if "ttl" in settings:
+        value = settings["ttl"]
+        number = _number(value)
+        try:
+            ttl = int(number) if number is not None else int(parse_duration(str(value)).total_seconds())
+        except ValueError:
+            ttl = -1
+        if not 0 <= ttl <= MAX_TTL:
+            problem("ttl", f"'ttl' must be seconds (or a duration such as 1d) from 0 to {MAX_TTL}")
+    urgency = str(settings.get("urgency", "normal")).lower()
+    if urgency not in URGENCIES:
+        problem(
+            "urgency", f"'urgency' must be one of {', '.join(URGENCIES)}{did_you_mean(urgency, URGENCIES)}"
+        )
+    timeout = _number(settings.get("timeout", 10))
+    if timeout is None or timeout <= 0:
+        problem("timeout", "'timeout' must be a number of seconds above 0")
+    ca_file = None
+    if settings.get("ca_file"):
+        ca_file = base / Path(str(settings["ca_file"])).expanduser()
+        if not ca_file.is_file():
+            problem("ca_file", f"'ca_file': {ca_file} does not exist")
+    if problems:
+        raise ProblemError(problems)
+    assert private_key is not None and timeout is not None
+    if not config.secret:
+        log.warning("push: no secret is set, so POST /push/subscribe refuses every subscription")
+    return PushChannel(
+        private_key,
+        subject,
+        ttl=ttl,
+        urgency=urgency,
+        timeout=timeout,
+        ca_file=ca_file,
+        secret=config.secret,
+        public_url=config.public_url,
+    )
+
+
+@hookimpl
+def register_channels(config: Config) -> list[Channel]:
+    """The push channel, when `channels.push` is configured."""
+    if "push" not in config.channels:
+        return []
+    return [channel_from_config(config)]
+
+
+def write_key_pair(directory: Path, name: str = "vapid.pem") -> tuple[Path, str]:
+    """Write a new VAPID private key (PEM, mode 0600); returns its path and the public key."""
+    path = directory / name
+    if path.exists():
+        raise FileExistsError(f"{path} already exists")
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(pem)
+    return path, public_key_of(key)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """`boomerang webpush-keys [--out DIR]`: a new VAPID key pair for the push channel."""
+
+    @cli.command(name="webpush-keys")
+    @click.option(
+        "--out",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=".",
+        show_default=True,
+        help="The folder to write vapid.pem into.",
+    )
+    def webpush_keys(directory: Path) -> None:
+        """Create a VAPID key pair: writes DIR/vapid.pem and prints the public key.
+
+        The public key (on stdout) is the applicationServerKey that pages pass to
+        pushManager.subscribe(); it is also served at GET /push/key.
+        """
+        try:
+            path, public_key = write_key_pair(directory)
+        except FileExistsError as exc:
+            raise click.ClickException(
+                f"{exc}; refusing to replace a key browsers are subscribed with"
+            ) from None
+        click.echo(f"wrote {path} (keep it secret and backed up); add to boomerang.yaml:", err=True)
+        click.echo(
+            f'  channels:\n    push: {{vapid_private_key: {path}, subject: "mailto:you@your.shop"}}', err=True
+        )
+        click.echo("public key (applicationServerKey):", err=True)
+        click.echo(public_key)
