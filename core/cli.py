@@ -203,16 +203,13 @@ def preview(
 ) -> None:
     """Render TEMPLATE as one customer would get it on one channel (with SMS segments and such)."""
     from boomerang.preview import PreviewError, render_preview
-    from boomerang.project import assemble
+    from boomerang.project import open_project
 
-    config = read_config(config_file)
-    plugins = load_plugins(config.plugin_dirs)
-    project, problems = assemble(config, plugins)
-    errors = [p for p in problems if p.severity == "error"]
-    if project is None or errors:
-        raise click.ClickException(
-            "the project has errors (run `boomerang check`):\n" + "\n".join(map(str, errors))
-        )
+    try:
+        project, plugins = open_project(config_file)
+    except ProblemError as exc:
+        raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
+    config = project.config
     try:
         shown = render_preview(project, plugins, config, template, channel, customer_id, data_file)
     except PreviewError as exc:

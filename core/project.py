@@ -15,7 +15,7 @@ from boomerang.contact_plan import validate_plan
 from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
 from boomerang.model import CHANNEL_NAMES, EVENT_TYPES
 from boomerang.outbox import Outbox
-from boomerang.plugin_manager import Plugins, Registry, collect
+from boomerang.plugin_manager import Plugins, Registry, collect, load_plugins
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.scenarios import Scenario, Step, compile_scenarios, scenario_files
 from boomerang.templates import TemplateLibrary, load_templates
@@ -76,6 +76,12 @@ def load_project(config_path: Path, plugins: Plugins) -> Project:
             name: Outbox(channel, config.outbox) for name, channel in project.registry.channels.items()
         }
     return project
+
+
+def open_project(config_path: Path) -> tuple[Project, Plugins]:
+    """Config, plugins and project for a command that runs them; raises `ProblemError` on any error."""
+    plugins = load_plugins(load_config(config_path).plugin_dirs)
+    return load_project(config_path, plugins), plugins
 
 
 def known_event_types(registry: Registry) -> set[str]:

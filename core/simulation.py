@@ -16,14 +16,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from boomerang.clock import VirtualClock
-from boomerang.config import load_config
 from boomerang.engine import Engine
 from boomerang.ingest import Ingestor, parse_body, parse_events
 from boomerang.kinds import Channel
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, JournalEntry, Message
-from boomerang.plugin_manager import load_plugins
-from boomerang.problems import ProblemError
-from boomerang.project import assemble
+from boomerang.project import open_project
 from boomerang.scheduler import Scheduler
 from boomerang.store import Store
 
@@ -158,12 +155,8 @@ async def simulate(
     outcomes: dict[str, str] | None = None,
 ) -> Timeline:
     """Run events through the configured scenarios on a virtual clock; returns the timeline."""
-    config = load_config(config_path)
-    plugins = load_plugins(config.plugin_dirs)
-    project, problems = assemble(config, plugins)
-    errors = [p for p in problems if p.severity == "error"]
-    if project is None or errors:
-        raise ProblemError(errors)
+    project, plugins = open_project(config_path)
+    config = project.config
     rehearsals = {
         name: Rehearsal(ch, (outcomes or {}).get(name)) for name, ch in project.registry.channels.items()
     }
