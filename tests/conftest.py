@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,3 +72,27 @@ def url(daemon: Daemon, path: str) -> str:
 
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def start_daemon(project: Path, log: Path, **env: str) -> subprocess.Popen:
+    """The real `boomerang run` on the project, its stderr appended to `log`."""
+    environment = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    return subprocess.Popen(
+        [BOOMERANG, "run", "--config", str(project / "boomerang.yaml")],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+        env={**environment, **env},
+        cwd=project.parent,
+    )
+
+
+def wait_until_serving(port: int, timeout: float = 40) -> None:
+    """Poll /healthz until the daemon answers; generous for a busy machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("the daemon did not start serving")

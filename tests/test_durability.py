@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from conftest import API_TOKEN, BOOMERANG, free_port
+from conftest import API_TOKEN, free_port, start_daemon, wait_until_serving
 
 SCENARIO = """
 scenario: drip
@@ -75,26 +74,6 @@ def make_project(project: Path, smtp_port: int) -> None:
     (project / "templates" / "hello" / "email.en.html").write_text(TEMPLATE)
 
 
-def start(project: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [BOOMERANG, "run", "--config", str(project / "boomerang.yaml")],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
-        env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
-    )
-
-
-def wait_until_serving(port: int, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the daemon did not start serving")
-
-
 def post(port: int, events: list[dict]) -> dict:
     body = "\n".join(json.dumps(e) for e in events).encode()
     request = urllib.request.Request(
@@ -119,7 +98,7 @@ def test_kill_minus_nine_at_any_moment_loses_nothing(project: Path, inbox, tmp_p
         }
         for c in customers
     ]
-    process = start(project, log)
+    process = start_daemon(project, log)
     kills = 0
     try:
         wait_until_serving(port)
@@ -130,7 +109,7 @@ def test_kill_minus_nine_at_any_moment_loses_nothing(project: Path, inbox, tmp_p
             process.send_signal(signal.SIGKILL)
             process.wait()
             kills += 1
-            process = start(project, log)
+            process = start_daemon(project, log)
             wait_until_serving(port)
         deadline = time.monotonic() + 90  # generous for a busy machine; normally a few seconds
         database = project / "boomerang.db"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from boomerang import __version__
-from conftest import API_TOKEN, BOOMERANG, event
+from conftest import API_TOKEN, event, start_daemon
 
 
 class NotifySocket:
@@ -72,14 +72,7 @@ def request(port: int, path: str, body: str | None = None) -> tuple[int, dict]:
 
 
 def start(project: Path, notify: NotifySocket, log: Path, **env: str) -> subprocess.Popen:
-    environment = {**os.environ, "NOTIFY_SOCKET": notify.path, **env}
-    return subprocess.Popen(
-        [BOOMERANG, "run", "--config", str(project / "boomerang.yaml")],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        cwd=project.parent,
-    )
+    return start_daemon(project, log, NOTIFY_SOCKET=notify.path, **env)
 
 
 def test_the_daemon_speaks_systemd_and_survives_a_bad_reload(project: Path, notify: NotifySocket, tmp_path):
