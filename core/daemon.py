@@ -60,6 +60,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self.crashed = False
+        self._pollers: list[tuple[asyncio.Event, asyncio.Task]] = []
         self._events_waiting = asyncio.Event()
         self.port: int | None = None
 
@@ -116,9 +117,7 @@ class Daemon:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else config.port
-        for source in self.project.registry.sources.values():
-            if type(source).poll is not Source.poll:
-                self._watch(source.poll(self.ingest, self.stopping), f"poller of source {source.name}")
+        self._start_pollers(self.project)
         self._watch(self.scheduler.serve(self.stopping), "scheduler")
         self._watch(self._handle_events(), "event handling")
         interval = watchdog_interval()
@@ -141,6 +140,7 @@ class Daemon:
         """Stop accepting requests, finish in-flight ones, close plugins and the store."""
         self.notifier.stopping()
         self.stopping.set()
+        await self._stop_pollers()
         unfinished = await self.scheduler.drain(GRACE_SECONDS)
         if unfinished:
             log.warning("%d jobs were still running; they will run again after the restart", unfinished)
@@ -153,9 +153,10 @@ class Daemon:
         self.store.close()
         self._lock.close()
         log.info(
-            "stopped: %d events accepted, %d duplicates, %d reloads",
+            "stopped: %d events accepted, %d duplicates, %d jobs done, %d reloads",
             self.ingest.accepted,
             self.ingest.duplicates,
+            self.scheduler.done,
             self.reloads,
         )
         self.notifier.close()
@@ -177,6 +178,9 @@ class Daemon:
         self.engine.use(project)
         await self.store.run(self.engine.ensure_ticks, self.clock.now())
         self.scheduler.wake()
+        # The old sources' pollers stop before their sources close; the new ones take over.
+        await self._stop_pollers()
+        self._start_pollers(project)
         await old.registry.close()
         self.reloads += 1
         log.info("reloaded: %d scenarios", len(project.scenarios))
@@ -273,7 +277,27 @@ class Daemon:
                 pass
             self.scheduler.wake()
 
-    def _watch(self, work: Awaitable[None], name: str) -> None:
+    def _start_pollers(self, project: Project) -> None:
+        """Start the pollers of the project's sources, each with its own stop signal."""
+        for source in project.registry.sources.values():
+            if type(source).poll is not Source.poll:
+                stop = asyncio.Event()
+                task = self._watch(source.poll(self.ingest, stop), f"poller of source {source.name}")
+                self._pollers.append((stop, task))
+
+    async def _stop_pollers(self) -> None:
+        """Tell every poller to stop and wait for them (a reload replaces the sources)."""
+        pollers, self._pollers = self._pollers, []
+        for stop, _ in pollers:
+            stop.set()
+        tasks = [task for _, task in pollers]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+        self._tasks = [task for task in self._tasks if task not in tasks]
+
+    def _watch(self, work: Awaitable[None], name: str) -> asyncio.Task:
         """Run a side task; if it dies, the daemon stops cleanly rather than limp on without it."""
 
         def done(task: asyncio.Task) -> None:
@@ -285,6 +309,7 @@ class Daemon:
         task = asyncio.ensure_future(work)
         task.add_done_callback(done)
         self._tasks.append(task)
+        return task
 
     async def _watchdog(self, interval: float) -> None:
         while True:

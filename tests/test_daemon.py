@@ -172,3 +172,42 @@ async def test_a_second_daemon_on_the_same_database_is_refused(project: Path, mo
         else:
             await second.stop()
             raise AssertionError("two daemons shared one database")
+
+
+POLLER = """
+import asyncio
+from boomerang import hookimpl
+from boomerang.kinds import Source
+
+RUNS = []
+
+class Ticker(Source):
+    name = "ticker"
+
+    def __init__(self, label):
+        self.label = label
+
+    async def poll(self, ingest, stop):
+        RUNS.append(("start", self.label))
+        await stop.wait()
+        RUNS.append(("stop", self.label))
+
+@hookimpl
+def register_sources(config):
+    return [Ticker(config.default_locale)]
+"""
+
+
+async def test_a_reload_replaces_the_pollers_of_sources(project: Path, monkeypatch) -> None:
+    (project / "plugins" / "ticker.py").write_text(POLLER)
+    async with running(project) as daemon:
+        module = next(
+            p for p in daemon.plugins.pm.get_plugins() if getattr(p, "__file__", "").endswith("ticker.py")
+        )
+        await asyncio.sleep(0.05)
+        config = project / "boomerang.yaml"
+        config.write_text(config.read_text().replace("default_locale: en", "default_locale: ru"))
+        assert await daemon.reload()
+        await asyncio.sleep(0.05)
+        assert module.RUNS == [("start", "en"), ("stop", "en"), ("start", "ru")]
+    assert module.RUNS[-1] == ("stop", "ru")  # and stopped with the daemon
