@@ -403,9 +403,17 @@ class Store:
                 profile.telegram_chat_id and profile.telegram_chat_id != row["telegram_chat_id"]
             ),
         }
+        # `subscribed` is the customer's own explicit "yes" on channels (pressing Start on a
+        # bot, allowing push): it lifts an earlier opt-out and "known bad" for them.
+        subscribed = event.data.get("subscribed")
+        subscribed = [c for c in subscribed if isinstance(c, str)] if isinstance(subscribed, list) else []
+        renewed.update(dict.fromkeys(subscribed, True))
         unreachable = json.loads(row["unreachable"])
         if any(renewed.get(channel) for channel in unreachable):
             updates["unreachable"] = json.dumps({k: v for k, v in unreachable.items() if not renewed.get(k)})
+        opt_outs = json.loads(row["opt_outs"])
+        if any(channel in opt_outs for channel in subscribed):
+            updates["opt_outs"] = json.dumps({k: v for k, v in opt_outs.items() if k not in subscribed})
         if event.type == "order.placed":
             order = event.data.get("order") if isinstance(event.data.get("order"), dict) else {}
             total = order.get("total", 0)

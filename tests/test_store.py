@@ -409,3 +409,22 @@ def test_a_new_address_undoes_known_bad_for_that_channel(store: Store) -> None:
     store.ingest([make_event("e-2", at="2026-03-03T10:00:00Z", id="c-1", email="new@example.com")], RECEIVED)
     customer = store.customer("c-1")
     assert customer is not None and customer.unreachable == {"sms": "21211"}
+
+
+def test_an_explicit_subscribe_lifts_an_opt_out_and_known_bad_on_that_channel(store: Store) -> None:
+    store.ingest([make_event("e-1", id="c-1", telegram_chat_id="555")], RECEIVED)
+    store.mark_unreachable("c-1", "telegram", "403 blocked")
+    store.opt_out("c-1", ["telegram", "email"], RECEIVED)
+    again = parse_event(
+        {
+            "id": "e-2",
+            "type": "customer.updated",
+            "at": "2026-03-04T10:00:00Z",
+            "customer": {"id": "c-1", "telegram_chat_id": "555"},
+            "data": {"subscribed": ["telegram"]},
+        }
+    )
+    store.ingest([again], RECEIVED)
+    customer = store.customer("c-1")
+    assert customer is not None
+    assert customer.unreachable == {} and list(customer.opt_outs) == ["email"]

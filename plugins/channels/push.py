@@ -426,7 +426,8 @@ class PushChannel(Channel):
             "type": "customer.updated",
             "at": to_iso(datetime.now(UTC)),
             "customer": {"id": customer_id, "push_subscriptions": [subscription]},
-            "data": {"push": {"subscribed": _host(subscription["endpoint"])}},
+            # allowing notifications is the customer's own "yes" on push
+            "data": {"push": {"subscribed": _host(subscription["endpoint"])}, "subscribed": ["push"]},
         }
         try:
             event = parse_event(raw)

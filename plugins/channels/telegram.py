@@ -781,7 +781,8 @@ class TelegramSource(Source):
                 "type": "customer.updated",
                 "at": at.isoformat(),
                 "customer": {"id": customer_id, "telegram_chat_id": chat_id},
-                "data": {"telegram": {"linked": True}},
+                # pressing Start is the customer's own "yes" on Telegram (after a block or opt-out too)
+                "data": {"telegram": {"linked": True}, "subscribed": ["telegram"]},
             }
         )
         if event is None:
