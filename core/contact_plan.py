@@ -202,11 +202,14 @@ class ContactPlan:
             if category not in cap.categories:
                 continue
             start = _window_start(cap, local)
+            calendar = _is_day_cap(cap)
+            # A rolling window ends where the oldest send leaves it (exclusive); a calendar
+            # window starts at local midnight (inclusive).
             counted = [
                 s
                 for s in sent
                 if s.category in cap.categories
-                and s.at >= start
+                and (s.at >= start if calendar else s.at > start)
                 and (cap.channel is None or s.channel == cap.channel)
             ]
             if len(counted) < cap.max:
@@ -242,7 +245,8 @@ class ContactPlan:
                         f"quiet hours {self.quiet.start:%H:%M}-{self.quiet.end:%H:%M} (customer's time)"
                     )
             if not open_now:
-                until = self.quiet.ends_after(local)
+                # whichever comes first: the end of the quiet hours, or a capped channel freeing
+                until = min([self.quiet.ends_after(local), *later])
                 return Decision(None, f"quiet hours: waits until {_local(until)}", passed, until)
             usable = open_now
         return self._choose(usable, passed, engagement, "")
@@ -276,6 +280,11 @@ def _clock(text: str) -> time:
     match = _TIME.match(str(text))
     assert match, text  # validated by `validate_plan`
     return time(int(match.group(1)), int(match.group(2)))
+
+
+def _is_day_cap(cap: Cap) -> bool:
+    days = cap.per.total_seconds() / 86400
+    return days >= 1 and days == int(days)
 
 
 def _window_start(cap: Cap, local: datetime) -> datetime:
@@ -312,12 +321,12 @@ def validate_plan(config: Config) -> list[Problem]:
     plan = config.contact_plan
     problems: list[Problem] = []
 
-    def problem(keys: tuple, message: str) -> None:
-        problems.append(config.problem(("contact_plan", *keys), message))
+    def problem(keys: tuple, message: str, at_key: bool = False) -> None:
+        problems.append(config.problem(("contact_plan", *keys), message, at_key=at_key))
 
     for key in plan:
         if key not in PLAN_KEYS:
-            problem((key,), f"unknown contact plan setting '{key}'{did_you_mean(str(key), PLAN_KEYS)}")
+            problem((key,), f"unknown contact plan setting '{key}'{did_you_mean(str(key), PLAN_KEYS)}", True)
     quiet = plan.get("quiet_hours")
     if quiet is not None:
         if not isinstance(quiet, dict) or "from" not in quiet or "to" not in quiet:
@@ -338,7 +347,7 @@ def validate_plan(config: Config) -> list[Problem]:
             continue
         for key in cap:
             if key not in ("max", "per", "categories", "channel"):
-                problem(("caps", index, key), f"unknown cap setting '{key}'")
+                problem(("caps", index, key), f"unknown cap setting '{key}'", True)
         if not str(cap["max"]).isdigit():
             problem(("caps", index, "max"), "max must be a whole number")
         try:

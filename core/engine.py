@@ -508,9 +508,19 @@ class Engine:
                 self._journal(now, "drop", journey, step, reason, **step_fields)
                 self.store.complete_job(job.id)
                 return None
+            template = self.project.templates.get(record["template"])
+            if template is None:  # removed by a reload after the message was queued
+                reason = f"template '{record['template']}' does not exist"
+                self.store.update_message(record["id"], status="dropped", detail=reason)
+                self._journal(now, "drop", journey, step, reason, **step_fields)
+                self.store.complete_job(job.id)
+                return None
+            # Only channels the template has a version for can carry the message.
+            versions = template.channels()
+            candidates = [name for name in (record["candidates"] or self.plan.order) if name in versions]
             decision = self.plan.decide(
                 customer,
-                record["candidates"],
+                candidates,
                 record["category"],
                 now,
                 self.store.sent_messages(customer.id, now - self.plan.window),
@@ -533,15 +543,12 @@ class Engine:
                 return None
             if record["fallback_of"]:
                 decision.reason = f"fallback after {', '.join(record['tried'])}: {decision.reason}"
-            template = self.project.templates.get(record["template"])
             journey.context = record["context"] or journey.context
             context = self.context(customer, journey, now)
             zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
             context["promo"] = _promo_view(record["promo"], now.astimezone(zone))
             locales = [customer.locale, self.project.config.default_locale, "en"]
             try:
-                if template is None:
-                    raise KeyError(f"template '{record['template']}' does not exist")
                 rendered = template.render(decision.channel, locales, context)
             except Exception as exc:  # noqa: BLE001 - a broken template drops this message, not the daemon
                 reason = f"{decision.channel}: cannot render: {exc}"
@@ -648,10 +655,10 @@ class Engine:
         record = self.store.message(message_id)
         if record is None or not record["journey_id"] or not record["channel"]:
             return
-        if self.store.step_delivered(record["journey_id"], record["step"]):
+        first = record["fallback_of"] or record["id"]
+        if self.store.chain_delivered(first):
             return  # never the same step twice through two channels that both delivered
         tried = [*(record["tried"] or []), record["channel"]]
-        first = record["fallback_of"] or record["id"]
         fallback_id = _stable_id("m-", first, "fallback", len(tried))
         fields = {
             key: record[key]

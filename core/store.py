@@ -769,23 +769,23 @@ class Store:
         return [Sent(parse_time(r[0]), r[1], r[2]) for r in rows]
 
     def engagement(self, customer_id: str | None = None) -> dict[str, tuple[float, int]]:
-        """Per channel: the mean engagement of sent messages (clicked 1, opened .6, delivered .3,
-        sent .1) and how many messages that is, for one customer or for everyone."""
+        """Per channel: the mean engagement of messages (clicked 1, opened .6, delivered .3, sent .1,
+        failed 0) and how many messages that is, for one customer or for everyone."""
         where, params = ("AND customer_id = ?", [customer_id]) if customer_id else ("", [])
         rows = self.db.execute(
-            "SELECT channel, avg(CASE WHEN clicked_at IS NOT NULL THEN 1.0"
+            "SELECT channel, avg(CASE WHEN status = 'failed' THEN 0.0 WHEN clicked_at IS NOT NULL THEN 1.0"
             " WHEN opened_at IS NOT NULL THEN 0.6 WHEN delivered_at IS NOT NULL THEN 0.3 ELSE 0.1 END),"
-            " count(*) FROM messages"
-            f" WHERE status IN ('sent', 'delivered') AND channel IS NOT NULL {where} GROUP BY channel",
+            " count(*) FROM messages WHERE status IN ('sent', 'delivered', 'failed')"
+            f" AND channel IS NOT NULL {where} GROUP BY channel",
             params,
         ).fetchall()
         return {r[0]: (float(r[1]), int(r[2])) for r in rows}
 
-    def step_delivered(self, journey_id: str, step: str) -> bool:
-        """Whether some message of this journey step was delivered (so no fallback may go)."""
+    def chain_delivered(self, first_id: str) -> bool:
+        """Whether a message or one of its fallbacks was delivered (so no further fallback goes)."""
         row = self.db.execute(
-            "SELECT 1 FROM messages WHERE journey_id = ? AND step = ? AND status = 'delivered' LIMIT 1",
-            [journey_id, step],
+            "SELECT 1 FROM messages WHERE (id = ? OR fallback_of = ?) AND status = 'delivered' LIMIT 1",
+            [first_id, first_id],
         ).fetchone()
         return row is not None
 
