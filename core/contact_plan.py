@@ -262,7 +262,11 @@ class ContactPlan:
         # Highest value first; ties keep the plan's order (usable is in plan order; sort is stable).
         best = sorted(usable, key=lambda name: -round(scores[name], 9))[0]
         for name in usable:
-            if name != best:
+            if name == best:
+                continue
+            if round(scores[name], 9) == round(scores[best], 9):
+                passed[name] = f"equal expected value {scores[name]:.3f}; the plan's order puts {best} first"
+            else:
                 passed[name] = f"lower expected value {scores[name]:.3f} < {scores[best]:.3f}"
         reason = f"{best}: best expected value {scores[best]:.3f}" + (f"; {note}" if note else "")
         if len(usable) == 1:
