@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -96,3 +98,19 @@ def wait_until_serving(port: int, timeout: float = 40) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError("the daemon did not start serving")
+
+
+@contextlib.asynccontextmanager
+async def daemon_process(project: Path, log: Path) -> AsyncIterator[subprocess.Popen]:
+    """The real daemon, serving, for async tests whose fake servers run on the test's own loop
+    (so nothing here blocks it). On leaving, SIGTERM must end the daemon with exit code 0."""
+    process = start_daemon(project, log)
+    try:
+        await asyncio.to_thread(wait_until_serving, int(os.environ["BOOMERANG_PORT"]))
+        yield process
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import time
@@ -32,7 +31,7 @@ from boomerang.plugins.channels.push import (
 )
 from boomerang.problems import ProblemError
 from boomerang.tokens import sign
-from conftest import AUTH, BOOMERANG, SECRET, event, running, url
+from conftest import AUTH, BOOMERANG, SECRET, daemon_process, event, running, url
 
 SUBJECT = "mailto:ops@shop.example"
 SCENARIO = """
@@ -417,26 +416,9 @@ async def test_the_real_daemon_pushes_an_encrypted_notification(
     port = int(os.environ["BOOMERANG_PORT"])
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "daemon.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [BOOMERANG, "run", "--config", str(project / "boomerang.yaml")],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
-        )
     subscription = service.subscribe()
-    try:
+    async with daemon_process(project, log):
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    async with http.get(f"{base}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-                await asyncio.sleep(0.05)
             async with http.get(f"{base}/push/key") as response:
                 assert (await response.json())["public_key"] == public_key
             body = {"subscription": subscription, "token": sign(SECRET, "push", "c-42")}
@@ -452,12 +434,6 @@ async def test_the_real_daemon_pushes_an_encrypted_notification(
         assert push.payload["icon"] == "https://shop.example/icon.png"
         assert push.vapid_key == public_key and push.claims and push.claims["sub"] == SUBJECT
         assert push.headers["TTL"] == "600" and push.headers["Urgency"] == "low"
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 15) == 0, log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     with sqlite3.connect(project / "boomerang.db") as db:
         [(status,)] = db.execute("SELECT status FROM messages WHERE channel = 'push'").fetchall()
     assert status == "sent"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +19,7 @@ from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
-from conftest import API_TOKEN, AUTH, BOOMERANG, free_port, running, url
+from conftest import API_TOKEN, AUTH, daemon_process, free_port, running, url
 
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
 CONTENT_SID = "HX" + "00112233445566778899aabbccddeeff"
@@ -460,17 +459,6 @@ async def test_boomerang_run_sends_an_sms_and_records_the_delivery(project: Path
     twilio_project(project, twilio.base_url, whatsapp_too=False)
     port = int(os.environ["BOOMERANG_PORT"])
     log = project / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-    with log.open("ab") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            BOOMERANG,
-            "run",
-            "--config",
-            str(project / "boomerang.yaml"),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-        )
     database = project / "boomerang.db"
 
     def status(mid: str) -> str | None:
@@ -478,18 +466,8 @@ async def test_boomerang_run_sends_an_sms_and_records_the_delivery(project: Path
             row = db.execute("SELECT status FROM messages WHERE id = ?", [mid]).fetchone()
         return row[0] if row else None
 
-    try:
+    async with daemon_process(project, log):
         async with aiohttp.ClientSession() as session:
-
-            async def serving() -> bool:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
-                        return answer.status == 200
-                except aiohttp.ClientConnectionError:
-                    assert process.returncode is None, log.read_text()
-                    return False
-
-            await wait_for(serving, 15)
             event = json.dumps(signup("e-1", "c-9", "+15557770009"))
             headers = {"Authorization": f"Bearer {API_TOKEN}"}
             async with session.post(f"http://127.0.0.1:{port}/events", data=event, headers=headers) as answer:
@@ -506,9 +484,3 @@ async def test_boomerang_run_sends_an_sms_and_records_the_delivery(project: Path
         with sqlite3.connect(database) as db:
             types = [row[0] for row in db.execute("SELECT type FROM events WHERE customer_id = 'c-9'")]
         assert "message.delivered" in types
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 15) == 0, log.read_text()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()

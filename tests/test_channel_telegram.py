@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from boomerang.plugins.channels.telegram import (
 )
 from boomerang.problems import ProblemError
 from boomerang.templates import load_templates
-from conftest import AUTH, BOOMERANG, SECRET, free_port, running, url
+from conftest import AUTH, SECRET, daemon_process, free_port, running, url
 
 TOKEN = "123456:TEST-token_abc"
 HOOK_SECRET = "hook-secret_0123456789"
@@ -564,48 +563,22 @@ async def test_boomerang_run_sends_a_scenario_message_through_the_bot(
     (project / "templates" / "hello" / "telegram.en.html").write_text(HELLO_TEMPLATE)
     port = int(os.environ["BOOMERANG_PORT"])
     log = tmp_path / "daemon.log"
-    with log.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            BOOMERANG,
-            "run",
-            "--config",
-            str(project / "boomerang.yaml"),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-            env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
-        )
-    try:
-        async with aiohttp.ClientSession() as session:
+    async with daemon_process(project, log), aiohttp.ClientSession() as session:
+        signup = {
+            "id": "s-1",
+            "type": "signup.completed",
+            "at": "2026-03-02T10:00:00Z",
+            "customer": {"id": "c-7", "name": "Anna", "telegram_chat_id": "555"},
+        }
+        async with session.post(
+            f"http://127.0.0.1:{port}/events", data=json.dumps(signup), headers=AUTH
+        ) as answer:
+            assert answer.status == 200
 
-            async def serving() -> bool:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
-                        return answer.status == 200
-                except aiohttp.ClientError:
-                    return False
+        async def sent() -> bool:
+            return bool(api.sent())
 
-            await wait_for(serving, 15)
-            signup = {
-                "id": "s-1",
-                "type": "signup.completed",
-                "at": "2026-03-02T10:00:00Z",
-                "customer": {"id": "c-7", "name": "Anna", "telegram_chat_id": "555"},
-            }
-            async with session.post(
-                f"http://127.0.0.1:{port}/events", data=json.dumps(signup), headers=AUTH
-            ) as answer:
-                assert answer.status == 200
-
-            async def sent() -> bool:
-                return bool(api.sent())
-
-            await wait_for(sent)
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 15) == 0, log.read_text()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await wait_for(sent)
     [call] = api.sent()
     assert call.params["chat_id"] == 555
     assert call.params["parse_mode"] == "HTML"
