@@ -224,12 +224,16 @@ def preview(
 def explain(config_file: Path, customer: str, as_json: bool) -> None:
     """Show CUSTOMER (id, email or phone): profile, events, journeys and every contact-plan decision."""
     from boomerang.explain import explain as gather
-    from boomerang.store import Store
+    from boomerang.store import Store, StoreError
 
     config = read_config(config_file)
     if not config.database.exists():
         raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
-    store = Store(config.database)
+    # Read-only: the daemon may be running, and only the daemon (holding its lock) writes.
+    try:
+        store = Store(config.database, read_only=True)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         found = gather(store, customer, config.default_timezone)
     finally:

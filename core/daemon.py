@@ -26,6 +26,7 @@ from boomerang.ingest import Ingestor
 from boomerang.kinds import Route, Source
 from boomerang.model import Event
 from boomerang.plugin_manager import Plugins, load_plugins, notify
+from boomerang.private_files import create_private
 from boomerang.problems import ProblemError
 from boomerang.project import Project, load_project
 from boomerang.scheduler import Scheduler
@@ -334,7 +335,7 @@ async def run_daemon(config_path: Path) -> int:
 
 def _lock_database(database: Path) -> IO[bytes]:
     """Hold an exclusive lock beside the database: one daemon per database file."""
-    database.parent.mkdir(parents=True, exist_ok=True)
+    create_private(Path(f"{database}.lock"))
     handle = open(f"{database}.lock", "ab")  # noqa: SIM115 - held open for the daemon's life
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,11 +8,11 @@ made by `boomerang init` runs this way, with no credentials at all.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from boomerang.kinds import Channel, Route
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
+from boomerang.private_files import write_private
 
 
 class Outbox(Channel):
@@ -32,7 +32,7 @@ class Outbox(Channel):
         """Write the message file; a message id written twice overwrites, never duplicates."""
         suffix, content = self.channel.outbox_file(message)
         path = self.directory / f"{self.name}-{message.id}{suffix}"
-        await asyncio.get_running_loop().run_in_executor(None, _write_atomically, path, content)
+        await asyncio.get_running_loop().run_in_executor(None, write_private, path, content)
         return Delivery(DeliveryStatus.SENT, detail=f"written to {path.name}", provider_id=path.name)
 
     def outbox_file(self, message: Message) -> tuple[str, bytes]:
@@ -50,10 +50,3 @@ class Outbox(Channel):
     async def close(self) -> None:
         """Close the wrapped channel."""
         await self.channel.close()
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)

@@ -14,7 +14,7 @@ from boomerang.ingest import parse_profile
 from boomerang.model import Customer, Message
 from boomerang.plugin_manager import Plugins
 from boomerang.project import Project
-from boomerang.store import Store
+from boomerang.store import Store, StoreError
 
 
 class PreviewError(ValueError):
@@ -78,7 +78,13 @@ def render_preview(
             f"{', '.join(sorted(template.channels()))}"
         )
     event: dict[str, Any] = {}
-    store = Store(config.database if customer_id else ":memory:")
+    if customer_id and not config.database.exists():
+        raise PreviewError(f"no customer '{customer_id}': there is no database at {config.database} yet")
+    try:
+        # The daemon may be running on that database: read it, never migrate or write it.
+        store = Store(config.database, read_only=True) if customer_id else Store(":memory:")
+    except StoreError as exc:
+        raise PreviewError(str(exc)) from None
     try:
         if customer_id:
             customer = store.find_customer(customer_id)

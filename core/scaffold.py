@@ -12,6 +12,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from boomerang.private_files import write_private
+
 CONFIG_TEMPLATE = """\
 # Boomerang configuration. Every ${{VAR}} comes from the environment; ${{VAR:-x}} gives a
 # default. The random defaults below make this demo run at once: in production set
@@ -48,10 +50,9 @@ def create_project(directory: Path) -> list[Path]:
         raise FileExistsError(f"{config} already exists")
     directory.mkdir(parents=True, exist_ok=True)
     created = [config]
-    config.write_text(
-        CONFIG_TEMPLATE.format(secret=secrets.token_hex(32), api_token=secrets.token_urlsafe(32)),
-        encoding="utf-8",
-    )
+    # The config holds the secret and the API token: 0600 whatever the umask.
+    text = CONFIG_TEMPLATE.format(secret=secrets.token_hex(32), api_token=secrets.token_urlsafe(32))
+    write_private(config, text.encode("utf-8"))
     for name in ("scenarios", "templates"):
         created += _copy_tree(resources.files("boomerang.examples") / name, directory / name)
     (directory / "plugins").mkdir(exist_ok=True)

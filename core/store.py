@@ -26,6 +26,7 @@ from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import Sent
 from boomerang.ingest import EventError, normalise_phone
 from boomerang.model import Customer, Event, Job, JournalEntry, Journey, ProfileUpdate
+from boomerang.private_files import create_private
 
 T = TypeVar("T")
 
@@ -194,17 +195,29 @@ class StoreError(Exception):
 class Store:
     """The one SQLite database of an installation."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, *, read_only: bool = False):
+        """Open (and migrate) the database; `read_only` opens an existing one for reading only,
+        as commands that may run beside the daemon do, and refuses one that needs migrating."""
         self.path = Path(path) if str(path) != ":memory:" else None
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+        if read_only:
+            if self.path is None or not self.path.exists():
+                raise StoreError(f"no database at {path}")
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=10
+            )
+        else:
+            if self.path:
+                create_private(self.path)
+            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self.db = Database(conn)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        if read_only:
+            self._refuse_other_schema()
+            return
         self.db.execute("PRAGMA journal_mode = WAL")
         # FULL: a commit acknowledged to a webhook survives a power cut, not only a crash.
         self.db.execute("PRAGMA synchronous = FULL")
         self.db.execute("PRAGMA foreign_keys = ON")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.migrate()
 
     # plumbing
@@ -221,6 +234,16 @@ class Store:
     def schema_version(self) -> int:
         """The number of the last migration applied."""
         return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _refuse_other_schema(self) -> None:
+        current, latest = self.schema_version(), MIGRATIONS[-1][0]
+        if current != latest:
+            self.close()
+            newer = "newer" if current > latest else "older"
+            raise StoreError(
+                f"the database is at schema {current}, {newer} than this Boomerang's ({latest}); "
+                + ("upgrade Boomerang" if current > latest else "start the daemon once to migrate it")
+            )
 
     def migrate(self) -> list[int]:
         """Apply the migrations this database has not had yet; returns their numbers."""

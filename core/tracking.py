@@ -88,7 +88,8 @@ def routes(secret: str | None, store: Any, ingest: Ingest) -> list[web.RouteDef]
         if not record:
             raise web.HTTPNotFound(text="This unsubscribe link is not valid.\n")
         channel = record["channel"] or "email"
-        if request.method == "GET":
+        # Only POST changes anything (RFC 8058): GET and HEAD (link scanners, prefetchers) show.
+        if request.method != "POST":
             return web.Response(text=_page(channel), content_type="text/html", headers=NO_STORE)
         form = await request.post()
         if form.get("List-Unsubscribe") == "One-Click":  # RFC 8058: at once, from the mail client
