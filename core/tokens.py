@@ -14,14 +14,18 @@ forged or altered (96-bit tag), it is only good for its purpose, and it expires
 padding, so it fits Telegram's 64-character `start` parameter for ids up to 31 bytes or a UUID.
 
 The construction is SIV (deterministic authenticated encryption) on HMAC-SHA256 alone, so a
-shop's server in any language can make one: with `k_mac` and `k_enc` the HMAC-SHA256 of
-`boomerang sealed token\\0<purpose>\\0mac` (and `...\\0enc`) under the secret,
+shop's server in any language can make one. With the secret's UTF-8 bytes as the key, `k_mac`
+is the HMAC-SHA256 of `boomerang sealed token\\0<purpose>\\0mac` and `k_enc` that of
+`...\\0enc` (`\\0` a zero byte), and
 
     plaintext = issued-at (4 bytes, unix seconds, big-endian) + kind (1 byte) + id
     tag       = HMAC-SHA256(k_mac, plaintext)[:12]
-    token     = base64url(tag + plaintext XOR HMAC-SHA256(k_enc, tag + counter(4 bytes))...)
+    keystream = HMAC-SHA256(k_enc, tag + 00000000) + HMAC-SHA256(k_enc, tag + 00000001) + ...
+    token     = base64url(tag + (plaintext XOR keystream)), without padding
 
-where kind 0 means the id as UTF-8 and kind 1 a lowercase UUID as its 16 bytes.
+where kind 0 means the id as UTF-8 and kind 1 a lowercase UUID as its 16 bytes, and the
+counters are 4 bytes big-endian. A token is good from 5 minutes before `issued-at` (clocks
+differ) until 7 days after it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ from test_channel_telegram import (
 
 import conftest
 from boomerang.daemon import Daemon
+from boomerang.ingest import parse_event
 from boomerang.plugins.channels.telegram import deep_link
+from boomerang.store import Store
 
 VICTIM = {"id": "c-kate", "name": "Kate", "email": "kate@example.com", "phone": "+79990001122"}
 ATTACKER = {"id": "c-mallory", "name": "Mallory", "email": "mallory@example.com", "phone": "+79990003344"}
@@ -202,3 +204,21 @@ def test_tokens_reveal_no_customer_id(tmp_path: Path, customer_id: str) -> None:
     from boomerang.tokens import seal  # what the shop's server makes subscribe tokens with
 
     assert_reveals_nothing(seal(conftest.SECRET, "push", customer_id), customer_id)
+
+
+def test_a_claim_takes_no_address_from_another_customer(tmp_path: Path) -> None:
+    """What an unverified source (a public endpoint, a third-party plugin's) passes on: its
+    customer is the one its id names, and an email or phone someone else has stays theirs."""
+    store = Store(tmp_path / "boomerang.db")
+    try:
+        received = datetime(2026, 3, 5, tzinfo=UTC)
+        kate = parse_event(known("e-1", **VICTIM))
+        claim = parse_event(known("e-2", id="c-mallory", email="kate@example.com", phone="+79990003344"))
+        store.ingest([kate], received)
+        store.ingest([claim], received, verified=False)
+        assert store.counts()["customers"] == 2
+        mallory = store.customer("c-mallory")
+        assert mallory is not None and (mallory.email, mallory.phone) == (None, "+79990003344")
+        assert store.find_customer("kate@example.com").id == "c-kate"
+    finally:
+        store.close()

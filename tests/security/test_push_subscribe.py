@@ -12,6 +12,9 @@ subscribe tokens expire and a browser moves between customers without merging th
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +32,7 @@ from boomerang.daemon import Daemon
 from boomerang.model import MAX_PUSH_SUBSCRIPTIONS
 from boomerang.plugin_manager import load_plugins
 from boomerang.plugins.channels.push import PublicResolver, channel_from_config, write_key_pair
-from boomerang.tokens import seal
+from boomerang.tokens import seal, unseal
 
 
 @pytest.fixture
@@ -218,3 +221,20 @@ def test_allowed_hosts_extend_the_list_and_are_checked_with_positions(project: P
 async def test_a_host_name_that_resolves_inside_is_not_connected_to() -> None:
     with pytest.raises(OSError, match="no public address"):
         await PublicResolver().resolve("localhost")
+
+
+def test_a_shop_server_in_any_language_can_make_a_subscribe_token() -> None:
+    """The format core/tokens.py describes, built here without Boomerang's code, is accepted."""
+
+    def key(use: bytes) -> bytes:
+        return hmac.new(
+            conftest.SECRET.encode(), b"boomerang sealed token\0push\0" + use, hashlib.sha256
+        ).digest()
+
+    plaintext = int(time.time()).to_bytes(4, "big") + b"\0" + b"c-42"
+    tag = hmac.new(key(b"mac"), plaintext, hashlib.sha256).digest()[:12]
+    keystream = hmac.new(key(b"enc"), tag + (0).to_bytes(4, "big"), hashlib.sha256).digest()
+    sealed = tag + bytes(a ^ b for a, b in zip(plaintext, keystream, strict=False))
+    token = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+    assert unseal(conftest.SECRET, "push", token) == "c-42"
+    assert unseal(conftest.SECRET, "telegram", token) is None  # only good for its purpose
