@@ -198,8 +198,7 @@ class Daemon:
         """Whether the source of this name may merge customers (the merge policy, core/ingest.py).
 
         Channels' public routes (push subscriptions) are no source, so never verified."""
-        source = self.project.registry.sources.get(name)
-        return bool(source is not None and getattr(source, "verified", False) is True)
+        return getattr(self.project.registry.sources.get(name), "verified", False) is True
 
     # routes of sources and channels: fixed paths, handlers looked up in the live project
     def _collect_routes(self, project: Project) -> dict[tuple[str, str], Route]:

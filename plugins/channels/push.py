@@ -14,8 +14,8 @@ offline browser; `urgency` is `very-low`, `low`, `normal` or `high`. Optional: `
 (seconds per request, default 10) and `ca_file` (extra CA certificates to trust, for staging).
 
 Endpoints are only ever those of the known push services (`KNOWN_PUSH_HOSTS`: Google's FCM,
-Mozilla, Apple, Microsoft) and of the hosts listed in `allowed_hosts` (names, or `*.domain` for
-its subdomains); never an IP address, and never a name that resolves to a loopback, link-local
+Mozilla, Apple, Microsoft) and of the hosts listed in `allowed_hosts` (names, or `"*.domain"`
+for its subdomains); never an IP address, and never a name that resolves to a loopback, link-local
 or private address. `allow_private_endpoints: true` lifts that last rule, for a staging push
 service on a private network (and the tests' own on 127.0.0.1), whose host must still be
 listed in `allowed_hosts`. A customer keeps the newest `MAX_PUSH_SUBSCRIPTIONS` (10).
@@ -83,10 +83,10 @@ SETTINGS = {
 }
 # The hosts of the browsers' push services; `*.` stands for any subdomain.
 KNOWN_PUSH_HOSTS = (
-    "fcm.googleapis.com",  # Chrome, Edge, Opera, Samsung Internet...
+    "fcm.googleapis.com",  # Chrome, Opera, Samsung Internet and other Chromium browsers
     "*.push.services.mozilla.com",  # Firefox: updates.push.services.mozilla.com
     "*.push.apple.com",  # Safari: web.push.apple.com
-    "*.notify.windows.com",  # legacy Edge: wns2-*.notify.windows.com
+    "*.notify.windows.com",  # Edge: wns2-*.notify.windows.com
 )
 URGENCIES = ("very-low", "low", "normal", "high")
 MAX_TTL = 28 * 86400
