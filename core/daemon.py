@@ -90,7 +90,7 @@ class Daemon:
         released = await self.store.run(self.store.release_all_leases)
         if released:
             log.info("took back %d jobs left running by the previous process", released)
-        self.ingest = Ingestor(self.store, self.clock, self._on_stored)
+        self.ingest = Ingestor(self.store, self.clock, self._on_stored, verified=self._verified_source)
         self.engine = Engine(self.store, self.clock, self.plugins, self.project)
         self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job)
         # Events stored before a crash but not yet acted on are acted on now.
@@ -194,6 +194,12 @@ class Daemon:
             f"serving on port {self.port}: {len(self.project.scenarios)} scenarios, "
             f"{self.ingest.accepted} events accepted"
         )
+
+    def _verified_source(self, name: str) -> bool:
+        """Whether the source of this name may merge customers (the merge policy, core/ingest.py).
+
+        Channels' public routes (push subscriptions) are no source, so never verified."""
+        return getattr(self.project.registry.sources.get(name), "verified", False) is True
 
     # routes of sources and channels: fixed paths, handlers looked up in the live project
     def _collect_routes(self, project: Project) -> dict[tuple[str, str], Route]:

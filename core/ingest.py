@@ -2,12 +2,22 @@
 
 The same reading serves `POST /events`, `boomerang ingest` and `boomerang simulate`: a JSON
 object, a JSON array of objects, or JSON lines (one object per line).
+
+The merge policy. Two customers are merged only on identities (id, email, phone, Telegram chat)
+that a verified source asserted: a source whose `verified` is true (the generic source, whose
+`POST /events` carries the api_token; a shop platform's signed webhook) and the files
+`simulate` reads. Everything else is a claim made through a public endpoint (`/start` with a
+link token, `POST /push/subscribe`, a tracking call): it attaches a chat or a browser to the
+one customer its token names, moving it away from whoever had it, and never merges two
+customers (see `Store.ingest`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import string
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +29,7 @@ from boomerang.model import CHANNEL_NAMES, Event, ProfileUpdate
 _TYPE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _BIRTHDAY = re.compile(r"^(\d{4}|-)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 class EventError(ValueError):
@@ -134,9 +145,7 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
             raise EventError(f"{where}: customer.{name} must be a string")
         text[name] = str(value).strip() or None
     if text.get("email"):
-        if not _EMAIL.match(text["email"]):
-            raise EventError(f"{where}: customer.email is not an email address")
-        text["email"] = text["email"].lower()
+        text["email"] = normalise_email(text["email"], f"{where}: customer.email")
     for name in ("phone", "whatsapp"):
         if text.get(name):
             text[name] = normalise_phone(text[name], f"{where}: customer.{name}")
@@ -174,6 +183,23 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
     return profile
 
 
+def normalise_email(value: str, where: str) -> str:
+    """The form emails are compared in: only A-Z lower-cased, after checking NFKC leaves it be.
+
+    Unicode lower-casing folds look-alikes into real addresses (the Kelvin sign K becomes k, so
+    `\u212Aate@` was `kate@`), and so does NFKC: an address that NFKC would change is refused,
+    never folded into another customer's. Other non-ASCII letters are kept as they are.
+    """
+    if not _EMAIL.match(value):
+        raise EventError(f"{where} is not an email address")
+    if unicodedata.normalize("NFKC", value) != value:
+        raise EventError(
+            f"{where} has characters that Unicode normalisation (NFKC) turns into others, as it does "
+            "the Kelvin sign into K; it could pass for another address, so it is refused"
+        )
+    return value.translate(_ASCII_LOWER)
+
+
 def normalise_phone(value: str, where: str) -> str:
     """Keep the digits (and a leading +) so the same number always looks the same."""
     digits = re.sub(r"[\s()\-.]", "", value)
@@ -198,13 +224,29 @@ def parse_events(items: list[tuple[str, Any]]) -> list[Event]:
     return [parse_event(raw, where) for where, raw in items]
 
 
-class Ingestor:
-    """The ingest function handed to sources: commit, then tell the listeners."""
+def nothing_verified(source: str) -> bool:
+    """The policy for an ingest that knows no verified source: every event is a claim."""
+    return False
 
-    def __init__(self, store: Any, clock: Any, on_stored: Callable[[list[Event]], Awaitable[None]]):
+
+class Ingestor:
+    """The ingest function handed to sources: commit, then tell the listeners.
+
+    `verified(source)` says whether a source's events may merge customers (the merge policy
+    above); by default none may.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        clock: Any,
+        on_stored: Callable[[list[Event]], Awaitable[None]],
+        verified: Callable[[str], bool] = nothing_verified,
+    ):
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
+        self.verified = verified
         self.accepted = 0
         self.duplicates = 0
 
@@ -212,7 +254,9 @@ class Ingestor:
         """Store the events; returns only after they are committed."""
         for event in events:
             event.source = source
-        stored = await self.store.run(self.store.ingest, events, self.clock.now())
+        stored = await self.store.run(
+            self.store.ingest, events, self.clock.now(), verified=self.verified(source)
+        )
         self.accepted += len(stored)
         self.duplicates += len(events) - len(stored)
         if stored:

@@ -57,6 +57,10 @@ class Source:
     """Turns what a shop or site sends (webhooks, polled APIs) into normalised events."""
 
     name: str = ""
+    # True only when every identity in this source's events is the shop's own word (an
+    # authenticated API, a signed platform webhook): only such events may merge customers.
+    # Events built from what visitors send are claims and never merge (core/ingest.py).
+    verified: bool = False
 
     def routes(self) -> list[Route]:
         """The HTTP routes this source serves; each verifies its own signatures."""

@@ -9,6 +9,9 @@ from typing import Any
 
 CHANNEL_NAMES = ("email", "sms", "whatsapp", "push", "telegram")
 CATEGORIES = ("transactional", "trigger", "promo")
+# A customer keeps at most this many browsers' push subscriptions (the newest): every push
+# goes to each of them.
+MAX_PUSH_SUBSCRIPTIONS = 10
 EVENT_TYPES = (
     "product.viewed",
     "category.viewed",

@@ -24,8 +24,8 @@ from sqlite_utils import Database
 
 from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import Sent
-from boomerang.ingest import EventError, normalise_phone
-from boomerang.model import Customer, Event, Job, JournalEntry, Journey, ProfileUpdate
+from boomerang.ingest import EventError, normalise_email, normalise_phone
+from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Event, Job, JournalEntry, Journey, ProfileUpdate
 from boomerang.private_files import create_private
 
 T = TypeVar("T")
@@ -188,6 +188,10 @@ PROFILE_FIELDS = (
 )
 
 
+# The profile field of each identity kind but `id`.
+IDENTITY_FIELDS = {"email": "email", "phone": "phone", "telegram": "telegram_chat_id"}
+
+
 class StoreError(Exception):
     """The database cannot be used as it is (e.g. made by a newer Boomerang)."""
 
@@ -267,11 +271,14 @@ class Store:
         return applied
 
     # events and customers
-    def ingest(self, events: Iterable[Event], received_at: datetime) -> list[Event]:
+    def ingest(self, events: Iterable[Event], received_at: datetime, verified: bool = True) -> list[Event]:
         """Store events in one transaction; returns those that were new (duplicates skipped).
 
-        Each new event's customer is found or created from its identities, merged with any
-        other customer those identities point to, and updated with the event's profile data.
+        Each new event's customer is found or created from its identities and updated with the
+        event's profile data. The events of a verified source merge every other customer those
+        identities point to; the others only claim (the merge policy, core/ingest.py): their
+        customer is the one their first identity names, and a Telegram chat they name moves to
+        it, while an email or phone another customer has stays with that customer.
         """
         stored = []
         now = to_iso(received_at)
@@ -280,8 +287,9 @@ class Store:
                 seen = self.db.execute("SELECT 1 FROM events WHERE id = ?", [event.id]).fetchone()
                 if seen:
                     continue
-                event.customer_id = self._resolve_customer(event.profile, now, to_iso(event.at))
-                self._update_profile(event.customer_id, event, now)
+                resolve = self._resolve_customer if verified else self._resolve_claim
+                event.customer_id, refused = resolve(event.profile, now, to_iso(event.at))
+                self._update_profile(event.customer_id, event, now, refused)
                 self.db.execute(
                     "INSERT INTO events (id, type, at, customer_id, data, source, received_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -298,23 +306,31 @@ class Store:
                 stored.append(event)
         return stored
 
-    def _resolve_customer(self, profile: ProfileUpdate, now: str, at: str) -> str:
+    def _owner(self, kind: str, value: str) -> str | None:
+        row = self.db.execute(
+            "SELECT customer_id FROM identities WHERE kind = ? AND value = ?", [kind, value]
+        ).fetchone()
+        return row[0] if row else None
+
+    def _create_customer(self, customer_id: str | None, now: str, at: str) -> str:
+        customer_id = customer_id or f"anon-{secrets.token_hex(8)}"
+        self.db.execute(
+            "INSERT INTO customers (id, created_at, updated_at) VALUES (?, ?, ?)", [customer_id, now, at]
+        )
+        self._add_identity("id", customer_id, customer_id)
+        return customer_id
+
+    def _resolve_customer(self, profile: ProfileUpdate, now: str, at: str) -> tuple[str, set[str]]:
+        """A verified event's customer: every customer its identities point to, merged into one."""
         found: list[str] = []
         for kind, value in profile.identities():
-            row = self.db.execute(
-                "SELECT customer_id FROM identities WHERE kind = ? AND value = ?", [kind, value]
-            ).fetchone()
-            if row and row[0] not in found:
-                found.append(row[0])
+            owner = self._owner(kind, value)
+            if owner and owner not in found:
+                found.append(owner)
         # A customer known by the shop's own id survives over an anonymous one.
         found.sort(key=lambda cid: cid.startswith("anon-"))
         if not found:
-            customer_id = profile.id or f"anon-{secrets.token_hex(8)}"
-            self.db.execute(
-                "INSERT INTO customers (id, created_at, updated_at) VALUES (?, ?, ?)",
-                [customer_id, now, at],
-            )
-            self._add_identity("id", customer_id, customer_id)
+            customer_id = self._create_customer(profile.id, now, at)
         else:
             customer_id = found[0]
             for other in found[1:]:
@@ -325,7 +341,31 @@ class Store:
                 customer_id = profile.id
         for kind, value in profile.identities():
             self._add_identity(kind, value, customer_id)
-        return customer_id
+        return customer_id, set()
+
+    def _resolve_claim(self, profile: ProfileUpdate, now: str, at: str) -> tuple[str, set[str]]:
+        """An unverified event's customer, and the profile fields it may not set: never a merge.
+
+        The customer is the one the first (strongest) identity names: the id a signed token
+        gave. A chat the event names moves to that customer (the Bot API itself says the chat
+        sent the token); any other identity that belongs to someone else stays there.
+        """
+        (kind, value), *others = profile.identities()
+        customer_id = self._owner(kind, value) or self._create_customer(profile.id, now, at)
+        self._add_identity(kind, value, customer_id)
+        refused: set[str] = set()
+        for kind, value in others:
+            owner = self._owner(kind, value)
+            if owner not in (None, customer_id):
+                if kind != "telegram":
+                    refused.add(IDENTITY_FIELDS[kind])
+                    continue
+                self.db.execute(
+                    "UPDATE customers SET telegram_chat_id = NULL WHERE id = ? AND telegram_chat_id = ?",
+                    [owner, value],
+                )
+            self._add_identity(kind, value, customer_id)
+        return customer_id, refused
 
     def _add_identity(self, kind: str, value: str, customer_id: str) -> None:
         self.db.execute(
@@ -384,8 +424,9 @@ class Store:
         self.db.execute("DELETE FROM customers WHERE id = ?", [loser])
         self._repoint(loser, into)
 
-    def _update_profile(self, customer_id: str, event: Event, now: str) -> None:
-        """Apply what the event says about the customer; an older event only fills gaps.
+    def _update_profile(self, customer_id: str, event: Event, now: str, refused: set[str]) -> None:
+        """Apply what the event says about the customer, but for the `refused` fields; an older
+        event only fills gaps.
 
         `updated_at` is the time of the latest event that spoke about the profile, so events
         that arrive out of order cannot overwrite newer values with older ones.
@@ -398,7 +439,7 @@ class Store:
         updates: dict[str, Any] = {"updated_at": max(at, row["updated_at"])}
         for name in PROFILE_FIELDS:
             value = getattr(profile, name)
-            if value is not None and (newer or row[name] is None):
+            if value is not None and name not in refused and (newer or row[name] is None):
                 updates[name] = value
 
         def joined(stored: str, given: dict) -> str:
@@ -410,14 +451,15 @@ class Store:
         if profile.attributes:
             updates["attributes"] = joined(row["attributes"], profile.attributes)
         if profile.push_subscriptions:
+            self._take_push_subscriptions(customer_id, profile.push_subscriptions)
             updates["push_subscriptions"] = json.dumps(
                 _join_subscriptions(json.loads(row["push_subscriptions"]), profile.push_subscriptions)
             )
         # A new address on a channel undoes "known bad" for it: the old address was the bad one.
         renewed = {
             "push": bool(profile.push_subscriptions),
-            "email": bool(profile.email and profile.email != row["email"]),
-            "sms": bool(profile.phone and profile.phone != row["phone"]),
+            "email": bool(profile.email and "email" not in refused and profile.email != row["email"]),
+            "sms": bool(profile.phone and "phone" not in refused and profile.phone != row["phone"]),
             "whatsapp": bool(
                 (profile.whatsapp or profile.phone)
                 and (profile.whatsapp or profile.phone) not in (row["whatsapp"], row["phone"])
@@ -447,6 +489,21 @@ class Store:
             updates["last_seen_at"] = max(filter(None, [row["last_seen_at"], at]))
         self.db["customers"].update(customer_id, updates)
 
+    def _take_push_subscriptions(self, customer_id: str, subscriptions: list[dict]) -> None:
+        """A browser's subscription belongs to one customer: whoever subscribed it last."""
+        for subscription in subscriptions:
+            endpoint = subscription.get("endpoint")
+            if not isinstance(endpoint, str):
+                continue
+            # instr() narrows the scan to the rows that mention the endpoint at all
+            rows = self.db.execute(
+                "SELECT id, push_subscriptions FROM customers WHERE id != ? AND instr(push_subscriptions, ?)",
+                [customer_id, json.dumps(endpoint)],
+            ).fetchall()
+            for other, stored in rows:
+                kept = [sub for sub in json.loads(stored) if sub.get("endpoint") != endpoint]
+                self.db["customers"].update(other, {"push_subscriptions": json.dumps(kept)})
+
     def customer_row(self, customer_id: str) -> dict[str, Any] | None:
         """The raw stored row of a customer, by canonical id."""
         cursor = self.db.execute("SELECT * FROM customers WHERE id = ?", [customer_id])
@@ -457,7 +514,9 @@ class Store:
 
     def find_customer(self, identity: str) -> Customer | None:
         """A customer by any identity: their id (or a merged-away id), email or phone."""
-        candidates = [identity.strip(), identity.strip().lower()]
+        candidates = [identity.strip(), identity.strip()]
+        with contextlib.suppress(EventError):
+            candidates[1] = normalise_email(identity.strip(), "email")
         with contextlib.suppress(EventError):
             candidates.append(normalise_phone(identity, "phone"))
         row = self.db.execute(
@@ -939,6 +998,10 @@ class Store:
 
 
 def _join_subscriptions(first: list[dict], second: list[dict]) -> list[dict]:
-    """Push subscriptions of both lists, one per endpoint, the later one winning."""
-    by_endpoint = {sub.get("endpoint"): sub for sub in [*first, *second]}
-    return list(by_endpoint.values())
+    """Push subscriptions of both lists, one per endpoint, the later one winning; only the
+    latest MAX_PUSH_SUBSCRIPTIONS are kept, so every send knocks on a bounded number of doors."""
+    by_endpoint: dict[Any, dict] = {}
+    for sub in [*first, *second]:
+        by_endpoint.pop(sub.get("endpoint"), None)  # subscribed again: the newest now
+        by_endpoint[sub.get("endpoint")] = sub
+    return list(by_endpoint.values())[-MAX_PUSH_SUBSCRIPTIONS:]

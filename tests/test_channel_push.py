@@ -30,10 +30,13 @@ from boomerang.plugins.channels.push import (
     write_key_pair,
 )
 from boomerang.problems import ProblemError
-from boomerang.tokens import sign
+from boomerang.tokens import seal, sign
 from conftest import AUTH, BOOMERANG, SECRET, daemon_process, event, running, url
 
 SUBJECT = "mailto:ops@shop.example"
+# The local push service listens on 127.0.0.1: allowed only by saying so, as staging would.
+STAND_IN = {"allowed_hosts": ("127.0.0.1",), "allow_private_endpoints": True}
+STAND_IN_SETTINGS = "allowed_hosts: [127.0.0.1], allow_private_endpoints: true"
 SCENARIO = """
 scenario: cart-push
 category: transactional
@@ -74,6 +77,7 @@ async def channel(service: PushService, key_file: Path):
         ca_file=service.cert_file,
         secret=SECRET,
         public_url="https://track.shop.example",
+        **STAND_IN,
     )
     yield push
     await push.close()
@@ -131,7 +135,9 @@ async def test_the_push_service_really_checks_vapid_and_encryption(
     assert delivery.status is DeliveryStatus.FAILED
     assert service.pushes[-1].status == 400 and "does not decrypt" in (service.pushes[-1].error or "")
     # Signed for another contact than the one the service expects: refused as well.
-    stranger = PushChannel(load_private_key(key_file), "mailto:else@shop.example", ca_file=service.cert_file)
+    stranger = PushChannel(
+        load_private_key(key_file), "mailto:else@shop.example", ca_file=service.cert_file, **STAND_IN
+    )
     try:
         delivery = await stranger.send(message([subscription]))
     finally:
@@ -218,7 +224,7 @@ async def test_one_session_is_shared_and_closed(channel: PushChannel, service: P
 
 
 async def test_the_push_service_certificate_is_verified(service: PushService, key_file: Path) -> None:
-    untrusting = PushChannel(load_private_key(key_file), SUBJECT)  # no ca_file: the system's CAs
+    untrusting = PushChannel(load_private_key(key_file), SUBJECT, **STAND_IN)  # no ca_file: the system's CAs
     try:
         delivery = await untrusting.send(message([service.subscribe()]))
     finally:
@@ -294,7 +300,7 @@ def push_project(project: Path, service: PushService) -> None:
     configure(
         project,
         f'{{vapid_private_key: ./vapid.pem, subject: "{SUBJECT}", ttl: 600, urgency: high, '
-        f"ca_file: {service.cert_file}}}",
+        f"ca_file: {service.cert_file}, {STAND_IN_SETTINGS}}}",
     )
     for old in (project / "scenarios").glob("*.yaml"):
         old.unlink()
@@ -310,7 +316,7 @@ def cart_event(event_id: str) -> dict:
 
 async def test_routes_sw_js_key_and_subscribe(project: Path, service: PushService) -> None:
     push_project(project, service)
-    token = sign(SECRET, "push", "c-42")
+    token = seal(SECRET, "push", "c-42")
     subscription = service.subscribe()
     async with running(project) as daemon, aiohttp.ClientSession() as http:
         async with http.get(url(daemon, "/push/sw.js")) as response:
@@ -348,7 +354,8 @@ async def test_routes_sw_js_key_and_subscribe(project: Path, service: PushServic
         for bad in (
             "forged.token",
             sign(SECRET, "click", "c-42"),
-            sign("another-secret-0123456789", "push", "c-42"),
+            seal("another-secret-0123456789", "push", "c-42"),
+            seal(SECRET, "telegram", "c-42"),
         ):
             assert (await subscribe({"subscription": service.subscribe(), "token": bad}))[0] == 403
         assert (await subscribe({"subscription": service.subscribe()}))[0] == 403
@@ -360,7 +367,7 @@ async def test_a_gone_subscription_is_removed_from_the_customer_and_clicks_are_r
     project: Path, service: PushService
 ) -> None:
     push_project(project, service)
-    token = sign(SECRET, "push", "c-42")
+    token = seal(SECRET, "push", "c-42")
     alive, gone = service.subscribe(), service.subscribe()
     service.answer(gone, 410)
     async with running(project) as daemon, aiohttp.ClientSession() as http:
@@ -406,7 +413,7 @@ async def test_the_real_daemon_pushes_an_encrypted_notification(
     configure(
         project,
         f'{{vapid_private_key: ./vapid.pem, subject: "{SUBJECT}", ttl: 600, urgency: low, '
-        f"ca_file: {service.cert_file}}}",
+        f"ca_file: {service.cert_file}, {STAND_IN_SETTINGS}}}",
     )
     for old in (project / "scenarios").glob("*.yaml"):
         old.unlink()
@@ -421,7 +428,7 @@ async def test_the_real_daemon_pushes_an_encrypted_notification(
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/push/key") as response:
                 assert (await response.json())["public_key"] == public_key
-            body = {"subscription": subscription, "token": sign(SECRET, "push", "c-42")}
+            body = {"subscription": subscription, "token": seal(SECRET, "push", "c-42")}
             async with http.post(f"{base}/push/subscribe", json=body) as response:
                 assert response.status == 200, await response.text()
             async with http.post(f"{base}/events", json=cart_event("e-1"), headers=AUTH) as response:

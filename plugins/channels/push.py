@@ -13,13 +13,22 @@ to the config file; `subject` is a `mailto:` or `https:` contact for the push se
 offline browser; `urgency` is `very-low`, `low`, `normal` or `high`. Optional: `timeout`
 (seconds per request, default 10) and `ca_file` (extra CA certificates to trust, for staging).
 
+Endpoints are only ever those of the known push services (`KNOWN_PUSH_HOSTS`: Google's FCM,
+Mozilla, Apple, Microsoft) and of the hosts listed in `allowed_hosts` (names, or `"*.domain"`
+for its subdomains); never an IP address, and never a name that resolves to a loopback, link-local
+or private address. `allow_private_endpoints: true` lifts that last rule, for a staging push
+service on a private network (and the tests' own on 127.0.0.1), whose host must still be
+listed in `allowed_hosts`. A customer keeps the newest `MAX_PUSH_SUBSCRIPTIONS` (10).
+
 A message goes to every subscription of the customer as an encrypted (aes128gcm) JSON payload
 `{"title", "body", "url", "icon", "id", "click"}` under 4 KB, signed with VAPID (RFC 8292). A
 subscription the push service calls gone (404, 410) is forgotten by the engine.
 
 Routes: `GET /push/sw.js` (the service worker), `GET /push/key` (the public key the browser
 subscribes with), `POST /push/subscribe` (`{"subscription": ..., "token": ...}`, the token
-signed for a customer id with the purpose `push`) and `POST /push/click` (click reports).
+sealed for a customer id with `boomerang.tokens.seal(secret, "push", customer_id)`, good for 7
+days) and `POST /push/click` (click reports). A subscription moves to the customer its token
+names, away from whoever had that browser before; it never merges two customers.
 """
 
 from __future__ import annotations
@@ -28,10 +37,12 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
 import logging
 import os
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +54,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import click
 from aiohttp import web
+from aiohttp.resolver import ThreadedResolver
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid, VapidException
@@ -53,13 +65,29 @@ from boomerang.clock import parse_duration, to_iso
 from boomerang.config import Config
 from boomerang.ingest import EventError, parse_event
 from boomerang.kinds import Channel, Ingest, Route
-from boomerang.model import Customer, Delivery, DeliveryStatus, Message
+from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
-from boomerang.tokens import sign, verify
+from boomerang.tokens import sign, unseal, verify
 
 log = logging.getLogger(__name__)
 
-SETTINGS = {"vapid_private_key", "subject", "ttl", "urgency", "timeout", "ca_file"}
+SETTINGS = {
+    "vapid_private_key",
+    "subject",
+    "ttl",
+    "urgency",
+    "timeout",
+    "ca_file",
+    "allowed_hosts",
+    "allow_private_endpoints",
+}
+# The hosts of the browsers' push services; `*.` stands for any subdomain.
+KNOWN_PUSH_HOSTS = (
+    "fcm.googleapis.com",  # Chrome, Opera, Samsung Internet and other Chromium browsers
+    "*.push.services.mozilla.com",  # Firefox: updates.push.services.mozilla.com
+    "*.push.apple.com",  # Safari: web.push.apple.com
+    "*.notify.windows.com",  # Edge: wns2-*.notify.windows.com
+)
 URGENCIES = ("very-low", "low", "normal", "high")
 MAX_TTL = 28 * 86400
 # A push service takes at most 4096 bytes of body: 86 bytes of aes128gcm header, a 16-byte tag
@@ -67,6 +95,9 @@ MAX_TTL = 28 * 86400
 MAX_PAYLOAD = 4096 - 86 - 16 - 1
 MAX_REQUEST = 16 * 1024
 MAX_ENDPOINT = 2048
+# A DNS name whose last label starts with a letter: no IP address in any spelling (127.1, 0x7f.1,
+# 2130706433), no bare `localhost`.
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$")
 _SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://[^/\s:]+)$", re.IGNORECASE)
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -135,6 +166,55 @@ def subscription_problem(value: Any) -> str | None:
     if len(auth) != 16:
         return "'keys.auth' must be 16 bytes"
     return None
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    return host.endswith(pattern[1:]) if pattern.startswith("*.") else host == pattern
+
+
+def endpoint_problem(
+    endpoint: str, allowed_hosts: tuple[str, ...], allow_private: bool = False
+) -> str | None:
+    """What makes an endpoint one Boomerang will not POST to, or None if it is a push service's."""
+    split = urlsplit(endpoint)
+    if split.username is not None or split.password is not None:
+        return "'endpoint' must not carry a user name or password"
+    try:
+        split.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        return "'endpoint' has a port that is not a number"
+    host = (split.hostname or "").rstrip(".")
+    if not allow_private and not _HOST_NAME.match(host):
+        what = "an IP address" if _is_ip_address(host) or not re.search("[a-z]", host) else "not a host name"
+        return f"'endpoint' host {host} is {what}; only the push services' own hosts are accepted"
+    if not any(_host_matches(host, pattern) for pattern in (*KNOWN_PUSH_HOSTS, *allowed_hosts)):
+        return (
+            f"'endpoint' host {host} is not a known push service "
+            "(add it to channels.push.allowed_hosts if you run it)"
+        )
+    return None
+
+
+class PublicResolver(ThreadedResolver):
+    """Resolves host names to public addresses only: no endpoint's name may lead inside."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
+        """The addresses of `host` that are global; OSError if it has none."""
+        answers = await super().resolve(host, port, family)
+        public = [answer for answer in answers if ipaddress.ip_address(answer["host"]).is_global]
+        if not public:
+            raise OSError(f"{host} resolves to no public address")
+        return public
 
 
 def clean_subscription(value: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +312,8 @@ class PushChannel(Channel):
         ca_file: Path | None = None,
         secret: str | None = None,
         public_url: str = "",
+        allowed_hosts: tuple[str, ...] = (),
+        allow_private_endpoints: bool = False,
     ):
         self.vapid = Vapid(private_key=private_key)
         self.public_key = public_key_of(private_key)
@@ -242,12 +324,24 @@ class PushChannel(Channel):
         self.ca_file = ca_file
         self.secret = secret
         self.public_url = public_url.rstrip("/")
+        self.allowed_hosts = allowed_hosts  # besides KNOWN_PUSH_HOSTS
+        self.allow_private_endpoints = allow_private_endpoints
         self._session: aiohttp.ClientSession | None = None
 
     # the customer's address: their subscriptions
+    def unusable(self, subscription: Any) -> str | None:
+        """Why a subscription is never pushed to (malformed, or not at an allowed push service)."""
+        problem = subscription_problem(subscription)
+        if problem is None:
+            problem = endpoint_problem(
+                subscription["endpoint"], self.allowed_hosts, self.allow_private_endpoints
+            )
+        return problem
+
     def address(self, customer: Customer) -> str | None:
-        """The customer's push subscriptions as a JSON list, or None if they have none."""
-        subscriptions = [s for s in customer.push_subscriptions if subscription_problem(s) is None]
+        """The customer's usable push subscriptions (the newest few) as a JSON list, or None."""
+        subscriptions = [s for s in customer.push_subscriptions if self.unusable(s) is None]
+        subscriptions = subscriptions[-MAX_PUSH_SUBSCRIPTIONS:]
         return json.dumps(subscriptions, separators=(",", ":")) if subscriptions else None
 
     # sending
@@ -258,8 +352,9 @@ class PushChannel(Channel):
             if self.ca_file is not None:
                 context = ssl.create_default_context()
                 context.load_verify_locations(cafile=str(self.ca_file))
+            resolver = None if self.allow_private_endpoints else PublicResolver()
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context), timeout=self.timeout
+                connector=aiohttp.TCPConnector(ssl=context, resolver=resolver), timeout=self.timeout
             )
         return self._session
 
@@ -283,8 +378,8 @@ class PushChannel(Channel):
 
     async def _push(self, subscription: Any, payload: bytes) -> Attempt:
         endpoint = subscription.get("endpoint", "") if isinstance(subscription, dict) else ""
-        problem = subscription_problem(subscription)
-        if problem:  # it can never receive anything: forget it like a gone one
+        problem = self.unusable(subscription)
+        if problem:  # it can never receive anything (or must not): forget it like a gone one
             return Attempt(endpoint, "gone", f"unusable subscription: {problem}")
         try:
             response = await webpush_async(
@@ -411,10 +506,10 @@ class PushChannel(Channel):
                 400, 'the body must be {"subscription": <PushSubscription.toJSON()>, "token": "..."}'
             )
         token = data.get("token")
-        customer_id = verify(self.secret, "push", token) if isinstance(token, str) else None
+        customer_id = unseal(self.secret, "push", token) if isinstance(token, str) else None
         if not customer_id:
-            return _error(403, "the token is missing or not valid")
-        problem = subscription_problem(data["subscription"])
+            return _error(403, "the token is missing, not valid or older than 7 days")
+        problem = self.unusable(data["subscription"])
         if problem:
             return _error(400, problem)
         subscription = clean_subscription(data["subscription"])
@@ -574,11 +669,18 @@ def channel_from_config(config: Config) -> PushChannel:
         ca_file = base / Path(str(settings["ca_file"])).expanduser()
         if not ca_file.is_file():
             problem("ca_file", f"'ca_file': {ca_file} does not exist")
+    allow_private = settings.get("allow_private_endpoints", False)
+    if not isinstance(allow_private, bool):
+        problem("allow_private_endpoints", "'allow_private_endpoints' must be true or false")
+        allow_private = False
+    allowed_hosts = _allowed_hosts(config, settings.get("allowed_hosts"), allow_private, problems)
     if problems:
         raise ProblemError(problems)
     assert private_key is not None and timeout is not None
     if not config.secret:
         log.warning("push: no secret is set, so POST /push/subscribe refuses every subscription")
+    if allow_private:
+        log.warning("push: allow_private_endpoints is on: endpoints at IP and private addresses are accepted")
     return PushChannel(
         private_key,
         subject,
@@ -588,7 +690,41 @@ def channel_from_config(config: Config) -> PushChannel:
         ca_file=ca_file,
         secret=config.secret,
         public_url=config.public_url,
+        allowed_hosts=allowed_hosts,
+        allow_private_endpoints=allow_private,
     )
+
+
+def _allowed_hosts(
+    config: Config, value: Any, allow_private: bool, problems: list[Problem]
+) -> tuple[str, ...]:
+    """`allowed_hosts`, each a host name or `*.domain`; IP addresses only with allow_private_endpoints."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problems.append(
+            config.problem(
+                ("channels", "push", "allowed_hosts"),
+                "'allowed_hosts' must be a list of push service hosts, such as [push.example.net]",
+            )
+        )
+        return ()
+    hosts = []
+    for index, entry in enumerate(value):
+        host = str(entry).strip().lower().rstrip(".") if isinstance(entry, str) else ""
+        name = host.removeprefix("*.")
+        if _HOST_NAME.match(name) or (allow_private and (_is_ip_address(name) or name == "localhost")):
+            hosts.append(host)
+            continue
+        if _is_ip_address(name) or name == "localhost":
+            text = (
+                f"'allowed_hosts': {entry} is not a public host name; push endpoints at IP addresses "
+                "and localhost are refused unless allow_private_endpoints: true (for staging)"
+            )
+        else:
+            text = f"'allowed_hosts': {entry!r} is not a host name such as push.example.net or *.example.net"
+        problems.append(config.problem(("channels", "push", "allowed_hosts", index), text))
+    return tuple(hosts)
 
 
 @hookimpl

@@ -19,18 +19,20 @@ and `url` become an inline keyboard button. At most about 25 messages a second g
 and at most one a second to any one chat.
 
 Linking: `deep_link(config, customer_id)` (in templates `telegram_link()`) gives
-`https://t.me/<bot_username>?start=<signed token>`. When the customer opens it and presses
-Start, the bot gets `/start <token>`: a `customer.updated` event links the chat to the customer
-and the bot says hello. Later text from a linked chat becomes a `message.replied` event, so a
-scenario can hand the dialogue to a person (seed S1). Updates arrive on `POST /hooks/telegram`
-(mode `webhook`; register it once with the Bot API's `setWebhook`, giving `secret_token`) or by
-long polling `getUpdates` (mode `polling`).
+`https://t.me/<bot_username>?start=<token>`, a sealed token (core/tokens.py) that reveals no id
+and expires after 7 days. When the customer opens it and presses Start, the bot gets `/start
+<token>`: a `customer.updated` event links the chat to the customer and the bot says hello.
+Whoever holds a link can use it, so what it claims is limited: the chat moves to that customer
+(away from any other customer it was linked to), two customers are never merged, and a customer
+whose own chat still works keeps it (the new chat is told so). Later text from a linked chat
+becomes a `message.replied` event, so a scenario can hand the dialogue to a person (seed S1).
+Updates arrive on `POST /hooks/telegram` (mode `webhook`; register it once with the Bot API's
+`setWebhook`, giving `secret_token`) or by long polling `getUpdates` (mode `polling`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hmac
 import html
@@ -51,7 +53,7 @@ from boomerang.ingest import EventError, parse_event
 from boomerang.kinds import Channel, Ingest, Route, Source
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
-from boomerang.tokens import sign
+from boomerang.tokens import SEALED_OVERHEAD, seal, unseal
 from boomerang.yamlfile import key_position
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 MAX_TEXT = 4096  # characters of a message after its entities are parsed
 MAX_START_PARAMETER = 64  # Telegram's limit for ?start=..., characters A-Z a-z 0-9 _ -
-LINK_TAG = 16  # characters of the signature kept in a deep link: 96 bits
+MAX_LINKED_ID = MAX_START_PARAMETER * 3 // 4 - SEALED_OVERHEAD  # bytes of customer id in a deep link
 MESSAGES_PER_SECOND = 25.0  # overall, below Telegram's ~30/s
 CHAT_INTERVAL = 1.0  # seconds between two messages to one chat
 REQUEST_TIMEOUT = 30.0
@@ -80,7 +82,6 @@ UPDATE_ATTEMPTS = 5  # a polled update that fails this often is skipped
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 _USERNAME = re.compile(r"^@?[A-Za-z][A-Za-z0-9_]{3,31}$")
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-_START_PARAMETER = re.compile(r"^[A-Za-z0-9_-]+$")
 _URL = re.compile(r"^(https?|tg)://\S+$", re.IGNORECASE)
 
 REPLIES = {
@@ -90,6 +91,14 @@ REPLIES = {
         "Если нужна помощь, просто напишите нам здесь.",
         "uk": "Готово: повідомлення магазину надходитимуть сюди. "
         "Якщо потрібна допомога, просто напишіть нам тут.",
+    },
+    "linked_elsewhere": {
+        "en": "This shop account already gets its messages in another Telegram chat. "
+        "If that chat is no longer yours, write to the shop.",
+        "ru": "Сообщения этого аккаунта магазина уже приходят в другой чат Telegram. "
+        "Если тот чат больше не ваш, напишите магазину.",
+        "uk": "Повідомлення цього облікового запису магазину вже надходять до іншого чату Telegram. "
+        "Якщо той чат більше не ваш, напишіть магазину.",
     },
     "not_linked": {
         "en": "Hello! To get the shop's messages here, open the Telegram link on the shop's website "
@@ -183,40 +192,26 @@ def read_settings(config: Config) -> TelegramSettings:
 
 
 # deep links
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def link_parameter(secret: str, customer_id: str) -> str:
-    """The `start` parameter that links a chat to `customer_id`: the signed id, in Telegram's alphabet.
+    """The `start` parameter that links a chat to `customer_id`: a sealed token (core/tokens.py).
 
-    A core token (`<id>.<signature>`) has a dot, which Telegram does not allow, and is too long
-    for its 64 characters; the parameter is the token's id part followed by the first 16
-    characters (96 bits) of the same signature.
+    It is already in Telegram's alphabet; raises ValueError when the id makes it longer than
+    Telegram's 64 characters.
     """
-    value, _, signature = sign(secret, "telegram", customer_id).partition(".")
-    parameter = value + signature[:LINK_TAG]
+    parameter = seal(secret, "telegram", customer_id)
     if len(parameter) > MAX_START_PARAMETER:
         raise ValueError(
             f"customer id '{customer_id}' is too long for a Telegram deep link "
-            f"(at most {(MAX_START_PARAMETER - LINK_TAG) * 3 // 4} bytes)"
+            f"(at most {MAX_LINKED_ID} bytes, or a UUID)"
         )
     return parameter
 
 
 def read_link_parameter(secret: str, parameter: str) -> str | None:
-    """The customer id of a genuine `start` parameter, or None for anything else."""
-    if not LINK_TAG < len(parameter) <= MAX_START_PARAMETER or not _START_PARAMETER.match(parameter):
+    """The customer id of a genuine `start` parameter made within the last 7 days, or None."""
+    if len(parameter) > MAX_START_PARAMETER:
         return None
-    try:
-        customer_id = _b64decode(parameter[:-LINK_TAG]).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not customer_id:
-        return None
-    value, _, signature = sign(secret, "telegram", customer_id).partition(".")
-    expected = value + signature[:LINK_TAG]
-    return customer_id if hmac.compare_digest(parameter.encode(), expected.encode()) else None
+    return unseal(secret, "telegram", parameter)
 
 
 def deep_link(config: Config, customer_id: str) -> str:
@@ -775,6 +770,21 @@ class TelegramSource(Source):
             log.info("telegram: /start without a valid link token (update %s)", update_id)
             await self._say(chat_id, "not_linked", language)
             return
+        holder = await _customer(ingest, customer_id)
+        if (
+            holder is not None
+            and holder.telegram_chat_id not in (None, chat_id)
+            and "telegram" not in holder.unreachable
+        ):
+            # A link in someone else's hands must not take over a chat that works: the messages
+            # of that customer keep going where they go.
+            log.info(
+                "telegram: customer %s already has a working chat; /start does not replace it (update %s)",
+                customer_id,
+                update_id,
+            )
+            await self._say(chat_id, "linked_elsewhere", language)
+            return
         event = _event(
             {
                 "id": f"telegram.start:{update_id}",
@@ -818,10 +828,9 @@ class TelegramSource(Source):
 
     @staticmethod
     async def _linked(chat_id: str, ingest: Ingest) -> bool:
-        """Whether a customer has this chat. The Ingest protocol offers no look-up, so this uses
-        the daemon's store behind it when there is one (and believes the chat linked otherwise)."""
-        store = getattr(ingest, "store", None)
-        if store is None or not hasattr(store, "find_customer"):
+        """Whether a customer has this chat (believed so when there is no store to ask)."""
+        store = _store(ingest)
+        if store is None:
             return True
         customer = await store.run(store.find_customer, chat_id)
         return customer is not None and customer.telegram_chat_id == chat_id
@@ -914,6 +923,19 @@ class TelegramSource(Source):
     async def close(self) -> None:
         """Close the Bot API session (shared with the channel)."""
         await self.bot.close()
+
+
+def _store(ingest: Ingest) -> Any:
+    """The daemon's store behind `ingest`, or None. The Ingest protocol offers no look-up, so
+    the source asks the store itself when there is one."""
+    store = getattr(ingest, "store", None)
+    return store if store is not None and hasattr(store, "find_customer") else None
+
+
+async def _customer(ingest: Ingest, customer_id: str) -> Customer | None:
+    """The customer with this id, or None (also when there is no store to ask)."""
+    store = _store(ingest)
+    return None if store is None else await store.run(store.customer, customer_id)
 
 
 def _event(raw: dict[str, Any]) -> Event | None:
