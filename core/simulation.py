@@ -162,7 +162,9 @@ async def simulate(
     }
     project.registry.channels = dict(rehearsals)
     start = start or (events[0].at if events else datetime.now(UTC).replace(microsecond=0))
-    until = until or ((events[-1].at if events else start) + DEFAULT_TAIL)
+    last = events[-1].at if events else start
+    # Any four-digit year is simulated: the tail stops at the last moment a datetime holds.
+    until = until or last + min(DEFAULT_TAIL, datetime.max.replace(tzinfo=UTC) - last)
     events = [event for event in events if start <= event.at <= until]
     clock = VirtualClock(start)
     with tempfile.TemporaryDirectory(prefix="boomerang-simulate-") as directory:

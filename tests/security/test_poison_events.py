@@ -172,8 +172,8 @@ def test_simulate_takes_any_four_digit_year(project: Path, tmp_path: Path) -> No
     events = tmp_path / "events.jsonl"
     events.write_text(
         "\n".join(
-            json.dumps(live(f"e-{year}", at=f"{year}-06-01T00:00:00Z", id=f"c-{year}"))
-            for year in ("0999", "1999")
+            json.dumps(live(f"e-{year}", at=f"{year}-12-31T12:00:00Z", id=f"c-{year}"))
+            for year in ("0999", "1999", "9999")
         )
     )
     result = subprocess.run(
@@ -191,7 +191,7 @@ def test_simulate_takes_any_four_digit_year(project: Path, tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     sends = [json.loads(line) for line in result.stdout.splitlines() if '"send"' in line]
-    assert {line["customer"] for line in sends} == {"c-0999", "c-1999"}
+    assert {line["customer"] for line in sends} == {"c-0999", "c-1999", "c-9999"}
 
 
 # 2. values that overflowed or recursed: 400 with a message, never 500
