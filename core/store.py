@@ -292,10 +292,16 @@ class Store:
                 reason,
             )
 
-    def quarantined(self) -> list[dict[str, Any]]:
-        """The rows set aside because they could not be read back, oldest first."""
+    def set_aside(self, customer_id: str) -> list[dict[str, Any]]:
+        """A customer's rows that were set aside because they could not be read back."""
+        owned = " OR ".join(
+            f"(table_name = '{table}' AND row_id IN (SELECT id FROM {table} WHERE customer_id = ?))"
+            for table in ("events", "journeys", "messages")
+        )
         cursor = self.db.execute(
-            "SELECT table_name, row_id, reason, found_at FROM quarantine ORDER BY found_at, rowid"
+            "SELECT table_name, row_id, reason, found_at FROM quarantine"
+            f" WHERE (table_name = 'customers' AND row_id = ?) OR {owned} ORDER BY found_at, rowid",
+            [customer_id] * 4,
         )
         return [dict(zip(("table", "row_id", "reason", "found_at"), row, strict=True)) for row in cursor]
 

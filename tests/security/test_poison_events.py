@@ -191,7 +191,11 @@ def test_simulate_takes_any_four_digit_year(project: Path, tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     sends = [json.loads(line) for line in result.stdout.splitlines() if '"send"' in line]
-    assert {line["customer"] for line in sends} == {"c-0999", "c-1999", "c-9999"}
+    assert {line["customer"]: line["at"][:10] for line in sends} == {
+        "c-0999": "0999-12-31",
+        "c-1999": "1999-12-31",
+        "c-9999": "9999-12-31",
+    }
 
 
 # 2. values that overflowed or recursed: 400 with a message, never 500
@@ -358,6 +362,8 @@ async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
         await eventually(lambda: sent_to(project, "c-good"))
         assert (await post(http, f"{base}/events", live("w-1", id="c-new"), **AUTH))[0] == 200
         await eventually(lambda: sent_to(project, "c-new"))
+        # An event of the customer whose row is damaged is still taken (kept, profile untouched).
+        assert (await post(http, f"{base}/events", live("w-bad", id="c-bad-customer"), **AUTH))[0] == 200
         text = log.read_text()
         for table, row_id in rows:
             assert f"cannot read back {table} row {row_id} (" in text, text
@@ -386,6 +392,8 @@ async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
         text=True,
     )
     assert explain.returncode == 0 and "Traceback" not in explain.stderr, explain.stderr
+    assert "Set aside (stored rows that cannot be read back" in explain.stdout
+    assert "  events e-999: ValueError: '999-06-01T00:00:00.000000Z' is not" in explain.stdout
 
 
 # 5. a far-future `at` must not poison a profile or an idle wait
