@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlite_utils import Database
 
@@ -187,9 +187,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
-# What decoding a damaged row raises: a timestamp or JSON that does not parse, a value of the
-# wrong type or too deeply nested, an unknown timezone (ZoneInfoNotFoundError is a KeyError).
-UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError)
+# What decoding a damaged row raises: ValueError for a timestamp, JSON, number or timezone that
+# does not read back (the decoders below turn every such finding into one), and what `json.loads`
+# raises on absurd input. Anything else is a bug and stays loud.
+UNREADABLE = (ValueError, OverflowError, RecursionError)
 
 # How a row that cannot be read back is taken out of the work that met it, so that it is not
 # met again: an event counts as handled, a journey and a message stop, a job leaves the queue
@@ -237,7 +238,7 @@ class Store:
         self.db.execute("PRAGMA synchronous = FULL")
         self.db.execute("PRAGMA foreign_keys = ON")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.rows_set_aside = 0  # rows found unreadable and set aside since the store was opened
+        self.rows_set_aside = 0  # times a row was found unreadable and set aside since opening
         self.migrate()
 
     # plumbing
@@ -1085,6 +1086,8 @@ def _not_after(stamp: str | None, now: str) -> str | None:
 
 def _json(text: Any, kind: type) -> Any:
     """A stored JSON column, decoded and checked to be a `kind` (dict or list)."""
+    if not isinstance(text, str):
+        raise ValueError(f"JSON text was expected, not {type(text).__name__}")
     value = json.loads(text)
     if not isinstance(value, kind):
         raise ValueError(f"a JSON {kind.__name__} was expected, not {type(value).__name__}")
@@ -1128,9 +1131,9 @@ def _customer(row: dict[str, Any]) -> Customer:
         raise ValueError(f"attributes are nested more than {MAX_VALUE_DEPTH} levels deep")
     if values["timezone"]:
         try:
-            ZoneInfo(values["timezone"])
-        except OSError as exc:  # a name too long for a file
-            raise ValueError(f"timezone: {exc.strerror}") from None
+            ZoneInfo(str(values["timezone"]))
+        except (ZoneInfoNotFoundError, OSError):  # OSError: a name too long for a file
+            raise ValueError("timezone: not an IANA timezone") from None
     _integer(values["orders_count"])
     _number(values["revenue"])
     for key in _CUSTOMER_TIMES:
