@@ -1127,6 +1127,8 @@ def _customer(row: dict[str, Any]) -> Customer:
     values = {key: row[key] for key in row if key not in _CUSTOMER_TIMES}
     for key, kind in _CUSTOMER_JSON.items():
         values[key] = _json(values[key], kind)
+    if not all(isinstance(subscription, dict) for subscription in values["push_subscriptions"]):
+        raise ValueError("push_subscriptions must hold JSON objects")
     if nesting(values["attributes"]) > MAX_VALUE_DEPTH:
         raise ValueError(f"attributes are nested more than {MAX_VALUE_DEPTH} levels deep")
     if values["timezone"]:
