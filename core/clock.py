@@ -23,19 +23,31 @@ def parse_duration(text: str | int) -> timedelta:
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO-8601 timestamp with a timezone (`Z` or an offset) → aware UTC datetime."""
+    """An ISO-8601 timestamp with a timezone (`Z` or an offset) → aware UTC datetime.
+
+    Raises ValueError for anything else, including a moment that has no UTC year 1 to 9999
+    (`9999-12-31T23:00:00-05:00`).
+    """
     try:
         moment = datetime.fromisoformat(text)
     except (TypeError, ValueError):
         raise ValueError(f"'{text}' is not an ISO-8601 timestamp such as 2026-03-02T10:00:00Z") from None
     if moment.tzinfo is None:
         raise ValueError(f"'{text}' has no timezone; add Z for UTC or an offset such as +03:00")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"'{text}' is outside the years 0001 to 9999 in UTC") from None
 
 
 def to_iso(moment: datetime) -> str:
-    """A UTC timestamp in one fixed width, so that stored timestamps sort as text."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A UTC timestamp in one fixed width, so that stored timestamps sort as text.
+
+    The year is written with four digits whatever the platform: `%Y` gives `999` for 999 on
+    glibc, which `parse_time` (rightly) cannot read back.
+    """
+    moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}Z"
 
 
 class WallClock:

@@ -10,12 +10,15 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from boomerang.clock import parse_duration
+from boomerang.ingest import IngestWindow
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import key_position, parse_yaml, value_position
 
@@ -26,6 +29,7 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _OPEN, _PAD, _CLOSE = "\u24d1", "\u24df", "\u24d4"
 _PLACEHOLDER = re.compile(f"{_OPEN}({_PAD}*[0-9a-z]+){_CLOSE}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_MAX_FUTURE = timedelta(days=36525)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Config:
     default_timezone: str = "UTC"
     outbox: Path | None = None
     log_level: str = "info"
+    ingest_window: IngestWindow = field(default_factory=IngestWindow)
     sources: dict[str, dict] = field(default_factory=dict)
     channels: dict[str, dict] = field(default_factory=dict)
     contact_plan: dict[str, Any] = field(default_factory=dict)
@@ -181,6 +186,7 @@ class _Reader:
             "contact_plan",
             "segments",
             "log_level",
+            "ingest",
         }
         for key in doc:
             if key not in known:
@@ -213,6 +219,7 @@ class _Reader:
             config.default_locale = self.string(doc, "default_locale")
         if "log_level" in doc:
             config.log_level = self.string(doc, "log_level", _choice_check(_LOG_LEVELS)).lower()
+        config.ingest_window = self.ingest_window(self.mapping(doc, "ingest", {"earliest", "future"}))
         config.sources = self.sections(doc, "sources")
         config.channels = self.sections(doc, "channels")
         plan = self.mapping(doc, "contact_plan", None)
@@ -222,6 +229,40 @@ class _Reader:
         segments = self.mapping(doc, "segments", None)
         config.segments = {str(name): self.string(segments, name) for name in segments}
         return config
+
+    def ingest_window(self, section: CommentedMap) -> IngestWindow:
+        """`ingest: {earliest: 2000-01-01, future: 1d}`: the `at` moments live events may have."""
+        window = IngestWindow()
+        if "earliest" in section:
+            value = section["earliest"]
+            # YAML reads an unquoted 2000-01-01 as a date; a quoted one stays text.
+            text = value.isoformat() if isinstance(value, date) else str(value)
+            try:
+                earliest = (
+                    datetime.combine(value, datetime.min.time(), UTC)
+                    if type(value) is date
+                    else datetime.fromisoformat(text)
+                )
+                window = IngestWindow(earliest.replace(tzinfo=earliest.tzinfo or UTC), window.future)
+            except (TypeError, ValueError):
+                self.error(
+                    value_position(section, "earliest"),
+                    f"'earliest': '{text}' is not a date such as 2000-01-01",
+                )
+        if "future" in section:
+            value = section["future"]
+            try:
+                future = parse_duration(value)
+            except OverflowError:  # a number of days no datetime can add
+                future = _MAX_FUTURE * 2
+            except ValueError as exc:
+                self.error(value_position(section, "future"), f"'future': {exc}")
+                return window
+            if future > _MAX_FUTURE:
+                self.error(value_position(section, "future"), f"'future': '{value}' is more than 100 years")
+            else:
+                window = IngestWindow(window.earliest, future)
+        return window
 
     def mapping(self, parent: CommentedMap, key: str, known: set[str] | None) -> CommentedMap:
         value = parent.get(key)

@@ -312,7 +312,7 @@ def _cap_frees_at(cap: Cap, counted: list[Sent], local: datetime) -> datetime:
 
 
 def _local(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M %Z")
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M %Z}"  # `%Y` drops the zeros of 0999
 
 
 def _span(delta: timedelta) -> str:

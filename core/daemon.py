@@ -19,6 +19,7 @@ from typing import IO
 from aiohttp import web
 
 from boomerang import __version__, tracking
+from boomerang.bodies import MAX_BODY
 from boomerang.clock import WallClock
 from boomerang.config import load_config
 from boomerang.engine import Engine
@@ -35,7 +36,6 @@ from boomerang.systemd import Notifier, watchdog_interval
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1024 * 1024  # 1 MiB: larger requests get 413
 GRACE_SECONDS = 8.0  # in-flight requests get this long after SIGTERM; systemd waits longer
 
 

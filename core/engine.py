@@ -444,8 +444,11 @@ class Engine:
                 self._end(journey, "exited", "the scenario no longer exists", now)
                 return
             step = scenario.index.get(journey.cursor or "")
-            if step is not None and step.kind == "wait" and step.until_idle and customer.last_seen_at:
-                quiet_from = customer.last_seen_at + step.until_idle
+            # A visit stamped beyond `now` (an event dated in the future, stored before the store
+            # took such events as of their arrival) says nothing about being on the site now.
+            seen = customer.last_seen_at
+            if step is not None and step.kind == "wait" and step.until_idle and seen and seen <= now:
+                quiet_from = seen + step.until_idle
                 if quiet_from > now:  # still browsing (seed S18): remind only once they are idle
                     self.store.add_job(
                         "advance",

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from boomerang.clock import parse_time
+from boomerang.clock import parse_time, to_iso
 from boomerang.model import Customer, JournalEntry, Journey
 
 
@@ -23,6 +23,7 @@ class Explanation:
     journeys: list[Journey]
     journal: list[JournalEntry]
     zone: ZoneInfo
+    set_aside: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # unreadable rows
 
     def timeline(self) -> list[dict[str, Any]]:
         """Events and journal lines merged in time order (an event first at the same moment)."""
@@ -69,7 +70,7 @@ class Explanation:
         ]
         timeline = [{**row, "at": _utc(row["at"])} for row in self.timeline()]
         return json.dumps(
-            {"customer": customer, "journeys": journeys, "timeline": timeline},
+            {"customer": customer, "journeys": journeys, "timeline": timeline, "set_aside": self.set_aside},
             ensure_ascii=False,
             indent=2,
             default=_json_default,
@@ -116,6 +117,11 @@ class Explanation:
             lines.append(
                 f"  {_utc(row['at'])}  {local}  {row['kind']:<7} {what + '  ' if what else ''}{row['reason']}"
             )
+        if self.set_aside:
+            lines.append("")
+            lines.append("Set aside (stored rows that cannot be read back; see the quarantine table):")
+            for row in self.set_aside:
+                lines.append(f"  {row['table']} {row['row_id']}: {row['reason']}")
         return "\n".join(lines) + "\n"
 
 
@@ -134,14 +140,15 @@ def explain(store: Any, identity: str, default_timezone: str) -> Explanation | N
         store.journeys_of(customer.id),
         store.journal(customer.id),
         zone,
+        store.set_aside(customer.id),
     )
 
 
 def _utc(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "-"
+    return to_iso(moment)[:16].replace("T", " ") if moment else "-"
 
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return to_iso(value)[:19] + "Z"
     raise TypeError(f"cannot encode {type(value).__name__}")

@@ -14,15 +14,18 @@ customers (see `Store.ingest`).
 
 from __future__ import annotations
 
-import json
 import re
 import string
 import unicodedata
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from boomerang.clock import parse_time
+from boomerang import bodies
+from boomerang.bodies import MAX_VALUE_DEPTH, BodyError, nesting
+from boomerang.clock import parse_time, to_iso
 from boomerang.kinds import IngestResult
 from boomerang.model import CHANNEL_NAMES, Event, ProfileUpdate
 
@@ -36,10 +39,40 @@ class EventError(ValueError):
     """Input that is not a valid event; the message says what is wrong and where."""
 
 
+@dataclass(frozen=True)
+class IngestWindow:
+    """The `at` moments live ingest accepts (setting `ingest:`): from `earliest` up to `future`
+    past the present.
+
+    A live event dated outside it is a sender's mistake (a clock reset to 1970, 2062 typed for
+    2026) that would otherwise steer profiles and waits. `simulate` and history imports take
+    any four-digit year.
+    """
+
+    earliest: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    future: timedelta = timedelta(days=1)
+
+    def problem(self, at: datetime, now: datetime) -> str | None:
+        """Why `at` is outside the window at `now`, or None if it is inside."""
+        if at < self.earliest:
+            return (
+                f"is before {to_iso(self.earliest)}, the earliest a live event may be dated "
+                "(setting ingest.earliest)"
+            )
+        if self.future < datetime.max.replace(tzinfo=UTC) - now and at > now + self.future:
+            hours = self.future.total_seconds() / 3600
+            return (
+                f"is more than {hours:g}h ahead of this server's clock ({to_iso(now)}); "
+                "check the sender's clock (setting ingest.future)"
+            )
+        return None
+
+
 def parse_body(body: bytes | str) -> list[tuple[str, Any]]:
     """Split a request body or file into (where, decoded JSON value) items.
 
     `where` names the item in error messages: `event 3` in an array, `line 3` in JSON lines.
+    Nesting deeper than `bodies.MAX_DEPTH` is refused before any parsing.
     """
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
@@ -48,14 +81,14 @@ def parse_body(body: bytes | str) -> list[tuple[str, Any]]:
     if not text.strip():
         raise EventError("no events: the body is empty")
     try:
-        whole = json.loads(text)
-    except json.JSONDecodeError as exc:
+        whole = bodies.loads(text)
+    except BodyError as exc:
         # JSON lines: several documents, each on its own line. A pretty-printed document with a
         # mistake is not that, and its error is reported at its real line.
         lines = [line for line in text.splitlines() if line.strip()]
-        if exc.msg == "Extra data" or any(_parses(line) for line in lines[:2]):
+        if "Extra data" in str(exc) or any(_parses(line) for line in lines[:2]):
             return _json_lines(text)
-        raise EventError(f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+        raise EventError(str(exc)) from None
     if isinstance(whole, list):
         return [(f"event {index}", item) for index, item in enumerate(whole, start=1)]
     return [("event", whole)]
@@ -63,8 +96,8 @@ def parse_body(body: bytes | str) -> list[tuple[str, Any]]:
 
 def _parses(line: str) -> bool:
     try:
-        json.loads(line)
-    except json.JSONDecodeError:
+        bodies.loads(line)
+    except BodyError:
         return False
     return True
 
@@ -75,14 +108,22 @@ def _json_lines(text: str) -> list[tuple[str, Any]]:
         if not line.strip():
             continue
         try:
-            items.append((f"line {number}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise EventError(f"line {number}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+            items.append((f"line {number}", bodies.loads(line)))
+        except BodyError as exc:
+            # The line was parsed alone: its position within it is "line 1, column N".
+            problem = str(exc)
+            where = f"line {number}, " if problem.startswith("line 1, ") else f"line {number}: "
+            raise EventError(where + problem.removeprefix("line 1, ")) from None
     return items
 
 
-def parse_event(raw: Any, where: str = "event") -> Event:
-    """Validate one generic event object; raises `EventError` naming the field at fault."""
+def parse_event(
+    raw: Any, where: str = "event", window: IngestWindow | None = None, now: datetime | None = None
+) -> Event:
+    """Validate one generic event object; raises `EventError` naming the field at fault.
+
+    With a `window` (live ingest), `at` must lie inside it at `now` (default: the wall clock).
+    """
     if not isinstance(raw, dict):
         raise EventError(f"{where}: an event must be a JSON object, not {type(raw).__name__}")
     unknown = set(raw) - {"id", "type", "at", "customer", "data"}
@@ -104,9 +145,13 @@ def parse_event(raw: Any, where: str = "event") -> Event:
         at = parse_time(raw["at"])
     except ValueError as exc:
         raise EventError(f"{where}: 'at': {exc}") from None
+    problem = window.problem(at, now or datetime.now(UTC)) if window else None
+    if problem:
+        raise EventError(f"{where}: 'at' {raw['at']} {problem}")
     data = raw.get("data", {})
     if not isinstance(data, dict):
         raise EventError(f"{where}: 'data' must be a JSON object")
+    _check_nesting(data, f"{where}: 'data'")
     profile = parse_profile(raw.get("customer"), where)
     return Event(id=str(event_id), type=event_type, at=at, profile=profile, data=data)
 
@@ -152,9 +197,9 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
     if text.get("timezone"):
         try:
             ZoneInfo(text["timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             raise EventError(
-                f"{where}: customer.timezone '{text['timezone']}' is not an IANA "
+                f"{where}: customer.timezone '{text['timezone'][:64]}' is not an IANA "
                 "timezone such as Europe/Moscow"
             ) from None
     if text.get("birthday") and not _BIRTHDAY.match(text["birthday"]):
@@ -169,6 +214,7 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
     attributes = raw.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise EventError(f"{where}: customer.attributes must be a JSON object")
+    _check_nesting(attributes, f"{where}: customer.attributes")
     subscriptions = raw.get("push_subscriptions") or []
     if not isinstance(subscriptions, list) or not all(_is_subscription(s) for s in subscriptions):
         raise EventError(
@@ -200,6 +246,13 @@ def normalise_email(value: str, where: str) -> str:
     return value.translate(_ASCII_LOWER)
 
 
+def _check_nesting(value: Any, what: str) -> None:
+    """Free-form values are kept shallow, so that nothing which passes here fails a send later."""
+    depth = nesting(value)
+    if depth > MAX_VALUE_DEPTH:
+        raise EventError(f"{what} is nested {depth} levels deep; at most {MAX_VALUE_DEPTH} are allowed")
+
+
 def normalise_phone(value: str, where: str) -> str:
     """Keep the digits (and a leading +) so the same number always looks the same."""
     digits = re.sub(r"[\s()\-.]", "", value)
@@ -219,9 +272,11 @@ def _is_subscription(value: Any) -> bool:
     )
 
 
-def parse_events(items: list[tuple[str, Any]]) -> list[Event]:
+def parse_events(
+    items: list[tuple[str, Any]], window: IngestWindow | None = None, now: datetime | None = None
+) -> list[Event]:
     """Validate every item; one bad event rejects the whole batch, so nothing is half-stored."""
-    return [parse_event(raw, where) for where, raw in items]
+    return [parse_event(raw, where, window, now) for where, raw in items]
 
 
 def nothing_verified(source: str) -> bool:

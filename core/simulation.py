@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from boomerang.clock import VirtualClock
+from boomerang.clock import VirtualClock, to_iso
 from boomerang.engine import Engine
 from boomerang.ingest import Ingestor, parse_body, parse_events
 from boomerang.kinds import Channel
@@ -80,7 +80,7 @@ class Timeline:
         return "".join(
             json.dumps(
                 {
-                    "at": entry.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "at": to_iso(entry.at)[:19] + "Z",
                     "kind": entry.kind,
                     "customer": entry.customer_id,
                     "scenario": entry.scenario,
@@ -113,7 +113,7 @@ class Timeline:
             zone = self.zones.get(entry.customer_id, UTC)
             rows.append(
                 (
-                    entry.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+                    to_iso(entry.at)[:16].replace("T", " "),
                     entry.at.astimezone(zone).strftime("%m-%d %H:%M %Z"),
                     entry.customer_id,
                     entry.scenario or "-",
@@ -162,7 +162,9 @@ async def simulate(
     }
     project.registry.channels = dict(rehearsals)
     start = start or (events[0].at if events else datetime.now(UTC).replace(microsecond=0))
-    until = until or ((events[-1].at if events else start) + DEFAULT_TAIL)
+    last = events[-1].at if events else start
+    # Any four-digit year is simulated: the tail stops at the last moment a datetime holds.
+    until = until or last + min(DEFAULT_TAIL, datetime.max.replace(tzinfo=UTC) - last)
     events = [event for event in events if start <= event.at <= until]
     clock = VirtualClock(start)
     with tempfile.TemporaryDirectory(prefix="boomerang-simulate-") as directory:

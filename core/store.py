@@ -11,17 +11,20 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlite_utils import Database
 
+from boomerang.bodies import MAX_VALUE_DEPTH, nesting
 from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import Sent
 from boomerang.ingest import EventError, normalise_email, normalise_phone
@@ -29,6 +32,7 @@ from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Event, Job, Journa
 from boomerang.private_files import create_private
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Each migration runs once, in order, inside a transaction; PRAGMA user_version records the
 # last one applied. Never edit a published migration: add the next number.
@@ -168,7 +172,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX messages_journey_step ON messages (journey_id, step);
         """,
     ),
+    (
+        5,
+        "rows that cannot be read back, set aside",
+        """
+        CREATE TABLE quarantine (
+            table_name TEXT NOT NULL,
+            row_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            found_at TEXT NOT NULL,
+            content TEXT,
+            PRIMARY KEY (table_name, row_id)
+        );
+        """,
+    ),
 ]
+
+# What decoding a damaged row raises: ValueError for a timestamp, JSON, number or timezone that
+# does not read back (the decoders below turn every such finding into one), and what `json.loads`
+# raises on absurd input. Anything else is a bug and stays loud.
+UNREADABLE = (ValueError, OverflowError, RecursionError)
+
+# How a row that cannot be read back is taken out of the work that met it, so that it is not
+# met again: an event counts as handled, a journey and a message stop, a job leaves the queue
+# (its content is kept in `quarantine`). A customer stays: reads of it keep skipping it.
+SET_ASIDE = {
+    "events": "UPDATE events SET handled = 1 WHERE id = ?",
+    "journeys": "UPDATE journeys SET status = 'quarantined' WHERE id = ?",
+    "messages": "UPDATE messages SET status = 'quarantined' WHERE id = ?",
+    "jobs": "DELETE FROM jobs WHERE id = ?",
+}
 
 # Tables whose rows belong to a customer; merging two customers re-points them all.
 CUSTOMER_TABLES = ("events", "identities", "journeys", "messages", "journal")
@@ -215,6 +248,7 @@ class Store:
             conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self.db = Database(conn)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.rows_set_aside = 0  # times a row was found unreadable and set aside since opening
         if read_only:
             self._refuse_other_schema()
             return
@@ -248,6 +282,56 @@ class Store:
                 f"the database is at schema {current}, {newer} than this Boomerang's ({latest}); "
                 + ("upgrade Boomerang" if current > latest else "start the daemon once to migrate it")
             )
+
+    def _read_row(self, table: str, row_id: Any, build: Callable[[], T], content: Any = None) -> T | None:
+        """`build()` a model object from a stored row, or None if the row cannot be read back.
+
+        Such a row is set aside: recorded in `quarantine`, logged once with its id, and taken
+        out of the work queues, so that one damaged row fails itself, never the loop or the
+        start that met it.
+        """
+        try:
+            return build()
+        except UNREADABLE as exc:
+            self._set_aside(table, str(row_id), f"{type(exc).__name__}: {exc}"[:300], content)
+            return None
+
+    def _set_aside(self, table: str, row_id: str, reason: str, content: Any) -> None:
+        try:
+            with self.db.atomic():
+                new = self.db.execute(
+                    "INSERT OR IGNORE INTO quarantine (table_name, row_id, reason, found_at, content)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [table, row_id, reason, to_iso(datetime.now(UTC)), _dump_row(content)],
+                ).rowcount
+                if table in SET_ASIDE:
+                    self.db.execute(SET_ASIDE[table], [row_id])
+        except sqlite3.Error as exc:  # a read-only store (explain) still skips the row
+            log.error(
+                "cannot read back %s row %s (%s); skipped, not set aside: %s", table, row_id, reason, exc
+            )
+            return
+        self.rows_set_aside += 1
+        if new:
+            log.error(
+                "cannot read back %s row %s (%s); it is set aside in the quarantine table and skipped",
+                table,
+                row_id,
+                reason,
+            )
+
+    def set_aside(self, customer_id: str) -> list[dict[str, Any]]:
+        """A customer's rows that were set aside because they could not be read back."""
+        owned = " OR ".join(
+            f"(table_name = '{table}' AND row_id IN (SELECT id FROM {table} WHERE customer_id = ?))"
+            for table in ("events", "journeys", "messages")
+        )
+        cursor = self.db.execute(
+            "SELECT table_name, row_id, reason, found_at FROM quarantine"
+            f" WHERE (table_name = 'customers' AND row_id = ?) OR {owned} ORDER BY found_at, rowid",
+            [customer_id] * 4,
+        )
+        return [dict(zip(("table", "row_id", "reason", "found_at"), row, strict=True)) for row in cursor]
 
     def migrate(self) -> list[int]:
         """Apply the migrations this database has not had yet; returns their numbers."""
@@ -288,7 +372,7 @@ class Store:
                 if seen:
                     continue
                 resolve = self._resolve_customer if verified else self._resolve_claim
-                event.customer_id, refused = resolve(event.profile, now, to_iso(event.at))
+                event.customer_id, refused = resolve(event.profile, now, _as_of(event, now))
                 self._update_profile(event.customer_id, event, now, refused)
                 self.db.execute(
                     "INSERT INTO events (id, type, at, customer_id, data, source, received_at)"
@@ -429,27 +513,36 @@ class Store:
         event only fills gaps.
 
         `updated_at` is the time of the latest event that spoke about the profile, so events
-        that arrive out of order cannot overwrite newer values with older ones.
+        that arrive out of order cannot overwrite newer values with older ones. An event dated
+        in the future counts as of its arrival (`now`), and so do stamps stored beyond `now`
+        before that rule: one wrong clock must not make every later event look older. A
+        consent withdrawn applies whatever the order.
         """
         row = self.customer_row(customer_id)
-        assert row is not None
+        if row is None:  # unreadable, set aside: the event is kept, the profile left alone
+            return
         profile = event.profile
-        at = to_iso(event.at)
-        newer = at >= row["updated_at"]
-        updates: dict[str, Any] = {"updated_at": max(at, row["updated_at"])}
+        at = _as_of(event, now)
+        updated_at = min(row["updated_at"], now)
+        newer = at >= updated_at
+        updates: dict[str, Any] = {"updated_at": max(at, updated_at)}
         for name in PROFILE_FIELDS:
             value = getattr(profile, name)
             if value is not None and name not in refused and (newer or row[name] is None):
                 updates[name] = value
 
-        def joined(stored: str, given: dict) -> str:
+        def joined(stored: str, given: dict) -> dict:
             old = json.loads(stored)
-            return json.dumps({**old, **given} if newer else {**given, **old}, ensure_ascii=False)
+            return {**old, **given} if newer else {**given, **old}
 
         if profile.consents:
-            updates["consents"] = joined(row["consents"], profile.consents)
+            # A withdrawal applies whatever the order of `at`: an older "no" is still a no.
+            withdrawn = {channel: False for channel, given in profile.consents.items() if not given}
+            updates["consents"] = json.dumps({**joined(row["consents"], profile.consents), **withdrawn})
         if profile.attributes:
-            updates["attributes"] = joined(row["attributes"], profile.attributes)
+            updates["attributes"] = json.dumps(
+                joined(row["attributes"], profile.attributes), ensure_ascii=False
+            )
         if profile.push_subscriptions:
             self._take_push_subscriptions(customer_id, profile.push_subscriptions)
             updates["push_subscriptions"] = json.dumps(
@@ -484,9 +577,9 @@ class Store:
             total = order.get("total", 0)
             updates["orders_count"] = row["orders_count"] + 1
             updates["revenue"] = row["revenue"] + (total if isinstance(total, int | float) else 0)
-            updates["last_order_at"] = max(filter(None, [row["last_order_at"], at]))
+            updates["last_order_at"] = max(filter(None, [_not_after(row["last_order_at"], now), at]))
         if event.type in SITE_ACTIVITY:
-            updates["last_seen_at"] = max(filter(None, [row["last_seen_at"], at]))
+            updates["last_seen_at"] = max(filter(None, [_not_after(row["last_seen_at"], now), at]))
         self.db["customers"].update(customer_id, updates)
 
     def _take_push_subscriptions(self, customer_id: str, subscriptions: list[dict]) -> None:
@@ -505,7 +598,13 @@ class Store:
                 self.db["customers"].update(other, {"push_subscriptions": json.dumps(kept)})
 
     def customer_row(self, customer_id: str) -> dict[str, Any] | None:
-        """The raw stored row of a customer, by canonical id."""
+        """The raw stored row of a customer, by canonical id; None if it cannot be read back."""
+        row = self._customer_columns(customer_id)
+        if row is None or self._read_row("customers", customer_id, lambda: _customer(row)) is None:
+            return None
+        return row
+
+    def _customer_columns(self, customer_id: str) -> dict[str, Any] | None:
         cursor = self.db.execute("SELECT * FROM customers WHERE id = ?", [customer_id])
         row = cursor.fetchone()
         if row is None:
@@ -528,17 +627,11 @@ class Store:
         return self.customer(row[0])
 
     def customer(self, customer_id: str) -> Customer | None:
-        """A customer by canonical id."""
-        row = self.customer_row(customer_id)
+        """A customer by canonical id; None if there is none or the row cannot be read back."""
+        row = self._customer_columns(customer_id)
         if row is None:
             return None
-        times = ("last_order_at", "last_seen_at", "created_at", "updated_at")
-        values = {key: row[key] for key in row if key not in times}
-        for key in ("consents", "attributes", "push_subscriptions", "opt_outs", "unreachable"):
-            values[key] = json.loads(values[key])
-        for key in times:
-            values[key] = parse_time(row[key]) if row[key] else None
-        return Customer(**values)
+        return self._read_row("customers", customer_id, lambda: _customer(row))
 
     def events_of(self, customer_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """A customer's events, oldest first."""
@@ -546,9 +639,21 @@ class Store:
             "SELECT id, type, at, data, source FROM events WHERE customer_id = ? ORDER BY at, id LIMIT ?",
             [customer_id, limit],
         ).fetchall()
-        return [
-            {"id": r[0], "type": r[1], "at": r[2], "data": json.loads(r[3]), "source": r[4]} for r in rows
-        ]
+        events = (
+            self._read_row(
+                "events",
+                r[0],
+                lambda r=r: {
+                    "id": r[0],
+                    "type": r[1],
+                    "at": _stamp(r[2]),
+                    "data": _json(r[3], dict),
+                    "source": r[4],
+                },
+            )
+            for r in rows
+        )
+        return [event for event in events if event is not None]
 
     # transactions
     def transaction(self) -> Any:
@@ -557,24 +662,35 @@ class Store:
 
     # events, for the engine
     def unhandled_events(self, limit: int = 100) -> list[Event]:
-        """Stored events the engine has not acted on yet, in arrival order."""
-        rows = self.db.execute(
-            "SELECT id, type, at, customer_id, data, source FROM events WHERE handled = 0"
-            " ORDER BY received_at, rowid LIMIT ?",
-            [limit],
-        ).fetchall()
-        return [
-            Event(
-                id=r[0],
-                type=r[1],
-                at=parse_time(r[2]),
-                profile=ProfileUpdate(),
-                data=json.loads(r[4]),
-                customer_id=r[3],
-                source=r[5],
-            )
-            for r in rows
-        ]
+        """Stored events the engine has not acted on yet, in arrival order (unreadable ones set aside)."""
+        while True:
+            set_aside = self.rows_set_aside
+            rows = self.db.execute(
+                "SELECT id, type, at, customer_id, data, source FROM events WHERE handled = 0"
+                " ORDER BY received_at, rowid LIMIT ?",
+                [limit],
+            ).fetchall()
+            events = [
+                self._read_row(
+                    "events",
+                    r[0],
+                    lambda r=r: Event(
+                        id=r[0],
+                        type=r[1],
+                        at=parse_time(r[2]),
+                        profile=ProfileUpdate(),
+                        data=_json(r[4], dict),
+                        customer_id=r[3],
+                        source=r[5],
+                    ),
+                )
+                for r in rows
+            ]
+            readable = [event for event in events if event is not None]
+            # A page of nothing but set-aside rows is not the end of the queue: those rows now
+            # count as handled, so the next page holds others (if they could be marked).
+            if readable or self.rows_set_aside == set_aside:
+                return readable
 
     def mark_handled(self, event_id: str) -> None:
         """Record that the engine has acted on an event."""
@@ -591,7 +707,15 @@ class Store:
             " ORDER BY at, id",
             [customer_id, *types, to_iso(since) if since else ""],
         ).fetchall()
-        return [{"id": r[0], "type": r[1], "at": r[2], "data": json.loads(r[3])} for r in rows]
+        events = (
+            self._read_row(
+                "events",
+                r[0],
+                lambda r=r: {"id": r[0], "type": r[1], "at": _stamp(r[2]), "data": _json(r[3], dict)},
+            )
+            for r in rows
+        )
+        return [event for event in events if event is not None]
 
     def set_attributes(self, customer_id: str, attributes: dict[str, Any]) -> None:
         """Merge values into a customer's free-form attributes."""
@@ -689,23 +813,28 @@ class Store:
             f" context, entered_at, ended_at FROM journeys {where}",
             params,
         ).fetchall()
-        return [
-            Journey(
-                id=r[0],
-                scenario=r[1],
-                customer_id=r[2],
-                entry_key=r[3],
-                status=r[4],
-                holdout=bool(r[5]),
-                cursor=r[6],
-                waiting_for=r[7],
-                version=r[8],
-                context=json.loads(r[9]),
-                entered_at=parse_time(r[10]),
-                ended_at=parse_time(r[11]) if r[11] else None,
+        journeys = (
+            self._read_row(
+                "journeys",
+                r[0],
+                lambda r=r: Journey(
+                    id=r[0],
+                    scenario=r[1],
+                    customer_id=r[2],
+                    entry_key=r[3],
+                    status=r[4],
+                    holdout=bool(r[5]),
+                    cursor=r[6],
+                    waiting_for=r[7],
+                    version=_integer(r[8]),
+                    context=_json(r[9], dict),
+                    entered_at=parse_time(r[10]),
+                    ended_at=parse_time(r[11]) if r[11] else None,
+                ),
             )
             for r in rows
-        ]
+        )
+        return [journey for journey in journeys if journey is not None]
 
     # jobs: the persistent priority queue
     def add_job(
@@ -770,16 +899,36 @@ class Store:
             f" WHERE id IN ({marks}) ORDER BY due_at, priority DESC, id",
             claimed,
         ).fetchall()
-        return [Job(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8]) for r in rows]
+        jobs = (
+            self._read_row(
+                "jobs",
+                r[0],
+                lambda r=r: Job(
+                    r[0],
+                    r[1],
+                    _number(r[2]),
+                    _integer(r[3]),
+                    _json(r[4], dict),
+                    r[5],
+                    r[6],
+                    r[7],
+                    _integer(r[8]),
+                ),
+                content=r,
+            )
+            for r in rows
+        )
+        return [job for job in jobs if job is not None]
 
     def upcoming_jobs(
         self, until: float, limit: int, now: float | None = None
     ) -> list[tuple[float, int, int]]:
         """(due_at, -priority, id) of claimable jobs due before `until`, through the due index."""
+        # `-priority` in SQL: a damaged priority becomes 0 here and is set aside when claimed.
         return [
-            (r[0], -r[1], r[2])
+            (r[0], r[1], r[2])
             for r in self.db.execute(
-                "SELECT due_at, priority, id FROM jobs WHERE due_at <= ?"
+                "SELECT due_at, -priority, id FROM jobs WHERE due_at <= ?"
                 " AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, priority DESC LIMIT ?",
                 [until, time.time() if now is None else now, limit],
             )
@@ -833,9 +982,7 @@ class Store:
         if row is None:
             return None
         record = dict(zip([c[0] for c in cursor.description], row, strict=True))
-        for key in ("candidates", "promo", "context", "links", "tried"):
-            record[key] = json.loads(record[key]) if record[key] else None
-        return record
+        return self._read_row("messages", message_id, lambda: _message(record))
 
     def update_message(self, message_id: str, **fields: Any) -> None:
         """Change a message's status, channel, detail..."""
@@ -844,11 +991,14 @@ class Store:
     def sent_messages(self, customer_id: str, since: datetime) -> list[Sent]:
         """Messages that went (or are going) to a customer since a moment: what caps count."""
         rows = self.db.execute(
-            "SELECT sent_at, channel, category FROM messages WHERE customer_id = ? AND sent_at >= ?"
+            "SELECT id, sent_at, channel, category FROM messages WHERE customer_id = ? AND sent_at >= ?"
             " AND status IN ('sending', 'sent', 'delivered') ORDER BY sent_at",
             [customer_id, to_iso(since)],
         ).fetchall()
-        return [Sent(parse_time(r[0]), r[1], r[2]) for r in rows]
+        sent = (
+            self._read_row("messages", r[0], lambda r=r: Sent(parse_time(r[1]), r[2], r[3])) for r in rows
+        )
+        return [item for item in sent if item is not None]
 
     def engagement(self, customer_id: str | None = None) -> dict[str, tuple[float, int]]:
         """Per channel: the mean engagement of messages (clicked 1, opened .6, delivered .3, sent .1,
@@ -901,11 +1051,14 @@ class Store:
         """Timeline lines (of one customer, or all), in time order."""
         where, params = ("WHERE customer_id = ?", [customer_id]) if customer_id else ("", [])
         rows = self.db.execute(
-            "SELECT at, kind, customer_id, reason, scenario, journey_id, step, template, channel, message_id,"
-            f" value, variant FROM journal {where} ORDER BY at, id",
+            "SELECT id, at, kind, customer_id, reason, scenario, journey_id, step, template, channel,"
+            f" message_id, value, variant FROM journal {where} ORDER BY at, id",
             params,
         ).fetchall()
-        return [JournalEntry(parse_time(r[0]), *r[1:]) for r in rows]
+        entries = (
+            self._read_row("journal", r[0], lambda r=r: JournalEntry(parse_time(r[1]), *r[2:])) for r in rows
+        )
+        return [entry for entry in entries if entry is not None]
 
     # feedback: receipts, opens, clicks, unsubscribes
     def record_feedback(
@@ -1005,3 +1158,91 @@ def _join_subscriptions(first: list[dict], second: list[dict]) -> list[dict]:
         by_endpoint.pop(sub.get("endpoint"), None)  # subscribed again: the newest now
         by_endpoint[sub.get("endpoint")] = sub
     return list(by_endpoint.values())[-MAX_PUSH_SUBSCRIPTIONS:]
+
+
+def _as_of(event: Event, received_at: str) -> str:
+    """When an event counts for ordering: its `at`, or its arrival if `at` lies in the future."""
+    return min(to_iso(event.at), received_at)
+
+
+def _not_after(stamp: str | None, now: str) -> str | None:
+    """A stored stamp, unless it lies beyond `now` (written from a future-dated event)."""
+    return stamp if stamp is not None and stamp <= now else None
+
+
+def _json(text: Any, kind: type) -> Any:
+    """A stored JSON column, decoded and checked to be a `kind` (dict or list)."""
+    if not isinstance(text, str):
+        raise ValueError(f"JSON text was expected, not {type(text).__name__}")
+    value = json.loads(text)
+    if not isinstance(value, kind):
+        raise ValueError(f"a JSON {kind.__name__} was expected, not {type(value).__name__}")
+    return value
+
+
+def _stamp(text: Any) -> str:
+    """A stored timestamp, checked to read back."""
+    parse_time(text)
+    return text
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"a whole number was expected, not {value!r}"[:100])
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"a number was expected, not {value!r}"[:100])
+    return float(value)
+
+
+_CUSTOMER_JSON = {
+    "consents": dict,
+    "attributes": dict,
+    "push_subscriptions": list,
+    "opt_outs": dict,
+    "unreachable": dict,
+}
+_CUSTOMER_TIMES = ("last_order_at", "last_seen_at", "created_at", "updated_at")
+
+
+def _customer(row: dict[str, Any]) -> Customer:
+    """A customer row decoded, every column checked: what reads back here cannot fail a send later."""
+    values = {key: row[key] for key in row if key not in _CUSTOMER_TIMES}
+    for key, kind in _CUSTOMER_JSON.items():
+        values[key] = _json(values[key], kind)
+    if not all(isinstance(subscription, dict) for subscription in values["push_subscriptions"]):
+        raise ValueError("push_subscriptions must hold JSON objects")
+    if nesting(values["attributes"]) > MAX_VALUE_DEPTH:
+        raise ValueError(f"attributes are nested more than {MAX_VALUE_DEPTH} levels deep")
+    if values["timezone"]:
+        try:
+            ZoneInfo(str(values["timezone"]))
+        except (ZoneInfoNotFoundError, OSError):  # OSError: a name too long for a file
+            raise ValueError("timezone: not an IANA timezone") from None
+    _integer(values["orders_count"])
+    _number(values["revenue"])
+    for key in _CUSTOMER_TIMES:
+        values[key] = parse_time(row[key]) if row[key] else None
+    return Customer(**values)
+
+
+_MESSAGE_JSON = {"candidates": list, "promo": dict, "context": dict, "links": list, "tried": list}
+_MESSAGE_TIMES = ("created_at", "sent_at", "expires_at", "delivered_at", "opened_at", "clicked_at")
+
+
+def _message(record: dict[str, Any]) -> dict[str, Any]:
+    """A message row with its JSON columns decoded and its timestamps checked."""
+    for key, kind in _MESSAGE_JSON.items():
+        record[key] = _json(record[key], kind) if record[key] else None
+    for key in _MESSAGE_TIMES:
+        if record[key]:
+            parse_time(record[key])
+    return record
+
+
+def _dump_row(content: Any) -> str | None:
+    """A raw row as text for the quarantine table, whatever its values are."""
+    return None if content is None else json.dumps(list(content), default=repr, ensure_ascii=False)

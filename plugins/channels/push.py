@@ -61,6 +61,7 @@ from py_vapid import Vapid, VapidException
 from pywebpush import WebPushException, webpush_async
 
 from boomerang import hookimpl
+from boomerang.bodies import BodyError, read_json
 from boomerang.clock import parse_duration, to_iso
 from boomerang.config import Config
 from boomerang.ingest import EventError, parse_event
@@ -492,23 +493,19 @@ class PushChannel(Channel):
         """`POST /push/subscribe`: add a browser's subscription to the customer the token names."""
         if not self.secret:
             return _error(503, "push subscriptions need 'secret' in boomerang.yaml to check tokens")
-        if (request.content_length or 0) > MAX_REQUEST:
-            return _error(413, f"the request is larger than {MAX_REQUEST} bytes")
-        body = await request.read()
-        if len(body) > MAX_REQUEST:
-            return _error(413, f"the request is larger than {MAX_REQUEST} bytes")
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, 'the body must be JSON: {"subscription": {...}, "token": "..."}')
-        if not isinstance(data, dict) or "subscription" not in data:
-            return _error(
-                400, 'the body must be {"subscription": <PushSubscription.toJSON()>, "token": "..."}'
-            )
-        token = data.get("token")
+            data = await read_json(request, MAX_REQUEST)
+        except BodyError as exc:
+            return _error(exc.status, f'{exc}: send {{"subscription": {{...}}, "token": "..."}}')
+        # The credential travels in the body: it is checked before anything else in it is used.
+        token = data.get("token") if isinstance(data, dict) else None
         customer_id = unseal(self.secret, "push", token) if isinstance(token, str) else None
         if not customer_id:
             return _error(403, "the token is missing, not valid or older than 7 days")
+        if "subscription" not in data:
+            return _error(
+                400, 'the body must be {"subscription": <PushSubscription.toJSON()>, "token": "..."}'
+            )
         problem = self.unusable(data["subscription"])
         if problem:
             return _error(400, problem)
@@ -534,11 +531,10 @@ class PushChannel(Channel):
 
     async def clicked(self, request: web.Request, ingest: Ingest) -> web.Response:
         """`POST /push/click` with `{"token": ...}`: the service worker saw a notification clicked."""
-        body = await request.content.read(MAX_REQUEST)
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
+            data = await read_json(request, MAX_REQUEST)
+        except BodyError as exc:
+            return _error(exc.status, f'{exc}: send {{"token": "..."}}')
         token = data.get("token") if isinstance(data, dict) else None
         value = verify(self.secret, "click", token) if self.secret and isinstance(token, str) else None
         message_id, _, kind = (value or "").rpartition(":")

@@ -296,9 +296,10 @@ class TwilioChannel(Channel):
 
     async def receipt(self, request: web.Request, ingest: Ingest) -> web.Response:
         """Record a signed status callback as a feedback event; anything unsigned gets 403."""
-        form = await request.post()
         signature = request.headers.get("X-Twilio-Signature", "")
         url = f"{self.public_url}{request.raw_path}"
+        # The signature covers the form, so the form is read first, but only when there is one.
+        form = await request.post() if signature else {}
         if not signature or not self.validator.validate(url, form, signature):
             log.warning("%s: refused a status callback with a bad signature for %s", self.name, url)
             raise web.HTTPForbidden(text="bad or missing X-Twilio-Signature\n")

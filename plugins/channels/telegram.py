@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import pass_context
 
 from boomerang import hookimpl
+from boomerang.bodies import BodyError, read_json
 from boomerang.config import Config
 from boomerang.ingest import EventError, parse_event
 from boomerang.kinds import Channel, Ingest, Route, Source
@@ -74,6 +75,7 @@ MAX_START_PARAMETER = 64  # Telegram's limit for ?start=..., characters A-Z a-z 
 MAX_LINKED_ID = MAX_START_PARAMETER * 3 // 4 - SEALED_OVERHEAD  # bytes of customer id in a deep link
 MESSAGES_PER_SECOND = 25.0  # overall, below Telegram's ~30/s
 CHAT_INTERVAL = 1.0  # seconds between two messages to one chat
+LATEST_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 REQUEST_TIMEOUT = 30.0
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll may wait for updates
 POLL_BACKOFF_MAX = 60.0
@@ -732,9 +734,9 @@ class TelegramSource(Source):
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             return web.json_response({"error": f"missing or wrong {SECRET_HEADER}"}, status=403)
         try:
-            update = await request.json()
-        except ValueError:
-            return web.json_response({"error": "the body is not JSON"}, status=400)
+            update = await read_json(request)
+        except BodyError as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
         if not isinstance(update, dict):
             return web.json_response({"error": "an update is a JSON object"}, status=400)
         await self.handle_update(update, ingest)
@@ -754,7 +756,9 @@ class TelegramSource(Source):
         sender = message.get("from") if isinstance(message.get("from"), dict) else {}
         language = str(sender.get("language_code") or self.settings.default_locale)[:2].lower()
         date = message.get("date")
-        at = datetime.fromtimestamp(date, UTC) if isinstance(date, int) else datetime.now(UTC)
+        # A date no datetime can hold (OverflowError, OSError) must not make the update unreadable.
+        readable = isinstance(date, int) and 0 <= date <= LATEST_TIMESTAMP
+        at = datetime.fromtimestamp(date, UTC) if readable else datetime.now(UTC)
         command, _, argument = text.strip().partition(" ")
         if command.split("@")[0] == "/start":
             await self._start(update_id, chat_id, argument.strip(), at, language, ingest)

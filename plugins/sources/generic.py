@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from boomerang import hookimpl
 from boomerang.config import Config
-from boomerang.ingest import EventError, parse_body, parse_events
+from boomerang.ingest import EventError, IngestWindow, parse_body, parse_events
 from boomerang.kinds import Ingest, Route, Source
 
 if TYPE_CHECKING:
@@ -24,8 +24,9 @@ class GenericSource(Source):
     name = "api"
     verified = True  # every request carries the api_token: the shop's own word
 
-    def __init__(self, api_token: str | None):
+    def __init__(self, api_token: str | None, window: IngestWindow | None = None):
         self.api_token = api_token
+        self.window = window or IngestWindow()
 
     def routes(self) -> list[Route]:
         """`POST /events`."""
@@ -49,9 +50,11 @@ class GenericSource(Source):
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="boomerang"'},
             )
-        body = await request.read()  # aiohttp answers 413 above the app's client_max_size
+        # Only now, with the caller known, is the body read (aiohttp answers 413 above the
+        # app's client_max_size) and parsed (nesting is bounded before the parser recurses).
+        body = await request.read()
         try:
-            events = parse_events(parse_body(body))
+            events = parse_events(parse_body(body), self.window)
         except EventError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         result = await ingest(events, self.name)
@@ -61,4 +64,4 @@ class GenericSource(Source):
 @hookimpl
 def register_sources(config: Config) -> list[Source]:
     """The generic source is always on; without an `api_token` it refuses every request."""
-    return [GenericSource(config.api_token)]
+    return [GenericSource(config.api_token, config.ingest_window)]

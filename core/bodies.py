@@ -1,0 +1,86 @@
+"""JSON from outside, read within limits: every endpoint's body, event files, stored columns.
+
+`json.loads` recurses once per level of nesting, so a body of 100 000 `[` characters (200 KB)
+raises RecursionError deep inside it. Here the nesting is measured first, by a scan that does
+not recurse, and a document deeper than the limit is refused before it is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+MAX_BODY = 1024 * 1024  # 1 MiB: larger requests get 413
+MAX_DEPTH = 64  # nesting a whole document may have (an event's data and attributes get 32 of it)
+MAX_VALUE_DEPTH = 32  # nesting a free-form value (event data, customer attributes) may have
+
+# A JSON string, written so that a failed match cannot backtrack more than linearly.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+class BodyError(ValueError):
+    """Input that cannot be read as JSON within the limits; `status` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON nested at most `max_depth` levels; raises `BodyError` saying what is wrong.
+
+    JSON syntax errors keep `json.JSONDecodeError`'s line and column in the message.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BodyError(f"the body is not UTF-8 text (byte {exc.start})") from None
+    depth = _depth(text)
+    if depth > max_depth:
+        raise BodyError(f"the JSON is nested {depth} levels deep; at most {max_depth} are allowed")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BodyError(f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise BodyError(f"invalid JSON: {exc}") from None
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets outside strings; over-counts only in invalid JSON."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(1 if char in "[{" else -1 for char in brackets), default=0)
+
+
+def nesting(value: Any) -> int:
+    """How many containers deep a decoded value is: `1` is 0, `{}` is 1, `{"a": [1]}` is 2."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:  # a loop, not recursion: the value may be as deep as its parser allowed
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+async def read_json(request: web.Request, max_bytes: int = MAX_BODY) -> Any:
+    """A request's body as JSON, at most `max_bytes` and `MAX_DEPTH` deep; raises `BodyError`
+    with status 413 for a body too large and 400 for one that is not such JSON."""
+    if (request.content_length or 0) > max_bytes:
+        raise BodyError(f"the request is larger than {max_bytes} bytes", 413)
+    body = await request.read()  # aiohttp itself answers 413 above the app's MAX_BODY
+    if len(body) > max_bytes:
+        raise BodyError(f"the request is larger than {max_bytes} bytes", 413)
+    if not body.strip():
+        raise BodyError("the body is empty; send a JSON object")
+    return loads(body)
