@@ -85,7 +85,12 @@ class Channel(ABC):
 
     @abstractmethod
     async def send(self, message: Message) -> Delivery:
-        """Send one message and say what happened; must not raise for provider errors."""
+        """Send one message and say what happened; must not raise for provider errors.
+
+        `message.idempotency_key` is the same on every attempt to send this message (a
+        retry, a transactional message sent again after a crash): hand it to a provider
+        that accepts one, so that it can drop the repeat.
+        """
 
     def outbox_file(self, message: Message) -> tuple[str, bytes]:
         """The file the outbox writes instead of sending: (suffix, content)."""

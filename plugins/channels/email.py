@@ -2,8 +2,10 @@
 
 Configured under `channels.email`: host, port, from, starttls, tls, username, password,
 timeout, pool, unsubscribe_mailto, validate_certs. Messages are `multipart/alternative` (text and HTML) with
-`Message-ID`, `Date` and `X-Boomerang-Message-Id` (the message id, so a retried send is
-recognisable); marketing messages carry RFC 8058 one-click unsubscribe headers.
+`Date`, `X-Boomerang-Message-Id` (the message id) and a `Message-ID` made from the message's
+idempotency key, `<{key}@{from domain}>`: every attempt to send one message (a retry, a re-send
+after a crash) carries the same one, so any receiver can tell a repeat. Marketing messages
+carry RFC 8058 one-click unsubscribe headers.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import quote
 
@@ -121,7 +123,7 @@ class EmailChannel(Channel):
         mail["Subject"] = message.subject or ""
         mail["Date"] = format_datetime(datetime.now(UTC))
         domain = parseaddr(self.sender)[1].rpartition("@")[2] or "boomerang.local"
-        mail["Message-ID"] = make_msgid(idstring=message.id, domain=domain)
+        mail["Message-ID"] = f"<{message.idempotency_key}@{domain}>"
         mail["X-Boomerang-Message-Id"] = message.id
         unsubscribe = message.extra.get("unsubscribe_url")
         if unsubscribe:
