@@ -5,7 +5,8 @@ timeout, pool, unsubscribe_mailto, validate_certs. Messages are `multipart/alter
 `Date`, `X-Boomerang-Message-Id` (the message id) and a `Message-ID` made from the message's
 idempotency key, `<{key}@{from domain}>`: every attempt to send one message (a retry, a re-send
 after a crash) carries the same one, so any receiver can tell a repeat. Marketing messages
-carry RFC 8058 one-click unsubscribe headers.
+carry RFC 8058 one-click unsubscribe headers, in the plain `<https://...>, <mailto:...>` form
+mailbox providers read.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import Policy
+from email.policy import default as default_policy
 from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +50,25 @@ _CONNECTION_ERRORS = (
     ConnectionError,
     OSError,
 )
+
+
+class _ListUnsubscribeHeader(UnstructuredHeader):
+    """`List-Unsubscribe` written as it is: `<https://...>, <mailto:...>`, one entry per line.
+
+    The email package folds a long unstructured header into RFC 2047 encoded words, and
+    mailbox providers then find no URL in it, so no one-click unsubscribe. The header object
+    folds itself whatever policy the message is flattened with (aiosmtplib uses its own).
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        """The header line, folded only between its entries."""
+        separator = "," + policy.linesep + " "
+        return f"{self.name}: {separator.join(str(self).split(', '))}{policy.linesep}"
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("list-unsubscribe", _ListUnsubscribeHeader)
+POLICY = default_policy.clone(header_factory=_HEADERS)
 
 
 class SmtpPool:
@@ -117,7 +140,7 @@ class EmailChannel(Channel):
 
     def build(self, message: Message) -> EmailMessage:
         """The MIME message: a text part and, when the template has one, an HTML alternative."""
-        mail = EmailMessage()
+        mail = EmailMessage(policy=POLICY)
         mail["From"] = self.sender
         mail["To"] = message.to
         mail["Subject"] = message.subject or ""

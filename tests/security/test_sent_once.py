@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import time
@@ -22,8 +21,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
-from test_channel_email import Mailbox
 from twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 import conftest
@@ -31,6 +28,7 @@ from boomerang import scheduler
 from boomerang.config import load_config
 from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
+from security.conftest import header
 
 SCENARIO = """\
 scenario: order-mail
@@ -57,16 +55,6 @@ async def message_finished(message, delivery):
     (Path(__file__).parent.parent / "in-the-window").write_text(message.id)
     await asyncio.sleep(600)
 '''
-
-
-@pytest.fixture
-def smtp():
-    """A real SMTP server on a free port of 127.0.0.1, keeping what it receives."""
-    mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=conftest.free_port())
-    controller.start()
-    yield mailbox, controller.port
-    controller.stop()
 
 
 def mail_project(project: Path, smtp_port: int, category: str) -> None:
@@ -114,12 +102,6 @@ def settled(database: Path) -> tuple[str, int] | None:
         jobs = db.execute("SELECT count(*) FROM jobs WHERE kind = 'send'").fetchone()[0]
         row = db.execute("SELECT status FROM messages").fetchone()
     return (row[0], jobs) if row and jobs == 0 else None
-
-
-def header(raw: bytes, name: bytes) -> bytes:
-    """One header's value as it came over the wire, unfolded (RFC 5322 2.2.3)."""
-    head = re.sub(rb"\r\n[ \t]+", b" ", raw.split(b"\r\n\r\n", 1)[0])
-    return re.search(rb"^" + name + rb":[ \t]*(.*?)$", head, re.MULTILINE | re.IGNORECASE).group(1)
 
 
 @pytest.mark.parametrize("category", ["trigger", "promo", "transactional"])
