@@ -88,13 +88,13 @@ class FakeTwilio:
         """Twilio's Message create: 201 with the resource, or a JSON error like Twilio's."""
         auth = _basic_auth(request.headers.get("Authorization", ""))
         form = {key: str(value) for key, value in (await request.post()).items()}
-        await asyncio.sleep(self.delay)
         account = request.match_info["account"]
         peer = request.transport.get_extra_info("peername") if request.transport else None
         received = Received(
             account, form, auth, request.headers.get("User-Agent", ""), peer, headers=dict(request.headers)
         )
         self.requests.append(received)
+        await asyncio.sleep(self.delay)
         if auth != (self.account_sid, self.auth_token) or account != self.account_sid:
             return _error(401, 20003, "Authenticate")
         to = form.get("To", "")

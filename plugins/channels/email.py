@@ -26,7 +26,7 @@ import aiosmtplib
 
 from boomerang import hookimpl
 from boomerang.config import Config
-from boomerang.kinds import Channel
+from boomerang.kinds import Channel, SendsInFlight
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import ProblemError, did_you_mean
 from boomerang.templates import html_to_text
@@ -79,6 +79,7 @@ class SmtpPool:
         self.size = size
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(size)
+        self._sends = SendsInFlight()
         self.opened = 0  # connections opened so far, for tests and metrics
 
     async def _connect(self) -> aiosmtplib.SMTP:
@@ -99,25 +100,33 @@ class SmtpPool:
 
     async def send(self, mail: EmailMessage) -> str:
         """Send one message; a connection the server closed meanwhile is replaced once."""
-        async with self._slots:
-            client = self._idle.pop() if self._idle else await self._connect()
-            try:
+        with self._sends.track():
+            async with self._slots:
+                if self._sends.closed:
+                    raise aiosmtplib.SMTPException("the email channel was closed (a reload or shutdown)")
+                client = self._idle.pop() if self._idle else await self._connect()
                 try:
-                    _errors, response = await client.send_message(mail)
-                except _CONNECTION_ERRORS:
+                    try:
+                        _errors, response = await client.send_message(mail)
+                    except _CONNECTION_ERRORS:
+                        with contextlib.suppress(Exception):
+                            client.close()
+                        client = await self._connect()
+                        _errors, response = await client.send_message(mail)
+                except BaseException:
                     with contextlib.suppress(Exception):
                         client.close()
-                    client = await self._connect()
-                    _errors, response = await client.send_message(mail)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    client.close()
-                raise
-            self._idle.append(client)
-            return response
+                    raise
+                if self._sends.closed:  # the pool was closed while this connection was out
+                    with contextlib.suppress(Exception):
+                        await client.quit()
+                else:
+                    self._idle.append(client)
+                return response
 
     async def close(self) -> None:
-        """Say QUIT on every open connection."""
+        """Let the sends under way finish, then say QUIT on every open connection."""
+        await self._sends.close(float(self.settings.get("timeout", 30)))
         while self._idle:
             client = self._idle.pop()
             with contextlib.suppress(Exception):

@@ -54,7 +54,7 @@ from boomerang import hookimpl
 from boomerang.clock import parse_duration, to_iso
 from boomerang.config import Config
 from boomerang.ingest import EventError, parse_event
-from boomerang.kinds import Channel, Ingest, Route
+from boomerang.kinds import Channel, Ingest, Route, SendsInFlight
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.tokens import sign, verify
@@ -245,6 +245,7 @@ class PushChannel(Channel):
         self.secret = secret
         self.public_url = public_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._sends = SendsInFlight()
 
     # the customer's address: their subscriptions
     def address(self, customer: Customer) -> str | None:
@@ -280,10 +281,14 @@ class PushChannel(Channel):
         payload = build_payload(message, self.click_token(message))
         if payload is None:
             return Delivery(DeliveryStatus.FAILED, detail="the title and url do not fit in a push payload")
-        attempts = await asyncio.gather(*(self._push(sub, payload) for sub in subscriptions))
+        if self._sends.closed:  # a reload replaced this channel: the new one sends it later
+            return Delivery(DeliveryStatus.RETRY, detail="the push channel was closed (a reload or shutdown)")
+        with self._sends.track():
+            session = self._client()
+            attempts = await asyncio.gather(*(self._push(sub, payload, session) for sub in subscriptions))
         return self._summarise(list(attempts))
 
-    async def _push(self, subscription: Any, payload: bytes) -> Attempt:
+    async def _push(self, subscription: Any, payload: bytes, session: aiohttp.ClientSession) -> Attempt:
         endpoint = subscription.get("endpoint", "") if isinstance(subscription, dict) else ""
         problem = subscription_problem(subscription)
         if problem:  # it can never receive anything: forget it like a gone one
@@ -297,7 +302,7 @@ class PushChannel(Channel):
                 ttl=self.ttl,
                 headers={"Urgency": self.urgency},
                 timeout=self.timeout,  # type: ignore[arg-type] - handed to aiohttp as it is
-                aiohttp_session=self._client(),
+                aiohttp_session=session,
             )
         except WebPushException as exc:
             status = exc.status_code
@@ -362,7 +367,8 @@ class PushChannel(Channel):
         return ".json", json.dumps(record, ensure_ascii=False, indent=2).encode()
 
     async def close(self) -> None:
-        """Close the shared HTTP session."""
+        """Let the sends under way finish, then close the shared HTTP session."""
+        await self._sends.close(self.timeout.total or 10.0)
         if self._session is not None:
             await self._session.close()
             self._session = None

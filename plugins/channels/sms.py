@@ -36,7 +36,7 @@ from twilio.rest import Client
 
 from boomerang import __version__, hookimpl
 from boomerang.config import Config
-from boomerang.kinds import Channel, Ingest, Route
+from boomerang.kinds import Channel, Ingest, Route, SendsInFlight
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
 
@@ -219,6 +219,7 @@ class TwilioChannel(Channel):
         self.validator = RequestValidator(self.auth_token)
         self._http: _HttpClient | None = None
         self._client: Client | None = None
+        self._sends = SendsInFlight()
 
     def address(self, customer: Customer) -> str | None:
         """The customer's phone number in E.164."""
@@ -269,6 +270,14 @@ class TwilioChannel(Channel):
             return Delivery(DeliveryStatus.FAILED, detail=str(exc))
         if "content_sid" not in parameters and not (parameters.get("body") or "").strip():
             return Delivery(DeliveryStatus.FAILED, detail="the message body is empty")
+        if self._sends.closed:  # a reload replaced this channel: the new one sends it later
+            closed = f"the {self.name} channel was closed (a reload or shutdown)"
+            return Delivery(DeliveryStatus.RETRY, detail=closed)
+        with self._sends.track():
+            return await self._create(message, parameters)
+
+    async def _create(self, message: Message, parameters: dict[str, Any]) -> Delivery:
+        """Create the message at Twilio and map its answer onto a delivery result."""
         _last_response.set(None)
         _idempotency_key.set(message.idempotency_key)
         try:
@@ -346,7 +355,8 @@ class TwilioChannel(Channel):
         return ".json", json.dumps(data, ensure_ascii=False, indent=2).encode()
 
     async def close(self) -> None:
-        """Close the HTTP session."""
+        """Let the sends under way finish, then close the HTTP session."""
+        await self._sends.close(self.timeout)
         if self._http is not None:
             await self._http.close()
         self._http = self._client = None

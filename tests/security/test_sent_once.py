@@ -6,11 +6,15 @@ shown by `explain`, counted by `/metrics`); transactional goes again with the sa
 key, so every copy carries one `Message-ID`. A send that outlasts its job's lease is not
 claimed and sent a second time by the daemon still running it. The SMTP server is a real
 aiosmtpd, the daemon the real `boomerang run`, the window a real drop-in plugin.
+
+A reload closes the old channels while sends are under way on them (section 5): those sends
+finish on the connections they hold, which are then closed, and nothing is opened afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from push_service import PushService
 from twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 import conftest
@@ -28,6 +33,8 @@ from boomerang import scheduler
 from boomerang.config import load_config
 from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
+from boomerang.plugins.channels.email import EmailChannel
+from boomerang.plugins.channels.push import PushChannel, load_private_key, write_key_pair
 from security.conftest import header
 
 SCENARIO = """\
@@ -45,6 +52,7 @@ SLOW_HOOK = '''\
 """Sleeps in message_finished: the send is done, the store does not know yet."""
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from boomerang import hookimpl
@@ -211,3 +219,80 @@ async def test_twilio_gets_the_idempotency_key(tmp_path: Path, name: str) -> Non
         await channel.close()
         await twilio.stop()
     assert [r.headers.get("I-Twilio-Idempotency-Token") for r in twilio.requests] == ["m-7f3a", "m-7f3a"]
+
+
+async def test_a_smtp_connection_held_during_close_is_quit_not_kept(smtp) -> None:
+    mailbox, port = smtp
+    mailbox.delay = 1.0
+    channel = EmailChannel({"host": "127.0.0.1", "port": port, "from": "shop@example.com", "pool": 2})
+    message = Message(
+        id="m-1", customer_id="c-1", channel="email", to="a@example.com", template="t", body="x"
+    )
+    sending = asyncio.create_task(channel.send(message))
+    while mailbox.started == 0:
+        await asyncio.sleep(0.01)
+    await channel.close()  # a reload closes the old channel while this send holds a connection
+    assert (await sending).status is DeliveryStatus.SENT
+    for _ in range(100):
+        if mailbox.quits:
+            break
+        await asyncio.sleep(0.02)
+    # the connection said QUIT once its send was done; none is left open in the pool
+    assert (channel.pool.opened, mailbox.quits) == (1, 1)
+    assert channel.pool._idle == []
+
+
+async def test_twilio_close_lets_a_send_finish_and_opens_no_session_after(tmp_path: Path) -> None:
+    twilio = FakeTwilio()
+    await twilio.start()
+    twilio.delay = 1.0
+    path = tmp_path / "boomerang.yaml"
+    path.write_text(
+        f"channels:\n  sms: {{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN},"
+        f' from: "+15550001111", api_base: {twilio.base_url}}}\n'
+    )
+    [channel] = sms.register_channels(load_config(path))
+    message = Message(id="m-1", customer_id="c-1", channel="sms", to="+15557770001", template="t", body="Hi")
+    try:
+        sending = asyncio.create_task(channel.send(message))
+        while not twilio.requests:
+            await asyncio.sleep(0.01)
+        await channel.close()  # a reload, while Twilio is still answering
+        assert (await sending).status is DeliveryStatus.SENT
+        late = await channel.send(dataclasses.replace(message, id="m-2"))
+    finally:
+        await channel.close()
+        await twilio.stop()
+    assert late.status is DeliveryStatus.RETRY  # the new channel sends it
+    assert len(twilio.requests) == 1
+    assert channel._http is None
+
+
+async def test_push_close_lets_a_send_finish_and_opens_no_session_after(tmp_path: Path) -> None:
+    service = PushService()
+    await service.start(tmp_path)
+    service.delay = 1.0
+    key_file, _ = write_key_pair(tmp_path / "keys")
+    channel = PushChannel(load_private_key(key_file), "mailto:ops@shop.example", ca_file=service.cert_file)
+    subscription = service.subscribe()
+    message = Message(
+        id="m-1",
+        customer_id="c-1",
+        channel="push",
+        to=json.dumps([subscription]),
+        template="t",
+        body="Your order is on its way",
+        extra={"title": "Order", "url": "https://shop.example/o/1"},
+    )
+    try:
+        sending = asyncio.create_task(channel.send(message))
+        await service.wait_for(1)
+        await channel.close()  # a reload, while the push service is still answering
+        assert (await sending).status is DeliveryStatus.SENT
+        late = await channel.send(dataclasses.replace(message, id="m-2"))
+    finally:
+        await channel.close()
+        await service.stop()
+    assert late.status is DeliveryStatus.RETRY  # the new channel sends it
+    assert len(service.pushes) == 1
+    assert channel._session is None
