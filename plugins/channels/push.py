@@ -17,7 +17,7 @@ A message goes to every subscription of the customer as an encrypted (aes128gcm)
 `{"title", "body", "url", "icon", "id", "click"}` under 4 KB, signed with VAPID (RFC 8292). A
 subscription the push service calls gone (404, 410) is forgotten by the engine. Web push
 (RFC 8030) has no idempotency key: a message sent again after a crash (transactional only) may
-show twice; its payload's `id` lets the service worker tell.
+show twice (the payload's `id` is the same both times).
 
 Routes: `GET /push/sw.js` (the service worker), `GET /push/key` (the public key the browser
 subscribes with), `POST /push/subscribe` (`{"subscription": ..., "token": ...}`, the token
