@@ -165,6 +165,55 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
         assert "order_mail email" in line and "not sent again" in line
 
 
+async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
+    project: Path, smtp, tmp_path: Path
+) -> None:
+    """Had the message gone to another channel the second time, the key would mean nothing there."""
+    mailbox, smtp_port = smtp
+    twilio = FakeTwilio()
+    await twilio.start()
+    mail_project(project, smtp_port, "transactional")
+    scenario = project / "scenarios" / "order-mail.yaml"
+    scenario.write_text(scenario.read_text().replace("channels: [email]", "channels: [sms, email]"))
+    (project / "templates" / "order_mail" / "sms.en.txt").write_text("Thank you for your order.\n")
+    config = project / "boomerang.yaml"
+    sms_settings = (
+        f'  sms: {{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, from: "+15550001111",'
+        f" api_base: {twilio.base_url}}}\n"
+    )
+    plan = "contact_plan:\n  channels: {sms: {cost: 0}, email: {cost: 0.001}}\n"  # SMS, once it can
+    text = config.read_text().replace("channels:\n", "channels:\n" + sms_settings)
+    config.write_text(text.replace("contact_plan:\n", plan, 1))
+    (project / "plugins" / "slow_hook.py").write_text(SLOW_HOOK)
+    port = int(os.environ["BOOMERANG_PORT"])
+    log = tmp_path / "daemon.log"
+    process = conftest.start_daemon(project, log)
+    try:
+        await asyncio.to_thread(conftest.wait_until_serving, port)
+        await asyncio.to_thread(post, port, order("o-1"))  # no phone yet: it goes by email
+        await asyncio.to_thread(wait_until, (project / "in-the-window").exists)
+        # in the window, the customer gives a phone number: SMS is now the better channel
+        phone = {**order("u-1"), "type": "customer.updated"}
+        phone["customer"] = {**phone["customer"], "phone": "+15557770001"}
+        await asyncio.to_thread(post, port, phone)
+        process.kill()
+        await asyncio.to_thread(process.wait)
+        (project / "plugins" / "slow_hook.py").unlink()
+        process = conftest.start_daemon(project, log)
+        await asyncio.to_thread(conftest.wait_until_serving, port)
+        await asyncio.to_thread(wait_until, lambda: settled(project / "boomerang.db"), 60)
+        process.terminate()
+        assert await asyncio.to_thread(process.wait, 15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        await twilio.stop()
+    assert twilio.requests == [], log.read_text()
+    assert len(mailbox.raw) == 2
+    assert len({header(raw, b"Message-ID") for raw in mailbox.raw}) == 1
+
+
 async def test_a_send_longer_than_its_lease_is_sent_once(project: Path, smtp, monkeypatch) -> None:
     mailbox, smtp_port = smtp
     mail_project(project, smtp_port, "trigger")
