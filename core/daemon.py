@@ -53,6 +53,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.reloads = 0
         self.failed_reloads = 0
+        self.unknown_sends = 0
         self.plugins: Plugins
         self.project: Project
         self.store: Store
@@ -92,6 +93,13 @@ class Daemon:
             log.info("took back %d jobs left running by the previous process", released)
         self.ingest = Ingestor(self.store, self.clock, self._on_stored, verified=self._verified_source)
         self.engine = Engine(self.store, self.clock, self.plugins, self.project)
+        self.unknown_sends = await self.store.run(self.engine.settle_interrupted_sends, self.clock.now())
+        if self.unknown_sends:
+            log.warning(
+                "%d marketing messages were cut off mid-send by the previous process: "
+                "marked unknown, not sent again",
+                self.unknown_sends,
+            )
         self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job)
         # Events stored before a crash but not yet acted on are acted on now.
         while await self.store.run(self.engine.handle_pending_events):
@@ -260,6 +268,10 @@ class Daemon:
             "# TYPE boomerang_reloads_total counter",
             f'boomerang_reloads_total{{result="ok"}} {self.reloads}',
             f'boomerang_reloads_total{{result="failed"}} {self.failed_reloads}',
+            "# HELP boomerang_messages_unknown_total Marketing messages a crash cut off mid-send,"
+            " settled at start: marked unknown, not sent again.",
+            "# TYPE boomerang_messages_unknown_total counter",
+            f"boomerang_messages_unknown_total {self.unknown_sends}",
             "# HELP boomerang_customers Customers in the store.",
             "# TYPE boomerang_customers gauge",
             f"boomerang_customers {counts['customers']}",

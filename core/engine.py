@@ -521,6 +521,10 @@ class Engine:
             # Only channels the template has a version for can carry the message.
             versions = template.channels()
             candidates = [name for name in (record["candidates"] or self.plan.order) if name in versions]
+            if record["status"] == "sending" and record["channel"]:
+                # A send cut off by a crash goes again to the same provider, whose idempotency
+                # key (and the email Message-ID) then makes it recognisably the same message.
+                candidates = [record["channel"]]
             decision = self.plan.decide(
                 customer,
                 candidates,
@@ -652,6 +656,33 @@ class Engine:
                         **fields,
                     )
                 self.store.complete_job(job.id)
+
+    def settle_interrupted_sends(self, now: datetime) -> int:
+        """Settle the messages a process that died left `sending`; returns how many became `unknown`.
+
+        The provider may or may not have taken such a message before the crash. Marketing
+        (trigger, promo) goes at most once: it is marked `unknown` and not sent again (its send
+        job then finds nothing to do). A transactional message is sent again by its job,
+        through the same channel and with the same idempotency key (see `_prepare_send`).
+        """
+        settled = 0
+        with self.store.transaction():
+            for record in self.store.messages_sending():
+                if record["category"] == "transactional":
+                    continue
+                reason = (
+                    f"{record['channel']}: the daemon stopped during the send, so it may or may not "
+                    "have gone; marketing is sent at most once: not sent again"
+                )
+                self.store.update_message(record["id"], status="unknown", detail=reason)
+                journey = self.store.journey(record["journey_id"]) if record["journey_id"] else None
+                if journey:
+                    fields = {"template": record["template"], "channel": record["channel"]}
+                    self._journal(
+                        now, "unknown", journey, record["step"], reason, message_id=record["id"], **fields
+                    )
+                settled += 1
+        return settled
 
     def _fall_back(self, message_id: str, why: str, now: datetime) -> None:
         """Queue the same step again on the next best channel, unless the step already arrived."""

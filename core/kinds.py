@@ -7,9 +7,10 @@ a missing or duplicate name is a startup error naming the plugin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -89,7 +90,12 @@ class Channel(ABC):
 
     @abstractmethod
     async def send(self, message: Message) -> Delivery:
-        """Send one message and say what happened; must not raise for provider errors."""
+        """Send one message and say what happened; must not raise for provider errors.
+
+        `message.idempotency_key` is the same on every attempt to send this message (a
+        retry, a transactional message sent again after a crash): hand it to a provider
+        that accepts one, so that it can drop the repeat.
+        """
 
     def outbox_file(self, message: Message) -> tuple[str, bytes]:
         """The file the outbox writes instead of sending: (suffix, content)."""
@@ -106,6 +112,35 @@ class Channel(ABC):
     async def close(self) -> None:
         """Close pooled connections; called on shutdown and when a reload replaces the channel."""
         return None
+
+
+class SendsInFlight:
+    """The sends a channel has under way, so that its `close()` (on a reload or shutdown) lets
+    them finish on the connections they hold, and no send re-opens what was closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count one send as under way while inside the block."""
+        self._count += 1
+        self._none.clear()
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if not self._count:
+                self._none.set()
+
+    async def close(self, timeout: float) -> None:
+        """Refuse new sends from now on; wait up to `timeout` seconds for those under way."""
+        self.closed = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none.wait(), timeout)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,15 @@ class Message:
     step: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # channel-specific parts: url, title...
 
+    @property
+    def idempotency_key(self) -> str:
+        """The same on every attempt to send this message: a retry, or a re-send after a crash.
+
+        Channels hand it to providers that accept one (so they can drop a repeat) and derive
+        the email `Message-ID` from it (so every mail receiver sees the same message).
+        """
+        return self.id
+
     def as_dict(self) -> dict[str, Any]:
         """The message as JSON-ready data (what the outbox writes for non-email channels)."""
         return {
@@ -202,7 +211,7 @@ class JournalEntry:
     """One line of a customer's timeline: what the engine and contact plan did, and why."""
 
     at: datetime
-    kind: str  # enter | send | defer | drop | action | exit | goal | holdout
+    kind: str  # enter | send | defer | drop | unknown | action | exit | goal | holdout
     customer_id: str
     reason: str
     scenario: str | None = None

@@ -4,7 +4,9 @@ Jobs live in the database, ordered by (due_at, -priority, id) through an index. 
 keeps only a bounded window of the jobs due within the next `horizon` seconds in an in-memory
 heap, refills it from the index, and sleeps until the earliest one: a wait of three months is
 just a row, and memory does not grow with the number of waiting journeys. A job is claimed
-under a lease, so the jobs of a process that died come back once their lease runs out.
+under a lease, so the jobs of a process that died come back once their lease runs out; the
+lease is renewed while the job runs, so a job that takes longer (a provider that says "wait",
+a slow plugin hook) is never claimed a second time by a process that is still running it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from boomerang.model import Job
 
 log = logging.getLogger(__name__)
 
+# Read when used, so a test can shorten both; renewed four times per lease, so a store that
+# is slow to answer one renewal does not let the lease run out.
 LEASE_SECONDS = 120.0
 MAX_ATTEMPTS = 5
 
@@ -108,12 +112,26 @@ class Scheduler:
             if due:
                 for job in await self.store.run(self.store.claim_jobs, due, now, LEASE_SECONDS):
                     await self._slots.acquire()
-                    task = asyncio.create_task(self._run_one(job))
+                    task = asyncio.create_task(self._run_leased(job))
                     self._running.add(task)
                     task.add_done_callback(self._finished)
                 continue
             until = min(self._heap[0][0], self._refill_at) if self._heap else self._refill_at
             await self._sleep(max(0.0, until - now), stopping)
+
+    async def _run_leased(self, job: Job) -> None:
+        """Run a job, renewing its lease until it is done."""
+        renewing = asyncio.create_task(self._renew_lease(job.id))
+        try:
+            await self._run_one(job)
+        finally:
+            renewing.cancel()
+
+    async def _renew_lease(self, job_id: int) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 4)
+            until = self.clock.now().timestamp() + LEASE_SECONDS
+            await self.store.run(self.store.renew_lease, job_id, until)
 
     def _finished(self, task: asyncio.Task) -> None:
         self._running.discard(task)

@@ -954,6 +954,12 @@ class Store:
             [due_at, job_id],
         )
 
+    def renew_lease(self, job_id: int, until: float) -> None:
+        """Extend the lease of a job still running; one completed or released meanwhile is left alone."""
+        self.db.execute(
+            "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_until IS NOT NULL", [until, job_id]
+        )
+
     def release_all_leases(self) -> int:
         """Take back every lease: at start, the jobs of a process that died run again at once."""
         return self.db.execute("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL").rowcount
@@ -984,6 +990,11 @@ class Store:
         record = dict(zip([c[0] for c in cursor.description], row, strict=True))
         return self._read_row("messages", message_id, lambda: _message(record))
 
+    def messages_sending(self) -> list[dict[str, Any]]:
+        """Messages marked `sending`: at start, those a process that died was in the middle of."""
+        ids = [r[0] for r in self.db.execute("SELECT id FROM messages WHERE status = 'sending'")]
+        return [record for record in map(self.message, ids) if record is not None]
+
     def update_message(self, message_id: str, **fields: Any) -> None:
         """Change a message's status, channel, detail..."""
         self.db["messages"].update(message_id, fields)
@@ -992,7 +1003,8 @@ class Store:
         """Messages that went (or are going) to a customer since a moment: what caps count."""
         rows = self.db.execute(
             "SELECT id, sent_at, channel, category FROM messages WHERE customer_id = ? AND sent_at >= ?"
-            " AND status IN ('sending', 'sent', 'delivered') ORDER BY sent_at",
+            # `unknown`: cut off mid-send by a crash, so it may well have arrived
+            " AND status IN ('sending', 'sent', 'delivered', 'unknown') ORDER BY sent_at",
             [customer_id, to_iso(since)],
         ).fetchall()
         sent = (
@@ -1091,9 +1103,10 @@ class Store:
             at = to_iso(now)
             if event_type == "message.delivered":
                 self.db.execute(
-                    # a fast receipt may beat the commit of the send itself ('sending')
+                    # a fast receipt may beat the commit of the send itself ('sending'), and
+                    # one for a send a crash cut off ('unknown') settles that it arrived
                     "UPDATE messages SET status = 'delivered', delivered_at = ?"
-                    " WHERE id = ? AND status IN ('sending', 'sent')",
+                    " WHERE id = ? AND status IN ('sending', 'sent', 'unknown')",
                     [at, message_id],
                 )
             elif event_type == "message.failed":

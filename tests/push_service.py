@@ -128,6 +128,7 @@ class PushService:
     port: int = 0
     origin: str = ""
     cert_file: Path | None = None
+    delay: float = 0.0  # seconds before each answer: a slow push service
     _runner: web.AppRunner | None = None
 
     def subscribe(self) -> dict[str, Any]:
@@ -195,6 +196,7 @@ class PushService:
             push.error = str(exc)
         push.status = status
         self.pushes.append(push)
+        await asyncio.sleep(self.delay)
         if status == 201:
             headers = {"Location": f"{self.origin}/message/{len(self.pushes)}", **headers}
         return web.Response(status=status, headers=headers)

@@ -1,9 +1,9 @@
 """Journeys survive `kill -9`: the real daemon is killed at arbitrary moments and restarted;
 every journey finishes, no step is lost, and nothing is done twice in the store.
 
-Mail goes to a real aiosmtpd server. A send interrupted between the SMTP answer and the
-commit is sent again on restart with the same Message-ID (at-least-once at the provider
-boundary, recognisable by the receiver), so duplicates are bounded by the number of kills.
+Mail goes to a real aiosmtpd server. The scenario is marketing (trigger), sent at most once:
+a send a kill cut off is settled as `unknown` on restart and not sent again, so no message
+arrives twice (tests/security/test_sent_once.py widens that window on purpose).
 """
 
 from __future__ import annotations
@@ -99,7 +99,6 @@ def test_kill_minus_nine_at_any_moment_loses_nothing(project: Path, inbox, tmp_p
         for c in customers
     ]
     process = start_daemon(project, log)
-    kills = 0
     try:
         wait_until_serving(port)
         assert post(port, events) == {"accepted": 12, "duplicates": 0}
@@ -108,7 +107,6 @@ def test_kill_minus_nine_at_any_moment_loses_nothing(project: Path, inbox, tmp_p
             time.sleep(pause)
             process.send_signal(signal.SIGKILL)
             process.wait()
-            kills += 1
             process = start_daemon(project, log)
             wait_until_serving(port)
         deadline = time.monotonic() + 90  # generous for a busy machine; normally a few seconds
@@ -129,17 +127,24 @@ def test_kill_minus_nine_at_any_moment_loses_nothing(project: Path, inbox, tmp_p
 
     with sqlite3.connect(project / "boomerang.db") as db:
         statuses = Counter(row[0] for row in db.execute("SELECT status FROM journeys"))
-        sent = db.execute("SELECT customer_id, step FROM messages WHERE status = 'sent'").fetchall()
-        journal_sends = db.execute("SELECT message_id FROM journal WHERE kind = 'send'").fetchall()
+        # `unknown`: a kill cut its send off; it may or may not have arrived, and is not sent again
+        sent = db.execute(
+            "SELECT customer_id, step FROM messages WHERE status IN ('sent', 'unknown')"
+        ).fetchall()
+        statuses_of = dict(db.execute("SELECT id, status FROM messages"))
+        journal_sends = db.execute(
+            "SELECT message_id FROM journal WHERE kind IN ('send', 'unknown')"
+        ).fetchall()
         entries = db.execute("SELECT customer_id FROM journal WHERE kind = 'enter'").fetchall()
     assert statuses == {"completed": 12}, log.read_text()
-    # Exactly three steps sent per customer, each recorded once.
+    # Exactly three steps sent (or cut off by a kill) per customer, each recorded once.
     assert Counter(customer for customer, _ in sent) == {c: 3 for c in customers}
     assert sorted(step for c, step in sent if c == "c-0") == ["1", "3", "5"]
     assert len(journal_sends) == len(set(journal_sends)) == 36
     assert sorted(c for (c,) in entries) == sorted(customers)  # nobody entered twice
-    # Every message arrived; a repeat can only come from a send cut off by a kill.
+    # Every message recorded as sent arrived, and no message arrived twice.
     received = Counter(message["X-Boomerang-Message-Id"] for message in handler.messages)
-    assert len(received) == 36
-    assert sum(received.values()) - 36 <= kills
+    assert {id_ for id_, status in statuses_of.items() if status == "sent"} <= set(received)
+    assert {statuses_of.get(id_) for id_ in received} <= {"sent", "unknown"}
+    assert set(received.values()) == {1}
     assert all(message["Message-ID"] for message in handler.messages)

@@ -9,6 +9,7 @@ them (`X-Twilio-Signature`, HMAC-SHA1 of the URL and the sorted form fields).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Received:
     user_agent: str
     peer: tuple | None = None  # the client's address: the same one means a reused connection
     sid: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class FakeTwilio:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.requests: list[Received] = []
+        self.delay = 0.0  # seconds before each answer: a slow Twilio
         self.failures: dict[str, Failure] = {}
         self.base_url = ""
         self._runner: web.AppRunner | None = None
@@ -87,8 +90,11 @@ class FakeTwilio:
         form = {key: str(value) for key, value in (await request.post()).items()}
         account = request.match_info["account"]
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        received = Received(account, form, auth, request.headers.get("User-Agent", ""), peer)
+        received = Received(
+            account, form, auth, request.headers.get("User-Agent", ""), peer, headers=dict(request.headers)
+        )
         self.requests.append(received)
+        await asyncio.sleep(self.delay)
         if auth != (self.account_sid, self.auth_token) or account != self.account_sid:
             return _error(401, 20003, "Authenticate")
         to = form.get("To", "")

@@ -2,8 +2,11 @@
 
 Configured under `channels.email`: host, port, from, starttls, tls, username, password,
 timeout, pool, unsubscribe_mailto, validate_certs. Messages are `multipart/alternative` (text and HTML) with
-`Message-ID`, `Date` and `X-Boomerang-Message-Id` (the message id, so a retried send is
-recognisable); marketing messages carry RFC 8058 one-click unsubscribe headers.
+`Date`, `X-Boomerang-Message-Id` (the message id) and a `Message-ID` made from the message's
+idempotency key, `<{key}@{from domain}>`: every attempt to send one message (a retry, a re-send
+after a crash) carries the same one, so any receiver can tell a repeat. Marketing messages
+carry RFC 8058 one-click unsubscribe headers, in the plain `<https://...>, <mailto:...>` form
+mailbox providers read.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.policy import Policy
+from email.policy import default as default_policy
+from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +26,7 @@ import aiosmtplib
 
 from boomerang import hookimpl
 from boomerang.config import Config
-from boomerang.kinds import Channel
+from boomerang.kinds import Channel, SendsInFlight
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import ProblemError, did_you_mean
 from boomerang.templates import html_to_text
@@ -46,6 +52,25 @@ _CONNECTION_ERRORS = (
 )
 
 
+class _ListUnsubscribeHeader(UnstructuredHeader):
+    """`List-Unsubscribe` written as it is: `<https://...>, <mailto:...>`, one entry per line.
+
+    The email package folds a long unstructured header into RFC 2047 encoded words, and
+    mailbox providers then find no URL in it, so no one-click unsubscribe. The header object
+    folds itself whatever policy the message is flattened with (aiosmtplib uses its own).
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        """The header line, folded only between its entries."""
+        separator = "," + policy.linesep + " "
+        return f"{self.name}: {separator.join(str(self).split(', '))}{policy.linesep}"
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("list-unsubscribe", _ListUnsubscribeHeader)
+POLICY = default_policy.clone(header_factory=_HEADERS)
+
+
 class SmtpPool:
     """Up to `size` SMTP connections, opened on demand and kept open between messages."""
 
@@ -54,6 +79,7 @@ class SmtpPool:
         self.size = size
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(size)
+        self._sends = SendsInFlight()
         self.opened = 0  # connections opened so far, for tests and metrics
 
     async def _connect(self) -> aiosmtplib.SMTP:
@@ -74,25 +100,33 @@ class SmtpPool:
 
     async def send(self, mail: EmailMessage) -> str:
         """Send one message; a connection the server closed meanwhile is replaced once."""
-        async with self._slots:
-            client = self._idle.pop() if self._idle else await self._connect()
-            try:
+        with self._sends.track():
+            async with self._slots:
+                if self._sends.closed:
+                    raise aiosmtplib.SMTPException("the email channel was closed (a reload or shutdown)")
+                client = self._idle.pop() if self._idle else await self._connect()
                 try:
-                    _errors, response = await client.send_message(mail)
-                except _CONNECTION_ERRORS:
+                    try:
+                        _errors, response = await client.send_message(mail)
+                    except _CONNECTION_ERRORS:
+                        with contextlib.suppress(Exception):
+                            client.close()
+                        client = await self._connect()
+                        _errors, response = await client.send_message(mail)
+                except BaseException:
                     with contextlib.suppress(Exception):
                         client.close()
-                    client = await self._connect()
-                    _errors, response = await client.send_message(mail)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    client.close()
-                raise
-            self._idle.append(client)
-            return response
+                    raise
+                if self._sends.closed:  # the pool was closed while this connection was out
+                    with contextlib.suppress(Exception):
+                        await client.quit()
+                else:
+                    self._idle.append(client)
+                return response
 
     async def close(self) -> None:
-        """Say QUIT on every open connection."""
+        """Let the sends under way finish, then say QUIT on every open connection."""
+        await self._sends.close(float(self.settings.get("timeout", 30)))
         while self._idle:
             client = self._idle.pop()
             with contextlib.suppress(Exception):
@@ -115,13 +149,13 @@ class EmailChannel(Channel):
 
     def build(self, message: Message) -> EmailMessage:
         """The MIME message: a text part and, when the template has one, an HTML alternative."""
-        mail = EmailMessage()
+        mail = EmailMessage(policy=POLICY)
         mail["From"] = self.sender
         mail["To"] = message.to
         mail["Subject"] = message.subject or ""
         mail["Date"] = format_datetime(datetime.now(UTC))
         domain = parseaddr(self.sender)[1].rpartition("@")[2] or "boomerang.local"
-        mail["Message-ID"] = make_msgid(idstring=message.id, domain=domain)
+        mail["Message-ID"] = f"<{message.idempotency_key}@{domain}>"
         mail["X-Boomerang-Message-Id"] = message.id
         unsubscribe = message.extra.get("unsubscribe_url")
         if unsubscribe:

@@ -22,7 +22,9 @@ listed in `allowed_hosts`. A customer keeps the newest `MAX_PUSH_SUBSCRIPTIONS` 
 
 A message goes to every subscription of the customer as an encrypted (aes128gcm) JSON payload
 `{"title", "body", "url", "icon", "id", "click"}` under 4 KB, signed with VAPID (RFC 8292). A
-subscription the push service calls gone (404, 410) is forgotten by the engine.
+subscription the push service calls gone (404, 410) is forgotten by the engine. Web push
+(RFC 8030) has no idempotency key: a message sent again after a crash (transactional only) may
+show twice (the payload's `id` is the same both times).
 
 Routes: `GET /push/sw.js` (the service worker), `GET /push/key` (the public key the browser
 subscribes with), `POST /push/subscribe` (`{"subscription": ..., "token": ...}`, the token
@@ -65,7 +67,7 @@ from boomerang.bodies import BodyError, read_json
 from boomerang.clock import parse_duration, to_iso
 from boomerang.config import Config
 from boomerang.ingest import EventError, parse_event
-from boomerang.kinds import Channel, Ingest, Route
+from boomerang.kinds import Channel, Ingest, Route, SendsInFlight
 from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.tokens import sign, unseal, verify
@@ -328,6 +330,7 @@ class PushChannel(Channel):
         self.allowed_hosts = allowed_hosts  # besides KNOWN_PUSH_HOSTS
         self.allow_private_endpoints = allow_private_endpoints
         self._session: aiohttp.ClientSession | None = None
+        self._sends = SendsInFlight()
 
     # the customer's address: their subscriptions
     def unusable(self, subscription: Any) -> str | None:
@@ -374,10 +377,14 @@ class PushChannel(Channel):
         payload = build_payload(message, self.click_token(message))
         if payload is None:
             return Delivery(DeliveryStatus.FAILED, detail="the title and url do not fit in a push payload")
-        attempts = await asyncio.gather(*(self._push(sub, payload) for sub in subscriptions))
+        if self._sends.closed:  # a reload replaced this channel: the new one sends it later
+            return Delivery(DeliveryStatus.RETRY, detail="the push channel was closed (a reload or shutdown)")
+        with self._sends.track():
+            session = self._client()
+            attempts = await asyncio.gather(*(self._push(sub, payload, session) for sub in subscriptions))
         return self._summarise(list(attempts))
 
-    async def _push(self, subscription: Any, payload: bytes) -> Attempt:
+    async def _push(self, subscription: Any, payload: bytes, session: aiohttp.ClientSession) -> Attempt:
         endpoint = subscription.get("endpoint", "") if isinstance(subscription, dict) else ""
         problem = self.unusable(subscription)
         if problem:  # it can never receive anything (or must not): forget it like a gone one
@@ -391,7 +398,7 @@ class PushChannel(Channel):
                 ttl=self.ttl,
                 headers={"Urgency": self.urgency},
                 timeout=self.timeout,  # type: ignore[arg-type] - handed to aiohttp as it is
-                aiohttp_session=self._client(),
+                aiohttp_session=session,
             )
         except WebPushException as exc:
             status = exc.status_code
@@ -456,7 +463,8 @@ class PushChannel(Channel):
         return ".json", json.dumps(record, ensure_ascii=False, indent=2).encode()
 
     async def close(self) -> None:
-        """Close the shared HTTP session."""
+        """Let the sends under way finish, then close the shared HTTP session."""
+        await self._sends.close(self.timeout.total or 10.0)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -11,6 +11,8 @@ Twilio for status callbacks at `{public_url}/callbacks/sms?m=<message id>`; `POS
 /callbacks/sms` checks `X-Twilio-Signature` against the auth token and turns `delivered`,
 `read`, `failed` and `undelivered` into `message.delivered`, `message.opened` and
 `message.failed` feedback events. `segments(text)` tells how many SMS parts a text takes.
+Every create request carries the message's idempotency key as `I-Twilio-Idempotency-Token`,
+the same on a retry and on a re-send after a crash.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from twilio.rest import Client
 
 from boomerang import __version__, hookimpl
 from boomerang.config import Config
-from boomerang.kinds import Channel, Ingest, Route
+from boomerang.kinds import Channel, Ingest, Route, SendsInFlight
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
 
@@ -149,6 +151,10 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
 # The twilio library raises on an error answer without its headers; the HTTP client keeps the
 # last answer of the current task here so that `Retry-After` can be read.
 _last_response: ContextVar[Response | None] = ContextVar("boomerang_twilio_response", default=None)
+# The library's create call takes no headers: the current task's message idempotency key
+# reaches the HTTP client this way.
+_idempotency_key: ContextVar[str | None] = ContextVar("boomerang_twilio_idempotency_key", default=None)
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 
 
 class _QuietLogger(logging.LoggerAdapter):
@@ -160,7 +166,8 @@ class _QuietLogger(logging.LoggerAdapter):
 
 
 class _HttpClient(AsyncTwilioHttpClient):
-    """Twilio's aiohttp client with a default timeout and the last answer kept for its headers."""
+    """Twilio's aiohttp client with a default timeout, the message's idempotency key as
+    `I-Twilio-Idempotency-Token`, and the last answer kept for its headers."""
 
     async def request(
         self,
@@ -176,6 +183,9 @@ class _HttpClient(AsyncTwilioHttpClient):
         """Make the request (with the client's timeout unless one is given) and keep the answer."""
         if auth is not None:  # aiohttp deprecates `auth=`: send the same basic credentials as a header
             headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
+        key = _idempotency_key.get()
+        if key is not None:
+            headers = {**(headers or {}), IDEMPOTENCY_HEADER: key}
         response = await super().request(
             method,
             url,
@@ -209,6 +219,7 @@ class TwilioChannel(Channel):
         self.validator = RequestValidator(self.auth_token)
         self._http: _HttpClient | None = None
         self._client: Client | None = None
+        self._sends = SendsInFlight()
 
     def address(self, customer: Customer) -> str | None:
         """The customer's phone number in E.164."""
@@ -259,7 +270,16 @@ class TwilioChannel(Channel):
             return Delivery(DeliveryStatus.FAILED, detail=str(exc))
         if "content_sid" not in parameters and not (parameters.get("body") or "").strip():
             return Delivery(DeliveryStatus.FAILED, detail="the message body is empty")
+        if self._sends.closed:  # a reload replaced this channel: the new one sends it later
+            closed = f"the {self.name} channel was closed (a reload or shutdown)"
+            return Delivery(DeliveryStatus.RETRY, detail=closed)
+        with self._sends.track():
+            return await self._create(message, parameters)
+
+    async def _create(self, message: Message, parameters: dict[str, Any]) -> Delivery:
+        """Create the message at Twilio and map its answer onto a delivery result."""
         _last_response.set(None)
+        _idempotency_key.set(message.idempotency_key)
         try:
             created = await self.client().messages.create_async(
                 status_callback=self.status_callback(message), **parameters
@@ -336,7 +356,8 @@ class TwilioChannel(Channel):
         return ".json", json.dumps(data, ensure_ascii=False, indent=2).encode()
 
     async def close(self) -> None:
-        """Close the HTTP session."""
+        """Let the sends under way finish, then close the HTTP session."""
+        await self._sends.close(self.timeout)
         if self._http is not None:
             await self._http.close()
         self._http = self._client = None

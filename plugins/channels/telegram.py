@@ -16,7 +16,8 @@ Sending: `sendMessage` with `parse_mode: HTML`. Telegram accepts only a few tags
 template's HTML is converted: paragraphs, lists and line breaks become text and newlines,
 headings bold, links stay links, anything else keeps only its text. The front matter's `button`
 and `url` become an inline keyboard button. At most about 25 messages a second go out in all,
-and at most one a second to any one chat.
+and at most one a second to any one chat. The Bot API takes no idempotency key: a message sent
+again after a crash (transactional only) arrives twice.
 
 Linking: `deep_link(config, customer_id)` (in templates `telegram_link()`) gives
 `https://t.me/<bot_username>?start=<token>`, a sealed token (core/tokens.py) that reveals no id

@@ -8,7 +8,8 @@ Outside WhatsApp's 24-hour customer service window only approved templates may b
 a template's front matter names one with `content_sid`, and `variables` (a mapping such as
 `{1: "{{ customer.name }}"}`, or a list for 1, 2, 3...) are rendered per message and sent as
 `content_variables`; the body is then not sent. Status callbacks arrive at
-`POST /callbacks/whatsapp`; `read` becomes `message.opened`.
+`POST /callbacks/whatsapp`; `read` becomes `message.opened`. As for SMS, each message carries
+its idempotency key as `I-Twilio-Idempotency-Token`.
 """
 
 from __future__ import annotations
