@@ -321,7 +321,13 @@ async def test_push_close_lets_a_send_finish_and_opens_no_session_after(tmp_path
     await service.start(tmp_path)
     service.delay = 1.0
     key_file, _ = write_key_pair(tmp_path / "keys")
-    channel = PushChannel(load_private_key(key_file), "mailto:ops@shop.example", ca_file=service.cert_file)
+    channel = PushChannel(
+        load_private_key(key_file),
+        "mailto:ops@shop.example",
+        ca_file=service.cert_file,
+        allowed_hosts=("127.0.0.1",),
+        allow_private_endpoints=True,  # the push service stand-in listens on loopback
+    )
     subscription = service.subscribe()
     message = Message(
         id="m-1",
