@@ -82,6 +82,17 @@ def verify(secret: str, purpose: str, token: str) -> str | None:
     return value if hmac.compare_digest(signature.encode(), expected.encode()) else None
 
 
+def bearer(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header's value, or None if it carries none.
+
+    Endpoints take their credential from this header, not from the body, so that they can refuse
+    a caller without one before reading (or parsing) anything the caller sent.
+    """
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 # sealed tokens
 def _key(secret: str, purpose: str, use: str) -> bytes:
     label = f"boomerang sealed token\0{purpose}\0{use}".encode()

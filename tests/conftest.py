@@ -73,7 +73,12 @@ def url(daemon: Daemon, path: str) -> str:
     return f"http://127.0.0.1:{daemon.port}{path}"
 
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+def bearer(token: str) -> dict[str, str]:
+    """The `Authorization` header that carries `token`, as every endpoint with a credential takes it."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+AUTH = bearer(API_TOKEN)
 
 
 def start_daemon(project: Path, log: Path, **env: str) -> subprocess.Popen:

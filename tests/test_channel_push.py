@@ -31,7 +31,7 @@ from boomerang.plugins.channels.push import (
 )
 from boomerang.problems import ProblemError
 from boomerang.tokens import seal, sign
-from conftest import AUTH, BOOMERANG, SECRET, daemon_process, event, running, url
+from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url
 
 SUBJECT = "mailto:ops@shop.example"
 # The local push service listens on 127.0.0.1: allowed only by saying so, as staging would.
@@ -327,38 +327,51 @@ async def test_routes_sw_js_key_and_subscribe(project: Path, service: PushServic
         async with http.get(url(daemon, "/push/key")) as response:
             key = (await response.json())["public_key"]
         assert key == public_key_of(load_private_key(project / "vapid.pem"))
-        async with http.options(url(daemon, "/push/subscribe")) as response:
-            assert response.status == 204 and response.headers["Access-Control-Allow-Origin"] == "*"
+        # A page on the shop's origin posts with the token in a header: the browser asks first.
+        for path in ("/push/subscribe", "/push/click"):
+            preflight = {
+                "Origin": "https://shop.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            }
+            async with http.options(url(daemon, path), headers=preflight) as response:
+                assert response.status == 204 and response.headers["Access-Control-Allow-Origin"] == "*"
+                allowed = response.headers["Access-Control-Allow-Headers"].lower().split(", ")
+                assert {"authorization", "content-type"} <= set(allowed)
 
-        async def subscribe(body: object, raw: bytes | None = None) -> tuple[int, dict]:
+        async def subscribe(body: object, token: str | None, raw: bytes | None = None) -> tuple[int, dict]:
             data = raw if raw is not None else json.dumps(body).encode()
-            async with http.post(url(daemon, "/push/subscribe"), data=data) as response:
+            headers = bearer(token) if token is not None else {}
+            async with http.post(url(daemon, "/push/subscribe"), data=data, headers=headers) as response:
+                assert response.headers["Access-Control-Allow-Origin"] == "*"  # the page may read it
                 return response.status, await response.json()
 
-        assert await subscribe({"subscription": subscription, "token": token}) == (
-            200,
-            {"subscribed": True, "new": True},
-        )
-        assert (await subscribe({"subscription": subscription, "token": token}))[1]["new"] is False
+        answer = await subscribe({"subscription": subscription}, token)
+        assert answer == (200, {"subscribed": True, "new": True})
+        assert (await subscribe({"subscription": subscription}, token))[1]["new"] is False
         customer = await daemon.store.run(daemon.store.customer, "c-42")
         assert customer is not None and customer.push_subscriptions == [subscription]
 
-        status, answer = await subscribe(None, raw=b"{not json")
+        status, answer = await subscribe(None, token, raw=b"{not json")
         assert status == 400 and "JSON" in answer["error"]
         insecure = {**subscription, "endpoint": "http://push.example/1"}
-        status, answer = await subscribe({"subscription": insecure, "token": token})
+        status, answer = await subscribe({"subscription": insecure}, token)
         assert status == 400 and "https://" in answer["error"]
         no_keys = {"endpoint": subscription["endpoint"], "keys": {"p256dh": "AAAA", "auth": "AAAA"}}
-        assert (await subscribe({"subscription": no_keys, "token": token}))[0] == 400
-        assert (await subscribe({"token": token}))[0] == 400
+        assert (await subscribe({"subscription": no_keys}, token))[0] == 400
+        assert (await subscribe({}, token))[0] == 400
+        assert (await subscribe([subscription], token))[0] == 400
         for bad in (
             "forged.token",
             sign(SECRET, "click", "c-42"),
             seal("another-secret-0123456789", "push", "c-42"),
             seal(SECRET, "telegram", "c-42"),
         ):
-            assert (await subscribe({"subscription": service.subscribe(), "token": bad}))[0] == 403
-        assert (await subscribe({"subscription": service.subscribe()}))[0] == 403
+            assert (await subscribe({"subscription": service.subscribe()}, bad))[0] == 403
+        status, answer = await subscribe({"subscription": service.subscribe()}, None)
+        assert status == 403 and "Authorization: Bearer" in answer["error"]
+        # The token where earlier versions took it, in the body, is not looked at.
+        assert (await subscribe({"subscription": service.subscribe(), "token": token}, None))[0] == 403
         customer = await daemon.store.run(daemon.store.customer, "c-42")
         assert customer is not None and len(customer.push_subscriptions) == 1
 
@@ -372,8 +385,8 @@ async def test_a_gone_subscription_is_removed_from_the_customer_and_clicks_are_r
     service.answer(gone, 410)
     async with running(project) as daemon, aiohttp.ClientSession() as http:
         for subscription in (alive, gone):
-            body = {"subscription": subscription, "token": token}
-            async with http.post(url(daemon, "/push/subscribe"), json=body) as response:
+            body, headers = {"subscription": subscription}, bearer(token)
+            async with http.post(url(daemon, "/push/subscribe"), json=body, headers=headers) as response:
                 assert response.status == 200
         async with http.post(url(daemon, "/events"), json=cart_event("e-1"), headers=AUTH) as response:
             assert response.status == 200
@@ -392,12 +405,13 @@ async def test_a_gone_subscription_is_removed_from_the_customer_and_clicks_are_r
         assert customer is not None and customer.push_subscriptions == [alive]
         record = await store.run(store.message, push.payload["id"])
         assert record is not None and record["status"] == "sent"
-        # The service worker reports the click with the token the payload carried.
-        body = {"token": push.payload["click"]}
-        async with http.post(url(daemon, "/push/click"), json=body) as response:
+        # The service worker reports the click with the token the payload carried, in a header.
+        async with http.post(url(daemon, "/push/click"), headers=bearer(push.payload["click"])) as response:
             assert response.status == 204
-        async with http.post(url(daemon, "/push/click"), json={"token": "m-1:push.x"}) as response:
+        async with http.post(url(daemon, "/push/click"), headers=bearer("m-1:push.x")) as response:
             assert response.status == 404
+        async with http.post(url(daemon, "/push/click"), json={"token": push.payload["click"]}) as response:
+            assert response.status == 403  # not in the body
         record = await store.run(store.message, push.payload["id"])
         assert record is not None and record["clicked_at"]
 
@@ -428,8 +442,8 @@ async def test_the_real_daemon_pushes_an_encrypted_notification(
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/push/key") as response:
                 assert (await response.json())["public_key"] == public_key
-            body = {"subscription": subscription, "token": seal(SECRET, "push", "c-42")}
-            async with http.post(f"{base}/push/subscribe", json=body) as response:
+            body, token = {"subscription": subscription}, seal(SECRET, "push", "c-42")
+            async with http.post(f"{base}/push/subscribe", json=body, headers=bearer(token)) as response:
                 assert response.status == 200, await response.text()
             async with http.post(f"{base}/events", json=cart_event("e-1"), headers=AUTH) as response:
                 assert response.status == 200

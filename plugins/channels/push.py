@@ -27,10 +27,13 @@ subscription the push service calls gone (404, 410) is forgotten by the engine. 
 show twice (the payload's `id` is the same both times).
 
 Routes: `GET /push/sw.js` (the service worker), `GET /push/key` (the public key the browser
-subscribes with), `POST /push/subscribe` (`{"subscription": ..., "token": ...}`, the token
-sealed for a customer id with `boomerang.tokens.seal(secret, "push", customer_id)`, good for 7
-days) and `POST /push/click` (click reports). A subscription moves to the customer its token
-names, away from whoever had that browser before; it never merges two customers.
+subscribes with), `POST /push/subscribe` (`{"subscription": ...}` with `Authorization: Bearer
+<token>`, the token sealed for a customer id with `boomerang.tokens.seal(secret, "push",
+customer_id)`, good for 7 days) and `POST /push/click` (click reports, `Authorization: Bearer
+<click token>` and no body). Both check the token in the header before they read the body, so
+whoever has no token cannot make the daemon read, let alone parse, what they send. A
+subscription moves to the customer its token names, away from whoever had that browser before;
+it never merges two customers.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ from boomerang.ingest import EventError, parse_event
 from boomerang.kinds import Channel, Ingest, Route, SendsInFlight
 from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Delivery, DeliveryStatus, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
-from boomerang.tokens import sign, unseal, verify
+from boomerang.tokens import bearer, sign, unseal, verify
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ _SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://[^/\s:]+)$", re.IGNOREC
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "86400",
 }
 
@@ -501,19 +504,21 @@ class PushChannel(Channel):
         """`POST /push/subscribe`: add a browser's subscription to the customer the token names."""
         if not self.secret:
             return _error(503, "push subscriptions need 'secret' in boomerang.yaml to check tokens")
+        # The credential first, from the header: without it the body is never read.
+        token = bearer(request.headers.get("Authorization", ""))
+        customer_id = unseal(self.secret, "push", token) if token else None
+        if not customer_id:
+            return _error(
+                403,
+                "the subscribe token is missing, not valid or older than 7 days: "
+                "send it as Authorization: Bearer <token>",
+            )
         try:
             data = await read_json(request, MAX_REQUEST)
         except BodyError as exc:
-            return _error(exc.status, f'{exc}: send {{"subscription": {{...}}, "token": "..."}}')
-        # The credential travels in the body: it is checked before anything else in it is used.
-        token = data.get("token") if isinstance(data, dict) else None
-        customer_id = unseal(self.secret, "push", token) if isinstance(token, str) else None
-        if not customer_id:
-            return _error(403, "the token is missing, not valid or older than 7 days")
-        if "subscription" not in data:
-            return _error(
-                400, 'the body must be {"subscription": <PushSubscription.toJSON()>, "token": "..."}'
-            )
+            return _error(exc.status, f'{exc}: send {{"subscription": {{...}}}}')
+        if not isinstance(data, dict) or "subscription" not in data:
+            return _error(400, 'the body must be {"subscription": <PushSubscription.toJSON()>}')
         problem = self.unusable(data["subscription"])
         if problem:
             return _error(400, problem)
@@ -538,13 +543,12 @@ class PushChannel(Channel):
         return web.json_response({"subscribed": True, "new": result.accepted == 1}, headers=CORS)
 
     async def clicked(self, request: web.Request, ingest: Ingest) -> web.Response:
-        """`POST /push/click` with `{"token": ...}`: the service worker saw a notification clicked."""
-        try:
-            data = await read_json(request, MAX_REQUEST)
-        except BodyError as exc:
-            return _error(exc.status, f'{exc}: send {{"token": "..."}}')
-        token = data.get("token") if isinstance(data, dict) else None
-        value = verify(self.secret, "click", token) if self.secret and isinstance(token, str) else None
+        """`POST /push/click` with `Authorization: Bearer <click token>`: the service worker saw a
+        notification clicked. The token says everything, so the body is never read."""
+        token = bearer(request.headers.get("Authorization", ""))
+        if token is None:
+            return _error(403, "send the notification's click token as Authorization: Bearer <token>")
+        value = verify(self.secret, "click", token) if self.secret else None
         message_id, _, kind = (value or "").rpartition(":")
         if not message_id or kind != "push":
             return _error(404, "this click token is not valid")
@@ -592,8 +596,7 @@ self.addEventListener("notificationclick", (event) => {
     work.push(
       fetch(BOOMERANG_URL + "/push/click", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ token: data.click }),
+        headers: { Authorization: "Bearer " + data.click },
         keepalive: true,
       }).catch(() => undefined)
     );

@@ -13,6 +13,7 @@ from boomerang import hookimpl
 from boomerang.config import Config
 from boomerang.ingest import EventError, IngestWindow, parse_body, parse_events
 from boomerang.kinds import Ingest, Route, Source
+from boomerang.tokens import bearer
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -34,11 +35,10 @@ class GenericSource(Source):
 
     def authorized(self, request: web.Request) -> bool:
         """True when the request carries the configured bearer token (compared in constant time)."""
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not self.api_token or scheme.lower() != "bearer":
+        token = bearer(request.headers.get("Authorization", ""))
+        if not self.api_token or token is None:
             return False
-        return hmac.compare_digest(token.strip().encode(), self.api_token.encode())
+        return hmac.compare_digest(token.encode(), self.api_token.encode())
 
     async def post_events(self, request: web.Request, ingest: Ingest) -> web.Response:
         """Validate the whole batch, store it, answer with the counts."""

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ import pytest
 from boomerang.clock import parse_time, to_iso
 from boomerang.ingest import parse_event
 from boomerang.plugins.channels.push import write_key_pair
-from boomerang.tokens import sign
-from conftest import AUTH, BOOMERANG, SECRET, daemon_process, running, url
+from boomerang.tokens import seal, sign
+from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, running, url
 
 HELLO = "---\nsubject: Hello\n---\n<p>Hello {{ customer.id }}</p>\n"
 SCENARIOS = {
@@ -265,12 +266,15 @@ async def test_json_nested_100000_deep_gets_400_or_the_credential_refusal_on_eve
         unsubscribe = f"/u/{sign(SECRET, 'unsubscribe', 'm-1')}"
         telegram = {"X-Telegram-Bot-Api-Secret-Token": "hook-secret"}
         json_type = {"Content-Type": "application/json"}
+        subscriber = bearer(seal(SECRET, "push", "c-1"))
         expected = [
             # (path, headers, status): the credential first, then the body
             ("/events", {}, 401),
             ("/events", AUTH, 400),
-            ("/push/subscribe", {}, 400),  # the token travels in the body: bounded, then checked
-            ("/push/click", {}, 400),
+            ("/push/subscribe", {}, 403),
+            ("/push/subscribe", subscriber, 400),
+            ("/push/click", {}, 403),
+            ("/push/click", bearer(sign(SECRET, "click", "m-1:push")), 204),  # the token is all it reads
             ("/hooks/telegram", {}, 403),
             ("/hooks/telegram", telegram, 400),
             ("/callbacks/sms", {}, 403),
@@ -282,12 +286,38 @@ async def test_json_nested_100000_deep_gets_400_or_the_credential_refusal_on_eve
         for depth in (100_000, 8_000):
             deep = b"[" * depth + b"]" * depth
             for path, headers, status in expected:
-                if path.startswith("/push/") and len(deep) > 16 * 1024:
+                if path == "/push/subscribe" and status == 400 and len(deep) > 16 * 1024:
                     status = 413
                 answer, text = await post(http, url(daemon, path), deep, **json_type, **headers)
                 assert (depth, path, answer) == (depth, path, status), text
                 if status == 400:
                     assert f"nested {depth} levels deep" in json.loads(text)["error"]
+
+
+async def test_without_a_token_the_push_endpoints_answer_403_before_the_body_is_read(project: Path) -> None:
+    """The report's 100 000-deep body on `/push/subscribe` without any token: refused while most of
+    it is still unsent, so the handler never waited for it, let alone parsed it; and a body
+    above the push endpoints' 16 KiB limit gets the same 403, not the 413 of a body read."""
+    own_scenarios(project)
+    every_channel(project)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    json_type = {"Content-Type": "application/json"}
+    async with running(project) as daemon, aiohttp.ClientSession() as http:
+        for path in ("/push/subscribe", "/push/click"):
+            answered = asyncio.Event()
+
+            async def body(answered: asyncio.Event = answered) -> AsyncIterator[bytes]:
+                yield deep[:1024]
+                await answered.wait()  # the rest only once the daemon has answered
+                yield deep[1024:]
+
+            # Chunked, with no Content-Length: a handler that reads the body waits here for ever.
+            sending = http.post(url(daemon, path), data=body(), headers=json_type)
+            async with asyncio.timeout(5), sending as answer:
+                answered.set()
+                assert (path, answer.status) == (path, 403)
+            status, text = await post(http, url(daemon, path), deep, **json_type)
+            assert (path, status) == (path, 403), text
 
 
 # 4. the crash loop: unreadable rows fail themselves, never the loop or the start

@@ -46,10 +46,11 @@ async def service(tmp_path: Path):
 
 async def subscribe(daemon: Daemon, subscription: dict, token: str | None = None) -> tuple[int, dict]:
     """POST /push/subscribe as the shop's page does; the status and the JSON answer."""
-    body = {"subscription": subscription, "token": token or seal(conftest.SECRET, "push", "c-42")}
+    body = {"subscription": subscription}
+    headers = conftest.bearer(token or seal(conftest.SECRET, "push", "c-42"))
     async with (
         aiohttp.ClientSession() as http,
-        http.post(conftest.url(daemon, "/push/subscribe"), json=body) as answer,
+        http.post(conftest.url(daemon, "/push/subscribe"), json=body, headers=headers) as answer,
     ):
         return answer.status, await answer.json()
 
