@@ -111,6 +111,7 @@ class FakeBotApi:
         self.missing: set[str] = set()  # chats that do not exist: 400 chat not found
         self.webhook_url: str | None = None  # getUpdates answers 409 while a webhook is set
         self.updates: list[dict[str, Any]] = []
+        self.delay = 0.0  # seconds before answering a sendMessage that delivered: a slow Bot API
         self._arrived = asyncio.Event()
         self._next_update_id = 1000
         self._next_message_id = 1
@@ -238,6 +239,7 @@ class FakeBotApi:
             ):
                 return self._error(400, "Bad Request: can't parse reply keyboard markup JSON object")
         self.delivered.append(call)
+        await asyncio.sleep(self.delay)
         self._next_message_id += 1
         message = {
             "message_id": self._next_message_id,

@@ -52,7 +52,7 @@ from boomerang import hookimpl
 from boomerang.bodies import BodyError, read_json
 from boomerang.config import Config
 from boomerang.ingest import EventError, parse_event
-from boomerang.kinds import Channel, Ingest, Route, Source
+from boomerang.kinds import Channel, Ingest, Route, SendsInFlight, Source
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.tokens import SEALED_OVERHEAD, seal, unseal
@@ -537,13 +537,20 @@ class BotApi:
     def __init__(self, settings: TelegramSettings):
         self.settings = settings
         self.limiter = RateLimiter()
+        self.sends = SendsInFlight()  # the channel's sends: close() lets them finish first
         self._session: aiohttp.ClientSession | None = None
-        self.closed = False
+        self._shut = False
+
+    @property
+    def closed(self) -> bool:
+        """True from the moment `close()` is called: no new send starts, the poller moves on."""
+        return self.sends.closed
 
     def _client(self) -> aiohttp.ClientSession:
         import aiohttp  # here, not at the top: `boomerang check` loads plugins and must start fast
 
-        if self.closed:
+        # Only once the session is shut: until then the sends under way may still use it.
+        if self._shut:
             raise ConnectionError("the Telegram channel was closed (reloaded or stopping)")
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
@@ -583,8 +590,10 @@ class BotApi:
         return text.replace(self.settings.token, "<token>")
 
     async def close(self) -> None:
-        """Close the session; safe to call twice (the channel and the source share it)."""
-        self.closed = True
+        """Let the sends under way finish, then close the session; safe to call twice (the
+        channel and the source share it)."""
+        await self.sends.close(REQUEST_TIMEOUT)
+        self._shut = True
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -638,6 +647,14 @@ class TelegramChannel(Channel):
         params = self.payload(message)
         if not html.unescape(re.sub(r"<[^>]*>", "", params["text"])).strip():
             return Delivery(DeliveryStatus.FAILED, detail="the message is empty")
+        if self.bot.closed:  # a reload replaced this channel: the new one sends it later
+            closed = "the telegram channel was closed (a reload or shutdown)"
+            return Delivery(DeliveryStatus.RETRY, detail=closed)
+        with self.bot.sends.track():
+            return await self._send_message(message, params)
+
+    async def _send_message(self, message: Message, params: dict[str, Any]) -> Delivery:
+        """`sendMessage` (again as plain text if Telegram cannot read the HTML), its answer mapped."""
         try:
             try:
                 result = await self.bot.send_message(params)
@@ -699,7 +716,7 @@ class TelegramChannel(Channel):
         return notes
 
     async def close(self) -> None:
-        """Close the Bot API session."""
+        """Let the sends under way finish, then close the Bot API session."""
         await self.bot.close()
 
 

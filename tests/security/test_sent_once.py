@@ -26,6 +26,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from push_service import PushService
+from telegram_api import FakeBotApi
+from test_channel_telegram import TOKEN, channel_for
 from twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 import conftest
@@ -350,3 +352,24 @@ async def test_push_close_lets_a_send_finish_and_opens_no_session_after(tmp_path
     assert late.status is DeliveryStatus.RETRY  # the new channel sends it
     assert len(service.pushes) == 1
     assert channel._session is None
+
+
+async def test_telegram_close_lets_a_send_finish_and_opens_no_session_after(tmp_path: Path) -> None:
+    async with FakeBotApi(TOKEN) as api:
+        api.delay = 1.0
+        channel = channel_for(tmp_path, api)
+        message = Message(
+            id="m-1", customer_id="c-1", channel="telegram", to="4242", template="t", body="Your order"
+        )
+        try:
+            sending = asyncio.create_task(channel.send(message))
+            while not api.sent():
+                await asyncio.sleep(0.01)
+            await channel.close()  # a reload, while the Bot API is still answering
+            assert (await sending).status is DeliveryStatus.SENT
+            late = await channel.send(dataclasses.replace(message, id="m-2"))
+        finally:
+            await channel.close()
+    assert late.status is DeliveryStatus.RETRY  # the new channel sends it
+    assert len(api.calls_of("sendMessage")) == 1
+    assert channel.bot._session is None
