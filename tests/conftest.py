@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
+from smtp_server import Mailbox
 
 from boomerang.daemon import Daemon
 from boomerang.scaffold import create_project
@@ -119,3 +121,13 @@ async def daemon_process(project: Path, log: Path) -> AsyncIterator[subprocess.P
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1: its mailbox and its port."""
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield mailbox, controller.port
+    controller.stop()

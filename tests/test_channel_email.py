@@ -7,7 +7,6 @@ import asyncio
 import json
 import re
 import ssl
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import aiohttp
@@ -15,51 +14,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from push_service import make_certificate
+from smtp_server import Mailbox
 
 from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels.email import EmailChannel
 from conftest import AUTH, free_port, running, url
-
-
-class Mailbox:
-    """An aiosmtpd handler keeping every message (parsed, and as the bytes that came over the
-    wire); recipients can be made to fail, and DATA to take `delay` seconds."""
-
-    def __init__(self) -> None:
-        self.messages: list = []
-        self.raw: list[bytes] = []
-        self.peers: set = set()
-        self.refuse: dict[str, str] = {}
-        self.delay = 0.0
-        self.started = 0  # messages whose DATA began, answered or not
-        self.quits = 0
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.started += 1
-        await asyncio.sleep(self.delay)
-        self.peers.add(session.peer)
-        self.raw.append(envelope.original_content)
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted"
-
-    async def handle_QUIT(self, server, session, envelope):
-        self.quits += 1
-        return "221 Bye"
-
-
-@pytest.fixture
-def smtp():
-    mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield mailbox, controller.port
-    controller.stop()
 
 
 def message(**fields) -> Message:
