@@ -1,0 +1,345 @@
+"""Issue 9, section 1: templates and expressions see data, not objects, within a budget.
+
+Every payload below is a known way out of a Jinja2 sandbox, or an object the render context
+used to hold (`history` reached the store, its file and its connection). `boomerang check`
+must refuse each at its `file:line` in a template body, a front matter value, a scenario
+`if:` and a `set:` value; forced past `check`, the real daemon must send no internals, run
+no SQL and write no file. A slow template must fail its message, not stall the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import textwrap
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from boomerang import expressions
+from boomerang.cli import cli
+from boomerang.daemon import Daemon, StartupError
+from conftest import API_TOKEN, AUTH, BOOMERANG, SECRET, daemon_process, running, url
+
+ESCAPES = [
+    "history.store.path.with_name('boomerang.yaml').read_text()",
+    "history.store.path.with_name('plugins').joinpath('dropped.py').write_text('import os')",
+    "history.store.db.execute('CREATE TABLE pwned (x)')",
+    "segments.vip.source",
+    "cart.__class__.__mro__[1].__subclasses__()",
+    "''.__class__.__mro__[1].__subclasses__()",
+    "days_since.__globals__['os'].environ",
+    "bought_category.__globals__",
+    "lipsum.__globals__['os'].popen('id').read()",
+    "lipsum.__globals__.__builtins__.open('/proc/self/environ').read()",
+    "cycler.__init__.__globals__.os.environ",
+    "joiner.__init__.__globals__",
+    "namespace.__init__.__globals__",
+    "range.__call__.__globals__",
+    "self._TemplateReference__context",
+    "self.__init__.__globals__",
+    "'{0.__class__.__init__.__globals__}'.format(days_since)",
+    "'{0.__class__}'.format(cart)",
+    "'{x.__class__}'.format_map({'x': cart})",
+    "cart|attr('__class__')",
+    "days_since|attr('__globals__')",
+    "cart['__class__']['__mro__']",
+    "now.__class__.__subclasses__()",
+    "customer.__class__.__base__.__subclasses__()",
+    "dict.mro()",
+]
+# Payloads that need a statement around them: template bodies only.
+STATEMENT_ESCAPES = [
+    "{% for x in [1] %}{{ loop._iterator }}{% endfor %}",
+    "{% for x in [1] %}{{ loop.__class__.__init__.__globals__ }}{% endfor %}",
+    "{% set ns = namespace(a=1) %}{{ ns.__dict__ }}",
+    "{% macro m() %}{% endmacro %}{{ m._func.__globals__ }}",
+    "{% for x in [1] %}{{ x|attr('__class__') }}{% endfor %}",
+]
+# Nothing here is refused by `check`, yet each would print an object's repr: the render must not.
+PRINTED_OBJECTS = [
+    "{{ days_since }}",
+    "{{ dict }}{{ range }}{{ namespace }}",
+    "{{ 'abc'.upper }}",
+    "{{ [days_since, dict]|join(',') }}",
+    "{{ '%s'|format(bought_category) }}",
+    "{{ '%s' % in_segment }}",
+    "{{ days_since|string }}",
+    "{{ viewed_products ~ '' }}",
+    "{{ cart.keys }}{{ cart.items }}{{ customer.get }}",
+    "{{ now.tzinfo }}",
+    "{% for x in [1] %}{{ loop }}{{ loop.cycle }}{% endfor %}",
+    "{% macro m() %}{% endmacro %}{{ m }}",
+]
+# What no message may contain: the config's secrets and text, paths, Python reprs.
+LEAKS = (SECRET, API_TOKEN, "api_token", "secret:", "<class", "<function", "<module", "<built-in", "uid=")
+LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): error: (?P<text>.+)$")
+SLOW = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}done"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def only_our_scenarios(project: Path) -> None:
+    """The reference scenarios would send too; these tests look at their own messages only."""
+    for scenario in (project / "scenarios").glob("*.yaml"):
+        scenario.unlink()
+    config = project / "boomerang.yaml"
+    config.write_text(config.read_text() + "segments:\n  vip: customer.orders_count >= 5\n")
+
+
+def errors_by_file(output: str) -> dict[str, list[tuple[int, str]]]:
+    found: dict[str, list[tuple[int, str]]] = {}
+    for line in output.splitlines():
+        match = LINE.match(line)
+        if match:
+            found.setdefault(match["file"], []).append((int(match["line"]), match["text"]))
+    return found
+
+
+def test_check_refuses_every_escape_at_its_line(project: Path) -> None:
+    only_our_scenarios(project)
+    expected: dict[str, int] = {}
+    for n, payload in enumerate(ESCAPES):
+        body = write(
+            project / "templates" / f"body_{n}" / "email.en.html",
+            f"---\nsubject: Hi\n---\n<p>Hello</p>\n<p>{{{{ {payload} }}}}</p>\n",
+        )
+        expected[str(body)] = 5
+        front = write(
+            project / "templates" / f"front_{n}" / "email.en.html",
+            f'---\nsubject: Hi\npreheader: "{{{{ {payload} }}}}"\n---\n<p>Hello</p>\n',
+        )
+        expected[str(front)] = 3
+        scenario = f"""\
+            scenario: if-{n}
+            trigger: {{event: cart.updated}}
+            steps:
+              - wait: 1h
+              - if: "{payload}"
+                then:
+                  - stop
+            """
+        expected[str(write(project / "scenarios" / f"if_{n}.yaml", textwrap.dedent(scenario)))] = 5
+        scenario = f"""\
+            scenario: set-{n}
+            trigger: {{event: cart.updated}}
+            steps:
+              - set:
+                  note: "{{{{ {payload} }}}}"
+            """
+        expected[str(write(project / "scenarios" / f"set_{n}.yaml", textwrap.dedent(scenario)))] = 5
+    for n, payload in enumerate(STATEMENT_ESCAPES):
+        body = write(project / "templates" / f"statement_{n}" / "sms.en.txt", f"Hello\n{payload}\n")
+        expected[str(body)] = 2
+
+    result = CliRunner().invoke(cli, ["check", "--config", str(project / "boomerang.yaml")])
+
+    assert result.exit_code == 1
+    found = errors_by_file(result.stdout)
+    for file, line in expected.items():
+        assert [at for at, _ in found.get(file, [])] == [line], (file, found.get(file), result.stdout)
+    # The reference templates, which use the functions and the data, are all still fine.
+    assert set(found) == set(expected)
+
+
+async def test_forced_past_check_no_internals_are_sent(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With check's refusals switched off, the payloads reach the real engine: the daemon renders
+    them on its render thread, runs the `if:` on its store thread, and writes to the outbox."""
+    monkeypatch.setattr(expressions, "refusals", lambda source, environment: [], raising=False)
+    only_our_scenarios(project)
+    # The attr filter does not exist at all, so there is nothing to force past check there.
+    escapes = [payload for payload in ESCAPES if "|attr(" not in payload]
+    statements = [payload for payload in STATEMENT_ESCAPES if "|attr(" not in payload]
+    payloads = [f"{{{{ {payload} }}}}" for payload in escapes] + statements + PRINTED_OBJECTS
+    for n, payload in enumerate(payloads):
+        subject = payload if payload in PRINTED_OBJECTS or n < len(escapes) else "Hi"
+        write(
+            project / "templates" / f"t_{n}" / "email.en.html",
+            f'---\nsubject: "{subject}"\n---\n<p>Hello {n}</p>\n{payload}\n',
+        )
+        condition = escapes[n] if n < len(escapes) else "true"
+        scenario = f"""\
+            scenario: s-{n}
+            category: transactional
+            trigger: {{event: cart.updated}}
+            steps:
+              - if: "{condition}"
+                then:
+                  - send: t_{n}
+                else:
+                  - send: t_{n}
+            """
+        write(project / "scenarios" / f"s_{n}.yaml", textwrap.dedent(scenario))
+    cart = {
+        "id": "e-1",
+        "type": "cart.updated",
+        "at": "2026-03-02T10:00:00Z",
+        "customer": {"id": "c-42", "email": "anna@example.com", "name": "Anna"},
+        "data": {"cart": {"total": 80, "items": [{"name": "Bicycle", "price": 80}]}},
+    }
+    database = project / "boomerang.db"
+    async with running(project) as daemon, aiohttp.ClientSession() as session:
+        async with session.post(url(daemon, "/events"), json=cart, headers=AUTH) as response:
+            assert response.status == 200
+        deadline = time.monotonic() + 30
+        while True:
+            with sqlite3.connect(database) as db:
+                settled = db.execute(
+                    "SELECT status, detail FROM messages WHERE status != 'pending'"
+                ).fetchall()
+            if len(settled) == len(payloads) and all(status != "sending" for status, _ in settled):
+                break
+            assert time.monotonic() < deadline, settled
+            await asyncio.sleep(0.1)
+
+    sent = [file.read_text(encoding="utf-8") for file in (project / "outbox").glob("email-*.eml")]
+    assert sent, "the harmless part of the payloads is sent"
+    for text in sent:
+        for leak in (*LEAKS, str(project)):
+            assert leak not in text, (leak, text)
+    for status, detail in settled:
+        assert status == "sent" or (status == "dropped" and "cannot render" in detail), (status, detail)
+    with sqlite3.connect(database) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "pwned" not in tables
+        assert db.execute("SELECT count(*) FROM customers").fetchone() == (1,)
+    assert not (project / "plugins" / "dropped.py").exists()
+
+
+async def test_the_context_holds_plain_data_only(project: Path) -> None:
+    """No value in what a template sees can lead, by any attribute, to the store or a path."""
+    async with running(project) as daemon, aiohttp.ClientSession() as session:
+        cart = {
+            "id": "e-1",
+            "type": "order.placed",
+            "at": "2026-03-02T10:00:00Z",
+            "customer": {"id": "c-42", "email": "anna@example.com", "birthday": "1990-03-04"},
+            "data": {"order": {"total": 80, "items": [{"name": "Bicycle", "category": "bicycles"}]}},
+        }
+        async with session.post(url(daemon, "/events"), json=cart, headers=AUTH) as response:
+            assert response.status == 200
+        customer = await daemon.store.run(daemon.store.customer, "c-42")
+        assert customer is not None
+        journey = (await daemon.store.run(daemon.store.journeys_of, "c-42"))[0]
+        context = daemon.engine.context(customer, journey, datetime.now(UTC))
+
+    plain = (str, int, float, type(None), datetime, date)
+    stack: list[Any] = [context]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            assert all(isinstance(key, str) for key in value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        else:
+            assert isinstance(value, plain), (type(value), value)
+    assert dataclasses.asdict(customer) == context["customer"]
+
+
+def test_a_huge_constant_is_refused_by_check_without_being_built(project: Path) -> None:
+    file = write(
+        project / "templates" / "huge" / "email.en.html", "---\nsubject: Hi\n---\n<p>{{ 'x' * 10**8 }}</p>\n"
+    )
+    trigger = 'trigger: {event: cart.updated, if: "(\'x\' * 10 ** 8) | length > 0"}'
+    scenario = f"scenario: huge\n{trigger}\nsteps:\n  - stop\n"
+    write(project / "scenarios" / "huge.yaml", scenario)
+    started = time.monotonic()
+    result = subprocess.run(
+        [BOOMERANG, "check", "--config", str(project / "boomerang.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1
+    assert f"{file}:4:1: error: refused: this would be refused when rendered: a repetition" in result.stdout
+    refused = re.search(r"huge\.yaml:2:\d+: error: refused expression .*a repetition", result.stdout)
+    assert refused, result.stdout
+
+
+async def test_start_and_reload_refuse_a_huge_constant_at_once(project: Path) -> None:
+    template = project / "templates" / "cart_reminder" / "email.en.html"
+    original = template.read_text(encoding="utf-8")
+    async with running(project) as daemon:
+        template.write_text(original + "{{ 'x' * 10**8 }}\n", encoding="utf-8")
+        started = time.monotonic()
+        assert await daemon.reload() is False
+        assert time.monotonic() - started < 5
+    started = time.monotonic()
+    with pytest.raises(StartupError, match="repetition"):
+        await Daemon(project / "boomerang.yaml").start()
+    assert time.monotonic() - started < 5
+
+
+async def test_a_slow_template_fails_its_message_and_the_daemon_stays_responsive(
+    project: Path, tmp_path: Path
+) -> None:
+    """Against the real `boomerang run`: while a message with a never-ending loop renders,
+    /healthz and POST /events answer within 100 ms; the message fails when its budget is spent."""
+    only_our_scenarios(project)
+    write(
+        project / "scenarios" / "slow.yaml",
+        "scenario: slow\ntrigger: {event: cart.updated}\nsteps:\n  - send: slow\n",
+    )
+    write(project / "templates" / "slow" / "email.en.html", f"---\nsubject: Slow\n---\n{SLOW}\n")
+    base = f"http://127.0.0.1:{os.environ['BOOMERANG_PORT']}"
+    cart = {
+        "id": "e-slow",
+        "type": "cart.updated",
+        "at": "2026-03-02T10:00:00Z",
+        "customer": {"id": "c-1", "email": "anna@example.com"},
+        "data": {},
+    }
+    latencies: list[float] = []
+    async with (
+        daemon_process(project, tmp_path / "daemon.log"),
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+    ):
+        async with session.post(f"{base}/events", json=cart, headers=AUTH) as response:
+            assert response.status == 200
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < 0.8:  # the render's budget is 1 s
+            before = time.monotonic()
+            async with session.get(f"{base}/healthz") as response:
+                assert response.status == 200
+            latencies.append(time.monotonic() - before)
+            view = {**cart, "id": f"v-{n}", "type": "product.viewed", "customer": {"id": f"c-{n + 2}"}}
+            before = time.monotonic()
+            async with session.post(f"{base}/events", json=view, headers=AUTH) as response:
+                assert response.status == 200
+            latencies.append(time.monotonic() - before)
+            n += 1
+        dropped = None
+        while dropped is None:
+            assert time.monotonic() - started < 20, "the slow message was never settled"
+            result = CliRunner().invoke(
+                cli, ["explain", "--config", str(project / "boomerang.yaml"), "c-1", "--json"]
+            )
+            timeline = json.loads(result.stdout)["timeline"] if result.exit_code == 0 else []
+            dropped = next((row for row in timeline if row["kind"] == "drop"), None)
+            await asyncio.sleep(0.2)
+
+    assert len(latencies) >= 10 and max(latencies) < 0.1, latencies
+    assert dropped["template"] == "slow" and dropped["channel"] == "email"
+    assert dropped["reason"] == "email: cannot render: it took longer than its budget of 1 s"
+    assert "cannot render: it took longer than its budget of 1 s" in (tmp_path / "daemon.log").read_text()
+    assert not list((project / "outbox").glob("email-*.eml"))
