@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -262,8 +263,8 @@ def _tick() -> None:
         current.budget.tick()
 
 
-def _too_big(what: str, size: int, limit: int) -> RenderLimitExceeded:
-    return RenderLimitExceeded(f"{what} would be {size} long; the limit is {limit}")
+def _too_big(what: str, size: int, limit: int, unit: str = "characters") -> RenderLimitExceeded:
+    return RenderLimitExceeded(f"{what} would be {size} {unit} long; the limit is {limit}")
 
 
 def weigh(value: Any, limit: int | None = None) -> int:
@@ -322,11 +323,15 @@ def bounded_binop(
         count, sequence = (left, right) if isinstance(right, sequences) else (right, left)
         if isinstance(sequence, sequences) and isinstance(count, int) and len(sequence) * count > limit:
             raise _too_big("a repetition", len(sequence) * count, limit)
+        if isinstance(left, int) and isinstance(right, int):
+            bits = left.bit_length() + right.bit_length()
+            if bits > MAX_POWER_BITS:
+                raise _too_big("a product", bits, MAX_POWER_BITS, "bits")
     elif operator == "**":
         if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
-            bits = right * abs(left).bit_length()
+            bits = math.ceil(right * math.log2(abs(left)))
             if bits > MAX_POWER_BITS:
-                raise _too_big("a power", bits, MAX_POWER_BITS)
+                raise _too_big("a power", bits, MAX_POWER_BITS, "bits")
     elif operator == "+":
         if isinstance(left, sequences) and isinstance(right, sequences) and len(left) + len(right) > limit:
             raise _too_big("a sum", len(left) + len(right), limit)
@@ -407,7 +412,7 @@ def plain(value: Any, where: str = "a function") -> Any:
 def _bounded_range(*args: int) -> range:
     numbers = range(*args)
     if len(numbers) > MAX_RANGE:
-        raise _too_big("range()", len(numbers), MAX_RANGE)
+        raise _too_big("range()", len(numbers), MAX_RANGE, "items")
     return numbers
 
 
@@ -469,6 +474,7 @@ def _check_width(value: Any, width: Any = 80, *_: Any, **__: Any) -> None:
 
 def _check_format(value: Any, *args: Any, **kwargs: Any) -> None:
     _check_widths(str(value))
+    weigh([value, *args, *kwargs.values()])
 
 
 def _check_join(value: Any, separator: str = "", *_: Any, **__: Any) -> None:
@@ -488,7 +494,7 @@ def _check_replace(value: Any, old: Any, new: Any, count: int | None = None) -> 
 
 def _check_count(value: Any, count: Any = 1, *_: Any, **__: Any) -> None:
     if int(count) > MAX_RANGE:
-        raise _too_big("the count", int(count), MAX_RANGE)
+        raise _too_big("the count", int(count), MAX_RANGE, "items")
 
 
 def _check_wordwrap(
@@ -498,6 +504,21 @@ def _check_wordwrap(
     size = len(text) + (len(text) // max(int(width), 1) + 1) * len(str(wrapstring or "\n"))
     if size > _limit():
         raise _too_big("the wrapped text", size, _limit())
+
+
+def _check_urlize(
+    value: Any,
+    trim_url_limit: Any = None,
+    nofollow: bool = False,
+    target: Any = None,
+    rel: Any = None,
+    **_: Any,
+) -> None:
+    text = str(value)
+    # Every link (four characters at least) gets the target and rel attributes.
+    size = len(text) + (len(text) // 4 + 1) * (len(str(target or "")) + len(str(rel or "")))
+    if size > _limit():
+        raise _too_big("the linked text", size, _limit())
 
 
 def _check_sum(value: Any, attribute: Any = None, start: Any = 0) -> None:
@@ -522,6 +543,20 @@ _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "wordwrap": _check_wordwrap,
     "sum": _check_sum,
     "tojson": _check_tojson,
+    "urlize": _check_urlize,
+}
+# Filters whose `attribute` argument (the first for selectattr and rejectattr) names attributes.
+ATTRIBUTE_FILTERS = {
+    "map",
+    "selectattr",
+    "rejectattr",
+    "sort",
+    "groupby",
+    "sum",
+    "unique",
+    "min",
+    "max",
+    "join",
 }
 
 
@@ -626,7 +661,8 @@ def _filtered(node: nodes.Expr, name: str) -> nodes.Filter:
 def refusals(source: nodes.Node, environment: Sandbox) -> list[tuple[int, str]]:
     """What in a parsed template or expression the sandbox refuses, as (line, message)."""
     found: list[tuple[int, str]] = []
-    for node in source.find_all((nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.BinExpr)):
+    kinds = (nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.BinExpr, *_LOADERS)
+    for node in source.find_all(kinds):
         message = None
         if isinstance(node, nodes.Name) and node.ctx == "load":
             message = REFUSED_NAMES.get(node.name)
@@ -642,11 +678,30 @@ def refusals(source: nodes.Node, environment: Sandbox) -> list[tuple[int, str]]:
             message = REFUSED_FILTERS.get(node.name)
             if node.name.startswith("_"):
                 message = f"the filter '{node.name}' is private"
+            elif node.name in ATTRIBUTE_FILTERS:
+                message = _private_attribute_argument(node)
         elif isinstance(node, nodes.BinExpr) and node.operator in Sandbox.intercepted_binops:
             message = _constant_too_big(node, environment)
+        elif isinstance(node, _LOADERS):
+            message = "templates cannot load other templates (include, import, extends): write it out here"
         if message:
             found.append((node.lineno, message))
     return found
+
+
+_LOADERS = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+
+
+def _private_attribute_argument(node: nodes.Filter) -> str | None:
+    """`map(attribute='__class__')` reaches attributes as `x.__class__` does."""
+    names = [keyword.value for keyword in node.kwargs if keyword.key == "attribute"]
+    if node.name in ("selectattr", "rejectattr") and node.args:
+        names.append(node.args[0])
+    for name in names:
+        text = name.value if isinstance(name, nodes.Const) else None
+        if isinstance(text, str) and any(part.startswith("_") for part in text.split(".")):
+            return f"'{text}' is private: names starting with _ are not available"
+    return None
 
 
 def _constant_too_big(node: nodes.BinExpr, environment: Sandbox) -> str | None:

@@ -29,6 +29,8 @@ from click.testing import CliRunner
 from boomerang import expressions
 from boomerang.cli import cli
 from boomerang.daemon import Daemon, StartupError
+from boomerang.ingest import parse_events
+from boomerang.simulation import simulate
 from conftest import API_TOKEN, AUTH, BOOMERANG, SECRET, daemon_process, running, url
 
 ESCAPES = [
@@ -85,6 +87,29 @@ PRINTED_OBJECTS = [
 LEAKS = (SECRET, API_TOKEN, "api_token", "secret:", "<class", "<function", "<module", "<built-in", "uid=")
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): error: (?P<text>.+)$")
 SLOW = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}done"
+# Templates that would take seconds, or build megabytes, and the reason each message fails with.
+# (Kept small enough that the code before the budget finished them, and sent them.)
+EXPENSIVE = {
+    "{% for a in range(3000) %}{% for b in range(3000) %}{% endfor %}{% endfor %}": "took longer than",
+    "{% set a = 'x' * 20000 %}{% macro m() %}{% for i in range(1000) %}{{ a }}{% endfor %}{% endmacro %}"
+    "{{ m()|length }}": "wrote more than",
+    "{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = ns.l + ['x' * 1000] %}"
+    "{% endfor %}{{ ns.l }}": "the text would be",
+    "{{ 'x'|center(10**7) }}": "the padding",
+    "{{ 'x'|indent(10**7, true) }}": "the padding",
+    "{{ ('%0' ~ 10**7 ~ 'd')|format(1) }}": "a format width of 10000000",
+    "{{ '%*d' % (10**7, 1) }}": "a format width of *",
+    "{{ range(10**8)|list }}": "range() would be 100000000 items",
+    "{{ ('x' * 1000)|list|join('y' * 1000) }}": "the joined text",
+    "{{ ('x' * 200000)|replace('x', 'yy') }}": "the replaced text",
+    "{{ ('x' * 200000).replace('x', 'yy') }}": "the replaced text",
+    "{{ cart.total ** (10 ** 6) }}": "a power would be",
+    "{{ [cart] * 10**6 }}": "a repetition would be",
+    "{{ [1]|batch(10**7, 0)|list }}": "the count would be",
+    "{{ cart|tojson(indent=10**6) }}": "tojson indent",
+    "{{ ('a b ' * 1000)|wordwrap(1, wrapstring='x' * 1000) }}": "the wrapped text",
+    "{{ ('http://a.b ' * 300)|urlize(target='x' * 1000) }}": "the linked text",
+}
 
 
 def write(path: Path, text: str) -> Path:
@@ -253,11 +278,36 @@ async def test_the_context_holds_plain_data_only(project: Path) -> None:
     assert dataclasses.asdict(customer) == context["customer"]
 
 
+async def test_expensive_templates_fail_their_message_within_the_budget(project: Path) -> None:
+    """Through `simulate`, the engine's own path: each message fails with its reason, fast."""
+    only_our_scenarios(project)
+    for n, body in enumerate(EXPENSIVE):
+        write(project / "templates" / f"t_{n}" / "email.en.html", f"---\nsubject: Hi\n---\n{body}\n")
+        scenario = f"scenario: s-{n}\ncategory: transactional\ntrigger: {{event: cart.updated}}\nsteps:\n"
+        write(project / "scenarios" / f"s_{n}.yaml", scenario + f"  - send: t_{n}\n")
+    cart = {
+        "id": "e-1",
+        "type": "cart.updated",
+        "at": "2026-03-02T10:00:00Z",
+        "customer": {"id": "c-42", "email": "anna@example.com"},
+        "data": {"cart": {"total": 80, "items": [{"name": "Bicycle", "price": 80}]}},
+    }
+    started = time.monotonic()
+    timeline = await simulate(project / "boomerang.yaml", parse_events([("event 1", cart)]))
+
+    assert time.monotonic() - started < 15
+    outcomes = {entry.template: entry for entry in timeline.entries if entry.kind in ("send", "drop")}
+    for n, reason in enumerate(EXPENSIVE.values()):
+        entry = outcomes[f"t_{n}"]
+        assert entry.kind == "drop" and entry.reason.startswith("email: cannot render: "), entry
+        assert reason in entry.reason, (reason, entry.reason)
+
+
 def test_a_huge_constant_is_refused_by_check_without_being_built(project: Path) -> None:
     file = write(
         project / "templates" / "huge" / "email.en.html", "---\nsubject: Hi\n---\n<p>{{ 'x' * 10**8 }}</p>\n"
     )
-    trigger = 'trigger: {event: cart.updated, if: "(\'x\' * 10 ** 8) | length > 0"}'
+    trigger = "trigger: {event: cart.updated, if: \"('x' * 10 ** 8) | length > 0\"}"
     scenario = f"scenario: huge\n{trigger}\nsteps:\n  - stop\n"
     write(project / "scenarios" / "huge.yaml", scenario)
     started = time.monotonic()
