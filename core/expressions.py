@@ -64,9 +64,9 @@ YIELD_SECONDS = 0.001  # how long an evaluation holds the GIL before it lets oth
 # Names no template may use: objects the context once held, Jinja's default globals that are
 # classes or generators, and the template's own reference.
 REFUSED_NAMES = {
-    "self": "'self' is the template's own internals",
-    "history": "'history' is gone: use bought_category(), viewed_products() and the like",
-    "segments": "'segments' is gone: use in_segment('name')",
+    "self": "'self' is not available: it is the template's internals",
+    "history": "'history' is not available: use bought_category(), viewed_products() and the like",
+    "segments": "'segments' is not available: use in_segment('name')",
     "lipsum": "'lipsum' is not available",
     "cycler": "'cycler' is not available: use loop.cycle(...)",
     "joiner": "'joiner' is not available: use loop.first or |join",

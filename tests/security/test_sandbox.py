@@ -303,6 +303,53 @@ async def test_expensive_templates_fail_their_message_within_the_budget(project:
         assert reason in entry.reason, (reason, entry.reason)
 
 
+async def test_expressions_and_set_values_have_the_shorter_budget(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An `if:` and a `set:` value run on the store's thread: over 0.1 s the value is not set
+    and the condition is false, and the journey goes on."""
+    only_our_scenarios(project)
+    write(project / "templates" / "then" / "email.en.html", "---\nsubject: Then\n---\nthen\n")
+    write(project / "templates" / "else" / "email.en.html", "---\nsubject: Else\n---\nelse\n")
+    loops = "{% for a in range(3000) %}{% for b in range(3000) %}{% endfor %}{% endfor %}"
+    scenario = f"""\
+        scenario: slow-values
+        category: transactional
+        trigger: {{event: cart.updated}}
+        steps:
+          - set:
+              note: "{loops}slow"
+          - if: "range(100000) | map('string') | map('upper') | join | length > 0"
+            then:
+              - send: then
+            else:
+              - send: else
+        """
+    write(project / "scenarios" / "slow_values.yaml", textwrap.dedent(scenario))
+    cart = {
+        "id": "e-1",
+        "type": "cart.updated",
+        "at": "2026-03-02T10:00:00Z",
+        "customer": {"id": "c-42", "email": "anna@example.com"},
+        "data": {},
+    }
+    started = time.monotonic()
+    timeline = await simulate(project / "boomerang.yaml", parse_events([("event 1", cart)]))
+
+    assert time.monotonic() - started < 5
+    outcomes = [
+        (entry.kind, entry.template, entry.reason) for entry in timeline.entries if entry.kind != "enter"
+    ]
+    assert outcomes[0] == (
+        "drop",
+        None,
+        "set not done: cannot render its values: it took longer than its budget of 0.1 s",
+    )
+    assert "stopped: it took longer than its budget of 0.1 s" in caplog.text
+    # The journey ends at once; its message goes when the send job runs.
+    assert [(kind, template) for kind, template, _ in outcomes[1:]] == [("exit", None), ("send", "else")]
+
+
 def test_a_huge_constant_is_refused_by_check_without_being_built(project: Path) -> None:
     file = write(
         project / "templates" / "huge" / "email.en.html", "---\nsubject: Hi\n---\n<p>{{ 'x' * 10**8 }}</p>\n"
