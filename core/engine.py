@@ -650,7 +650,9 @@ class Engine:
                 return ()
             decision = self._decide(record, customer, plan.template, now)
             if decision.channel != plan.decision.channel:
-                return None  # another message took the slot, or a channel closed, while it rendered
+                # Another message took the slot, or a channel closed, while it rendered.
+                log.debug("message %s: the decision changed while it rendered; planning again", record["id"])
+                return None
             journey = self.store.journey(record["journey_id"])
             assert journey is not None and decision.channel is not None
             step = record["step"]

@@ -645,13 +645,32 @@ class Sandbox(ImmutableSandboxedEnvironment):
         """Refuse what the sandbox does not allow, then route loops and output through the budget."""
         for line, message in refusals(source, self):
             raise Refused(message, line, name, filename)
-        for loop in source.find_all(nodes.For):
-            loop.iter = _filtered(loop.iter, "_iterate")
-        for output in source.find_all(nodes.Output):
-            output.nodes = [_filtered(child, "_charge") for child in output.nodes]
-        for concat in source.find_all(nodes.Concat):
-            concat.nodes = [_filtered(child, "_charge") for child in concat.nodes]
+        _route_through_budget(source)
         return super()._generate(source, name, filename, defer_init)
+
+
+# What runs its body more than once: literal text there is counted too.
+_REPEATING = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.Block)
+
+
+def _route_through_budget(node: nodes.Node, repeated: bool = False) -> None:
+    """Every loop step ticks the deadline; every value printed or joined with `~` is checked
+    for being data and counted. Literal text written once is left alone (it is as long as the
+    template, and the output's limit counts it), so that Jinja can still fold it."""
+    if isinstance(node, nodes.For):
+        node.iter = _filtered(node.iter, "_iterate")
+    elif isinstance(node, nodes.Output):
+        node.nodes = [
+            child if isinstance(child, nodes.TemplateData) and not repeated else _filtered(child, "_charge")
+            for child in node.nodes
+        ]
+    elif isinstance(node, nodes.Concat):
+        node.nodes = [
+            child if isinstance(child, nodes.Const) else _filtered(child, "_charge") for child in node.nodes
+        ]
+    repeated = repeated or isinstance(node, _REPEATING)
+    for child in node.iter_child_nodes():
+        _route_through_budget(child, repeated)
 
 
 def _filtered(node: nodes.Expr, name: str) -> nodes.Filter:

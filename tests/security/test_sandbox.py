@@ -303,6 +303,44 @@ async def test_expensive_templates_fail_their_message_within_the_budget(project:
         assert reason in entry.reason, (reason, entry.reason)
 
 
+async def test_two_messages_rendered_at_once_still_respect_a_cap(project: Path) -> None:
+    """Rendering happens between the decision and its record: the record decides again, so two
+    promos for one customer rendered side by side do not both pass a cap of one a day."""
+    only_our_scenarios(project)
+    config = project / "boomerang.yaml"
+    plan = "contact_plan:\n  default_timezone: Europe/Moscow\n"
+    assert plan in config.read_text()
+    caps = "  caps:\n    - {categories: [promo], max: 1, per: 1d}\n"
+    config.write_text(config.read_text().replace(plan, plan + caps))
+    for name in ("first", "second"):
+        body = "{% for i in range(20000) %}{% endfor %}" + name
+        write(project / "templates" / name / "email.en.html", f"---\nsubject: {name}\n---\n{body}\n")
+        scenario = (
+            f"scenario: {name}\ncategory: promo\ntrigger: {{event: cart.updated}}\nsteps:\n  - send: {name}\n"
+        )
+        write(project / "scenarios" / f"{name}.yaml", scenario)
+    cart = {
+        "id": "e-1",
+        "type": "cart.updated",
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "customer": {"id": "c-42", "email": "anna@example.com"},
+        "data": {},
+    }
+    async with running(project) as daemon, aiohttp.ClientSession() as session:
+        async with session.post(url(daemon, "/events"), json=cart, headers=AUTH) as response:
+            assert response.status == 200
+        deadline = time.monotonic() + 20
+        while True:
+            with sqlite3.connect(project / "boomerang.db") as db:
+                statuses = sorted(db.execute("SELECT status, detail FROM messages").fetchall())
+            if [status for status, _ in statuses] == ["pending", "sent"] and "cap" in (statuses[0][1] or ""):
+                break
+            assert time.monotonic() < deadline, statuses
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # nothing else goes out
+    assert len(list((project / "outbox").glob("email-*.eml"))) == 1
+
+
 async def test_expressions_and_set_values_have_the_shorter_budget(
     project: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
