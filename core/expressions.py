@@ -445,16 +445,51 @@ def _charge(_: Any, value: Any) -> Any:
     return value
 
 
+_STRUCTURAL_FILTERS = frozenset(
+    [
+        "length",
+        "count",
+        "first",
+        "last",
+        "sort",
+        "map",
+        "select",
+        "reject",
+        "selectattr",
+        "rejectattr",
+        "list",
+        "unique",
+        "sum",
+        "min",
+        "max",
+        "groupby",
+        "dictsort",
+        "items",
+        "reverse",
+        "random",
+        "default",
+        "d",
+        "abs",
+        "int",
+        "float",
+        "round",
+    ]
+)
+
+
 def _guard(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     """A filter that checks the deadline, refuses non-data and too big arguments and results."""
     check = _FILTER_CHECKS.get(name)
     # Filters that pass the context (or environment) get it first; the checks are for the rest.
     offset = 1 if _PassArg.from_obj(function) is not None else 0
+    # A filter that only counts or rearranges its input turns none of it into text: weighing
+    # that input, on every call in a loop, would only cost time.
+    weighs = name not in _STRUCTURAL_FILTERS
 
     @functools.wraps(function)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         _tick()
-        for argument in (*args[offset:], *kwargs.values()):
+        for argument in (*args[offset:], *kwargs.values()) if weighs else ():
             container = isinstance(argument, Mapping | list | tuple | set | frozenset)
             if (container or callable(argument)) and not isinstance(argument, Undefined):
                 weigh(argument)
@@ -680,10 +715,16 @@ def _filtered(node: nodes.Expr, name: str) -> nodes.Filter:
 def refusals(source: nodes.Node, environment: Sandbox) -> list[tuple[int, str]]:
     """What in a parsed template or expression the sandbox refuses, as (line, message)."""
     found: list[tuple[int, str]] = []
-    kinds = (nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.BinExpr, *_LOADERS)
+    kinds = (nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.BinExpr, nodes.Output, *_LOADERS)
     for node in source.find_all(kinds):
         message = None
-        if isinstance(node, nodes.Name) and node.ctx == "load":
+        if isinstance(node, nodes.Output):
+            found.extend(
+                (child.lineno, f"'{child.name}' is a function: call it, {child.name}(...)")
+                for child in node.nodes
+                if isinstance(child, nodes.Name) and child.name in environment.globals
+            )
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
             message = REFUSED_NAMES.get(node.name)
             if node.name.startswith("__"):
                 message = f"'{node.name}' is private"
@@ -692,7 +733,9 @@ def refusals(source: nodes.Node, environment: Sandbox) -> list[tuple[int, str]]:
             if isinstance(attribute, str) and attribute.startswith("_"):
                 message = f"'{attribute}' is private: names starting with _ are not available"
             elif attribute in REFUSED_ATTRIBUTES:
-                message = f"'.{attribute}' is not available: use ~ or the format filter to build text"
+                message = f"'.{attribute}' is not available"
+                if attribute in ("format", "format_map"):
+                    message += ": use ~ or the format filter to build text"
         elif isinstance(node, nodes.Filter):
             message = REFUSED_FILTERS.get(node.name)
             if node.name.startswith("_"):
