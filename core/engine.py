@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 from jinja2 import Template
+from jinja2.exceptions import SecurityError
 
 from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import DEFAULT_RATE, Decision, load_plan
@@ -39,6 +40,7 @@ from boomerang.expressions import (
     MESSAGE_SECONDS,
     Budget,
     Expression,
+    RenderLimitExceeded,
     Scope,
     evaluating,
     render,
@@ -645,21 +647,24 @@ class Engine:
         with self.store.transaction():
             record = self.store.message(plan.record["id"])
             customer = self.store.customer(plan.record["customer_id"])
-            if record is None or customer is None or record["status"] not in ("pending", "sending"):
-                self.store.complete_job(job.id)  # exited, or settled by a run of this job before a crash
+            journey = self.store.journey(plan.record["journey_id"])
+            settled = record is None or record["status"] not in ("pending", "sending")
+            if settled or customer is None or journey is None:
+                self.store.complete_job(job.id)  # settled while it rendered
                 return ()
             decision = self._decide(record, customer, plan.template, now)
             if decision.channel != plan.decision.channel:
                 # Another message took the slot, or a channel closed, while it rendered.
                 log.debug("message %s: the decision changed while it rendered; planning again", record["id"])
                 return None
-            journey = self.store.journey(record["journey_id"])
-            assert journey is not None and decision.channel is not None
+            assert decision.channel is not None
             step = record["step"]
             fields = {"template": record["template"], "message_id": record["id"], "channel": decision.channel}
             if isinstance(rendered, Exception):
                 reason = f"{decision.channel}: cannot render: {rendered}"
-                log.warning("message %s (%s): cannot render: %s", record["id"], record["template"], rendered)
+                if isinstance(rendered, RenderLimitExceeded | SecurityError):
+                    # Worded by the sandbox, without customer data: the operator should hear of it.
+                    log.warning("message %s: cannot render: %s", record["id"], rendered)
                 self.store.update_message(record["id"], status="dropped", detail=reason)
                 self._journal(now, "drop", journey, step, reason, **fields)
                 self.store.complete_job(job.id)
