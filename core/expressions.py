@@ -742,6 +742,8 @@ def refusals(source: nodes.Node, environment: Sandbox) -> list[tuple[int, str]]:
                 message = f"the filter '{node.name}' is private"
             elif node.name in ATTRIBUTE_FILTERS:
                 message = _private_attribute_argument(node)
+            if not message and node.name in _FILTER_CHECKS:
+                message = _constant_too_big(node, environment)
         elif isinstance(node, nodes.BinExpr) and node.operator in Sandbox.intercepted_binops:
             message = _constant_too_big(node, environment)
         elif isinstance(node, _LOADERS):
@@ -766,8 +768,9 @@ def _private_attribute_argument(node: nodes.Filter) -> str | None:
     return None
 
 
-def _constant_too_big(node: nodes.BinExpr, environment: Sandbox) -> str | None:
-    """Whether a constant operation such as `'x' * 10**8` would be refused when it runs."""
+def _constant_too_big(node: nodes.BinExpr | nodes.Filter, environment: Sandbox) -> str | None:
+    """Whether a constant operation such as `'x' * 10**8` or `'x'|center(10**8)` would be
+    refused when it runs (Jinja cannot fold these: the sandbox intercepts them)."""
     try:
         _constant(node, environment)
     except RenderLimitExceeded as exc:
@@ -781,6 +784,16 @@ def _constant(node: nodes.Expr, environment: Sandbox) -> Any:
     if isinstance(node, nodes.BinExpr) and node.operator in Sandbox.intercepted_binops:
         left, right = _constant(node.left, environment), _constant(node.right, environment)
         return bounded_binop(node.operator, left, right, environment.binop_table)
+    if isinstance(node, nodes.Filter) and node.name in _FILTER_CHECKS and node.node is not None:
+        function = environment.filters[node.name]
+        passed = {_PassArg.eval_context: nodes.EvalContext(environment), _PassArg.environment: environment}
+        pass_arg = _PassArg.from_obj(function)
+        if pass_arg is _PassArg.context or node.dyn_args or node.dyn_kwargs:
+            raise nodes.Impossible()
+        args = [_constant(argument, environment) for argument in node.args]
+        kwargs = {keyword.key: _constant(keyword.value, environment) for keyword in node.kwargs}
+        first = [passed[pass_arg]] if pass_arg is not None else []
+        return function(*first, _constant(node.node, environment), *args, **kwargs)
     return node.as_const()
 
 
