@@ -434,8 +434,8 @@ def _iterate(_: Any, iterable: Any) -> Any:
 
 @pass_context
 def _charge(_: Any, value: Any) -> Any:
-    """Every `{{ }}`, every piece of text and every `~` goes through this: it must print as
-    data, and what a render writes in all (macros and blocks included) is counted."""
+    """Every printed value, every `~` operand, and literal text in loops and macros goes
+    through this: it must print as data, and what a render writes in all is counted."""
     if isinstance(value, Undefined):
         return value
     size = len(value) if isinstance(value, str) else weigh(value)
@@ -489,6 +489,8 @@ def _guard(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         _tick()
+        if name == "join" and len(args) > offset:
+            args = _listed(args, offset)  # a generator (`map(...)`) is weighed like a list
         for argument in (*args[offset:], *kwargs.values()) if weighs else ():
             container = isinstance(argument, Mapping | list | tuple | set | frozenset)
             if (container or callable(argument)) and not isinstance(argument, Undefined):
@@ -500,7 +502,15 @@ def _guard(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _check_width(value: Any, width: Any = 80, *_: Any, **__: Any) -> None:
+def _listed(args: tuple[Any, ...], index: int) -> tuple[Any, ...]:
+    """`args` with the one at `index` made a list, if it is an iterator that cannot be weighed."""
+    value = args[index]
+    if isinstance(value, Sequence | Mapping | set | frozenset | Undefined) or not hasattr(value, "__iter__"):
+        return args
+    return (*args[:index], list(value), *args[index + 1 :])
+
+
+def _check_width(value: Any, width: Any = None, *_: Any, **__: Any) -> None:
     lines = str(value).count("\n") + 1
     size = (len(width) if isinstance(width, str) else int(width)) * lines if width else 0
     if size > _limit():
@@ -533,7 +543,7 @@ def _check_count(value: Any, count: Any = 1, *_: Any, **__: Any) -> None:
 
 
 def _check_wordwrap(
-    value: Any, width: int = 79, break_long_words: bool = True, wrapstring: Any = None, **_: Any
+    value: Any, width: int = 79, break_long_words: bool = True, wrapstring: Any = None, *_: Any, **__: Any
 ) -> None:
     text = str(value)
     size = len(text) + (len(text) // max(int(width), 1) + 1) * len(str(wrapstring or "\n"))
@@ -547,7 +557,8 @@ def _check_urlize(
     nofollow: bool = False,
     target: Any = None,
     rel: Any = None,
-    **_: Any,
+    *_: Any,
+    **__: Any,
 ) -> None:
     text = str(value)
     # Every link (four characters at least) gets the target and rel attributes.
@@ -666,6 +677,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             if name == "replace":
                 _check_replace(owner, *args, **kwargs)
             elif name == "join" and args:
+                args = _listed(args, 0)
                 _check_join(args[0], owner)
         return _bounded(super().call(__context, __obj, *args, **kwargs))
 
