@@ -25,6 +25,8 @@ from typing import Any
 import aiohttp
 import pytest
 from click.testing import CliRunner
+from jinja2 import Undefined
+from jinja2.exceptions import SecurityError
 
 from boomerang import expressions
 from boomerang.cli import cli
@@ -279,6 +281,32 @@ async def test_the_context_holds_plain_data_only(project: Path) -> None:
         else:
             assert isinstance(value, plain), (type(value), value)
     assert dataclasses.asdict(customer) == context["customer"]
+
+    # Every attribute of every value, and of every function, as the sandbox hands it out,
+    # three steps deep: data, or a harmless method of text or a datetime, never an object.
+    environment = daemon.project.environment
+    frontier: list[Any] = [*context.values(), *environment.globals.values()]
+    for _ in range(3):
+        following = []
+        for value in frontier:
+            if isinstance(value, dict):
+                following.extend(value.values())
+            elif isinstance(value, list):
+                following.extend(value)
+            for name in dir(value):
+                try:
+                    reached = environment.getattr(value, name)
+                except SecurityError:
+                    continue
+                if isinstance(reached, Undefined):
+                    continue
+                if callable(reached) and not isinstance(reached, expressions.Function):
+                    owner = getattr(reached, "__self__", None)
+                    assert isinstance(owner, str | datetime | date | list), (value, name, reached)
+                else:
+                    assert isinstance(reached, (*plain, dict, list, expressions.Function)), (value, name)
+                following.append(reached)
+        frontier = following
 
 
 async def test_expensive_templates_fail_their_message_within_the_budget(
