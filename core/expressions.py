@@ -831,6 +831,7 @@ def render(template: Template, context: Mapping[str, Any]) -> str:
         size += len(chunk)
         if size > limit:
             raise RenderLimitExceeded(f"its text is longer than the limit of {limit} characters")
+        current.budget.tick()
         chunks.append(chunk)
     return "".join(chunks)
 
