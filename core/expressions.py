@@ -657,7 +657,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(obj, date | time_of_day | timedelta):
             return attr in DATETIME_ATTRIBUTES
         if isinstance(obj, list | tuple):
-            return attr in SEQUENCE_METHODS
+            # A named tuple's fields are data: `group.grouper` and `group.list` of `groupby`.
+            return attr in SEQUENCE_METHODS or attr in getattr(type(obj), "_fields", ())
         return isinstance(obj, Undefined | LoopContext | Namespace | Macro)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:

@@ -32,6 +32,7 @@ from boomerang import expressions
 from boomerang.cli import cli
 from boomerang.daemon import Daemon, StartupError
 from boomerang.ingest import parse_events
+from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.simulation import simulate
 from conftest import API_TOKEN, AUTH, BOOMERANG, SECRET, daemon_process, running, url
 
@@ -421,6 +422,34 @@ async def test_expressions_and_set_values_have_the_shorter_budget(
     assert "stopped: it took longer than its budget of 0.1 s" in caplog.text
     # The journey ends at once; its message goes when the send job runs.
     assert [(kind, template) for kind, template, _ in outcomes[1:]] == [("exit", None), ("send", "else")]
+
+
+def test_everyday_templates_still_render() -> None:
+    """What marketers write keeps working inside the walls."""
+    environment = expressions.make_environment(register_conditions())
+    template = environment.from_string(
+        "{% set ns = namespace(total=0) %}"
+        "{% for item in cart.items %}{{ item.name|upper }}{{ ', ' if not loop.last }}"
+        "{% set ns.total = ns.total + item.price %}{% endfor %}; "
+        "{% for group in cart.items|groupby('category') %}"
+        "{{ group.grouper }}={{ group.list|length }} {% endfor %}"
+        "{{ '%.2f'|format(ns.total) }} {{ now.strftime('%Y-%m-%d') }} {{ days_since('2026-02-28') }} "
+        "{{ 'a-b'.split('-')|join('+') }} {{ (customer.name ~ '!')|replace('!', '?') }} "
+        "{{ cart|dictsort|map('first')|join(',') }} {{ range(3)|list }} {{ dict(a=1).a }}"
+    )
+    context = {
+        "cart": {
+            "items": [
+                {"name": "Bike", "price": 80, "category": "b"},
+                {"name": "Bell", "price": 5, "category": "a"},
+            ]
+        },
+        "customer": {"name": "Ann"},
+        "now": datetime(2026, 3, 2, 10, tzinfo=UTC),
+    }
+    with expressions.evaluating(expressions.Scope()):
+        text = expressions.render(template, context)
+    assert text == "BIKE, BELL; a=1 b=1 85.00 2026-03-02 2 a+b Ann? items [0, 1, 2] 1"
 
 
 def test_a_huge_constant_is_refused_by_check_without_being_built(project: Path) -> None:
