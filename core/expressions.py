@@ -48,6 +48,8 @@ from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, _PassArg
 
+from boomerang.history import History
+
 log = logging.getLogger(__name__)
 
 # Names every expression and template may use besides the condition functions.
@@ -222,12 +224,12 @@ class Scope:
     """One evaluation under way: its budget and what its functions may consult.
 
     Condition functions read it through `scope()`; templates and expressions cannot reach it.
-    `history` is a `boomerang.history.History` (None where there is no customer's past),
-    `segments` the compiled `segments:` of the config.
+    `history` is the customer's (None where there is no customer's past), `segments` the
+    compiled `segments:` of the config.
     """
 
     budget: Budget = field(default_factory=Budget)
-    history: Any = None
+    history: History | None = None
     segments: Mapping[str, Expression] = field(default_factory=dict)
 
 
