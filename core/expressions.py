@@ -634,6 +634,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         self.filters["_charge"] = _charge
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        """`obj.attribute`: a mapping's key, or what `is_safe_attribute` allows."""
         _tick()
         if isinstance(obj, Mapping):
             if attribute in obj:
@@ -642,6 +643,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
+        """`obj[argument]`: a mapping's key, an item, or what `is_safe_attribute` allows."""
         _tick()
         if isinstance(obj, Mapping):
             try:
