@@ -5,28 +5,53 @@ move from one state to the next, the jobs it schedules and the messages it queue
 together, so a crash at any moment leaves every journey exactly where it was. Sends and
 actions, which talk to the outside, are jobs of their own; they run on the event loop and
 record their outcome in a second transaction.
+
+A send is planned on the store's thread (the contact plan's decision; nothing is written
+unless the message waits or is dropped), rendered on a render thread within the message's
+time and size budget, so that a slow template never holds up the store, and recorded on the
+store's thread, where the decision is made again: if another message took the slot in the
+meantime, it is planned afresh. A crash before the record leaves the message pending.
+
+Expressions (`if:`, audiences, segments) and `with:`/`set:` values are evaluated on the
+store's thread, inside the journey's transaction, with the expressions' shorter budget.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
+from jinja2 import Template
+from jinja2.exceptions import SecurityError
 
 from boomerang.clock import parse_time, to_iso
-from boomerang.contact_plan import DEFAULT_RATE, load_plan
+from boomerang.contact_plan import DEFAULT_RATE, Decision, load_plan
+from boomerang.expressions import (
+    EXPRESSION_SECONDS,
+    MESSAGE_SECONDS,
+    Budget,
+    Expression,
+    RenderLimitExceeded,
+    Scope,
+    evaluating,
+    render,
+)
 from boomerang.history import History
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Job, JournalEntry, Journey, Message
 from boomerang.plugin_manager import Plugins
 from boomerang.project import Project
 from boomerang.scenarios import Scenario, Step
 from boomerang.sending import send_message
+from boomerang.templates import MessageTemplate, Rendered
 from boomerang.tracking import Tracking
 
 log = logging.getLogger(__name__)
@@ -34,6 +59,24 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
 POPULATION_REFRESH = timedelta(minutes=10)  # how long channel-wide engagement figures are reused
 RESERVED_NAMES = ("customer", "event", "journey", "now", "waited", "data", "history", "segments", "promo")
+REPLANS = 3  # a send whose decision changed while it rendered is planned again this many times
+# Messages render here, never on the store's thread or the event loop. Two threads: rendering
+# is CPU-bound under the GIL, so more would not be faster, and a thread per message would not scale.
+RENDERING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+
+
+@dataclasses.dataclass
+class SendPlan:
+    """What the store's thread decided for one message, for a render thread to render."""
+
+    record: dict[str, Any]
+    customer: Customer
+    template: MessageTemplate
+    decision: Decision
+    context: dict[str, Any]
+    locales: list[str | None]
+    segments: dict[str, Expression]
+    now: datetime
 
 
 def _fraction(*parts: str) -> float:
@@ -65,12 +108,13 @@ class Engine:
         self.zone = ZoneInfo(project.config.default_timezone)
         config = project.config
         self.tracking = Tracking(config.public_url, config.secret) if config.secret else None
+        self._value_templates: dict[str, Template] = {}
 
     # contexts for expressions and templates
     def context(
         self, customer: Customer, journey: Journey | None, now: datetime, event: dict | None = None
     ) -> dict:
-        """The names an expression or template sees."""
+        """The names an expression or template sees: plain data only, never an object."""
         journey_context = journey.context if journey else {}
         event = event if event is not None else journey_context.get("event") or {}
         data = event.get("data") or {}
@@ -82,10 +126,13 @@ class Engine:
             journey=self._journey_view(journey),
             now=now,
             waited=journey_context.get("waited") or {},
-            history=History(self.store, customer.id, now),
-            segments=self.project.segments,
         )
         return names
+
+    def scope(self, customer_id: str, now: datetime, seconds: float = EXPRESSION_SECONDS) -> Scope:
+        """An evaluation on the store's thread: the customer's history is read from the store directly."""
+        history = History(functools.partial(self.store.events_of_types, customer_id), now)
+        return Scope(Budget(seconds), history, self.project.segments)
 
     @staticmethod
     def _journey_view(journey: Journey | None) -> dict[str, Any]:
@@ -148,7 +195,7 @@ class Engine:
             if trigger.kind != "event" or event.type not in trigger.events:
                 continue
             if trigger.condition and not trigger.condition.test(
-                self.context(customer, None, now, event_view)
+                self.context(customer, None, now, event_view), self.scope(customer.id, now)
             ):
                 continue
             active = [j for j in self.store.journeys_of(customer.id, "active") if j.scenario == scenario.id]
@@ -272,9 +319,9 @@ class Engine:
         following = scenario.next_of[step.path]
         if step.kind == "if":
             assert step.condition is not None
-            branch = (
-                step.then if step.condition.test(self.context(customer, journey, now)) else step.otherwise
-            )
+            context = self.context(customer, journey, now)
+            chosen = step.condition.test(context, self.scope(customer.id, now))
+            branch = step.then if chosen else step.otherwise
             return branch[0].path if branch else following
         if step.kind == "split":
             point = _fraction(scenario.id, step.path, customer.id)
@@ -302,7 +349,8 @@ class Engine:
     ) -> Any:
         """Render a step's values; a failure is journaled and the journey goes on without them."""
         try:
-            return self._render_values(values, self.context(customer, journey, now))
+            with evaluating(self.scope(customer.id, now)):
+                return self._render_values(values, self.context(customer, journey, now))
         except Exception as exc:  # noqa: BLE001 - Jinja raises many kinds; one bad value must not stop the journey
             self._journal(
                 now, "drop", journey, step, f"{step.kind} not done: cannot render its values: {exc}"
@@ -321,7 +369,10 @@ class Engine:
 
     def _render_values(self, values: Any, context: dict) -> Any:
         if isinstance(values, str) and ("{{" in values or "{%" in values):
-            return self.project.environment.from_string(values).render(context)
+            template = self._value_templates.get(values)
+            if template is None:
+                template = self._value_templates[values] = self.project.environment.from_string(values)
+            return render(template, context)
         if isinstance(values, dict):
             return {key: self._render_values(value, context) for key, value in values.items()}
         if isinstance(values, list):
@@ -466,8 +517,25 @@ class Engine:
 
     async def _send(self, job: Job) -> None:
         await self._issue_promo_code(job.payload["message"])
-        prepared = await self.store.run(self._prepare_send, job, self.clock.now())
-        if prepared is None:
+        loop = asyncio.get_running_loop()
+        for _ in range(REPLANS):
+            plan = await self.store.run(self._plan_send, job, self.clock.now())
+            if plan is None:
+                return
+            try:
+                rendered: Rendered | Exception = await loop.run_in_executor(
+                    RENDERING, self._render, plan, loop
+                )
+            except Exception as exc:  # noqa: BLE001 - a broken template fails this message, not the daemon
+                rendered = exc
+            prepared = await self.store.run(self._commit_send, job, plan, rendered, self.clock.now())
+            if prepared is not None:
+                break
+        else:
+            # The decision kept changing under it (a burst for one customer): try again shortly.
+            await self.store.run(self.store.postpone_job, job.id, self.clock.now().timestamp() + 1)
+            return
+        if not prepared:
             return
         message, reason = prepared
         delivery = await send_message(self.plugins, self.project.registry, message)
@@ -492,10 +560,40 @@ class Engine:
             code = await provider.issue(customer, promo)
         await self.store.run(self.store.update_message, message_id, promo=json.dumps({**promo, "code": code}))
 
-    def _prepare_send(self, job: Job, now: datetime) -> tuple[Message, str] | None:
+    def _decide(
+        self, record: dict[str, Any], customer: Customer, template: MessageTemplate, now: datetime
+    ) -> Decision:
+        """The contact plan's decision for a message now, among the channels its template has."""
+        versions = template.channels()
+        candidates = [name for name in (record["candidates"] or self.plan.order) if name in versions]
+        if record["status"] == "sending" and record["channel"]:
+            # A send cut off by a crash goes again to the same provider, whose idempotency
+            # key (and the email Message-ID) then makes it recognisably the same message.
+            candidates = [record["channel"]]
+        decision = self.plan.decide(
+            customer,
+            candidates,
+            record["category"],
+            now,
+            self.store.sent_messages(customer.id, now - self.plan.window),
+            self._engagement(customer.id, now),
+            tuple(record["tried"] or ()),
+        )
+        if decision.channel is not None and record["fallback_of"]:
+            decision.reason = f"fallback after {', '.join(record['tried'])}: {decision.reason}"
+        return decision
+
+    def _plan_send(self, job: Job, now: datetime) -> SendPlan | None:
+        """Decide whether, when and where a message goes; None if it waits, is dropped or is done."""
         with self.store.transaction():
             record = self.store.message(job.payload["message"])
             if record is None or record["status"] not in ("pending", "sending"):
+                self.store.complete_job(job.id)
+                return None
+            if record["status"] == "sending" and record["category"] != "transactional":
+                # An earlier attempt of this job handed it to the channel and then failed before
+                # recording the answer (a crash is settled at start; this is anything else).
+                self._settle_unknown(record, "recording the previous attempt failed", now)
                 self.store.complete_job(job.id)
                 return None
             journey = self.store.journey(record["journey_id"]) if record["journey_id"] else None
@@ -519,21 +617,7 @@ class Engine:
                 self.store.complete_job(job.id)
                 return None
             # Only channels the template has a version for can carry the message.
-            versions = template.channels()
-            candidates = [name for name in (record["candidates"] or self.plan.order) if name in versions]
-            if record["status"] == "sending" and record["channel"]:
-                # A send cut off by a crash goes again to the same provider, whose idempotency
-                # key (and the email Message-ID) then makes it recognisably the same message.
-                candidates = [record["channel"]]
-            decision = self.plan.decide(
-                customer,
-                candidates,
-                record["category"],
-                now,
-                self.store.sent_messages(customer.id, now - self.plan.window),
-                self._engagement(customer.id, now),
-                tuple(record["tried"] or ()),
-            )
+            decision = self._decide(record, customer, template, now)
             if decision.channel is None:
                 expires = parse_time(record["expires_at"]) if record["expires_at"] else None
                 if decision.defer_until is not None and (expires is None or decision.defer_until <= expires):
@@ -548,21 +632,56 @@ class Engine:
                 self._journal(now, "drop", journey, step, reason, **step_fields)
                 self.store.complete_job(job.id)
                 return None
-            if record["fallback_of"]:
-                decision.reason = f"fallback after {', '.join(record['tried'])}: {decision.reason}"
             journey.context = record["context"] or journey.context
             context = self.context(customer, journey, now)
             zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
             context["promo"] = _promo_view(record["promo"], now.astimezone(zone))
             locales = [customer.locale, self.project.config.default_locale, "en"]
-            try:
-                rendered = template.render(decision.channel, locales, context)
-            except Exception as exc:  # noqa: BLE001 - a broken template drops this message, not the daemon
-                reason = f"{decision.channel}: cannot render: {exc}"
-                self.store.update_message(record["id"], status="dropped", detail=reason)
-                self._journal(now, "drop", journey, step, reason, channel=decision.channel, **step_fields)
-                self.store.complete_job(job.id)
+            segments = self.project.segments
+            return SendPlan(record, customer, template, decision, context, locales, segments, now)
+
+    def _render(self, plan: SendPlan, loop: asyncio.AbstractEventLoop) -> Rendered:
+        """Render a planned message, on a render thread, within the message's budget."""
+
+        def read_events(types: list[str], since: datetime | None) -> list[dict[str, Any]]:
+            # The store is read on its own thread only; this one waits for the answer.
+            query = self.store.run(self.store.events_of_types, plan.customer.id, types, since)
+            return asyncio.run_coroutine_threadsafe(query, loop).result(MESSAGE_SECONDS)
+
+        within = Scope(Budget(MESSAGE_SECONDS), History(read_events, plan.now), plan.segments)
+        with evaluating(within):
+            assert plan.decision.channel is not None
+            return plan.template.render(plan.decision.channel, plan.locales, plan.context)
+
+    def _commit_send(
+        self, job: Job, plan: SendPlan, rendered: Rendered | Exception, now: datetime
+    ) -> tuple[Message, str] | tuple[()] | None:
+        """Mark a rendered message as sending; () if it is done with, None if it must be planned again."""
+        with self.store.transaction():
+            record = self.store.message(plan.record["id"])
+            customer = self.store.customer(plan.record["customer_id"])
+            journey = self.store.journey(plan.record["journey_id"])
+            settled = record is None or record["status"] not in ("pending", "sending")
+            if settled or customer is None or journey is None:
+                self.store.complete_job(job.id)  # settled while it rendered
+                return ()
+            decision = self._decide(record, customer, plan.template, now)
+            if decision.channel != plan.decision.channel:
+                # Another message took the slot, or a channel closed, while it rendered.
+                log.debug("message %s: the decision changed while it rendered; planning again", record["id"])
                 return None
+            assert decision.channel is not None
+            step = record["step"]
+            fields = {"template": record["template"], "message_id": record["id"], "channel": decision.channel}
+            if isinstance(rendered, Exception):
+                reason = f"{decision.channel}: cannot render: {rendered}"
+                if isinstance(rendered, RenderLimitExceeded | SecurityError):
+                    # Worded by the sandbox, without customer data: the operator should hear of it.
+                    log.warning("message %s: cannot render: %s", record["id"], rendered)
+                self.store.update_message(record["id"], status="dropped", detail=reason)
+                self._journal(now, "drop", journey, step, reason, **fields)
+                self.store.complete_job(job.id)
+                return ()
             channel = self.project.registry.channels[decision.channel]
             message = Message(
                 id=record["id"],
@@ -663,26 +782,27 @@ class Engine:
         The provider may or may not have taken such a message before the crash. Marketing
         (trigger, promo) goes at most once: it is marked `unknown` and not sent again (its send
         job then finds nothing to do). A transactional message is sent again by its job,
-        through the same channel and with the same idempotency key (see `_prepare_send`).
+        through the same channel and with the same idempotency key (see `_decide`).
         """
         settled = 0
         with self.store.transaction():
             for record in self.store.messages_sending():
-                if record["category"] == "transactional":
-                    continue
-                reason = (
-                    f"{record['channel']}: the daemon stopped during the send, so it may or may not "
-                    "have gone; marketing is sent at most once: not sent again"
-                )
-                self.store.update_message(record["id"], status="unknown", detail=reason)
-                journey = self.store.journey(record["journey_id"]) if record["journey_id"] else None
-                if journey:
-                    fields = {"template": record["template"], "channel": record["channel"]}
-                    self._journal(
-                        now, "unknown", journey, record["step"], reason, message_id=record["id"], **fields
-                    )
-                settled += 1
+                if record["category"] != "transactional":
+                    self._settle_unknown(record, "the daemon stopped during the send", now)
+                    settled += 1
         return settled
+
+    def _settle_unknown(self, record: dict[str, Any], why: str, now: datetime) -> None:
+        """Mark a marketing message whose send was cut off `unknown`: it is not sent again."""
+        reason = (
+            f"{record['channel']}: {why}, so it may or may not have gone; "
+            "marketing is sent at most once: not sent again"
+        )
+        self.store.update_message(record["id"], status="unknown", detail=reason)
+        journey = self.store.journey(record["journey_id"]) if record["journey_id"] else None
+        if journey:
+            fields = {"template": record["template"], "channel": record["channel"]}
+            self._journal(now, "unknown", journey, record["step"], reason, message_id=record["id"], **fields)
 
     def _fall_back(self, message_id: str, why: str, now: datetime) -> None:
         """Queue the same step again on the next best channel, unless the step already arrived."""
@@ -817,7 +937,8 @@ class Engine:
                 with self.store.transaction():
                     for customer in page:
                         audience = scenario.trigger.audience
-                        if audience is not None and audience.test(self.context(customer, None, now, event)):
+                        context = self.context(customer, None, now, event)
+                        if audience is not None and audience.test(context, self.scope(customer.id, now)):
                             self.enter(scenario, customer, entry_key, event, now)
                 after = page[-1].id
         else:

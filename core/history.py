@@ -1,27 +1,32 @@
 """What condition functions may ask about a customer's past, read lazily from the store.
 
-An expression's context carries a `history` object; condition plugins reach it through
-Jinja's `pass_context` (`context["history"]`).
+A `History` is a capability, never part of an expression's context: condition functions reach
+the one of the customer being evaluated through `boomerang.expressions.scope().history`. Its
+methods return fresh lists and dicts, so nothing a function hands on leads back to the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+
+# (event types, since) → the customer's stored events of those types, oldest first, as dicts
+# with `id`, `type`, `at` and `data`. The engine binds it to the customer and to the thread it
+# may read the store from.
+EventReader = Callable[[list[str], datetime | None], list[dict[str, Any]]]
 
 
 class History:
     """A customer's orders and views, queried only when an expression asks."""
 
-    def __init__(self, store: Any, customer_id: str, now: datetime):
-        self.store = store
-        self.customer_id = customer_id
+    def __init__(self, read_events: EventReader, now: datetime):
+        self._read_events = read_events
         self.now = now
 
     def orders(self) -> list[dict[str, Any]]:
         """The customer's `order.placed` events' orders, oldest first."""
-        events = self.store.events_of_types(self.customer_id, ["order.placed"])
-        return [event["data"].get("order") or {} for event in events]
+        return [event["data"].get("order") or {} for event in self._read_events(["order.placed"], None)]
 
     def categories_bought(self) -> set[str]:
         """Every category of every item the customer ordered."""
@@ -34,7 +39,7 @@ class History:
 
     def viewed_products(self, since: timedelta) -> list[dict[str, Any]]:
         """Products viewed since `now - since`, latest view first, one entry per product."""
-        events = self.store.events_of_types(self.customer_id, ["product.viewed"], self.now - since)
+        events = self._read_events(["product.viewed"], self.now - since)
         products: dict[str, dict[str, Any]] = {}
         for event in reversed(events):
             product = event["data"].get("product")

@@ -44,6 +44,15 @@ def register_channels(config: Config) -> list[Channel] | None:
 def register_conditions() -> dict[str, Callable[..., Any]] | None:
     """Hand over functions for the expression language, by the name used in expressions.
 
+    A function takes and returns plain data (dicts, lists, strings, numbers, datetimes): what
+    it returns is copied as such, and anything else (a path, a connection) fails the
+    expression. With Jinja's `pass_context` it gets the context's plain data first
+    (`context["customer"]`, `context["now"]`); the customer's past comes from
+    `boomerang.expressions.scope().history` (a `boomerang.history.History`) and the segments
+    from `scope().segments`, which templates themselves cannot reach. It runs within the
+    evaluation's time budget (an `if:` on the store's thread, a message on a render thread),
+    so it should be quick and never wait on the network.
+
     :return: a mapping of name to function, e.g. `{"in_segment": in_segment}`.
     """
 

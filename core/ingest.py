@@ -233,7 +233,7 @@ def normalise_email(value: str, where: str) -> str:
     """The form emails are compared in: only A-Z lower-cased, after checking NFKC leaves it be.
 
     Unicode lower-casing folds look-alikes into real addresses (the Kelvin sign K becomes k, so
-    `\u212Aate@` was `kate@`), and so does NFKC: an address that NFKC would change is refused,
+    `\u212aate@` was `kate@`), and so does NFKC: an address that NFKC would change is refused,
     never folded into another customer's. Other non-ASCII letters are kept as they are.
     """
     if not _EMAIL.match(value):

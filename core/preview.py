@@ -10,6 +10,7 @@ from typing import Any
 from boomerang.clock import WallClock
 from boomerang.config import Config
 from boomerang.engine import Engine
+from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.ingest import parse_profile
 from boomerang.model import Customer, Message
 from boomerang.plugin_manager import Plugins
@@ -112,7 +113,8 @@ def render_preview(
         context["promo"] = data_promo(event)
         locales = [customer.locale, config.default_locale, "en"]
         try:
-            rendered = template.render(channel_name, locales, context)
+            with evaluating(engine.scope(customer.id, now, MESSAGE_SECONDS)):
+                rendered = template.render(channel_name, locales, context)
         except Exception as exc:  # noqa: BLE001 - Jinja's runtime errors are many; report the one that happened
             raise PreviewError(f"cannot render: {type(exc).__name__}: {exc}") from None
     finally:

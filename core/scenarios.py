@@ -18,7 +18,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from boomerang.clock import parse_duration
-from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
+from boomerang.expressions import (
+    Expression,
+    ExpressionError,
+    Refused,
+    Sandbox,
+    compile_expression,
+    make_environment,
+)
 from boomerang.model import CATEGORIES
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import key_position, load_yaml, node_position, value_position
@@ -507,7 +514,8 @@ class _Compiler:
                 try:
                     self.environment.from_string(value)
                 except Exception as exc:  # noqa: BLE001 - Jinja raises several kinds of syntax error
-                    self.error(value_position(node, key), f"cannot parse template '{value}': {exc}")
+                    what = "refused" if isinstance(exc, Refused) else "cannot parse"
+                    self.error(value_position(node, key), f"{what} template '{value}': {exc}")
 
     def unreachable(self, steps: list[Step]) -> None:
         for index, step in enumerate(steps):

@@ -10,7 +10,9 @@ templates/cart_reminder/whatsapp.ru.txt    front matter: content_sid, variables 
 ```
 
 Front matter is YAML between two `---` lines at the top. Templates are sandboxed Jinja2 with
-the same names and functions as scenario expressions; HTML is autoescaped.
+the same names and functions as scenario expressions; HTML is autoescaped. A message renders
+within the budget of the scope under way (see `boomerang.expressions`): every file of it, and
+every front matter value, stops at the same deadline.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from jinja2 import Template, TemplateSyntaxError
 from ruamel.yaml.comments import CommentedMap
 
-from boomerang.expressions import Sandbox, make_environment
+from boomerang.expressions import Refused, Sandbox, make_environment, render
 from boomerang.model import CHANNEL_NAMES
 from boomerang.problems import Problem, ProblemError
 from boomerang.yamlfile import parse_yaml, value_position
@@ -99,15 +101,15 @@ class MessageTemplate:
         assert main is not None
         front = {**(text_part.front if text_part else {}), **(html_part.front if html_part else {})}
         extra = {key: _render_value(value, context) for key, value in front.items()}
-        html = html_part.body.render(context).strip() if html_part else None
-        body = text_part.body.render(context).strip() if text_part else html_to_text(html or "")
+        html = render(html_part.body, context).strip() if html_part else None
+        body = render(text_part.body, context).strip() if text_part else html_to_text(html or "")
         subject = extra.pop("subject", None)
         return Rendered(channel, locale, body, subject=subject, html=html, extra=extra)
 
 
 def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, Template):
-        return value.render(context).strip()
+        return render(value, context).strip()
     if isinstance(value, dict):
         return {key: _render_value(item, context) for key, item in value.items()}
     if isinstance(value, list):
@@ -228,7 +230,8 @@ def _load_part(
         body = environment.from_string(text)
     except TemplateSyntaxError as exc:
         line = (exc.lineno or 1) + body_line - 1
-        raise ProblemError([Problem(str(file), line, 1, f"template syntax: {exc.message}")]) from None
+        what = "refused" if isinstance(exc, Refused) else "template syntax"
+        raise ProblemError([Problem(str(file), line, 1, f"{what}: {exc.message}")]) from None
     return Part(file, channel, locale, kind, body, front)
 
 
@@ -250,7 +253,8 @@ def _compile_front(raw: CommentedMap, channel: str, file: Path, environment: San
             front[str(key)] = _compile_value(value, environment)
         except TemplateSyntaxError as exc:
             line, col = value_position(raw, key)
-            problems.append(Problem(str(file), line, col, f"template syntax in '{key}': {exc.message}"))
+            what = "refused" if isinstance(exc, Refused) else "template syntax"
+            problems.append(Problem(str(file), line, col, f"{what} in '{key}': {exc.message}"))
     if problems:
         raise ProblemError(problems)
     return front

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from boomerang import simulation
 from boomerang.cli import cli
+from boomerang.expressions import Scope, evaluating
 from boomerang.ingest import parse_body, parse_events
 from boomerang.model import Message
 from boomerang.plugins.conditions.builtin import register_conditions
@@ -463,8 +464,6 @@ def test_every_new_template_renders_on_every_channel(project: Path, locale: str)
                     "now": now,
                     "waited": {},
                     "journey": {},
-                    "history": FakeHistory(),
-                    "segments": {},
                     "promo": {
                         "percent": 10,
                         "code": "CODE10",
@@ -472,7 +471,8 @@ def test_every_new_template_renders_on_every_channel(project: Path, locale: str)
                         "expires_hours": 48,
                     },
                 }
-                rendered = template.render(channel, [locale], context)
+                with evaluating(Scope(history=FakeHistory())):
+                    rendered = template.render(channel, [locale], context)
                 parts = (rendered.subject, rendered.body, *rendered.extra.values())
                 text = " ".join(str(part) for part in parts if part is not None)
                 assert rendered.locale == locale

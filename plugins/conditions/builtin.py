@@ -1,8 +1,10 @@
 """The built-in condition functions of the expression language.
 
 `days_since(ts)`, `in_segment(name)`, `bought_category(name)`, `viewed_products(since)`,
-`is_on_site()`, `birthday_this_month()`. They read the expression's context (`customer`,
-`now`, `history`, `segments`) through Jinja's `pass_context`, as any condition plugin may.
+`is_on_site()`, `birthday_this_month()`. As any condition plugin may, they read the plain data
+of the expression's context (`customer`, `now`) through Jinja's `pass_context`, and what the
+context does not hold — the customer's history, the segments — from the evaluation's
+`scope()`, which templates cannot reach. What they return is plain data.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from jinja2.runtime import Context
 
 from boomerang import hookimpl
 from boomerang.clock import parse_duration, parse_time
+from boomerang.expressions import scope
+from boomerang.history import History
 
 ON_SITE_WITHIN = timedelta(minutes=5)
 
@@ -43,22 +47,27 @@ def days_since(context: Context, moment: Any) -> int | None:
 @pass_context
 def in_segment(context: Context, name: str) -> bool:
     """Whether the customer matches the segment `name` defined under `segments:` in the config."""
-    segment = context.get("segments", {}).get(name)
+    segment = scope().segments.get(name)
     if segment is None:
         raise LookupError(f"no segment named '{name}' in the config")
     return segment.test(context.get_all())
 
 
-@pass_context
-def bought_category(context: Context, name: str) -> bool:
+def _history() -> History:
+    history = scope().history
+    if history is None:
+        raise LookupError("the customer's history is not available here")
+    return history
+
+
+def bought_category(name: str) -> bool:
     """Whether any order of the customer had an item of category `name`."""
-    return name in context["history"].categories_bought()
+    return name in _history().categories_bought()
 
 
-@pass_context
-def viewed_products(context: Context, since: str = "7d") -> list[dict[str, Any]]:
+def viewed_products(since: str = "7d") -> list[dict[str, Any]]:
     """Products the customer viewed within `since` (e.g. `1d`), latest first."""
-    return context["history"].viewed_products(parse_duration(since))
+    return _history().viewed_products(parse_duration(since))
 
 
 @pass_context

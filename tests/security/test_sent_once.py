@@ -373,3 +373,46 @@ async def test_telegram_close_lets_a_send_finish_and_opens_no_session_after(tmp_
     assert late.status is DeliveryStatus.RETRY  # the new channel sends it
     assert len(api.calls_of("sendMessage")) == 1
     assert channel.bot._session is None
+
+
+@pytest.mark.parametrize("category", ["trigger", "transactional"])
+async def test_a_send_whose_record_failed_is_not_sent_again_if_marketing(
+    project: Path, smtp, category: str
+) -> None:
+    """No crash: the provider took the message, then recording its answer failed (a bug, a
+    full disk) and the scheduler retried the job. Marketing is settled `unknown`, not re-sent;
+    transactional goes again with the same Message-ID."""
+    mailbox, smtp_port = smtp
+    mail_project(project, smtp_port, category)
+    async with conftest.running(project) as daemon, aiohttp.ClientSession() as session:
+        engine = daemon.engine
+        record_delivery = engine._record_delivery
+        failures = []
+
+        def fail_once(*args, **kwargs):
+            if not failures:
+                failures.append(args)
+                raise sqlite3.OperationalError("disk I/O error")
+            return record_delivery(*args, **kwargs)
+
+        engine._record_delivery = fail_once
+        async with session.post(
+            conftest.url(daemon, "/events"), data=json.dumps(order("o-1")), headers=conftest.AUTH
+        ) as answer:
+            assert answer.status == 200
+        while not failures:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the scheduler gives the job back, due in a minute
+        store = daemon.store
+        [job_id] = [job.id for job in await store.run(store.claim_due, time.time() + 3600, 60, 10)]
+        await store.run(store.retry_job, job_id, time.time())  # due now rather than in a minute
+        daemon.scheduler.wake()
+        while settled(project / "boomerang.db") is None:
+            await asyncio.sleep(0.05)
+    if category == "transactional":
+        assert settled(project / "boomerang.db") == "sent"
+        assert len(mailbox.raw) == 2
+        assert len({header(raw, b"Message-ID") for raw in mailbox.raw}) == 1
+    else:
+        assert settled(project / "boomerang.db") == "unknown"
+        assert len(mailbox.raw) == 1
