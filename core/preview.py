@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from boomerang.bodies import loads
 from boomerang.clock import WallClock
 from boomerang.config import Config
 from boomerang.engine import Engine
@@ -97,7 +97,9 @@ def render_preview(
             data: dict[str, Any] = {}
             if data_file is not None:
                 try:
-                    data = json.loads(data_file.read_text(encoding="utf-8"))
+                    data = loads(
+                        data_file.read_bytes()
+                    )  # bounded: a data file nested 100 000 deep is an error, not a crash
                 except (OSError, ValueError) as exc:
                     raise PreviewError(f"{data_file}: {exc}") from None
                 if not isinstance(data, dict):

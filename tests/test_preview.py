@@ -76,3 +76,12 @@ def test_unknown_template_channel_or_customer_is_a_clear_error(project: Path) ->
     result = preview(project, "cart_reminder", "--channel", "email", "--customer", "nobody")
     assert result.exit_code == 1 and "no customer 'nobody'" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_data_file_nested_too_deep_is_a_clear_error(project: Path, tmp_path: Path) -> None:
+    data = tmp_path / "deep.json"
+    data.write_text('{"data": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = preview(project, "cart_reminder", "--channel", "email", "--data", str(data))
+    assert result.exit_code == 1, result.output
+    assert "deep.json: the JSON is nested 100001 levels deep" in result.stderr
+    assert "Traceback" not in result.output
