@@ -77,7 +77,8 @@ def register_promo_providers(config: Config) -> list[PromoProvider] | None:
 
 @hookspec
 def register_recommenders(config: Config) -> list[Recommender] | None:
-    """Hand over product recommenders, chosen by name in the config.
+    """Reserved: hand over product recommenders. Collected and checked, but not yet called:
+    no template or step asks a recommender for anything so far.
 
     :param config: the loaded configuration.
     :return: a list of `boomerang.kinds.Recommender` objects, each with a unique name.

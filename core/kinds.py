@@ -163,7 +163,7 @@ class PromoProvider(ABC):
 
 
 class Recommender(ABC):
-    """Suggests products for a customer, for templates that show recommendations."""
+    """Suggests products for a customer. Reserved: registered recommenders are not called yet."""
 
     name: str = ""
 

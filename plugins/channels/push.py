@@ -52,6 +52,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -105,6 +106,9 @@ MAX_ENDPOINT = 2048
 # 2130706433), no bare `localhost`.
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$")
 _SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://[^/\s:]+)$", re.IGNORECASE)
+# The service worker, shipped beside this module as package data; `/push/sw.js` fills in the
+# daemon's public URL and key.
+SERVICE_WORKER = (resources.files(__package__) / "push_sw.js").read_text(encoding="utf-8")
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -560,50 +564,6 @@ class PushChannel(Channel):
 
 def _error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status, headers=CORS)
-
-
-SERVICE_WORKER = """\
-/* Boomerang web push service worker: shows each notification and opens its link on click.
-   Register it as it is, or add importScripts("<public_url>/push/sw.js") to your own. */
-const BOOMERANG_URL = __PUBLIC_URL__;
-const BOOMERANG_PUSH_KEY = __PUBLIC_KEY__;
-
-self.addEventListener("install", () => self.skipWaiting());
-self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
-
-self.addEventListener("push", (event) => {
-  let data = {};
-  try {
-    data = event.data ? event.data.json() : {};
-  } catch (error) {
-    data = { body: event.data ? event.data.text() : "" };
-  }
-  const options = {
-    body: data.body || "",
-    data: { url: data.url || "/", click: data.click || null },
-  };
-  if (data.icon) options.icon = data.icon;
-  if (data.id) options.tag = data.id;  // a message pushed twice shows once
-  event.waitUntil(self.registration.showNotification(data.title || "", options));
-});
-
-self.addEventListener("notificationclick", (event) => {
-  event.notification.close();
-  const data = event.notification.data || {};
-  const url = new URL(data.url || "/", self.location.origin).href;
-  const work = [self.clients.openWindow(url)];
-  if (data.click) {
-    work.push(
-      fetch(BOOMERANG_URL + "/push/click", {
-        method: "POST",
-        headers: { Authorization: "Bearer " + data.click },
-        keepalive: true,
-      }).catch(() => undefined)
-    );
-  }
-  event.waitUntil(Promise.all(work));
-});
-"""
 
 
 # configuration
