@@ -27,7 +27,7 @@ from boomerang import bodies
 from boomerang.bodies import MAX_VALUE_DEPTH, BodyError, nesting
 from boomerang.clock import parse_time, to_iso
 from boomerang.kinds import IngestResult
-from boomerang.model import CHANNEL_NAMES, Event, ProfileUpdate
+from boomerang.model import CHANNEL_NAMES, Customer, Event, ProfileUpdate
 
 _TYPE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -330,3 +330,7 @@ class Ingestor:
             self.accepted += 1
             await self.on_stored([event])
         return known
+
+    async def customer(self, identity: str) -> Customer | None:
+        """The customer with this id or address (email, phone, Telegram chat), or None."""
+        return await self.store.run(self.store.find_customer, identity)

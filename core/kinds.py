@@ -41,6 +41,10 @@ class Ingest(Protocol):
         """Record a receipt (`message.delivered`...) about a message; False if it is unknown."""
         ...
 
+    async def customer(self, identity: str) -> Customer | None:
+        """The customer with this id or address (email, phone, Telegram chat), or None."""
+        ...
+
 
 Handler = Callable[["web.Request", Ingest], Awaitable["web.StreamResponse"]]
 

@@ -21,7 +21,7 @@ from telegram_api import EntityError, FakeBotApi, parse_html
 from boomerang.config import Config, load_config
 from boomerang.daemon import Daemon
 from boomerang.kinds import IngestResult
-from boomerang.model import DeliveryStatus, Message
+from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import telegram
 from boomerang.plugins.channels.telegram import (
     deep_link,
@@ -493,7 +493,8 @@ async def test_polling_mode_links_chats_through_get_updates(project: Path, api: 
 
 
 class Collected:
-    """An Ingest that keeps what it is given (no store behind it: every chat counts as linked)."""
+    """An Ingest that keeps what it is given, with no store behind it: every chat is linked to a
+    customer of its own."""
 
     def __init__(self) -> None:
         self.events: list = []
@@ -501,6 +502,9 @@ class Collected:
     async def __call__(self, events: list, source: str) -> IngestResult:
         self.events.extend(events)
         return IngestResult(accepted=len(events), duplicates=0)
+
+    async def customer(self, identity: str) -> Customer:
+        return Customer(f"chat-{identity}", telegram_chat_id=identity)
 
 
 async def test_the_poller_outlives_errors_and_stops_at_once(tmp_path: Path, api: FakeBotApi) -> None:

@@ -792,7 +792,7 @@ class TelegramSource(Source):
             log.info("telegram: /start without a valid link token (update %s)", update_id)
             await self._say(chat_id, "not_linked", language)
             return
-        holder = await _customer(ingest, customer_id)
+        holder = await ingest.customer(customer_id)
         if (
             holder is not None
             and holder.telegram_chat_id not in (None, chat_id)
@@ -850,11 +850,8 @@ class TelegramSource(Source):
 
     @staticmethod
     async def _linked(chat_id: str, ingest: Ingest) -> bool:
-        """Whether a customer has this chat (believed so when there is no store to ask)."""
-        store = _store(ingest)
-        if store is None:
-            return True
-        customer = await store.run(store.find_customer, chat_id)
+        """Whether a customer has this chat."""
+        customer = await ingest.customer(chat_id)
         return customer is not None and customer.telegram_chat_id == chat_id
 
     async def _say(self, chat_id: str, reply: str, language: str) -> None:
@@ -945,19 +942,6 @@ class TelegramSource(Source):
     async def close(self) -> None:
         """Close the Bot API session (shared with the channel)."""
         await self.bot.close()
-
-
-def _store(ingest: Ingest) -> Any:
-    """The daemon's store behind `ingest`, or None. The Ingest protocol offers no look-up, so
-    the source asks the store itself when there is one."""
-    store = getattr(ingest, "store", None)
-    return store if store is not None and hasattr(store, "find_customer") else None
-
-
-async def _customer(ingest: Ingest, customer_id: str) -> Customer | None:
-    """The customer with this id, or None (also when there is no store to ask)."""
-    store = _store(ingest)
-    return None if store is None else await store.run(store.customer, customer_id)
 
 
 def _event(raw: dict[str, Any]) -> Event | None:
