@@ -49,14 +49,25 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import pass_context
 
 from boomerang import hookimpl
-from boomerang.bodies import BodyError, read_json
-from boomerang.config import Config
-from boomerang.ingest import EventError, parse_event
 from boomerang.kinds import Channel, Ingest, Route, SendsInFlight, Source
-from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Message
-from boomerang.problems import Problem, ProblemError, did_you_mean
-from boomerang.tokens import SEALED_OVERHEAD, seal, unseal
-from boomerang.yamlfile import key_position
+from boomerang.plugin_api import (
+    SEALED_OVERHEAD,
+    BodyError,
+    Config,
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventError,
+    Message,
+    ProblemError,
+    SettingsCheck,
+    did_you_mean,
+    parse_event,
+    read_json,
+    seal,
+    unseal,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -131,12 +142,9 @@ class TelegramSettings:
 
 def read_settings(config: Config) -> TelegramSettings:
     """Validate `channels.telegram`; raises `ProblemError` pointing at every wrong setting."""
-    raw = config.channels.get("telegram") or {}
-    problems: list[Problem] = []
-
-    def problem(key: str | None, message: str) -> None:
-        keys = ("channels", "telegram", key) if key else ("channels", "telegram")
-        problems.append(config.problem(keys, message))
+    check = SettingsCheck(config, "channels", "telegram", SETTINGS)
+    raw = check.settings
+    problem = check.problem
 
     def text(key: str) -> str | None:
         value = raw.get(key)
@@ -147,21 +155,9 @@ def read_settings(config: Config) -> TelegramSettings:
             return None
         return str(value).strip()
 
-    for key in raw:
-        if key not in SETTINGS:
-            # at the key itself, as the core reports its own unknown settings
-            line, col = key_position(raw, key)
-            problems.append(
-                Problem(
-                    str(config.path),
-                    line,
-                    col,
-                    f"unknown telegram setting '{key}'{did_you_mean(str(key), SETTINGS)}",
-                )
-            )
     token = text("token")
     if token is None:
-        problem(None if "token" not in raw else "token", "'token' is required: the bot token from @BotFather")
+        problem("token", "'token' is required: the bot token from @BotFather")
     elif not _TOKEN.match(token):
         problem("token", "'token' does not look like a bot token from @BotFather (123456789:AAE...)")
     api_base = text("api_base") or DEFAULT_API_BASE
@@ -179,8 +175,7 @@ def read_settings(config: Config) -> TelegramSettings:
     mode = (text("mode") or "webhook").lower()
     if mode not in MODES:
         problem("mode", f"'mode': '{mode}' is not one of {', '.join(MODES)}{did_you_mean(mode, MODES)}")
-    if problems:
-        raise ProblemError(problems)
+    check.done()
     assert token is not None
     return TelegramSettings(
         token=token,
