@@ -492,6 +492,26 @@ async def test_polling_mode_links_chats_through_get_updates(project: Path, api: 
         assert [c.params["chat_id"] for c in api.sent()] == [555, 556]  # the welcomes
 
 
+async def test_a_reload_switches_from_webhook_to_polling(project: Path, api: FakeBotApi) -> None:
+    telegram_project(project, api.base)
+    async with running(project) as daemon:
+        store = daemon.store
+        await asyncio.sleep(0.2)
+        assert api.calls_of("getUpdates") == []  # a webhook bot does not poll
+
+        config = project / "boomerang.yaml"
+        config.write_text(config.read_text().replace('"mode": "webhook"', '"mode": "polling"'))
+        assert await daemon.reload()
+        assert await hook(daemon, {"update_id": 1}) == 404  # the webhook is off now
+        api.user_says(557, f"/start {parameter_of(deep_link(daemon.project.config, 'c-44'))}")
+
+        async def linked() -> bool:
+            customer = await store.run(store.find_customer, "557")
+            return customer is not None and customer.id == "c-44"
+
+        await wait_for(linked)
+
+
 class Collected:
     """An Ingest that keeps what it is given, with no store behind it: every chat is linked to a
     customer of its own."""
