@@ -48,7 +48,7 @@ def register_conditions() -> dict[str, Callable[..., Any]] | None:
     it returns is copied as such, and anything else (a path, a connection) fails the
     expression. With Jinja's `pass_context` it gets the context's plain data first
     (`context["customer"]`, `context["now"]`); the customer's past comes from
-    `boomerang.expressions.scope().history` (a `boomerang.history.History`) and the segments
+    `boomerang.plugin_api.scope().history` (a `boomerang.plugin_api.History`) and the segments
     from `scope().segments`, which templates themselves cannot reach. It runs within the
     evaluation's time budget (an `if:` on the store's thread, a message on a render thread),
     so it should be quick and never wait on the network.
@@ -77,7 +77,8 @@ def register_promo_providers(config: Config) -> list[PromoProvider] | None:
 
 @hookspec
 def register_recommenders(config: Config) -> list[Recommender] | None:
-    """Hand over product recommenders, chosen by name in the config.
+    """Reserved: hand over product recommenders. Collected and checked, but not yet called:
+    no template or step asks a recommender for anything so far.
 
     :param config: the loaded configuration.
     :return: a list of `boomerang.kinds.Recommender` objects, each with a unique name.

@@ -27,7 +27,7 @@ from boomerang import bodies
 from boomerang.bodies import MAX_VALUE_DEPTH, BodyError, nesting
 from boomerang.clock import parse_time, to_iso
 from boomerang.kinds import IngestResult
-from boomerang.model import CHANNEL_NAMES, Event, ProfileUpdate
+from boomerang.model import CHANNEL_NAMES, Customer, Event, ProfileUpdate
 
 _TYPE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -253,12 +253,25 @@ def _check_nesting(value: Any, what: str) -> None:
         raise EventError(f"{what} is nested {depth} levels deep; at most {MAX_VALUE_DEPTH} are allowed")
 
 
+_PHONE_PUNCTUATION = re.compile(r"[\s()\-.]")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
 def normalise_phone(value: str, where: str) -> str:
     """Keep the digits (and a leading +) so the same number always looks the same."""
-    digits = re.sub(r"[\s()\-.]", "", value)
+    digits = _PHONE_PUNCTUATION.sub("", value)
     if not re.fullmatch(r"\+?\d{7,15}", digits):
         raise EventError(f"{where} is not a phone number (7 to 15 digits, + country code)")
     return digits
+
+
+def e164(phone: str | None) -> str | None:
+    """A phone number in E.164 (`+79990001122`) with its punctuation dropped, or None if it is
+    not one: what SMS and WhatsApp providers take as an address."""
+    if not phone:
+        return None
+    number = _PHONE_PUNCTUATION.sub("", str(phone))
+    return number if _E164.match(number) else None
 
 
 def _is_subscription(value: Any) -> bool:
@@ -330,3 +343,7 @@ class Ingestor:
             self.accepted += 1
             await self.on_stored([event])
         return known
+
+    async def customer(self, identity: str) -> Customer | None:
+        """The customer with this id or address (email, phone, Telegram chat), or None."""
+        return await self.store.run(self.store.find_customer, identity)

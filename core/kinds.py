@@ -41,6 +41,10 @@ class Ingest(Protocol):
         """Record a receipt (`message.delivered`...) about a message; False if it is unknown."""
         ...
 
+    async def customer(self, identity: str) -> Customer | None:
+        """The customer with this id or address (email, phone, Telegram chat), or None."""
+        ...
+
 
 Handler = Callable[["web.Request", Ingest], Awaitable["web.StreamResponse"]]
 
@@ -163,7 +167,7 @@ class PromoProvider(ABC):
 
 
 class Recommender(ABC):
-    """Suggests products for a customer, for templates that show recommendations."""
+    """Suggests products for a customer. Reserved: registered recommenders are not called yet."""
 
     name: str = ""
 

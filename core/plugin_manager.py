@@ -214,36 +214,84 @@ class Registry:
                 log.exception("closing %s failed", item.name)
 
 
+@dataclass(frozen=True)
+class _HandedOver:
+    """What one plugin's registration hook returned, and where that hook is."""
+
+    plugin: str  # the plugin's name: its entry point, or a drop-in's file name without .py
+    file: str
+    line: int
+    value: Any
+
+    def problem(self, message: str) -> Problem:
+        """A problem about this hand-over, at the plugin's hook in the plugin's file."""
+        return Problem(self.file, self.line, 1, f"plugin '{self.plugin}': {message}")
+
+
+def _plugin_name(key: str) -> str:
+    """The name a plugin is known by: a drop-in is registered under its file's path."""
+    return Path(key).stem if os.sep in key else key
+
+
+def _where(implementation: Any) -> tuple[str, int]:
+    """The file and the line of a hook implementation (its module's file if it has no code)."""
+    code = getattr(implementation.function, "__code__", None)
+    file = code.co_filename if code else getattr(implementation.plugin, "__file__", None)
+    return str(file or implementation.plugin_name), code.co_firstlineno if code else 1
+
+
+def _failure_position(exc: BaseException, file: str, line: int) -> int:
+    """The line in the plugin's own file where a failing hook raised, else the hook's line."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == file]
+    return (frames[-1].lineno or line) if frames else line
+
+
 def collect(plugins: Plugins, config: Any) -> Registry:
-    """Call every registration hook for `config`; raises `ProblemError` on invalid hand-overs."""
+    """Call every registration hook for `config`; raises `ProblemError` on invalid hand-overs.
+
+    A problem with what a plugin handed over (an invalid object, a name taken, a hook that
+    raised) names the plugin and points at its hook in the plugin's file; a plugin's own
+    `ProblemError` (a wrong setting) keeps its position in the config.
+    """
     problems: list[Problem] = []
     registry = Registry()
 
-    def take(kind: str, results: list[Any], expected: type, target: dict[str, Any]) -> None:
-        for items in results:
-            for item in items or ():
+    def take(kind: str, results: list[_HandedOver], expected: type, target: dict[str, Any]) -> None:
+        owners: dict[str, _HandedOver] = {}
+        for result in results:
+            for item in result.value or ():
                 name = getattr(item, "name", "")
                 if not isinstance(item, expected) or not name:
-                    problems.append(
-                        Problem(str(config.path), 1, 1, f"a plugin handed over an invalid {kind}: {item!r}")
-                    )
+                    problems.append(result.problem(f"handed over an invalid {kind}: {item!r}"))
                 elif name in target:
-                    problems.append(Problem(str(config.path), 1, 1, f"duplicate {kind} name '{name}'"))
+                    problems.append(result.problem(f"duplicate {kind} name '{name}'{_also(owners[name])}"))
                 else:
                     target[name] = item
+                    owners[name] = result
 
     failed: set[str] = set()
 
-    def call(hook: str, **kwargs: Any) -> list[Any]:
+    def call(hook: str, **kwargs: Any) -> list[_HandedOver]:
         # Each plugin separately: one plugin's config error must not hide the others' objects.
+        # In the order they were registered (built-ins first), so that a name taken twice is
+        # blamed on the plugin that came later.
         results = []
-        for implementation in reversed(getattr(plugins.hook, hook).get_hookimpls()):
+        for implementation in getattr(plugins.hook, hook).get_hookimpls():
+            file, line = _where(implementation)
+            plugin = _plugin_name(implementation.plugin_name)
             try:
                 # as pluggy does: a hook implementation declares only the arguments it uses
-                results.append(implementation.function(*(kwargs[name] for name in implementation.argnames)))
+                value = implementation.function(*(kwargs[name] for name in implementation.argnames))
             except ProblemError as exc:
                 problems.extend(exc.problems)
                 failed.add(hook)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, with its place
+                failed.add(hook)
+                where = _HandedOver(plugin, file, _failure_position(exc, file, line), None)
+                problems.append(where.problem(f"{hook} failed: {type(exc).__name__}: {exc}"))
+                continue
+            results.append(_HandedOver(plugin, file, line, value))
         return results
 
     take("source", call("register_sources", config=config), Source, registry.sources)
@@ -256,14 +304,18 @@ def collect(plugins: Plugins, config: Any) -> Registry:
         registry.promo_providers,
     )
     take("recommender", call("register_recommenders", config=config), Recommender, registry.recommenders)
-    for mapping in call("register_conditions"):
-        for name, function in (mapping or {}).items():
+    condition_owners: dict[str, _HandedOver] = {}
+    for result in call("register_conditions"):
+        for name, function in (result.value or {}).items():
             if name in registry.conditions:
-                problems.append(Problem(str(config.path), 1, 1, f"duplicate condition name '{name}'"))
+                problems.append(
+                    result.problem(f"duplicate condition name '{name}'{_also(condition_owners[name])}")
+                )
             elif not callable(function):
-                problems.append(Problem(str(config.path), 1, 1, f"condition '{name}' is not callable"))
+                problems.append(result.problem(f"condition '{name}' is not callable"))
             else:
                 registry.conditions[name] = function
+                condition_owners[name] = result
     for name in config.channels if "register_channels" not in failed else ():
         if name not in registry.channels:
             problems.append(
@@ -276,3 +328,8 @@ def collect(plugins: Plugins, config: Any) -> Registry:
     if problems:
         raise ProblemError(problems)
     return registry
+
+
+def _also(owner: _HandedOver) -> str:
+    """Where a name used twice was taken first."""
+    return f", already taken by plugin '{owner.plugin}' ({owner.file}:{owner.line})"

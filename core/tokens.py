@@ -50,17 +50,19 @@ _UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _encode(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """URL-safe base64 without padding (RFC 4648 section 5), as tokens and Web Push keys use it."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _decode(text: str) -> bytes:
+def b64url_decode(text: str) -> bytes:
+    """Decode URL-safe base64 with or without padding; raises ValueError if it is not that."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _signature(secret: str, purpose: str, value: str) -> str:
     digest = hmac.new(secret.encode(), f"{purpose}\0{value}".encode(), hashlib.sha256).digest()
-    return _encode(digest[:18])
+    return b64url(digest[:18])
 
 
 def sign(secret: str, purpose: str, value: str) -> str:
@@ -68,14 +70,14 @@ def sign(secret: str, purpose: str, value: str) -> str:
     if purpose not in PURPOSES:
         hint = f"; {purpose} tokens are made by seal()" if purpose in SEALED_PURPOSES else ""
         raise ValueError(f"unknown token purpose {purpose!r}{hint}")
-    return f"{_encode(value.encode())}.{_signature(secret, purpose, value)}"
+    return f"{b64url(value.encode())}.{_signature(secret, purpose, value)}"
 
 
 def verify(secret: str, purpose: str, token: str) -> str | None:
     """The value of a genuine token for `purpose`, or None for anything else."""
     encoded, _, signature = token.partition(".")
     try:
-        value = _decode(encoded).decode()
+        value = b64url_decode(encoded).decode()
     except (ValueError, UnicodeDecodeError):
         return None
     expected = _signature(secret, purpose, value)
@@ -121,7 +123,7 @@ def seal(secret: str, purpose: str, customer_id: str, *, now: datetime | None = 
         body = bytes([_TEXT]) + customer_id.encode()
     plaintext = issued.to_bytes(4, "big") + body
     tag = hmac.new(_key(secret, purpose, "mac"), plaintext, hashlib.sha256).digest()[:TAG]
-    return _encode(tag + _keystream_xor(_key(secret, purpose, "enc"), tag, plaintext))
+    return b64url(tag + _keystream_xor(_key(secret, purpose, "enc"), tag, plaintext))
 
 
 def unseal(
@@ -136,7 +138,7 @@ def unseal(
     if purpose not in SEALED_PURPOSES or not _BASE64URL.match(token) or len(token) > 4096:
         return None
     try:
-        raw = _decode(token)
+        raw = b64url_decode(token)
     except (ValueError, binascii.Error):
         return None
     if len(raw) < SEALED_OVERHEAD:

@@ -229,7 +229,7 @@ def test_settings_are_validated_with_positions(tmp_path: Path) -> None:
         "4:17: 'auth_token' is required",
         "5:11: 'from' is read as a number; quote it: from: \"+15550001111\"",
         "6:15: 'api_base' must be an http(s) URL such as https://api.twilio.com",
-        "7:14: unknown sms setting 'tiemout' (did you mean 'timeout'?)",
+        "7:5: unknown sms setting 'tiemout' (did you mean 'timeout'?)",
         "11:11: 'from' must be a WhatsApp sender such as \"whatsapp:+15550001111\"",
         "12:28: 'messaging_service_sid' must be MG and 32 hex digits",
     ]

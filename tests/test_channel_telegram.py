@@ -21,7 +21,7 @@ from telegram_api import EntityError, FakeBotApi, parse_html
 from boomerang.config import Config, load_config
 from boomerang.daemon import Daemon
 from boomerang.kinds import IngestResult
-from boomerang.model import DeliveryStatus, Message
+from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import telegram
 from boomerang.plugins.channels.telegram import (
     deep_link,
@@ -492,8 +492,29 @@ async def test_polling_mode_links_chats_through_get_updates(project: Path, api: 
         assert [c.params["chat_id"] for c in api.sent()] == [555, 556]  # the welcomes
 
 
+async def test_a_reload_switches_from_webhook_to_polling(project: Path, api: FakeBotApi) -> None:
+    telegram_project(project, api.base)
+    async with running(project) as daemon:
+        store = daemon.store
+        await asyncio.sleep(0.2)
+        assert api.calls_of("getUpdates") == []  # a webhook bot does not poll
+
+        config = project / "boomerang.yaml"
+        config.write_text(config.read_text().replace('"mode": "webhook"', '"mode": "polling"'))
+        assert await daemon.reload()
+        assert await hook(daemon, {"update_id": 1}) == 404  # the webhook is off now
+        api.user_says(557, f"/start {parameter_of(deep_link(daemon.project.config, 'c-44'))}")
+
+        async def linked() -> bool:
+            customer = await store.run(store.find_customer, "557")
+            return customer is not None and customer.id == "c-44"
+
+        await wait_for(linked)
+
+
 class Collected:
-    """An Ingest that keeps what it is given (no store behind it: every chat counts as linked)."""
+    """An Ingest that keeps what it is given, with no store behind it: every chat is linked to a
+    customer of its own."""
 
     def __init__(self) -> None:
         self.events: list = []
@@ -501,6 +522,9 @@ class Collected:
     async def __call__(self, events: list, source: str) -> IngestResult:
         self.events.extend(events)
         return IngestResult(accepted=len(events), duplicates=0)
+
+    async def customer(self, identity: str) -> Customer:
+        return Customer(f"chat-{identity}", telegram_chat_id=identity)
 
 
 async def test_the_poller_outlives_errors_and_stops_at_once(tmp_path: Path, api: FakeBotApi) -> None:

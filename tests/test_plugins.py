@@ -131,3 +131,40 @@ def test_the_readme_plugin_loads_with_the_hooks_it_claims(project: Path) -> None
     assert code_ == 0, listing["problems"]
     row = next(r for r in listing["plugins"] if r["name"] == "telegram_alert")
     assert row["hooks"] == ["event_stored", "register_actions", "register_conditions"]
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "fragment"),
+    [
+        (
+            "from boomerang import hookimpl\n\n\n@hookimpl\ndef register_channels(config):\n"
+            "    return ['not a channel']\n",
+            4,
+            "plugin 'pigeon': handed over an invalid channel: 'not a channel'",
+        ),
+        (
+            "from boomerang import hookimpl\n\n@hookimpl\ndef register_sources(config):\n"
+            "    settings = config.sources['pigeon']\n    return []\n",
+            5,
+            "plugin 'pigeon': register_sources failed: KeyError: 'pigeon'",
+        ),
+        (
+            "from boomerang import hookimpl\n\n@hookimpl\ndef register_conditions():\n"
+            "    return {'days_since': len}\n",
+            3,
+            "plugin 'pigeon': duplicate condition name 'days_since', already taken by plugin 'conditions' (",
+        ),
+    ],
+    ids=["invalid-object", "hook-raises", "name-taken"],
+)
+def test_a_bad_hand_over_names_the_plugin_and_its_file(project: Path, source, line, fragment) -> None:
+    from boomerang.config import load_config
+
+    pigeon = project / "plugins" / "pigeon.py"
+    pigeon.write_text(source)
+    config = load_config(project / "boomerang.yaml")
+    with pytest.raises(ProblemError) as caught:
+        collect(load_plugins(config.plugin_dirs), config)
+    [problem] = caught.value.problems
+    assert (problem.file, problem.line) == (str(pigeon), line)
+    assert fragment in problem.message

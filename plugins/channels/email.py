@@ -25,11 +25,16 @@ from urllib.parse import quote
 import aiosmtplib
 
 from boomerang import hookimpl
-from boomerang.config import Config
 from boomerang.kinds import Channel, SendsInFlight
-from boomerang.model import Customer, Delivery, DeliveryStatus, Message
-from boomerang.problems import ProblemError, did_you_mean
-from boomerang.templates import html_to_text
+from boomerang.plugin_api import (
+    Config,
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    Message,
+    SettingsCheck,
+    html_to_text,
+)
 
 SETTINGS = {
     "host",
@@ -197,33 +202,19 @@ class EmailChannel(Channel):
         await self.pool.close()
 
 
-def validate(config: Config, settings: dict[str, Any]) -> None:
+def validate(config: Config) -> None:
     """Raise `ProblemError` naming every wrong `channels.email` setting."""
-    problems = []
-    for key in settings:
-        if key not in SETTINGS:
-            problems.append(
-                config.problem(
-                    ("channels", "email", key),
-                    f"unknown email setting '{key}'{did_you_mean(key, SETTINGS)}",
-                    at_key=True,
-                )
-            )
+    check = SettingsCheck(config, "channels", "email", SETTINGS)
+    settings = check.settings
     sender = settings.get("from")
     if not sender or "@" not in parseaddr(str(sender))[1]:
-        problems.append(
-            config.problem(
-                ("channels", "email", "from") if sender else ("channels", "email"),
-                "'from' must be an address such as \"Shop <shop@example.com>\"",
-            )
-        )
+        check.problem("from", "'from' must be an address such as \"Shop <shop@example.com>\"")
     for key in ("port", "pool", "timeout"):
         if key in settings and not str(settings[key]).replace(".", "", 1).isdigit():
-            problems.append(config.problem(("channels", "email", key), f"'{key}' must be a number"))
+            check.problem(key, f"'{key}' must be a number")
     if str(settings.get("pool", 1)).isdigit() and int(settings.get("pool", 1)) < 1:
-        problems.append(config.problem(("channels", "email", "pool"), "'pool' must be at least 1"))
-    if problems:
-        raise ProblemError(problems)
+        check.problem("pool", "'pool' must be at least 1")
+    check.done()
 
 
 @hookimpl
@@ -231,6 +222,5 @@ def register_channels(config: Config) -> list[Channel]:
     """The email channel, when `channels.email` is configured."""
     if "email" not in config.channels:
         return []
-    settings = dict(config.channels["email"])
-    validate(config, settings)
-    return [EmailChannel(settings)]
+    validate(config)
+    return [EmailChannel(dict(config.channels["email"]))]

@@ -39,7 +39,6 @@ it never merges two customers.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import hashlib
 import ipaddress
@@ -51,7 +50,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,14 +65,30 @@ from py_vapid import Vapid, VapidException
 from pywebpush import WebPushException, webpush_async
 
 from boomerang import hookimpl
-from boomerang.bodies import BodyError, read_json
-from boomerang.clock import parse_duration, to_iso
-from boomerang.config import Config
-from boomerang.ingest import EventError, parse_event
 from boomerang.kinds import Channel, Ingest, Route, SendsInFlight
-from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Delivery, DeliveryStatus, Message
-from boomerang.problems import Problem, ProblemError, did_you_mean
-from boomerang.tokens import bearer, sign, unseal, verify
+from boomerang.plugin_api import (
+    MAX_PUSH_SUBSCRIPTIONS,
+    BodyError,
+    Config,
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    EventError,
+    Message,
+    SettingsCheck,
+    b64url,
+    b64url_decode,
+    bearer,
+    did_you_mean,
+    parse_duration,
+    parse_event,
+    read_json,
+    retry_after,
+    sign,
+    to_iso,
+    unseal,
+    verify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +120,15 @@ MAX_ENDPOINT = 2048
 # 2130706433), no bare `localhost`.
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$")
 _SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://[^/\s:]+)$", re.IGNORECASE)
+# The service worker, shipped beside this module as package data; `/push/sw.js` fills in the
+# daemon's public URL and key.
+SERVICE_WORKER = (resources.files(__package__) / "push_sw.js").read_text(encoding="utf-8")
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "86400",
 }
-
-
-def b64url(data: bytes) -> str:
-    """URL-safe base64 without padding, the form Web Push uses for keys."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64url_decode(text: str) -> bytes:
-    """Decode URL-safe base64 with or without padding; raises ValueError if it is not."""
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def public_key_of(private_key: ec.EllipticCurvePrivateKey) -> str:
@@ -271,22 +279,6 @@ def build_payload(message: Message, click_token: str | None) -> bytes | None:
     return None
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-
-
 @dataclass(frozen=True)
 class Attempt:
     """What one push service said about one subscription."""
@@ -411,10 +403,10 @@ class PushChannel(Channel):
             if status in (404, 410):
                 return Attempt(endpoint, "gone", f"{host}: {status}, subscription gone")
             if status == 429:
-                after = retry_after_seconds(exc.retry_after)
+                after = retry_after(exc.retry_after)
                 return Attempt(endpoint, "retry", f"{host}: 429, too many requests", retry_after=after)
             if status >= 500:
-                after = retry_after_seconds(exc.retry_after)
+                after = retry_after(exc.retry_after)
                 return Attempt(endpoint, "retry", f"{host}: {status}", retry_after=after)
             return Attempt(endpoint, "failed", f"{host}: {status} {exc.response.reason or ''}".rstrip())
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -562,50 +554,6 @@ def _error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status, headers=CORS)
 
 
-SERVICE_WORKER = """\
-/* Boomerang web push service worker: shows each notification and opens its link on click.
-   Register it as it is, or add importScripts("<public_url>/push/sw.js") to your own. */
-const BOOMERANG_URL = __PUBLIC_URL__;
-const BOOMERANG_PUSH_KEY = __PUBLIC_KEY__;
-
-self.addEventListener("install", () => self.skipWaiting());
-self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
-
-self.addEventListener("push", (event) => {
-  let data = {};
-  try {
-    data = event.data ? event.data.json() : {};
-  } catch (error) {
-    data = { body: event.data ? event.data.text() : "" };
-  }
-  const options = {
-    body: data.body || "",
-    data: { url: data.url || "/", click: data.click || null },
-  };
-  if (data.icon) options.icon = data.icon;
-  if (data.id) options.tag = data.id;  // a message pushed twice shows once
-  event.waitUntil(self.registration.showNotification(data.title || "", options));
-});
-
-self.addEventListener("notificationclick", (event) => {
-  event.notification.close();
-  const data = event.notification.data || {};
-  const url = new URL(data.url || "/", self.location.origin).href;
-  const work = [self.clients.openWindow(url)];
-  if (data.click) {
-    work.push(
-      fetch(BOOMERANG_URL + "/push/click", {
-        method: "POST",
-        headers: { Authorization: "Bearer " + data.click },
-        keepalive: true,
-      }).catch(() => undefined)
-    );
-  }
-  event.waitUntil(Promise.all(work));
-});
-"""
-
-
 # configuration
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
@@ -627,20 +575,16 @@ def _signs(private_key: ec.EllipticCurvePrivateKey, subject: str) -> bool:
 
 def channel_from_config(config: Config) -> PushChannel:
     """The push channel for `channels.push`; raises `ProblemError` naming every wrong setting."""
-    settings = dict(config.channels["push"])
-    problems: list[Problem] = []
-
-    def problem(key: str | None, text: str) -> None:
-        keys = ("channels", "push", key) if key else ("channels", "push")
-        problems.append(config.problem(keys, text))
-
-    for key in settings:
-        if key not in SETTINGS:
-            problem(key, f"unknown push setting '{key}'{did_you_mean(str(key), SETTINGS)}")
+    check = SettingsCheck(config, "channels", "push", SETTINGS)
+    settings = check.settings
+    problem = check.problem
     base = config.path.parent
     private_key = None
     if not settings.get("vapid_private_key"):
-        problem(None, "'vapid_private_key' is required: a PEM file made by `boomerang webpush-keys`")
+        problem(
+            "vapid_private_key",
+            "'vapid_private_key' is required: a PEM file made by `boomerang webpush-keys`",
+        )
     else:
         try:
             private_key = load_private_key(base / Path(str(settings["vapid_private_key"])).expanduser())
@@ -649,7 +593,7 @@ def channel_from_config(config: Config) -> PushChannel:
     subject = str(settings.get("subject") or "")
     if not _SUBJECT.match(subject) or (private_key is not None and not _signs(private_key, subject)):
         problem(
-            "subject" if "subject" in settings else None,
+            "subject",
             "'subject' must be a contact for the push services: mailto:ops@shop.example, "
             "or https://shop.example (no path)",
         )
@@ -680,9 +624,8 @@ def channel_from_config(config: Config) -> PushChannel:
     if not isinstance(allow_private, bool):
         problem("allow_private_endpoints", "'allow_private_endpoints' must be true or false")
         allow_private = False
-    allowed_hosts = _allowed_hosts(config, settings.get("allowed_hosts"), allow_private, problems)
-    if problems:
-        raise ProblemError(problems)
+    allowed_hosts = _allowed_hosts(check, settings.get("allowed_hosts"), allow_private)
+    check.done()
     assert private_key is not None and timeout is not None
     if not config.secret:
         log.warning("push: no secret is set, so POST /push/subscribe refuses every subscription")
@@ -702,18 +645,14 @@ def channel_from_config(config: Config) -> PushChannel:
     )
 
 
-def _allowed_hosts(
-    config: Config, value: Any, allow_private: bool, problems: list[Problem]
-) -> tuple[str, ...]:
+def _allowed_hosts(check: SettingsCheck, value: Any, allow_private: bool) -> tuple[str, ...]:
     """`allowed_hosts`, each a host name or `*.domain`; IP addresses only with allow_private_endpoints."""
     if value is None:
         return ()
     if not isinstance(value, list):
-        problems.append(
-            config.problem(
-                ("channels", "push", "allowed_hosts"),
-                "'allowed_hosts' must be a list of push service hosts, such as [push.example.net]",
-            )
+        check.problem(
+            "allowed_hosts",
+            "'allowed_hosts' must be a list of push service hosts, such as [push.example.net]",
         )
         return ()
     hosts = []
@@ -730,7 +669,7 @@ def _allowed_hosts(
             )
         else:
             text = f"'allowed_hosts': {entry!r} is not a host name such as push.example.net or *.example.net"
-        problems.append(config.problem(("channels", "push", "allowed_hosts", index), text))
+        check.problem(("allowed_hosts", index), text)
     return tuple(hosts)
 
 

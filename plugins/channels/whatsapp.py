@@ -1,7 +1,7 @@
 """The WhatsApp channel, through Twilio's Messages API with `whatsapp:` addresses.
 
 Configured under `channels.whatsapp` with the same settings as `channels.sms` (see
-`boomerang.plugins.channels.sms`), but `from` is a WhatsApp sender: "whatsapp:+15550001111".
+`boomerang.plugins.channels.twilio_messages`), but `from` is a WhatsApp sender: "whatsapp:+15550001111".
 A customer's address is their `whatsapp` number, else their `phone`, in E.164.
 
 Outside WhatsApp's 24-hour customer service window only approved templates may be sent:
@@ -18,10 +18,9 @@ import json
 from typing import Any
 
 from boomerang import hookimpl
-from boomerang.config import Config
 from boomerang.kinds import Channel
-from boomerang.model import Customer, Message
-from boomerang.plugins.channels.sms import TwilioChannel, e164, validate
+from boomerang.plugin_api import Config, Customer, Message, e164
+from boomerang.plugins.channels.twilio_messages import TwilioChannel, validate
 
 PREFIX = "whatsapp:"
 
@@ -91,6 +90,4 @@ def register_channels(config: Config) -> list[Channel]:
     """The WhatsApp channel, when `channels.whatsapp` is configured."""
     if "whatsapp" not in config.channels:
         return []
-    settings = dict(config.channels["whatsapp"])
-    validate(config, "whatsapp", settings)
-    return [WhatsAppChannel(settings, config.public_url)]
+    return [WhatsAppChannel(validate(config, "whatsapp"), config.public_url)]

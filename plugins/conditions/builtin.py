@@ -17,9 +17,7 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 
 from boomerang import hookimpl
-from boomerang.clock import parse_duration, parse_time
-from boomerang.expressions import scope
-from boomerang.history import History
+from boomerang.plugin_api import History, parse_duration, parse_time, scope
 
 ON_SITE_WITHIN = timedelta(minutes=5)
 

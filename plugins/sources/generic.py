@@ -10,10 +10,8 @@ import hmac
 from typing import TYPE_CHECKING
 
 from boomerang import hookimpl
-from boomerang.config import Config
-from boomerang.ingest import EventError, IngestWindow, parse_body, parse_events
 from boomerang.kinds import Ingest, Route, Source
-from boomerang.tokens import bearer
+from boomerang.plugin_api import Config, EventError, IngestWindow, bearer, parse_body, parse_events
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -1,0 +1,141 @@
+"""What a plugin may import besides `boomerang.kinds` and `boomerang.hookimpl`.
+
+Every name here is defined once in the core and kept stable for plugins; the rest of the
+`boomerang` package may change without notice. README's "Writing a plugin" lists them:
+
+- the data a plugin is handed and hands back: `Config`, `Customer`, `Event`, `Message`,
+  `Delivery`, `DeliveryStatus`, `MAX_PUSH_SUBSCRIPTIONS`;
+- errors with positions: `Problem`, `ProblemError`, `did_you_mean`, and `SettingsCheck` for a
+  plugin's own section of `boomerang.yaml`;
+- events: `parse_event`, `parse_events`, `parse_body`, `EventError`, `IngestWindow`, and
+  `read_json`, `BodyError` for a request's JSON body;
+- addresses: `normalise_email`, `normalise_phone`, `e164`;
+- tokens: `sign`, `verify`, `seal`, `unseal`, `bearer`, `SEALED_OVERHEAD`, and `b64url`,
+  `b64url_decode`;
+- HTTP: `retry_after` for a `Retry-After` header;
+- text and time: `html_to_text`, `parse_duration`, `parse_time`, `to_iso`;
+- for condition functions: `scope` (the evaluation's history and segments) and `History`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from boomerang.bodies import BodyError, read_json
+from boomerang.clock import parse_duration, parse_time, to_iso
+from boomerang.config import Config
+from boomerang.expressions import scope
+from boomerang.history import History
+from boomerang.ingest import (
+    EventError,
+    IngestWindow,
+    e164,
+    normalise_email,
+    normalise_phone,
+    parse_body,
+    parse_event,
+    parse_events,
+)
+from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Delivery, DeliveryStatus, Event, Message
+from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.templates import html_to_text
+from boomerang.tokens import SEALED_OVERHEAD, b64url, b64url_decode, bearer, seal, sign, unseal, verify
+
+__all__ = [
+    "MAX_PUSH_SUBSCRIPTIONS",
+    "SEALED_OVERHEAD",
+    "BodyError",
+    "Config",
+    "Customer",
+    "Delivery",
+    "DeliveryStatus",
+    "Event",
+    "EventError",
+    "History",
+    "IngestWindow",
+    "Message",
+    "Problem",
+    "ProblemError",
+    "SettingsCheck",
+    "b64url",
+    "b64url_decode",
+    "bearer",
+    "did_you_mean",
+    "e164",
+    "html_to_text",
+    "normalise_email",
+    "normalise_phone",
+    "parse_body",
+    "parse_duration",
+    "parse_event",
+    "parse_events",
+    "parse_time",
+    "read_json",
+    "retry_after",
+    "scope",
+    "seal",
+    "sign",
+    "to_iso",
+    "unseal",
+    "verify",
+]
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (RFC 9110): whole seconds or an HTTP date.
+
+    None when there is no header or it is neither; a date in the past is 0.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+
+
+class SettingsCheck:
+    """The problems of one plugin's section of the config (`channels.<name>`, `sources.<name>`),
+    each at its place in `boomerang.yaml`.
+
+    Unknown settings are reported at once, at the key, with a "did you mean"; add the others
+    with `problem()` and finish with `done()`:
+
+        check = SettingsCheck(config, "channels", "pigeon", known={"url", "timeout"})
+        if not check.settings.get("url"):
+            check.problem("url", "'url' is required")
+        check.done()
+    """
+
+    def __init__(self, config: Config, section: str, name: str, known: Iterable[str]):
+        self.config = config
+        self.keys = (section, name)
+        self.settings: dict[str, Any] = getattr(config, section).get(name) or {}
+        self.problems: list[Problem] = []
+        known = sorted(known)
+        for key in self.settings:
+            if key not in known:
+                message = f"unknown {name} setting '{key}'{did_you_mean(str(key), known)}"
+                self.problems.append(config.problem((*self.keys, key), message, at_key=True))
+
+    def problem(self, key: str | int | tuple[str | int, ...] | None, message: str) -> None:
+        """A problem at the value of `key` (or of a path of keys below the section); at the
+        section itself when `key` is None or not given in the file (a missing setting)."""
+        path = key if isinstance(key, tuple) else (key,) if key is not None else ()
+        if path and path[0] not in self.settings:
+            path = ()
+        self.problems.append(self.config.problem((*self.keys, *path), message))
+
+    def done(self) -> None:
+        """Raise `ProblemError` with every problem found, if there is any."""
+        if self.problems:
+            raise ProblemError(self.problems)
