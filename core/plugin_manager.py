@@ -25,7 +25,6 @@ import pluggy
 
 from boomerang import hookspecs
 from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
-from boomerang.model import CHANNEL_NAMES
 from boomerang.problems import Problem, ProblemError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -200,6 +199,9 @@ class Registry:
 
     sources: dict[str, Source] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
+    # Every channel the plugins know, configured or not: its class (or, for a channel handed
+    # over only as a configured instance, that instance), read for its declarations.
+    channel_kinds: dict[str, type[Channel] | Channel] = field(default_factory=dict)
     conditions: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, Action] = field(default_factory=dict)
     promo_providers: dict[str, PromoProvider] = field(default_factory=dict)
@@ -212,6 +214,25 @@ class Registry:
                 await item.close()
             except Exception:
                 log.exception("closing %s failed", item.name)
+
+
+def channel_kinds(plugins: Plugins, where: str = "plugins") -> tuple[dict[str, type[Channel]], list[Problem]]:
+    """Every channel class the plugins declare (`register_channel_kinds`), by name, and the
+    problems with what they handed over (reported at `where`)."""
+    kinds: dict[str, type[Channel]] = {}
+    problems: list[Problem] = []
+    for listed in plugins.hook.register_channel_kinds():
+        for kind in listed or ():
+            name = getattr(kind, "name", "")
+            if not (isinstance(kind, type) and issubclass(kind, Channel)) or not name:
+                problems.append(
+                    Problem(where, 1, 1, f"a plugin handed over an invalid channel kind: {kind!r}")
+                )
+            elif name in kinds:
+                problems.append(Problem(where, 1, 1, f"duplicate channel kind name '{name}'"))
+            else:
+                kinds[name] = kind
+    return kinds, problems
 
 
 def collect(plugins: Plugins, config: Any) -> Registry:
@@ -248,6 +269,11 @@ def collect(plugins: Plugins, config: Any) -> Registry:
 
     take("source", call("register_sources", config=config), Source, registry.sources)
     take("channel", call("register_channels", config=config), Channel, registry.channels)
+    kinds, found = channel_kinds(plugins, str(config.path))
+    registry.channel_kinds.update(kinds)
+    problems.extend(found)
+    for name, channel in registry.channels.items():
+        registry.channel_kinds.setdefault(name, channel)
     take("action", call("register_actions", config=config), Action, registry.actions)
     take(
         "promo provider",
@@ -270,7 +296,7 @@ def collect(plugins: Plugins, config: Any) -> Registry:
                 config.problem(
                     ("channels", name),
                     f"no channel plugin provides '{name}'"
-                    f"{did_you_mean(name, sorted(set(CHANNEL_NAMES) | set(registry.channels)))}",
+                    f"{did_you_mean(name, sorted(registry.channel_kinds))}",
                 )
             )
     if problems:

@@ -204,6 +204,7 @@ class TwilioChannel(Channel):
     """Sends text messages through Twilio's Messages API; SMS unless a subclass says otherwise."""
 
     name = "sms"
+    extensions = ("html", "txt")
     prefix = ""  # the Twilio address prefix of the channel: "whatsapp:" for WhatsApp
 
     def __init__(self, settings: dict[str, Any], public_url: str):
@@ -427,3 +428,9 @@ def register_channels(config: Config) -> list[Channel]:
     settings = dict(config.channels["sms"])
     validate(config, "sms", settings)
     return [SmsChannel(settings, config.public_url)]
+
+
+@hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    """SMS templates, known whether or not the channel is configured."""
+    return [SmsChannel]

@@ -44,6 +44,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import pass_context
@@ -614,6 +615,8 @@ class TelegramChannel(Channel):
     """Sends messages to customers' Telegram chats."""
 
     name = "telegram"
+    extensions = ("html", "txt")
+    front_matter = MappingProxyType({"button": str, "url": str})
 
     def __init__(self, bot: BotApi):
         self.bot = bot
@@ -1020,6 +1023,12 @@ def register_channels(config: Config) -> list[Channel]:
     bot = _bot_for(config)
     _linking.update(secret=bot.settings.secret, bot_username=bot.settings.bot_username)
     return [TelegramChannel(bot)]
+
+
+@hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    """Telegram's templates and front matter, known whether or not it is configured."""
+    return [TelegramChannel]
 
 
 @hookimpl

@@ -15,6 +15,7 @@ its idempotency key as `I-Twilio-Idempotency-Token`.
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from typing import Any
 
 from boomerang import hookimpl
@@ -30,6 +31,7 @@ class WhatsAppChannel(TwilioChannel):
     """WhatsApp through Twilio: free text, or an approved template by its content SID."""
 
     name = "whatsapp"
+    front_matter = MappingProxyType({"content_sid": str, "variables": (dict, list)})
     prefix = PREFIX
 
     def address(self, customer: Customer) -> str | None:
@@ -94,3 +96,9 @@ def register_channels(config: Config) -> list[Channel]:
     settings = dict(config.channels["whatsapp"])
     validate(config, "whatsapp", settings)
     return [WhatsAppChannel(settings, config.public_url)]
+
+
+@hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    """WhatsApp's templates and front matter, known whether or not it is configured."""
+    return [WhatsAppChannel]
