@@ -23,7 +23,8 @@ from boomerang.cli import cli
 from boomerang.ingest import EventError, parse_event
 from boomerang.plugin_manager import channel_kinds, load_plugins
 from boomerang.store import Store
-from conftest import AUTH, bearer, free_port, running, url
+from boomerang.tokens import seal, sign, unseal
+from conftest import AUTH, SECRET, bearer, free_port, running, url
 
 PIGEON_TOKEN = "pigeon-token-0123456789"
 SCENARIO = """scenario: pigeon-note
@@ -75,9 +76,9 @@ def check(project: Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def simulate(project: Path, tmp_path: Path) -> list[dict]:
+def simulate(project: Path, tmp_path: Path, event: dict = ORDER) -> list[dict]:
     events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps(ORDER) + "\n")
+    events.write_text(json.dumps(event) + "\n")
     result = CliRunner().invoke(
         cli, ["simulate", "--config", str(project / "boomerang.yaml"), "--events", str(events), "--json"]
     )
@@ -150,6 +151,31 @@ def test_simulate_sends_by_pigeon_when_the_plan_says_it_costs_less(
     timeline = simulate(project, tmp_path)
     [send] = [line for line in timeline if line["kind"] == "send"]
     assert (send["template"], send["channel"]) == ("pigeon_note", chosen)
+
+
+def test_quiet_hours_hold_back_instant_channels_but_not_this_one(project: Path, tmp_path: Path) -> None:
+    """At 23:00 in Moscow the cheaper email is in its quiet hours; the pigeon (not `instant`) flies."""
+    setup_pigeon(project, pigeon_cost=0.5, email_cost=0)
+    config = project / "boomerang.yaml"
+    config.write_text(config.read_text() + '  quiet_hours: {from: "21:00", to: "09:00"}\n')
+    late = {**ORDER, "at": "2026-03-02T20:00:00Z"}
+    [send] = [line for line in simulate(project, tmp_path, late) if line["kind"] == "send"]
+    assert (send["at"], send["channel"]) == ("2026-03-02T20:00:00Z", "pigeon")
+
+
+def test_a_consent_withdrawn_on_the_channel_is_kept(project: Path, tmp_path: Path) -> None:
+    setup_pigeon(project)
+    refused = {**ORDER, "customer": {**ORDER["customer"], "consents": {"pigeon": False}}}
+    [send] = [line for line in simulate(project, tmp_path, refused) if line["kind"] == "send"]
+    assert send["channel"] == "email"
+
+
+def test_sealed_tokens_serve_the_channel_and_only_it() -> None:
+    token = seal(SECRET, "pigeon", "c-1")
+    assert unseal(SECRET, "pigeon", token) == "c-1"
+    assert unseal(SECRET, "push", token) is None
+    with pytest.raises(ValueError, match="pigeon tokens are made by seal"):
+        sign(SECRET, "pigeon", "c-1")
 
 
 async def test_the_daemon_writes_the_note_takes_the_landing_report_and_explain_shows_both(
