@@ -299,3 +299,11 @@ def test_addresses_in_events_are_checked_and_merged(tmp_path: Path) -> None:
     )
     store.ingest([first, second], now)
     assert store.customer("c-1").addresses == {"pigeon": "coop-8", "viber": "v-1"}
+    # a second profile, known by email only, is folded into c-1 with its address map
+    other = parse_event(
+        {**ORDER, "id": "o-3", "customer": {"email": "bo@example.com", "addresses": {"vk": "id5"}}}
+    )
+    both = parse_event({**ORDER, "id": "o-4", "customer": {"id": "c-1", "email": "bo@example.com"}})
+    store.ingest([other], now)
+    store.ingest([both], now)
+    assert store.customer("c-1").addresses == {"pigeon": "coop-8", "viber": "v-1", "vk": "id5"}
