@@ -10,6 +10,7 @@ the reasons, which the engine stores with the message.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from boomerang.clock import parse_duration
 from boomerang.config import Config
 from boomerang.kinds import Channel
-from boomerang.model import CATEGORIES, CHANNEL_NAMES, Customer
+from boomerang.model import CATEGORIES, Customer
 from boomerang.problems import Problem, ProblemError, did_you_mean
 
 DEFAULT_PRIORITIES = {"transactional": 100, "trigger": 50, "promo": 10}
@@ -110,7 +111,11 @@ class ContactPlan:
         quiet = settings.get("quiet_hours")
         self.quiet = (
             QuietHours(
-                _clock(quiet["from"]), _clock(quiet["to"]), tuple(quiet.get("channels") or CHANNEL_NAMES)
+                _clock(quiet["from"]),
+                _clock(quiet["to"]),
+                tuple(
+                    quiet.get("channels") or [name for name, channel in channels.items() if channel.instant]
+                ),
             )
             if quiet
             else None
@@ -320,9 +325,11 @@ def _span(delta: timedelta) -> str:
     return f"{hours:g}h"
 
 
-def validate_plan(config: Config) -> list[Problem]:
-    """Every problem of `contact_plan:`, positioned."""
+def validate_plan(config: Config, channels: Collection[str]) -> list[Problem]:
+    """Every problem of `contact_plan:`, positioned; `channels` are the names it may use
+    (every channel the plugins know, configured or not)."""
     plan = config.contact_plan
+    known = sorted(channels)
     problems: list[Problem] = []
 
     def problem(keys: tuple, message: str, at_key: bool = False) -> None:
@@ -340,10 +347,10 @@ def validate_plan(config: Config) -> list[Problem]:
                 if not _TIME.match(str(quiet[key])):
                     problem(("quiet_hours", key), f"'{quiet[key]}' is not a time such as \"21:00\"")
             for index, name in enumerate(quiet.get("channels") or []):
-                if name not in CHANNEL_NAMES:
+                if name not in channels:
                     problem(
                         ("quiet_hours", "channels", index),
-                        f"unknown channel '{name}'{did_you_mean(str(name), CHANNEL_NAMES)}",
+                        f"unknown channel '{name}'{did_you_mean(str(name), known)}",
                     )
     for index, cap in enumerate(plan.get("caps") or []):
         if not isinstance(cap, dict) or "max" not in cap or "per" not in cap:
@@ -361,8 +368,11 @@ def validate_plan(config: Config) -> list[Problem]:
         for position, category in enumerate(cap.get("categories") or []):
             if category not in CATEGORIES:
                 problem(("caps", index, "categories", position), f"unknown category '{category}'")
-        if cap.get("channel") is not None and cap["channel"] not in CHANNEL_NAMES:
-            problem(("caps", index, "channel"), f"unknown channel '{cap['channel']}'")
+        if cap.get("channel") is not None and cap["channel"] not in channels:
+            problem(
+                ("caps", index, "channel"),
+                f"unknown channel '{cap['channel']}'{did_you_mean(str(cap['channel']), known)}",
+            )
     for key in ("min_gap",):
         if plan.get(key) is not None:
             try:
@@ -370,8 +380,8 @@ def validate_plan(config: Config) -> list[Problem]:
             except ValueError as exc:
                 problem((key,), str(exc))
     for name, settings in (plan.get("channels") or {}).items():
-        if name not in CHANNEL_NAMES:
-            problem(("channels", name), f"unknown channel '{name}'{did_you_mean(str(name), CHANNEL_NAMES)}")
+        if name not in channels:
+            problem(("channels", name), f"unknown channel '{name}'{did_you_mean(str(name), known)}")
         elif settings is not None and not isinstance(settings, dict):
             problem(("channels", name), "a channel's plan settings are {cost: 0.05}")
         elif settings and "cost" in settings:
@@ -400,9 +410,10 @@ def validate_plan(config: Config) -> list[Problem]:
     return problems
 
 
-def load_plan(config: Config, channels: dict[str, Channel]) -> ContactPlan:
-    """The contact plan of a config; raises `ProblemError` with positions when it is wrong."""
-    problems = validate_plan(config)
+def load_plan(config: Config, channels: dict[str, Channel], known: Collection[str]) -> ContactPlan:
+    """The contact plan of a config over the configured `channels`, `known` being every channel
+    the plugins know; raises `ProblemError` with positions when it is wrong."""
+    problems = validate_plan(config, known)
     if problems:
         raise ProblemError(problems)
     return ContactPlan(config.contact_plan, channels, config.default_timezone)

@@ -108,7 +108,11 @@ class Daemon:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
-        app.add_routes(tracking.routes(config.secret, self.store, self.ingest))
+        app.add_routes(
+            tracking.routes(
+                config.secret, self.store, self.ingest, lambda: list(self.project.registry.channels)
+            )
+        )
         self._install_routes(app)
         access_log = log if config.log_level == "debug" else None
         self._runner = web.AppRunner(

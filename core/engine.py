@@ -103,7 +103,7 @@ class Engine:
         """Switch to a newly loaded project (on reload); journeys continue by step path."""
         self.project = project
         self.scenarios = {scenario.id: scenario for scenario in project.scenarios}
-        self.plan = load_plan(project.config, project.registry.channels)
+        self.plan = load_plan(project.config, project.registry.channels, project.registry.channel_kinds)
         self._population: tuple[datetime, dict[str, tuple[float, int]]] | None = None
         self.zone = ZoneInfo(project.config.default_timezone)
         config = project.config
@@ -716,8 +716,11 @@ class Engine:
             journey = self.store.journey(record["journey_id"]) if record and record["journey_id"] else None
             step = message.step
             fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
-            for endpoint in delivery.gone:
-                self.store.remove_push_subscription(message.customer_id, endpoint)
+            sender = self.project.registry.channels.get(message.channel)
+            for address in delivery.gone if sender is not None else ():
+                customer = self.store.customer(message.customer_id)
+                if customer is not None:  # the channel says how its address is forgotten
+                    self.store.set_profile(message.customer_id, sender.forget(customer, address))
             if delivery.status is DeliveryStatus.SENT:
                 # A receipt may already have marked it delivered: keep that, add what we know.
                 status = "delivered" if record and record["status"] == "delivered" else "sent"

@@ -85,6 +85,7 @@ class Explanation:
             f"phone {c.phone or '-'}",
             f"push subscriptions {len(c.push_subscriptions)}",
             f"telegram {'linked' if c.telegram_chat_id else '-'}",
+            *(f"{channel} {address}" for channel, address in sorted(c.addresses.items())),
         ]
         lines.append("  " + "; ".join(reach))
         lines.append(

@@ -41,6 +41,18 @@ def register_channels(config: Config) -> list[Channel] | None:
 
 
 @hookspec
+def register_channel_kinds() -> list[type[Channel]] | None:
+    """Hand over the classes of the channels this plugin provides, configured or not.
+
+    Their class attributes (`name`, template `extensions`, `front_matter` keys and types,
+    `instant`...) let `boomerang check` and template loading know the channel's templates
+    in a project that does not configure it.
+
+    :return: a list of `boomerang.kinds.Channel` subclasses, each with a unique `name`.
+    """
+
+
+@hookspec
 def register_conditions() -> dict[str, Callable[..., Any]] | None:
     """Hand over functions for the expression language, by the name used in expressions.
 

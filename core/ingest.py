@@ -27,10 +27,12 @@ from boomerang import bodies
 from boomerang.bodies import MAX_VALUE_DEPTH, BodyError, nesting
 from boomerang.clock import parse_time, to_iso
 from boomerang.kinds import IngestResult
-from boomerang.model import CHANNEL_NAMES, Customer, Event, ProfileUpdate
+from boomerang.model import Customer, Event, ProfileUpdate
 
 _TYPE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CHANNEL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # what a channel plugin's name looks like
+MAX_ADDRESS = 256  # characters of an address in `customer.addresses`
 _BIRTHDAY = re.compile(r"^(\d{4}|-)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
@@ -174,6 +176,7 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
         "consents",
         "attributes",
         "push_subscriptions",
+        "addresses",
     }
     unknown = set(raw) - known
     if unknown:
@@ -182,7 +185,7 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
             "put free-form values under customer.attributes"
         )
     text = {}
-    for name in known - {"consents", "attributes", "push_subscriptions"}:
+    for name in known - {"consents", "attributes", "push_subscriptions", "addresses"}:
         value = raw.get(name)
         if value is None:
             continue
@@ -204,12 +207,23 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
             ) from None
     if text.get("birthday") and not _BIRTHDAY.match(text["birthday"]):
         raise EventError(f"{where}: customer.birthday must be YYYY-MM-DD or --MM-DD")
+    # Any channel name, not only the configured ones: a channel plugin may be added later,
+    # and the contact plan reads consents only for the channels it has.
     consents = raw.get("consents") or {}
     if not isinstance(consents, dict) or not all(
-        k in CHANNEL_NAMES and isinstance(v, bool) for k, v in consents.items()
+        _CHANNEL.match(k) and isinstance(v, bool) for k, v in consents.items()
     ):
         raise EventError(
-            f"{where}: customer.consents must map channel names ({', '.join(CHANNEL_NAMES)}) to true or false"
+            f"{where}: customer.consents must map channel names (email, sms, push...) to true or false"
+        )
+    addresses = raw.get("addresses") or {}
+    if not isinstance(addresses, dict) or not all(
+        _CHANNEL.match(k) and isinstance(v, str) and 0 < len(v.strip()) <= MAX_ADDRESS
+        for k, v in addresses.items()
+    ):
+        raise EventError(
+            f"{where}: customer.addresses must map channel names to addresses on them "
+            f'(text up to {MAX_ADDRESS} characters), such as {{"pigeon": "coop-7"}}'
         )
     attributes = raw.get("attributes") or {}
     if not isinstance(attributes, dict):
@@ -222,7 +236,11 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
             "PushSubscription.toJSON() objects (endpoint, keys.p256dh, keys.auth)"
         )
     profile = ProfileUpdate(
-        consents=consents, attributes=attributes, push_subscriptions=subscriptions, **text
+        consents=consents,
+        attributes=attributes,
+        push_subscriptions=subscriptions,
+        addresses={channel: address.strip() for channel, address in addresses.items()},
+        **text,
     )
     if not profile.identities():
         raise EventError(f"{where}: customer needs an id, email, phone or telegram_chat_id")

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -81,16 +82,44 @@ class Source:
 
 
 class Channel(ABC):
-    """Sends messages over one medium: email, sms, whatsapp, push, telegram."""
+    """Sends messages over one medium (email, sms, push... or any a plugin adds).
+
+    The class attributes declare what the core needs to know about the channel even where it
+    is not configured (`boomerang check`, template loading): hand the class over from
+    `register_channel_kinds()` and configured instances from `register_channels(config)`.
+    """
 
     name: str = ""
+    # Template files are `<name>.<locale>.<ext>` with one of these extensions; an `html` body
+    # is autoescaped.
+    extensions: tuple[str, ...] = ("txt",)
+    # Front matter keys a template of this channel may have, with the type(s) of their
+    # values (a `str` value is itself a template); `check` reports any other key or type.
+    front_matter: Mapping[str, type | tuple[type, ...]] = MappingProxyType({})
+    # Front matter keys every locale of a template of this channel must have.
+    required_front_matter: tuple[str, ...] = ()
     # Whether the provider reports delivery; if so, a message with no receipt within the
     # plan's `fallback.after` is tried on the next channel.
     receipts: bool = False
+    # Whether a message reaches the person at once (a buzz, a notification), so that the
+    # plan's `quiet_hours` hold it back when they name no channels.
+    instant: bool = True
 
-    @abstractmethod
     def address(self, customer: Customer) -> str | None:
-        """The customer's address on this channel, or None if they have none."""
+        """The customer's address on this channel, or None if they have none.
+
+        By default the one under the channel's name in the customer's address map
+        (`customer.addresses` in events); the built-in channels read their own fields.
+        """
+        address = customer.addresses.get(self.name)
+        return address if isinstance(address, str) and address else None
+
+    def forget(self, customer: Customer, gone: str) -> dict[str, Any]:
+        """The profile fields to store so that `gone` (an address of `Delivery.gone`) is not
+        used again; by default the address map without this channel's `gone` address."""
+        if customer.addresses.get(self.name) != gone:
+            return {}
+        return {"addresses": {k: v for k, v in customer.addresses.items() if k != self.name}}
 
     @abstractmethod
     async def send(self, message: Message) -> Delivery:

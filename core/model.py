@@ -7,7 +7,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-CHANNEL_NAMES = ("email", "sms", "whatsapp", "push", "telegram")
 CATEGORIES = ("transactional", "trigger", "promo")
 # A customer keeps at most this many browsers' push subscriptions (the newest): every push
 # goes to each of them.
@@ -54,6 +53,7 @@ class ProfileUpdate:
     consents: dict[str, bool] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     push_subscriptions: list[dict] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)  # channel → address, for plugins' channels
 
     def identities(self) -> list[tuple[str, str]]:
         """The (kind, value) pairs that identify a customer, strongest first."""
@@ -96,6 +96,7 @@ class Customer:
     consents: dict[str, bool] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     push_subscriptions: list[dict] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)  # channel → address, for plugins' channels
     opt_outs: dict[str, str] = field(default_factory=dict)  # channel (or "all") → when they said no
     unreachable: dict[str, str] = field(default_factory=dict)  # channel → why the address is bad
     orders_count: int = 0

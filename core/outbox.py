@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from boomerang.kinds import Channel, Route
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
@@ -22,11 +23,16 @@ class Outbox(Channel):
         self.channel = channel
         self.name = channel.name
         self.receipts = channel.receipts
+        self.instant = channel.instant
         self.directory = directory
 
     def address(self, customer: Customer) -> str | None:
         """The wrapped channel's address for the customer."""
         return self.channel.address(customer)
+
+    def forget(self, customer: Customer, gone: str) -> dict[str, Any]:
+        """What the wrapped channel stores to forget a gone address."""
+        return self.channel.forget(customer, gone)
 
     async def send(self, message: Message) -> Delivery:
         """Write the message file; a message id written twice overwrites, never duplicates."""

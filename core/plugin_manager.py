@@ -25,7 +25,6 @@ import pluggy
 
 from boomerang import hookspecs
 from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
-from boomerang.model import CHANNEL_NAMES
 from boomerang.problems import Problem, ProblemError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -200,6 +199,9 @@ class Registry:
 
     sources: dict[str, Source] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
+    # Every channel the plugins know, configured or not: its class (or, for a channel handed
+    # over only as a configured instance, that instance), read for its declarations.
+    channel_kinds: dict[str, type[Channel] | Channel] = field(default_factory=dict)
     conditions: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, Action] = field(default_factory=dict)
     promo_providers: dict[str, PromoProvider] = field(default_factory=dict)
@@ -244,6 +246,33 @@ def _failure_position(exc: BaseException, file: str, line: int) -> int:
     """The line in the plugin's own file where a failing hook raised, else the hook's line."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == file]
     return (frames[-1].lineno or line) if frames else line
+
+
+def channel_kinds(plugins: Plugins) -> tuple[dict[str, type[Channel]], list[Problem]]:
+    """Every channel class the plugins declare (`register_channel_kinds`), configured or not, by
+    name, and the problems with what they handed over, at the plugin's hook in its file."""
+    kinds: dict[str, type[Channel]] = {}
+    owners: dict[str, _HandedOver] = {}
+    problems: list[Problem] = []
+    for implementation in plugins.hook.register_channel_kinds.get_hookimpls():
+        file, line = _where(implementation)
+        result = _HandedOver(_plugin_name(implementation.plugin_name), file, line, None)
+        try:
+            listed = implementation.function()
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, with its place
+            where = _HandedOver(result.plugin, file, _failure_position(exc, file, line), None)
+            problems.append(where.problem(f"register_channel_kinds failed: {type(exc).__name__}: {exc}"))
+            continue
+        for kind in listed or ():
+            name = getattr(kind, "name", "")
+            if not (isinstance(kind, type) and issubclass(kind, Channel)) or not name:
+                problems.append(result.problem(f"handed over an invalid channel kind: {kind!r}"))
+            elif name in kinds:
+                problems.append(result.problem(f"duplicate channel kind name '{name}'{_also(owners[name])}"))
+            else:
+                kinds[name] = kind
+                owners[name] = result
+    return kinds, problems
 
 
 def collect(plugins: Plugins, config: Any) -> Registry:
@@ -296,6 +325,11 @@ def collect(plugins: Plugins, config: Any) -> Registry:
 
     take("source", call("register_sources", config=config), Source, registry.sources)
     take("channel", call("register_channels", config=config), Channel, registry.channels)
+    kinds, found = channel_kinds(plugins)
+    registry.channel_kinds.update(kinds)
+    problems.extend(found)
+    for name, channel in registry.channels.items():
+        registry.channel_kinds.setdefault(name, channel)
     take("action", call("register_actions", config=config), Action, registry.actions)
     take(
         "promo provider",
@@ -322,7 +356,7 @@ def collect(plugins: Plugins, config: Any) -> Registry:
                 config.problem(
                     ("channels", name),
                     f"no channel plugin provides '{name}'"
-                    f"{did_you_mean(name, sorted(set(CHANNEL_NAMES) | set(registry.channels)))}",
+                    f"{did_you_mean(name, sorted(registry.channel_kinds))}",
                 )
             )
     if problems:

@@ -13,7 +13,7 @@ from pathlib import Path
 from boomerang.config import Config, load_config
 from boomerang.contact_plan import validate_plan
 from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
-from boomerang.model import CHANNEL_NAMES, EVENT_TYPES
+from boomerang.model import EVENT_TYPES
 from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, collect, load_plugins
 from boomerang.problems import Problem, ProblemError, did_you_mean
@@ -45,7 +45,7 @@ def assemble(
         registry = collect(plugins, config)
     except ProblemError as exc:
         problems.extend(exc.problems)
-    problems.extend(validate_plan(config))
+    problems.extend(validate_plan(config, registry.channel_kinds))
     environment = make_environment(registry.conditions)
     segments = {}
     for name, source in config.segments.items():
@@ -56,7 +56,7 @@ def assemble(
     paths = scenario_files(config.scenarios) if scenario_paths is None else scenario_paths
     scenarios, found = compile_scenarios(paths, environment)
     problems.extend(found)
-    templates, found = load_templates(config.templates, registry.conditions)
+    templates, found = load_templates(config.templates, registry.conditions, registry.channel_kinds)
     problems.extend(found)
     for scenario in scenarios:
         problems.extend(cross_check(scenario, templates, registry, config, plugins))
@@ -96,7 +96,7 @@ def cross_check(
     """What a scenario names that does not exist: templates, channels, actions, event types."""
     problems: list[Problem] = []
     file = str(scenario.file)
-    known_channels = set(CHANNEL_NAMES) | set(registry.channels)
+    known_channels = set(registry.channel_kinds)
     configured = set(registry.channels)
     events = known_event_types(registry)
 

@@ -48,6 +48,7 @@ class Rehearsal(Channel):
         self.channel = channel
         self.name = channel.name
         self.receipts = channel.receipts or outcome in RECEIPTS
+        self.instant = channel.instant
         self.outcome = outcome
         self.sent: list[Message] = []
         self.pending_receipts: list[tuple[str, str, dict]] = []

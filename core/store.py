@@ -186,6 +186,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        6,
+        "addresses on channels that plugins add, keyed by channel",
+        """
+        ALTER TABLE customers ADD COLUMN addresses TEXT NOT NULL DEFAULT '{}';
+        """,
+    ),
 ]
 
 # What decoding a damaged row raises: ValueError for a timestamp, JSON, number or timezone that
@@ -220,6 +227,8 @@ PROFILE_FIELDS = (
     "whatsapp",
 )
 
+# The JSON profile columns that hold addresses: the channel-keyed map, push subscriptions.
+ADDRESS_JSON = ("addresses", "push_subscriptions")
 
 # The profile field of each identity kind but `id`.
 IDENTITY_FIELDS = {"email": "email", "phone": "phone", "telegram": "telegram_chat_id"}
@@ -496,6 +505,9 @@ class Store:
         updates["push_subscriptions"] = json.dumps(
             _join_subscriptions(json.loads(b["push_subscriptions"]), json.loads(a["push_subscriptions"]))
         )
+        updates["addresses"] = json.dumps(
+            {**json.loads(b["addresses"]), **json.loads(a["addresses"])}, ensure_ascii=False
+        )
         for key in ("opt_outs", "unreachable"):  # what either profile learnt stays true
             updates[key] = json.dumps({**json.loads(b[key]), **json.loads(a[key])})
         updates["orders_count"] = a["orders_count"] + b["orders_count"]
@@ -543,6 +555,8 @@ class Store:
             updates["attributes"] = json.dumps(
                 joined(row["attributes"], profile.attributes), ensure_ascii=False
             )
+        if profile.addresses:
+            updates["addresses"] = json.dumps(joined(row["addresses"], profile.addresses), ensure_ascii=False)
         if profile.push_subscriptions:
             self._take_push_subscriptions(customer_id, profile.push_subscriptions)
             updates["push_subscriptions"] = json.dumps(
@@ -561,6 +575,10 @@ class Store:
                 profile.telegram_chat_id and profile.telegram_chat_id != row["telegram_chat_id"]
             ),
         }
+        stored_addresses = json.loads(row["addresses"])
+        renewed.update(
+            {name: True for name, value in profile.addresses.items() if stored_addresses.get(name) != value}
+        )
         # `subscribed` is the customer's own explicit "yes" on channels (pressing Start on a
         # bot, allowing push): it lifts an earlier opt-out and "known bad" for them.
         subscribed = event.data.get("subscribed")
@@ -1147,13 +1165,15 @@ class Store:
         row = self.db.execute("SELECT id FROM messages WHERE provider_id = ?", [provider_id]).fetchone()
         return self.message(row[0]) if row else None
 
-    def remove_push_subscription(self, customer_id: str, endpoint: str) -> None:
-        """Forget a push subscription the push service said is gone."""
-        row = self.customer_row(customer_id)
-        if row is None:
-            return
-        kept = [sub for sub in json.loads(row["push_subscriptions"]) if sub.get("endpoint") != endpoint]
-        self.db["customers"].update(customer_id, {"push_subscriptions": json.dumps(kept)})
+    def set_profile(self, customer_id: str, fields: dict[str, Any]) -> None:
+        """Store the address fields a channel's `forget()` gave (the map and lists as data)."""
+        updates = {
+            key: json.dumps(value, ensure_ascii=False) if key in ADDRESS_JSON else value
+            for key, value in fields.items()
+            if key in PROFILE_FIELDS or key in ADDRESS_JSON  # never a count, a stamp or an opt-out
+        }
+        if updates:
+            self.db["customers"].update(customer_id, updates)
 
     def counts(self) -> dict[str, int]:
         """Row counts for the status line and metrics."""
@@ -1215,6 +1235,7 @@ _CUSTOMER_JSON = {
     "consents": dict,
     "attributes": dict,
     "push_subscriptions": list,
+    "addresses": dict,
     "opt_outs": dict,
     "unreachable": dict,
 }
@@ -1228,6 +1249,8 @@ def _customer(row: dict[str, Any]) -> Customer:
         values[key] = _json(values[key], kind)
     if not all(isinstance(subscription, dict) for subscription in values["push_subscriptions"]):
         raise ValueError("push_subscriptions must hold JSON objects")
+    if not all(isinstance(address, str) for address in values["addresses"].values()):
+        raise ValueError("addresses must map channels to text")
     if nesting(values["attributes"]) > MAX_VALUE_DEPTH:
         raise ValueError(f"attributes are nested more than {MAX_VALUE_DEPTH} levels deep")
     if values["timezone"]:

@@ -9,6 +9,9 @@ templates/cart_reminder/telegram.ru.html   front matter: button, url
 templates/cart_reminder/whatsapp.ru.txt    front matter: content_sid, variables (approved templates)
 ```
 
+Each channel declares its file extensions and front matter keys (`boomerang.kinds.Channel`),
+so a channel a plugin adds has templates like the built-in ones.
+
 Front matter is YAML between two `---` lines at the top. Templates are sandboxed Jinja2 with
 the same names and functions as scenario expressions; HTML is autoescaped. A message renders
 within the budget of the scope under way (see `boomerang.expressions`): every file of it, and
@@ -27,18 +30,12 @@ from jinja2 import Template, TemplateSyntaxError
 from ruamel.yaml.comments import CommentedMap
 
 from boomerang.expressions import Refused, Sandbox, make_environment, render
-from boomerang.model import CHANNEL_NAMES
-from boomerang.problems import Problem, ProblemError
+from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import parse_yaml, value_position
 
-_FILE = re.compile(r"^(?P<channel>[a-z]+)\.(?P<locale>[a-z]{2}(?:[-_][A-Za-z]{2})?)\.(?P<ext>html|txt)$")
-FRONT_MATTER_KEYS = {
-    "email": ("subject", "preheader"),
-    "sms": (),
-    "whatsapp": ("content_sid", "variables"),
-    "push": ("title", "url", "icon"),
-    "telegram": ("button", "url"),
-}
+_FILE = re.compile(
+    r"^(?P<channel>[a-z][a-z0-9_]*)\.(?P<locale>[a-z]{2}(?:[-_][A-Za-z]{2})?)\.(?P<ext>html|txt)$"
+)
 
 
 @dataclass
@@ -156,9 +153,13 @@ class TemplateLibrary:
 
 
 def load_templates(
-    directory: Path, functions: Mapping[str, Any] | None = None
+    directory: Path, functions: Mapping[str, Any] | None, channels: Mapping[str, Any]
 ) -> tuple[TemplateLibrary, list[Problem]]:
-    """Load every template under `directory`; returns the library and the problems found."""
+    """Load every template under `directory`; returns the library and the problems found.
+
+    `channels` are the channel kinds by name (`Registry.channel_kinds`): their declared
+    extensions and front matter decide which files and keys are valid.
+    """
     text_env = make_environment(functions)
     html_env = make_environment(functions, autoescape=True)
     templates: dict[str, MessageTemplate] = {}
@@ -169,43 +170,57 @@ def load_templates(
         template = MessageTemplate(folder.name)
         for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
             match = _FILE.match(file.name)
-            if not match or match["channel"] not in CHANNEL_NAMES:
+            kind = channels.get(match["channel"]) if match else None
+            if not match or kind is None:
                 problems.append(
                     Problem(
                         str(file),
                         1,
                         1,
                         f"'{file.name}' is not named <channel>.<locale>.<html|txt> with a channel from "
-                        f"{', '.join(CHANNEL_NAMES)}",
+                        f"{', '.join(sorted(channels)) or 'none registered'}"
+                        f"{did_you_mean(file.name.split('.')[0], channels)}",
+                    )
+                )
+                continue
+            if match["ext"] not in kind.extensions:
+                problems.append(
+                    Problem(
+                        str(file),
+                        1,
+                        1,
+                        f"'{file.name}': a {kind.name} template ends in "
+                        f"{' or '.join('.' + ext for ext in kind.extensions)}",
                     )
                 )
                 continue
             try:
                 body_env = html_env if match["ext"] == "html" else text_env
-                part = _load_part(file, match["channel"], match["locale"], match["ext"], body_env, text_env)
+                part = _load_part(file, kind, match["locale"], match["ext"], body_env, text_env)
             except ProblemError as exc:
                 problems.extend(exc.problems)
                 continue
             template.parts[(part.channel, part.locale, part.kind)] = part
         if template.parts:
             templates[template.name] = template
-        for locale in template.locales("email"):
-            parts = [
-                part
-                for (channel, loc, _), part in template.parts.items()
-                if (channel, loc) == ("email", locale)
-            ]
-            if not any("subject" in part.front for part in parts):
-                problems.append(
-                    Problem(
-                        str(parts[0].file), 1, 1, "an email template needs 'subject:' in its front matter"
+        for channel, locale in sorted({(channel, locale) for channel, locale, _ in template.parts}):
+            parts = [part for (ch, loc, _), part in template.parts.items() if (ch, loc) == (channel, locale)]
+            article = "an" if channel[0] in "aeiou" else "a"
+            for key in channels[channel].required_front_matter:
+                if not any(key in part.front for part in parts):
+                    problems.append(
+                        Problem(
+                            str(parts[0].file),
+                            1,
+                            1,
+                            f"{article} {channel} template needs '{key}:' in its front matter",
+                        )
                     )
-                )
     return TemplateLibrary(templates), problems
 
 
 def _load_part(
-    file: Path, channel: str, locale: str, kind: str, environment: Sandbox, text_environment: Sandbox
+    file: Path, channel: Any, locale: str, kind: str, environment: Sandbox, text_environment: Sandbox
 ) -> Part:
     """One template file; its front matter (a subject, a URL) is text, never HTML-escaped."""
     try:
@@ -232,20 +247,38 @@ def _load_part(
         line = (exc.lineno or 1) + body_line - 1
         what = "refused" if isinstance(exc, Refused) else "template syntax"
         raise ProblemError([Problem(str(file), line, 1, f"{what}: {exc.message}")]) from None
-    return Part(file, channel, locale, kind, body, front)
+    return Part(file, channel.name, locale, kind, body, front)
 
 
-def _compile_front(raw: CommentedMap, channel: str, file: Path, environment: Sandbox) -> dict[str, Any]:
+def _compile_front(raw: CommentedMap, channel: Any, file: Path, environment: Sandbox) -> dict[str, Any]:
+    """The front matter's values compiled; keys and value types as the channel declares them."""
     problems = []
     front: dict[str, Any] = {}
-    allowed = FRONT_MATTER_KEYS[channel]
+    allowed = channel.front_matter
     for key, value in raw.items():
         if key not in allowed:
             line, col = value_position(raw, key)
             expected = ", ".join(allowed) or "nothing"
             problems.append(
                 Problem(
-                    str(file), line, col, f"unknown front matter '{key}' for {channel}; expected {expected}"
+                    str(file),
+                    line,
+                    col,
+                    f"unknown front matter '{key}' for {channel.name}{did_you_mean(str(key), allowed)}; "
+                    f"expected {expected}",
+                )
+            )
+            continue
+        types = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            line, col = value_position(raw, key)
+            problems.append(
+                Problem(
+                    str(file),
+                    line,
+                    col,
+                    f"'{key}' must be {' or '.join(_type_name(t) for t in types)}, "
+                    f"not {_type_name(type(value))}",
                 )
             )
             continue
@@ -258,6 +291,24 @@ def _compile_front(raw: CommentedMap, channel: str, file: Path, environment: San
     if problems:
         raise ProblemError(problems)
     return front
+
+
+# How a front matter type reads in a message, as a marketer writes YAML; most specific first.
+_TYPE_NAMES = (
+    (bool, "true or false"),
+    (int, "a whole number"),
+    (float, "a number"),
+    (str, "text"),
+    (dict, "a mapping"),
+    (list, "a list"),
+)
+
+
+def _type_name(kind: type) -> str:
+    return next(
+        (name for base, name in _TYPE_NAMES if issubclass(kind, base)),
+        "empty" if kind is type(None) else kind.__name__,
+    )
 
 
 def _compile_value(value: Any, environment: Sandbox) -> Any:

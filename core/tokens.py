@@ -8,7 +8,8 @@ work for as long as the email is kept.
 
 A sealed token names a customer, for the public endpoints where whoever holds it may attach
 something to that customer: a Telegram chat (`/start <token>`) or a browser's push subscription
-(`POST /push/subscribe`). It reveals nothing (the customer id is encrypted), it cannot be
+(`POST /push/subscribe`). Its purpose is the name of the channel that uses it, any channel a
+plugin registers. It reveals nothing (the customer id is encrypted), it cannot be
 forged or altered (96-bit tag), it is only good for its purpose, and it expires
 (`TOKEN_LIFETIME`, 7 days, unless the caller asks for less). It is URL-safe base64 without
 padding, so it fits Telegram's 64-character `start` parameter for ids up to 31 bytes or a UUID.
@@ -40,7 +41,9 @@ import uuid
 from datetime import datetime, timedelta
 
 PURPOSES = ("unsubscribe", "open", "click")
-SEALED_PURPOSES = ("push", "telegram")
+# A sealed token's purpose is a channel's name (`push`, `telegram`, a plugin's): the purpose is
+# part of both keys, so a token made for one channel is worthless to another.
+_SEALED_PURPOSE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 TOKEN_LIFETIME = timedelta(days=7)
 CLOCK_SKEW = 300  # seconds a token may seem to come from the future (the shop's clock may run ahead)
 TAG = 12  # bytes of the sealed token's tag: 96 bits
@@ -68,7 +71,7 @@ def _signature(secret: str, purpose: str, value: str) -> str:
 def sign(secret: str, purpose: str, value: str) -> str:
     """A token carrying `value` for `purpose` (one of PURPOSES)."""
     if purpose not in PURPOSES:
-        hint = f"; {purpose} tokens are made by seal()" if purpose in SEALED_PURPOSES else ""
+        hint = f"; {purpose} tokens are made by seal()" if is_sealed_purpose(purpose) else ""
         raise ValueError(f"unknown token purpose {purpose!r}{hint}")
     return f"{b64url(value.encode())}.{_signature(secret, purpose, value)}"
 
@@ -96,6 +99,11 @@ def bearer(authorization: str) -> str | None:
 
 
 # sealed tokens
+def is_sealed_purpose(purpose: str) -> bool:
+    """Whether `purpose` names a sealed token's use: a channel's name, not a signed purpose."""
+    return purpose not in PURPOSES and bool(_SEALED_PURPOSE.match(purpose))
+
+
 def _key(secret: str, purpose: str, use: str) -> bytes:
     label = f"boomerang sealed token\0{purpose}\0{use}".encode()
     return hmac.new(secret.encode(), label, hashlib.sha256).digest()
@@ -111,8 +119,8 @@ def _keystream_xor(key: bytes, tag: bytes, data: bytes) -> bytes:
 
 
 def seal(secret: str, purpose: str, customer_id: str, *, now: datetime | None = None) -> str:
-    """A sealed token for `purpose` (one of SEALED_PURPOSES) naming `customer_id`, made `now`."""
-    if purpose not in SEALED_PURPOSES:
+    """A sealed token for `purpose` (a channel's name) naming `customer_id`, made `now`."""
+    if not is_sealed_purpose(purpose):
         raise ValueError(f"unknown sealed token purpose {purpose!r}")
     if not customer_id:
         raise ValueError("a sealed token needs a customer id")
@@ -135,7 +143,7 @@ def unseal(
     now: datetime | None = None,
 ) -> str | None:
     """The customer id of a genuine sealed token for `purpose` made within `max_age`, else None."""
-    if purpose not in SEALED_PURPOSES or not _BASE64URL.match(token) or len(token) > 4096:
+    if not is_sealed_purpose(purpose) or not _BASE64URL.match(token) or len(token) > 4096:
         return None
     try:
         raw = b64url_decode(token)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from boomerang.kinds import Ingest
-from boomerang.model import CHANNEL_NAMES, Message
+from boomerang.model import Message
 from boomerang.tokens import sign, verify
 
 _HREF = re.compile(r'(<a\b[^>]*?\bhref=")(https?://[^"]+)(")', re.IGNORECASE)
@@ -60,8 +61,11 @@ class Tracking:
         return links
 
 
-def routes(secret: str | None, store: Any, ingest: Ingest) -> list[web.RouteDef]:
-    """`GET /o/<token>`, `GET /c/<token>`, `GET` and `POST /u/<token>`."""
+def routes(
+    secret: str | None, store: Any, ingest: Ingest, channels: Callable[[], Iterable[str]]
+) -> list[web.RouteDef]:
+    """`GET /o/<token>`, `GET /c/<token>`, `GET` and `POST /u/<token>`; the unsubscribe page
+    offers the `channels()` configured at the time (they change on a reload)."""
 
     async def opened(request: web.Request) -> web.Response:
         message_id = secret and verify(secret, "open", request.match_info["token"])
@@ -88,16 +92,17 @@ def routes(secret: str | None, store: Any, ingest: Ingest) -> list[web.RouteDef]
         if not record:
             raise web.HTTPNotFound(text="This unsubscribe link is not valid.\n")
         channel = record["channel"] or "email"
+        choices = [channel, *(name for name in channels() if name != channel)]
         # Only POST changes anything (RFC 8058): GET and HEAD (link scanners, prefetchers) show.
         if request.method != "POST":
-            return web.Response(text=_page(channel), content_type="text/html", headers=NO_STORE)
+            return web.Response(text=_page(channel, choices), content_type="text/html", headers=NO_STORE)
         form = await request.post()
         if form.get("List-Unsubscribe") == "One-Click":  # RFC 8058: at once, from the mail client
-            channels = [channel]
+            chosen = [channel]
         else:
-            channels = [c for c in form.getall("channel", []) if c in (*CHANNEL_NAMES, "all")] or [channel]
-        await ingest.feedback(message_id, "message.unsubscribed", {"channels": channels})
-        return web.Response(text=_done(channels), content_type="text/html", headers=NO_STORE)
+            chosen = [c for c in form.getall("channel", []) if c in (*choices, "all")] or [channel]
+        await ingest.feedback(message_id, "message.unsubscribed", {"channels": chosen})
+        return web.Response(text=_done(chosen), content_type="text/html", headers=NO_STORE)
 
     return [
         web.get("/o/{token}", opened),
@@ -110,12 +115,12 @@ def routes(secret: str | None, store: Any, ingest: Ingest) -> list[web.RouteDef]
 _STYLE = "font-family:sans-serif;max-width:28rem;margin:3rem auto;line-height:1.5"
 
 
-def _page(channel: str) -> str:
+def _page(channel: str, names: list[str]) -> str:
     choices = "".join(
-        f'<label><input type="checkbox" name="channel" value="{name}"'
+        f'<label><input type="checkbox" name="channel" value="{html.escape(name)}"'
         f"{' checked' if name == channel else ''}> "
-        f"{name}</label><br>"
-        for name in CHANNEL_NAMES
+        f"{html.escape(name)}</label><br>"
+        for name in names
     )
     return (
         f'<!doctype html><meta charset="utf-8"><title>Unsubscribe</title><body style="{_STYLE}">'

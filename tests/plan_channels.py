@@ -15,10 +15,18 @@ from boomerang.kinds import Channel
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
 
 NAMES = ("sms", "push", "telegram")
+# The templates' front matter of the real channels these stand for.
+FRONT_MATTER = {
+    "sms": {},
+    "push": {"title": str, "url": str, "icon": str},
+    "telegram": {"button": str, "url": str},
+}
 
 
 class PlanChannel(Channel):
     """Finds the customer's address like the real channel would; sends nothing anywhere."""
+
+    extensions = ("html", "txt")
 
     def __init__(self, name: str, settings: dict[str, Any]):
         self.name = name
@@ -34,6 +42,14 @@ class PlanChannel(Channel):
 
     async def send(self, message: Message) -> Delivery:
         return Delivery(DeliveryStatus.SENT, detail="plan test channel", provider_id=message.id)
+
+
+@hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    return [
+        type(f"Plan{name.title()}", (PlanChannel,), {"name": name, "front_matter": FRONT_MATTER[name]})
+        for name in NAMES
+    ]
 
 
 @hookimpl

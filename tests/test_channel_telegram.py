@@ -24,6 +24,7 @@ from boomerang.kinds import IngestResult
 from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import telegram
 from boomerang.plugins.channels.telegram import (
+    TelegramChannel,
     deep_link,
     link_parameter,
     read_link_parameter,
@@ -89,7 +90,7 @@ async def test_send_message_carries_sanitised_html_and_the_button(tmp_path: Path
     folder = tmp_path / "templates" / "cart"
     folder.mkdir(parents=True)
     (folder / "telegram.en.html").write_text(TEMPLATE)
-    library, problems = load_templates(tmp_path / "templates")
+    library, problems = load_templates(tmp_path / "templates", None, {"telegram": TelegramChannel})
     assert problems == []
     cart = {
         "url": "https://shop.example/cart/abc?x=1&y=2",

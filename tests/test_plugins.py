@@ -35,7 +35,7 @@ def test_built_in_plugins_are_listed_as_packages(project: Path) -> None:
     by_name = {row["name"]: row for row in listing["plugins"]}
     assert by_name["email"]["origin"] == "package"
     assert by_name["email"]["package"] == "boomerang"
-    assert by_name["email"]["hooks"] == ["register_channels"]
+    assert by_name["email"]["hooks"] == ["register_channel_kinds", "register_channels"]
     assert by_name["generic"]["hooks"] == ["register_sources"]
 
 

@@ -24,11 +24,13 @@ from boomerang.cli import cli
 from boomerang.expressions import Scope, evaluating
 from boomerang.ingest import parse_body, parse_events
 from boomerang.model import Message
+from boomerang.plugin_manager import channel_kinds, load_plugins
 from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.scenarios import load_scenarios, scenario_files
 from boomerang.simulation import Timeline, simulate
 from boomerang.templates import load_templates
 
+CHANNEL_KINDS = channel_kinds(load_plugins())[0]
 REFERENCE = (
     "abandoned-cart",
     "birthday",
@@ -441,7 +443,7 @@ class FakeHistory:
 @pytest.mark.parametrize("locale", ["en", "ru", "uk"])
 def test_every_new_template_renders_on_every_channel(project: Path, locale: str) -> None:
     """SMS and push are not configured in the demo, so the simulations never render them."""
-    library, problems = load_templates(project / "templates", register_conditions())
+    library, problems = load_templates(project / "templates", register_conditions(), CHANNEL_KINDS)
     assert problems == []
     now = utc("2026-03-02T10:00:00")
     data = {
@@ -487,7 +489,7 @@ def test_every_new_template_renders_on_every_channel(project: Path, locale: str)
 
 
 def test_an_email_subject_is_plain_text(project: Path) -> None:
-    library, _ = load_templates(project / "templates", register_conditions())
+    library, _ = load_templates(project / "templates", register_conditions(), CHANNEL_KINDS)
     template = library.get("birthday_gift")
     assert template is not None
     context = {"customer": {"name": "Tom & Jerry O'Brien"}, "promo": {"percent": 20}}

@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from email.policy import Policy
 from email.policy import default as default_policy
 from email.utils import format_datetime, parseaddr
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -142,6 +143,9 @@ class EmailChannel(Channel):
     """Sends each message to the configured SMTP server."""
 
     name = "email"
+    extensions = ("html", "txt")
+    front_matter = MappingProxyType({"subject": str, "preheader": str})
+    required_front_matter = ("subject",)
 
     def __init__(self, settings: dict[str, Any]):
         self.sender = str(settings["from"])
@@ -224,3 +228,9 @@ def register_channels(config: Config) -> list[Channel]:
         return []
     validate(config)
     return [EmailChannel(dict(config.channels["email"]))]
+
+
+@hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    """Email's templates and front matter, known whether or not it is configured."""
+    return [EmailChannel]

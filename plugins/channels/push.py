@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -298,6 +299,8 @@ class PushChannel(Channel):
     """Sends each message to every push subscription of the customer."""
 
     name = "push"
+    extensions = ("html", "txt")
+    front_matter = MappingProxyType({"title": str, "url": str, "icon": str})
 
     def __init__(
         self,
@@ -342,6 +345,11 @@ class PushChannel(Channel):
         subscriptions = [s for s in customer.push_subscriptions if self.unusable(s) is None]
         subscriptions = subscriptions[-MAX_PUSH_SUBSCRIPTIONS:]
         return json.dumps(subscriptions, separators=(",", ":")) if subscriptions else None
+
+    def forget(self, customer: Customer, gone: str) -> dict[str, Any]:
+        """The customer's push subscriptions without the one at endpoint `gone`."""
+        kept = [s for s in customer.push_subscriptions if s.get("endpoint") != gone]
+        return {"push_subscriptions": kept} if len(kept) < len(customer.push_subscriptions) else {}
 
     # sending
     def _client(self) -> aiohttp.ClientSession:
@@ -679,6 +687,12 @@ def register_channels(config: Config) -> list[Channel]:
     if "push" not in config.channels:
         return []
     return [channel_from_config(config)]
+
+
+@hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    """Push templates and front matter, known whether or not the channel is configured."""
+    return [PushChannel]
 
 
 def write_key_pair(directory: Path, name: str = "vapid.pem") -> tuple[Path, str]:

@@ -90,3 +90,9 @@ def register_channels(config: Config) -> list[Channel]:
     if "sms" not in config.channels:
         return []
     return [SmsChannel(validate(config, "sms"), config.public_url)]
+
+
+@hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    """SMS templates, known whether or not the channel is configured."""
+    return [SmsChannel]

@@ -143,6 +143,7 @@ class _HttpClient(AsyncTwilioHttpClient):
 class TwilioChannel(Channel):
     """Sends text messages through Twilio's Messages API; subclasses name the channel."""
 
+    extensions = ("html", "txt")
     prefix = ""  # the Twilio address prefix of the channel: "whatsapp:" for WhatsApp
 
     def __init__(self, settings: dict[str, Any], public_url: str):

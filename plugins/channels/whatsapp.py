@@ -15,6 +15,7 @@ its idempotency key as `I-Twilio-Idempotency-Token`.
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from typing import Any
 
 from boomerang import hookimpl
@@ -29,6 +30,7 @@ class WhatsAppChannel(TwilioChannel):
     """WhatsApp through Twilio: free text, or an approved template by its content SID."""
 
     name = "whatsapp"
+    front_matter = MappingProxyType({"content_sid": str, "variables": (dict, list)})
     prefix = PREFIX
 
     def address(self, customer: Customer) -> str | None:
@@ -91,3 +93,9 @@ def register_channels(config: Config) -> list[Channel]:
     if "whatsapp" not in config.channels:
         return []
     return [WhatsAppChannel(validate(config, "whatsapp"), config.public_url)]
+
+
+@hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    """WhatsApp's templates and front matter, known whether or not it is configured."""
+    return [WhatsAppChannel]

@@ -93,6 +93,12 @@ def register_channels(config: Config) -> list[Channel]:
 
 
 @hookimpl
+def register_channel_kinds() -> list[type[Channel]]:
+    """Telegram's templates and front matter, known whether or not it is configured."""
+    return [TelegramChannel]
+
+
+@hookimpl
 def register_sources(config: Config) -> list[Source]:
     """The bot's updates (webhook or polling), when `channels.telegram` is configured."""
     if "telegram" not in config.channels:

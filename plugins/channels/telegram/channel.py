@@ -6,6 +6,7 @@ import html
 import json
 import logging
 import re
+from types import MappingProxyType
 from typing import Any
 
 from boomerang.kinds import Channel
@@ -22,6 +23,8 @@ class TelegramChannel(Channel):
     """Sends messages to customers' Telegram chats."""
 
     name = "telegram"
+    extensions = ("html", "txt")
+    front_matter = MappingProxyType({"button": str, "url": str})
 
     def __init__(self, bot: BotApi):
         self.bot = bot

@@ -1,0 +1,76 @@
+"""Pigeon post: messages flown by the shop's loft, which reports each landing."""
+
+import hmac
+
+import aiohttp
+from aiohttp import web
+
+from boomerang import hookimpl
+from boomerang.kinds import Channel, Route
+from boomerang.model import Delivery, DeliveryStatus
+from boomerang.problems import ProblemError
+from boomerang.tokens import bearer
+
+
+class PigeonChannel(Channel):
+    """Sends a note to the customer's coop (`customer.addresses.pigeon` in events)."""
+
+    name = "pigeon"
+    extensions = ("txt",)  # templates/<name>/pigeon.<locale>.txt
+    front_matter = {"ring": str}  # the leg ring's colour, a template like the body
+    receipts = True  # the loft reports landings: no report within fallback.after, next channel
+    instant = False  # a note waits in the coop: quiet hours do not hold it back
+
+    def __init__(self, settings: dict):
+        self.loft = settings["loft"].rstrip("/")
+        self.token = settings["token"]
+
+    # address(customer) is inherited: the customer's address under "pigeon"
+
+    async def send(self, message):
+        flight = {
+            "id": message.idempotency_key,
+            "coop": message.to,
+            "note": message.body,
+            "ring": message.extra.get("ring"),
+        }
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{self.loft}/flights", json=flight) as response,
+            ):
+                if response.status == 404:  # the coop is gone: forget this address
+                    return Delivery(DeliveryStatus.ADDRESS_INVALID, "no such coop", gone=(message.to,))
+                if response.status >= 400:
+                    return Delivery(DeliveryStatus.RETRY, f"loft answered {response.status}")
+        except aiohttp.ClientError as exc:
+            return Delivery(DeliveryStatus.RETRY, f"loft unreachable: {exc}")
+        return Delivery(DeliveryStatus.SENT, "in the air", provider_id=message.id)
+
+    def routes(self):
+        return [Route("POST", "/callbacks/pigeon", self.landed)]
+
+    async def landed(self, request, ingest):
+        """The loft's landing report: {"message": "<id>"} with our token as a bearer token."""
+        token = bearer(request.headers.get("Authorization", ""))
+        if not token or not hmac.compare_digest(token, self.token):
+            raise web.HTTPForbidden()
+        report = await request.json()
+        known = await ingest.feedback(str(report.get("message")), "message.delivered")
+        return web.json_response({"known": known}, status=200 if known else 404)
+
+
+@hookimpl
+def register_channel_kinds():
+    return [PigeonChannel]
+
+
+@hookimpl
+def register_channels(config):
+    settings = config.channels.get("pigeon")
+    if settings is None:
+        return []
+    for key in ("loft", "token"):
+        if not isinstance(settings.get(key), str):
+            raise ProblemError([config.problem(("channels", "pigeon"), f"pigeon needs '{key}:' (text)")])
+    return [PigeonChannel(settings)]
