@@ -7,9 +7,7 @@ from aiohttp import web
 
 from boomerang import hookimpl
 from boomerang.kinds import Channel, Route
-from boomerang.model import Delivery, DeliveryStatus
-from boomerang.problems import ProblemError
-from boomerang.tokens import bearer
+from boomerang.plugin_api import BodyError, Delivery, DeliveryStatus, SettingsCheck, bearer, read_json
 
 
 class PigeonChannel(Channel):
@@ -55,7 +53,12 @@ class PigeonChannel(Channel):
         token = bearer(request.headers.get("Authorization", ""))
         if not token or not hmac.compare_digest(token, self.token):
             raise web.HTTPForbidden()
-        report = await request.json()
+        try:
+            report = await read_json(request)  # size and depth bounded, like every endpoint's
+        except BodyError as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
+        if not isinstance(report, dict):
+            return web.json_response({"error": 'send {"message": "<id>"}'}, status=400)
         known = await ingest.feedback(str(report.get("message")), "message.delivered")
         return web.json_response({"known": known}, status=200 if known else 404)
 
@@ -67,10 +70,11 @@ def register_channel_kinds():
 
 @hookimpl
 def register_channels(config):
-    settings = config.channels.get("pigeon")
-    if settings is None:
+    if "pigeon" not in config.channels:
         return []
+    check = SettingsCheck(config, "channels", "pigeon", known={"loft", "token"})
     for key in ("loft", "token"):
-        if not isinstance(settings.get(key), str):
-            raise ProblemError([config.problem(("channels", "pigeon"), f"pigeon needs '{key}:' (text)")])
-    return [PigeonChannel(settings)]
+        if not isinstance(check.settings.get(key), str):
+            check.problem(key, f"pigeon needs '{key}:' (text)")
+    check.done()
+    return [PigeonChannel(check.settings)]
