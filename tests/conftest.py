@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from smtp_server import Mailbox
 
 from boomerang.daemon import Daemon
 from boomerang.scaffold import create_project
 from boomerang.systemd import Notifier
+from fakes.smtp_server import Mailbox
 
 API_TOKEN = "test-token-0123456789abcdef"
 SECRET = "test-secret-0123456789abcdef0123456789"

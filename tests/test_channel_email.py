@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from push_service import make_certificate
-from smtp_server import Mailbox
 
 from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels.email import EmailChannel
 from conftest import AUTH, free_port, running, url
+from fakes.push_service import make_certificate
+from fakes.smtp_server import Mailbox
 
 
 def message(**fields) -> Message:

@@ -1,4 +1,4 @@
-"""The push channel against a local push service over TLS (tests/push_service.py) that checks
+"""The push channel against a local push service over TLS (tests/fakes/push_service.py) that checks
 VAPID and decrypts every payload on its own: sending, push-service answers, the routes the
 daemon serves, config errors, `boomerang webpush-keys`, and the real `boomerang run`."""
 
@@ -15,7 +15,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from push_service import PushService
 
 from boomerang.cli import build_cli
 from boomerang.config import load_config
@@ -32,6 +31,7 @@ from boomerang.plugins.channels.push import (
 from boomerang.problems import ProblemError
 from boomerang.tokens import seal, sign
 from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url
+from fakes.push_service import PushService
 
 SUBJECT = "mailto:ops@shop.example"
 # The local push service listens on 127.0.0.1: allowed only by saying so, as staging would.

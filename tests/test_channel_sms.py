@@ -1,4 +1,4 @@
-"""The SMS and WhatsApp channels against a local fake Twilio (tests/twilio_server.py): the wire
+"""The SMS and WhatsApp channels against a local fake Twilio (tests/fakes/twilio_server.py): the wire
 format, error codes, signed status callbacks into a running daemon, SMS segments, and one run
 of the real `boomerang run` process."""
 
@@ -13,13 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
 from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
 from conftest import API_TOKEN, AUTH, daemon_process, free_port, running, url
+from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
 CONTENT_SID = "HX" + "00112233445566778899aabbccddeeff"

@@ -1,4 +1,4 @@
-"""The Telegram channel against a local Bot API server (tests/telegram_api.py): sendMessage and
+"""The Telegram channel against a local Bot API server (tests/fakes/telegram_api.py): sendMessage and
 its answers, rate limits, HTML conversion, deep links, the webhook, long polling, and the real
 `boomerang run` sending a scenario's message through the bot."""
 
@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from telegram_api import EntityError, FakeBotApi, parse_html
 
 from boomerang.config import Config, load_config
 from boomerang.daemon import Daemon
@@ -33,6 +32,7 @@ from boomerang.plugins.channels.telegram import (
 from boomerang.problems import ProblemError
 from boomerang.templates import load_templates
 from conftest import AUTH, SECRET, daemon_process, free_port, running, url
+from fakes.telegram_api import EntityError, FakeBotApi, parse_html
 
 TOKEN = "123456:TEST-token_abc"
 HOOK_SECRET = "hook-secret_0123456789"

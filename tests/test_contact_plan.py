@@ -1,7 +1,7 @@
 """The contact plan through `simulate` on the virtual clock: reachable channels, caps and gaps,
 quiet hours, the choice by expected value, priorities and fallback, with exact timelines.
 
-Multi-channel tests use the drop-in channels of `tests/plan_channels.py` (sms, push, telegram),
+Multi-channel tests use the drop-in channels of `tests/fakes/plan_channels.py` (sms, push, telegram),
 with the built-in plugins of those names disabled, so they run whether or not the real channel
 plugins are installed.
 """
@@ -37,7 +37,7 @@ from boomerang.scheduler import Scheduler
 from boomerang.simulation import Rehearsal, Timeline, simulate
 from boomerang.store import Store
 
-PLUGIN = Path(__file__).with_name("plan_channels.py")
+PLUGIN = Path(__file__).parent / "fakes" / "plan_channels.py"
 SUBSCRIPTION = {"endpoint": "https://push.example/s/1", "keys": {"p256dh": "key", "auth": "auth"}}
 TEMPLATE_FILES = {
     "email.en.html": "---\nsubject: {name} for {{{{ customer.name }}}}\n---\n<p>{name}</p>\n",

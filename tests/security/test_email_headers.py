@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from smtp_server import header
 
 import conftest
+from fakes.smtp_server import header
 
 PROMO = """\
 scenario: news

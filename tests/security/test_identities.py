@@ -1,7 +1,7 @@
 """Issue 9, section 4: identities that cannot be hijacked.
 
 Each test reproduces an attack as the issue states it, against the daemon started in-process
-on a `boomerang init` project, the local Telegram Bot API stand-in (tests/telegram_api.py) and
+on a `boomerang init` project, the local Telegram Bot API stand-in (tests/fakes/telegram_api.py) and
 the real SQLite store: `/start` with another customer's link token, a Kelvin-sign email, a link
 token past its 7 days, and a token read every way an attacker would read it.
 """
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from telegram_api import FakeBotApi
 from test_channel_telegram import (
     TOKEN,
     hook,
@@ -32,6 +31,7 @@ from boomerang.daemon import Daemon
 from boomerang.ingest import parse_event
 from boomerang.plugins.channels.telegram import deep_link
 from boomerang.store import Store
+from fakes.telegram_api import FakeBotApi
 
 VICTIM = {"id": "c-kate", "name": "Kate", "email": "kate@example.com", "phone": "+79990001122"}
 ATTACKER = {"id": "c-mallory", "name": "Mallory", "email": "mallory@example.com", "phone": "+79990003344"}

@@ -3,7 +3,7 @@
 send.
 
 Against the daemon started in-process on a `boomerang init` project and the local push service
-(tests/push_service.py, over TLS on 127.0.0.1): subscriptions are capped per customer (oldest
+(tests/fakes/push_service.py, over TLS on 127.0.0.1): subscriptions are capped per customer (oldest
 dropped); endpoints are only those of the known push services, or of `allowed_hosts`; an IP
 address, loopback, link-local or private endpoint is refused with 400 and never POSTed to;
 subscribe tokens expire and a browser moves between customers without merging them.
@@ -22,7 +22,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from push_service import PushService
 from test_channel_push import SCENARIO, SUBJECT, TEMPLATE, cart_event, configure, push_project
 
 import conftest
@@ -33,6 +32,7 @@ from boomerang.model import MAX_PUSH_SUBSCRIPTIONS
 from boomerang.plugin_manager import load_plugins
 from boomerang.plugins.channels.push import PublicResolver, channel_from_config, write_key_pair
 from boomerang.tokens import seal, unseal
+from fakes.push_service import PushService
 
 
 @pytest.fixture

@@ -25,11 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from push_service import PushService
-from smtp_server import header
-from telegram_api import FakeBotApi
 from test_channel_telegram import TOKEN, channel_for
-from twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 import conftest
 from boomerang import scheduler
@@ -38,6 +34,10 @@ from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.plugins.channels.email import EmailChannel
 from boomerang.plugins.channels.push import PushChannel, load_private_key, write_key_pair
+from fakes.push_service import PushService
+from fakes.smtp_server import header
+from fakes.telegram_api import FakeBotApi
+from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 SCENARIO = """\
 scenario: order-mail
