@@ -417,6 +417,7 @@ async def test_a_gone_subscription_is_removed_from_the_customer_and_clicks_are_r
 
 
 # the real daemon
+@pytest.mark.slow
 async def test_the_real_daemon_pushes_an_encrypted_notification(
     project: Path, service: PushService, tmp_path: Path
 ) -> None:

@@ -455,6 +455,7 @@ async def test_whatsapp_template_and_callbacks_through_the_daemon(project: Path,
 # the real daemon process
 
 
+@pytest.mark.slow
 async def test_boomerang_run_sends_an_sms_and_records_the_delivery(project: Path, twilio) -> None:
     twilio_project(project, twilio.base_url, whatsapp_too=False)
     port = int(os.environ["BOOMERANG_PORT"])

@@ -554,6 +554,7 @@ url: "https://shop.example/new?c={{ customer.id }}"
 """
 
 
+@pytest.mark.slow
 async def test_boomerang_run_sends_a_scenario_message_through_the_bot(
     project: Path, api: FakeBotApi, tmp_path: Path
 ) -> None:

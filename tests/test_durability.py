@@ -83,6 +83,7 @@ def post(port: int, events: list[dict]) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_at_any_moment_loses_nothing(project: Path, inbox, tmp_path: Path) -> None:
     handler, smtp_port = inbox
     make_project(project, smtp_port)

@@ -368,6 +368,7 @@ def corrupt(database: Path) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow
 async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
     project: Path, tmp_path: Path
 ) -> None:

@@ -490,6 +490,7 @@ async def test_start_and_reload_refuse_a_huge_constant_at_once(project: Path) ->
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 async def test_a_slow_template_fails_its_message_and_the_daemon_stays_responsive(
     project: Path, tmp_path: Path
 ) -> None:

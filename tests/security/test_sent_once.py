@@ -113,6 +113,7 @@ def settled(database: Path) -> str | None:
     return row[0] if row and jobs == 0 else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("category", ["trigger", "promo", "transactional"])
 def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: Path, category: str) -> None:
     mailbox, smtp_port = smtp
@@ -166,6 +167,7 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
         assert "order_mail email" in line and "not sent again" in line
 
 
+@pytest.mark.slow
 async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
     project: Path, smtp, tmp_path: Path
 ) -> None:
