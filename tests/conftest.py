@@ -1,9 +1,11 @@
-"""Shared fixtures: a project folder made by `boomerang init`, free ports, the venv's command."""
+"""Shared fixtures and helpers: a project folder made by `boomerang init`, free ports, the venv's
+command, events and moments, and waits on a condition instead of fixed sleeps."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -11,8 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -95,16 +98,45 @@ def start_daemon(project: Path, log: Path, **env: str) -> subprocess.Popen:
     )
 
 
+# How often a wait looks at its condition again.
+POLL = 0.05
+
+
+async def wait_for(condition: Callable[[], Any], seconds: float = 10, what: str = "the condition") -> Any:
+    """Look at `condition()` (a plain or an async function) until it is truthy and return its value;
+    fail after `seconds`. For tests on the event loop."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(POLL)
+
+
+def wait_until(condition: Callable[[], Any], seconds: float = 10, what: str = "the condition") -> Any:
+    """`wait_for` for synchronous tests, which drive the real daemon process from this thread."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(POLL)
+    return value
+
+
+def serving(port: int) -> bool:
+    """Whether a daemon answers /healthz on `port`."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+    except OSError:
+        return False
+    return True
+
+
 def wait_until_serving(port: int, timeout: float = 40) -> None:
     """Poll /healthz until the daemon answers; generous for a busy machine."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the daemon did not start serving")
+    wait_until(lambda: serving(port), timeout, "the daemon to start serving")
 
 
 @contextlib.asynccontextmanager

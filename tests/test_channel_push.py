@@ -4,7 +4,6 @@ daemon serves, config errors, `boomerang webpush-keys`, and the real `boomerang 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 
 from boomerang.cli import build_cli
 from boomerang.config import load_config
-from boomerang.model import DeliveryStatus, Message
+from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugin_manager import load_plugins
 from boomerang.plugins.channels.push import (
     MAX_PAYLOAD,
@@ -30,7 +29,7 @@ from boomerang.plugins.channels.push import (
 )
 from boomerang.problems import ProblemError
 from boomerang.tokens import seal, sign
-from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url
+from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url, wait_for
 from fakes.push_service import PushService
 
 SUBJECT = "mailto:ops@shop.example"
@@ -396,13 +395,13 @@ async def test_a_gone_subscription_is_removed_from_the_customer_and_clicks_are_r
         assert push.payload["body"] == "Bicycle is still in your cart."
         assert push.payload["url"] == "https://shop.example/cart/1"
         store = daemon.store
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        async def one_subscription_left() -> Customer | None:
             customer = await store.run(store.customer, "c-42")
-            if customer is not None and len(customer.push_subscriptions) == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert customer is not None and customer.push_subscriptions == [alive]
+            return customer if customer is not None and len(customer.push_subscriptions) == 1 else None
+
+        customer = await wait_for(one_subscription_left, what="the gone subscription to be forgotten")
+        assert customer.push_subscriptions == [alive]
         record = await store.run(store.message, push.payload["id"])
         assert record is not None and record["status"] == "sent"
         # The service worker reports the click with the token the payload carried, in a header.

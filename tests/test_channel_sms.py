@@ -4,7 +4,6 @@ of the real `boomerang run` process."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -18,7 +17,7 @@ from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
-from conftest import API_TOKEN, AUTH, daemon_process, free_port, running, url
+from conftest import API_TOKEN, AUTH, daemon_process, free_port, running, url, wait_for
 from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
@@ -331,14 +330,6 @@ def signup(event_id: str, customer_id: str, phone: str, type_: str = "signup.com
         "at": "2026-03-02T10:00:00Z",
         "customer": {"id": customer_id, "phone": phone, "name": customer_id.title(), "locale": "en"},
     }
-
-
-async def wait_for(condition, seconds: float = 10) -> None:
-    """Poll an async condition until it holds; fail after `seconds`."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def message_id(received: Received) -> str:

@@ -31,7 +31,7 @@ from boomerang.plugins.channels.telegram import (
 )
 from boomerang.problems import ProblemError
 from boomerang.templates import load_templates
-from conftest import AUTH, SECRET, daemon_process, free_port, running, url
+from conftest import AUTH, SECRET, daemon_process, free_port, running, url, wait_for
 from fakes.telegram_api import EntityError, FakeBotApi, parse_html
 
 TOKEN = "123456:TEST-token_abc"
@@ -349,14 +349,6 @@ def telegram_project(project: Path, api_base: str, mode: str = "webhook") -> Non
     (project / "templates" / "handover" / "telegram.en.html").write_text(HANDOVER_TEMPLATE)
 
 
-async def wait_for(condition, seconds: float = 10) -> None:
-    """Wait until the async `condition()` is true."""
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def hook(daemon: Daemon, update: dict, secret: str | None = HOOK_SECRET) -> int:
     """POST an update to the daemon's webhook; the HTTP status."""
     headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
@@ -519,13 +511,19 @@ async def test_the_poller_outlives_errors_and_stops_at_once(tmp_path: Path, api:
         api.webhook_url = "https://elsewhere.example/hook"  # someone set a webhook: getUpdates gets 409
         api.user_says(5, "second")
         await wait_for(lambda: received(2))
-        api.user_says(5, "third")
+        third = api.user_says(5, "third")
         await wait_for(lambda: received(3))
         assert len(api.calls_of("deleteWebhook")) == 2  # at the start, and after the 409
         assert [e.data["text"] for e in ingest.events] == ["first", "second", "third"]
         assert {e.type for e in ingest.events} == {"message.replied"}
         assert ingest.events[0].profile.telegram_chat_id == "5"
-        await asyncio.sleep(0.2)  # a long poll is waiting now
+
+        def long_polling() -> bool:
+            # the poller has confirmed the third update: its next getUpdates waits for a fourth
+            offsets = [int(c.params.get("offset") or 0) for c in api.calls_of("getUpdates")]
+            return max(offsets) > third["update_id"]
+
+        await wait_for(long_polling)
         started = time.monotonic()
         stop.set()
         await asyncio.wait_for(poller, 2)

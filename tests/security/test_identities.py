@@ -23,7 +23,6 @@ from test_channel_telegram import (
     parameter_of,
     post_event,
     telegram_project,
-    wait_for,
 )
 
 import conftest
@@ -109,7 +108,7 @@ async def test_start_with_another_customers_token_does_not_hijack_them(
         async def notified() -> bool:
             return len(api.sent()) == 2
 
-        await wait_for(notified)
+        await conftest.wait_for(notified)
         assert [(c.params["chat_id"], c.params["text"]) for c in api.sent()[1:]] == [(777, "Kate: shipped")]
 
 

@@ -66,13 +66,12 @@ async def post_event(daemon: Daemon, event: dict) -> None:
 
 async def settled(daemon: Daemon, kinds: tuple[str, ...]) -> list:
     """The journal of c-42 once it holds an entry of one of `kinds`."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    async def entries() -> list:
         entries = await daemon.store.run(daemon.store.journal, "c-42")
-        if any(entry.kind in kinds for entry in entries):
-            return entries
-        await asyncio.sleep(0.05)
-    raise AssertionError("the journey did not get to a send or a drop")
+        return entries if any(entry.kind in kinds for entry in entries) else []
+
+    return await conftest.wait_for(entries, what="the journey to get to a send or a drop")
 
 
 async def test_forty_subscriptions_keep_only_the_newest(project: Path, service: PushService) -> None:
@@ -88,7 +87,8 @@ async def test_forty_subscriptions_keep_only_the_newest(project: Path, service: 
         await post_event(daemon, cart_event("e-1"))
         await service.wait_for(MAX_PUSH_SUBSCRIPTIONS)
         await settled(daemon, ("send",))
-        await asyncio.sleep(0.3)  # nothing else arrives
+        # a sleep on purpose: no condition tells that nothing more will come, so give it time to
+        await asyncio.sleep(0.3)
         assert sorted(push.id for push in service.pushes) == sorted(
             s["endpoint"].rsplit("/", 1)[1] for s in newest
         )

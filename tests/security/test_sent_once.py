@@ -62,7 +62,7 @@ from boomerang import hookimpl
 @hookimpl
 async def message_finished(message, delivery):
     (Path(__file__).parent.parent / "in-the-window").write_text(message.id)
-    await asyncio.sleep(600)
+    await asyncio.sleep(600)  # a sleep on purpose: hold the window open until the test kills the daemon
 '''
 
 
@@ -98,13 +98,6 @@ def post(port: int, item: dict) -> None:
         assert answer.status == 200
 
 
-def wait_until(condition, seconds: float = 40) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def settled(database: Path) -> str | None:
     """The message's status once no send job is left, else None."""
     with sqlite3.connect(database) as db:
@@ -127,14 +120,14 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
     try:
         conftest.wait_until_serving(port)
         post(port, order("o-1"))
-        wait_until(window.exists)
+        conftest.wait_until(window.exists, 40)
         assert len(mailbox.raw) == 1  # the SMTP server took it; the store still says `sending`
         process.kill()
         process.wait()
         hook.unlink()
         process = conftest.start_daemon(project, log)
         conftest.wait_until_serving(port)
-        wait_until(lambda: settled(project / "boomerang.db"), 60)
+        conftest.wait_until(lambda: settled(project / "boomerang.db"), 60)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             metrics = answer.read().decode()
         process.terminate()
@@ -194,7 +187,7 @@ async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
     try:
         await asyncio.to_thread(conftest.wait_until_serving, port)
         await asyncio.to_thread(post, port, order("o-1"))  # no phone yet: it goes by email
-        await asyncio.to_thread(wait_until, (project / "in-the-window").exists)
+        await conftest.wait_for((project / "in-the-window").exists, 40)
         # in the window, the customer gives a phone number: SMS is now the better channel
         phone = {**order("u-1"), "type": "customer.updated"}
         phone["customer"] = {**phone["customer"], "phone": "+15557770001"}
@@ -204,7 +197,7 @@ async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
         (project / "plugins" / "slow_hook.py").unlink()
         process = conftest.start_daemon(project, log)
         await asyncio.to_thread(conftest.wait_until_serving, port)
-        await asyncio.to_thread(wait_until, lambda: settled(project / "boomerang.db"), 60)
+        await conftest.wait_for(lambda: settled(project / "boomerang.db"), 60)
         process.terminate()
         assert await asyncio.to_thread(process.wait, 15) == 0
     finally:
@@ -237,13 +230,12 @@ async def test_a_send_longer_than_its_lease_is_sent_once(project: Path, smtp, mo
             return row[0] if row else None
 
         await post(order("o-1"))
-        while mailbox.started == 0:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(3)  # the lease it was claimed with has run out
+        await conftest.wait_for(lambda: mailbox.started)
+        # a sleep on purpose: the lease the send was claimed with runs out while the send goes on
+        await asyncio.sleep(3)
         # A busy daemon looks at the queue again (here: another event comes in).
         await post(conftest.event("v-1", "product.viewed", id="c-2"))
-        while status() != "sent":
-            await asyncio.sleep(0.05)
+        await conftest.wait_for(lambda: status() == "sent", 20)
     assert mailbox.started == 1
     assert len(mailbox.raw) == 1
 
@@ -286,14 +278,10 @@ async def test_a_smtp_connection_held_during_close_is_quit_not_kept(smtp) -> Non
         id="m-1", customer_id="c-1", channel="email", to="a@example.com", template="t", body="x"
     )
     sending = asyncio.create_task(channel.send(message))
-    while mailbox.started == 0:
-        await asyncio.sleep(0.01)
+    await conftest.wait_for(lambda: mailbox.started)
     await channel.close()  # a reload closes the old channel while this send holds a connection
     assert (await sending).status is DeliveryStatus.SENT
-    for _ in range(100):
-        if mailbox.quits:
-            break
-        await asyncio.sleep(0.02)
+    await conftest.wait_for(lambda: mailbox.quits)
     # the connection said QUIT once its send was done; none is left open in the pool
     assert (channel.pool.opened, mailbox.quits) == (1, 1)
     assert channel.pool._idle == []
@@ -307,8 +295,7 @@ async def test_twilio_close_lets_a_send_finish_and_opens_no_session_after(tmp_pa
     message = Message(id="m-1", customer_id="c-1", channel="sms", to="+15557770001", template="t", body="Hi")
     try:
         sending = asyncio.create_task(channel.send(message))
-        while not twilio.requests:
-            await asyncio.sleep(0.01)
+        await conftest.wait_for(lambda: twilio.requests)
         await channel.close()  # a reload, while Twilio is still answering
         assert (await sending).status is DeliveryStatus.SENT
         late = await channel.send(dataclasses.replace(message, id="m-2"))
@@ -365,8 +352,7 @@ async def test_telegram_close_lets_a_send_finish_and_opens_no_session_after(tmp_
         )
         try:
             sending = asyncio.create_task(channel.send(message))
-            while not api.sent():
-                await asyncio.sleep(0.01)
+            await conftest.wait_for(api.sent)
             await channel.close()  # a reload, while the Bot API is still answering
             assert (await sending).status is DeliveryStatus.SENT
             late = await channel.send(dataclasses.replace(message, id="m-2"))
@@ -402,15 +388,16 @@ async def test_a_send_whose_record_failed_is_not_sent_again_if_marketing(
             conftest.url(daemon, "/events"), data=json.dumps(order("o-1")), headers=conftest.AUTH
         ) as answer:
             assert answer.status == 200
-        while not failures:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)  # the scheduler gives the job back, due in a minute
+        await conftest.wait_for(lambda: failures)
         store = daemon.store
-        [job_id] = [job.id for job in await store.run(store.claim_due, time.time() + 3600, 60, 10)]
+        # the scheduler gives the job back, due in a minute: then it can be claimed (here)
+        [job_id] = [
+            job.id
+            for job in await conftest.wait_for(lambda: store.run(store.claim_due, time.time() + 3600, 60, 10))
+        ]
         await store.run(store.retry_job, job_id, time.time())  # due now rather than in a minute
         daemon.scheduler.wake()
-        while settled(project / "boomerang.db") is None:
-            await asyncio.sleep(0.05)
+        await conftest.wait_for(lambda: settled(project / "boomerang.db"))
     if category == "transactional":
         assert settled(project / "boomerang.db") == "sent"
         assert len(mailbox.raw) == 2
