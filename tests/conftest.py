@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from boomerang.daemon import Daemon
+from boomerang.ingest import parse_event
+from boomerang.model import Event
 from boomerang.scaffold import create_project
 from boomerang.systemd import Notifier
 from fakes.smtp_server import Mailbox
@@ -51,15 +54,34 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
-def event(event_id: str, type_: str = "cart.updated", **customer: str) -> dict:
-    """A generic event in the product's format."""
+def t(text: str) -> datetime:
+    """`2026-03-02 10:00` as a UTC moment."""
+    return datetime.fromisoformat(f"{text}:00+00:00")
+
+
+def event(
+    event_id: str,
+    type_: str = "cart.updated",
+    at: str | datetime = "2026-03-02 10:00",
+    customer: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A generic event in the product's format, as `POST /events` takes it: at `at` (a moment, or
+    text for `t()`), for `customer` (else a customer of these `fields`, else `c-42`), with `data`."""
+    moment = at if isinstance(at, datetime) else t(at)
     return {
         "id": event_id,
         "type": type_,
-        "at": "2026-03-02T10:00:00Z",
-        "customer": customer or {"id": "c-42"},
-        "data": {},
+        "at": moment.isoformat().replace("+00:00", "Z"),
+        "customer": customer or fields or {"id": "c-42"},
+        "data": data or {},
     }
+
+
+def incoming(*args: Any, **kwargs: Any) -> Event:
+    """`event(...)` as the ingest reads it: what `simulate` and the engine take."""
+    return parse_event(event(*args, **kwargs))
 
 
 @contextlib.asynccontextmanager

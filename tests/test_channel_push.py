@@ -310,7 +310,7 @@ def push_project(project: Path, service: PushService) -> None:
 
 def cart_event(event_id: str) -> dict:
     cart = {"url": "https://shop.example/cart/1", "items": [{"name": "Bicycle", "price": 79.9, "qty": 1}]}
-    return {**event(event_id, id="c-42", name="Anna", locale="en"), "data": {"cart": cart}}
+    return event(event_id, data={"cart": cart}, id="c-42", name="Anna", locale="en")
 
 
 async def test_routes_sw_js_key_and_subscribe(project: Path, service: PushService) -> None:

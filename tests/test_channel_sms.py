@@ -17,7 +17,7 @@ from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
-from conftest import API_TOKEN, AUTH, daemon_process, free_port, running, url, wait_for
+from conftest import API_TOKEN, AUTH, daemon_process, event, free_port, running, url, wait_for
 from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
@@ -324,12 +324,7 @@ def twilio_project(project: Path, api_base: str, whatsapp_too: bool = True) -> s
 
 def signup(event_id: str, customer_id: str, phone: str, type_: str = "signup.completed") -> dict:
     """An event that starts one of the test scenarios for a customer with a phone."""
-    return {
-        "id": event_id,
-        "type": type_,
-        "at": "2026-03-02T10:00:00Z",
-        "customer": {"id": customer_id, "phone": phone, "name": customer_id.title(), "locale": "en"},
-    }
+    return event(event_id, type_, id=customer_id, phone=phone, name=customer_id.title(), locale="en")
 
 
 def message_id(received: Received) -> str:

@@ -31,7 +31,7 @@ from boomerang.plugins.channels.telegram import (
 )
 from boomerang.problems import ProblemError
 from boomerang.templates import load_templates
-from conftest import AUTH, SECRET, daemon_process, free_port, running, url, wait_for
+from conftest import AUTH, SECRET, daemon_process, event, free_port, running, url, wait_for
 from fakes.telegram_api import EntityError, FakeBotApi, parse_html
 
 TOKEN = "123456:TEST-token_abc"
@@ -370,7 +370,7 @@ async def post_event(daemon: Daemon, event: dict) -> None:
 
 def customer_event(event_id: str, **customer) -> dict:
     """A generic event that only tells who the customer is."""
-    return {"id": event_id, "type": "customer.created", "at": "2026-03-02T10:00:00Z", "customer": customer}
+    return event(event_id, "customer.created", **customer)
 
 
 def parameter_of(link: str) -> str:

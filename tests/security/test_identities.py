@@ -61,7 +61,7 @@ def shop(project: Path, api: FakeBotApi) -> None:
 
 def known(event_id: str, **customer: str) -> dict:
     """What the shop's server says about a customer on the authenticated POST /events."""
-    return {**conftest.event(event_id, "customer.updated", **customer), "data": {}}
+    return conftest.event(event_id, "customer.updated", **customer)
 
 
 async def profiles(daemon: Daemon) -> dict[str, tuple]:
@@ -103,7 +103,7 @@ async def test_start_with_another_customers_token_does_not_hijack_them(
         assert refusal.params["chat_id"] == 666 and "another Telegram chat" in refusal.params["text"]
 
         # Kate's messages still go to Kate only
-        await post_event(daemon, {**conftest.event("e-3", "order.shipped", id="c-kate"), "data": {}})
+        await post_event(daemon, conftest.event("e-3", "order.shipped", id="c-kate"))
 
         async def notified() -> bool:
             return len(api.sent()) == 2

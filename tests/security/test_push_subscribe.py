@@ -144,7 +144,7 @@ async def test_endpoints_inside_or_at_ip_addresses_are_refused(project: Path, se
 
         # one stored before this fix, or given on POST /events, is never POSTed to either
         customer = {"id": "c-42", "name": "Anna", "locale": "en", "push_subscriptions": [browser]}
-        await post_event(daemon, {**conftest.event("e-0", "customer.updated"), "customer": customer})
+        await post_event(daemon, conftest.event("e-0", "customer.updated", customer=customer))
         await post_event(daemon, cart_event("e-1"))
         journal = await settled(daemon, ("send", "drop"))
         assert [entry.kind for entry in journal if entry.kind in ("send", "drop")] == ["drop"]
@@ -168,8 +168,8 @@ async def test_a_browser_moves_to_the_customer_who_subscribed_it_last(
     push_project(project, service)
     browser = service.subscribe()
     async with conftest.running(project) as daemon:
-        await post_event(daemon, {**conftest.event("e-1", id="c-1", email="one@example.com"), "data": {}})
-        await post_event(daemon, {**conftest.event("e-2", id="c-2", email="two@example.com"), "data": {}})
+        await post_event(daemon, conftest.event("e-1", id="c-1", email="one@example.com"))
+        await post_event(daemon, conftest.event("e-2", id="c-2", email="two@example.com"))
         assert (await subscribe(daemon, browser, seal(conftest.SECRET, "push", "c-1")))[0] == 200
         assert (await subscribe(daemon, browser, seal(conftest.SECRET, "push", "c-2")))[0] == 200
         store = daemon.store

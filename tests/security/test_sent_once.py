@@ -82,12 +82,7 @@ def mail_project(project: Path, smtp_port: int, category: str) -> None:
 
 def order(event_id: str, customer: str = "c-1") -> dict:
     """An order.placed event for a customer with an email address."""
-    return {
-        "id": event_id,
-        "type": "order.placed",
-        "at": "2026-03-02T10:00:00Z",
-        "customer": {"id": customer, "email": f"{customer}@example.com"},
-    }
+    return conftest.event(event_id, "order.placed", id=customer, email=f"{customer}@example.com")
 
 
 def post(port: int, item: dict) -> None:
