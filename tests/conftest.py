@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def t(text: str) -> datetime:
-    """`2026-03-02 10:00` as a UTC moment."""
-    return datetime.fromisoformat(f"{text}:00+00:00")
+    """A moment written `2026-03-02 10:00` or in ISO 8601: in UTC unless the text has an offset."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def event(

@@ -28,6 +28,7 @@ from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.scenarios import load_scenarios, scenario_files
 from boomerang.simulation import Timeline, simulate
 from boomerang.templates import load_templates
+from conftest import t
 
 REFERENCE = (
     "abandoned-cart",
@@ -109,10 +110,6 @@ class Events:
         return sorted(events, key=lambda event: event.at)
 
 
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
 def minute(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
@@ -162,7 +159,7 @@ def rehearse(project: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(simulation, "Rehearsal", Recording)
 
     async def run(events: Events, start: str, until: str) -> Run:
-        timeline = await simulate(project / "boomerang.yaml", events.parsed(), utc(start), utc(until))
+        timeline = await simulate(project / "boomerang.yaml", events.parsed(), t(start), t(until))
         return Run(timeline, messages)
 
     return run
@@ -443,7 +440,7 @@ def test_every_new_template_renders_on_every_channel(project: Path, locale: str)
     """SMS and push are not configured in the demo, so the simulations never render them."""
     library, problems = load_templates(project / "templates", register_conditions())
     assert problems == []
-    now = utc("2026-03-02T10:00:00")
+    now = t("2026-03-02T10:00:00")
     data = {
         **order("1001", {**BIKE}, {**HELMET}, courier_phone="+79991234567"),
         "product": product("P-1", "Kettle"),
