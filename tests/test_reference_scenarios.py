@@ -28,7 +28,7 @@ from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.scenarios import load_scenarios, scenario_files
 from boomerang.simulation import Timeline, simulate
 from boomerang.templates import load_templates
-from conftest import t
+from conftest import event, t
 
 REFERENCE = (
     "abandoned-cart",
@@ -95,13 +95,7 @@ class Events:
 
     def add(self, at: str, type_: str, who: str, data: dict | None = None, **profile: Any) -> Events:
         self.raw.append(
-            {
-                "id": f"evt-{len(self.raw) + 1}",
-                "type": type_,
-                "at": at,
-                "customer": {**PEOPLE.get(who, {"id": who}), **profile},
-                "data": data or {},
-            }
+            event(f"evt-{len(self.raw) + 1}", type_, at, {**PEOPLE.get(who, {"id": who}), **profile}, data)
         )
         return self
 

@@ -26,7 +26,7 @@ from boomerang.clock import parse_time, to_iso
 from boomerang.ingest import parse_event
 from boomerang.plugins.channels.push import write_key_pair
 from boomerang.tokens import seal, sign
-from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, running, url, wait_for
+from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url, wait_for
 
 HELLO = "---\nsubject: Hello\n---\n<p>Hello {{ customer.id }}</p>\n"
 SCENARIOS = {
@@ -80,13 +80,7 @@ def live(event_id: str, type_: str = "welcome.requested", at: str | None = None,
     """An event dated now (or `at`), for a customer with an email address."""
     customer = customer or {"id": "c-1"}
     customer.setdefault("email", f"{customer['id']}@example.com")
-    return {
-        "id": event_id,
-        "type": type_,
-        "at": at or datetime.now(UTC).isoformat(),
-        "customer": customer,
-        "data": {},
-    }
+    return {**event(event_id, type_, customer=customer), "at": at or datetime.now(UTC).isoformat()}
 
 
 def nested(depth: int) -> dict:
