@@ -1,9 +1,11 @@
-"""Shared fixtures: a project folder made by `boomerang init`, free ports, the venv's command."""
+"""Shared fixtures and helpers: a project folder made by `boomerang init`, free ports, the venv's
+command, events and moments, and waits on a condition instead of fixed sleeps."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -11,16 +13,20 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from smtp_server import Mailbox
 
 from boomerang.daemon import Daemon
+from boomerang.ingest import parse_event
+from boomerang.model import Event
 from boomerang.scaffold import create_project
 from boomerang.systemd import Notifier
+from fakes.smtp_server import Mailbox
 
 API_TOKEN = "test-token-0123456789abcdef"
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -48,15 +54,35 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
-def event(event_id: str, type_: str = "cart.updated", **customer: str) -> dict:
-    """A generic event in the product's format."""
+def t(text: str) -> datetime:
+    """A moment written `2026-03-02 10:00` or in ISO 8601: in UTC unless the text has an offset."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def event(
+    event_id: str,
+    type_: str = "cart.updated",
+    at: str | datetime = "2026-03-02 10:00",
+    customer: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A generic event in the product's format, as `POST /events` takes it: at `at` (a moment, or
+    text for `t()`), for `customer` (else a customer of these `fields`, else `c-42`), with `data`."""
+    moment = at if isinstance(at, datetime) else t(at)
     return {
         "id": event_id,
         "type": type_,
-        "at": "2026-03-02T10:00:00Z",
-        "customer": customer or {"id": "c-42"},
-        "data": {},
+        "at": moment.isoformat().replace("+00:00", "Z"),
+        "customer": customer or fields or {"id": "c-42"},
+        "data": data or {},
     }
+
+
+def incoming(*args: Any, **kwargs: Any) -> Event:
+    """`event(...)` as the ingest reads it: what `simulate` and the engine take."""
+    return parse_event(event(*args, **kwargs))
 
 
 @contextlib.asynccontextmanager
@@ -95,16 +121,45 @@ def start_daemon(project: Path, log: Path, **env: str) -> subprocess.Popen:
     )
 
 
+# How often a wait looks at its condition again.
+POLL = 0.05
+
+
+async def wait_for(condition: Callable[[], Any], seconds: float = 10, what: str = "the condition") -> Any:
+    """Look at `condition()` (a plain or an async function) until it is truthy and return its value;
+    fail after `seconds`. For tests on the event loop."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(POLL)
+
+
+def wait_until(condition: Callable[[], Any], seconds: float = 10, what: str = "the condition") -> Any:
+    """`wait_for` for synchronous tests, which drive the real daemon process from this thread."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(POLL)
+    return value
+
+
+def serving(port: int) -> bool:
+    """Whether a daemon answers /healthz on `port`."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+    except OSError:
+        return False
+    return True
+
+
 def wait_until_serving(port: int, timeout: float = 40) -> None:
     """Poll /healthz until the daemon answers; generous for a busy machine."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the daemon did not start serving")
+    wait_until(lambda: serving(port), timeout, "the daemon to start serving")
 
 
 @contextlib.asynccontextmanager

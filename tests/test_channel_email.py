@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from push_service import make_certificate
-from smtp_server import Mailbox
 
 from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels.email import EmailChannel
-from conftest import AUTH, free_port, running, url
+from conftest import AUTH, free_port, running, url, wait_for
+from fakes.push_service import make_certificate
+from fakes.smtp_server import Mailbox
 
 
 def message(**fields) -> Message:
@@ -176,13 +176,6 @@ def daemon_project(project: Path, smtp_port: int) -> None:
         "---\nsubject: Welcome\n---\n"
         '<p>See <a href="https://shop.example/new?a=1&amp;b=2">what is new</a>.</p>\n'
     )
-
-
-async def wait_for(condition, seconds: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_one_click_unsubscribe_click_and_open_round_trip(project: Path, smtp, monkeypatch) -> None:

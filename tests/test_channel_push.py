@@ -1,10 +1,9 @@
-"""The push channel against a local push service over TLS (tests/push_service.py) that checks
+"""The push channel against a local push service over TLS (tests/fakes/push_service.py) that checks
 VAPID and decrypts every payload on its own: sending, push-service answers, the routes the
 daemon serves, config errors, `boomerang webpush-keys`, and the real `boomerang run`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -15,11 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from push_service import PushService
 
 from boomerang.cli import build_cli
 from boomerang.config import load_config
-from boomerang.model import DeliveryStatus, Message
+from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugin_manager import load_plugins
 from boomerang.plugins.channels.push import (
     MAX_PAYLOAD,
@@ -31,7 +29,8 @@ from boomerang.plugins.channels.push import (
 )
 from boomerang.problems import ProblemError
 from boomerang.tokens import seal, sign
-from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url
+from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url, wait_for
+from fakes.push_service import PushService
 
 SUBJECT = "mailto:ops@shop.example"
 # The local push service listens on 127.0.0.1: allowed only by saying so, as staging would.
@@ -311,7 +310,7 @@ def push_project(project: Path, service: PushService) -> None:
 
 def cart_event(event_id: str) -> dict:
     cart = {"url": "https://shop.example/cart/1", "items": [{"name": "Bicycle", "price": 79.9, "qty": 1}]}
-    return {**event(event_id, id="c-42", name="Anna", locale="en"), "data": {"cart": cart}}
+    return event(event_id, data={"cart": cart}, id="c-42", name="Anna", locale="en")
 
 
 async def test_routes_sw_js_key_and_subscribe(project: Path, service: PushService) -> None:
@@ -396,13 +395,13 @@ async def test_a_gone_subscription_is_removed_from_the_customer_and_clicks_are_r
         assert push.payload["body"] == "Bicycle is still in your cart."
         assert push.payload["url"] == "https://shop.example/cart/1"
         store = daemon.store
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        async def one_subscription_left() -> Customer | None:
             customer = await store.run(store.customer, "c-42")
-            if customer is not None and len(customer.push_subscriptions) == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert customer is not None and customer.push_subscriptions == [alive]
+            return customer if customer is not None and len(customer.push_subscriptions) == 1 else None
+
+        customer = await wait_for(one_subscription_left, what="the gone subscription to be forgotten")
+        assert customer.push_subscriptions == [alive]
         record = await store.run(store.message, push.payload["id"])
         assert record is not None and record["status"] == "sent"
         # The service worker reports the click with the token the payload carried, in a header.
@@ -417,6 +416,7 @@ async def test_a_gone_subscription_is_removed_from_the_customer_and_clicks_are_r
 
 
 # the real daemon
+@pytest.mark.slow
 async def test_the_real_daemon_pushes_an_encrypted_notification(
     project: Path, service: PushService, tmp_path: Path
 ) -> None:

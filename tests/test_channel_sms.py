@@ -1,10 +1,9 @@
-"""The SMS and WhatsApp channels against a local fake Twilio (tests/twilio_server.py): the wire
+"""The SMS and WhatsApp channels against a local fake Twilio (tests/fakes/twilio_server.py): the wire
 format, error codes, signed status callbacks into a running daemon, SMS segments, and one run
 of the real `boomerang run` process."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -13,13 +12,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
 from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
-from conftest import API_TOKEN, AUTH, daemon_process, free_port, running, url
+from conftest import API_TOKEN, AUTH, daemon_process, event, free_port, running, url, wait_for
+from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
 CONTENT_SID = "HX" + "00112233445566778899aabbccddeeff"
@@ -325,20 +324,7 @@ def twilio_project(project: Path, api_base: str, whatsapp_too: bool = True) -> s
 
 def signup(event_id: str, customer_id: str, phone: str, type_: str = "signup.completed") -> dict:
     """An event that starts one of the test scenarios for a customer with a phone."""
-    return {
-        "id": event_id,
-        "type": type_,
-        "at": "2026-03-02T10:00:00Z",
-        "customer": {"id": customer_id, "phone": phone, "name": customer_id.title(), "locale": "en"},
-    }
-
-
-async def wait_for(condition, seconds: float = 10) -> None:
-    """Poll an async condition until it holds; fail after `seconds`."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+    return event(event_id, type_, id=customer_id, phone=phone, name=customer_id.title(), locale="en")
 
 
 def message_id(received: Received) -> str:
@@ -455,6 +441,7 @@ async def test_whatsapp_template_and_callbacks_through_the_daemon(project: Path,
 # the real daemon process
 
 
+@pytest.mark.slow
 async def test_boomerang_run_sends_an_sms_and_records_the_delivery(project: Path, twilio) -> None:
     twilio_project(project, twilio.base_url, whatsapp_too=False)
     port = int(os.environ["BOOMERANG_PORT"])

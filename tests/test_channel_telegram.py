@@ -1,4 +1,4 @@
-"""The Telegram channel against a local Bot API server (tests/telegram_api.py): sendMessage and
+"""The Telegram channel against a local Bot API server (tests/fakes/telegram_api.py): sendMessage and
 its answers, rate limits, HTML conversion, deep links, the webhook, long polling, and the real
 `boomerang run` sending a scenario's message through the bot."""
 
@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from telegram_api import EntityError, FakeBotApi, parse_html
 
 from boomerang.config import Config, load_config
 from boomerang.daemon import Daemon
@@ -33,7 +32,8 @@ from boomerang.plugins.channels.telegram import (
 )
 from boomerang.problems import ProblemError
 from boomerang.templates import load_templates
-from conftest import AUTH, SECRET, daemon_process, free_port, running, url
+from conftest import AUTH, SECRET, daemon_process, event, free_port, running, url, wait_for
+from fakes.telegram_api import EntityError, FakeBotApi, parse_html
 
 TOKEN = "123456:TEST-token_abc"
 HOOK_SECRET = "hook-secret_0123456789"
@@ -350,14 +350,6 @@ def telegram_project(project: Path, api_base: str, mode: str = "webhook") -> Non
     (project / "templates" / "handover" / "telegram.en.html").write_text(HANDOVER_TEMPLATE)
 
 
-async def wait_for(condition, seconds: float = 10) -> None:
-    """Wait until the async `condition()` is true."""
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def hook(daemon: Daemon, update: dict, secret: str | None = HOOK_SECRET) -> int:
     """POST an update to the daemon's webhook; the HTTP status."""
     headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
@@ -379,7 +371,7 @@ async def post_event(daemon: Daemon, event: dict) -> None:
 
 def customer_event(event_id: str, **customer) -> dict:
     """A generic event that only tells who the customer is."""
-    return {"id": event_id, "type": "customer.created", "at": "2026-03-02T10:00:00Z", "customer": customer}
+    return event(event_id, "customer.created", **customer)
 
 
 def parameter_of(link: str) -> str:
@@ -544,13 +536,19 @@ async def test_the_poller_outlives_errors_and_stops_at_once(tmp_path: Path, api:
         api.webhook_url = "https://elsewhere.example/hook"  # someone set a webhook: getUpdates gets 409
         api.user_says(5, "second")
         await wait_for(lambda: received(2))
-        api.user_says(5, "third")
+        third = api.user_says(5, "third")
         await wait_for(lambda: received(3))
         assert len(api.calls_of("deleteWebhook")) == 2  # at the start, and after the 409
         assert [e.data["text"] for e in ingest.events] == ["first", "second", "third"]
         assert {e.type for e in ingest.events} == {"message.replied"}
         assert ingest.events[0].profile.telegram_chat_id == "5"
-        await asyncio.sleep(0.2)  # a long poll is waiting now
+
+        def long_polling() -> bool:
+            # the poller has confirmed the third update: its next getUpdates waits for a fourth
+            offsets = [int(c.params.get("offset") or 0) for c in api.calls_of("getUpdates")]
+            return max(offsets) > third["update_id"]
+
+        await wait_for(long_polling)
         started = time.monotonic()
         stop.set()
         await asyncio.wait_for(poller, 2)
@@ -579,6 +577,7 @@ url: "https://shop.example/new?c={{ customer.id }}"
 """
 
 
+@pytest.mark.slow
 async def test_boomerang_run_sends_a_scenario_message_through_the_bot(
     project: Path, api: FakeBotApi, tmp_path: Path
 ) -> None:

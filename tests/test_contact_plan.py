@@ -1,7 +1,7 @@
 """The contact plan through `simulate` on the virtual clock: reachable channels, caps and gaps,
 quiet hours, the choice by expected value, priorities and fallback, with exact timelines.
 
-Multi-channel tests use the drop-in channels of `tests/plan_channels.py` (sms, push, telegram),
+Multi-channel tests use the drop-in channels of `tests/fakes/plan_channels.py` (sms, push, telegram),
 with the built-in plugins of those names disabled, so they run whether or not the real channel
 plugins are installed.
 """
@@ -29,15 +29,16 @@ from boomerang.cli import cli
 from boomerang.clock import VirtualClock
 from boomerang.config import load_config
 from boomerang.engine import Engine
-from boomerang.ingest import Ingestor, parse_event
+from boomerang.ingest import Ingestor
 from boomerang.model import Event, JournalEntry
 from boomerang.plugin_manager import load_plugins
 from boomerang.project import assemble
 from boomerang.scheduler import Scheduler
 from boomerang.simulation import Rehearsal, Timeline, simulate
 from boomerang.store import Store
+from conftest import incoming, t
 
-PLUGIN = Path(__file__).with_name("plan_channels.py")
+PLUGIN = Path(__file__).parent / "fakes" / "plan_channels.py"
 SUBSCRIPTION = {"endpoint": "https://push.example/s/1", "keys": {"p256dh": "key", "auth": "auth"}}
 TEMPLATE_FILES = {
     "email.en.html": "---\nsubject: {name} for {{{{ customer.name }}}}\n---\n<p>{name}</p>\n",
@@ -45,11 +46,6 @@ TEMPLATE_FILES = {
     "push.en.txt": "---\ntitle: {name}\n---\n{name}\n",
     "telegram.en.html": "{name}\n",
 }
-
-
-def t(text: str) -> datetime:
-    """`2026-03-02 10:00` as a UTC moment."""
-    return datetime.fromisoformat(f"{text}:00+00:00")
 
 
 @pytest.fixture
@@ -136,11 +132,6 @@ def customer(
     return {**profile, **fields}
 
 
-def event(event_id: str, type_: str, at: str | datetime, who: dict[str, Any]) -> Event:
-    moment = at if isinstance(at, datetime) else t(at)
-    return parse_event({"id": event_id, "type": type_, "at": moment.isoformat(), "customer": who, "data": {}})
-
-
 def plan_rows(result: Timeline | list[JournalEntry]) -> list[tuple]:
     """The contact plan's part of a timeline: sends, deferrals and drops."""
     entries = result.entries if isinstance(result, Timeline) else result
@@ -176,8 +167,8 @@ async def test_a_customer_without_a_push_subscription_gets_sms(shop: Path) -> No
     result = await simulate(
         config,
         [
-            event("e1", "cart.updated", "2026-03-02 10:00", both),
-            event("e2", "cart.updated", "2026-03-02 10:05", no_push),
+            incoming("e1", "cart.updated", "2026-03-02 10:00", both),
+            incoming("e2", "cart.updated", "2026-03-02 10:05", no_push),
         ],
     )
     assert plan_rows(result) == [
@@ -266,17 +257,17 @@ async def test_an_opted_out_channel_is_never_used(shop: Path, rig_for) -> None:
     config = configure(shop, [TRIGGER, RECEIPT], "channels:\n  email: {cost: 0}\n  sms: {cost: 0.5}\n")
     ann = customer("ann", phone=True)
     rig = rig_for(config)
-    await rig.send_event(event("e1", "cart.updated", "2026-03-02 10:00", ann))
+    await rig.send_event(incoming("e1", "cart.updated", "2026-03-02 10:00", ann))
     # The unsubscribe link of that email, for email only: SMS is still fine.
     await rig.feedback(
         "2026-03-02 10:30", rig.last_message("ann"), "message.unsubscribed", channels=["email"]
     )
-    await rig.send_event(event("e2", "cart.updated", "2026-03-02 11:00", ann))
-    await rig.send_event(event("o1", "order.placed", "2026-03-02 12:00", ann))
+    await rig.send_event(incoming("e2", "cart.updated", "2026-03-02 11:00", ann))
+    await rig.send_event(incoming("o1", "order.placed", "2026-03-02 12:00", ann))
     # Then "all": nothing goes any more, not even a transactional message.
     await rig.feedback("2026-03-02 12:30", rig.last_message("ann"), "message.unsubscribed", channels=["all"])
-    await rig.send_event(event("e3", "cart.updated", "2026-03-02 13:00", ann))
-    await rig.send_event(event("o2", "order.placed", "2026-03-02 14:00", ann))
+    await rig.send_event(incoming("e3", "cart.updated", "2026-03-02 13:00", ann))
+    await rig.send_event(incoming("o2", "order.placed", "2026-03-02 14:00", ann))
     await rig.run_until(t("2026-03-04 00:00"))
     journal = rig.journal()
     assert plan_rows(journal) == [
@@ -299,12 +290,12 @@ async def test_a_known_bad_address_is_not_used_again(shop: Path, rig_for) -> Non
     config = configure(shop, [TRIGGER, RECEIPT], "channels:\n  email: {cost: 0}\n  sms: {cost: 0.5}\n")
     ann = customer("ann", phone=True)
     rig = rig_for(config)
-    await rig.send_event(event("e1", "cart.updated", "2026-03-02 10:00", ann))
+    await rig.send_event(incoming("e1", "cart.updated", "2026-03-02 10:00", ann))
     # A hard bounce reported after the send: the address is known bad from now on.
     bounce = {"reason": "address_invalid", "detail": "550 no such mailbox"}
     await rig.feedback("2026-03-02 10:10", rig.last_message("ann"), "message.failed", **bounce)
-    await rig.send_event(event("e2", "cart.updated", "2026-03-02 11:00", ann))
-    await rig.send_event(event("o1", "order.placed", "2026-03-02 12:00", ann))
+    await rig.send_event(incoming("e2", "cart.updated", "2026-03-02 11:00", ann))
+    await rig.send_event(incoming("o1", "order.placed", "2026-03-02 12:00", ann))
     journal = rig.journal()
     assert plan_rows(journal) == [
         (t("2026-03-02 10:00"), "send", "ann", "0", "cart", "email"),
@@ -324,11 +315,15 @@ async def test_marketing_needs_consent_where_the_source_gave_it_but_transactiona
     no_sms = {"consents": {"sms": False}}
     events = [
         # sms is the plan's first choice; ann said no to marketing by SMS, bob said yes
-        event("e1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True, **no_sms)),
-        event("e2", "cart.updated", "2026-03-02 10:00", customer("bob", phone=True, consents={"sms": True})),
+        incoming("e1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True, **no_sms)),
+        incoming(
+            "e2", "cart.updated", "2026-03-02 10:00", customer("bob", phone=True, consents={"sms": True})
+        ),
         # cid has only a phone and no consent: no marketing at all, but the receipt goes
-        event("e3", "cart.updated", "2026-03-02 10:00", customer("cid", email=False, phone=True, **no_sms)),
-        event("o1", "order.placed", "2026-03-02 10:30", customer("cid", email=False, phone=True)),
+        incoming(
+            "e3", "cart.updated", "2026-03-02 10:00", customer("cid", email=False, phone=True, **no_sms)
+        ),
+        incoming("o1", "order.placed", "2026-03-02 10:30", customer("cid", email=False, phone=True)),
     ]
     result = await simulate(config, events, outcomes={"sms": "clicked"})
     assert plan_rows(result) == [
@@ -354,7 +349,7 @@ async def test_the_steps_channels_are_the_only_candidates(shop: Path) -> None:
         "channels:\n  sms: {cost: 0}\n  email: {cost: 0.001}\n",
     )
     result = await simulate(
-        config, [event("e1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
+        config, [incoming("e1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
     )
     assert plan_rows(result) == [(t("2026-03-02 10:00"), "send", "ann", "0", "cart", "email")]
     assert reasons(result) == ["email: the only channel open (passed over telegram: not configured)"]
@@ -369,7 +364,7 @@ async def test_a_channel_the_template_has_no_version_for_is_not_chosen(shop: Pat
         templates={"cart": ("email.en.html",)},
     )
     result = await simulate(
-        config, [event("e1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
+        config, [incoming("e1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
     )
     assert plan_rows(result) == [(t("2026-03-02 10:00"), "send", "ann", "0", "cart", "email")]
 
@@ -387,11 +382,11 @@ async def test_the_third_trigger_message_of_a_day_is_withheld_under_2_per_day_wh
     config = configure(shop, [cart, RECEIPT], TWO_A_DAY)
     ann = customer("ann")
     events = [
-        event("o1", "order.placed", "2026-03-02 09:30", ann),  # transactional: not counted
-        event("e1", "cart.updated", "2026-03-02 10:00", ann),
-        event("e2", "cart.updated", "2026-03-02 11:00", ann),
-        event("e3", "cart.updated", "2026-03-02 12:00", ann),
-        event("o2", "order.placed", "2026-03-02 12:00", ann),  # transactional: not held back
+        incoming("o1", "order.placed", "2026-03-02 09:30", ann),  # transactional: not counted
+        incoming("e1", "cart.updated", "2026-03-02 10:00", ann),
+        incoming("e2", "cart.updated", "2026-03-02 11:00", ann),
+        incoming("e3", "cart.updated", "2026-03-02 12:00", ann),
+        incoming("o2", "order.placed", "2026-03-02 12:00", ann),  # transactional: not held back
     ]
     result = await simulate(config, events)
     third = [
@@ -425,12 +420,12 @@ async def test_a_cap_counts_every_message_of_the_customer_on_every_channel_and_s
     )
     ann = customer("ann", phone=True)
     events = [
-        event("e1", "cart.updated", "2026-03-02 10:00", ann),
-        event("v1", "product.viewed", "2026-03-02 11:00", ann),
-        event("e2", "cart.updated", "2026-03-02 12:00", ann),
-        event("v2", "product.viewed", "2026-03-02 13:00", ann),
+        incoming("e1", "cart.updated", "2026-03-02 10:00", ann),
+        incoming("v1", "product.viewed", "2026-03-02 11:00", ann),
+        incoming("e2", "cart.updated", "2026-03-02 12:00", ann),
+        incoming("v2", "product.viewed", "2026-03-02 13:00", ann),
         # another customer's messages do not count for ann, nor hers for him
-        event("e3", "cart.updated", "2026-03-02 13:00", customer("bob", phone=True)),
+        incoming("e3", "cart.updated", "2026-03-02 13:00", customer("bob", phone=True)),
     ]
     result = await simulate(config, events)
     assert plan_rows(result) == [
@@ -449,11 +444,11 @@ async def test_a_day_cap_frees_at_the_customers_local_midnight(shop: Path) -> No
     vladivostok = customer("vla", timezone="Asia/Vladivostok")  # UTC+10
     moscow = customer("mow", timezone="Europe/Moscow")  # UTC+3
     events = [
-        event("v1", "cart.updated", "2026-03-02 12:00", vladivostok),  # 22:00 there
-        event("m1", "cart.updated", "2026-03-02 12:00", moscow),  # 15:00 there
-        event("v2", "cart.updated", "2026-03-02 13:00", vladivostok),  # 23:00: same local day
-        event("m2", "cart.updated", "2026-03-02 13:00", moscow),
-        event("v3", "cart.updated", "2026-03-02 15:00", vladivostok),  # 01:00 on 03-03, one sent already
+        incoming("v1", "cart.updated", "2026-03-02 12:00", vladivostok),  # 22:00 there
+        incoming("m1", "cart.updated", "2026-03-02 12:00", moscow),  # 15:00 there
+        incoming("v2", "cart.updated", "2026-03-02 13:00", vladivostok),  # 23:00: same local day
+        incoming("m2", "cart.updated", "2026-03-02 13:00", moscow),
+        incoming("v3", "cart.updated", "2026-03-02 15:00", vladivostok),  # 01:00 on 03-03, one sent already
     ]
     result = await simulate(config, events)
     assert plan_rows(result) == [
@@ -478,7 +473,7 @@ async def test_a_rolling_cap_frees_when_the_oldest_message_leaves_the_window(sho
     # forever and the scheduler spun on one job.
     config = configure(shop, [TRIGGER], "caps:\n  - {max: 2, per: 6h}\n")
     ann = customer("ann")
-    events = [event(f"e{n}", "cart.updated", f"2026-03-02 {10 + n}:00", ann) for n in range(4)]
+    events = [incoming(f"e{n}", "cart.updated", f"2026-03-02 {10 + n}:00", ann) for n in range(4)]
     # a guard: the run takes well under a second unless the plan defers to the same moment forever
     result = await asyncio.wait_for(simulate(config, events), timeout=5)
     assert plan_rows(result) == [
@@ -496,9 +491,11 @@ async def test_min_gap_between_two_marketing_messages(shop: Path) -> None:
     config = configure(shop, [TRIGGER, PROMO, RECEIPT], "min_gap: 4h\n")
     ann = customer("ann")
     events = [
-        event("e1", "cart.updated", "2026-03-02 10:00", ann),
-        event("v1", "product.viewed", "2026-03-02 11:00", ann),
-        event("o1", "order.placed", "2026-03-02 12:00", ann),  # not held back, and does not restart the gap
+        incoming("e1", "cart.updated", "2026-03-02 10:00", ann),
+        incoming("v1", "product.viewed", "2026-03-02 11:00", ann),
+        incoming(
+            "o1", "order.placed", "2026-03-02 12:00", ann
+        ),  # not held back, and does not restart the gap
     ]
     result = await simulate(config, events)
     assert plan_rows(result) == [
@@ -519,11 +516,11 @@ async def test_a_channel_cap_removes_only_that_channel(shop: Path) -> None:
     ann = customer("ann", phone=True)
     bob = customer("bob", email=False, phone=True)
     events = [
-        event("a1", "cart.updated", "2026-03-02 10:00", ann),
-        event("b1", "cart.updated", "2026-03-02 10:00", bob),
-        event("a2", "cart.updated", "2026-03-02 11:00", ann),
-        event("b2", "cart.updated", "2026-03-02 11:00", bob),
-        event("b3", "order.placed", "2026-03-02 12:00", bob),
+        incoming("a1", "cart.updated", "2026-03-02 10:00", ann),
+        incoming("b1", "cart.updated", "2026-03-02 10:00", bob),
+        incoming("a2", "cart.updated", "2026-03-02 11:00", ann),
+        incoming("b2", "cart.updated", "2026-03-02 11:00", bob),
+        incoming("b3", "order.placed", "2026-03-02 12:00", bob),
     ]
     # sms clicks make sms the better channel for everyone: only the cap moves ann to email
     result = await simulate(config, events, until=t("2026-03-12 00:00"), outcomes={"sms": "clicked"})
@@ -557,18 +554,18 @@ async def test_sms_at_23_00_moscow_is_deferred_to_09_00_moscow_while_email_goes_
     config = configure(shop, [TRIGGER, RECEIPT], QUIET + SMS_FIRST)
     events = [
         # 10:00 in Moscow: SMS, the plan's first choice
-        event("d1", "cart.updated", "2026-03-02 07:00", customer("day", phone=True)),
+        incoming("d1", "cart.updated", "2026-03-02 07:00", customer("day", phone=True)),
         # 23:00 in Moscow (the plan's default timezone; and one who says so)
-        event("a1", "cart.updated", "2026-03-02 20:00", customer("ann", phone=True)),
-        event("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True)),
-        event(
+        incoming("a1", "cart.updated", "2026-03-02 20:00", customer("ann", phone=True)),
+        incoming("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True)),
+        incoming(
             "c1",
             "cart.updated",
             "2026-03-02 20:00",
             customer("cid", email=False, phone=True, timezone="Europe/Moscow"),
         ),
         # transactional messages ignore quiet hours
-        event("b2", "order.placed", "2026-03-02 20:30", customer("bob", email=False, phone=True)),
+        incoming("b2", "order.placed", "2026-03-02 20:30", customer("bob", email=False, phone=True)),
     ]
     # sms clicks keep SMS the better channel: only the quiet hours move ann to email
     result = await simulate(config, events, outcomes={"sms": "clicked"})
@@ -592,9 +589,11 @@ async def test_quiet_hours_are_in_each_customers_timezone(shop: Path) -> None:
     config = configure(shop, [TRIGGER], QUIET + SMS_FIRST)
     at = "2026-03-02 20:00"  # 06:00 in Vladivostok, 20:00 in London, 01:30 in Kolkata
     events = [
-        event("v", "cart.updated", at, customer("vla", email=False, phone=True, timezone="Asia/Vladivostok")),
-        event("l", "cart.updated", at, customer("lon", email=False, phone=True, timezone="Europe/London")),
-        event("k", "cart.updated", at, customer("kol", email=False, phone=True, timezone="Asia/Kolkata")),
+        incoming(
+            "v", "cart.updated", at, customer("vla", email=False, phone=True, timezone="Asia/Vladivostok")
+        ),
+        incoming("l", "cart.updated", at, customer("lon", email=False, phone=True, timezone="Europe/London")),
+        incoming("k", "cart.updated", at, customer("kol", email=False, phone=True, timezone="Asia/Kolkata")),
     ]
     result = await simulate(config, events)
     assert plan_rows(result) == [
@@ -612,7 +611,7 @@ async def test_a_message_that_would_wait_past_its_expiry_is_dropped(shop: Path, 
     cart = scenario("cart", "trigger", "cart.updated", expires=expires)
     config = configure(shop, [cart], QUIET + SMS_FIRST)
     result = await simulate(
-        config, [event("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True))]
+        config, [incoming("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True))]
     )
     if expires == "12h":  # 09:00 Moscow is before 11:00 Moscow: it waits
         assert plan_rows(result) == [
@@ -637,9 +636,9 @@ async def test_deferred_to_the_earliest_moment_a_channel_is_open(shop: Path) -> 
     )
     ann = customer("ann", phone=True)
     events = [
-        event("a1", "cart.updated", "2026-03-02 14:00", ann),  # 17:00 Moscow: email
-        event("a2", "cart.updated", "2026-03-02 16:00", ann),  # 19:00: email capped, sms quiet from 21:00
-        event("a3", "cart.updated", "2026-03-02 19:00", ann),  # 22:00: email capped until 00:00, sms quiet
+        incoming("a1", "cart.updated", "2026-03-02 14:00", ann),  # 17:00 Moscow: email
+        incoming("a2", "cart.updated", "2026-03-02 16:00", ann),  # 19:00: email capped, sms quiet from 21:00
+        incoming("a3", "cart.updated", "2026-03-02 19:00", ann),  # 22:00: email capped until 00:00, sms quiet
     ]
     result = await simulate(config, events)
     assert plan_rows(result) == [
@@ -664,12 +663,12 @@ async def test_the_customers_engagement_history_is_weighed_against_costs(
         channels={"push": "{}"},
     )
     ann = customer("ann", push=True)
-    history = [event(f"v{n}", "product.viewed", f"2026-03-02 1{n}:00", ann) for n in range(4)]
+    history = [incoming(f"v{n}", "product.viewed", f"2026-03-02 1{n}:00", ann) for n in range(4)]
     events = [
         *history,
-        event("a1", "cart.updated", "2026-03-02 16:00", ann),
+        incoming("a1", "cart.updated", "2026-03-02 16:00", ann),
         # bob has no history of his own: the population's figure is his
-        event("b1", "cart.updated", "2026-03-02 16:00", customer("bob", push=True)),
+        incoming("b1", "cart.updated", "2026-03-02 16:00", customer("bob", push=True)),
     ]
     result = await simulate(config, events, outcomes={"push": push_outcome} if push_outcome else {})
     news = [(t(f"2026-03-02 1{n}:00"), "send", "ann", "0", "news", "push") for n in range(4)]
@@ -710,11 +709,11 @@ async def test_own_engagement_is_smoothed_with_the_population_and_a_new_customer
     ann, bob, cid = (customer(name, push=True) for name in ("ann", "bob", "cid"))
     rig = rig_for(config)
     for n in range(3):
-        await rig.send_event(event(f"a{n}", "product.viewed", f"2026-03-02 10:{n}0", ann))
+        await rig.send_event(incoming(f"a{n}", "product.viewed", f"2026-03-02 10:{n}0", ann))
         await rig.feedback(f"2026-03-02 10:{n}5", rig.last_message("ann"), "message.clicked", url="https://x")
-        await rig.send_event(event(f"b{n}", "product.viewed", f"2026-03-02 10:{n}0", bob))
+        await rig.send_event(incoming(f"b{n}", "product.viewed", f"2026-03-02 10:{n}0", bob))
     for who in (ann, bob, cid):
-        await rig.send_event(event(f"c-{who['id']}", "cart.updated", "2026-03-02 12:00", who))
+        await rig.send_event(incoming(f"c-{who['id']}", "cart.updated", "2026-03-02 12:00", who))
     journal = rig.journal()
     assert plan_rows(journal)[-3:] == [
         (t("2026-03-02 12:00"), "send", "ann", "0", "cart", "email"),
@@ -739,7 +738,8 @@ async def test_ties_are_broken_by_the_plan_order(shop: Path, order: tuple[str, s
         channels={"push": "{}", "telegram": "{}"},
     )
     result = await simulate(
-        config, [event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", push=True, telegram=True))]
+        config,
+        [incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", push=True, telegram=True))],
     )
     assert plan_rows(result) == [(t("2026-03-02 10:00"), "send", "ann", "0", "cart", order[0])]
 
@@ -754,7 +754,7 @@ async def test_the_same_history_gives_the_same_choice(shop: Path) -> None:
         customer(name, phone=True, push=name in ("ann", "bob")) for name in ("ann", "bob", "cid", "dan")
     ]
     events = [
-        event(f"{who['id']}-{n}", kind, f"2026-03-02 1{n}:{i}0", who)
+        incoming(f"{who['id']}-{n}", kind, f"2026-03-02 1{n}:{i}0", who)
         for n, kind in enumerate(["product.viewed", "product.viewed", "cart.updated", "cart.updated"])
         for i, who in enumerate(people)
     ]
@@ -780,7 +780,7 @@ async def test_a_channel_whose_messages_never_arrive_loses_to_one_that_works(sho
     # kept 0.300 and was chosen first every time.
     config = configure(shop, [TRIGGER], "channels:\n  sms: {cost: 0}\n  email: {cost: 0}\n" + FALLBACK_RULE)
     ann = customer("ann", phone=True)
-    events = [event(f"e{n}", "cart.updated", f"2026-03-02 1{n}:00", ann) for n in range(4)]
+    events = [incoming(f"e{n}", "cart.updated", f"2026-03-02 1{n}:00", ann) for n in range(4)]
     result = await simulate(config, events, outcomes={"sms": "undelivered"})
     last = [row[-1] for row in plan_rows(result) if row[0] == t("2026-03-02 13:00")]
     assert last == ["email"]
@@ -799,7 +799,7 @@ async def test_a_transactional_message_takes_the_last_slot_before_a_promo(
     config = configure(
         shop, [offer, receipt], "caps:\n  - {categories: [transactional, promo], max: 1, per: 1d}\n"
     )
-    result = await simulate(config, [event("o1", "order.placed", "2026-03-02 10:00", customer("ann"))])
+    result = await simulate(config, [incoming("o1", "order.placed", "2026-03-02 10:00", customer("ann"))])
     waits = (
         [(t("2026-03-02 10:00"), "drop", "ann", "0", "offer", None)]
         if expires
@@ -824,7 +824,7 @@ async def test_a_trigger_message_takes_the_last_slot_before_a_promo_unless_the_p
     browse = scenario(browse_name, "trigger", "product.viewed", "browse")
     plan = "caps:\n  - {max: 1, per: 1d}\n" + (f"priorities: {priorities}\n" if priorities else "")
     config = configure(shop, [offer, browse], plan)
-    result = await simulate(config, [event("v1", "product.viewed", "2026-03-02 10:00", customer("ann"))])
+    result = await simulate(config, [incoming("v1", "product.viewed", "2026-03-02 10:00", customer("ann"))])
     winner, loser = ("browse", "offer") if priorities is None else ("offer", "browse")
     assert plan_rows(result) == [
         (t("2026-03-02 10:00"), "send", "ann", "0", winner, "email"),
@@ -837,9 +837,9 @@ async def test_messages_waiting_for_the_same_slot_go_by_priority_not_by_who_wait
     config = configure(shop, [TRIGGER, PROMO], "caps:\n  - {max: 1, per: 1d}\n")
     ann = customer("ann")
     events = [
-        event("e1", "cart.updated", "2026-03-02 10:00", ann),
-        event("v1", "product.viewed", "2026-03-02 11:00", ann),  # waits for midnight first...
-        event("e2", "cart.updated", "2026-03-02 12:00", ann),  # ...but this one goes first then
+        incoming("e1", "cart.updated", "2026-03-02 10:00", ann),
+        incoming("v1", "product.viewed", "2026-03-02 11:00", ann),  # waits for midnight first...
+        incoming("e2", "cart.updated", "2026-03-02 12:00", ann),  # ...but this one goes first then
     ]
     result = await simulate(config, events)
     assert plan_rows(result) == [
@@ -864,7 +864,7 @@ def sends(result: Timeline) -> list[tuple]:
 
 async def test_sms_failing_falls_back_to_email(shop: Path) -> None:
     config = configure(shop, [TRIGGER], FALLBACK)
-    events = [event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
+    events = [incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
     result = await simulate(config, events, outcomes={"sms": "failed"})
     assert plan_rows(result) == [
         (t("2026-03-02 10:00"), "drop", "ann", "0", "cart", "sms"),
@@ -881,7 +881,7 @@ async def test_sms_failing_falls_back_to_email(shop: Path) -> None:
 
 async def test_an_undelivered_receipt_falls_back_to_email(shop: Path) -> None:
     config = configure(shop, [TRIGGER], FALLBACK)
-    events = [event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
+    events = [incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
     result = await simulate(config, events, outcomes={"sms": "undelivered"})
     assert plan_rows(result) == [
         (t("2026-03-02 10:00"), "send", "ann", "0", "cart", "sms"),
@@ -893,7 +893,7 @@ async def test_an_undelivered_receipt_falls_back_to_email(shop: Path) -> None:
 
 async def test_no_receipt_within_the_fallback_wait_falls_back(shop: Path) -> None:
     config = configure(shop, [TRIGGER], FALLBACK, channels={"sms": "{receipts: true}", "push": "{}"})
-    events = [event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
+    events = [incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
     result = await simulate(config, events)
     assert plan_rows(result) == [
         (t("2026-03-02 10:00"), "send", "ann", "0", "cart", "sms"),
@@ -941,14 +941,14 @@ async def test_a_delivered_message_does_not_fall_back(shop: Path, receipts: bool
     config = configure(
         shop, [TRIGGER], FALLBACK, channels={"sms": "{receipts: true}" if receipts else "{}", "push": "{}"}
     )
-    events = [event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
+    events = [incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
     result = await simulate(config, events, outcomes={"sms": "delivered"})
     assert plan_rows(result) == [(t("2026-03-02 10:00"), "send", "ann", "0", "cart", "sms")]
 
 
 async def test_only_the_outcomes_named_in_when_fall_back(shop: Path) -> None:
     config = configure(shop, [TRIGGER], SMS_FIRST + "fallback: {after: 2h, when: [undelivered]}\n")
-    events = [event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
+    events = [incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
     failed = await simulate(config, events, outcomes={"sms": "failed"})
     assert plan_rows(failed) == [(t("2026-03-02 10:00"), "drop", "ann", "0", "cart", "sms")]
     undelivered = await simulate(config, events, outcomes={"sms": "undelivered"})
@@ -957,14 +957,14 @@ async def test_only_the_outcomes_named_in_when_fall_back(shop: Path) -> None:
 
 async def test_without_fallback_a_failed_message_is_not_retried_elsewhere(shop: Path) -> None:
     config = configure(shop, [TRIGGER], SMS_FIRST)
-    events = [event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
+    events = [incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True))]
     result = await simulate(config, events, outcomes={"sms": "failed"})
     assert plan_rows(result) == [(t("2026-03-02 10:00"), "drop", "ann", "0", "cart", "sms")]
 
 
 async def test_fallback_tries_each_channel_once_then_gives_up(shop: Path) -> None:
     config = configure(shop, [TRIGGER], FALLBACK)
-    events = [event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True, push=True))]
+    events = [incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True, push=True))]
     result = await simulate(config, events, outcomes={"sms": "failed", "push": "failed", "email": "failed"})
     # by expected value: sms (cost 0), then push (cost 0) over email (cost 0.001)
     assert [(kind, channel) for _, kind, channel, _ in sends(result)] == [
@@ -985,7 +985,7 @@ async def test_a_late_failure_after_the_fallback_was_delivered_sends_nothing_mor
 ) -> None:
     config = configure(shop, [TRIGGER], FALLBACK, channels={"sms": "{receipts: true}", "push": "{}"})
     rig = rig_for(config)
-    await rig.send_event(event("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True)))
+    await rig.send_event(incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann", phone=True)))
     sms = rig.last_message("ann")
     await rig.run_until(t("2026-03-02 12:00"))  # no receipt from the sms provider: email goes
     email = rig.last_message("ann")
@@ -1007,8 +1007,8 @@ async def test_a_restarted_journey_falls_back_although_an_earlier_pass_of_the_st
     cart = scenario("cart", "trigger", "cart.updated", restart=True, after="  - wait: 1d\n")
     config = configure(shop, [cart], FALLBACK)
     events = [
-        event("a1", "cart.updated", "2026-03-02 10:00", customer("ann")),  # no phone yet: email
-        event("a2", "cart.updated", "2026-03-02 12:00", customer("ann", phone=True)),  # restart: sms
+        incoming("a1", "cart.updated", "2026-03-02 10:00", customer("ann")),  # no phone yet: email
+        incoming("a2", "cart.updated", "2026-03-02 12:00", customer("ann", phone=True)),  # restart: sms
     ]
     result = await simulate(config, events, outcomes={"email": "delivered", "sms": "failed"})
     assert plan_rows(result) == [
@@ -1162,7 +1162,9 @@ def run_stream(
         )
     events = sorted(
         (
-            event(f"x{n}", KINDS[kind], START + timedelta(minutes=5 * slot), profiles[index % len(profiles)])
+            incoming(
+                f"x{n}", KINDS[kind], START + timedelta(minutes=5 * slot), profiles[index % len(profiles)]
+            )
             for n, (index, kind, slot) in enumerate(stream)
         ),
         key=lambda item: item.at,

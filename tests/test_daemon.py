@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from boomerang.daemon import Daemon, StartupError
-from conftest import AUTH, event, running, url
+from conftest import AUTH, event, running, url, wait_for
 
 
 async def post(daemon: Daemon, body: str | bytes, headers: dict | None = None) -> tuple[int, dict]:
@@ -149,11 +148,9 @@ async def test_a_scenario_runs_in_the_daemon_and_writes_to_the_outbox(project: P
             "customer": {"id": "c-1", "email": "a@b.cc", "name": "Ann"},
         }
         assert (await post(daemon, json.dumps(signup)))[0] == 200
-        deadline = asyncio.get_running_loop().time() + 10
-        while not list((project / "outbox").glob("email-*.eml")):
-            assert asyncio.get_running_loop().time() < deadline, "no message reached the outbox"
-            await asyncio.sleep(0.1)
-        [written] = (project / "outbox").glob("email-*.eml")
+        [written] = await wait_for(
+            lambda: list((project / "outbox").glob("email-*.eml")), what="a message in the outbox"
+        )
         assert "Subject: Welcome, Ann" in written.read_text()
         # A template that no longer parses is refused on reload; the old one stays in use.
         (project / "templates" / "welcome" / "email.en.html").write_text("---\nsubject: x\n---\n{% if %}\n")
@@ -204,10 +201,10 @@ async def test_a_reload_replaces_the_pollers_of_sources(project: Path, monkeypat
         module = next(
             p for p in daemon.plugins.pm.get_plugins() if getattr(p, "__file__", "").endswith("ticker.py")
         )
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: module.RUNS)
         config = project / "boomerang.yaml"
         config.write_text(config.read_text().replace("default_locale: en", "default_locale: ru"))
         assert await daemon.reload()
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: len(module.RUNS) >= 3)
         assert module.RUNS == [("start", "en"), ("stop", "en"), ("start", "ru")]
     assert module.RUNS[-1] == ("stop", "ru")  # and stopped with the daemon

@@ -12,13 +12,14 @@ import pytest
 from boomerang.clock import VirtualClock
 from boomerang.config import load_config
 from boomerang.engine import Engine
-from boomerang.ingest import Ingestor, parse_event
+from boomerang.ingest import Ingestor
 from boomerang.model import Event
 from boomerang.plugin_manager import load_plugins
 from boomerang.project import assemble
 from boomerang.scheduler import Scheduler
 from boomerang.simulation import Rehearsal, Timeline, simulate
 from boomerang.store import Store
+from conftest import incoming, t
 
 HELLO = "---\nsubject: Hello {{ customer.name }}\n---\n<p>Hello {{ customer.name }}</p>\n"
 
@@ -35,11 +36,6 @@ async def note(customer_id, text):
 def register_actions(config):
     return [Action("crm.note", note, description="Write a note on the customer")]
 """
-
-
-def t(text: str) -> datetime:
-    """`2026-03-02 10:00` as a UTC moment."""
-    return datetime.fromisoformat(f"{text}:00+00:00")
 
 
 def setup(
@@ -63,14 +59,12 @@ def setup(
     return config
 
 
-def event(
+def shop_event(
     event_id: str, type_: str, at: str, customer: str = "c1", *, email: bool = True, profile=None, **data: Any
 ) -> Event:
-    """A generic event of one customer; by default with an email address `<id>@example.com`."""
+    """An `incoming()` event of one customer; by default with an email address `<id>@example.com`."""
     fields = {"id": customer, **({"email": f"{customer}@example.com"} if email else {}), **(profile or {})}
-    return parse_event(
-        {"id": event_id, "type": type_, "at": t(at).isoformat(), "customer": fields, "data": data}
-    )
+    return incoming(event_id, type_, at, fields, data)
 
 
 async def timeline(config: Path, events: list[Event], start=None, until=None) -> list[tuple]:
@@ -94,7 +88,7 @@ steps:
 async def test_wait_then_send_through_the_rehearsal_channel(project: Path) -> None:
     config = setup(project, {"reminder": WAIT_THEN_SEND})
     result = await simulate(
-        config, [event("e1", "cart.updated", "2026-03-02 10:00", profile={"name": "Ann"})]
+        config, [shop_event("e1", "cart.updated", "2026-03-02 10:00", profile={"name": "Ann"})]
     )
     assert rows(result) == [
         (t("2026-03-02 10:00"), "enter", "c1", None, None),
@@ -128,11 +122,11 @@ async def test_a_customer_keeps_browsing_so_until_idle_postpones(project: Path) 
         },
     )
     browsing = [
-        event("e1", "cart.updated", "2026-03-02 10:00"),
-        event("v1", "product.viewed", "2026-03-02 10:15", product={"sku": "a"}),
-        event("v2", "product.viewed", "2026-03-02 10:30", product={"sku": "b"}),
+        shop_event("e1", "cart.updated", "2026-03-02 10:00"),
+        shop_event("v1", "product.viewed", "2026-03-02 10:15", product={"sku": "a"}),
+        shop_event("v2", "product.viewed", "2026-03-02 10:30", product={"sku": "b"}),
         # Another customer's browsing does not hold c1 back.
-        event("x1", "product.viewed", "2026-03-02 10:45", "c2", product={"sku": "a"}),
+        shop_event("x1", "product.viewed", "2026-03-02 10:45", "c2", product={"sku": "a"}),
     ]
     assert await timeline(config, browsing) == [
         (t("2026-03-02 10:00"), "enter", "c1", None, None),
@@ -163,8 +157,8 @@ async def test_restart_debounces_the_wait(project: Path, restart: bool) -> None:
         project, {"debounce": RESTART.replace("{restart}", str(restart).lower())}, {"total": TOTAL}
     )
     events = [
-        event("e1", "cart.updated", "2026-03-02 10:00", cart={"total": 10}),
-        event("e2", "cart.updated", "2026-03-02 10:10", cart={"total": 99}),
+        shop_event("e1", "cart.updated", "2026-03-02 10:00", cart={"total": 10}),
+        shop_event("e2", "cart.updated", "2026-03-02 10:10", cart={"total": 99}),
     ]
     result = await simulate(config, events)
     if restart:
@@ -225,8 +219,8 @@ async def test_a_restarted_journey_renders_the_latest_event(project: Path, tmp_p
     config = setup(project, {"debounce": RESTART.replace("{restart}", "true")}, {"total": TOTAL})
     rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 10:00"))
     try:
-        await rig.send_event(event("e1", "cart.updated", "2026-03-02 10:00", cart={"total": 10}))
-        await rig.send_event(event("e2", "cart.updated", "2026-03-02 10:10", cart={"total": 99}))
+        await rig.send_event(shop_event("e1", "cart.updated", "2026-03-02 10:00", cart={"total": 10}))
+        await rig.send_event(shop_event("e2", "cart.updated", "2026-03-02 10:10", cart={"total": 99}))
         await rig.run_until(t("2026-03-02 10:25"))
         assert rig.channels["email"].sent == []  # the first wait was pushed back
         await rig.run_until(t("2026-03-02 10:35"))
@@ -260,10 +254,10 @@ steps:
 async def test_reentry(project: Path, reentry: str, entered: list[str]) -> None:
     config = setup(project, {"again": REENTRY.replace("{reentry}", reentry)})
     events = [
-        event("e1", "cart.updated", "2026-03-02 10:00"),
-        event("e2", "cart.updated", "2026-03-02 10:30"),  # still in the journey: never a second one
-        event("e3", "cart.updated", "2026-03-05 10:00"),
-        event("e4", "cart.updated", "2026-03-10 10:00"),
+        shop_event("e1", "cart.updated", "2026-03-02 10:00"),
+        shop_event("e2", "cart.updated", "2026-03-02 10:30"),  # still in the journey: never a second one
+        shop_event("e3", "cart.updated", "2026-03-05 10:00"),
+        shop_event("e4", "cart.updated", "2026-03-10 10:00"),
     ]
     result = await timeline(config, events)
     assert [at for at, kind, *_ in result if kind == "enter"] == [t(text) for text in entered]
@@ -271,7 +265,7 @@ async def test_reentry(project: Path, reentry: str, entered: list[str]) -> None:
         t(text) + timedelta(hours=1) for text in entered
     ]
     # reentry is per customer: another customer enters regardless.
-    events.insert(2, event("o1", "cart.updated", "2026-03-02 10:40", "c2"))
+    events.insert(2, shop_event("o1", "cart.updated", "2026-03-02 10:40", "c2"))
     other = await timeline(config, events)
     assert [(at, who) for at, kind, who, *_ in other if kind == "enter" and who == "c2"] == [
         (t("2026-03-02 10:40"), "c2")
@@ -297,9 +291,9 @@ async def test_exit_on_cancels_the_pending_wait(project: Path) -> None:
     result = await simulate(
         config,
         [
-            event("e1", "cart.updated", "2026-03-02 10:00"),
-            event("e2", "cart.updated", "2026-03-02 10:00", "c2"),
-            event("o1", "order.placed", "2026-03-03 12:00", order={"total": 50}),
+            shop_event("e1", "cart.updated", "2026-03-02 10:00"),
+            shop_event("e2", "cart.updated", "2026-03-02 10:00", "c2"),
+            shop_event("o1", "order.placed", "2026-03-03 12:00", order={"total": 50}),
         ],
         until=t("2026-03-10 00:00"),
     )
@@ -339,9 +333,9 @@ async def test_goal_is_recorded_with_the_order_value_within_the_window(
 ) -> None:
     config = setup(project, {"cart": GOAL})
     events = [
-        event("e1", "cart.updated", "2026-03-02 10:00"),
-        event("o1", "order.placed", ordered, order={"total": 120.5}),
-        event(
+        shop_event("e1", "cart.updated", "2026-03-02 10:00"),
+        shop_event("o1", "order.placed", ordered, order={"total": 120.5}),
+        shop_event(
             "o2", "order.placed", "2026-03-09 11:00" if counted else "2026-03-20 10:00", order={"total": 9}
         ),
     ]
@@ -364,10 +358,10 @@ async def test_a_goal_window_can_be_set(project: Path) -> None:
         project, {"cart": GOAL.replace("goal: order.placed", "goal: {event: order.paid, within: 1d}")}
     )
     events = [
-        event("e1", "cart.updated", "2026-03-02 10:00"),
-        event("e2", "cart.updated", "2026-03-02 10:00", "c2"),
-        event("p1", "order.paid", "2026-03-03 10:59", order={"total": 30}),
-        event("p2", "order.paid", "2026-03-03 11:01", "c2", order={"total": 40}),
+        shop_event("e1", "cart.updated", "2026-03-02 10:00"),
+        shop_event("e2", "cart.updated", "2026-03-02 10:00", "c2"),
+        shop_event("p1", "order.paid", "2026-03-03 10:59", order={"total": 30}),
+        shop_event("p2", "order.paid", "2026-03-03 11:01", "c2", order={"total": 40}),
     ]
     result = await simulate(config, events)
     assert [(e.at, e.customer_id, e.value) for e in result.entries if e.kind == "goal"] == [
@@ -387,10 +381,11 @@ steps:
 
 def crowd(count: int, day: str = "2026-03-02", prefix: str = "") -> list[Event]:
     carts = [
-        event(f"{prefix}e{i}", "cart.updated", f"{day} 10:{i % 60:02d}", f"c{i:02d}") for i in range(count)
+        shop_event(f"{prefix}e{i}", "cart.updated", f"{day} 10:{i % 60:02d}", f"c{i:02d}")
+        for i in range(count)
     ]
     orders = [
-        event(f"{prefix}o{i}", "order.placed", f"{day} 12:{i % 60:02d}", f"c{i:02d}", order={"total": i})
+        shop_event(f"{prefix}o{i}", "order.placed", f"{day} 12:{i % 60:02d}", f"c{i:02d}", order={"total": i})
         for i in range(count)
     ]
     return carts + orders
@@ -440,7 +435,7 @@ steps:
 
 async def test_split_is_stable_per_customer_and_follows_the_weights(project: Path) -> None:
     config = setup(project, {"ab": SPLIT}, {"hello": HELLO, "other": HELLO, "last": HELLO})
-    carts = [event(f"e{i}", "cart.updated", f"2026-03-02 10:{i:02d}", f"c{i:02d}") for i in range(60)]
+    carts = [shop_event(f"e{i}", "cart.updated", f"2026-03-02 10:{i:02d}", f"c{i:02d}") for i in range(60)]
     result = await simulate(config, carts)
     sends = [(e.customer_id, e.step, e.template, e.variant) for e in result.entries if e.kind == "send"]
     variant = {who: var for who, step, _, var in sends if step == "1"}
@@ -458,7 +453,7 @@ async def test_split_is_stable_per_customer_and_follows_the_weights(project: Pat
         delay = timedelta(0) if variant[who] == "a" else timedelta(hours=1)
         times = [e.at for e in result.entries if e.kind == "send" and e.customer_id == who]
         assert times == [cart.at + delay] * 2
-    later = [event(f"x{i}", "cart.updated", f"2026-05-01 08:{i:02d}", f"c{i:02d}") for i in range(60)]
+    later = [shop_event(f"x{i}", "cart.updated", f"2026-05-01 08:{i:02d}", f"c{i:02d}") for i in range(60)]
     again = await simulate(config, later)
     assert {e.customer_id: e.variant for e in again.entries if e.kind == "send" and e.step == "1"} == variant
 
@@ -479,9 +474,9 @@ steps:
 @pytest.mark.parametrize("delivered", [True, False])
 async def test_wait_for_an_event_then_branch_on_what_came(project: Path, delivered: bool) -> None:
     config = setup(project, {"delivery": WAIT_FOR}, {"review": HELLO, "where": HELLO})
-    events = [event("s1", "order.shipped", "2026-03-02 10:00")]
+    events = [shop_event("s1", "order.shipped", "2026-03-02 10:00")]
     if delivered:
-        events.append(event("d1", "order.delivered", "2026-03-03 15:00"))
+        events.append(shop_event("d1", "order.delivered", "2026-03-03 15:00"))
     result = await timeline(config, events, until=t("2026-03-10 00:00"))
     moment, path, template = (
         ("2026-03-03 15:00", "1.then.0", "review") if delivered else ("2026-03-05 10:00", "1.else.0", "where")
@@ -499,8 +494,8 @@ async def test_the_timeout_of_an_answered_wait_for_does_not_cut_a_later_wait(pro
     )
     config = setup(project, {"delivery": scenario}, {"review": HELLO, "where": HELLO})
     events = [
-        event("s1", "order.shipped", "2026-03-02 10:00"),
-        event("d1", "order.delivered", "2026-03-03 15:00"),
+        shop_event("s1", "order.shipped", "2026-03-02 10:00"),
+        shop_event("d1", "order.delivered", "2026-03-03 15:00"),
     ]
     result = await timeline(config, events, until=t("2026-03-20 00:00"))
     assert [(at, step) for at, kind, _, step, _ in result if kind == "send"] == [
@@ -531,7 +526,7 @@ async def test_set_changes_attributes_that_a_later_if_reads(project: Path) -> No
         {"gold": HELLO, "plain": HELLO},
     )
     result = await timeline(
-        config, [event("c", "customer.created", "2026-03-02 10:00", profile={"name": "Ann"})]
+        config, [shop_event("c", "customer.created", "2026-03-02 10:00", profile={"name": "Ann"})]
     )
     assert result == [
         (t("2026-03-02 10:00"), "enter", "c1", None, None),
@@ -557,7 +552,7 @@ async def test_an_action_step_is_recorded_not_run(project: Path) -> None:
     )
     (project / "plugins" / "crm.py").write_text(CRM_PLUGIN, encoding="utf-8")
     result = await simulate(
-        config, [event("r1", "review.submitted", "2026-03-02 10:00", profile={"name": "Ann"})]
+        config, [shop_event("r1", "review.submitted", "2026-03-02 10:00", profile={"name": "Ann"})]
     )
     assert rows(result) == [
         (t("2026-03-02 10:00"), "enter", "c1", None, None),
@@ -569,7 +564,7 @@ async def test_an_action_step_is_recorded_not_run(project: Path) -> None:
 
 
 def profile_event(event_id: str, at: str, customer: str, **fields: Any) -> Event:
-    return event(event_id, "customer.updated", at, customer, profile=fields)
+    return shop_event(event_id, "customer.updated", at, customer, profile=fields)
 
 
 async def test_a_schedule_trigger_enters_the_audience_once_per_tick(project: Path) -> None:
@@ -702,20 +697,20 @@ async def test_condition_functions_in_expressions(project: Path) -> None:
     helmet = {"total": 50, "items": [{"sku": "h-1", "category": "helmets"}]}
     events = [
         # ann: two orders (vip), a bicycle, last order 11 days ago, two products viewed in the last day
-        event("a1", "order.placed", "2026-02-20 10:00", "ann", order=bike),
-        event("a2", "order.placed", "2026-03-01 10:00", "ann", order=helmet),
-        event("a3", "product.viewed", "2026-03-09 09:00", "ann", product={"sku": "old"}),
-        event("a4", "product.viewed", "2026-03-11 20:00", "ann", product={"sku": "p1"}),
-        event("a5", "product.viewed", "2026-03-11 21:00", "ann", product={"sku": "p2"}),
-        event("a6", "product.viewed", "2026-03-11 22:00", "ann", product={"sku": "p1"}),
+        shop_event("a1", "order.placed", "2026-02-20 10:00", "ann", order=bike),
+        shop_event("a2", "order.placed", "2026-03-01 10:00", "ann", order=helmet),
+        shop_event("a3", "product.viewed", "2026-03-09 09:00", "ann", product={"sku": "old"}),
+        shop_event("a4", "product.viewed", "2026-03-11 20:00", "ann", product={"sku": "p1"}),
+        shop_event("a5", "product.viewed", "2026-03-11 21:00", "ann", product={"sku": "p2"}),
+        shop_event("a6", "product.viewed", "2026-03-11 22:00", "ann", product={"sku": "p1"}),
         # bob: one recent helmet order, one product viewed
-        event("b1", "order.placed", "2026-03-10 10:00", "bob", order=helmet),
-        event("b2", "product.viewed", "2026-03-12 08:00", "bob", product={"sku": "p1"}),
+        shop_event("b1", "order.placed", "2026-03-10 10:00", "bob", order=helmet),
+        shop_event("b2", "product.viewed", "2026-03-12 08:00", "bob", product={"sku": "p1"}),
         # cid: nothing at all (days_since of no order is None: the condition is false)
-        event("c1", "customer.created", "2026-03-12 08:00", "cid"),
-        event("r1", "promo.redeemed", "2026-03-12 10:00", "ann"),
-        event("r2", "promo.redeemed", "2026-03-12 10:00", "bob"),
-        event("r3", "promo.redeemed", "2026-03-12 10:00", "cid"),
+        shop_event("c1", "customer.created", "2026-03-12 08:00", "cid"),
+        shop_event("r1", "promo.redeemed", "2026-03-12 10:00", "ann"),
+        shop_event("r2", "promo.redeemed", "2026-03-12 10:00", "bob"),
+        shop_event("r3", "promo.redeemed", "2026-03-12 10:00", "cid"),
     ]
     result = await timeline(config, events)
     assert [(who, step, template) for _, kind, who, step, template in result if kind == "send"] == [
@@ -729,7 +724,7 @@ async def test_condition_functions_in_expressions(project: Path) -> None:
 
 async def test_a_customer_without_an_email_is_dropped(project: Path) -> None:
     config = setup(project, {"reminder": WAIT_THEN_SEND})
-    result = await simulate(config, [event("e1", "cart.updated", "2026-03-02 10:00", email=False)])
+    result = await simulate(config, [shop_event("e1", "cart.updated", "2026-03-02 10:00", email=False)])
     assert rows(result) == [
         (t("2026-03-02 10:00"), "enter", "c1", None, None),
         (t("2026-03-02 10:20"), "exit", "c1", None, None),
@@ -759,8 +754,8 @@ async def test_a_template_that_fails_to_render_is_dropped_and_the_rest_goes_on(p
         },
     )
     events = [
-        event("k1", "checkout.started", "2026-03-02 10:00", cart={"total": 5}),
-        event("k2", "checkout.started", "2026-03-02 10:30", "c2", cart={"total": 7}),
+        shop_event("k1", "checkout.started", "2026-03-02 10:00", cart={"total": 5}),
+        shop_event("k2", "checkout.started", "2026-03-02 10:30", "c2", cart={"total": 7}),
     ]
     result = await simulate(config, events)
     assert rows(result) == [
@@ -792,6 +787,8 @@ async def test_an_action_whose_arguments_fail_to_render_does_not_lose_the_journe
         },
     )
     (project / "plugins" / "crm.py").write_text(CRM_PLUGIN, encoding="utf-8")
-    result = await timeline(config, [event("k1", "checkout.started", "2026-03-02 10:00", cart={"total": 5})])
+    result = await timeline(
+        config, [shop_event("k1", "checkout.started", "2026-03-02 10:00", cart={"total": 5})]
+    )
     assert (t("2026-03-02 10:00"), "enter", "c1", None, None) in result
     assert (t("2026-03-02 10:00"), "send", "c1", "1", "hello") in result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import aiohttp
 from click.testing import CliRunner
 
 from boomerang.cli import cli
-from conftest import AUTH, running, url
+from conftest import AUTH, running, url, wait_for
 
 SCENARIO = """scenario: welcome
 category: promo
@@ -42,11 +41,12 @@ async def test_explain_shows_profile_journeys_and_decisions(project: Path) -> No
             session.post(url(daemon, "/events"), data=json.dumps(signup), headers=AUTH) as answer,
         ):
             assert answer.status == 200
-        for _ in range(100):
+
+        async def deferred_and_sent() -> bool:
             kinds = [e.kind for e in await daemon.store.run(daemon.store.journal, "c-1")]
-            if "defer" in kinds and "send" in kinds:
-                break
-            await asyncio.sleep(0.05)
+            return "defer" in kinds and "send" in kinds
+
+        await wait_for(deferred_and_sent)
     text = CliRunner().invoke(cli, ["explain", "--config", str(config), "anna@example.com"])
     assert text.exit_code == 0, text.output
     lines = text.stdout.splitlines()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import conftest
 from boomerang.clock import parse_duration
 from boomerang.ingest import EventError, parse_body, parse_event, parse_events
 
@@ -25,13 +26,7 @@ SUBSCRIPTION = {
 
 def raw_event(event_id: Any = "e-1", **changes: Any) -> dict[str, Any]:
     """A valid generic event; keyword arguments replace (or, given None, remove) its fields."""
-    event = {
-        "id": event_id,
-        "type": "cart.updated",
-        "at": "2026-03-02T10:00:00Z",
-        "customer": {"id": "c-42"},
-        "data": {},
-    }
+    event = conftest.event(event_id)
     for key, value in changes.items():
         if value is None:
             event.pop(key, None)

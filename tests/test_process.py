@@ -19,6 +19,8 @@ import pytest
 from boomerang import __version__
 from conftest import API_TOKEN, event, start_daemon
 
+pytestmark = pytest.mark.slow  # every test here starts the real daemon process
+
 
 class NotifySocket:
     """An AF_UNIX datagram socket standing where systemd's NOTIFY_SOCKET would be."""

@@ -29,6 +29,7 @@ from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.scenarios import load_scenarios, scenario_files
 from boomerang.simulation import Timeline, simulate
 from boomerang.templates import load_templates
+from conftest import event, t
 
 CHANNEL_KINDS = channel_kinds(load_plugins())[0]
 REFERENCE = (
@@ -96,23 +97,13 @@ class Events:
 
     def add(self, at: str, type_: str, who: str, data: dict | None = None, **profile: Any) -> Events:
         self.raw.append(
-            {
-                "id": f"evt-{len(self.raw) + 1}",
-                "type": type_,
-                "at": at,
-                "customer": {**PEOPLE.get(who, {"id": who}), **profile},
-                "data": data or {},
-            }
+            event(f"evt-{len(self.raw) + 1}", type_, at, {**PEOPLE.get(who, {"id": who}), **profile}, data)
         )
         return self
 
     def parsed(self) -> list:
         events = parse_events(parse_body("\n".join(json.dumps(e, ensure_ascii=False) for e in self.raw)))
         return sorted(events, key=lambda event: event.at)
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def minute(moment: datetime) -> str:
@@ -164,7 +155,7 @@ def rehearse(project: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(simulation, "Rehearsal", Recording)
 
     async def run(events: Events, start: str, until: str) -> Run:
-        timeline = await simulate(project / "boomerang.yaml", events.parsed(), utc(start), utc(until))
+        timeline = await simulate(project / "boomerang.yaml", events.parsed(), t(start), t(until))
         return Run(timeline, messages)
 
     return run
@@ -445,7 +436,7 @@ def test_every_new_template_renders_on_every_channel(project: Path, locale: str)
     """SMS and push are not configured in the demo, so the simulations never render them."""
     library, problems = load_templates(project / "templates", register_conditions(), CHANNEL_KINDS)
     assert problems == []
-    now = utc("2026-03-02T10:00:00")
+    now = t("2026-03-02T10:00:00")
     data = {
         **order("1001", {**BIKE}, {**HELMET}, courier_phone="+79991234567"),
         "product": product("P-1", "Kettle"),

@@ -11,26 +11,11 @@ from typing import Any
 import pytest
 
 from boomerang.ingest import parse_event
-from boomerang.model import Event
 from boomerang.store import MIGRATIONS, Store, StoreError
+from conftest import incoming, t
 
 RECEIVED = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
 PHONE = "+79990001122"
-
-
-def make_event(
-    event_id: str,
-    type_: str = "cart.updated",
-    at: str = "2026-03-02T10:00:00Z",
-    data: dict[str, Any] | None = None,
-    **customer: Any,
-) -> Event:
-    """A validated event in the generic format."""
-    return parse_event({"id": event_id, "type": type_, "at": at, "customer": customer, "data": data or {}})
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def subscription(endpoint: str, auth: str) -> dict[str, Any]:
@@ -58,8 +43,8 @@ def identity_owners(store: Store) -> dict[tuple[str, str], str]:
 
 
 def test_same_event_id_twice_in_one_batch_is_stored_once(store: Store) -> None:
-    first = make_event("e-1", id="c-1")
-    again = make_event("e-1", id="c-2", email="other@example.com")
+    first = incoming("e-1", id="c-1")
+    again = incoming("e-1", id="c-2", email="other@example.com")
     stored = store.ingest([first, again], RECEIVED)
     assert stored == [first]
     assert store.counts() == {"customers": 1, "events": 1}
@@ -67,16 +52,16 @@ def test_same_event_id_twice_in_one_batch_is_stored_once(store: Store) -> None:
 
 
 def test_same_event_id_across_batches_is_stored_once(store: Store) -> None:
-    assert [e.id for e in store.ingest([make_event("e-1", id="c-1")], RECEIVED)] == ["e-1"]
-    assert store.ingest([make_event("e-1", id="c-1")], RECEIVED) == []
-    mixed = store.ingest([make_event("e-1", id="c-1"), make_event("e-2", id="c-1")], RECEIVED)
+    assert [e.id for e in store.ingest([incoming("e-1", id="c-1")], RECEIVED)] == ["e-1"]
+    assert store.ingest([incoming("e-1", id="c-1")], RECEIVED) == []
+    mixed = store.ingest([incoming("e-1", id="c-1"), incoming("e-2", id="c-1")], RECEIVED)
     assert [e.id for e in mixed] == ["e-2"]
     assert store.counts() == {"customers": 1, "events": 2}
     assert [e["id"] for e in store.events_of("c-1")] == ["e-1", "e-2"]
 
 
 def test_stored_event_keeps_its_fields(store: Store) -> None:
-    event = make_event("e-1", "wishlist.added", "2026-03-02T13:00:00+03:00", {"sku": "B-1"}, id="c-1")
+    event = incoming("e-1", "wishlist.added", "2026-03-02T13:00:00+03:00", data={"sku": "B-1"}, id="c-1")
     event.source = "shopify"
     [stored] = store.ingest([event], RECEIVED)
     assert stored.customer_id == "c-1"
@@ -95,13 +80,11 @@ def test_stored_event_keeps_its_fields(store: Store) -> None:
 
 
 def test_anonymous_customer_takes_the_shop_id_when_it_arrives(store: Store) -> None:
-    [first] = store.ingest([make_event("e-1", email="Anna@Example.com")], RECEIVED)
+    [first] = store.ingest([incoming("e-1", email="Anna@Example.com")], RECEIVED)
     anon_id = first.customer_id
     assert anon_id is not None and anon_id.startswith("anon-")
 
-    [second] = store.ingest(
-        [make_event("e-2", "order.placed", id="c-42", email="anna@example.com")], RECEIVED
-    )
+    [second] = store.ingest([incoming("e-2", "order.placed", id="c-42", email="anna@example.com")], RECEIVED)
     assert second.customer_id == "c-42"
     assert store.counts() == {"customers": 1, "events": 2}
     assert store.customer(anon_id) is None
@@ -114,12 +97,10 @@ def test_anonymous_customer_takes_the_shop_id_when_it_arrives(store: Store) -> N
 
 
 def test_find_customer_by_email_old_anonymous_id_and_phone(store: Store) -> None:
-    [first] = store.ingest([make_event("e-1", email="anna@example.com")], RECEIVED)
+    [first] = store.ingest([incoming("e-1", email="anna@example.com")], RECEIVED)
     anon_id = first.customer_id
     assert anon_id is not None
-    store.ingest(
-        [make_event("e-2", id="c-42", email="anna@example.com", phone="+7 (999) 000-11-22")], RECEIVED
-    )
+    store.ingest([incoming("e-2", id="c-42", email="anna@example.com", phone="+7 (999) 000-11-22")], RECEIVED)
     for identity in ("c-42", anon_id, "anna@example.com", " ANNA@example.COM ", PHONE):
         found = store.find_customer(identity)
         assert found is not None, identity
@@ -129,8 +110,8 @@ def test_find_customer_by_email_old_anonymous_id_and_phone(store: Store) -> None
 
 
 def test_customer_by_telegram_chat_id_only(store: Store) -> None:
-    [event] = store.ingest([make_event("e-1", telegram_chat_id="123456789")], RECEIVED)
-    again = store.ingest([make_event("e-2", telegram_chat_id="123456789", name="Anna")], RECEIVED)
+    [event] = store.ingest([incoming("e-1", telegram_chat_id="123456789")], RECEIVED)
+    again = store.ingest([incoming("e-2", telegram_chat_id="123456789", name="Anna")], RECEIVED)
     assert again[0].customer_id == event.customer_id
     assert store.counts()["customers"] == 1
     customer = store.find_customer("123456789")
@@ -141,11 +122,11 @@ def test_customer_by_telegram_chat_id_only(store: Store) -> None:
 def test_event_with_both_identities_merges_two_customers(store: Store) -> None:
     store.ingest(
         [
-            make_event(
+            incoming(
                 "e-1",
                 "order.placed",
                 "2026-03-01T10:00:00Z",
-                {"order": {"id": "o-1", "total": 100}},
+                data={"order": {"id": "o-1", "total": 100}},
                 id="c-1",
                 email="anna@example.com",
                 consents={"email": True},
@@ -157,11 +138,11 @@ def test_event_with_both_identities_merges_two_customers(store: Store) -> None:
     )
     [by_phone] = store.ingest(
         [
-            make_event(
+            incoming(
                 "e-2",
                 "order.placed",
                 "2026-03-02T09:00:00Z",
-                {"order": {"id": "o-2", "total": 50.5}},
+                data={"order": {"id": "o-2", "total": 50.5}},
                 phone=PHONE,
                 name="Anna",
                 consents={"sms": True},
@@ -177,7 +158,7 @@ def test_event_with_both_identities_merges_two_customers(store: Store) -> None:
     created_first = store.customer("c-1").created_at  # type: ignore[union-attr]
 
     [both] = store.ingest(
-        [make_event("e-3", "product.viewed", "2026-03-03T08:00:00Z", id="c-1", phone=PHONE)],
+        [incoming("e-3", "product.viewed", "2026-03-03T08:00:00Z", id="c-1", phone=PHONE)],
         datetime(2026, 3, 6, tzinfo=UTC),
     )
     assert both.customer_id == "c-1"
@@ -198,30 +179,30 @@ def test_event_with_both_identities_merges_two_customers(store: Store) -> None:
     ]
     assert merged.orders_count == 2
     assert merged.revenue == pytest.approx(150.5)
-    assert merged.last_order_at == utc("2026-03-02T09:00:00")
-    assert merged.last_seen_at == utc("2026-03-03T08:00:00")
+    assert merged.last_order_at == t("2026-03-02T09:00:00")
+    assert merged.last_seen_at == t("2026-03-03T08:00:00")
     assert merged.created_at == created_first
     for identity in (anon_id, PHONE, "anna@example.com"):
         assert store.find_customer(identity).id == "c-1"  # type: ignore[union-attr]
 
 
 def test_merge_keeps_a_later_opt_out(store: Store) -> None:
-    store.ingest([make_event("e-1", at="2026-03-01T10:00:00Z", id="c-1", consents={"email": True})], RECEIVED)
+    store.ingest([incoming("e-1", at="2026-03-01T10:00:00Z", id="c-1", consents={"email": True})], RECEIVED)
     store.ingest(
-        [make_event("e-2", at="2026-03-02T10:00:00Z", email="anna@example.com", consents={"email": False})],
+        [incoming("e-2", at="2026-03-02T10:00:00Z", email="anna@example.com", consents={"email": False})],
         RECEIVED,
     )
-    store.ingest([make_event("e-3", at="2026-03-03T10:00:00Z", id="c-1", email="anna@example.com")], RECEIVED)
+    store.ingest([incoming("e-3", at="2026-03-03T10:00:00Z", id="c-1", email="anna@example.com")], RECEIVED)
     merged = store.customer("c-1")
     assert merged is not None
     assert merged.consents == {"email": False}
 
 
 def test_two_anonymous_customers_merge_and_take_the_shop_id(store: Store) -> None:
-    [a] = store.ingest([make_event("e-1", email="anna@example.com")], RECEIVED)
-    [b] = store.ingest([make_event("e-2", phone=PHONE)], RECEIVED)
+    [a] = store.ingest([incoming("e-1", email="anna@example.com")], RECEIVED)
+    [b] = store.ingest([incoming("e-2", phone=PHONE)], RECEIVED)
     assert a.customer_id != b.customer_id
-    [c] = store.ingest([make_event("e-3", id="c-7", email="anna@example.com", phone=PHONE)], RECEIVED)
+    [c] = store.ingest([incoming("e-3", id="c-7", email="anna@example.com", phone=PHONE)], RECEIVED)
     assert c.customer_id == "c-7"
     assert store.counts() == {"customers": 1, "events": 3}
     for identity in (a.customer_id, b.customer_id, "anna@example.com", PHONE):
@@ -234,10 +215,14 @@ def test_two_anonymous_customers_merge_and_take_the_shop_id(store: Store) -> Non
 def test_order_placed_updates_order_summary(store: Store) -> None:
     store.ingest(
         [
-            make_event("o-2", "order.placed", "2026-03-04T10:00:00Z", {"order": {"total": 20}}, id="c-1"),
+            incoming("o-2", "order.placed", "2026-03-04T10:00:00Z", data={"order": {"total": 20}}, id="c-1"),
             # an older order that arrives late must not move last_order_at back
-            make_event("o-1", "order.placed", "2026-03-01T10:00:00Z", {"order": {"total": 79.9}}, id="c-1"),
-            make_event("o-3", "order.placed", "2026-03-02T10:00:00Z", {"order": {"total": "n/a"}}, id="c-1"),
+            incoming(
+                "o-1", "order.placed", "2026-03-01T10:00:00Z", data={"order": {"total": 79.9}}, id="c-1"
+            ),
+            incoming(
+                "o-3", "order.placed", "2026-03-02T10:00:00Z", data={"order": {"total": "n/a"}}, id="c-1"
+            ),
         ],
         RECEIVED,
     )
@@ -245,27 +230,27 @@ def test_order_placed_updates_order_summary(store: Store) -> None:
     assert customer is not None
     assert customer.orders_count == 3
     assert customer.revenue == pytest.approx(99.9)
-    assert customer.last_order_at == utc("2026-03-04T10:00:00")
+    assert customer.last_order_at == t("2026-03-04T10:00:00")
     assert customer.last_seen_at is None  # an order is not site activity
 
 
 def test_product_viewed_updates_last_seen(store: Store) -> None:
-    store.ingest([make_event("v-2", "product.viewed", "2026-03-03T10:00:00Z", id="c-1")], RECEIVED)
-    store.ingest([make_event("v-1", "product.viewed", "2026-03-01T10:00:00Z", id="c-1")], RECEIVED)
-    store.ingest([make_event("x-1", "review.submitted", "2026-03-09T10:00:00Z", id="c-1")], RECEIVED)
+    store.ingest([incoming("v-2", "product.viewed", "2026-03-03T10:00:00Z", id="c-1")], RECEIVED)
+    store.ingest([incoming("v-1", "product.viewed", "2026-03-01T10:00:00Z", id="c-1")], RECEIVED)
+    store.ingest([incoming("x-1", "review.submitted", "2026-03-09T10:00:00Z", id="c-1")], RECEIVED)
     customer = store.customer("c-1")
     assert customer is not None
-    assert customer.last_seen_at == utc("2026-03-03T10:00:00")
+    assert customer.last_seen_at == t("2026-03-03T10:00:00")
     assert (customer.orders_count, customer.last_order_at) == (0, None)
 
 
 def test_later_profile_values_update_the_profile(store: Store) -> None:
     store.ingest(
-        [make_event("e-1", id="c-1", name="Anna", locale="ru", consents={"email": True, "sms": True})],
+        [incoming("e-1", id="c-1", name="Anna", locale="ru", consents={"email": True, "sms": True})],
         RECEIVED,
     )
     store.ingest(
-        [make_event("e-2", id="c-1", name="Anna K.", attributes={"vip": True}, consents={"sms": False})],
+        [incoming("e-2", id="c-1", name="Anna K.", attributes={"vip": True}, consents={"sms": False})],
         RECEIVED,
     )
     customer = store.customer("c-1")
@@ -278,7 +263,7 @@ def test_later_profile_values_update_the_profile(store: Store) -> None:
 def test_push_subscriptions_are_deduplicated_by_endpoint(store: Store) -> None:
     store.ingest(
         [
-            make_event(
+            incoming(
                 "e-1",
                 id="c-1",
                 push_subscriptions=[
@@ -295,7 +280,7 @@ def test_push_subscriptions_are_deduplicated_by_endpoint(store: Store) -> None:
 
     store.ingest(
         [
-            make_event(
+            incoming(
                 "e-2",
                 id="c-1",
                 push_subscriptions=[
@@ -367,13 +352,9 @@ def test_database_from_a_newer_boomerang_is_refused(db_path: Path) -> None:
 
 def test_data_survives_close_and_reopen(db_path: Path) -> None:
     store = Store(db_path)
-    [anon] = store.ingest([make_event("e-1", email="anna@example.com")], RECEIVED)
+    [anon] = store.ingest([incoming("e-1", email="anna@example.com")], RECEIVED)
     store.ingest(
-        [
-            make_event(
-                "e-2", "order.placed", data={"order": {"total": 42}}, id="c-42", email="anna@example.com"
-            )
-        ],
+        [incoming("e-2", "order.placed", data={"order": {"total": 42}}, id="c-42", email="anna@example.com")],
         RECEIVED,
     )
     store.close()
@@ -391,28 +372,28 @@ def test_data_survives_close_and_reopen(db_path: Path) -> None:
             42,
         )
         assert [e["id"] for e in reopened.events_of("c-42")] == ["e-1", "e-2"]
-        assert reopened.ingest([make_event("e-2", id="c-42")], RECEIVED) == []  # still a duplicate
+        assert reopened.ingest([incoming("e-2", id="c-42")], RECEIVED) == []  # still a duplicate
     finally:
         reopened.close()
 
 
 async def test_run_calls_the_store_on_its_own_thread(store: Store) -> None:
-    stored = await store.run(store.ingest, [make_event("e-1", id="c-1")], RECEIVED)
+    stored = await store.run(store.ingest, [incoming("e-1", id="c-1")], RECEIVED)
     assert [e.customer_id for e in stored] == ["c-1"]
     assert await store.run(store.counts) == {"customers": 1, "events": 1}
 
 
 def test_a_new_address_undoes_known_bad_for_that_channel(store: Store) -> None:
-    store.ingest([make_event("e-1", id="c-1", email="old@example.com", phone=PHONE)], RECEIVED)
+    store.ingest([incoming("e-1", id="c-1", email="old@example.com", phone=PHONE)], RECEIVED)
     store.mark_unreachable("c-1", "email", "550 no such user")
     store.mark_unreachable("c-1", "sms", "21211")
-    store.ingest([make_event("e-2", at="2026-03-03T10:00:00Z", id="c-1", email="new@example.com")], RECEIVED)
+    store.ingest([incoming("e-2", at="2026-03-03T10:00:00Z", id="c-1", email="new@example.com")], RECEIVED)
     customer = store.customer("c-1")
     assert customer is not None and customer.unreachable == {"sms": "21211"}
 
 
 def test_an_explicit_subscribe_lifts_an_opt_out_and_known_bad_on_that_channel(store: Store) -> None:
-    store.ingest([make_event("e-1", id="c-1", telegram_chat_id="555")], RECEIVED)
+    store.ingest([incoming("e-1", id="c-1", telegram_chat_id="555")], RECEIVED)
     store.mark_unreachable("c-1", "telegram", "403 blocked")
     store.opt_out("c-1", ["telegram", "email"], RECEIVED)
     again = parse_event(

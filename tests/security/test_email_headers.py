@@ -7,7 +7,6 @@ outbox `.eml` file, never through a header parsed back by the email package.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from smtp_server import header
 
 import conftest
+from fakes.smtp_server import header
 
 PROMO = """\
 scenario: news
@@ -57,12 +56,11 @@ async def test_list_unsubscribe_is_plain_on_the_wire(project: Path, smtp, monkey
         ) as answer:
             assert answer.status == 200
         outbox = project / "outbox"
-        for _ in range(200):
-            files = list(outbox.glob("email-*.eml")) if way == "outbox" else []
-            if mailbox.raw or files:
-                break
-            await asyncio.sleep(0.05)
-        [raw] = mailbox.raw if way == "smtp" else [path.read_bytes() for path in files]
+        if way == "smtp":
+            [raw] = await conftest.wait_for(lambda: mailbox.raw)
+        else:
+            [path] = await conftest.wait_for(lambda: list(outbox.glob("email-*.eml")))
+            raw = path.read_bytes()
 
         value = header(raw, b"List-Unsubscribe")
         assert b"=?" not in value  # no RFC 2047 encoded word

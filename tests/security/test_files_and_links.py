@@ -19,7 +19,7 @@ from boomerang.cli import cli
 from boomerang.scaffold import create_project
 from boomerang.store import MIGRATIONS
 from boomerang.tracking import Tracking
-from conftest import API_TOKEN, AUTH, SECRET, running, url
+from conftest import API_TOKEN, AUTH, SECRET, running, url, wait_for
 
 WELCOME = """scenario: welcome
 category: promo
@@ -63,12 +63,10 @@ async def post_signup_and_wait_for_mail(daemon) -> Path:
     ):
         assert answer.status == 200
     outbox = daemon.project.config.outbox
-    for _ in range(200):
-        mails = sorted(outbox.glob("email-*.eml")) if outbox.exists() else []
-        if mails:
-            return mails[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no message reached the outbox")
+    mails = await wait_for(
+        lambda: sorted(outbox.glob("email-*.eml")) if outbox.exists() else [], what="a message in the outbox"
+    )
+    return mails[0]
 
 
 def mode(path: Path) -> int:

@@ -1,7 +1,7 @@
 """Issue 9, section 4: identities that cannot be hijacked.
 
 Each test reproduces an attack as the issue states it, against the daemon started in-process
-on a `boomerang init` project, the local Telegram Bot API stand-in (tests/telegram_api.py) and
+on a `boomerang init` project, the local Telegram Bot API stand-in (tests/fakes/telegram_api.py) and
 the real SQLite store: `/start` with another customer's link token, a Kelvin-sign email, a link
 token past its 7 days, and a token read every way an attacker would read it.
 """
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from telegram_api import FakeBotApi
 from test_channel_telegram import (
     TOKEN,
     hook,
@@ -24,7 +23,6 @@ from test_channel_telegram import (
     parameter_of,
     post_event,
     telegram_project,
-    wait_for,
 )
 
 import conftest
@@ -32,6 +30,7 @@ from boomerang.daemon import Daemon
 from boomerang.ingest import parse_event
 from boomerang.plugins.channels.telegram import deep_link
 from boomerang.store import Store
+from fakes.telegram_api import FakeBotApi
 
 VICTIM = {"id": "c-kate", "name": "Kate", "email": "kate@example.com", "phone": "+79990001122"}
 ATTACKER = {"id": "c-mallory", "name": "Mallory", "email": "mallory@example.com", "phone": "+79990003344"}
@@ -62,7 +61,7 @@ def shop(project: Path, api: FakeBotApi) -> None:
 
 def known(event_id: str, **customer: str) -> dict:
     """What the shop's server says about a customer on the authenticated POST /events."""
-    return {**conftest.event(event_id, "customer.updated", **customer), "data": {}}
+    return conftest.event(event_id, "customer.updated", **customer)
 
 
 async def profiles(daemon: Daemon) -> dict[str, tuple]:
@@ -104,12 +103,12 @@ async def test_start_with_another_customers_token_does_not_hijack_them(
         assert refusal.params["chat_id"] == 666 and "another Telegram chat" in refusal.params["text"]
 
         # Kate's messages still go to Kate only
-        await post_event(daemon, {**conftest.event("e-3", "order.shipped", id="c-kate"), "data": {}})
+        await post_event(daemon, conftest.event("e-3", "order.shipped", id="c-kate"))
 
         async def notified() -> bool:
             return len(api.sent()) == 2
 
-        await wait_for(notified)
+        await conftest.wait_for(notified)
         assert [(c.params["chat_id"], c.params["text"]) for c in api.sent()[1:]] == [(777, "Kate: shipped")]
 
 

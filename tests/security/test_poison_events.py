@@ -26,7 +26,7 @@ from boomerang.clock import parse_time, to_iso
 from boomerang.ingest import parse_event
 from boomerang.plugins.channels.push import write_key_pair
 from boomerang.tokens import seal, sign
-from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, running, url
+from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url, wait_for
 
 HELLO = "---\nsubject: Hello\n---\n<p>Hello {{ customer.id }}</p>\n"
 SCENARIOS = {
@@ -80,13 +80,7 @@ def live(event_id: str, type_: str = "welcome.requested", at: str | None = None,
     """An event dated now (or `at`), for a customer with an email address."""
     customer = customer or {"id": "c-1"}
     customer.setdefault("email", f"{customer['id']}@example.com")
-    return {
-        "id": event_id,
-        "type": type_,
-        "at": at or datetime.now(UTC).isoformat(),
-        "customer": customer,
-        "data": {},
-    }
+    return {**event(event_id, type_, customer=customer), "at": at or datetime.now(UTC).isoformat()}
 
 
 def nested(depth: int) -> dict:
@@ -110,13 +104,6 @@ def sent_to(project: Path, customer_id: str) -> list[Path]:
         for path in (project / "outbox").glob("email-*.eml")
         if f"To: {customer_id}@example.com" in path.read_text()
     ]
-
-
-async def eventually(condition: Any, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 # 1. the year 999 and the live window
@@ -226,7 +213,7 @@ async def test_what_passes_validation_at_the_depth_limit_is_sent(project: Path) 
         deepest = {**live("e-1", id="c-deep", attributes=nested(32)), "data": nested(32)}
         status, text = await post(http, url(daemon, "/events"), deepest, **AUTH)
         assert status == 200, text
-        await eventually(lambda: sent_to(project, "c-deep"))
+        await wait_for(lambda: sent_to(project, "c-deep"), 20)
 
 
 # 3. JSON nested 100 000 deep at every endpoint that reads a body
@@ -368,6 +355,7 @@ def corrupt(database: Path) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow
 async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
     project: Path, tmp_path: Path
 ) -> None:
@@ -384,14 +372,14 @@ async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
             with sqlite3.connect(project / "boomerang.db") as db:
                 return db.execute("SELECT count(*) FROM jobs WHERE kind = 'advance'").fetchone()[0]
 
-        await eventually(lambda: waiting() == len(customers))
+        await wait_for(lambda: waiting() == len(customers), 20)
     rows = corrupt(project / "boomerang.db")
 
     async with daemon_process(project, log), aiohttp.ClientSession() as http:
         # The good customer's journey goes on; a new customer's starts and finishes.
-        await eventually(lambda: sent_to(project, "c-good"))
+        await wait_for(lambda: sent_to(project, "c-good"), 20)
         assert (await post(http, f"{base}/events", live("w-1", id="c-new"), **AUTH))[0] == 200
-        await eventually(lambda: sent_to(project, "c-new"))
+        await wait_for(lambda: sent_to(project, "c-new"), 20)
         # An event of the customer whose row is damaged is still taken (kept, profile untouched).
         assert (await post(http, f"{base}/events", live("w-bad", id="c-bad-customer"), **AUTH))[0] == 200
         text = log.read_text()
@@ -407,7 +395,7 @@ async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
     before = log.read_text().count("cannot read back")
     async with daemon_process(project, log), aiohttp.ClientSession() as http:
         assert (await post(http, f"{base}/events", live("w-2", id="c-next"), **AUTH))[0] == 200
-        await eventually(lambda: sent_to(project, "c-next"))
+        await wait_for(lambda: sent_to(project, "c-next"), 20)
     assert log.read_text().count("cannot read back events") == 2
     assert log.read_text().count("cannot read back") == before
     with sqlite3.connect(project / "boomerang.db") as db:
@@ -463,7 +451,7 @@ async def test_a_far_future_event_neither_outranks_later_events_nor_postpones_an
         # The idle wait: a cart, then a visit dated 2036 arriving now.
         await send(live("cart", "cart.updated", id="c-2"))
         await import_(live("view", "product.viewed", "2036-01-01T00:00:00Z", id="c-2"))
-        await eventually(lambda: sent_to(project, "c-2"), seconds=15)
+        await wait_for(lambda: sent_to(project, "c-2"), 15)
         customer = await daemon.store.run(daemon.store.customer, "c-2")
         assert customer.last_seen_at <= datetime.now(UTC)
         due = await daemon.store.run(daemon.store.next_due_at)

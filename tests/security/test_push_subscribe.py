@@ -3,7 +3,7 @@
 send.
 
 Against the daemon started in-process on a `boomerang init` project and the local push service
-(tests/push_service.py, over TLS on 127.0.0.1): subscriptions are capped per customer (oldest
+(tests/fakes/push_service.py, over TLS on 127.0.0.1): subscriptions are capped per customer (oldest
 dropped); endpoints are only those of the known push services, or of `allowed_hosts`; an IP
 address, loopback, link-local or private endpoint is refused with 400 and never POSTed to;
 subscribe tokens expire and a browser moves between customers without merging them.
@@ -22,7 +22,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from push_service import PushService
 from test_channel_push import SCENARIO, SUBJECT, TEMPLATE, cart_event, configure, push_project
 
 import conftest
@@ -33,6 +32,7 @@ from boomerang.model import MAX_PUSH_SUBSCRIPTIONS
 from boomerang.plugin_manager import load_plugins
 from boomerang.plugins.channels.push import PublicResolver, channel_from_config, write_key_pair
 from boomerang.tokens import seal, unseal
+from fakes.push_service import PushService
 
 
 @pytest.fixture
@@ -66,13 +66,12 @@ async def post_event(daemon: Daemon, event: dict) -> None:
 
 async def settled(daemon: Daemon, kinds: tuple[str, ...]) -> list:
     """The journal of c-42 once it holds an entry of one of `kinds`."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    async def entries() -> list:
         entries = await daemon.store.run(daemon.store.journal, "c-42")
-        if any(entry.kind in kinds for entry in entries):
-            return entries
-        await asyncio.sleep(0.05)
-    raise AssertionError("the journey did not get to a send or a drop")
+        return entries if any(entry.kind in kinds for entry in entries) else []
+
+    return await conftest.wait_for(entries, what="the journey to get to a send or a drop")
 
 
 async def test_forty_subscriptions_keep_only_the_newest(project: Path, service: PushService) -> None:
@@ -88,7 +87,8 @@ async def test_forty_subscriptions_keep_only_the_newest(project: Path, service: 
         await post_event(daemon, cart_event("e-1"))
         await service.wait_for(MAX_PUSH_SUBSCRIPTIONS)
         await settled(daemon, ("send",))
-        await asyncio.sleep(0.3)  # nothing else arrives
+        # a sleep on purpose: no condition tells that nothing more will come, so give it time to
+        await asyncio.sleep(0.3)
         assert sorted(push.id for push in service.pushes) == sorted(
             s["endpoint"].rsplit("/", 1)[1] for s in newest
         )
@@ -144,7 +144,7 @@ async def test_endpoints_inside_or_at_ip_addresses_are_refused(project: Path, se
 
         # one stored before this fix, or given on POST /events, is never POSTed to either
         customer = {"id": "c-42", "name": "Anna", "locale": "en", "push_subscriptions": [browser]}
-        await post_event(daemon, {**conftest.event("e-0", "customer.updated"), "customer": customer})
+        await post_event(daemon, conftest.event("e-0", "customer.updated", customer=customer))
         await post_event(daemon, cart_event("e-1"))
         journal = await settled(daemon, ("send", "drop"))
         assert [entry.kind for entry in journal if entry.kind in ("send", "drop")] == ["drop"]
@@ -168,8 +168,8 @@ async def test_a_browser_moves_to_the_customer_who_subscribed_it_last(
     push_project(project, service)
     browser = service.subscribe()
     async with conftest.running(project) as daemon:
-        await post_event(daemon, {**conftest.event("e-1", id="c-1", email="one@example.com"), "data": {}})
-        await post_event(daemon, {**conftest.event("e-2", id="c-2", email="two@example.com"), "data": {}})
+        await post_event(daemon, conftest.event("e-1", id="c-1", email="one@example.com"))
+        await post_event(daemon, conftest.event("e-2", id="c-2", email="two@example.com"))
         assert (await subscribe(daemon, browser, seal(conftest.SECRET, "push", "c-1")))[0] == 200
         assert (await subscribe(daemon, browser, seal(conftest.SECRET, "push", "c-2")))[0] == 200
         store = daemon.store

@@ -34,7 +34,7 @@ from boomerang.daemon import Daemon, StartupError
 from boomerang.ingest import parse_events
 from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.simulation import simulate
-from conftest import API_TOKEN, AUTH, BOOMERANG, SECRET, daemon_process, running, url
+from conftest import API_TOKEN, AUTH, BOOMERANG, SECRET, daemon_process, running, url, wait_for
 
 ESCAPES = [
     "history.store.path.with_name('boomerang.yaml').read_text()",
@@ -228,16 +228,16 @@ async def test_forced_past_check_no_internals_are_sent(
     async with running(project) as daemon, aiohttp.ClientSession() as session:
         async with session.post(url(daemon, "/events"), json=cart, headers=AUTH) as response:
             assert response.status == 200
-        deadline = time.monotonic() + 30
-        while True:
+
+        def all_settled() -> list:
             with sqlite3.connect(database) as db:
                 settled = db.execute(
                     "SELECT status, detail FROM messages WHERE status != 'pending'"
                 ).fetchall()
-            if len(settled) == len(payloads) and all(status != "sending" for status, _ in settled):
-                break
-            assert time.monotonic() < deadline, settled
-            await asyncio.sleep(0.1)
+            done = len(settled) == len(payloads) and all(status != "sending" for status, _ in settled)
+            return settled if done else []
+
+        settled = await wait_for(all_settled, 30, "every message to be settled")
 
     sent = [file.read_text(encoding="utf-8") for file in (project / "outbox").glob("email-*.eml")]
     assert sent, "the harmless part of the payloads is sent"
@@ -365,15 +365,16 @@ async def test_two_messages_rendered_at_once_still_respect_a_cap(project: Path) 
     async with running(project) as daemon, aiohttp.ClientSession() as session:
         async with session.post(url(daemon, "/events"), json=cart, headers=AUTH) as response:
             assert response.status == 200
-        deadline = time.monotonic() + 20
-        while True:
+
+        def one_sent_one_capped() -> bool:
             with sqlite3.connect(project / "boomerang.db") as db:
                 statuses = sorted(db.execute("SELECT status, detail FROM messages").fetchall())
-            if [status for status, _ in statuses] == ["pending", "sent"] and "cap" in (statuses[0][1] or ""):
-                break
-            assert time.monotonic() < deadline, statuses
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # nothing else goes out
+            held = statuses[0][1] if statuses else None
+            return [status for status, _ in statuses] == ["pending", "sent"] and "cap" in (held or "")
+
+        await wait_for(one_sent_one_capped, 20, "one message sent and one held back by the cap")
+        # a sleep on purpose: no condition tells that nothing more will go out, so give it time to
+        await asyncio.sleep(0.5)
     assert len(list((project / "outbox").glob("email-*.eml"))) == 1
 
 
@@ -490,6 +491,7 @@ async def test_start_and_reload_refuse_a_huge_constant_at_once(project: Path) ->
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 async def test_a_slow_template_fails_its_message_and_the_daemon_stays_responsive(
     project: Path, tmp_path: Path
 ) -> None:
@@ -529,18 +531,18 @@ async def test_a_slow_template_fails_its_message_and_the_daemon_stays_responsive
                 assert response.status == 200
             latencies.append(time.monotonic() - before)
             n += 1
-        dropped = None
-        while dropped is None:
-            assert time.monotonic() - started < 20, "the slow message was never settled"
+
+        def dropped() -> dict | None:
             result = CliRunner().invoke(
                 cli, ["explain", "--config", str(project / "boomerang.yaml"), "c-1", "--json"]
             )
             timeline = json.loads(result.stdout)["timeline"] if result.exit_code == 0 else []
-            dropped = next((row for row in timeline if row["kind"] == "drop"), None)
-            await asyncio.sleep(0.2)
+            return next((row for row in timeline if row["kind"] == "drop"), None)
+
+        drop = await wait_for(dropped, 20 - (time.monotonic() - started), "the slow message to be settled")
 
     assert len(latencies) >= 10 and max(latencies) < 0.1, latencies
-    assert dropped["template"] == "slow" and dropped["channel"] == "email"
-    assert dropped["reason"] == "email: cannot render: it took longer than its budget of 1 s"
+    assert drop["template"] == "slow" and drop["channel"] == "email"
+    assert drop["reason"] == "email: cannot render: it took longer than its budget of 1 s"
     assert "cannot render: it took longer than its budget of 1 s" in (tmp_path / "daemon.log").read_text()
     assert not list((project / "outbox").glob("email-*.eml"))

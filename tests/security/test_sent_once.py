@@ -25,11 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from push_service import PushService
-from smtp_server import header
-from telegram_api import FakeBotApi
 from test_channel_telegram import TOKEN, channel_for
-from twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 import conftest
 from boomerang import scheduler
@@ -38,6 +34,10 @@ from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.plugins.channels.email import EmailChannel
 from boomerang.plugins.channels.push import PushChannel, load_private_key, write_key_pair
+from fakes.push_service import PushService
+from fakes.smtp_server import header
+from fakes.telegram_api import FakeBotApi
+from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 SCENARIO = """\
 scenario: order-mail
@@ -62,7 +62,7 @@ from boomerang import hookimpl
 @hookimpl
 async def message_finished(message, delivery):
     (Path(__file__).parent.parent / "in-the-window").write_text(message.id)
-    await asyncio.sleep(600)
+    await asyncio.sleep(600)  # a sleep on purpose: hold the window open until the test kills the daemon
 '''
 
 
@@ -82,12 +82,7 @@ def mail_project(project: Path, smtp_port: int, category: str) -> None:
 
 def order(event_id: str, customer: str = "c-1") -> dict:
     """An order.placed event for a customer with an email address."""
-    return {
-        "id": event_id,
-        "type": "order.placed",
-        "at": "2026-03-02T10:00:00Z",
-        "customer": {"id": customer, "email": f"{customer}@example.com"},
-    }
+    return conftest.event(event_id, "order.placed", id=customer, email=f"{customer}@example.com")
 
 
 def post(port: int, item: dict) -> None:
@@ -98,13 +93,6 @@ def post(port: int, item: dict) -> None:
         assert answer.status == 200
 
 
-def wait_until(condition, seconds: float = 40) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def settled(database: Path) -> str | None:
     """The message's status once no send job is left, else None."""
     with sqlite3.connect(database) as db:
@@ -113,6 +101,7 @@ def settled(database: Path) -> str | None:
     return row[0] if row and jobs == 0 else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("category", ["trigger", "promo", "transactional"])
 def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: Path, category: str) -> None:
     mailbox, smtp_port = smtp
@@ -126,14 +115,14 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
     try:
         conftest.wait_until_serving(port)
         post(port, order("o-1"))
-        wait_until(window.exists)
+        conftest.wait_until(window.exists, 40)
         assert len(mailbox.raw) == 1  # the SMTP server took it; the store still says `sending`
         process.kill()
         process.wait()
         hook.unlink()
         process = conftest.start_daemon(project, log)
         conftest.wait_until_serving(port)
-        wait_until(lambda: settled(project / "boomerang.db"), 60)
+        conftest.wait_until(lambda: settled(project / "boomerang.db"), 60)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             metrics = answer.read().decode()
         process.terminate()
@@ -166,6 +155,7 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
         assert "order_mail email" in line and "not sent again" in line
 
 
+@pytest.mark.slow
 async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
     project: Path, smtp, tmp_path: Path
 ) -> None:
@@ -192,7 +182,7 @@ async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
     try:
         await asyncio.to_thread(conftest.wait_until_serving, port)
         await asyncio.to_thread(post, port, order("o-1"))  # no phone yet: it goes by email
-        await asyncio.to_thread(wait_until, (project / "in-the-window").exists)
+        await conftest.wait_for((project / "in-the-window").exists, 40)
         # in the window, the customer gives a phone number: SMS is now the better channel
         phone = {**order("u-1"), "type": "customer.updated"}
         phone["customer"] = {**phone["customer"], "phone": "+15557770001"}
@@ -202,7 +192,7 @@ async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
         (project / "plugins" / "slow_hook.py").unlink()
         process = conftest.start_daemon(project, log)
         await asyncio.to_thread(conftest.wait_until_serving, port)
-        await asyncio.to_thread(wait_until, lambda: settled(project / "boomerang.db"), 60)
+        await conftest.wait_for(lambda: settled(project / "boomerang.db"), 60)
         process.terminate()
         assert await asyncio.to_thread(process.wait, 15) == 0
     finally:
@@ -235,13 +225,12 @@ async def test_a_send_longer_than_its_lease_is_sent_once(project: Path, smtp, mo
             return row[0] if row else None
 
         await post(order("o-1"))
-        while mailbox.started == 0:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(3)  # the lease it was claimed with has run out
+        await conftest.wait_for(lambda: mailbox.started)
+        # a sleep on purpose: the lease the send was claimed with runs out while the send goes on
+        await asyncio.sleep(3)
         # A busy daemon looks at the queue again (here: another event comes in).
         await post(conftest.event("v-1", "product.viewed", id="c-2"))
-        while status() != "sent":
-            await asyncio.sleep(0.05)
+        await conftest.wait_for(lambda: status() == "sent", 20)
     assert mailbox.started == 1
     assert len(mailbox.raw) == 1
 
@@ -284,14 +273,10 @@ async def test_a_smtp_connection_held_during_close_is_quit_not_kept(smtp) -> Non
         id="m-1", customer_id="c-1", channel="email", to="a@example.com", template="t", body="x"
     )
     sending = asyncio.create_task(channel.send(message))
-    while mailbox.started == 0:
-        await asyncio.sleep(0.01)
+    await conftest.wait_for(lambda: mailbox.started)
     await channel.close()  # a reload closes the old channel while this send holds a connection
     assert (await sending).status is DeliveryStatus.SENT
-    for _ in range(100):
-        if mailbox.quits:
-            break
-        await asyncio.sleep(0.02)
+    await conftest.wait_for(lambda: mailbox.quits)
     # the connection said QUIT once its send was done; none is left open in the pool
     assert (channel.pool.opened, mailbox.quits) == (1, 1)
     assert channel.pool._idle == []
@@ -305,8 +290,7 @@ async def test_twilio_close_lets_a_send_finish_and_opens_no_session_after(tmp_pa
     message = Message(id="m-1", customer_id="c-1", channel="sms", to="+15557770001", template="t", body="Hi")
     try:
         sending = asyncio.create_task(channel.send(message))
-        while not twilio.requests:
-            await asyncio.sleep(0.01)
+        await conftest.wait_for(lambda: twilio.requests)
         await channel.close()  # a reload, while Twilio is still answering
         assert (await sending).status is DeliveryStatus.SENT
         late = await channel.send(dataclasses.replace(message, id="m-2"))
@@ -363,8 +347,7 @@ async def test_telegram_close_lets_a_send_finish_and_opens_no_session_after(tmp_
         )
         try:
             sending = asyncio.create_task(channel.send(message))
-            while not api.sent():
-                await asyncio.sleep(0.01)
+            await conftest.wait_for(api.sent)
             await channel.close()  # a reload, while the Bot API is still answering
             assert (await sending).status is DeliveryStatus.SENT
             late = await channel.send(dataclasses.replace(message, id="m-2"))
@@ -400,15 +383,16 @@ async def test_a_send_whose_record_failed_is_not_sent_again_if_marketing(
             conftest.url(daemon, "/events"), data=json.dumps(order("o-1")), headers=conftest.AUTH
         ) as answer:
             assert answer.status == 200
-        while not failures:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)  # the scheduler gives the job back, due in a minute
+        await conftest.wait_for(lambda: failures)
         store = daemon.store
-        [job_id] = [job.id for job in await store.run(store.claim_due, time.time() + 3600, 60, 10)]
+        # the scheduler gives the job back, due in a minute: then it can be claimed (here)
+        [job_id] = [
+            job.id
+            for job in await conftest.wait_for(lambda: store.run(store.claim_due, time.time() + 3600, 60, 10))
+        ]
         await store.run(store.retry_job, job_id, time.time())  # due now rather than in a minute
         daemon.scheduler.wake()
-        while settled(project / "boomerang.db") is None:
-            await asyncio.sleep(0.05)
+        await conftest.wait_for(lambda: settled(project / "boomerang.db"))
     if category == "transactional":
         assert settled(project / "boomerang.db") == "sent"
         assert len(mailbox.raw) == 2

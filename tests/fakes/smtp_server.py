@@ -28,7 +28,7 @@ class Mailbox:
 
     async def handle_DATA(self, server, session, envelope):
         self.started += 1
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay)  # a sleep on purpose: a slow provider when a test asks for one
         self.peers.add(session.peer)
         self.raw.append(envelope.original_content)
         self.messages.append(message_from_bytes(envelope.content, policy=policy.default))

@@ -94,7 +94,7 @@ class FakeTwilio:
             account, form, auth, request.headers.get("User-Agent", ""), peer, headers=dict(request.headers)
         )
         self.requests.append(received)
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay)  # a sleep on purpose: a slow provider when a test asks for one
         if auth != (self.account_sid, self.auth_token) or account != self.account_sid:
             return _error(401, 20003, "Authenticate")
         to = form.get("To", "")

@@ -239,7 +239,7 @@ class FakeBotApi:
             ):
                 return self._error(400, "Bad Request: can't parse reply keyboard markup JSON object")
         self.delivered.append(call)
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay)  # a sleep on purpose: a slow provider when a test asks for one
         self._next_message_id += 1
         message = {
             "message_id": self._next_message_id,

@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
+from conftest import wait_for
+
 MAX_BODY = 4096
 
 
@@ -152,11 +154,7 @@ class PushService:
 
     async def wait_for(self, count: int, timeout: float = 10) -> list[Push]:
         """Wait until `count` pushes have arrived in all; returns them."""
-        deadline = time.monotonic() + timeout
-        while len(self.pushes) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(self.pushes)} pushes arrived, not {count}")
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: len(self.pushes) >= count, timeout, f"{count} pushes")
         return self.pushes
 
     async def start(self, directory: Path) -> None:
@@ -196,7 +194,7 @@ class PushService:
             push.error = str(exc)
         push.status = status
         self.pushes.append(push)
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay)  # a sleep on purpose: a slow provider when a test asks for one
         if status == 201:
             headers = {"Location": f"{self.origin}/message/{len(self.pushes)}", **headers}
         return web.Response(status=status, headers=headers)
