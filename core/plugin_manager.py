@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -248,31 +248,67 @@ def _failure_position(exc: BaseException, file: str, line: int) -> int:
     return (frames[-1].lineno or line) if frames else line
 
 
+class _Collection:
+    """The hand-overs of registration hooks, with every problem found on the way."""
+
+    def __init__(self, plugins: Plugins):
+        self.plugins = plugins
+        self.problems: list[Problem] = []
+        self.failed: set[str] = set()  # hooks of which a plugin's call raised
+
+    def call(self, hook: str, **kwargs: Any) -> list[_HandedOver]:
+        """What each plugin's implementation of `hook` handed over, in registration order."""
+        # Each plugin separately: one plugin's config error must not hide the others' objects.
+        # In the order they were registered (built-ins first), so that a name taken twice is
+        # blamed on the plugin that came later.
+        results = []
+        for implementation in getattr(self.plugins.hook, hook).get_hookimpls():
+            file, line = _where(implementation)
+            plugin = _plugin_name(implementation.plugin_name)
+            try:
+                # as pluggy does: a hook implementation declares only the arguments it uses
+                value = implementation.function(*(kwargs[name] for name in implementation.argnames))
+            except ProblemError as exc:
+                self.problems.extend(exc.problems)
+                self.failed.add(hook)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, with its place
+                self.failed.add(hook)
+                where = _HandedOver(plugin, file, _failure_position(exc, file, line), None)
+                self.problems.append(where.problem(f"{hook} failed: {type(exc).__name__}: {exc}"))
+                continue
+            results.append(_HandedOver(plugin, file, line, value))
+        return results
+
+    def take(
+        self, kind: str, results: list[_HandedOver], accepts: Callable[[Any], bool], target: dict[str, Any]
+    ) -> None:
+        """Put each named object handed over into `target`, unless it is invalid or its name taken."""
+        owners: dict[str, _HandedOver] = {}
+        for result in results:
+            for item in result.value or ():
+                name = getattr(item, "name", "")
+                if not accepts(item) or not name:
+                    self.problems.append(result.problem(f"handed over an invalid {kind}: {item!r}"))
+                elif name in target:
+                    taken = _also(owners[name])
+                    self.problems.append(result.problem(f"duplicate {kind} name '{name}'{taken}"))
+                else:
+                    target[name] = item
+                    owners[name] = result
+
+
+def _is_channel_class(item: Any) -> bool:
+    return isinstance(item, type) and issubclass(item, Channel)
+
+
 def channel_kinds(plugins: Plugins) -> tuple[dict[str, type[Channel]], list[Problem]]:
     """Every channel class the plugins declare (`register_channel_kinds`), configured or not, by
     name, and the problems with what they handed over, at the plugin's hook in its file."""
+    collection = _Collection(plugins)
     kinds: dict[str, type[Channel]] = {}
-    owners: dict[str, _HandedOver] = {}
-    problems: list[Problem] = []
-    for implementation in plugins.hook.register_channel_kinds.get_hookimpls():
-        file, line = _where(implementation)
-        result = _HandedOver(_plugin_name(implementation.plugin_name), file, line, None)
-        try:
-            listed = implementation.function()
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, with its place
-            where = _HandedOver(result.plugin, file, _failure_position(exc, file, line), None)
-            problems.append(where.problem(f"register_channel_kinds failed: {type(exc).__name__}: {exc}"))
-            continue
-        for kind in listed or ():
-            name = getattr(kind, "name", "")
-            if not (isinstance(kind, type) and issubclass(kind, Channel)) or not name:
-                problems.append(result.problem(f"handed over an invalid channel kind: {kind!r}"))
-            elif name in kinds:
-                problems.append(result.problem(f"duplicate channel kind name '{name}'{_also(owners[name])}"))
-            else:
-                kinds[name] = kind
-                owners[name] = result
-    return kinds, problems
+    collection.take("channel kind", collection.call("register_channel_kinds"), _is_channel_class, kinds)
+    return kinds, collection.problems
 
 
 def collect(plugins: Plugins, config: Any) -> Registry:
@@ -282,52 +318,17 @@ def collect(plugins: Plugins, config: Any) -> Registry:
     raised) names the plugin and points at its hook in the plugin's file; a plugin's own
     `ProblemError` (a wrong setting) keeps its position in the config.
     """
-    problems: list[Problem] = []
+    collection = _Collection(plugins)
+    problems = collection.problems
+    call = collection.call
     registry = Registry()
 
     def take(kind: str, results: list[_HandedOver], expected: type, target: dict[str, Any]) -> None:
-        owners: dict[str, _HandedOver] = {}
-        for result in results:
-            for item in result.value or ():
-                name = getattr(item, "name", "")
-                if not isinstance(item, expected) or not name:
-                    problems.append(result.problem(f"handed over an invalid {kind}: {item!r}"))
-                elif name in target:
-                    problems.append(result.problem(f"duplicate {kind} name '{name}'{_also(owners[name])}"))
-                else:
-                    target[name] = item
-                    owners[name] = result
-
-    failed: set[str] = set()
-
-    def call(hook: str, **kwargs: Any) -> list[_HandedOver]:
-        # Each plugin separately: one plugin's config error must not hide the others' objects.
-        # In the order they were registered (built-ins first), so that a name taken twice is
-        # blamed on the plugin that came later.
-        results = []
-        for implementation in getattr(plugins.hook, hook).get_hookimpls():
-            file, line = _where(implementation)
-            plugin = _plugin_name(implementation.plugin_name)
-            try:
-                # as pluggy does: a hook implementation declares only the arguments it uses
-                value = implementation.function(*(kwargs[name] for name in implementation.argnames))
-            except ProblemError as exc:
-                problems.extend(exc.problems)
-                failed.add(hook)
-                continue
-            except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, with its place
-                failed.add(hook)
-                where = _HandedOver(plugin, file, _failure_position(exc, file, line), None)
-                problems.append(where.problem(f"{hook} failed: {type(exc).__name__}: {exc}"))
-                continue
-            results.append(_HandedOver(plugin, file, line, value))
-        return results
+        collection.take(kind, results, lambda item: isinstance(item, expected), target)
 
     take("source", call("register_sources", config=config), Source, registry.sources)
     take("channel", call("register_channels", config=config), Channel, registry.channels)
-    kinds, found = channel_kinds(plugins)
-    registry.channel_kinds.update(kinds)
-    problems.extend(found)
+    collection.take("channel kind", call("register_channel_kinds"), _is_channel_class, registry.channel_kinds)
     for name, channel in registry.channels.items():
         registry.channel_kinds.setdefault(name, channel)
     take("action", call("register_actions", config=config), Action, registry.actions)
@@ -350,7 +351,7 @@ def collect(plugins: Plugins, config: Any) -> Registry:
             else:
                 registry.conditions[name] = function
                 condition_owners[name] = result
-    for name in config.channels if "register_channels" not in failed else ():
+    for name in config.channels if "register_channels" not in collection.failed else ():
         if name not in registry.channels:
             problems.append(
                 config.problem(

@@ -154,8 +154,21 @@ def test_the_readme_plugin_loads_with_the_hooks_it_claims(project: Path) -> None
             3,
             "plugin 'pigeon': duplicate condition name 'days_since', already taken by plugin 'conditions' (",
         ),
+        (
+            "from boomerang import hookimpl\n\n\n@hookimpl\n"
+            "def register_channel_kinds():\n    return ['pigeon']\n",
+            4,
+            "plugin 'pigeon': handed over an invalid channel kind: 'pigeon'",
+        ),
+        (
+            "from boomerang import hookimpl\nfrom boomerang.kinds import Channel\n\n\n"
+            "class Mail(Channel):\n    name = 'email'\n\n\n@hookimpl\n"
+            "def register_channel_kinds():\n    return [Mail]\n",
+            9,
+            "plugin 'pigeon': duplicate channel kind name 'email', already taken by plugin 'email' (",
+        ),
     ],
-    ids=["invalid-object", "hook-raises", "name-taken"],
+    ids=["invalid-object", "hook-raises", "name-taken", "channel-kind-not-a-class", "channel-kind-taken"],
 )
 def test_a_bad_hand_over_names_the_plugin_and_its_file(project: Path, source, line, fragment) -> None:
     from boomerang.config import load_config
