@@ -107,7 +107,10 @@ def register_commands(cli: click.Group) -> None:
 
 @hookspec
 def event_stored(event: Event) -> Awaitable[None] | None:
-    """Told about each event once it is committed to the store (duplicates are not told).
+    """Told about each event a source ingests once it is committed (duplicates are not told).
+
+    The source's answer waits for it, so keep it quick; `simulate` does not call it. A send's
+    own `message.sent` and `message.failed` events are told through `message_finished`.
 
     :param event: the stored event, with `customer_id` resolved.
     :return: nothing, or an awaitable the core awaits.
