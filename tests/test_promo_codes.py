@@ -1,17 +1,24 @@
 """Personal promo codes are issued only once the contact plan has decided a message goes.
 
-Driven through `simulate`'s engine and scheduler on the virtual clock (the contact-plan tests'
-`Rig`, with their drop-in sms/push channels), but not in dry-run: the engine asks a drop-in
-promo provider for real codes, as the daemon does, and the provider counts what it issued.
+Mostly driven through `simulate`'s engine and scheduler on the virtual clock (the contact-plan
+tests' `Rig`, with their drop-in sms/push channels), but not in dry-run: the engine asks a
+drop-in promo provider for real codes, as the daemon does, and the provider counts what it
+issued. The last test runs the same through the in-process daemon on the wall clock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 from test_contact_plan import FALLBACK_RULE, QUIET, SMS_FIRST, configure, customer, event, rig_for, shop, t
+from test_daemon import post
+
+from conftest import event as raw_event
+from conftest import running
 
 # The contact-plan tests' fixtures, used here by name.
 __all__ = ["rig_for", "shop"]
@@ -155,3 +162,57 @@ async def test_a_code_issued_before_the_daemon_died_is_reused_when_the_message_g
     [sent] = rig.channels["sms"].sent
     assert issued == ["BACK10-bob-1"]  # not issued twice
     assert sent.body == "Your code BACK10-bob-1"
+
+
+async def test_the_daemon_issues_the_code_of_a_message_min_gap_holds_when_it_goes(project: Path) -> None:
+    (project / "plugins" / "codes.py").write_text(textwrap.dedent(COUNTING), encoding="utf-8")
+    config = project / "boomerang.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + "  min_gap: 2s\n", encoding="utf-8")
+    for old in (project / "scenarios").glob("*.yaml"):
+        old.unlink()
+    head = "category: trigger\nsteps:\n  - send: "
+    (project / "scenarios" / "welcome.yaml").write_text(
+        f"scenario: welcome\ntrigger: {{event: signup.completed}}\n{head}welcome\n"
+    )
+    (project / "scenarios" / "cart.yaml").write_text(
+        f"scenario: cart\ntrigger: {{event: cart.updated}}\n{head}cart\n"
+        "    promo: {provider: counting, percent: 10}\n"
+    )
+    for name, subject in (("welcome", "Welcome"), ("cart", "Your code {{ promo.code }}")):
+        (project / "templates" / name).mkdir(exist_ok=True)
+        (project / "templates" / name / "email.en.html").write_text(
+            f"---\nsubject: {subject}\n---\n<p>Hi</p>\n"
+        )
+    who = {"id": "c-1", "email": "a@b.cc"}
+    async with running(project) as daemon:
+        issued = daemon.project.registry.promo_providers["counting"].issued
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+
+        async def until(kinds: list[str]) -> None:
+            while True:
+                journal = await daemon.store.run(daemon.store.journal, "c-1")
+                now = [e.kind for e in journal if e.kind in ("send", "defer", "drop")]
+                if now == kinds:
+                    return
+                assert loop.time() < deadline, now
+                await asyncio.sleep(0.05)
+
+        assert (await post(daemon, json.dumps({**raw_event("s-1", "signup.completed"), "customer": who})))[
+            0
+        ] == 200
+        await until(["send"])  # the welcome
+        assert (await post(daemon, json.dumps({**raw_event("k-1", "cart.updated"), "customer": who})))[
+            0
+        ] == 200
+        await until(["send", "defer"])  # the cart waits out the gap after the welcome
+        assert issued == []
+        await until(["send", "defer", "send"])
+    assert issued == ["BACK10-c-1-1"]
+    subjects = sorted(
+        line
+        for file in (project / "outbox").glob("email-*.eml")
+        for line in file.read_text().splitlines()
+        if line.startswith("Subject:")
+    )
+    assert subjects == ["Subject: Welcome", "Subject: Your code BACK10-c-1-1"]
