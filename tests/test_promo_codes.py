@@ -11,10 +11,22 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_contact_plan import FALLBACK_RULE, QUIET, SMS_FIRST, configure, customer, event, rig_for, shop, t
+from test_contact_plan import (
+    FALLBACK_RULE,
+    QUIET,
+    SMS_FIRST,
+    Rig,
+    configure,
+    customer,
+    event,
+    rig_for,
+    shop,
+    t,
+)
 from test_daemon import post
 
 from conftest import event as raw_event
@@ -63,7 +75,7 @@ def promo_shop(shop: Path, plan: str, expires: str | None = None) -> Path:
     return config
 
 
-def issuing(rig_for, config: Path):
+def issuing(rig_for: Callable[[Path], Rig], config: Path) -> tuple[Rig, list[str]]:
     """A rig whose engine issues codes as the daemon's does; and the provider's list of codes."""
     rig = rig_for(config)
     rig.engine.dry_run = False
