@@ -516,12 +516,13 @@ class Engine:
             self._advance(journey, scenario, customer, now, completing=True)
 
     async def _send(self, job: Job) -> None:
-        await self._issue_promo_code(job.payload["message"])
         loop = asyncio.get_running_loop()
         for _ in range(REPLANS):
             plan = await self.store.run(self._plan_send, job, self.clock.now())
             if plan is None:
                 return
+            # Only now that the plan says it goes: a deferred or dropped message costs no code.
+            await self._issue_promo_code(plan)
             try:
                 rendered: Rendered | Exception = await loop.run_in_executor(
                     RENDERING, self._render, plan, loop
@@ -543,22 +544,24 @@ class Engine:
         # The feedback events just stored (message.sent, message.failed) may matter to journeys.
         await self.store.run(self.handle_pending_events)
 
-    async def _issue_promo_code(self, message_id: str) -> None:
-        """Ask the step's promo provider for a personal code, once per message."""
-        record = await self.store.run(self.store.message, message_id)
-        promo = (record or {}).get("promo") or {}
+    async def _issue_promo_code(self, plan: SendPlan) -> None:
+        """Give a planned message the personal code of its step's promo provider, once per message.
+
+        The code is stored with the message before it is rendered, so a new plan (the decision
+        changed while it rendered), a retry or a restart after a crash reuses it, and a fallback
+        inherits it (`_fall_back` copies the promo). A message deferred after the code was issued
+        (by a new plan) keeps it for when it goes.
+        """
+        promo = plan.record["promo"] or {}
         name = promo.get("provider")
-        if not record or not name or promo.get("code"):
-            return
-        provider = self.project.registry.promo_providers.get(name)
-        customer = await self.store.run(self.store.customer, record["customer_id"])
-        if provider is None or customer is None:
-            return  # `check` reports an unknown provider; the message goes without a code
-        if self.dry_run:
-            code = f"<code from {name}>"
-        else:
-            code = await provider.issue(customer, promo)
-        await self.store.run(self.store.update_message, message_id, promo=json.dumps({**promo, "code": code}))
+        provider = self.project.registry.promo_providers.get(name) if name else None
+        if provider is None or promo.get("code"):
+            return  # no provider step, a code already kept, or one `check` reports as unknown
+        code = f"<code from {name}>" if self.dry_run else await provider.issue(plan.customer, promo)
+        await self.store.run(
+            self.store.update_message, plan.record["id"], promo=json.dumps({**promo, "code": code})
+        )
+        plan.context["promo"]["code"] = code
 
     def _decide(
         self, record: dict[str, Any], customer: Customer, template: MessageTemplate, now: datetime
