@@ -8,7 +8,6 @@ issued. The last test runs the same through the in-process daemon on the wall cl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import textwrap
 from collections.abc import Callable
@@ -22,15 +21,12 @@ from test_contact_plan import (
     Rig,
     configure,
     customer,
-    event,
     rig_for,
     shop,
-    t,
 )
 from test_daemon import post
 
-from conftest import event as raw_event
-from conftest import running
+from conftest import event, incoming, running, t, wait_for
 
 # The contact-plan tests' fixtures, used here by name.
 __all__ = ["rig_for", "shop"]
@@ -87,7 +83,7 @@ async def test_a_message_quiet_hours_hold_past_its_expiry_issues_no_code(shop: P
     rig, issued = issuing(rig_for, config)
     # 23:00 in Moscow, SMS only: it would wait until 09:00, after it expires at 01:00
     await rig.send_event(
-        event("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True))
+        incoming("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True))
     )
     await rig.run_until(t("2026-03-03 12:00"))
     assert [e.kind for e in rig.journal() if e.kind in ("send", "defer", "drop")] == ["drop"]
@@ -98,8 +94,8 @@ async def test_a_message_a_cap_holds_past_its_expiry_issues_no_code(shop: Path, 
     config = promo_shop(shop, "caps:\n  - {categories: [trigger], max: 1, per: 1d}\n", expires="2h")
     rig, issued = issuing(rig_for, config)
     ann = customer("ann")
-    await rig.send_event(event("a1", "cart.updated", "2026-03-02 10:00", ann))
-    await rig.send_event(event("a2", "cart.updated", "2026-03-02 11:00", ann))  # capped until tomorrow
+    await rig.send_event(incoming("a1", "cart.updated", "2026-03-02 10:00", ann))
+    await rig.send_event(incoming("a2", "cart.updated", "2026-03-02 11:00", ann))  # capped until tomorrow
     await rig.run_until(t("2026-03-03 12:00"))
     assert [e.kind for e in rig.journal() if e.kind in ("send", "defer", "drop")] == ["send", "drop"]
     assert issued == ["BACK10-ann-1"]  # the message that went, not the dropped one
@@ -110,7 +106,7 @@ async def test_a_deferred_message_issues_one_code_when_it_goes(shop: Path, rig_f
     config = promo_shop(shop, QUIET + SMS_FIRST, expires="12h")
     rig, issued = issuing(rig_for, config)
     await rig.send_event(
-        event("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True))
+        incoming("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True))
     )
     assert [e.kind for e in rig.journal() if e.kind in ("send", "defer", "drop")] == ["defer"]
     assert issued == []  # waiting for the morning costs no code
@@ -132,7 +128,7 @@ async def test_a_fallback_reuses_the_code_of_the_first_message(shop: Path, rig_f
     rig.channels["sms"].outcome = "failed"
     # 23:00 in Moscow: SMS and push are both quiet, so the message waits for the morning
     who = customer("cid", email=False, phone=True, push=True)
-    await rig.send_event(event("c1", "cart.updated", "2026-03-02 20:00", who))
+    await rig.send_event(incoming("c1", "cart.updated", "2026-03-02 20:00", who))
     assert issued == []
     await rig.run_until(t("2026-03-03 12:00"))
     assert [(e.kind, e.channel) for e in rig.journal() if e.kind in ("send", "drop")] == [
@@ -155,7 +151,7 @@ async def test_a_code_issued_before_the_daemon_died_is_reused_when_the_message_g
     config = promo_shop(shop, QUIET + SMS_FIRST, expires="12h")
     rig, issued = issuing(rig_for, config)
     await rig.send_event(
-        event("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True))
+        incoming("b1", "cart.updated", "2026-03-02 20:00", customer("bob", email=False, phone=True))
     )
     assert issued == []
     render = rig.engine._render
@@ -198,25 +194,19 @@ async def test_the_daemon_issues_the_code_of_a_message_min_gap_holds_when_it_goe
     who = {"id": "c-1", "email": "a@b.cc"}
     async with running(project) as daemon:
         issued = daemon.project.registry.promo_providers["counting"].issued
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
 
         async def until(kinds: list[str]) -> None:
-            while True:
+            async def reached() -> bool:
                 journal = await daemon.store.run(daemon.store.journal, "c-1")
-                now = [e.kind for e in journal if e.kind in ("send", "defer", "drop")]
-                if now == kinds:
-                    return
-                assert loop.time() < deadline, now
-                await asyncio.sleep(0.05)
+                return [e.kind for e in journal if e.kind in ("send", "defer", "drop")] == kinds
 
-        assert (await post(daemon, json.dumps({**raw_event("s-1", "signup.completed"), "customer": who})))[
+            await wait_for(reached, what=f"the journal to read {kinds}")
+
+        assert (await post(daemon, json.dumps({**event("s-1", "signup.completed"), "customer": who})))[
             0
         ] == 200
         await until(["send"])  # the welcome
-        assert (await post(daemon, json.dumps({**raw_event("k-1", "cart.updated"), "customer": who})))[
-            0
-        ] == 200
+        assert (await post(daemon, json.dumps({**event("k-1", "cart.updated"), "customer": who})))[0] == 200
         await until(["send", "defer"])  # the cart waits out the gap after the welcome
         assert issued == []
         await until(["send", "defer", "send"])
