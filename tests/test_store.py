@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import pytest
 
 from boomerang.feedback import Effect, effect
 from boomerang.ingest import parse_event
+from boomerang.profiles import PROFILE_FIELDS, merged
 from boomerang.store import MIGRATIONS, JobQueue, Store, StoreError
 from conftest import incoming, t
 
@@ -480,3 +482,30 @@ def test_the_store_is_a_job_queue_with_the_same_signatures() -> None:
     for name, member in vars(JobQueue).items():
         if callable(member) and not name.startswith("_"):
             assert inspect.signature(getattr(Store, name)) == inspect.signature(member), name
+
+
+def test_merging_profiles_is_a_plain_function() -> None:
+    def row(updated_at: str, **values: Any) -> dict[str, Any]:
+        base = {name: None for name in PROFILE_FIELDS} | {
+            "consents": "{}",
+            "attributes": "{}",
+            "push_subscriptions": "[]",
+            "addresses": "{}",
+            "opt_outs": "{}",
+            "unreachable": "{}",
+            "orders_count": 0,
+            "revenue": 0.0,
+            "last_order_at": None,
+            "last_seen_at": None,
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+        return base | {"updated_at": updated_at} | values
+
+    older = row("2026-03-01T00:00:00Z", email="a@example.com", consents='{"email": true}', orders_count=1)
+    newer = row(
+        "2026-03-02T00:00:00Z", phone=PHONE, opt_outs='{"email": "2026-03-02T00:00:00Z"}', orders_count=2
+    )
+    merged_ = merged(older, newer)
+    assert (merged_["email"], merged_["phone"], merged_["orders_count"]) == ("a@example.com", PHONE, 3)
+    assert json.loads(merged_["opt_outs"]) == {"email": "2026-03-02T00:00:00Z"}
+    assert merged_["updated_at"] == "2026-03-02T00:00:00Z" and merged(newer, older) == merged_

@@ -1,6 +1,7 @@
 """The database: the only package that speaks SQL.
 
-One SQLite file in WAL mode, reached through sqlite-utils (4.x: `db.atomic()`, `db.query()`).
+One SQLite file in WAL mode, reached through sqlite-utils 4 (`db.atomic()` for transactions,
+rows read as dicts keyed by column).
 `Store` is the facade every caller uses; it is made of one class per table family, each in
 its own module, on top of the connection and the quarantine of unreadable rows:
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,6 +69,17 @@ class Connection:
     def transaction(self) -> Any:
         """A context manager: everything inside commits together or not at all (nested: a savepoint)."""
         return self.db.atomic()
+
+    def _select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows of one of the store's own SELECTs, as dicts keyed by column name.
+
+        The dicts of sqlite-utils' `db.query()`, without the savepoint it wraps around every
+        statement in case one writes: these only read, and on the ingest and claim paths those
+        two more statements per read cost a measurable share (about 5 microseconds a read).
+        """
+        cursor = self.db.execute(sql, params)
+        keys = [column[0] for column in cursor.description]
+        return [dict(zip(keys, row, strict=True)) for row in cursor]
 
     def schema_version(self) -> int:
         """The number of the last migration applied."""

@@ -101,7 +101,7 @@ class Customers(Quarantine):
         # journey stays, the other is ended and kept under a distinct entry key. Its jobs go
         # in the same transaction (the jobs live in this database, beside the journeys).
         self.db.execute("UPDATE OR IGNORE journeys SET customer_id = ? WHERE customer_id = ?", [new, old])
-        for row in self.db.query("SELECT id FROM journeys WHERE customer_id = ?", [old]):
+        for row in self._select("SELECT id FROM journeys WHERE customer_id = ?", [old]):
             self.db.execute("DELETE FROM jobs WHERE journey_id = ?", [row["id"]])
         self.db.execute(
             "UPDATE journeys SET customer_id = ?, entry_key = entry_key || ':merged:' || ?, cursor = NULL,"
@@ -141,11 +141,11 @@ class Customers(Quarantine):
             if not isinstance(endpoint, str):
                 continue
             # instr() narrows the scan to the rows that mention the endpoint at all
-            rows_ = self.db.query(
+            holders = self._select(
                 "SELECT id, push_subscriptions FROM customers WHERE id != ? AND instr(push_subscriptions, ?)",
                 [customer_id, json.dumps(endpoint)],
             )
-            for row in list(rows_):
+            for row in holders:
                 kept = [
                     sub for sub in json.loads(row["push_subscriptions"]) if sub.get("endpoint") != endpoint
                 ]
@@ -159,7 +159,7 @@ class Customers(Quarantine):
         return row
 
     def _customer_columns(self, customer_id: str) -> dict[str, Any] | None:
-        found = list(self.db.query("SELECT * FROM customers WHERE id = ?", [customer_id]))
+        found = self._select("SELECT * FROM customers WHERE id = ?", [customer_id])
         return found[0] if found else None
 
     def find_customer(self, identity: str) -> Customer | None:
@@ -191,7 +191,7 @@ class Customers(Quarantine):
         """Customers in id order after `after`, for walking an audience in batches."""
         ids = [
             row["id"]
-            for row in self.db.query(
+            for row in self._select(
                 "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
             )
         ]
@@ -205,7 +205,7 @@ class Customers(Quarantine):
         marks = ", ".join("?" for _ in month_days)
         ids = [
             row["id"]
-            for row in self.db.query(
+            for row in self._select(
                 f"SELECT id FROM customers WHERE substr({column}, -5) IN ({marks})", month_days
             )
         ]

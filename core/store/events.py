@@ -55,11 +55,11 @@ class Events(Customers):
 
     def events_of(self, customer_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """A customer's events, oldest first."""
-        found = self.db.query(
+        found = self._select(
             "SELECT id, type, at, data, source FROM events WHERE customer_id = ? ORDER BY at, id LIMIT ?",
             [customer_id, limit],
         )
-        return self._events(list(found))
+        return self._events(found)
 
     def events_of_types(
         self, customer_id: str, types: Iterable[str], since: datetime | None = None
@@ -67,12 +67,12 @@ class Events(Customers):
         """A customer's events of the given types since a moment, oldest first."""
         types = list(types)
         marks = ", ".join("?" for _ in types)
-        found = self.db.query(
+        found = self._select(
             f"SELECT id, type, at, data FROM events WHERE customer_id = ? AND type IN ({marks}) AND at >= ?"
             " ORDER BY at, id",
             [customer_id, *types, to_iso(since) if since else ""],
         )
-        return self._events(list(found))
+        return self._events(found)
 
     def _events(self, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Event rows as dicts, `at` and `data` checked and decoded; unreadable ones set aside."""
@@ -94,12 +94,10 @@ class Events(Customers):
         """Stored events the engine has not acted on yet, in arrival order (unreadable ones set aside)."""
         while True:
             set_aside = self.rows_set_aside
-            found = list(
-                self.db.query(
-                    "SELECT id, type, at, customer_id, data, source FROM events WHERE handled = 0"
-                    " ORDER BY received_at, rowid LIMIT ?",
-                    [limit],
-                )
+            found = self._select(
+                "SELECT id, type, at, customer_id, data, source FROM events WHERE handled = 0"
+                " ORDER BY received_at, rowid LIMIT ?",
+                [limit],
             )
             events = [
                 self._read_row(

@@ -161,12 +161,10 @@ class Jobs(Quarantine):
         if not claimed:
             return []
         marks = ", ".join("?" for _ in claimed)
-        found = list(
-            self.db.query(
-                "SELECT id, kind, due_at, priority, payload, journey_id, version, key, attempts FROM jobs"
-                f" WHERE id IN ({marks}) ORDER BY due_at, priority DESC, id",
-                claimed,
-            )
+        found = self._select(
+            "SELECT id, kind, due_at, priority, payload, journey_id, version, key, attempts FROM jobs"
+            f" WHERE id IN ({marks}) ORDER BY due_at, priority DESC, id",
+            claimed,
         )
         jobs = (
             self._read_row(

@@ -90,12 +90,10 @@ class Journeys(Quarantine):
         return found[0] if found else None
 
     def _journeys(self, where: str, params: list[Any]) -> list[Journey]:
-        found = list(
-            self.db.query(
-                "SELECT id, scenario, customer_id, entry_key, status, holdout, cursor, waiting_for, version,"
-                f" context, entered_at, ended_at FROM journeys {where}",
-                params,
-            )
+        found = self._select(
+            "SELECT id, scenario, customer_id, entry_key, status, holdout, cursor, waiting_for, version,"
+            f" context, entered_at, ended_at FROM journeys {where}",
+            params,
         )
         journeys = (
             self._read_row(
@@ -140,10 +138,8 @@ class Journeys(Quarantine):
     def journal(self, customer_id: str | None = None) -> list[JournalEntry]:
         """Timeline lines (of one customer, or all), in time order."""
         where, params = ("WHERE customer_id = ?", [customer_id]) if customer_id else ("", [])
-        found = list(
-            self.db.query(
-                f"SELECT id, at, {', '.join(JOURNAL_FIELDS)} FROM journal {where} ORDER BY at, id", params
-            )
+        found = self._select(
+            f"SELECT id, at, {', '.join(JOURNAL_FIELDS)} FROM journal {where} ORDER BY at, id", params
         )
         entries = (
             self._read_row(

@@ -27,14 +27,14 @@ class Messages(Events):
 
     def message(self, message_id: str) -> dict[str, Any] | None:
         """A stored message as a dict (JSON columns decoded)."""
-        found = list(self.db.query("SELECT * FROM messages WHERE id = ?", [message_id]))
+        found = self._select("SELECT * FROM messages WHERE id = ?", [message_id])
         if not found:
             return None
         return self._read_row("messages", message_id, lambda: rows.message(found[0]))
 
     def messages_sending(self) -> list[dict[str, Any]]:
         """Messages marked `sending`: at start, those a process that died was in the middle of."""
-        ids = [row["id"] for row in self.db.query("SELECT id FROM messages WHERE status = 'sending'")]
+        ids = [row["id"] for row in self._select("SELECT id FROM messages WHERE status = 'sending'")]
         return [record for record in map(self.message, ids) if record is not None]
 
     def update_message(self, message_id: str, **fields: Any) -> None:
@@ -43,13 +43,11 @@ class Messages(Events):
 
     def sent_messages(self, customer_id: str, since: datetime) -> list[Sent]:
         """Messages that went (or are going) to a customer since a moment: what caps count."""
-        found = list(
-            self.db.query(
-                "SELECT id, sent_at, channel, category FROM messages WHERE customer_id = ? AND sent_at >= ?"
-                # `unknown`: cut off mid-send by a crash, so it may well have arrived
-                " AND status IN ('sending', 'sent', 'delivered', 'unknown') ORDER BY sent_at",
-                [customer_id, to_iso(since)],
-            )
+        found = self._select(
+            "SELECT id, sent_at, channel, category FROM messages WHERE customer_id = ? AND sent_at >= ?"
+            # `unknown`: cut off mid-send by a crash, so it may well have arrived
+            " AND status IN ('sending', 'sent', 'delivered', 'unknown') ORDER BY sent_at",
+            [customer_id, to_iso(since)],
         )
         sent = (
             self._read_row(
@@ -65,7 +63,7 @@ class Messages(Events):
         """Per channel: the mean engagement of messages (clicked 1, opened .6, delivered .3, sent .1,
         failed 0) and how many messages that is, for one customer or for everyone."""
         where, params = ("AND customer_id = ?", [customer_id]) if customer_id else ("", [])
-        found = self.db.query(
+        found = self._select(
             "SELECT channel, avg(CASE WHEN status = 'failed' THEN 0.0 WHEN clicked_at IS NOT NULL THEN 1.0"
             " WHEN opened_at IS NOT NULL THEN 0.6 WHEN delivered_at IS NOT NULL THEN 0.3 ELSE 0.1 END)"
             " AS mean, count(*) AS n FROM messages WHERE status IN ('sent', 'delivered', 'failed')"

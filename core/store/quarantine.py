@@ -81,12 +81,10 @@ class Quarantine(Connection):
             f"(table_name = '{table}' AND row_id IN (SELECT id FROM {table} WHERE customer_id = ?))"
             for table in ("events", "journeys", "messages")
         )
-        return list(
-            self.db.query(
-                'SELECT table_name AS "table", row_id, reason, found_at FROM quarantine'
-                f" WHERE (table_name = 'customers' AND row_id = ?) OR {owned} ORDER BY found_at, rowid",
-                [customer_id] * 4,
-            )
+        return self._select(
+            'SELECT table_name AS "table", row_id, reason, found_at FROM quarantine'
+            f" WHERE (table_name = 'customers' AND row_id = ?) OR {owned} ORDER BY found_at, rowid",
+            [customer_id] * 4,
         )
 
 
