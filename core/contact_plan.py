@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from boomerang.clock import parse_duration
 from boomerang.config import Config
 from boomerang.kinds import Channel
-from boomerang.model import CATEGORIES, Customer
+from boomerang.model import CATEGORIES, Customer, Sent
 from boomerang.problems import Problem, ProblemError, did_you_mean
 
 DEFAULT_PRIORITIES = {"transactional": 100, "trigger": 50, "promo": 10}
@@ -50,15 +50,6 @@ class Cap:
         per = f"{days:g}d" if days >= 1 and days == int(days) else f"{self.per.total_seconds() / 3600:g}h"
         scope = f"{self.channel} " if self.channel else ""
         return f"{scope}cap {self.max} per {per} ({', '.join(self.categories)})"
-
-
-@dataclass(frozen=True)
-class Sent:
-    """A message that counts against caps: when it went, over which channel, of which category."""
-
-    at: datetime
-    channel: str
-    category: str
 
 
 @dataclass

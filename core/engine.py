@@ -758,10 +758,6 @@ class Engine:
                     )
                 self.store.retry_job(job.id, now.timestamp() + wait)
             else:
-                if delivery.status is DeliveryStatus.ADDRESS_INVALID:
-                    self.store.mark_unreachable(message.customer_id, message.channel, delivery.detail)
-                elif delivery.status is DeliveryStatus.OPTED_OUT:
-                    self.store.opt_out(message.customer_id, [message.channel], now)
                 self.store.record_feedback(
                     message.id,
                     "message.failed",

@@ -223,3 +223,12 @@ class JournalEntry:
     message_id: str | None = None
     value: float | None = None
     variant: str | None = None
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message that counts against caps: when it went, over which channel, of which category."""
+
+    at: datetime
+    channel: str
+    category: str

@@ -1,4 +1,4 @@
-"""The scheduler: runs due jobs from the persistent priority queue in the store.
+"""The scheduler: runs due jobs from the persistent priority queue (`store.JobQueue`).
 
 Jobs live in the database, ordered by (due_at, -priority, id) through an index. The scheduler
 keeps only a bounded window of the jobs due within the next `horizon` seconds in an in-memory
@@ -7,6 +7,7 @@ just a row, and memory does not grow with the number of waiting journeys. A job 
 under a lease, so the jobs of a process that died come back once their lease runs out; the
 lease is renewed while the job runs, so a job that takes longer (a provider that says "wait",
 a slow plugin hook) is never claimed a second time by a process that is still running it.
+The scheduler knows the queue only through the `JobQueue` interface.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from boomerang.model import Job
+from boomerang.store import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ class Scheduler:
 
     def __init__(
         self,
-        store: Any,
+        queue: JobQueue,
         clock: Any,
         run_job: Callable[[Job], Awaitable[None]],
         *,
@@ -40,7 +42,7 @@ class Scheduler:
         window: int = 1000,
         concurrency: int = 8,
     ):
-        self.store = store
+        self.queue = queue
         self.clock = clock
         self.run_job = run_job
         self.horizon = horizon
@@ -55,7 +57,7 @@ class Scheduler:
         self.done = 0
 
     def wake(self) -> None:
-        """Something was queued: look at the store again before sleeping."""
+        """Something was queued: look at the queue again before sleeping."""
         self._wake.set()
 
     @property
@@ -64,7 +66,7 @@ class Scheduler:
         return len(self._heap)
 
     async def _refill(self, now: float) -> None:
-        self._heap = await self.store.run(self.store.upcoming_jobs, now + self.horizon, self.window, now)
+        self._heap = await self.queue.run(self.queue.upcoming_jobs, now + self.horizon, self.window, now)
         heapq.heapify(self._heap)
         # A full window may have left due jobs in the store: look again as soon as it is empty.
         self._window_full = len(self._heap) >= self.window
@@ -81,7 +83,7 @@ class Scheduler:
         count = 0
         while True:
             now = self.clock.now().timestamp()
-            jobs = await self.store.run(self.store.claim_due, now, LEASE_SECONDS, 1)
+            jobs = await self.queue.run(self.queue.claim_due, now, LEASE_SECONDS, 1)
             if not jobs:
                 return count
             await self._run_one(jobs[0])
@@ -94,11 +96,11 @@ class Scheduler:
             # A bug, not a provider's answer (those are handled by the job itself).
             if job.attempts + 1 >= MAX_ATTEMPTS:
                 log.exception("job %s (%s) failed %d times; giving it up", job.id, job.kind, MAX_ATTEMPTS)
-                await self.store.run(self.store.complete_job, job.id)
+                await self.queue.run(self.queue.complete_job, job.id)
             else:
                 log.exception("job %s (%s) failed; it will be retried", job.id, job.kind)
                 due = self.clock.now().timestamp() + 60 * 2**job.attempts
-                await self.store.run(self.store.retry_job, job.id, due)
+                await self.queue.run(self.queue.retry_job, job.id, due)
         self.done += 1
 
     async def serve(self, stopping: asyncio.Event) -> None:
@@ -110,7 +112,7 @@ class Scheduler:
                 await self._refill(now)
             due = self._pop_due(now, self.concurrency * 4)
             if due:
-                for job in await self.store.run(self.store.claim_jobs, due, now, LEASE_SECONDS):
+                for job in await self.queue.run(self.queue.claim_jobs, due, now, LEASE_SECONDS):
                     await self._slots.acquire()
                     task = asyncio.create_task(self._run_leased(job))
                     self._running.add(task)
@@ -131,7 +133,7 @@ class Scheduler:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 4)
             until = self.clock.now().timestamp() + LEASE_SECONDS
-            await self.store.run(self.store.renew_lease, job_id, until)
+            await self.queue.run(self.queue.renew_lease, job_id, until)
 
     def _finished(self, task: asyncio.Task) -> None:
         self._running.discard(task)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from boomerang.feedback import Effect, effect
 from boomerang.ingest import parse_event
-from boomerang.store import MIGRATIONS, Store, StoreError
+from boomerang.profiles import PROFILE_FIELDS, merged
+from boomerang.store import MIGRATIONS, JobQueue, Store, StoreError
 from conftest import incoming, t
 
 RECEIVED = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
@@ -409,3 +413,99 @@ def test_an_explicit_subscribe_lifts_an_opt_out_and_known_bad_on_that_channel(st
     customer = store.customer("c-1")
     assert customer is not None
     assert customer.unreachable == {} and list(customer.opt_outs) == ["email"]
+
+
+# the rules above the store, and the job-queue seam
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "expected"),
+    [
+        ("message.delivered", {}, Effect("delivered", ("sending", "sent", "unknown"), "delivered_at")),
+        ("message.failed", {"reason": "failed", "detail": "x"}, Effect("failed", detail="x")),
+        (
+            "message.failed",
+            {"reason": "address_invalid", "detail": "550"},
+            Effect("failed", detail="550", unreachable="550"),
+        ),
+        (
+            "message.failed",
+            {"reason": "address_invalid"},
+            Effect("failed", detail="", unreachable="address invalid"),
+        ),
+        (
+            "message.failed",
+            {"reason": "opted_out", "detail": "21610"},
+            Effect("failed", detail="21610", opt_out=("sms",)),
+        ),
+        ("message.opened", {}, Effect(stamp="opened_at")),
+        ("message.clicked", {}, Effect(stamp="clicked_at")),
+        ("message.unsubscribed", {}, Effect(opt_out=("sms",))),
+        ("message.unsubscribed", {"channels": ["all", None]}, Effect(opt_out=("all",))),
+        ("message.sent", {}, Effect()),
+    ],
+)
+def test_what_each_feedback_event_changes(event_type: str, data: dict[str, Any], expected: Effect) -> None:
+    assert effect(event_type, data, "sms") == expected
+
+
+def test_a_failure_because_of_stop_opts_out_once_recorded(store: Store) -> None:
+    store.ingest([incoming("e-1", id="c-1", phone=PHONE)], RECEIVED)
+    store.insert_message(
+        {
+            "id": "m-1",
+            "customer_id": "c-1",
+            "template": "t",
+            "category": "trigger",
+            "channel": "sms",
+            "status": "sent",
+            "created_at": "2026-03-05T12:00:00Z",
+            "sent_at": "2026-03-05T12:00:00Z",
+        }
+    )
+    known, event = store.record_feedback(
+        "m-1", "message.failed", {"reason": "opted_out", "detail": "21610"}, None, RECEIVED
+    )
+    assert known and event is not None
+    customer = store.customer("c-1")
+    assert customer is not None and list(customer.opt_outs) == ["sms"] and customer.unreachable == {}
+    record = store.message("m-1")
+    assert record is not None and (record["status"], record["detail"]) == ("failed", "21610")
+    # the provider retries its callback: stored and applied once
+    assert store.record_feedback("m-1", "message.failed", {"reason": "opted_out"}, None, RECEIVED) == (
+        True,
+        None,
+    )
+
+
+def test_the_store_is_a_job_queue_with_the_same_signatures() -> None:
+    for name, member in vars(JobQueue).items():
+        if callable(member) and not name.startswith("_"):
+            assert inspect.signature(getattr(Store, name)) == inspect.signature(member), name
+
+
+def test_merging_profiles_is_a_plain_function() -> None:
+    def row(updated_at: str, **values: Any) -> dict[str, Any]:
+        base = {name: None for name in PROFILE_FIELDS} | {
+            "consents": "{}",
+            "attributes": "{}",
+            "push_subscriptions": "[]",
+            "addresses": "{}",
+            "opt_outs": "{}",
+            "unreachable": "{}",
+            "orders_count": 0,
+            "revenue": 0.0,
+            "last_order_at": None,
+            "last_seen_at": None,
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+        return base | {"updated_at": updated_at} | values
+
+    older = row("2026-03-01T00:00:00Z", email="a@example.com", consents='{"email": true}', orders_count=1)
+    newer = row(
+        "2026-03-02T00:00:00Z", phone=PHONE, opt_outs='{"email": "2026-03-02T00:00:00Z"}', orders_count=2
+    )
+    merged_ = merged(older, newer)
+    assert (merged_["email"], merged_["phone"], merged_["orders_count"]) == ("a@example.com", PHONE, 3)
+    assert json.loads(merged_["opt_outs"]) == {"email": "2026-03-02T00:00:00Z"}
+    assert merged_["updated_at"] == "2026-03-02T00:00:00Z" and merged(newer, older) == merged_

@@ -264,12 +264,10 @@ class TwilioChannel(Channel):
             event = ("message.failed", {"reason": failure_reason(code), "detail": code or status})
         else:  # queued, accepted, sending, sent...: nothing to record
             return web.Response(status=204)
+        # A failure because the customer replied STOP opts them out of this channel: the
+        # feedback rules (core/feedback.py) say so, for every channel.
         if not message_id or not await ingest.feedback(message_id, event[0], event[1], key=status):
             log.info("%s: status callback about unknown message %r", self.name, message_id)
-        elif event[1].get("reason") == "opted_out":
-            # The customer replied STOP: Twilio refuses every further message to them on this
-            # channel. The store applies an opt-out for `message.unsubscribed`, not for a failure.
-            await ingest.feedback(message_id, "message.unsubscribed", {"channels": [self.name]})
         return web.Response(status=204)
 
     def outbox_data(self, message: Message) -> dict[str, Any]:

@@ -1,0 +1,34 @@
+"""The database: the only package that speaks SQL.
+
+One SQLite file in WAL mode, reached through sqlite-utils 4 (`db.atomic()` for transactions,
+rows read as dicts keyed by column).
+`Store` is the facade every caller uses; it is made of one class per table family, each in
+its own module, on top of the connection and the quarantine of unreadable rows:
+
+- connection.py: opening (read-write, read-only, private file), the store thread, transactions, migrating
+- migrations.py: the numbered migrations (never edit a published one)
+- quarantine.py: reading rows back safely; unreadable rows set aside
+- rows.py: decoding stored rows, every column checked
+- customers.py: customers and identities: resolve, merge, profile writes
+- events.py: storing events, the engine's queue of unhandled ones, a customer's history
+- journeys.py: journeys and the journal
+- messages.py: messages, what caps count, feedback events
+- jobs.py: the `JobQueue` interface and its SQLite queue
+
+The rules the store applies are pure modules above it: core/profiles.py (profile updates,
+merging, address renewal) and core/feedback.py (what feedback changes).
+"""
+
+from __future__ import annotations
+
+from boomerang.store.connection import StoreError
+from boomerang.store.jobs import JobQueue, Jobs
+from boomerang.store.journeys import Journeys
+from boomerang.store.messages import Messages
+from boomerang.store.migrations import MIGRATIONS
+
+__all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError"]
+
+
+class Store(Messages, Journeys, Jobs):
+    """The one SQLite database of an installation."""

@@ -1,0 +1,239 @@
+"""Customers and identities: finding or creating a customer from an event's identities, merging
+two customers into one, and writing what the profile rules (core/profiles.py) decide."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime
+from typing import Any
+
+from boomerang.clock import to_iso
+from boomerang.model import Customer, Event, ProfileUpdate
+from boomerang.profiles import (
+    ADDRESS_JSON,
+    IDENTITY_FIELDS,
+    PROFILE_FIELDS,
+    identity_candidates,
+    merged,
+    updated,
+)
+from boomerang.store import rows
+from boomerang.store.quarantine import Quarantine
+
+# Tables whose rows belong to a customer; merging two customers re-points them all.
+CUSTOMER_TABLES = ("events", "identities", "journeys", "messages", "journal")
+
+
+class Customers(Quarantine):
+    """The `customers` and `identities` tables."""
+
+    def _owner(self, kind: str, value: str) -> str | None:
+        row = self.db.execute(
+            "SELECT customer_id FROM identities WHERE kind = ? AND value = ?", [kind, value]
+        ).fetchone()
+        return row[0] if row else None
+
+    def _create_customer(self, customer_id: str | None, now: str, at: str) -> str:
+        customer_id = customer_id or f"anon-{secrets.token_hex(8)}"
+        self.db.execute(
+            "INSERT INTO customers (id, created_at, updated_at) VALUES (?, ?, ?)", [customer_id, now, at]
+        )
+        self._add_identity("id", customer_id, customer_id)
+        return customer_id
+
+    def _resolve_customer(self, profile: ProfileUpdate, now: str, at: str) -> tuple[str, set[str]]:
+        """A verified event's customer: every customer its identities point to, merged into one."""
+        found: list[str] = []
+        for kind, value in profile.identities():
+            owner = self._owner(kind, value)
+            if owner and owner not in found:
+                found.append(owner)
+        # A customer known by the shop's own id survives over an anonymous one.
+        found.sort(key=lambda cid: cid.startswith("anon-"))
+        if not found:
+            customer_id = self._create_customer(profile.id, now, at)
+        else:
+            customer_id = found[0]
+            for other in found[1:]:
+                self._merge(other, into=customer_id)
+            if profile.id and customer_id.startswith("anon-") and profile.id != customer_id:
+                # An anonymous visitor has just told us who they are: take the shop's id.
+                self._rename(customer_id, profile.id)
+                customer_id = profile.id
+        for kind, value in profile.identities():
+            self._add_identity(kind, value, customer_id)
+        return customer_id, set()
+
+    def _resolve_claim(self, profile: ProfileUpdate, now: str, at: str) -> tuple[str, set[str]]:
+        """An unverified event's customer, and the profile fields it may not set: never a merge.
+
+        The customer is the one the first (strongest) identity names: the id a signed token
+        gave. A chat the event names moves to that customer (the Bot API itself says the chat
+        sent the token); any other identity that belongs to someone else stays there.
+        """
+        (kind, value), *others = profile.identities()
+        customer_id = self._owner(kind, value) or self._create_customer(profile.id, now, at)
+        self._add_identity(kind, value, customer_id)
+        refused: set[str] = set()
+        for kind, value in others:
+            owner = self._owner(kind, value)
+            if owner not in (None, customer_id):
+                if kind != "telegram":
+                    refused.add(IDENTITY_FIELDS[kind])
+                    continue
+                self.db.execute(
+                    "UPDATE customers SET telegram_chat_id = NULL WHERE id = ? AND telegram_chat_id = ?",
+                    [owner, value],
+                )
+            self._add_identity(kind, value, customer_id)
+        return customer_id, refused
+
+    def _add_identity(self, kind: str, value: str, customer_id: str) -> None:
+        self.db.execute(
+            "INSERT INTO identities (kind, value, customer_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (kind, value) DO UPDATE SET customer_id = excluded.customer_id",
+            [kind, value, customer_id],
+        )
+
+    def _repoint(self, old: str, new: str) -> None:
+        # Both customers may be in the same scenario with the same entry: the survivor's
+        # journey stays, the other is ended and kept under a distinct entry key. Its jobs go
+        # in the same transaction (the jobs live in this database, beside the journeys).
+        self.db.execute("UPDATE OR IGNORE journeys SET customer_id = ? WHERE customer_id = ?", [new, old])
+        for row in self._select("SELECT id FROM journeys WHERE customer_id = ?", [old]):
+            self.db.execute("DELETE FROM jobs WHERE journey_id = ?", [row["id"]])
+        self.db.execute(
+            "UPDATE journeys SET customer_id = ?, entry_key = entry_key || ':merged:' || ?, cursor = NULL,"
+            " status = CASE status WHEN 'active' THEN 'exited' ELSE status END WHERE customer_id = ?",
+            [new, old, old],
+        )
+        for table in CUSTOMER_TABLES:
+            if table != "journeys":
+                self.db.execute(f"UPDATE {table} SET customer_id = ? WHERE customer_id = ?", [new, old])
+
+    def _rename(self, old: str, new: str) -> None:
+        self.db.execute("UPDATE customers SET id = ? WHERE id = ?", [new, old])
+        self._repoint(old, new)
+
+    def _merge(self, loser: str, into: str) -> None:
+        """Fold one customer into another (the rules: `profiles.merged`)."""
+        survivor, other = self.customer_row(into), self.customer_row(loser)
+        if survivor is None or other is None:
+            return
+        self.db["customers"].update(into, merged(survivor, other))
+        self.db.execute("DELETE FROM customers WHERE id = ?", [loser])
+        self._repoint(loser, into)
+
+    def _update_profile(self, customer_id: str, event: Event, now: str, refused: set[str]) -> None:
+        """Apply what the event says about the customer (the rules: `profiles.updated`)."""
+        row = self.customer_row(customer_id)
+        if row is None:  # unreadable, set aside: the event is kept, the profile left alone
+            return
+        if event.profile.push_subscriptions:
+            self._take_push_subscriptions(customer_id, event.profile.push_subscriptions)
+        self.db["customers"].update(customer_id, updated(row, event, now, refused))
+
+    def _take_push_subscriptions(self, customer_id: str, subscriptions: list[dict]) -> None:
+        """A browser's subscription belongs to one customer: whoever subscribed it last."""
+        for subscription in subscriptions:
+            endpoint = subscription.get("endpoint")
+            if not isinstance(endpoint, str):
+                continue
+            # instr() narrows the scan to the rows that mention the endpoint at all
+            holders = self._select(
+                "SELECT id, push_subscriptions FROM customers WHERE id != ? AND instr(push_subscriptions, ?)",
+                [customer_id, json.dumps(endpoint)],
+            )
+            for row in holders:
+                kept = [
+                    sub for sub in json.loads(row["push_subscriptions"]) if sub.get("endpoint") != endpoint
+                ]
+                self.db["customers"].update(row["id"], {"push_subscriptions": json.dumps(kept)})
+
+    def customer_row(self, customer_id: str) -> dict[str, Any] | None:
+        """The raw stored row of a customer, by canonical id; None if it cannot be read back."""
+        row = self._customer_columns(customer_id)
+        if row is None or self._read_row("customers", customer_id, lambda: rows.customer(row)) is None:
+            return None
+        return row
+
+    def _customer_columns(self, customer_id: str) -> dict[str, Any] | None:
+        found = self._select("SELECT * FROM customers WHERE id = ?", [customer_id])
+        return found[0] if found else None
+
+    def find_customer(self, identity: str) -> Customer | None:
+        """A customer by any identity: their id (or a merged-away id), email or phone."""
+        row = self.db.execute(
+            "SELECT customer_id FROM identities WHERE value IN (?, ?, ?) ORDER BY kind = 'id' DESC LIMIT 1",
+            identity_candidates(identity),
+        ).fetchone()
+        if row is None:
+            return None
+        return self.customer(row[0])
+
+    def customer(self, customer_id: str) -> Customer | None:
+        """A customer by canonical id; None if there is none or the row cannot be read back."""
+        row = self._customer_columns(customer_id)
+        if row is None:
+            return None
+        return self._read_row("customers", customer_id, lambda: rows.customer(row))
+
+    def set_attributes(self, customer_id: str, attributes: dict[str, Any]) -> None:
+        """Merge values into a customer's free-form attributes."""
+        row = self.customer_row(customer_id)
+        if row is None:
+            return
+        combined = {**json.loads(row["attributes"]), **attributes}
+        self.db["customers"].update(customer_id, {"attributes": json.dumps(combined, ensure_ascii=False)})
+
+    def customers_page(self, after: str, limit: int = 500) -> list[Customer]:
+        """Customers in id order after `after`, for walking an audience in batches."""
+        ids = [
+            row["id"]
+            for row in self._select(
+                "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
+            )
+        ]
+        return [customer for customer in map(self.customer, ids) if customer is not None]
+
+    def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]:
+        """Customers whose date field (`birthday` or `attributes.x`) falls on one of `MM-DD`."""
+        column = (
+            "birthday" if field == "birthday" else f"json_extract(attributes, '$.{field.split('.', 1)[1]}')"
+        )
+        marks = ", ".join("?" for _ in month_days)
+        ids = [
+            row["id"]
+            for row in self._select(
+                f"SELECT id FROM customers WHERE substr({column}, -5) IN ({marks})", month_days
+            )
+        ]
+        return [customer for customer in map(self.customer, ids) if customer is not None]
+
+    def opt_out(self, customer_id: str, channels: list[str] | tuple[str, ...], now: datetime) -> None:
+        """The customer said no on these channels (`all` for every channel)."""
+        row = self.customer_row(customer_id)
+        if row is None:
+            return
+        opt_outs = json.loads(row["opt_outs"])
+        opt_outs.update({channel: to_iso(now) for channel in channels})
+        self.db["customers"].update(customer_id, {"opt_outs": json.dumps(opt_outs)})
+
+    def mark_unreachable(self, customer_id: str, channel: str, reason: str) -> None:
+        """The customer's address on a channel is known bad (hard bounce, blocked bot...)."""
+        row = self.customer_row(customer_id)
+        if row is None:
+            return
+        unreachable = {**json.loads(row["unreachable"]), channel: reason or "address invalid"}
+        self.db["customers"].update(customer_id, {"unreachable": json.dumps(unreachable)})
+
+    def set_profile(self, customer_id: str, fields: dict[str, Any]) -> None:
+        """Store the address fields a channel's `forget()` gave (the map and lists as data)."""
+        updates = {
+            key: json.dumps(value, ensure_ascii=False) if key in ADDRESS_JSON else value
+            for key, value in fields.items()
+            if key in PROFILE_FIELDS or key in ADDRESS_JSON  # never a count, a stamp or an opt-out
+        }
+        if updates:
+            self.db["customers"].update(customer_id, updates)

@@ -1,0 +1,240 @@
+"""Jobs: the persistent priority queue, behind the `JobQueue` interface.
+
+`JobQueue` is the seam where another queue (PostgreSQL, claiming with `FOR UPDATE SKIP
+LOCKED`) plugs in; the scheduler (core/scheduler.py) talks to the queue through it alone.
+
+How the engine reaches the queue: through the `Store` it already holds (`Store` is a
+`JobQueue`), because the engine adds and cancels jobs *inside its own transactions* — a journey
+advanced, its message stored and its next job queued commit together or not at all, which is
+what makes a crash at any point safe. A queue in another database could not join those
+transactions, so a PostgreSQL queue will come with the PostgreSQL store, on the same
+connection. The customers family likewise drops the jobs of journeys ended by a merge, in the
+merge's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from boomerang.model import Job
+from boomerang.store import rows
+from boomerang.store.quarantine import Quarantine
+
+T = TypeVar("T")
+
+
+class JobQueue(Protocol):
+    """A persistent priority queue of jobs with leases: what the scheduler needs of one.
+
+    Its calls block; the scheduler makes them through `run`, off the event loop.
+    """
+
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one of the queue's calls where it may block (the store's own thread)."""
+        ...
+
+    def add_job(
+        self,
+        kind: str,
+        due_at: float,
+        priority: int,
+        payload: dict[str, Any],
+        *,
+        journey_id: str | None = None,
+        version: int | None = None,
+        key: str | None = None,
+    ) -> int | None:
+        """Queue a job; with a `key` already queued, nothing is added and None is returned."""
+        ...
+
+    def claim_due(self, now: float, lease: float, limit: int) -> list[Job]:
+        """Lease up to `limit` due jobs, earliest first and higher priority first at the same time."""
+        ...
+
+    def claim_jobs(self, ids: list[int], now: float, lease: float) -> list[Job]:
+        """Lease the given jobs if they are due and not leased by someone else."""
+        ...
+
+    def upcoming_jobs(
+        self, until: float, limit: int, now: float | None = None
+    ) -> list[tuple[float, int, int]]:
+        """(due_at, -priority, id) of claimable jobs due before `until`: the scheduler's window."""
+        ...
+
+    def next_due_at(self) -> float | None:
+        """When the next job falls due (or a lease runs out)."""
+        ...
+
+    def complete_job(self, job_id: int) -> None:
+        """Remove a job whose effect is done."""
+        ...
+
+    def retry_job(self, job_id: int, due_at: float) -> None:
+        """Release a job to run again at `due_at`, counting a failed attempt."""
+        ...
+
+    def postpone_job(self, job_id: int, due_at: float) -> None:
+        """Release a job to run again at `due_at`, without counting a failed attempt."""
+        ...
+
+    def renew_lease(self, job_id: int, until: float) -> None:
+        """Extend the lease of a job still running."""
+        ...
+
+    def release_job(self, job_id: int) -> None:
+        """Give a claimed job back untouched."""
+        ...
+
+    def release_all_leases(self) -> int:
+        """Take back every lease (at start); returns how many."""
+        ...
+
+    def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None:
+        """Cancel a journey's pending jobs (of one kind, or all)."""
+        ...
+
+    def job_count(self) -> int:
+        """Jobs waiting in the queue."""
+        ...
+
+
+class Jobs(Quarantine):
+    """The `jobs` table: the SQLite `JobQueue`."""
+
+    def add_job(
+        self,
+        kind: str,
+        due_at: float,
+        priority: int,
+        payload: dict[str, Any],
+        *,
+        journey_id: str | None = None,
+        version: int | None = None,
+        key: str | None = None,
+    ) -> int | None:
+        """Queue a job; with a `key` already queued, nothing is added and None is returned."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO jobs (kind, due_at, priority, journey_id, version, key, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [kind, due_at, priority, journey_id, version, key, json.dumps(payload, default=str)],
+        )
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None:
+        """Cancel a journey's pending jobs (of one kind, or all) and the messages not yet sent."""
+        if kind:
+            self.db.execute("DELETE FROM jobs WHERE journey_id = ? AND kind = ?", [journey_id, kind])
+            return
+        self.db.execute("DELETE FROM jobs WHERE journey_id = ?", [journey_id])
+        self.db.execute(
+            "UPDATE messages SET status = 'cancelled' WHERE journey_id = ? AND status = 'pending'",
+            [journey_id],
+        )
+
+    def claim_due(self, now: float, lease: float, limit: int) -> list[Job]:
+        """Lease up to `limit` due jobs, earliest first and higher priority first at the same time."""
+        ids = [
+            row[0]
+            for row in self.db.execute(
+                "SELECT id FROM jobs WHERE due_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                " ORDER BY due_at, priority DESC, id LIMIT ?",
+                [now, now, limit],
+            )
+        ]
+        return self.claim_jobs(ids, now, lease)
+
+    def claim_jobs(self, ids: list[int], now: float, lease: float) -> list[Job]:
+        """Lease the given jobs if they are due and not leased by someone else."""
+        claimed = []
+        with self.db.atomic():
+            for job_id in ids:
+                updated = self.db.execute(
+                    "UPDATE jobs SET lease_until = ? WHERE id = ? AND due_at <= ?"
+                    " AND (lease_until IS NULL OR lease_until < ?)",
+                    [now + lease, job_id, now, now],
+                ).rowcount
+                if updated:
+                    claimed.append(job_id)
+        if not claimed:
+            return []
+        marks = ", ".join("?" for _ in claimed)
+        found = self._select(
+            "SELECT id, kind, due_at, priority, payload, journey_id, version, key, attempts FROM jobs"
+            f" WHERE id IN ({marks}) ORDER BY due_at, priority DESC, id",
+            claimed,
+        )
+        jobs = (
+            self._read_row(
+                "jobs",
+                row["id"],
+                lambda row=row: Job(
+                    **row
+                    | {
+                        "due_at": rows.number(row["due_at"]),
+                        "priority": rows.integer(row["priority"]),
+                        "payload": rows.json_value(row["payload"], dict),
+                        "attempts": rows.integer(row["attempts"]),
+                    }
+                ),
+                content=row,
+            )
+            for row in found
+        )
+        return [job for job in jobs if job is not None]
+
+    def upcoming_jobs(
+        self, until: float, limit: int, now: float | None = None
+    ) -> list[tuple[float, int, int]]:
+        """(due_at, -priority, id) of claimable jobs due before `until`, through the due index."""
+        # `-priority` in SQL: a damaged priority becomes 0 here and is set aside when claimed.
+        # Tuples straight from the cursor: the window is rebuilt often and holds many entries.
+        return self.db.execute(
+            "SELECT due_at, -priority, id FROM jobs WHERE due_at <= ?"
+            " AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, priority DESC LIMIT ?",
+            [until, time.time() if now is None else now, limit],
+        ).fetchall()
+
+    def next_due_at(self) -> float | None:
+        """When the next job falls due (or a lease runs out), without scanning the queue."""
+        unleased = self.db.execute(
+            "SELECT due_at FROM jobs WHERE lease_until IS NULL ORDER BY due_at LIMIT 1"
+        ).fetchone()
+        leased = self.db.execute("SELECT min(lease_until) FROM jobs WHERE lease_until IS NOT NULL").fetchone()
+        moments = [value for value in (unleased and unleased[0], leased and leased[0]) if value is not None]
+        return min(moments) if moments else None
+
+    def complete_job(self, job_id: int) -> None:
+        """Remove a job whose effect is done."""
+        self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
+
+    def retry_job(self, job_id: int, due_at: float) -> None:
+        """Release a job to run again at `due_at`."""
+        self.db.execute(
+            "UPDATE jobs SET due_at = ?, lease_until = NULL, attempts = attempts + 1 WHERE id = ?",
+            [due_at, job_id],
+        )
+
+    def postpone_job(self, job_id: int, due_at: float) -> None:
+        """Release a job to run again at `due_at`, without counting a failed attempt."""
+        self.db.execute("UPDATE jobs SET due_at = ?, lease_until = NULL WHERE id = ?", [due_at, job_id])
+
+    def renew_lease(self, job_id: int, until: float) -> None:
+        """Extend the lease of a job still running; one completed or released meanwhile is left alone."""
+        self.db.execute(
+            "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_until IS NOT NULL", [until, job_id]
+        )
+
+    def release_all_leases(self) -> int:
+        """Take back every lease: at start, the jobs of a process that died run again at once."""
+        return self.db.execute("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL").rowcount
+
+    def release_job(self, job_id: int) -> None:
+        """Give a claimed job back untouched (on shutdown)."""
+        self.db.execute("UPDATE jobs SET lease_until = NULL WHERE id = ?", [job_id])
+
+    def job_count(self) -> int:
+        """Jobs waiting in the queue."""
+        return self.db.execute("SELECT count(*) FROM jobs").fetchone()[0]

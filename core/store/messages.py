@@ -1,0 +1,138 @@
+"""Messages: what is to be sent and what became of it, what the contact plan counts, and the
+feedback events about them (their rules: core/feedback.py)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from boomerang.clock import parse_time, to_iso
+from boomerang.feedback import effect
+from boomerang.model import Event, ProfileUpdate, Sent
+from boomerang.store import rows
+from boomerang.store.events import Events
+
+
+class Messages(Events):
+    """The `messages` table."""
+
+    def insert_message(self, fields: dict[str, Any]) -> None:
+        """Store a message to be sent; its id is its idempotency key."""
+        values = {
+            key: json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, dict | list) else v
+            for key, v in fields.items()
+        }
+        self.db["messages"].insert(values, ignore=True)
+
+    def message(self, message_id: str) -> dict[str, Any] | None:
+        """A stored message as a dict (JSON columns decoded)."""
+        found = self._select("SELECT * FROM messages WHERE id = ?", [message_id])
+        if not found:
+            return None
+        return self._read_row("messages", message_id, lambda: rows.message(found[0]))
+
+    def messages_sending(self) -> list[dict[str, Any]]:
+        """Messages marked `sending`: at start, those a process that died was in the middle of."""
+        ids = [row["id"] for row in self._select("SELECT id FROM messages WHERE status = 'sending'")]
+        return [record for record in map(self.message, ids) if record is not None]
+
+    def update_message(self, message_id: str, **fields: Any) -> None:
+        """Change a message's status, channel, detail..."""
+        self.db["messages"].update(message_id, fields)
+
+    def sent_messages(self, customer_id: str, since: datetime) -> list[Sent]:
+        """Messages that went (or are going) to a customer since a moment: what caps count."""
+        found = self._select(
+            "SELECT id, sent_at, channel, category FROM messages WHERE customer_id = ? AND sent_at >= ?"
+            # `unknown`: cut off mid-send by a crash, so it may well have arrived
+            " AND status IN ('sending', 'sent', 'delivered', 'unknown') ORDER BY sent_at",
+            [customer_id, to_iso(since)],
+        )
+        sent = (
+            self._read_row(
+                "messages",
+                row["id"],
+                lambda row=row: Sent(parse_time(row["sent_at"]), row["channel"], row["category"]),
+            )
+            for row in found
+        )
+        return [item for item in sent if item is not None]
+
+    def engagement(self, customer_id: str | None = None) -> dict[str, tuple[float, int]]:
+        """Per channel: the mean engagement of messages (clicked 1, opened .6, delivered .3, sent .1,
+        failed 0) and how many messages that is, for one customer or for everyone."""
+        where, params = ("AND customer_id = ?", [customer_id]) if customer_id else ("", [])
+        found = self._select(
+            "SELECT channel, avg(CASE WHEN status = 'failed' THEN 0.0 WHEN clicked_at IS NOT NULL THEN 1.0"
+            " WHEN opened_at IS NOT NULL THEN 0.6 WHEN delivered_at IS NOT NULL THEN 0.3 ELSE 0.1 END)"
+            " AS mean, count(*) AS n FROM messages WHERE status IN ('sent', 'delivered', 'failed')"
+            f" AND channel IS NOT NULL {where} GROUP BY channel",
+            params,
+        )
+        return {row["channel"]: (float(row["mean"]), int(row["n"])) for row in found}
+
+    def chain_delivered(self, first_id: str) -> bool:
+        """Whether a message or one of its fallbacks was delivered (so no further fallback goes)."""
+        row = self.db.execute(
+            "SELECT 1 FROM messages WHERE (id = ? OR fallback_of = ?) AND status = 'delivered' LIMIT 1",
+            [first_id, first_id],
+        ).fetchone()
+        return row is not None
+
+    def message_by_provider_id(self, provider_id: str) -> dict[str, Any] | None:
+        """A message by the id its provider gave it (a Twilio SID...)."""
+        row = self.db.execute("SELECT id FROM messages WHERE provider_id = ?", [provider_id]).fetchone()
+        return self.message(row[0]) if row else None
+
+    def record_feedback(
+        self, message_id: str, event_type: str, data: dict[str, Any], key: str | None, now: datetime
+    ) -> tuple[bool, Event | None]:
+        """Store a feedback event about a message and apply it; (message known?, new event or None).
+
+        The event id is derived from the message, the type and `key`, so a receipt that
+        arrives twice (providers retry) is stored and applied once. What it changes is
+        `feedback.effect`'s to say; this is the only place it is applied.
+        """
+        record = self.message(message_id)
+        if record is None:
+            return False, None
+        customer_id = record["customer_id"]
+        payload = {
+            "message": {key_: record[key_] for key_ in ("id", "channel", "template", "scenario", "step")},
+            **data,
+        }
+        event = Event(
+            id=f"{event_type}:{message_id}" + (f":{key}" if key else ""),
+            type=event_type,
+            at=now,
+            profile=ProfileUpdate(id=customer_id),
+            data=payload,
+            source=record["channel"] or "feedback",
+        )
+        with self.db.atomic():
+            if not self.ingest([event], now):
+                return True, None
+            change = effect(event_type, data, record["channel"])
+            columns, params = [], []
+            if change.status:
+                columns.append("status = ?")
+                params.append(change.status)
+            if change.detail is not None:
+                columns.append("detail = ?")
+                params.append(change.detail)
+            if change.stamp:
+                columns.append(f"{change.stamp} = coalesce({change.stamp}, ?)")
+                params.append(to_iso(now))
+            if columns:
+                marks = ", ".join("?" for _ in change.only_from)
+                self.db.execute(
+                    f"UPDATE messages SET {', '.join(columns)} WHERE id = ?"
+                    + (f" AND status IN ({marks})" if change.only_from else ""),
+                    [*params, message_id, *change.only_from],
+                )
+            if change.unreachable is not None and record["channel"]:
+                self.mark_unreachable(customer_id, record["channel"], change.unreachable)
+            if change.opt_out:
+                self.opt_out(customer_id, change.opt_out, now)
+        return True, event

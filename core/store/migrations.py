@@ -1,0 +1,166 @@
+"""The numbered migrations: each runs once, in order, inside a transaction.
+
+PRAGMA user_version records the last one applied. Never edit a published migration: add the
+next number.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "customers, identities and events",
+        """
+        CREATE TABLE customers (
+            id TEXT PRIMARY KEY,
+            email TEXT, phone TEXT, name TEXT, locale TEXT, timezone TEXT,
+            birthday TEXT, gender TEXT, telegram_chat_id TEXT, whatsapp TEXT,
+            consents TEXT NOT NULL DEFAULT '{}',
+            attributes TEXT NOT NULL DEFAULT '{}',
+            push_subscriptions TEXT NOT NULL DEFAULT '[]',
+            orders_count INTEGER NOT NULL DEFAULT 0,
+            revenue REAL NOT NULL DEFAULT 0,
+            last_order_at TEXT, last_seen_at TEXT,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+        );
+        CREATE TABLE identities (
+            kind TEXT NOT NULL, value TEXT NOT NULL, customer_id TEXT NOT NULL,
+            PRIMARY KEY (kind, value)
+        );
+        CREATE INDEX identities_customer ON identities (customer_id);
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            at TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            data TEXT NOT NULL,
+            source TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            handled INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX events_customer_at ON events (customer_id, at);
+        CREATE INDEX events_unhandled ON events (received_at) WHERE handled = 0;
+        """,
+    ),
+    (
+        2,
+        "journeys, jobs, messages and the journal",
+        """
+        CREATE TABLE journeys (
+            id TEXT PRIMARY KEY,
+            scenario TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            entry_key TEXT NOT NULL,
+            status TEXT NOT NULL,
+            holdout INTEGER NOT NULL DEFAULT 0,
+            cursor TEXT,
+            waiting_for TEXT,
+            version INTEGER NOT NULL DEFAULT 0,
+            context TEXT NOT NULL DEFAULT '{}',
+            entered_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            ended_at TEXT,
+            UNIQUE (scenario, customer_id, entry_key)
+        );
+        CREATE INDEX journeys_customer ON journeys (customer_id, status);
+        CREATE INDEX journeys_scenario ON journeys (scenario, status);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            due_at REAL NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            journey_id TEXT,
+            version INTEGER,
+            key TEXT UNIQUE,
+            payload TEXT NOT NULL DEFAULT '{}',
+            lease_until REAL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX jobs_due ON jobs (due_at, priority DESC);
+        CREATE INDEX jobs_journey ON jobs (journey_id);
+        CREATE INDEX jobs_leased ON jobs (lease_until) WHERE lease_until IS NOT NULL;
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            journey_id TEXT,
+            customer_id TEXT NOT NULL,
+            scenario TEXT,
+            step TEXT,
+            template TEXT NOT NULL,
+            category TEXT NOT NULL,
+            candidates TEXT,
+            channel TEXT,
+            status TEXT NOT NULL,
+            promo TEXT,
+            expires_at TEXT,
+            variant TEXT,
+            context TEXT NOT NULL DEFAULT '{}',
+            detail TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX messages_customer ON messages (customer_id, created_at);
+        CREATE TABLE journal (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            scenario TEXT,
+            journey_id TEXT,
+            step TEXT,
+            template TEXT,
+            channel TEXT,
+            message_id TEXT,
+            reason TEXT NOT NULL,
+            value REAL,
+            variant TEXT
+        );
+        CREATE INDEX journal_customer ON journal (customer_id, at);
+        CREATE INDEX journal_scenario ON journal (scenario, kind, at);
+        """,
+    ),
+    (
+        3,
+        "delivery receipts, tracked links, opt-outs and known bad addresses",
+        """
+        ALTER TABLE messages ADD COLUMN links TEXT;
+        ALTER TABLE messages ADD COLUMN provider_id TEXT;
+        ALTER TABLE messages ADD COLUMN delivered_at TEXT;
+        ALTER TABLE messages ADD COLUMN opened_at TEXT;
+        ALTER TABLE messages ADD COLUMN clicked_at TEXT;
+        CREATE INDEX messages_provider ON messages (provider_id) WHERE provider_id IS NOT NULL;
+        ALTER TABLE customers ADD COLUMN opt_outs TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE customers ADD COLUMN unreachable TEXT NOT NULL DEFAULT '{}';
+        """,
+    ),
+    (
+        4,
+        "fallback messages and the plan's view of sent messages",
+        """
+        ALTER TABLE messages ADD COLUMN fallback_of TEXT;
+        ALTER TABLE messages ADD COLUMN tried TEXT;
+        CREATE INDEX messages_sent ON messages (customer_id, sent_at) WHERE sent_at IS NOT NULL;
+        CREATE INDEX messages_journey_step ON messages (journey_id, step);
+        """,
+    ),
+    (
+        5,
+        "rows that cannot be read back, set aside",
+        """
+        CREATE TABLE quarantine (
+            table_name TEXT NOT NULL,
+            row_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            found_at TEXT NOT NULL,
+            content TEXT,
+            PRIMARY KEY (table_name, row_id)
+        );
+        """,
+    ),
+    (
+        6,
+        "addresses on channels that plugins add, keyed by channel",
+        """
+        ALTER TABLE customers ADD COLUMN addresses TEXT NOT NULL DEFAULT '{}';
+        """,
+    ),
+]
