@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from boomerang.model import Job
+from boomerang.retry import RETRY
 
 log = logging.getLogger(__name__)
 
-# Read when used, so a test can shorten both; renewed four times per lease, so a store that
+# Read when used, so a test can shorten it; renewed four times per lease, so a store that
 # is slow to answer one renewal does not let the lease run out.
 LEASE_SECONDS = 120.0
-MAX_ATTEMPTS = 5
 
 
 class Scheduler:
@@ -92,12 +92,12 @@ class Scheduler:
             await self.run_job(job)
         except Exception:
             # A bug, not a provider's answer (those are handled by the job itself).
-            if job.attempts + 1 >= MAX_ATTEMPTS:
-                log.exception("job %s (%s) failed %d times; giving it up", job.id, job.kind, MAX_ATTEMPTS)
+            if not RETRY.retries(job.attempts):
+                log.exception("job %s (%s) failed %d times; giving it up", job.id, job.kind, RETRY.attempts)
                 await self.store.run(self.store.complete_job, job.id)
             else:
                 log.exception("job %s (%s) failed; it will be retried", job.id, job.kind)
-                due = self.clock.now().timestamp() + 60 * 2**job.attempts
+                due = self.clock.now().timestamp() + RETRY.backoff(job.attempts)
                 await self.store.run(self.store.retry_job, job.id, due)
         self.done += 1
 
