@@ -7,7 +7,9 @@ It is composed of parts named after what they hold (see each module):
   thread, a render thread, and the event loop for the sends themselves);
 - `boomerang.schedules`: cron and date ticks (store thread);
 - `boomerang.context`: the plain data expressions and templates see;
-- `boomerang.engine_base`: the state they share and the journal.
+- `boomerang.engine_base`: the state they share and the journal;
+- `boomerang.engine_protocols`: what the engine needs of a store and a clock;
+- `boomerang.retry`: the one retry policy of sends, actions and the scheduler.
 
 `Engine.run_job`, on the event loop, hands each claimed job to its handler by kind. `simulate`
 and the daemon run this same engine, on a virtual clock and on the wall clock.

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from boomerang.engine_protocols import Clock
 from boomerang.model import Job
 from boomerang.retry import RETRY
 
@@ -33,7 +34,7 @@ class Scheduler:
     def __init__(
         self,
         store: Any,
-        clock: Any,
+        clock: Clock,
         run_job: Callable[[Job], Awaitable[None]],
         *,
         horizon: float = 60.0,
