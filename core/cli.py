@@ -206,12 +206,12 @@ def preview(
     from boomerang.project import open_project
 
     try:
-        project, plugins = open_project(config_file)
+        project, _ = open_project(config_file)
     except ProblemError as exc:
         raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
     config = project.config
     try:
-        shown = render_preview(project, plugins, config, template, channel, customer_id, data_file)
+        shown = render_preview(project, config, template, channel, customer_id, data_file)
     except PreviewError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(shown.as_text(), nl=False)

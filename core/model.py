@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -153,6 +153,40 @@ class Message:
         }
 
 
+@dataclass
+class MessageRecord:
+    """A message as stored: queued by a journey, then planned, sent and settled by the engine.
+
+    `promo`, `context`, `candidates` and `tried` are decoded JSON; times are ISO-8601 text,
+    as the store keeps them.
+    """
+
+    id: str
+    customer_id: str
+    template: str
+    category: str
+    status: str  # pending | sending | sent | delivered | failed | dropped | unknown
+    journey_id: str | None = None
+    scenario: str | None = None
+    step: str | None = None
+    candidates: list[str] | None = None  # the step's `channels:`; None: the contact plan's order
+    channel: str | None = None
+    promo: dict[str, Any] | None = None
+    expires_at: str | None = None
+    variant: str | None = None
+    context: dict[str, Any] | None = None  # the journey's context when the step queued it
+    detail: str | None = None
+    created_at: str | None = None
+    sent_at: str | None = None
+    fallback_of: str | None = None  # the first message of a fallback chain
+    tried: list[str] | None = None  # the channels the chain tried before this one
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> MessageRecord:
+        """The record of a row as `Store.message` returns it (a column it does not know is left out)."""
+        return cls(**{name: row[name] for name in _MESSAGE_RECORD_FIELDS if name in row})
+
+
 class DeliveryStatus(StrEnum):
     """What a channel says happened to a message it was asked to send."""
 
@@ -232,3 +266,6 @@ class Sent:
     at: datetime
     channel: str
     category: str
+
+
+_MESSAGE_RECORD_FIELDS = tuple(item.name for item in fields(MessageRecord))

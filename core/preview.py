@@ -9,11 +9,10 @@ from typing import Any
 from boomerang.bodies import loads
 from boomerang.clock import WallClock
 from boomerang.config import Config
-from boomerang.engine import Engine
+from boomerang.context import context, store_scope
 from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.ingest import parse_profile
 from boomerang.model import Customer, Message
-from boomerang.plugin_manager import Plugins
 from boomerang.project import Project
 from boomerang.store import Store, StoreError
 
@@ -60,7 +59,6 @@ def sample_customer(data: dict[str, Any], where: str) -> Customer:
 
 def render_preview(
     project: Project,
-    plugins: Plugins,
     config: Config,
     template_name: str,
     channel_name: str,
@@ -109,14 +107,14 @@ def render_preview(
             except ValueError as exc:
                 raise PreviewError(str(exc)) from None
             event = {"type": data.get("type", "preview"), "data": data.get("data") or {}}
-        engine = Engine(store, WallClock(), plugins, project, dry_run=True)
-        now = engine.clock.now()
-        context = engine.context(customer, None, now, event)
-        context["promo"] = data_promo(event)
+        now = WallClock().now()
+        names = context(customer, None, now, event)
+        names["promo"] = data_promo(event)
         locales = [customer.locale, config.default_locale, "en"]
+        within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
         try:
-            with evaluating(engine.scope(customer.id, now, MESSAGE_SECONDS)):
-                rendered = template.render(channel_name, locales, context)
+            with evaluating(within):
+                rendered = template.render(channel_name, locales, names)
         except Exception as exc:  # noqa: BLE001 - Jinja's runtime errors are many; report the one that happened
             raise PreviewError(f"cannot render: {type(exc).__name__}: {exc}") from None
     finally:

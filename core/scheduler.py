@@ -16,17 +16,17 @@ import asyncio
 import heapq
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+from boomerang.engine_protocols import Clock
 from boomerang.model import Job
+from boomerang.retry import RETRY
 from boomerang.store import JobQueue
 
 log = logging.getLogger(__name__)
 
-# Read when used, so a test can shorten both; renewed four times per lease, so a store that
+# Read when used, so a test can shorten it; renewed four times per lease, so a store that
 # is slow to answer one renewal does not let the lease run out.
 LEASE_SECONDS = 120.0
-MAX_ATTEMPTS = 5
 
 
 class Scheduler:
@@ -35,7 +35,7 @@ class Scheduler:
     def __init__(
         self,
         queue: JobQueue,
-        clock: Any,
+        clock: Clock,
         run_job: Callable[[Job], Awaitable[None]],
         *,
         horizon: float = 60.0,
@@ -94,12 +94,12 @@ class Scheduler:
             await self.run_job(job)
         except Exception:
             # A bug, not a provider's answer (those are handled by the job itself).
-            if job.attempts + 1 >= MAX_ATTEMPTS:
-                log.exception("job %s (%s) failed %d times; giving it up", job.id, job.kind, MAX_ATTEMPTS)
+            if not RETRY.retries(job.attempts):
+                log.exception("job %s (%s) failed %d times; giving it up", job.id, job.kind, RETRY.attempts)
                 await self.queue.run(self.queue.complete_job, job.id)
             else:
                 log.exception("job %s (%s) failed; it will be retried", job.id, job.kind)
-                due = self.clock.now().timestamp() + 60 * 2**job.attempts
+                due = self.clock.now().timestamp() + RETRY.backoff(job.attempts)
                 await self.queue.run(self.queue.retry_job, job.id, due)
         self.done += 1
 

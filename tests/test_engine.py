@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +14,10 @@ from boomerang.clock import VirtualClock
 from boomerang.config import load_config
 from boomerang.engine import Engine
 from boomerang.ingest import Ingestor
-from boomerang.model import Event
+from boomerang.model import Delivery, DeliveryStatus, Event, Job, Message
 from boomerang.plugin_manager import load_plugins
 from boomerang.project import assemble
+from boomerang.retry import RETRY
 from boomerang.scheduler import Scheduler
 from boomerang.simulation import Rehearsal, Timeline, simulate
 from boomerang.store import Store
@@ -231,6 +233,38 @@ async def test_a_restarted_journey_renders_the_latest_event(project: Path, tmp_p
         assert len(rig.channels["email"].sent) == 1
     finally:
         rig.store.close()
+
+
+class SaysRetryLater(Rehearsal):
+    """A provider that always answers "try again later"."""
+
+    async def send(self, message: Message) -> Delivery:
+        self.sent.append(message)
+        return Delivery(DeliveryStatus.RETRY, detail="busy")
+
+
+async def test_a_send_the_provider_keeps_deferring_follows_the_retry_policy(
+    project: Path, tmp_path: Path
+) -> None:
+    """30 s, then twice as long each time; given up after RETRY.attempts sends in all."""
+    config = setup(project, {"reminder": WAIT_THEN_SEND})
+    rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 10:00"))
+    busy = rig.engine.project.registry.channels["email"] = SaysRetryLater(rig.channels["email"].channel)
+    try:
+        await rig.send_event(shop_event("e1", "cart.updated", "2026-03-02 10:00"))
+        await rig.run_until(t("2026-03-02 12:00"))
+        journal = await rig.store.run(rig.store.journal, "c1")
+    finally:
+        rig.store.close()
+    sends = [t("2026-03-02 10:20") + timedelta(seconds=s) for s in (0, 30, 90, 210, 450, 930)]
+    assert [message.id for message in busy.sent] == [busy.sent[0].id] * RETRY.attempts
+    assert [(e.at, e.kind, e.reason) for e in journal if e.kind in ("defer", "drop")] == [
+        *[
+            (at, "defer", f"email: retry in {wait}s: busy")
+            for at, wait in zip(sends[:-1], (30, 60, 120, 240, 480), strict=True)
+        ],
+        (sends[-1], "drop", "email: retry: busy"),
+    ]
 
 
 REENTRY = """\
@@ -792,3 +826,41 @@ async def test_an_action_whose_arguments_fail_to_render_does_not_lose_the_journe
     )
     assert (t("2026-03-02 10:00"), "enter", "c1", None, None) in result
     assert (t("2026-03-02 10:00"), "send", "c1", "1", "hello") in result
+
+
+async def test_a_job_whose_handler_raises_is_retried_by_the_same_policy_then_given_up(tmp_path: Path) -> None:
+    clock = VirtualClock(t("2026-03-02 10:00"))
+    store = Store(tmp_path / "jobs.db")
+    runs: list[datetime] = []
+
+    async def broken(job: Job) -> None:
+        runs.append(clock.now())
+        raise RuntimeError("a bug")
+
+    scheduler = Scheduler(store, clock, broken, concurrency=1)
+    try:
+        await store.run(store.add_job, "advance", clock.now().timestamp(), 0, {})
+        while (due := await store.run(store.next_due_at)) is not None:
+            clock.advance_to(datetime.fromtimestamp(due, UTC))
+            await scheduler.run_due()
+    finally:
+        store.close()
+    assert [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(runs)] == [
+        30,
+        60,
+        120,
+        240,
+        480,
+    ]
+    assert len(runs) == RETRY.attempts
+
+
+async def test_a_job_of_an_unknown_kind_is_dropped(project: Path, tmp_path: Path) -> None:
+    config = setup(project, {"reminder": WAIT_THEN_SEND})
+    rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 10:00"))
+    try:
+        await rig.store.run(rig.store.add_job, "from-a-newer-version", rig.clock.now().timestamp(), 0, {})
+        assert await rig.scheduler.run_due() == 1
+        assert await rig.store.run(rig.store.next_due_at) is None
+    finally:
+        rig.store.close()

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 from boomerang.cli import build_cli
 from boomerang.config import load_config
+from boomerang.dispatch import send_message
 from boomerang.model import DeliveryStatus, Message
 from boomerang.plugin_manager import collect, load_plugins
 from boomerang.problems import ProblemError
 from boomerang.project import load_project
-from boomerang.sending import send_message
 from conftest import AUTH, event, running, url
 
 

@@ -1,0 +1,76 @@
+"""What every part of the engine shares: the project, the store, the clock, the contact plan, the journal.
+
+`EngineBase` holds the state that `Journeys`, `Dispatch` and `Schedules` (and `Engine`, which
+composes them) work on. Its methods run on the store's thread: the store is only ever read
+and written there (`store.run` hands work to it from the event loop).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Template
+
+from boomerang.contact_plan import load_plan
+from boomerang.context import context, store_scope
+from boomerang.engine_protocols import Clock, EngineStore
+from boomerang.expressions import EXPRESSION_SECONDS, Scope
+from boomerang.model import Customer, JournalEntry, Journey
+from boomerang.plugin_manager import Plugins
+from boomerang.project import Project
+from boomerang.scenarios import Step
+from boomerang.tracking import Tracking
+
+
+class EngineBase:
+    """The engine's shared state; the store-thread helpers every part uses."""
+
+    def __init__(
+        self, store: EngineStore, clock: Clock, plugins: Plugins, project: Project, *, dry_run: bool = False
+    ):
+        self.store = store
+        self.clock = clock
+        self.plugins = plugins
+        self.dry_run = dry_run  # simulate: actions are recorded, not run
+        self.use(project)
+
+    def use(self, project: Project) -> None:
+        """Switch to a newly loaded project (on reload); journeys continue by step path."""
+        self.project = project
+        self.scenarios = {scenario.id: scenario for scenario in project.scenarios}
+        self.plan = load_plan(project.config, project.registry.channels, project.registry.channel_kinds)
+        self._population: tuple[datetime, dict[str, tuple[float, int]]] | None = None
+        self.zone = ZoneInfo(project.config.default_timezone)
+        config = project.config
+        self.tracking = Tracking(config.public_url, config.secret) if config.secret else None
+        self._value_templates: dict[str, Template] = {}
+
+    def context(
+        self, customer: Customer, journey: Journey | None, now: datetime, event: dict | None = None
+    ) -> dict:
+        """The names an expression or template sees: plain data only (see `boomerang.context`)."""
+        return context(customer, journey, now, event)
+
+    def scope(self, customer_id: str, now: datetime, seconds: float = EXPRESSION_SECONDS) -> Scope:
+        """An evaluation on the store's thread: the customer's history is read from the store directly."""
+        return store_scope(self.store.events_of_types, customer_id, now, self.project.segments, seconds)
+
+    def _journal(
+        self, now: datetime, kind: str, journey: Journey, step: Step | str | None, reason: str, **fields: Any
+    ) -> None:
+        variants = journey.context.get("variants") or {}
+        self.store.add_journal(
+            JournalEntry(
+                at=now,
+                kind=kind,
+                customer_id=journey.customer_id,
+                reason=reason,
+                scenario=journey.scenario,
+                journey_id=journey.id,
+                step=step.path if isinstance(step, Step) else step,
+                variant=list(variants.values())[-1] if variants else None,
+                **fields,
+            )
+        )
