@@ -3,8 +3,8 @@
 It is composed of parts named after what they hold (see each module):
 
 - `boomerang.journeys`: entering, walking and ending journeys (store thread);
-- `boomerang.dispatch`: plan → render → track → send → record, fallbacks and actions (store
-  thread, a render thread, and the event loop for the sends themselves);
+- `boomerang.dispatch`: plan → promo code → render → commit (with tracking) → send → record,
+  fallbacks and actions (store thread, a render thread, and the event loop for the sends);
 - `boomerang.schedules`: cron and date ticks (store thread);
 - `boomerang.context`: the plain data expressions and templates see;
 - `boomerang.engine_base`: the state they share and the journal;
