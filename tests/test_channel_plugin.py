@@ -7,10 +7,8 @@ costs, `explain`, and the customer's address map fed by events.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from boomerang.ingest import EventError, parse_event
 from boomerang.plugin_manager import channel_kinds, load_plugins
 from boomerang.store import Store
 from boomerang.tokens import seal, sign, unseal
-from conftest import AUTH, SECRET, bearer, free_port, running, url
+from conftest import AUTH, SECRET, bearer, free_port, running, url, wait_for
 
 PIGEON_TOKEN = "pigeon-token-0123456789"
 SCENARIO = """scenario: pigeon-note
@@ -84,13 +82,6 @@ def simulate(project: Path, tmp_path: Path, event: dict = ORDER) -> list[dict]:
     )
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], seconds: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def test_hook_register_channel_kinds(project: Path) -> None:
