@@ -7,6 +7,7 @@ only those entry points; `BOOMERANG_DISABLED_PLUGINS` blocks the ones named.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -14,7 +15,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -309,6 +310,18 @@ def channel_kinds(plugins: Plugins) -> tuple[dict[str, type[Channel]], list[Prob
     kinds: dict[str, type[Channel]] = {}
     collection.take("channel kind", collection.call("register_channel_kinds"), _is_channel_class, kinds)
     return kinds, collection.problems
+
+
+def address_fields(kinds: Mapping[str, type[Channel] | Channel]) -> dict[str, tuple[str, ...]]:
+    """The profile fields each channel's address is made from (`Channel.address_fields`), by
+    channel name: what the store needs to lift "known bad" on a new address."""
+    return {name: tuple(kind.address_fields) for name, kind in kinds.items()}
+
+
+@functools.cache
+def installed_address_fields() -> dict[str, tuple[str, ...]]:
+    """`address_fields` of the channels the installed plugins declare (no drop-in directories)."""
+    return address_fields(channel_kinds(load_plugins())[0])
 
 
 def collect(plugins: Plugins, config: Any) -> Registry:
