@@ -27,6 +27,7 @@ import pluggy
 from boomerang import hookspecs
 from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
 from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.profiles import ADDRESS_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -291,12 +292,31 @@ class _Collection:
                 name = getattr(item, "name", "")
                 if not accepts(item) or not name:
                     self.problems.append(result.problem(f"handed over an invalid {kind}: {item!r}"))
+                elif unknown := _unknown_address_fields(item):
+                    self.problems.append(
+                        result.problem(
+                            f"{kind} '{name}' declares address_fields {unknown!r}: a tuple of profile"
+                            f" fields ({', '.join(ADDRESS_FIELDS)})"
+                        )
+                    )
                 elif name in target:
                     taken = _also(owners[name])
                     self.problems.append(result.problem(f"duplicate {kind} name '{name}'{taken}"))
                 else:
                     target[name] = item
                     owners[name] = result
+
+
+def _unknown_address_fields(item: Any) -> Any:
+    """What is wrong in a channel's `address_fields` (the value, or its names that are no
+    profile field), or None: a field the profile lacks would silently never renew."""
+    if not (isinstance(item, Channel) or _is_channel_class(item)):
+        return None
+    fields = item.address_fields
+    if not isinstance(fields, tuple):  # ("phone") is the string "phone"
+        return fields
+    unknown = tuple(f for f in fields if f not in ADDRESS_FIELDS)
+    return unknown or None
 
 
 def _is_channel_class(item: Any) -> bool:

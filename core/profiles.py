@@ -136,25 +136,26 @@ def renewed_channels(
     customer's own "yes"), which undoes "known bad" for it: the old address was the bad one.
 
     `address_fields` maps each channel to the profile fields its address is made from, in order
-    of preference (`Channel.address_fields`). A channel with none, or none named, uses its entry
-    in the customer's address map.
+    of preference (`Channel.address_fields`, some of ADDRESS_FIELDS: the plugin manager refuses
+    others). A channel with none uses its entry in the customer's address map.
     """
     profile = event.profile
-    fields_of = {name: [f for f in fields if f in ADDRESS_FIELDS] for name, fields in address_fields.items()}
     stored_addresses = json.loads(row["addresses"])
     renewed = {
         name: True
         for name, value in profile.addresses.items()
-        if not fields_of.get(name) and stored_addresses.get(name) != value
+        if not address_fields.get(name) and stored_addresses.get(name) != value
     }
-    for name, fields in fields_of.items():
+    for name, fields in address_fields.items():
         if fields:
             renewed[name] = new_address(row, profile, fields, refused)
     renewed.update(dict.fromkeys(subscribed_channels(event), True))
     return renewed
 
 
-def new_address(row: dict[str, Any], profile: ProfileUpdate, fields: list[str], refused: set[str]) -> bool:
+def new_address(
+    row: dict[str, Any], profile: ProfileUpdate, fields: tuple[str, ...], refused: set[str]
+) -> bool:
     """Whether the event brings a new address made from `fields`: the first of them it gives a
     value (but for the `refused` ones, which are not written) holds a value none of them holds now.
 
