@@ -26,7 +26,7 @@ from boomerang.engine import Engine
 from boomerang.ingest import Ingestor
 from boomerang.kinds import Route, Source
 from boomerang.model import Event
-from boomerang.plugin_manager import Plugins, load_plugins, notify
+from boomerang.plugin_manager import Plugins, address_fields, load_plugins, notify
 from boomerang.private_files import create_private
 from boomerang.problems import ProblemError
 from boomerang.project import Project, load_project
@@ -86,6 +86,7 @@ class Daemon:
             log.warning("no secret is set: links are not tracked and unsubscribe links are not added")
         self._lock = _lock_database(config.database)
         self.store = Store(config.database)
+        self.store.address_fields = address_fields(self.project.registry.channel_kinds)
         # This process owns the database now (the lock says so): leases held by a process
         # that died are void, and its jobs run again at once.
         released = await self.store.run(self.store.release_all_leases)
@@ -189,6 +190,7 @@ class Daemon:
         old, self.project = self.project, project
         self._warn_about_restart_only_changes(old, project)
         self.engine.use(project)
+        self.store.address_fields = address_fields(project.registry.channel_kinds)
         await self.store.run(self.engine.ensure_ticks, self.clock.now())
         self.scheduler.wake()
         # The old sources' pollers stop before their sources close; the new ones take over.

@@ -104,6 +104,11 @@ class Channel(ABC):
     # Whether a message reaches the person at once (a buzz, a notification), so that the
     # plan's `quiet_hours` hold it back when they name no channels.
     instant: bool = True
+    # The customer profile fields the channel's address is made from, in order of preference
+    # (`email`, `phone`, `whatsapp`, `telegram_chat_id`, `push_subscriptions`): an event that
+    # brings a new value for them lifts the channel's "known bad" mark. Empty: the address is
+    # the channel's entry in the customer's address map (`customer.addresses` in events).
+    address_fields: tuple[str, ...] = ()
 
     def address(self, customer: Customer) -> str | None:
         """The customer's address on this channel, or None if they have none.

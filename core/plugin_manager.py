@@ -7,6 +7,7 @@ only those entry points; `BOOMERANG_DISABLED_PLUGINS` blocks the ones named.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -14,7 +15,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -26,6 +27,7 @@ import pluggy
 from boomerang import hookspecs
 from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
 from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.profiles import ADDRESS_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +292,31 @@ class _Collection:
                 name = getattr(item, "name", "")
                 if not accepts(item) or not name:
                     self.problems.append(result.problem(f"handed over an invalid {kind}: {item!r}"))
+                elif unknown := _unknown_address_fields(item):
+                    self.problems.append(
+                        result.problem(
+                            f"{kind} '{name}' declares address_fields {unknown!r}: a tuple of profile"
+                            f" fields ({', '.join(ADDRESS_FIELDS)})"
+                        )
+                    )
                 elif name in target:
                     taken = _also(owners[name])
                     self.problems.append(result.problem(f"duplicate {kind} name '{name}'{taken}"))
                 else:
                     target[name] = item
                     owners[name] = result
+
+
+def _unknown_address_fields(item: Any) -> Any:
+    """What is wrong in a channel's `address_fields` (the value, or its names that are no
+    profile field), or None: a field the profile lacks would silently never renew."""
+    if not (isinstance(item, Channel) or _is_channel_class(item)):
+        return None
+    fields = item.address_fields
+    if not isinstance(fields, tuple):  # ("phone") is the string "phone"
+        return fields
+    unknown = tuple(f for f in fields if f not in ADDRESS_FIELDS)
+    return unknown or None
 
 
 def _is_channel_class(item: Any) -> bool:
@@ -309,6 +330,18 @@ def channel_kinds(plugins: Plugins) -> tuple[dict[str, type[Channel]], list[Prob
     kinds: dict[str, type[Channel]] = {}
     collection.take("channel kind", collection.call("register_channel_kinds"), _is_channel_class, kinds)
     return kinds, collection.problems
+
+
+def address_fields(kinds: Mapping[str, type[Channel] | Channel]) -> dict[str, tuple[str, ...]]:
+    """The profile fields each channel's address is made from (`Channel.address_fields`), by
+    channel name: what the store needs to lift "known bad" on a new address."""
+    return {name: tuple(kind.address_fields) for name, kind in kinds.items()}
+
+
+@functools.cache
+def installed_address_fields() -> dict[str, tuple[str, ...]]:
+    """`address_fields` of the channels the installed plugins declare (no drop-in directories)."""
+    return address_fields(channel_kinds(load_plugins())[0])
 
 
 def collect(plugins: Plugins, config: Any) -> Registry:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from boomerang.clock import to_iso
 from boomerang.ingest import EventError, normalise_email, normalise_phone
-from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Event
+from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Event, ProfileUpdate
 
 # Event types that mean the customer is on the site right now.
 SITE_ACTIVITY = {"product.viewed", "category.viewed", "cart.updated", "checkout.started"}
@@ -30,6 +31,9 @@ PROFILE_FIELDS = (
 
 # The JSON profile columns that hold addresses: the channel-keyed map, push subscriptions.
 ADDRESS_JSON = ("addresses", "push_subscriptions")
+
+# The profile fields a channel's address may be made from (`Channel.address_fields`).
+ADDRESS_FIELDS = (*PROFILE_FIELDS, "push_subscriptions")
 
 # The profile field of each identity kind but `id`.
 IDENTITY_FIELDS = {"email": "email", "phone": "phone", "telegram": "telegram_chat_id"}
@@ -63,9 +67,16 @@ def merged(survivor: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     return updates
 
 
-def updated(row: dict[str, Any], event: Event, now: str, refused: set[str]) -> dict[str, Any]:
+def updated(
+    row: dict[str, Any],
+    event: Event,
+    now: str,
+    refused: set[str],
+    address_fields: Mapping[str, tuple[str, ...]],
+) -> dict[str, Any]:
     """The columns an event changes on a stored profile, but for the `refused` fields; an older
-    event only fills gaps.
+    event only fills gaps. `address_fields` are the profile fields of each channel's address
+    (see `renewed_channels`).
 
     `updated_at` is the time of the latest event that spoke about the profile, so events
     that arrive out of order cannot overwrite newer values with older ones. An event dated
@@ -99,7 +110,7 @@ def updated(row: dict[str, Any], event: Event, now: str, refused: set[str]) -> d
         updates["push_subscriptions"] = json.dumps(
             join_subscriptions(json.loads(row["push_subscriptions"]), profile.push_subscriptions)
         )
-    renewed = renewed_channels(row, event, refused)
+    renewed = renewed_channels(row, event, refused, address_fields)
     unreachable = json.loads(row["unreachable"])
     if any(renewed.get(channel) for channel in unreachable):
         updates["unreachable"] = json.dumps({k: v for k, v in unreachable.items() if not renewed.get(k)})
@@ -118,26 +129,47 @@ def updated(row: dict[str, Any], event: Event, now: str, refused: set[str]) -> d
     return updates
 
 
-def renewed_channels(row: dict[str, Any], event: Event, refused: set[str]) -> dict[str, bool]:
+def renewed_channels(
+    row: dict[str, Any], event: Event, refused: set[str], address_fields: Mapping[str, tuple[str, ...]]
+) -> dict[str, bool]:
     """The address-renewal table: per channel, whether the event gives it a new address (or the
-    customer's own "yes"), which undoes "known bad" for it: the old address was the bad one."""
+    customer's own "yes"), which undoes "known bad" for it: the old address was the bad one.
+
+    `address_fields` maps each channel to the profile fields its address is made from, in order
+    of preference (`Channel.address_fields`, some of ADDRESS_FIELDS: the plugin manager refuses
+    others). A channel with none uses its entry in the customer's address map.
+    """
     profile = event.profile
-    renewed = {
-        "push": bool(profile.push_subscriptions),
-        "email": bool(profile.email and "email" not in refused and profile.email != row["email"]),
-        "sms": bool(profile.phone and "phone" not in refused and profile.phone != row["phone"]),
-        "whatsapp": bool(
-            (profile.whatsapp or profile.phone)
-            and (profile.whatsapp or profile.phone) not in (row["whatsapp"], row["phone"])
-        ),
-        "telegram": bool(profile.telegram_chat_id and profile.telegram_chat_id != row["telegram_chat_id"]),
-    }
     stored_addresses = json.loads(row["addresses"])
-    renewed.update(
-        {name: True for name, value in profile.addresses.items() if stored_addresses.get(name) != value}
-    )
+    renewed = {
+        name: True
+        for name, value in profile.addresses.items()
+        if not address_fields.get(name) and stored_addresses.get(name) != value
+    }
+    for name, fields in address_fields.items():
+        if fields:
+            renewed[name] = new_address(row, profile, fields, refused)
     renewed.update(dict.fromkeys(subscribed_channels(event), True))
     return renewed
+
+
+def new_address(
+    row: dict[str, Any], profile: ProfileUpdate, fields: tuple[str, ...], refused: set[str]
+) -> bool:
+    """Whether the event brings a new address made from `fields`: the first of them it gives a
+    value (but for the `refused` ones, which are not written) holds a value none of them holds now.
+
+    With `fields` ("whatsapp", "phone"), a new phone is not news when it is the stored WhatsApp
+    number, nor a new WhatsApp number when it is the stored phone: the address stays the same.
+    A refused phone is not written, so it renews neither SMS nor WhatsApp (the table of built-in
+    channels this replaced let it renew WhatsApp).
+    """
+    given = next((getattr(profile, f) for f in fields if f not in refused and getattr(profile, f)), None)
+    if isinstance(given, list):
+        # Push subscriptions: a browser hands one over only when the person subscribes (again),
+        # their own fresh "yes", so it renews even when it is a subscription already stored.
+        return True
+    return given is not None and given not in [row[f] for f in fields]
 
 
 def subscribed_channels(event: Event) -> list[str]:

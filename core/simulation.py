@@ -20,6 +20,7 @@ from boomerang.engine import Engine
 from boomerang.ingest import Ingestor, parse_body, parse_events
 from boomerang.kinds import Channel
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, JournalEntry, Message
+from boomerang.plugin_manager import address_fields
 from boomerang.project import open_project
 from boomerang.scheduler import Scheduler
 from boomerang.store import Store
@@ -170,6 +171,7 @@ async def simulate(
     clock = VirtualClock(start)
     with tempfile.TemporaryDirectory(prefix="boomerang-simulate-") as directory:
         store = Store(Path(directory) / "simulation.db")
+        store.address_fields = address_fields(project.registry.channel_kinds)
         try:
             engine = Engine(store, clock, plugins, project, dry_run=True)
             scheduler = Scheduler(store, clock, engine.run_job, concurrency=1)

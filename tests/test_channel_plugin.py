@@ -266,6 +266,52 @@ async def test_a_coop_the_loft_does_not_know_is_forgotten_and_a_new_one_is_used(
         await runner.cleanup()
 
 
+CARRIER = '''"""Carrier pigeons that find the customer by their phone number."""
+
+from boomerang import hookimpl
+from boomerang.kinds import Channel
+from boomerang.plugin_api import Delivery, DeliveryStatus
+
+
+class CarrierChannel(Channel):
+    name = "carrier"
+    address_fields = ("phone",)
+
+    def address(self, customer):
+        return customer.phone
+
+    async def send(self, message):
+        return Delivery(DeliveryStatus.SENT, "in the air")
+
+
+@hookimpl
+def register_channel_kinds():
+    return [CarrierChannel]
+'''
+
+
+async def test_a_new_phone_lifts_known_bad_on_a_drop_in_channel_that_reads_the_phone(project: Path) -> None:
+    """The store learns from the registry which profile fields make a channel's address."""
+    (project / "plugins" / "carrier.py").write_text(CARRIER)
+
+    def update(event_id: str, phone: str) -> dict:
+        customer = {"id": "c-1", "phone": phone}
+        return {"id": event_id, "type": "customer.updated", "at": "2026-03-02T10:00Z", "customer": customer}
+
+    async with running(project) as daemon, aiohttp.ClientSession() as session:
+        store = daemon.store
+
+        async def post(event: dict) -> dict:
+            async with session.post(url(daemon, "/events"), json=event, headers=AUTH) as answer:
+                assert answer.status == 200
+            return (await store.run(store.customer, "c-1")).unreachable
+
+        await post(update("u-1", "+15550001111"))
+        await store.run(store.mark_unreachable, "c-1", "carrier", "no such loft")
+        assert await post(update("u-2", "+15550001111")) == {"carrier": "no such loft"}  # not new
+        assert await post(update("u-3", "+15550002222")) == {}
+
+
 def test_the_readme_shows_this_very_plugin() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert "```python\n" + (Path(__file__).parent / "pigeon.py").read_text(encoding="utf-8") + "```" in readme

@@ -167,8 +167,22 @@ def test_the_readme_plugin_loads_with_the_hooks_it_claims(project: Path) -> None
             9,
             "plugin 'pigeon': duplicate channel kind name 'email', already taken by plugin 'email' (",
         ),
+        (
+            "from boomerang import hookimpl\nfrom boomerang.kinds import Channel\n\n\n"
+            "class Coop(Channel):\n    name = 'coop'\n    address_fields = ('telegram', 'phone')\n\n\n"
+            "@hookimpl\ndef register_channel_kinds():\n    return [Coop]\n",
+            10,
+            "plugin 'pigeon': channel kind 'coop' declares address_fields ('telegram',): a tuple of profile",
+        ),
     ],
-    ids=["invalid-object", "hook-raises", "name-taken", "channel-kind-not-a-class", "channel-kind-taken"],
+    ids=[
+        "invalid-object",
+        "hook-raises",
+        "name-taken",
+        "channel-kind-not-a-class",
+        "channel-kind-taken",
+        "address-fields-unknown",
+    ],
 )
 def test_a_bad_hand_over_names_the_plugin_and_its_file(project: Path, source, line, fragment) -> None:
     from boomerang.config import load_config

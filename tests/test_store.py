@@ -14,7 +14,8 @@ import pytest
 
 from boomerang.feedback import Effect, effect
 from boomerang.ingest import parse_event
-from boomerang.profiles import PROFILE_FIELDS, merged
+from boomerang.plugin_manager import installed_address_fields
+from boomerang.profiles import PROFILE_FIELDS, merged, renewed_channels
 from boomerang.store import MIGRATIONS, JobQueue, Store, StoreError
 from conftest import incoming, t
 
@@ -509,3 +510,23 @@ def test_merging_profiles_is_a_plain_function() -> None:
     assert (merged_["email"], merged_["phone"], merged_["orders_count"]) == ("a@example.com", PHONE, 3)
     assert json.loads(merged_["opt_outs"]) == {"email": "2026-03-02T00:00:00Z"}
     assert merged_["updated_at"] == "2026-03-02T00:00:00Z" and merged(newer, older) == merged_
+
+
+def test_the_address_renewal_table_follows_the_channels_declared_fields() -> None:
+    fields = installed_address_fields()
+    assert fields["whatsapp"] == ("whatsapp", "phone") and fields["sms"] == ("phone",)
+    stored = {name: None for name in PROFILE_FIELDS} | {"phone": PHONE, "addresses": "{}"}
+
+    def renewed(refused: frozenset[str] = frozenset(), **profile: Any) -> set[str]:
+        table = renewed_channels(stored, incoming("e-1", id="c-1", **profile), set(refused), fields)
+        return {name for name, new in table.items() if new}
+
+    # The WhatsApp address is the WhatsApp number, else the phone: the stored phone given as
+    # a WhatsApp number is no new address; a new phone is one for SMS and WhatsApp alike.
+    assert renewed(whatsapp=PHONE) == set()
+    assert renewed(phone="+79990003344") == {"sms", "whatsapp"}
+    assert renewed(whatsapp="+79990003344", email="a@example.com") == {"whatsapp", "email"}
+    # A phone the store refuses (another customer's, in a claim) is not written, so it renews
+    # nothing; before the channels declared their fields WhatsApp counted it as new.
+    assert renewed(frozenset({"phone"}), phone="+79990003344") == set()
+    assert renewed(addresses={"pigeon": "coop-7"}) == {"pigeon"}  # no fields: the address map

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from boomerang.clock import to_iso
 from boomerang.model import Customer, Event, ProfileUpdate
+from boomerang.plugin_manager import installed_address_fields
 from boomerang.profiles import (
     ADDRESS_JSON,
     IDENTITY_FIELDS,
@@ -27,6 +29,12 @@ CUSTOMER_TABLES = ("events", "identities", "journeys", "messages", "journal")
 
 class Customers(Quarantine):
     """The `customers` and `identities` tables."""
+
+    # The profile fields each channel's address is made from (`plugin_manager.address_fields`
+    # of the registry's channel kinds), so that a new address lifts "known bad": set by whoever
+    # builds the registry (the daemon at start and on reload, simulate). Unset, those of the
+    # channels the installed plugins declare.
+    address_fields: Mapping[str, tuple[str, ...]] | None = None
 
     def _owner(self, kind: str, value: str) -> str | None:
         row = self.db.execute(
@@ -132,7 +140,8 @@ class Customers(Quarantine):
             return
         if event.profile.push_subscriptions:
             self._take_push_subscriptions(customer_id, event.profile.push_subscriptions)
-        self.db["customers"].update(customer_id, updated(row, event, now, refused))
+        fields = self.address_fields if self.address_fields is not None else installed_address_fields()
+        self.db["customers"].update(customer_id, updated(row, event, now, refused, fields))
 
     def _take_push_subscriptions(self, customer_id: str, subscriptions: list[dict]) -> None:
         """A browser's subscription belongs to one customer: whoever subscribed it last."""

@@ -146,6 +146,7 @@ class EmailChannel(Channel):
     extensions = ("html", "txt")
     front_matter = MappingProxyType({"subject": str, "preheader": str})
     required_front_matter = ("subject",)
+    address_fields = ("email",)
 
     def __init__(self, settings: dict[str, Any]):
         self.sender = str(settings["from"])

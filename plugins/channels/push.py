@@ -301,6 +301,7 @@ class PushChannel(Channel):
     name = "push"
     extensions = ("html", "txt")
     front_matter = MappingProxyType({"title": str, "url": str, "icon": str})
+    address_fields = ("push_subscriptions",)
 
     def __init__(
         self,

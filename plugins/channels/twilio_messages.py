@@ -144,6 +144,7 @@ class TwilioChannel(Channel):
     """Sends text messages through Twilio's Messages API; subclasses name the channel."""
 
     extensions = ("html", "txt")
+    address_fields = ("phone",)
     prefix = ""  # the Twilio address prefix of the channel: "whatsapp:" for WhatsApp
 
     def __init__(self, settings: dict[str, Any], public_url: str):

@@ -31,6 +31,7 @@ class WhatsAppChannel(TwilioChannel):
 
     name = "whatsapp"
     front_matter = MappingProxyType({"content_sid": str, "variables": (dict, list)})
+    address_fields = ("whatsapp", "phone")  # the WhatsApp number, else the phone
     prefix = PREFIX
 
     def address(self, customer: Customer) -> str | None:

@@ -25,6 +25,7 @@ class TelegramChannel(Channel):
     name = "telegram"
     extensions = ("html", "txt")
     front_matter = MappingProxyType({"button": str, "url": str})
+    address_fields = ("telegram_chat_id",)
 
     def __init__(self, bot: BotApi):
         self.bot = bot
