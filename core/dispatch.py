@@ -428,14 +428,7 @@ class Dispatch(Journeys):
                 "detail": f"fallback: {why}",
             }
         )
-        self.store.add_job(
-            "send",
-            now.timestamp(),
-            self.plan.priority(record.category),
-            {"message": fallback_id},
-            journey_id=record.journey_id,
-            key=f"send:{fallback_id}",
-        )
+        self._queue_send(fallback_id, record.category, record.journey_id, now)
 
     def _no_receipt(self, job: Job, now: datetime) -> None:
         """A `fallback` job, on the store's thread: no receipt came in time, so try the next channel."""

@@ -74,3 +74,14 @@ class EngineBase:
                 **fields,
             )
         )
+
+    def _queue_send(self, message_id: str, category: str, journey_id: str | None, now: datetime) -> None:
+        """Queue the send job of a message just inserted, due now, once per message."""
+        self.store.add_job(
+            "send",
+            now.timestamp(),
+            self.plan.priority(category),
+            {"message": message_id},
+            journey_id=journey_id,
+            key=f"send:{message_id}",
+        )

@@ -7,15 +7,13 @@ must be called on the store's own thread (`run` hands a call to it from the even
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from boomerang.contact_plan import Sent
-from boomerang.model import Customer, Event, JournalEntry, Journey
-
-T = TypeVar("T")
+from boomerang.model import Customer, Event, JournalEntry, Journey, Sent
+from boomerang.store.jobs import JobQueue
 
 
 class Clock(Protocol):
@@ -26,12 +24,9 @@ class Clock(Protocol):
         ...
 
 
-class EngineStore(Protocol):
-    """The store as the engine uses it."""
-
-    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `function` on the store's thread (from the event loop)."""
-        ...
+class EngineStore(JobQueue, Protocol):
+    """The store as the engine uses it: the job queue (the engine queues jobs inside its own
+    transactions) and the tables of customers, events, journeys and messages."""
 
     def transaction(self) -> AbstractContextManager[Any]:
         """One transaction: everything inside commits together or not at all."""
@@ -60,23 +55,6 @@ class EngineStore(Protocol):
     def journeys_of(self, customer_id: str, status: str | None = None) -> list[Journey]: ...
     def last_journey(self, scenario: str, customer_id: str) -> Journey | None: ...
     def add_journal(self, entry: JournalEntry) -> None: ...
-
-    # jobs
-    def add_job(
-        self,
-        kind: str,
-        due_at: float,
-        priority: int,
-        payload: dict[str, Any],
-        *,
-        journey_id: str | None = None,
-        version: int | None = None,
-        key: str | None = None,
-    ) -> int | None: ...
-    def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None: ...
-    def complete_job(self, job_id: int) -> None: ...
-    def retry_job(self, job_id: int, due_at: float) -> None: ...
-    def postpone_job(self, job_id: int, due_at: float) -> None: ...
 
     # messages (rows as dicts; the engine reads them as `MessageRecord`s)
     def insert_message(self, fields: dict[str, Any]) -> None: ...

@@ -27,7 +27,7 @@ from boomerang import bodies
 from boomerang.bodies import MAX_VALUE_DEPTH, BodyError, nesting
 from boomerang.clock import parse_time, to_iso
 from boomerang.kinds import IngestResult
-from boomerang.model import Customer, Event, ProfileUpdate
+from boomerang.model import PROFILE_FIELDS, Customer, Event, ProfileUpdate
 
 _TYPE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -164,15 +164,7 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
         raise EventError(f"{where}: 'customer' is required: an object with an id, email or phone")
     known = {
         "id",
-        "email",
-        "phone",
-        "name",
-        "locale",
-        "timezone",
-        "birthday",
-        "gender",
-        "telegram_chat_id",
-        "whatsapp",
+        *PROFILE_FIELDS,
         "consents",
         "attributes",
         "push_subscriptions",

@@ -291,14 +291,7 @@ class Journeys(EngineBase):
                 "created_at": to_iso(now),
             }
         )
-        self.store.add_job(
-            "send",
-            now.timestamp(),
-            self.plan.priority(scenario.category),
-            {"message": message_id},
-            journey_id=journey.id,
-            key=f"send:{message_id}",
-        )
+        self._queue_send(message_id, scenario.category, journey.id, now)
 
     def _queue_action(
         self, step: Step, journey: Journey, scenario: Scenario, customer: Customer, now: datetime

@@ -36,6 +36,20 @@ EVENT_TYPES = (
 )
 
 
+# The profile fields an event's `customer` may set, besides consents, attributes and addresses.
+PROFILE_FIELDS = (
+    "email",
+    "phone",
+    "name",
+    "locale",
+    "timezone",
+    "birthday",
+    "gender",
+    "telegram_chat_id",
+    "whatsapp",
+)
+
+
 @dataclass
 class ProfileUpdate:
     """What an event says about its customer; later values update the stored profile."""

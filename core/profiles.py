@@ -13,21 +13,10 @@ from typing import Any
 
 from boomerang.clock import to_iso
 from boomerang.ingest import EventError, normalise_email, normalise_phone
-from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Event, ProfileUpdate
+from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, PROFILE_FIELDS, Event, ProfileUpdate
 
 # Event types that mean the customer is on the site right now.
 SITE_ACTIVITY = {"product.viewed", "category.viewed", "cart.updated", "checkout.started"}
-PROFILE_FIELDS = (
-    "email",
-    "phone",
-    "name",
-    "locale",
-    "timezone",
-    "birthday",
-    "gender",
-    "telegram_chat_id",
-    "whatsapp",
-)
 
 # The JSON profile columns that hold addresses: the channel-keyed map, push subscriptions.
 ADDRESS_JSON = ("addresses", "push_subscriptions")
