@@ -1,20 +1,40 @@
-"""Run every benchmark and print its figures next to the baseline measured in the same run."""
+"""Run the benchmarks (all, or those named) and record their figures.
+
+    python -m bench                 # every benchmark
+    python -m bench ingest sends    # only these
+
+Each prints its figures beside the baseline measured in the same run; all of them are
+appended to `bench/results/<date>-<commit>.jsonl` (see bench/figures.py).
+"""
 
 from __future__ import annotations
 
 import sys
 
 from bench import check_speed, scheduler_scale
+from bench.figures import Figure, write
+
+BENCHMARKS = {"check": check_speed, "scheduler": scheduler_scale}
 
 
-def main() -> int:
-    ok = True
-    for benchmark in (check_speed, scheduler_scale):
-        print(f"## {benchmark.__name__.removeprefix('bench.')}: {benchmark.GOAL}")
-        ok &= benchmark.run()
+def main(names: list[str]) -> int:
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; there are {', '.join(BENCHMARKS)}")
+        return 2
+    figures: list[Figure] = []
+    for name in names or list(BENCHMARKS):
+        module = BENCHMARKS[name]
+        print(f"## {name}: {module.GOAL}", flush=True)
+        measured = module.run()
+        for figure in measured:
+            print(figure.line(), flush=True)
+        figures += measured
         print()
-    return 0 if ok else 1
+    path = write(figures)
+    print(f"figures written to {path}")
+    return 0 if all(figure.met for figure in figures) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

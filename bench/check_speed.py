@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.figures import Figure
 from boomerang.scaffold import create_project
 
 GOAL = "boomerang check on 30 scenarios in under 1 s"
@@ -47,7 +48,7 @@ def timed(command: list[str], runs: int = 5) -> float:
     return statistics.median(times)
 
 
-def run() -> bool:
+def run() -> list[Figure]:
     boomerang = str(Path(sys.executable).parent / "boomerang")
     with tempfile.TemporaryDirectory() as directory:
         project = Path(directory) / "project"
@@ -60,10 +61,13 @@ def run() -> bool:
         check = subprocess.run([boomerang, "check", "--config", config], capture_output=True, text=True)
         if check.returncode != 0:
             print(check.stdout, check.stderr)
-            return False
+            raise SystemExit("the generated project does not pass check")
         startup = timed([boomerang, "--version"])
         whole = timed([boomerang, "check", "--config", config])
     print(f"baseline: `boomerang --version` (interpreter and imports)   {startup * 1000:7.0f} ms")
     print(f"`boomerang check` on {count} scenarios                      {whole * 1000:7.0f} ms")
     print(f"of which checking                                        {(whole - startup) * 1000:7.0f} ms")
-    return whole < 1.0
+    return [
+        Figure("check", round(whole * 1000), "ms", round(startup * 1000), GOAL, whole < 1.0,
+               f"{count} scenarios; baseline: boomerang --version"),
+    ]
