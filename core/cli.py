@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -142,7 +143,7 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
     "events_file",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Events as JSON lines (the format of POST /events).",
+    help="Events as JSON lines (the format of POST /events), in time order.",
 )
 @click.option("--from", "start", help="Start of the virtual clock (default: the first event).")
 @click.option("--until", help="End of the virtual clock (default: 30 days after the last event).")
@@ -164,8 +165,13 @@ def simulate(
 ) -> None:
     """Rehearse scenarios: run events on a virtual clock against the real scenarios, contact plan
     and templates, with a temporary store; nothing is sent. Prints the timeline."""
-    from boomerang.simulation import parse_moment, parse_outcomes, read_events
-    from boomerang.simulation import simulate as run_simulation
+    from boomerang.simulation import (
+        EventsFileError,
+        parse_moment,
+        parse_outcomes,
+        simulate_into,
+        stream_events,
+    )
 
     try:
         moments = [parse_moment(text) if text else None for text in (start, until)]
@@ -175,16 +181,15 @@ def simulate(
         rehearsed = parse_outcomes(outcomes)
     except ValueError as exc:
         raise click.ClickException(f"--outcome: {exc}") from None
-    try:
-        events = read_events(events_file)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
     setup_logging("warning")
+    events = stream_events(events_file)
+    write = functools.partial(click.echo, nl=False)
     try:
-        timeline = asyncio.run(run_simulation(config_file, events, moments[0], moments[1], rehearsed))
+        asyncio.run(simulate_into(write, config_file, events, as_json, moments[0], moments[1], rehearsed))
+    except EventsFileError as exc:
+        raise click.ClickException(str(exc)) from None
     except ProblemError as exc:
         raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
-    click.echo(timeline.as_json_lines() if as_json else timeline.as_table(), nl=False)
 
 
 @cli.command()

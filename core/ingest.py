@@ -105,18 +105,22 @@ def _parses(line: str) -> bool:
 
 
 def _json_lines(text: str) -> list[tuple[str, Any]]:
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append((f"line {number}", bodies.loads(line)))
-        except BodyError as exc:
-            # The line was parsed alone: its position within it is "line 1, column N".
-            problem = str(exc)
-            where = f"line {number}, " if problem.startswith("line 1, ") else f"line {number}: "
-            raise EventError(where + problem.removeprefix("line 1, ")) from None
-    return items
+    return [
+        (f"line {number}", parse_line(line, number))
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+
+
+def parse_line(line: str, number: int) -> Any:
+    """The JSON value of line `number` of a JSON-lines body; `EventError` names the line."""
+    try:
+        return bodies.loads(line)
+    except BodyError as exc:
+        # The line was parsed alone: its position within it is "line 1, column N".
+        problem = str(exc)
+        where = f"line {number}, " if problem.startswith("line 1, ") else f"line {number}: "
+        raise EventError(where + problem.removeprefix("line 1, ")) from None
 
 
 def parse_event(

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from boomerang import bodies
+from boomerang.bodies import BodyError
 from boomerang.clock import VirtualClock, to_iso
 from boomerang.engine import Engine
-from boomerang.ingest import Ingestor, parse_body, parse_events
+from boomerang.ingest import parse_body, parse_event, parse_events, parse_line
 from boomerang.kinds import Channel
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, JournalEntry, Message
 from boomerang.plugin_manager import address_fields
@@ -26,6 +30,8 @@ from boomerang.scheduler import Scheduler
 from boomerang.store import Store
 
 DEFAULT_TAIL = timedelta(days=30)
+T = TypeVar("T")
+ZoneOf = Callable[[str], Awaitable[ZoneInfo]]  # a customer's timezone, by id
 
 
 OUTCOMES = ("failed", "undelivered", "delivered", "opened", "clicked")
@@ -45,8 +51,9 @@ class Rehearsal(Channel):
     send (`undelivered`, `delivered`, `opened`, `clicked`); without one the send just succeeds.
     """
 
-    def __init__(self, channel: Channel, outcome: str | None = None):
+    def __init__(self, channel: Channel, outcome: str | None = None, keep: bool = True):
         self.channel = channel
+        self.keep = keep  # keep every message in `sent` (tests look at them; a long run does not)
         self.name = channel.name
         self.receipts = channel.receipts or outcome in RECEIPTS
         self.instant = channel.instant
@@ -60,7 +67,8 @@ class Rehearsal(Channel):
 
     async def send(self, message: Message) -> Delivery:
         """Record the message; answer as the rehearsed outcome says."""
-        self.sent.append(message)
+        if self.keep:
+            self.sent.append(message)
         if self.outcome == "failed":
             return Delivery(DeliveryStatus.FAILED, detail="simulated failure")
         for event_type, data in RECEIPTS.get(self.outcome or "", []):
@@ -79,61 +87,80 @@ class Timeline:
 
     def as_json_lines(self) -> str:
         """One JSON object per line, in time order, stable for scripts and CI."""
-        return "".join(
-            json.dumps(
-                {
-                    "at": to_iso(entry.at)[:19] + "Z",
-                    "kind": entry.kind,
-                    "customer": entry.customer_id,
-                    "scenario": entry.scenario,
-                    "step": entry.step,
-                    "template": entry.template,
-                    "channel": entry.channel,
-                    "reason": entry.reason,
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-            for entry in self.entries
-        )
+        return "".join(map(json_line, self.entries))
 
     def as_table(self) -> str:
         """A table for people: UTC and customer-local time, then what happened and why."""
-        header = (
-            "time (UTC)",
-            "local",
-            "customer",
-            "scenario",
-            "step",
-            "what",
-            "template",
-            "channel",
-            "reason",
+        rows = [table_row(entry, self.zones.get(entry.customer_id, UTC)) for entry in self.entries]
+        return "".join(table_lines(rows, column_widths(rows)))
+
+
+def json_line(entry: JournalEntry) -> str:
+    """A timeline entry as one line of `simulate --json`."""
+    return (
+        json.dumps(
+            {
+                "at": to_iso(entry.at)[:19] + "Z",
+                "kind": entry.kind,
+                "customer": entry.customer_id,
+                "scenario": entry.scenario,
+                "step": entry.step,
+                "template": entry.template,
+                "channel": entry.channel,
+                "reason": entry.reason,
+            },
+            ensure_ascii=False,
         )
-        rows = [header]
-        for entry in self.entries:
-            zone = self.zones.get(entry.customer_id, UTC)
-            rows.append(
-                (
-                    to_iso(entry.at)[:16].replace("T", " "),
-                    entry.at.astimezone(zone).strftime("%m-%d %H:%M %Z"),
-                    entry.customer_id,
-                    entry.scenario or "-",
-                    entry.step or "-",
-                    entry.kind,
-                    entry.template or "-",
-                    entry.channel or "-",
-                    entry.reason,
-                )
-            )
-        widths = [max(len(str(row[i])) for row in rows) for i in range(len(header) - 1)]
-        return "".join(
-            "  ".join(str(cell).ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-            + "  "
-            + row[-1]
-            + "\n"
-            for row in rows
-        )
+        + "\n"
+    )
+
+
+TABLE_HEADER = (
+    "time (UTC)",
+    "local",
+    "customer",
+    "scenario",
+    "step",
+    "what",
+    "template",
+    "channel",
+    "reason",
+)
+
+
+def table_row(entry: JournalEntry, zone: ZoneInfo | timezone) -> tuple[str, ...]:
+    """A timeline entry as the cells of a table row; `zone` is the customer's."""
+    return (
+        to_iso(entry.at)[:16].replace("T", " "),
+        entry.at.astimezone(zone).strftime("%m-%d %H:%M %Z"),
+        entry.customer_id,
+        entry.scenario or "-",
+        entry.step or "-",
+        entry.kind,
+        entry.template or "-",
+        entry.channel or "-",
+        entry.reason,
+    )
+
+
+def column_widths(rows: Iterable[tuple[str, ...]], widths: list[int] | None = None) -> list[int]:
+    """The widths of every column but the last (the reason runs on), header included; `widths`
+    carries on from an earlier part of the same table."""
+    widths = widths or [len(cell) for cell in TABLE_HEADER[:-1]]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=False)]
+    return widths
+
+
+def table_lines(rows: Iterable[tuple[str, ...]], widths: list[int], header: bool = True) -> Iterator[str]:
+    """The table's lines (with the header first, unless `header` is false)."""
+    for row in chain([TABLE_HEADER] if header else [], rows):
+        cells = (cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+        yield "  ".join(cells) + "  " + row[-1] + "\n"
+
+
+class EventsFileError(ValueError):
+    """The events file cannot be simulated as it is; the message names the file and line."""
 
 
 def read_events(path: Path) -> list[Event]:
@@ -141,12 +168,64 @@ def read_events(path: Path) -> list[Event]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read: {exc}") from None
+        raise EventsFileError(f"{path}: cannot read: {exc}") from None
     try:
         events = parse_events(parse_body(text))
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise EventsFileError(f"{path}: {exc}") from None
     return sorted(events, key=lambda event: event.at)
+
+
+def stream_events(path: Path) -> Iterator[Event]:
+    """The events of a file one at a time, without holding the file in memory.
+
+    A JSON-lines file is read line by line and must be in time order (a shop's export
+    usually is; a line dated before the one above it is an error naming both lines), so a
+    month of events needs no more memory than a minute of them. A file holding one JSON
+    document (an array, or a pretty-printed object) is read whole and sorted, as before.
+    Every error is an `EventsFileError` naming the file and the line.
+    """
+    whole = True
+    try:
+        with path.open(encoding="utf-8") as file:
+            numbered = ((number, line) for number, line in enumerate(file, start=1) if line.strip())
+            first = next(numbered, None)
+            if first is not None and _is_event_line(first[1]):
+                whole = False
+                yield from _event_lines(path, chain([first], numbered))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EventsFileError(f"{path}: cannot read: {exc}") from None
+    if whole:
+        yield from read_events(path)
+
+
+def _is_event_line(line: str) -> bool:
+    """Whether a file's first line holds a JSON object by itself: then the file is JSON lines."""
+    try:
+        return isinstance(bodies.loads(line), dict)
+    except BodyError:
+        return False
+
+
+def _event_lines(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[Event]:
+    previous: tuple[int, datetime] | None = None
+    for number, line in lines:
+        try:
+            event = parse_event(parse_line(line.rstrip("\r\n"), number), f"line {number}")
+        except ValueError as exc:
+            raise EventsFileError(f"{path}: {exc}") from None
+        if previous is not None and event.at < previous[1]:
+            raise EventsFileError(
+                f"{path}: line {number} '{event.id}': {_moment(event.at)} is earlier than line "
+                f"{previous[0]} ({_moment(previous[1])}); simulate reads JSON lines in time order: "
+                "sort the file by `at` first (e.g. jq -c -s 'sort_by(.at)[]')"
+            )
+        previous = (number, event.at)
+        yield event
+
+
+def _moment(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def simulate(
@@ -157,65 +236,161 @@ async def simulate(
     outcomes: dict[str, str] | None = None,
 ) -> Timeline:
     """Run events through the configured scenarios on a virtual clock; returns the timeline."""
+
+    async def collect(store: Store, zone_of: ZoneOf, window: tuple[datetime, datetime]) -> Timeline:
+        entries = await store.run(store.journal)
+        zones = {customer_id: await zone_of(customer_id) for customer_id in {e.customer_id for e in entries}}
+        return Timeline(entries, zones, *window)
+
+    ordered = sorted(events, key=lambda event: event.at)
+    return await rehearse(config_path, iter(ordered), collect, start, until, outcomes)
+
+
+async def simulate_into(
+    write: Callable[[str], None],
+    config_path: Path,
+    events: Iterator[Event],
+    as_json: bool,
+    start: datetime | None = None,
+    until: datetime | None = None,
+    outcomes: dict[str, str] | None = None,
+) -> None:
+    """`boomerang simulate`: run a stream of events (in time order) and `write` the timeline,
+    page by page, as JSON lines or a table; nothing is written if the events are bad.
+
+    Memory stays bounded by a page: the timeline grows in the temporary database as the
+    simulation runs and is read back from it once the run is complete.
+    """
+
+    async def pages(store: Store) -> AsyncIterator[list[JournalEntry]]:
+        after = 0
+        while page := await store.run(store.journal_page, after, TIMELINE_PAGE):
+            after = page[-1][0]
+            yield [entry for _, entry in page]
+
+    async def write_out(store: Store, zone_of: ZoneOf, _: tuple[datetime, datetime]) -> None:
+        if as_json:
+            async for page in pages(store):
+                write("".join(map(json_line, page)))
+            return
+        # Two readings of the timeline: the first for the widths of the columns.
+        widths = None
+        async for page in pages(store):
+            rows = [table_row(entry, await zone_of(entry.customer_id)) for entry in page]
+            widths = column_widths(rows, widths)
+        widths = widths or column_widths([])
+        header = True
+        async for page in pages(store):
+            rows = [table_row(entry, await zone_of(entry.customer_id)) for entry in page]
+            write("".join(table_lines(rows, widths, header)))
+            header = False
+        if header:
+            write("".join(table_lines([], widths)))
+
+    await rehearse(config_path, events, write_out, start, until, outcomes, keep_sent=False)
+
+
+TIMELINE_PAGE = 5000  # timeline entries read back (and written) at a time
+EVENT_BATCH = 2000  # events stored and handled in one transaction at most
+
+
+async def rehearse(
+    config_path: Path,
+    events: Iterator[Event],
+    read: Callable[[Store, ZoneOf, tuple[datetime, datetime]], Awaitable[T]],
+    start: datetime | None = None,
+    until: datetime | None = None,
+    outcomes: dict[str, str] | None = None,
+    keep_sent: bool = True,
+) -> T:
+    """Run events (in time order) through the configured scenarios on a virtual clock, then
+    `read(store, zone_of, (start, until))` the outcome from the temporary store.
+
+    Events are stored and handled in batches, each event at its own moment, up to the next
+    moment a job falls due; then the clock moves to that job. Without `until`, the run goes on
+    `DEFAULT_TAIL` past the last event. `keep_sent`: the rehearsal channels keep every message
+    they were given (for tests; a long run leaves it off).
+    """
     project, plugins = open_project(config_path)
     config = project.config
     rehearsals = {
-        name: Rehearsal(ch, (outcomes or {}).get(name)) for name, ch in project.registry.channels.items()
+        name: Rehearsal(ch, (outcomes or {}).get(name), keep=keep_sent)
+        for name, ch in project.registry.channels.items()
     }
     project.registry.channels = dict(rehearsals)
-    start = start or (events[0].at if events else datetime.now(UTC).replace(microsecond=0))
-    last = events[-1].at if events else start
-    # Any four-digit year is simulated: the tail stops at the last moment a datetime holds.
-    until = until or last + min(DEFAULT_TAIL, datetime.max.replace(tzinfo=UTC) - last)
-    events = [event for event in events if start <= event.at <= until]
+    upcoming = next(events, None)
+    while upcoming is not None and start is not None and upcoming.at < start:
+        upcoming = next(events, None)
+    start = start or (upcoming.at if upcoming else datetime.now(UTC).replace(microsecond=0))
+    last = start
     clock = VirtualClock(start)
     with tempfile.TemporaryDirectory(prefix="boomerang-simulate-") as directory:
-        store = Store(Path(directory) / "simulation.db")
+        # Thrown away afterwards: tuned for speed, not for surviving a power cut.
+        store = Store(Path(directory) / "simulation.db", durable=False)
         store.address_fields = address_fields(project.registry.channel_kinds)
         try:
             engine = Engine(store, clock, plugins, project, dry_run=True)
             scheduler = Scheduler(store, clock, engine.run_job, concurrency=1)
 
-            async def nothing(_: list[Event]) -> None:
-                return None
+            def feed(event: Event) -> Event | None:
+                """Store and handle events, each at its own moment, in one transaction, until a
+                job falls due before the next event; returns the first event not fed."""
+                nonlocal last
+                with store.transaction():
+                    for _ in range(EVENT_BATCH):
+                        clock.advance_to(event.at)
+                        last = event.at
+                        # the events file is the operator's own, as POST /events would bring it
+                        event.source = "simulate"
+                        store.ingest([event], clock.now(), verified=True)
+                        while engine.handle_pending_events():
+                            pass
+                        following = next(events, None)
+                        if following is None or (until is not None and following.at > until):
+                            return None
+                        event = following
+                        due = store.next_due_at()
+                        if due is not None and due <= event.at.timestamp():
+                            break
+                return event
 
-            # the events file is the operator's own, as POST /events would bring it
-            ingest = Ingestor(store, clock, nothing, verified=lambda source: True)
             await store.run(engine.ensure_ticks, clock.now())
-            pending = list(events)
             while True:
+                if upcoming is None and until is None:
+                    # Any four-digit year is simulated: the tail stops at the last moment a datetime holds.
+                    until = last + min(DEFAULT_TAIL, datetime.max.replace(tzinfo=UTC) - last)
                 job_at = await store.run(store.next_due_at)
-                event_at = pending[0].at.timestamp() if pending else None
                 if (
                     job_at is not None
-                    and job_at <= until.timestamp()
-                    and (event_at is None or job_at <= event_at)
+                    and (until is None or job_at <= until.timestamp())
+                    and (upcoming is None or job_at <= upcoming.at.timestamp())
                 ):
                     clock.advance_to(datetime.fromtimestamp(job_at, UTC))
                     await scheduler.run_due()
                     await _deliver_receipts(store, engine, rehearsals.values(), clock)
-                elif event_at is not None:
-                    clock.advance_to(pending[0].at)
-                    await ingest([pending.pop(0)], "simulate")
-                    while await store.run(engine.handle_pending_events):
-                        pass
+                elif upcoming is not None:
+                    upcoming = await store.run(feed, upcoming)
                 else:
                     break
-            entries = await store.run(store.journal)
-            zones = {}
-            for customer_id in {entry.customer_id for entry in entries}:
-                customer = await store.run(store.customer, customer_id)
-                zones[customer_id] = ZoneInfo((customer and customer.timezone) or config.default_timezone)
+            assert until is not None
+            zones: dict[str, ZoneInfo] = {}
+
+            async def zone_of(customer_id: str) -> ZoneInfo:
+                if customer_id not in zones:
+                    customer = await store.run(store.customer, customer_id)
+                    zones[customer_id] = ZoneInfo((customer and customer.timezone) or config.default_timezone)
+                return zones[customer_id]
+
+            return await read(store, zone_of, (start, until))
         finally:
             store.close()
-    return Timeline(entries, zones, start, until)
 
 
 async def _deliver_receipts(store: Store, engine: Engine, rehearsals: Any, clock: VirtualClock) -> None:
     """Receipts the rehearsed providers would send back, recorded as the daemon would."""
     for rehearsal in rehearsals:
-        while rehearsal.pending_receipts:
-            message_id, event_type, data = rehearsal.pending_receipts.pop(0)
+        receipts, rehearsal.pending_receipts = rehearsal.pending_receipts, []
+        for message_id, event_type, data in receipts:
             await store.run(store.record_feedback, message_id, event_type, data, None, clock.now())
     while await store.run(engine.handle_pending_events):
         pass

@@ -30,9 +30,15 @@ class StoreError(Exception):
 class Connection:
     """An open database; the table families build on it."""
 
-    def __init__(self, path: Path | str, *, read_only: bool = False):
+    def __init__(self, path: Path | str, *, read_only: bool = False, durable: bool = True):
         """Open (and migrate) the database; `read_only` opens an existing one for reading only,
-        as commands that may run beside the daemon do, and refuses one that needs migrating."""
+        as commands that may run beside the daemon do, and refuses one that needs migrating.
+
+        `durable=False` is for a database thrown away afterwards by a process that serves
+        nobody while it works (`simulate`'s): no fsync, the rollback journal in memory, a larger
+        page cache, and `run` calls on the caller's thread instead of the store thread, since
+        no event loop there has anyone else to answer. A crash may corrupt such a file, which
+        does not matter for a file nobody keeps; the daemon's is always durable."""
         self.path = Path(path) if str(path) != ":memory:" else None
         if read_only:
             if self.path is None or not self.path.exists():
@@ -46,18 +52,29 @@ class Connection:
             conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self.db = Database(conn)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._inline = not durable
         self.rows_set_aside = 0  # times a row was found unreadable and set aside since opening
         if read_only:
             self._refuse_other_schema()
             return
-        self.db.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit acknowledged to a webhook survives a power cut, not only a crash.
-        self.db.execute("PRAGMA synchronous = FULL")
+        if durable:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit acknowledged to a webhook survives a power cut, not only a crash.
+            self.db.execute("PRAGMA synchronous = FULL")
+        else:
+            # MEMORY, not OFF: rollbacks (of a failed step, a savepoint) must still work.
+            self.db.execute("PRAGMA journal_mode = MEMORY")
+            self.db.execute("PRAGMA synchronous = OFF")
+            self.db.execute("PRAGMA cache_size = -65536")  # KiB: 64 MiB
+            self.db.execute("PRAGMA temp_store = MEMORY")
         self.db.execute("PRAGMA foreign_keys = ON")
         self.migrate()
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store method on the store's own thread, so the event loop never blocks."""
+        """Run a store method on the store's own thread, so the event loop never blocks (a store
+        that is not durable runs it at once: see `__init__`)."""
+        if self._inline:
+            return function(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
 

@@ -141,12 +141,29 @@ class Journeys(Quarantine):
         found = self._select(
             f"SELECT id, at, {', '.join(JOURNAL_FIELDS)} FROM journal {where} ORDER BY at, id", params
         )
+        return [entry for _, entry in self._journal_entries(found)]
+
+    def journal_page(self, after: int, limit: int) -> list[tuple[int, JournalEntry]]:
+        """Up to `limit` timeline lines written after line `after`, as (line, entry), in the order
+        they were written (time order on a clock that only moves forward, as `simulate`'s)."""
+        found = self._select(
+            f"SELECT id, at, {', '.join(JOURNAL_FIELDS)} FROM journal WHERE id > ? ORDER BY id LIMIT ?",
+            [after, limit],
+        )
+        return self._journal_entries(found)
+
+    def _journal_entries(self, found: list[dict[str, Any]]) -> list[tuple[int, JournalEntry]]:
         entries = (
-            self._read_row(
-                "journal",
+            (
                 row["id"],
-                lambda row=row: JournalEntry(parse_time(row["at"]), *(row[name] for name in JOURNAL_FIELDS)),
+                self._read_row(
+                    "journal",
+                    row["id"],
+                    lambda row=row: JournalEntry(
+                        parse_time(row["at"]), *(row[name] for name in JOURNAL_FIELDS)
+                    ),
+                ),
             )
             for row in found
         )
-        return [entry for entry in entries if entry is not None]
+        return [(line, entry) for line, entry in entries if entry is not None]

@@ -1,0 +1,80 @@
+"""`boomerang simulate` of a shop's month (bench/shop_month.py) through the reference scenarios.
+
+The real command in a child process, on a project made by `boomerang init`, its timeline written
+as JSON lines to a file: wall time and peak RSS (`getrusage(RUSAGE_CHILDREN).ru_maxrss`, the
+largest child so far). The baseline in the same run is the same command on 2 000 customers,
+scaled linearly where a time is compared: a ratio near 1 means the run keeps its small-file pace
+at 100 000 customers.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.figures import Figure
+from bench.shop_month import write_month
+from boomerang.scaffold import create_project
+
+GOAL = "simulate 100 000 customers (~185 000 events, 30 days) in < 60 s and < 500 MB RSS"
+CUSTOMERS = 100_000
+BASELINE_CUSTOMERS = 2_000
+TIMEOUT = 900.0  # seconds; a run that takes longer is reported as missed
+
+
+def simulate(config: Path, customers: int, directory: Path) -> tuple[float, float, int, bool]:
+    """Run `boomerang simulate --json` on a generated month: (seconds, peak RSS in MB, timeline
+    lines, finished)."""
+    events = directory / f"month-{customers}.jsonl"
+    with events.open("w", encoding="utf-8") as out:
+        count = write_month(customers, out)
+    timeline = directory / f"timeline-{customers}.jsonl"
+    command = [str(Path(sys.executable).parent / "boomerang"), "simulate", "--config", str(config),
+               "--events", str(events), "--json"]
+    started = time.perf_counter()
+    with timeline.open("w", encoding="utf-8") as out:
+        try:
+            done = subprocess.run(command, stdout=out, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(f"{customers} customers ({count} events): not done after {TIMEOUT:.0f} s")
+            return time.perf_counter() - started, _peak_mb(), 0, False
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"boomerang simulate failed:\n{done.stderr}")
+    with timeline.open(encoding="utf-8") as lines:
+        entries = sum(1 for _ in lines)
+    peak = _peak_mb()
+    print(f"{customers:>7} customers, {count:>7} events: {seconds:7.1f} s, {customers / seconds:7.0f} "
+          f"customers/s, peak RSS so far {peak:5.0f} MB, {entries} timeline entries")
+    return seconds, peak, entries, True
+
+
+def _peak_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux: the largest of the children waited for so far.
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def run() -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="bench-simulate-") as name:
+        directory = Path(name)
+        create_project(directory / "project")
+        config = directory / "project" / "boomerang.yaml"
+        # The small run first: RUSAGE_CHILDREN keeps the maximum, so its figure is its own.
+        small, small_peak, _, _ = simulate(config, BASELINE_CUSTOMERS, directory)
+        seconds, peak, _, finished = simulate(config, CUSTOMERS, directory)
+    scale = CUSTOMERS / BASELINE_CUSTOMERS
+    within = "" if finished else f" (stopped after {TIMEOUT:.0f} s)"
+    return [
+        Figure("simulate", round(seconds, 1), "s", round(small * scale, 1), "100 000 customers in < 60 s",
+               finished and seconds < 60,
+               f"{CUSTOMERS} customers{within}; baseline: {BASELINE_CUSTOMERS} customers' time x {scale:g}"),
+        Figure("simulate", round(CUSTOMERS / seconds), "customers/s", round(BASELINE_CUSTOMERS / small),
+               ">= 1 667 customers/s (100 000 in a minute)", finished and CUSTOMERS / seconds >= 1667,
+               f"baseline: the same command on {BASELINE_CUSTOMERS} customers"),
+        Figure("simulate", round(peak), "MB", round(small_peak), "peak RSS < 500 MB", finished and peak < 500,
+               f"peak RSS of the 100 000-customer run; baseline: {BASELINE_CUSTOMERS} customers'"),
+    ]
