@@ -163,4 +163,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE customers ADD COLUMN addresses TEXT NOT NULL DEFAULT '{}';
         """,
     ),
+    (
+        7,
+        "what a start looks for, indexed: messages cut off mid-send",
+        """
+        CREATE INDEX messages_sending ON messages (id) WHERE status = 'sending';
+        """,
+    ),
 ]
