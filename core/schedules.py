@@ -78,19 +78,18 @@ class Schedules(Journeys):
         event = {"type": "schedule", "at": to_iso(now), "data": {}}
         audience = scenario.trigger.audience
         with self.store.transaction():
-            page = self.store.audience_page(
+            page, following = self.store.audience_page(
                 scenario.id, job.payload.get("after", ""), AUDIENCE_BATCH, self._entered_since(scenario, now)
             )
-            if not page:
-                return False
             for customer in page:
                 # The page holds only customers the reentry rule lets in, so they start at once.
                 context = self.context(customer, None, now, event)
                 if audience is not None and audience.test(context, self.scope(customer.id, now)):
                     self._start(scenario, customer, f"tick:{to_iso(tick_at)}", event, now)
-            job.payload["after"] = page[-1].id
-            self.store.save_job_payload(job.id, job.payload)
-        return len(page) == AUDIENCE_BATCH
+            if following is not None:
+                job.payload["after"] = following
+                self.store.save_job_payload(job.id, job.payload)
+        return following is not None
 
     def _entered_since(self, scenario: Scenario, now: datetime) -> str | None:
         """`Store.audience_page`'s form of the reentry rule: entries after this moment keep one out."""

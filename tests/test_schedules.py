@@ -151,6 +151,22 @@ async def test_a_tick_cut_off_resumes_after_the_last_page_it_committed(
     engine.store.close()
 
 
+async def test_an_unreadable_customer_ending_a_page_does_not_end_the_audience(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_project(project)
+    monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 5)
+    engine = engine_on(tmp_path / "boomerang.db", config)
+    add_customers(engine.store, 30)
+    engine.store.db.execute("UPDATE customers SET timezone = 'Nowhere/Atlantis' WHERE id = 'c-00004'")
+    engine.ensure_ticks(NOW - timedelta(days=1))
+    await engine.run_job(engine.store.claim_due(NOW.timestamp(), 60, 1)[0])
+    entered = engine.store.db.execute("SELECT customer_id FROM journeys ORDER BY customer_id").fetchall()
+    assert [customer for (customer,) in entered] == [f"c-{n:05}" for n in range(0, 30, 3)]
+    assert engine.store.db.execute("SELECT row_id FROM quarantine").fetchall() == [("c-00004",)]
+    engine.store.close()
+
+
 @pytest.mark.slow
 def test_kill_minus_nine_mid_entry_enters_everyone_once(project: Path, tmp_path: Path) -> None:
     config = make_project(project)

@@ -198,11 +198,13 @@ class Customers(Quarantine):
 
     def audience_page(
         self, scenario: str, after: str, limit: int, entered_since: str | None
-    ) -> list[Customer]:
-        """Customers in id order after `after` whom `scenario`'s reentry rule lets in, a page of an audience.
+    ) -> tuple[list[Customer], str | None]:
+        """A page of an audience: up to `limit` customers in id order after `after` whom
+        `scenario`'s reentry rule lets in, and the id the next page starts after (None: no more).
 
         Left out: a customer with a journey in it still active, or one entered after
-        `entered_since` (a stored timestamp; "" for any journey at all, None for none).
+        `entered_since` (a stored timestamp; "" for any journey at all, None for none), and
+        one whose row cannot be read back (set aside).
         """
         found = self._select(
             "SELECT * FROM customers WHERE id > ? AND NOT EXISTS (SELECT 1 FROM journeys"
@@ -213,7 +215,8 @@ class Customers(Quarantine):
         customers = (
             self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) for row in found
         )
-        return [customer for customer in customers if customer is not None]
+        following = found[-1]["id"] if len(found) == limit else None
+        return [customer for customer in customers if customer is not None], following
 
     def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]:
         """Customers whose date field (`birthday` or `attributes.x`) falls on one of `MM-DD`."""
