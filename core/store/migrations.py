@@ -165,9 +165,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         7,
-        "what a start looks for, indexed: messages cut off mid-send",
+        "indexes for a million journeys: messages cut off mid-send, engagement per channel",
         """
         CREATE INDEX messages_sending ON messages (id) WHERE status = 'sending';
+        CREATE INDEX messages_engagement ON messages (channel, status, clicked_at, opened_at, delivered_at)
+            WHERE channel IS NOT NULL;
         """,
     ),
 ]
