@@ -44,7 +44,7 @@ class Engine(Dispatch, Schedules):
             "send": self._send,
             "action": self._act,
             "advance": self._on_store_thread(self._resume),
-            "tick": self._on_store_thread(self._tick),
+            "tick": self._tick,
             "fallback": self._on_store_thread(self._no_receipt),
         }
 

@@ -119,6 +119,12 @@ class Journeys(EngineBase):
                 return False
             if isinstance(scenario.reentry, timedelta) and now - last.entered_at < scenario.reentry:
                 return False
+        return self._start(scenario, customer, entry_key, event, now)
+
+    def _start(
+        self, scenario: Scenario, customer: Customer, entry_key: str, event: dict, now: datetime
+    ) -> bool:
+        """Start a journey the reentry rule allows; False if this entry exists already."""
         holdout = scenario.holdout > 0 and _fraction(scenario.id, customer.id, "holdout") < scenario.holdout
         journey = Journey(
             id=stable_id("j-", scenario.id, customer.id, entry_key),

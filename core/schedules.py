@@ -1,13 +1,19 @@
 """Schedules: the cron and date triggers, as `tick` jobs that enter every matching customer.
 
 Each schedule or date scenario has its next tick queued as a job (`ensure_ticks`); a tick
-enters the scenario's audience page by page and queues the following one. Every method runs
-on the store's thread.
+enters the scenario's audience and queues the following one. A schedule's audience may be
+every customer: it is read in pages of `AUDIENCE_BATCH` customers, in id order, that the
+reentry rule already lets in (one query each), and each page is entered in one transaction
+that also records how far the tick got in its job. Between pages the store's thread is free
+for ingest and sends, memory holds one page, and a tick cut off by a crash resumes after the
+last page it committed (entry keys keep a re-run from entering anyone twice). `_tick` runs
+on the event loop and hands each page to the store's thread; every other method runs there.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from croniter import croniter
 
@@ -15,6 +21,10 @@ from boomerang.clock import to_iso
 from boomerang.journeys import Journeys
 from boomerang.model import Job
 from boomerang.scenarios import Scenario
+
+# Customers entered per transaction: large enough that a commit's cost is shared by many,
+# small enough that the store's thread is free again within a fraction of a second.
+AUDIENCE_BATCH = 1000
 
 
 class Schedules(Journeys):
@@ -49,40 +59,61 @@ class Schedules(Journeys):
             return today if today > local else (today + timedelta(days=1)).replace(hour=hour, minute=minute)
         return None
 
-    def _tick(self, job: Job, now: datetime) -> None:
+    async def _tick(self, job: Job) -> None:
         """A `tick` job: enter the schedule's audience (or the date's customers), queue the next tick."""
+        now = self.clock.now()
         scenario = self.scenarios.get(job.payload.get("scenario", ""))
-        if scenario is None or job.payload.get("signature") != self._tick_signature(scenario):
-            with self.store.transaction():
-                self.store.complete_job(job.id)  # the scenario changed or went away
-            return
+        if scenario is not None and job.payload.get("signature") == self._tick_signature(scenario):
+            if scenario.trigger.kind == "schedule":
+                while await self.store.run(self._enter_audience_page, job, scenario, now):
+                    pass
+            else:
+                await self.store.run(self._enter_dated, job, scenario, now)
+        # else the scenario changed or went away: the tick is done with
+        await self.store.run(self._finish_tick, job, now)
+
+    def _enter_audience_page(self, job: Job, scenario: Scenario, now: datetime) -> bool:
+        """Enter the next page of a schedule's audience; False once the whole audience was read."""
         tick_at = datetime.fromtimestamp(job.due_at, self.zone)
-        entry_key = f"tick:{to_iso(tick_at)}"
-        event = {"type": scenario.trigger.kind, "at": to_iso(now), "data": {}}
-        if scenario.trigger.kind == "schedule":
-            after = ""
-            while True:  # a crash part-way re-runs the tick; entry keys keep entries single
-                page = self.store.customers_page(after)
-                if not page:
-                    break
-                with self.store.transaction():
-                    for customer in page:
-                        audience = scenario.trigger.audience
-                        context = self.context(customer, None, now, event)
-                        if audience is not None and audience.test(context, self.scope(customer.id, now)):
-                            self.enter(scenario, customer, entry_key, event, now)
-                after = page[-1].id
-        else:
-            day = tick_at.date() - scenario.trigger.offset
-            entry_key = f"date:{tick_at.date().isoformat()}"
-            month_days = [day.strftime("%m-%d")]
-            if month_days == ["02-28"] and not _is_leap(day.year):
-                month_days.append("02-29")
-            with self.store.transaction():
-                for customer in self.store.customers_with_date(
-                    scenario.trigger.date_field or "birthday", month_days
-                ):
-                    self.enter(scenario, customer, entry_key, event, now)
+        event = {"type": "schedule", "at": to_iso(now), "data": {}}
+        audience = scenario.trigger.audience
+        with self.store.transaction():
+            page, following = self.store.audience_page(
+                scenario.id, job.payload.get("after", ""), AUDIENCE_BATCH, self._entered_since(scenario, now)
+            )
+            for customer in page:
+                # The page holds only customers the reentry rule lets in, so they start at once.
+                context = self.context(customer, None, now, event)
+                if audience is not None and audience.test(context, self.scope(customer.id, now)):
+                    self._start(scenario, customer, f"tick:{to_iso(tick_at)}", event, now)
+            if following is not None:
+                job.payload["after"] = following
+                self.store.save_job_payload(job.id, job.payload)
+        return following is not None
+
+    def _entered_since(self, scenario: Scenario, now: datetime) -> str | None:
+        """`Store.audience_page`'s form of the reentry rule: entries after this moment keep one out."""
+        if scenario.reentry == "once":
+            return ""
+        if isinstance(scenario.reentry, timedelta):
+            return to_iso(now - scenario.reentry)
+        return None
+
+    def _enter_dated(self, job: Job, scenario: Scenario, now: datetime) -> None:
+        """Enter the customers whose date (with the trigger's offset) is the tick's day."""
+        tick_at = datetime.fromtimestamp(job.due_at, self.zone)
+        event: dict[str, Any] = {"type": scenario.trigger.kind, "at": to_iso(now), "data": {}}
+        day = tick_at.date() - scenario.trigger.offset
+        entry_key = f"date:{tick_at.date().isoformat()}"
+        month_days = [day.strftime("%m-%d")]
+        if month_days == ["02-28"] and not _is_leap(day.year):
+            month_days.append("02-29")
+        with self.store.transaction():
+            field = scenario.trigger.date_field or "birthday"
+            for customer in self.store.customers_with_date(field, month_days):
+                self.enter(scenario, customer, entry_key, event, now)
+
+    def _finish_tick(self, job: Job, now: datetime) -> None:
         with self.store.transaction():
             self.store.complete_job(job.id)
         self.ensure_ticks(now)

@@ -196,15 +196,27 @@ class Customers(Quarantine):
         combined = {**json.loads(row["attributes"]), **attributes}
         self.db["customers"].update(customer_id, {"attributes": json.dumps(combined, ensure_ascii=False)})
 
-    def customers_page(self, after: str, limit: int = 500) -> list[Customer]:
-        """Customers in id order after `after`, for walking an audience in batches."""
-        ids = [
-            row["id"]
-            for row in self._select(
-                "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
-            )
-        ]
-        return [customer for customer in map(self.customer, ids) if customer is not None]
+    def audience_page(
+        self, scenario: str, after: str, limit: int, entered_since: str | None
+    ) -> tuple[list[Customer], str | None]:
+        """A page of an audience: up to `limit` customers in id order after `after` whom
+        `scenario`'s reentry rule lets in, and the id the next page starts after (None: no more).
+
+        Left out: a customer with a journey in it still active, or one entered after
+        `entered_since` (a stored timestamp; "" for any journey at all, None for none), and
+        one whose row cannot be read back (set aside).
+        """
+        found = self._select(
+            "SELECT * FROM customers WHERE id > ? AND NOT EXISTS (SELECT 1 FROM journeys"
+            " WHERE scenario = ? AND customer_id = customers.id AND (status = 'active' OR entered_at > ?))"
+            " ORDER BY id LIMIT ?",
+            [after, scenario, entered_since, limit],
+        )
+        customers = (
+            self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) for row in found
+        )
+        following = found[-1]["id"] if len(found) == limit else None
+        return [customer for customer in customers if customer is not None], following
 
     def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]:
         """Customers whose date field (`birthday` or `attributes.x`) falls on one of `MM-DD`."""

@@ -210,6 +210,12 @@ class Jobs(Quarantine):
         """Remove a job whose effect is done."""
         self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
 
+    def save_job_payload(self, job_id: int, payload: dict[str, Any]) -> None:
+        """Record a running job's progress in its payload, so that a re-run resumes there."""
+        self.db.execute(
+            "UPDATE jobs SET payload = ? WHERE id = ?", [json.dumps(payload, default=str), job_id]
+        )
+
     def retry_job(self, job_id: int, due_at: float) -> None:
         """Release a job to run again at `due_at`."""
         self.db.execute(

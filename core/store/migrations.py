@@ -163,4 +163,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE customers ADD COLUMN addresses TEXT NOT NULL DEFAULT '{}';
         """,
     ),
+    (
+        7,
+        "indexes for a million journeys: messages cut off mid-send, engagement per channel",
+        """
+        CREATE INDEX messages_sending ON messages (id) WHERE status = 'sending';
+        CREATE INDEX messages_engagement ON messages (channel, status, clicked_at, opened_at, delivered_at)
+            WHERE channel IS NOT NULL;
+        """,
+    ),
 ]

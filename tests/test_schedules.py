@@ -1,0 +1,215 @@
+"""A schedule's audience entered in pages: each customer once, as entering one at a time would,
+and a tick cut off part-way (by `kill -9` of the real daemon too) resumes without entering
+anyone twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from boomerang import schedules
+from boomerang.clock import VirtualClock, to_iso
+from boomerang.engine import Engine
+from boomerang.plugin_manager import load_plugins
+from boomerang.project import load_project
+from boomerang.store import Store
+from conftest import incoming, start_daemon, wait_until, wait_until_serving
+
+SCENARIO = """\
+scenario: weekly
+category: promo
+trigger: {schedule: "0 10 * * *", audience: "customer.attributes.plan == 'pro'"}
+reentry: once
+holdout: 30%
+steps:
+  - split: {a: 50%, b: 50%}
+  - wait: 1d
+  - send: reactivation_offer
+    channels: [email]
+    promo: {percent: 15, code: COMEBACK15}
+"""
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a tick fell due at 07:00 UTC (10:00 in Moscow)
+
+
+def make_project(project: Path) -> Path:
+    for old in (project / "scenarios").glob("*.yaml"):
+        old.unlink()
+    (project / "scenarios" / "weekly.yaml").write_text(SCENARIO)
+    return project / "boomerang.yaml"
+
+
+def add_customers(store: Store, count: int) -> None:
+    """`count` customers, every third on the free plan (outside the audience), by ingest."""
+    events = [
+        incoming(f"e-{n}", "customer.updated", "2026-03-01 10:00", customer(n))
+        for n in range(count)
+    ]
+    store.ingest(events, NOW - timedelta(days=1))
+    store.db.execute("UPDATE events SET handled = 1")  # nothing for the journeys to do with them
+
+
+def customer(n: int) -> dict:
+    plan = "free" if n % 3 else "pro"
+    return {"id": f"c-{n:05}", "email": f"c-{n:05}@example.com", "attributes": {"plan": plan}}
+
+
+def engine_on(database: Path, config: Path) -> Engine:
+    plugins = load_plugins()
+    return Engine(Store(database), VirtualClock(NOW), plugins, load_project(config, plugins))
+
+
+def snapshot(store: Store) -> dict[str, list]:
+    """What entering left: journeys, their timeline, their jobs and messages."""
+    return {
+        "journeys": store.db.execute(
+            "SELECT id, customer_id, entry_key, status, holdout, cursor, version, context, entered_at"
+            " FROM journeys WHERE scenario = 'weekly' ORDER BY id"
+        ).fetchall(),
+        "journal": store.db.execute(
+            "SELECT at, kind, customer_id, journey_id, step, reason, variant FROM journal"
+            " ORDER BY journey_id, id"
+        ).fetchall(),
+        "jobs": store.db.execute(
+            "SELECT kind, due_at, priority, journey_id, version, payload FROM jobs"
+            " WHERE journey_id IS NOT NULL ORDER BY journey_id"
+        ).fetchall(),
+    }
+
+
+async def test_the_audience_is_entered_page_by_page_as_one_at_a_time_would(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_project(project)
+    monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 7)
+    paged, one_by_one = engine_on(tmp_path / "paged.db", config), engine_on(tmp_path / "single.db", config)
+    for engine in (paged, one_by_one):
+        add_customers(engine.store, 60)
+        engine.ensure_ticks(NOW - timedelta(days=1))
+    # Already in the journey: not entered a second time by the tick.
+    tick = paged.store.claim_due(NOW.timestamp(), 60, 1)[0]
+    scenario = paged.scenarios["weekly"]
+    event = {"type": "schedule", "at": to_iso(NOW), "data": {}}
+    for engine in (paged, one_by_one):
+        with engine.store.transaction():
+            earlier = NOW - timedelta(hours=1)
+            engine.enter(scenario, engine.store.customer("c-00003"), "earlier", event, earlier)
+
+    await paged.run_job(tick)
+
+    # The same tick, one customer at a time through `enter`, which checks the reentry rule itself.
+    entry_key = f"tick:{to_iso(datetime.fromtimestamp(tick.due_at, UTC))}"
+    with one_by_one.store.transaction():
+        for row in one_by_one.store.db.execute("SELECT id FROM customers ORDER BY id").fetchall():
+            customer = one_by_one.store.customer(row[0])
+            if customer.attributes.get("plan") == "pro":
+                one_by_one.enter(scenario, customer, entry_key, event, NOW)
+    entered = snapshot(paged.store)
+    assert entered == snapshot(one_by_one.store)
+    customers = [journey[1] for journey in entered["journeys"]]
+    assert sorted(customers) == [f"c-{n:05}" for n in range(0, 60, 3)]  # each pro customer once
+    holdouts = {journey[1] for journey in entered["journeys"] if journey[4]}
+    variants = {json.loads(journey[7]).get("variants", {}).get("0") for journey in entered["journeys"]}
+    assert holdouts and len(holdouts) < 20 and variants == {"a", "b"}  # both outcomes occur
+    assert paged.store.db.execute("SELECT count(*) FROM jobs WHERE kind = 'tick'").fetchone()[0] == 1
+    for engine in (paged, one_by_one):
+        engine.store.close()
+
+
+async def test_a_tick_cut_off_resumes_after_the_last_page_it_committed(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_project(project)
+    monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 5)
+    engine = engine_on(tmp_path / "boomerang.db", config)
+    add_customers(engine.store, 60)
+    engine.ensure_ticks(NOW - timedelta(days=1))
+    tick = engine.store.claim_due(NOW.timestamp(), 60, 1)[0]
+    scenario = engine.scenarios["weekly"]
+    # Two pages committed, then the process died.
+    assert engine._enter_audience_page(tick, scenario, NOW)
+    assert engine._enter_audience_page(tick, scenario, NOW)
+    engine.store.close()
+
+    engine = engine_on(tmp_path / "boomerang.db", config)
+    engine.store.release_all_leases()
+    again = engine.store.claim_due(NOW.timestamp(), 60, 1)[0]
+    assert again.id == tick.id and again.payload["after"] == "c-00009"  # the last of two pages of five
+    await engine.run_job(again)
+
+    journeys = engine.store.db.execute(
+        "SELECT customer_id, count(*) FROM journeys WHERE scenario = 'weekly' GROUP BY customer_id"
+    ).fetchall()
+    enters = engine.store.db.execute("SELECT count(*) FROM journal WHERE kind = 'enter'").fetchone()[0]
+    assert sorted(journeys) == [(f"c-{n:05}", 1) for n in range(0, 60, 3)]
+    assert enters == 20
+    engine.store.close()
+
+
+async def test_an_unreadable_customer_ending_a_page_does_not_end_the_audience(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_project(project)
+    monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 5)
+    engine = engine_on(tmp_path / "boomerang.db", config)
+    add_customers(engine.store, 30)
+    engine.store.db.execute("UPDATE customers SET timezone = 'Nowhere/Atlantis' WHERE id = 'c-00004'")
+    engine.ensure_ticks(NOW - timedelta(days=1))
+    await engine.run_job(engine.store.claim_due(NOW.timestamp(), 60, 1)[0])
+    entered = engine.store.db.execute("SELECT customer_id FROM journeys ORDER BY customer_id").fetchall()
+    assert [customer for (customer,) in entered] == [f"c-{n:05}" for n in range(0, 30, 3)]
+    assert engine.store.db.execute("SELECT row_id FROM quarantine").fetchall() == [("c-00004",)]
+    engine.store.close()
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_mid_entry_enters_everyone_once(project: Path, tmp_path: Path) -> None:
+    config = make_project(project)
+    database = project / "boomerang.db"
+    engine = engine_on(database, config)
+    add_customers(engine.store, 6000)  # 2,000 in the audience: six pages of 1,000 customers
+    # Queued as the daemon queued it yesterday: overdue as the daemon starts.
+    engine.ensure_ticks(datetime.now(UTC) - timedelta(days=1))
+    engine.store.close()
+    log = tmp_path / "daemon.log"
+
+    def entered() -> int:
+        with sqlite3.connect(database) as db:
+            return db.execute("SELECT count(*) FROM journeys WHERE scenario = 'weekly'").fetchone()[0]
+
+    def overdue_ticks() -> list:
+        with sqlite3.connect(database) as db:
+            now = datetime.now(UTC).timestamp()
+            overdue = "SELECT payload FROM jobs WHERE kind = 'tick' AND due_at <= ?"
+            return db.execute(overdue, [now]).fetchall()
+
+    process = start_daemon(project, log)
+    try:
+        wait_until(lambda: entered() > 0, 60, "the first page of the audience")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        cut_at = entered()
+        (payload,) = overdue_ticks()
+        assert 0 < cut_at < 2000, "the tick finished before the kill; the test saw nothing cut off"
+        assert json.loads(payload[0])["after"]  # how far it got, committed with its last page
+        process = start_daemon(project, log)
+        wait_until_serving(int(os.environ["BOOMERANG_PORT"]))
+        wait_until(lambda: not overdue_ticks(), 90, "the tick to finish after the restart")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with sqlite3.connect(database) as db:
+        per_customer = db.execute(
+            "SELECT count(DISTINCT customer_id), count(*) FROM journeys WHERE scenario = 'weekly'"
+        ).fetchone()
+        enters = db.execute("SELECT count(*) FROM journal WHERE kind = 'enter'").fetchone()[0]
+    assert per_customer == (2000, 2000), log.read_text()
+    assert enters == 2000
