@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import check_speed, scheduler_scale
+from bench import check_speed, ingest, scheduler_scale
 from bench.figures import Figure, write
 
-BENCHMARKS = {"check": check_speed, "scheduler": scheduler_scale}
+BENCHMARKS = {"check": check_speed, "ingest": ingest, "scheduler": scheduler_scale}
 
 
 def main(names: list[str]) -> int:
