@@ -6,6 +6,7 @@ jumps straight to the next due job.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ def parse_time(text: str) -> datetime:
         raise ValueError(f"'{text}' is outside the years 0001 to 9999 in UTC") from None
 
 
+@functools.lru_cache(maxsize=4096)  # an event's `at` is written several times as it is stored
 def to_iso(moment: datetime) -> str:
     """A UTC timestamp in one fixed width, so that stored timestamps sort as text.
 
