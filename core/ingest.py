@@ -41,6 +41,9 @@ _BIRTHDAY = re.compile(r"^(\d{4}|-)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 class EventError(ValueError):
     """Input that is not a valid event; the message says what is wrong and where."""
 
@@ -65,7 +68,7 @@ class IngestWindow:
                 f"is before {to_iso(self.earliest)}, the earliest a live event may be dated "
                 "(setting ingest.earliest)"
             )
-        if self.future < datetime.max.replace(tzinfo=UTC) - now and at > now + self.future:
+        if self.future < _LATEST - now and at > now + self.future:
             hours = self.future.total_seconds() / 3600
             return (
                 f"is more than {hours:g}h ahead of this server's clock ({to_iso(now)}); "
@@ -162,27 +165,23 @@ def parse_event(
     return Event(id=str(event_id), type=event_type, at=at, profile=profile, data=data)
 
 
+_TEXT_FIELDS = frozenset(("id", *PROFILE_FIELDS))  # a customer's fields given as text
+_CUSTOMER_FIELDS = _TEXT_FIELDS | {"consents", "attributes", "push_subscriptions", "addresses"}
+
+
 def parse_profile(raw: Any, where: str) -> ProfileUpdate:
     """Validate an event's `customer` object; it must name at least one identity."""
     if not isinstance(raw, dict):
         raise EventError(f"{where}: 'customer' is required: an object with an id, email or phone")
-    known = {
-        "id",
-        *PROFILE_FIELDS,
-        "consents",
-        "attributes",
-        "push_subscriptions",
-        "addresses",
-    }
-    unknown = set(raw) - known
+    unknown = raw.keys() - _CUSTOMER_FIELDS
     if unknown:
         raise EventError(
             f"{where}: unknown customer field(s) {', '.join(sorted(unknown))}; "
             "put free-form values under customer.attributes"
         )
     text = {}
-    for name in known - {"consents", "attributes", "push_subscriptions", "addresses"}:
-        value = raw.get(name)
+    for name in raw.keys() & _TEXT_FIELDS:
+        value = raw[name]
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, str | int):
