@@ -26,7 +26,12 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check core plugins tests bench
 	$(BIN)/python -m pytest -q --durations=15
 
+# The ingest benchmark drives HTTP with wrk (Debian: apt-get install wrk): installed here when
+# missing and possible; without it, that benchmark says so and is skipped.
 bench: $(VENV)/.installed-test
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 \
+		|| sudo -n apt-get install -y -q wrk >/dev/null 2>&1 \
+		|| echo "wrk is not installed and could not be (apt-get install wrk): the ingest benchmark is skipped"
 	$(BIN)/python -m bench
 
 clean:

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import check_speed, scheduler_scale, simulate
+from bench import check_speed, ingest, scheduler_scale, simulate
 from bench.figures import Figure, write
 
-BENCHMARKS = {"check": check_speed, "scheduler": scheduler_scale, "simulate": simulate}
+BENCHMARKS = {
+    "check": check_speed,
+    "ingest": ingest,
+    "scheduler": scheduler_scale,
+    "simulate": simulate,
+}
 
 
 def main(names: list[str]) -> int:

@@ -61,16 +61,20 @@ def _depth(text: str) -> int:
 
 def nesting(value: Any) -> int:
     """How many containers deep a decoded value is: `1` is 0, `{}` is 1, `{"a": [1]}` is 2."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:  # a loop, not recursion: the value may be as deep as its parser allowed
-        item, level = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in children)
-    return deepest
+    depth, level = 0, [value]
+    while True:  # level by level, not recursion: the value may be as deep as its parser allowed
+        below: list[Any] = []
+        containers = False
+        for item in level:
+            if isinstance(item, dict):
+                below += item.values()
+                containers = True
+            elif isinstance(item, list):
+                below += item
+                containers = True
+        if not containers:
+            return depth
+        depth, level = depth + 1, below
 
 
 async def read_json(request: web.Request, max_bytes: int = MAX_BODY) -> Any:

@@ -41,15 +41,20 @@ def parse_time(text: str) -> datetime:
         raise ValueError(f"'{text}' is outside the years 0001 to 9999 in UTC") from None
 
 
-@functools.lru_cache(maxsize=256)  # the same moment is written many times: a tick stamps every entry
+@functools.lru_cache(maxsize=4096)  # the same moment is written many times (an event, a tick)
 def to_iso(moment: datetime) -> str:
     """A UTC timestamp in one fixed width, so that stored timestamps sort as text.
 
     The year is written with four digits whatever the platform: `%Y` gives `999` for 999 on
     glibc, which `parse_time` (rightly) cannot read back.
     """
-    moment = moment.astimezone(UTC)
-    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # Fields one by one rather than strftime: this runs several times for every event stored.
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}"
+        f":{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
 
 
 class WallClock:

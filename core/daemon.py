@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
@@ -31,12 +32,16 @@ from boomerang.private_files import create_private
 from boomerang.problems import ProblemError
 from boomerang.project import Project, load_project
 from boomerang.scheduler import Scheduler
-from boomerang.store import Store
+from boomerang.store import Store, StoreUnavailable, unavailable
 from boomerang.systemd import Notifier, watchdog_interval
 
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 8.0  # in-flight requests get this long after SIGTERM; systemd waits longer
+RETRY_AFTER = 5  # seconds a sender is asked to wait when the database cannot take writes
+# How long the engine acts on stored events in one go (one transaction) before ingest's next
+# group commit may have the store's thread: the batch size follows from the time it takes.
+EVENT_BATCH_SECONDS = 0.01
 
 
 class StartupError(Exception):
@@ -64,6 +69,7 @@ class Daemon:
         self.crashed = False
         self._pollers: list[tuple[asyncio.Event, asyncio.Task]] = []
         self._events_waiting = asyncio.Event()
+        self._unavailable_logged = 0.0  # monotonic time a 503 was last logged
         self.port: int | None = None
 
     # lifecycle
@@ -106,7 +112,7 @@ class Daemon:
         while await self.store.run(self.engine.handle_pending_events):
             pass
         await self.store.run(self.engine.ensure_ticks, self.clock.now())
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._store_unavailable])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
         app.add_routes(
@@ -287,6 +293,27 @@ class Daemon:
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
+    @web.middleware
+    async def _store_unavailable(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """A request whose write the database cannot take now (disk full, locked) is answered
+        503 with Retry-After, so that the sender tries again: nothing of it was stored."""
+        try:
+            return await handler(request)
+        except StoreUnavailable as exc:
+            if self.clock.monotonic() - self._unavailable_logged > 10:  # once in a while, not per request
+                self._unavailable_logged = self.clock.monotonic()
+                log.error("the database cannot take writes (%s): answering 503 until it can", exc)
+            return web.json_response(
+                {
+                    "error": f"the database cannot take writes right now ({exc}); nothing of this "
+                    f"request was stored: send it again in {RETRY_AFTER} seconds"
+                },
+                status=503,
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
+
     # side tasks
     async def _on_stored(self, events: list[Event]) -> None:
         for event in events:
@@ -294,13 +321,41 @@ class Daemon:
         self._events_waiting.set()
 
     async def _handle_events(self) -> None:
-        """Act on stored events as they come: journeys start, exit, wake up."""
+        """Act on stored events as they come, in batches: journeys start, exit, wake up.
+
+        Each batch is one call on the store's thread; ingest's group commits queue between
+        them, so a backlog of events to act on never holds up new events for long. A database
+        that cannot take writes leaves the batch queued; it is tried again a little later.
+        """
+        limit = 25
         while True:
             await self._events_waiting.wait()
             self._events_waiting.clear()
-            while await self.store.run(self.engine.handle_pending_events):
-                pass
+            try:
+                while True:
+                    handled, seconds = await self.store.run(self._act_on_events, limit)
+                    if not handled:
+                        break
+                    # Aim at EVENT_BATCH_SECONDS a batch: bigger batches commit less often,
+                    # smaller ones keep ingest's answers quick.
+                    if seconds > EVENT_BATCH_SECONDS and limit > 1:
+                        limit //= 2
+                    elif seconds < EVENT_BATCH_SECONDS / 2 and handled == limit and limit < 500:
+                        limit *= 2
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                log.error("cannot act on stored events now (%s); trying again in %d s", exc, RETRY_AFTER)
+                await asyncio.sleep(RETRY_AFTER)
+                self._events_waiting.set()
             self.scheduler.wake()
+
+    def _act_on_events(self, limit: int) -> tuple[int, float]:
+        """On the store's thread: act on up to `limit` stored events; how many, and the seconds
+        it took (measured here, not counting the wait for the thread)."""
+        started = time.perf_counter()
+        handled = self.engine.handle_pending_events(limit)
+        return handled, time.perf_counter() - started
 
     def _start_pollers(self, project: Project) -> None:
         """Start the pollers of the project's sources, each with its own stop signal."""

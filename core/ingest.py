@@ -14,6 +14,8 @@ customers (see `Store.ingest`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import string
 import unicodedata
@@ -29,12 +31,17 @@ from boomerang.clock import parse_time, to_iso
 from boomerang.kinds import IngestResult
 from boomerang.model import PROFILE_FIELDS, Customer, Event, ProfileUpdate
 
+log = logging.getLogger(__name__)
+
 _TYPE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # what a channel plugin's name looks like
 MAX_ADDRESS = 256  # characters of an address in `customer.addresses`
 _BIRTHDAY = re.compile(r"^(\d{4}|-)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 class EventError(ValueError):
@@ -61,7 +68,7 @@ class IngestWindow:
                 f"is before {to_iso(self.earliest)}, the earliest a live event may be dated "
                 "(setting ingest.earliest)"
             )
-        if self.future < datetime.max.replace(tzinfo=UTC) - now and at > now + self.future:
+        if self.future < _LATEST - now and at > now + self.future:
             hours = self.future.total_seconds() / 3600
             return (
                 f"is more than {hours:g}h ahead of this server's clock ({to_iso(now)}); "
@@ -162,27 +169,23 @@ def parse_event(
     return Event(id=str(event_id), type=event_type, at=at, profile=profile, data=data)
 
 
+_TEXT_FIELDS = frozenset(("id", *PROFILE_FIELDS))  # a customer's fields given as text
+_CUSTOMER_FIELDS = _TEXT_FIELDS | {"consents", "attributes", "push_subscriptions", "addresses"}
+
+
 def parse_profile(raw: Any, where: str) -> ProfileUpdate:
     """Validate an event's `customer` object; it must name at least one identity."""
     if not isinstance(raw, dict):
         raise EventError(f"{where}: 'customer' is required: an object with an id, email or phone")
-    known = {
-        "id",
-        *PROFILE_FIELDS,
-        "consents",
-        "attributes",
-        "push_subscriptions",
-        "addresses",
-    }
-    unknown = set(raw) - known
+    unknown = raw.keys() - _CUSTOMER_FIELDS
     if unknown:
         raise EventError(
             f"{where}: unknown customer field(s) {', '.join(sorted(unknown))}; "
             "put free-form values under customer.attributes"
         )
     text = {}
-    for name in known - {"consents", "attributes", "push_subscriptions", "addresses"}:
-        value = raw.get(name)
+    for name in raw.keys() & _TEXT_FIELDS:
+        value = raw[name]
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -311,12 +314,31 @@ def nothing_verified(source: str) -> bool:
     return False
 
 
+@dataclass
+class _Waiting:
+    """A request's events waiting for the next group commit, and where its answer goes."""
+
+    events: list[Event]
+    verified: bool
+    answer: asyncio.Future[list[Event]]
+
+
 class Ingestor:
     """The ingest function handed to sources: commit, then tell the listeners.
+
+    Group commit: requests that arrive while a transaction is being written wait together and
+    are written by the next one, in ONE transaction (one fsync with `synchronous=FULL`) by a
+    single writer; each is answered only after that transaction has committed. Each request
+    is its own savepoint in the group (`Store.ingest_group`), so one that fails leaves the
+    others stored; if the transaction cannot commit (disk full, database locked), every
+    request of the group gets `StoreUnavailable` and nothing of them is stored.
 
     `verified(source)` says whether a source's events may merge customers (the merge policy
     above); by default none may.
     """
+
+    # Events a group takes at most (whole requests; at least one): bounds one transaction's time.
+    GROUP_EVENTS = 5000
 
     def __init__(
         self,
@@ -331,19 +353,54 @@ class Ingestor:
         self.verified = verified
         self.accepted = 0
         self.duplicates = 0
+        self._waiting: list[_Waiting] = []
+        self._writer: asyncio.Task | None = None
 
     async def __call__(self, events: list[Event], source: str) -> IngestResult:
         """Store the events; returns only after they are committed."""
         for event in events:
             event.source = source
-        stored = await self.store.run(
-            self.store.ingest, events, self.clock.now(), verified=self.verified(source)
-        )
-        self.accepted += len(stored)
-        self.duplicates += len(events) - len(stored)
-        if stored:
-            await self.on_stored(stored)
+        waiting = _Waiting(events, self.verified(source), asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write())
+        stored = await waiting.answer
         return IngestResult(accepted=len(stored), duplicates=len(events) - len(stored))
+
+    async def _write(self) -> None:
+        """The writer: while requests wait, write them in groups, answer them, tell the listeners."""
+        while self._waiting:
+            group, size = [], 0
+            while self._waiting and (not group or size + len(self._waiting[0].events) <= self.GROUP_EVENTS):
+                group.append(self._waiting.pop(0))
+                size += len(group[-1].events)
+            try:
+                outcomes = await self.store.run(
+                    self.store.ingest_group, [(w.events, w.verified) for w in group], self.clock.now()
+                )
+            except Exception as exc:  # noqa: BLE001 - nothing of the group is stored: each request is told
+
+                for waiting in group:
+                    if not waiting.answer.done():
+                        waiting.answer.set_exception(exc)
+                continue
+            stored: list[Event] = []
+            for waiting, outcome in zip(group, outcomes, strict=True):
+                if waiting.answer.done():  # the request was cancelled (client gone); it is stored
+                    pass
+                elif isinstance(outcome, Exception):
+                    waiting.answer.set_exception(outcome)
+                else:
+                    waiting.answer.set_result(outcome)
+                if not isinstance(outcome, Exception):
+                    stored += outcome
+                    self.accepted += len(outcome)
+                    self.duplicates += len(waiting.events) - len(outcome)
+            if stored:
+                try:
+                    await self.on_stored(stored)
+                except Exception:  # the writer must outlive a listener's bug: requests wait on it
+                    log.exception("telling the listeners about %d stored events failed", len(stored))
 
     async def feedback(
         self, message_id: str, event_type: str, data: dict[str, Any] | None = None, key: str | None = None

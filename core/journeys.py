@@ -22,6 +22,7 @@ from boomerang.engine_base import EngineBase
 from boomerang.expressions import evaluating, render
 from boomerang.model import Customer, Event, Job, Journey
 from boomerang.scenarios import Scenario, Step
+from boomerang.store import unavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,24 @@ class Journeys(EngineBase):
     """Entering, walking and ending journeys; every method runs on the store's thread."""
 
     def handle_pending_events(self, limit: int = 200) -> int:
-        """Act on stored events not yet handled; each in its own transaction. Returns how many."""
+        """Act on stored events not yet handled, up to `limit` of them in ONE transaction (one
+        commit for the batch), each in a savepoint of its own. Returns how many.
+
+        A bug acting on one event rolls back that event's savepoint alone and marks it handled,
+        loudly, so that it cannot wedge the queue. A database that cannot take the write (disk
+        full, locked) rolls back the whole batch, which stays queued: that is raised.
+        """
         events = self.store.unhandled_events(limit)
-        for event in events:
-            try:
-                with self.store.transaction():
-                    self.on_event(event, self.clock.now())
-                    self.store.mark_handled(event.id)
-            except Exception:
-                # A bug must not wedge the queue behind one event: skip it, loudly.
-                log.exception("acting on event %s (%s) failed; it is skipped", event.id, event.type)
-                with self.store.transaction():
+        with self.store.transaction():
+            for event in events:
+                try:
+                    with self.store.transaction():
+                        self.on_event(event, self.clock.now())
+                        self.store.mark_handled(event.id)
+                except Exception as exc:
+                    if unavailable(exc):
+                        raise
+                    log.exception("acting on event %s (%s) failed; it is skipped", event.id, event.type)
                     self.store.mark_handled(event.id)
         return len(events)
 

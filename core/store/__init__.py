@@ -21,13 +21,13 @@ merging, address renewal) and core/feedback.py (what feedback changes).
 
 from __future__ import annotations
 
-from boomerang.store.connection import StoreError
+from boomerang.store.connection import StoreError, StoreUnavailable, unavailable
 from boomerang.store.jobs import JobQueue, Jobs
 from boomerang.store.journeys import Journeys
 from boomerang.store.messages import Messages
 from boomerang.store.migrations import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError"]
+__all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "unavailable"]
 
 
 class Store(Messages, Journeys, Jobs):

@@ -27,6 +27,25 @@ class StoreError(Exception):
     """The database cannot be used as it is (e.g. made by a newer Boomerang)."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot take a write right now: the disk is full, another process held it
+    locked past the busy timeout, or the disk reported an I/O error. Nothing of the write was
+    kept, and the same write may well succeed later."""
+
+
+# SQLite's primary result codes of a write that failed for want of the disk, not of the data:
+# BUSY, LOCKED (database is locked), IOERR, FULL, CANTOPEN.
+_UNAVAILABLE_CODES = {5, 6, 10, 13, 14}
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether an exception says the database cannot take a write now (see `StoreUnavailable`)."""
+    if isinstance(exc, StoreUnavailable):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE_CODES
+
+
 class Connection:
     """An open database; the table families build on it."""
 

@@ -27,8 +27,28 @@ from boomerang.store.quarantine import Quarantine
 CUSTOMER_TABLES = ("events", "identities", "journeys", "messages", "journal")
 
 
+class WorkingSet:
+    """What storing one group of events has read and written of identities and customers, so
+    that a customer's many events in the group cost one read and one write.
+
+    `owners` maps (kind, value) to the customer the identity belongs to (None: nobody);
+    `rows` holds customer rows as they are now, `dirty` the columns not yet written of each.
+    Anything that writes around it (a merge, a rename, a moved chat or browser) settles it
+    first: `Customers._settle` writes what is dirty and forgets the rest. Each request's batch
+    ends with `Customers._flush`, inside its savepoint.
+    """
+
+    def __init__(self) -> None:
+        self.owners: dict[tuple[str, str], str | None] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.dirty: dict[str, dict[str, Any]] = {}
+
+
 class Customers(Quarantine):
     """The `customers` and `identities` tables."""
+
+    # Set while `Events.ingest_group` stores a group of events; None otherwise.
+    _working: WorkingSet | None = None
 
     # The profile fields each channel's address is made from (`plugin_manager.address_fields`
     # of the registry's channel kinds), so that a new address lifts "known bad": set by whoever
@@ -37,16 +57,79 @@ class Customers(Quarantine):
     address_fields: Mapping[str, tuple[str, ...]] | None = None
 
     def _owner(self, kind: str, value: str) -> str | None:
+        working = self._working
+        if working is not None and (kind, value) in working.owners:
+            return working.owners[kind, value]
         row = self.db.execute(
             "SELECT customer_id FROM identities WHERE kind = ? AND value = ?", [kind, value]
         ).fetchone()
-        return row[0] if row else None
+        owner = row[0] if row else None
+        if working is not None:
+            working.owners[kind, value] = owner
+        return owner
+
+    def _know_owners(self, identities: set[tuple[str, str]]) -> None:
+        """Read the owners of many identities at once into the working set (set-based lookup)."""
+        working = self._working
+        assert working is not None
+        wanted = [identity for identity in identities if identity not in working.owners]
+        for start in range(0, len(wanted), 400):
+            chunk = wanted[start : start + 400]
+            working.owners.update(dict.fromkeys(chunk))
+            pairs = " OR ".join("(kind = ? AND value = ?)" for _ in chunk)
+            found = self.db.execute(
+                f"SELECT kind, value, customer_id FROM identities WHERE {pairs}",
+                [part for identity in chunk for part in identity],
+            )
+            working.owners.update(((kind, value), owner) for kind, value, owner in found)
+
+    def _know_rows(self, customer_ids: set[str]) -> None:
+        """Read many customers' rows at once into the working set; unreadable ones are left out
+        (reading them again sets them aside, as `customer_row` does)."""
+        working = self._working
+        assert working is not None
+        wanted = [customer_id for customer_id in customer_ids if customer_id not in working.rows]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for row in self._select(f"SELECT * FROM customers WHERE id IN ({marks})", chunk):
+                if self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) is not None:
+                    working.rows[row["id"]] = row
+
+    def _flush(self) -> None:
+        """Write the working set's pending profile columns (what it read stays true)."""
+        working = self._working
+        if working is None:
+            return
+        for customer_id, columns in working.dirty.items():
+            self._write_customer(customer_id, columns)
+        working.dirty.clear()
+
+    def _settle(self) -> None:
+        """Write the working set's pending profile columns and forget what it read: something
+        is about to write around it."""
+        working = self._working
+        if working is None:
+            return
+        self._flush()
+        working.rows.clear()
+        working.owners.clear()
+
+    def _write_customer(self, customer_id: str, columns: Mapping[str, Any]) -> None:
+        """UPDATE a customer's columns (names from this package's own rules, never from input)."""
+        assignments = ", ".join(f"[{name}] = ?" for name in columns)
+        self.db.execute(f"UPDATE customers SET {assignments} WHERE id = ?", [*columns.values(), customer_id])
 
     def _create_customer(self, customer_id: str | None, now: str, at: str) -> str:
         customer_id = customer_id or f"anon-{secrets.token_hex(8)}"
-        self.db.execute(
-            "INSERT INTO customers (id, created_at, updated_at) VALUES (?, ?, ?)", [customer_id, now, at]
+        cursor = self.db.execute(
+            "INSERT INTO customers (id, created_at, updated_at) VALUES (?, ?, ?) RETURNING *",
+            [customer_id, now, at],
         )
+        keys = [column[0] for column in cursor.description]
+        row = dict(zip(keys, cursor.fetchone(), strict=True))
+        if self._working is not None:  # a row just made of the defaults: nothing to check
+            self._working.rows[customer_id] = row
         self._add_identity("id", customer_id, customer_id)
         return customer_id
 
@@ -90,6 +173,7 @@ class Customers(Quarantine):
                 if kind != "telegram":
                     refused.add(IDENTITY_FIELDS[kind])
                     continue
+                self._settle()  # the other customer's row changes under the working set
                 self.db.execute(
                     "UPDATE customers SET telegram_chat_id = NULL WHERE id = ? AND telegram_chat_id = ?",
                     [owner, value],
@@ -98,11 +182,16 @@ class Customers(Quarantine):
         return customer_id, refused
 
     def _add_identity(self, kind: str, value: str, customer_id: str) -> None:
+        working = self._working
+        if working is not None and working.owners.get((kind, value)) == customer_id:
+            return  # already so
         self.db.execute(
             "INSERT INTO identities (kind, value, customer_id) VALUES (?, ?, ?)"
             " ON CONFLICT (kind, value) DO UPDATE SET customer_id = excluded.customer_id",
             [kind, value, customer_id],
         )
+        if working is not None:
+            working.owners[kind, value] = customer_id
 
     def _repoint(self, old: str, new: str) -> None:
         # Both customers may be in the same scenario with the same entry: the survivor's
@@ -121,30 +210,52 @@ class Customers(Quarantine):
                 self.db.execute(f"UPDATE {table} SET customer_id = ? WHERE customer_id = ?", [new, old])
 
     def _rename(self, old: str, new: str) -> None:
+        self._settle()
         self.db.execute("UPDATE customers SET id = ? WHERE id = ?", [new, old])
         self._repoint(old, new)
 
     def _merge(self, loser: str, into: str) -> None:
         """Fold one customer into another (the rules: `profiles.merged`)."""
+        self._settle()
         survivor, other = self.customer_row(into), self.customer_row(loser)
         if survivor is None or other is None:
             return
-        self.db["customers"].update(into, merged(survivor, other))
+        self._write_customer(into, merged(survivor, other))
         self.db.execute("DELETE FROM customers WHERE id = ?", [loser])
         self._repoint(loser, into)
 
     def _update_profile(self, customer_id: str, event: Event, now: str, refused: set[str]) -> None:
-        """Apply what the event says about the customer (the rules: `profiles.updated`)."""
-        row = self.customer_row(customer_id)
-        if row is None:  # unreadable, set aside: the event is kept, the profile left alone
-            return
+        """Apply what the event says about the customer (the rules: `profiles.updated`).
+
+        Storing a group of events, only the columns that change are kept in the working set,
+        written once per customer when it settles."""
         if event.profile.push_subscriptions:
             self._take_push_subscriptions(customer_id, event.profile.push_subscriptions)
+        working = self._working
+        row = working.rows.get(customer_id) if working is not None else None
+        if row is None:
+            row = self.customer_row(customer_id)
+            if row is None:  # unreadable, set aside: the event is kept, the profile left alone
+                return
+            if working is not None:
+                working.rows[customer_id] = row
         fields = self.address_fields if self.address_fields is not None else installed_address_fields()
-        self.db["customers"].update(customer_id, updated(row, event, now, refused, fields))
+        changes = {
+            name: value
+            for name, value in updated(row, event, now, refused, fields).items()
+            if row[name] != value
+        }
+        if not changes:
+            return
+        if working is None:
+            self._write_customer(customer_id, changes)
+            return
+        row.update(changes)
+        working.dirty.setdefault(customer_id, {}).update(changes)
 
     def _take_push_subscriptions(self, customer_id: str, subscriptions: list[dict]) -> None:
         """A browser's subscription belongs to one customer: whoever subscribed it last."""
+        self._settle()  # other customers' rows are read and written here
         for subscription in subscriptions:
             endpoint = subscription.get("endpoint")
             if not isinstance(endpoint, str):
@@ -158,7 +269,7 @@ class Customers(Quarantine):
                 kept = [
                     sub for sub in json.loads(row["push_subscriptions"]) if sub.get("endpoint") != endpoint
                 ]
-                self.db["customers"].update(row["id"], {"push_subscriptions": json.dumps(kept)})
+                self._write_customer(row["id"], {"push_subscriptions": json.dumps(kept)})
 
     def customer_row(self, customer_id: str) -> dict[str, Any] | None:
         """The raw stored row of a customer, by canonical id; None if it cannot be read back."""
@@ -194,7 +305,7 @@ class Customers(Quarantine):
         if row is None:
             return
         combined = {**json.loads(row["attributes"]), **attributes}
-        self.db["customers"].update(customer_id, {"attributes": json.dumps(combined, ensure_ascii=False)})
+        self._write_customer(customer_id, {"attributes": json.dumps(combined, ensure_ascii=False)})
 
     def audience_page(
         self, scenario: str, after: str, limit: int, entered_since: str | None
@@ -239,7 +350,7 @@ class Customers(Quarantine):
             return
         opt_outs = json.loads(row["opt_outs"])
         opt_outs.update({channel: to_iso(now) for channel in channels})
-        self.db["customers"].update(customer_id, {"opt_outs": json.dumps(opt_outs)})
+        self._write_customer(customer_id, {"opt_outs": json.dumps(opt_outs)})
 
     def mark_unreachable(self, customer_id: str, channel: str, reason: str) -> None:
         """The customer's address on a channel is known bad (hard bounce, blocked bot...)."""
@@ -247,7 +358,7 @@ class Customers(Quarantine):
         if row is None:
             return
         unreachable = {**json.loads(row["unreachable"]), channel: reason or "address invalid"}
-        self.db["customers"].update(customer_id, {"unreachable": json.dumps(unreachable)})
+        self._write_customer(customer_id, {"unreachable": json.dumps(unreachable)})
 
     def set_profile(self, customer_id: str, fields: dict[str, Any]) -> None:
         """Store the address fields a channel's `forget()` gave (the map and lists as data)."""
@@ -257,4 +368,4 @@ class Customers(Quarantine):
             if key in PROFILE_FIELDS or key in ADDRESS_JSON  # never a count, a stamp or an opt-out
         }
         if updates:
-            self.db["customers"].update(customer_id, updates)
+            self._write_customer(customer_id, updates)

@@ -4,7 +4,8 @@ and a customer's history."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,16 @@ from boomerang.clock import parse_time, to_iso
 from boomerang.model import Event, ProfileUpdate
 from boomerang.profiles import as_of
 from boomerang.store import rows
-from boomerang.store.customers import Customers
+from boomerang.store.connection import StoreUnavailable, unavailable
+from boomerang.store.customers import Customers, WorkingSet
+
+
+def _first_of_each(events: Iterable[Event]) -> list[Event]:
+    """The events with the first of each id only: a repeat within a batch is a duplicate."""
+    firsts: dict[str, Event] = {}
+    for event in events:
+        firsts.setdefault(event.id, event)
+    return list(firsts.values())
 
 
 class Events(Customers):
@@ -27,31 +37,90 @@ class Events(Customers):
         customer is the one their first identity names, and a Telegram chat they name moves to
         it, while an email or phone another customer has stays with that customer.
         """
-        stored = []
+        (outcome,) = self.ingest_group([(list(events), verified)], received_at)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def ingest_group(
+        self, batches: Sequence[tuple[Sequence[Event], bool]], received_at: datetime
+    ) -> list[list[Event] | Exception]:
+        """Store several requests' events, each a (events, verified) batch, in ONE transaction
+        (group commit: one fsync for all of them); per batch, the events that were new, or the
+        exception that made that batch alone roll back.
+
+        Each batch is stored as `ingest` stores it, in order, inside a savepoint of its own: an
+        event seen before, in the database or earlier in the group, is a duplicate. If the
+        transaction itself fails (`StoreUnavailable`: disk full, database locked, I/O error),
+        nothing of the group is stored and that is raised.
+        """
         now = to_iso(received_at)
-        with self.db.atomic():
-            for event in events:
-                seen = self.db.execute("SELECT 1 FROM events WHERE id = ?", [event.id]).fetchone()
-                if seen:
-                    continue
-                resolve = self._resolve_customer if verified else self._resolve_claim
-                event.customer_id, refused = resolve(event.profile, now, as_of(event, now))
-                self._update_profile(event.customer_id, event, now, refused)
-                self.db.execute(
-                    "INSERT INTO events (id, type, at, customer_id, data, source, received_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        event.id,
-                        event.type,
-                        to_iso(event.at),
-                        event.customer_id,
-                        json.dumps(event.data, ensure_ascii=False),
-                        event.source,
-                        now,
-                    ],
+        outcomes: list[list[Event] | Exception] = []
+        try:
+            with self.db.atomic():
+                self._working = WorkingSet()
+                seen = self._known_events([event.id for events, _ in batches for event in events])
+                working = self._working
+                self._know_owners(
+                    {identity for events, _ in batches for event in events
+                     for identity in event.profile.identities()}
                 )
-                stored.append(event)
-        return stored
+                self._know_rows({owner for owner in working.owners.values() if owner is not None})
+                for events, verified in batches:
+                    fresh = [event for event in _first_of_each(events) if event.id not in seen]
+                    try:
+                        with self.db.atomic():
+                            self._store_batch(fresh, verified, now)
+                    except Exception as exc:
+                        if unavailable(exc):
+                            raise
+                        self._working = WorkingSet()  # what it held was rolled back
+                        outcomes.append(exc)
+                        continue
+                    seen.update(event.id for event in fresh)
+                    outcomes.append(fresh)
+        except sqlite3.Error as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        finally:
+            self._working = None
+        return outcomes
+
+    def _known_events(self, ids: list[str]) -> set[str]:
+        """Which of these event ids are stored already."""
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            found = self.db.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+            known.update(row[0] for row in found)
+        return known
+
+    def _store_batch(self, events: list[Event], verified: bool, now: str) -> None:
+        """Resolve each event's customer, update the profile, insert the events; profile columns
+        are written once per customer, at the end."""
+        resolve = self._resolve_customer if verified else self._resolve_claim
+        for event in events:
+            event.customer_id, refused = resolve(event.profile, now, as_of(event, now))
+            self._update_profile(event.customer_id, event, now, refused)
+        self._flush()
+        self.db.conn.executemany(
+            "INSERT INTO events (id, type, at, customer_id, data, source, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    event.id,
+                    event.type,
+                    to_iso(event.at),
+                    event.customer_id,
+                    json.dumps(event.data, ensure_ascii=False),
+                    event.source,
+                    now,
+                )
+                for event in events
+            ],
+        )
 
     def events_of(self, customer_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """A customer's events, oldest first."""

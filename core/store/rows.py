@@ -14,11 +14,15 @@ from boomerang.bodies import MAX_VALUE_DEPTH, nesting
 from boomerang.clock import parse_time
 from boomerang.model import Customer
 
+_EMPTY = {dict: "{}", list: "[]"}  # the JSON of an empty map or list, as columns default to
+
 
 def json_value(text: Any, kind: type) -> Any:
     """A stored JSON column, decoded and checked to be a `kind` (dict or list)."""
     if not isinstance(text, str):
         raise ValueError(f"JSON text was expected, not {type(text).__name__}")
+    if text == _EMPTY.get(kind):  # most profile columns: no parser needed
+        return kind()
     value = json.loads(text)
     if not isinstance(value, kind):
         raise ValueError(f"a JSON {kind.__name__} was expected, not {type(value).__name__}")

@@ -1,0 +1,1 @@
+"""Reliability under faults: disk full, provider faults, crashes under load, fuzz."""
