@@ -21,6 +21,9 @@ What is measured, with the daemon's channels writing into the outbox:
 - **schedule entry**: a fourth scenario, `schedule:` daily with an audience every customer
   matches, whose tick fell due before the daemon started: seconds from `/healthz` answering
   until the tick job is done and every customer has entered.
+
+`BENCH_SCHEDULER_TIMEOUT` (seconds, default 300) bounds the burst and the entry each;
+`BENCH_SCHEDULER_JOURNEYS` (default 1,000,000) sizes the large database, for a quick try.
 """
 
 from __future__ import annotations
