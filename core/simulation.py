@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from itertools import chain
+from itertools import chain, dropwhile, takewhile
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -30,6 +30,8 @@ from boomerang.scheduler import Scheduler
 from boomerang.store import Store
 
 DEFAULT_TAIL = timedelta(days=30)
+TIMELINE_PAGE = 5000  # timeline entries read back (and written) at a time
+EVENT_BATCH = 2000  # events stored and handled in one transaction at most
 T = TypeVar("T")
 ZoneOf = Callable[[str], Awaitable[ZoneInfo]]  # a customer's timezone, by id
 
@@ -290,9 +292,6 @@ async def simulate_into(
     await rehearse(config_path, events, write_out, start, until, outcomes, keep_sent=False)
 
 
-TIMELINE_PAGE = 5000  # timeline entries read back (and written) at a time
-EVENT_BATCH = 2000  # events stored and handled in one transaction at most
-
 
 async def rehearse(
     config_path: Path,
@@ -318,9 +317,11 @@ async def rehearse(
         for name, ch in project.registry.channels.items()
     }
     project.registry.channels = dict(rehearsals)
+    if start is not None:
+        events = dropwhile(lambda event: event.at < start, events)
+    if until is not None:
+        events = takewhile(lambda event: event.at <= until, events)  # the rest is never read
     upcoming = next(events, None)
-    while upcoming is not None and start is not None and upcoming.at < start:
-        upcoming = next(events, None)
     start = start or (upcoming.at if upcoming else datetime.now(UTC).replace(microsecond=0))
     last = start
     clock = VirtualClock(start)
@@ -346,7 +347,7 @@ async def rehearse(
                         while engine.handle_pending_events():
                             pass
                         following = next(events, None)
-                        if following is None or (until is not None and following.at > until):
+                        if following is None:
                             return None
                         event = following
                         due = store.next_due_at()

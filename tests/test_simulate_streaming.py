@@ -8,6 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from boomerang import simulation
 from boomerang.cli import cli
 from conftest import event
 
@@ -69,8 +70,6 @@ def test_a_json_array_is_read_whole_and_sorted(project: Path, tmp_path: Path) ->
 
 def test_the_table_is_written_in_pages_with_one_set_of_widths(project: Path, tmp_path: Path) -> None:
     # More entries than a page of the timeline: the columns line up across pages.
-    from boomerang import simulation
-
     events = tmp_path / "events.jsonl"
     lines = [cart(f"e-{n}", f"2026-03-02 10:{n % 60:02}:{n // 60:02}", f"c-{n}") for n in range(30)]
     lines.sort(key=lambda line: line["at"])

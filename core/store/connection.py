@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlite_utils import Database
+from sqlite_utils.db import jsonify_if_needed
 
 from boomerang.private_files import create_private
 from boomerang.store.migrations import MIGRATIONS
@@ -116,6 +117,17 @@ class Connection:
         cursor = self.db.execute(sql, params)
         keys = [column[0] for column in cursor.description]
         return [dict(zip(keys, row, strict=True)) for row in cursor]
+
+    def _update(self, table: str, row_id: str, values: dict[str, Any]) -> None:
+        """Set columns of the row `row_id` of `table` (one of the store's own, keyed by `id`).
+
+        sqlite-utils' `Table.update` in one statement: it also reads the row first, the table's
+        schema and opens a savepoint, four statements for one on the send path. Dicts and lists
+        are stored as JSON, as there.
+        """
+        columns = ", ".join(f"[{column}] = ?" for column in values)
+        params = [jsonify_if_needed(value) for value in values.values()]
+        self.db.execute(f"UPDATE [{table}] SET {columns} WHERE id = ?", [*params, row_id])
 
     def schema_version(self) -> int:
         """The number of the last migration applied."""

@@ -39,7 +39,7 @@ class Messages(Events):
 
     def update_message(self, message_id: str, **fields: Any) -> None:
         """Change a message's status, channel, detail..."""
-        self.db["messages"].update(message_id, fields)
+        self._update("messages", message_id, fields)
 
     def sent_messages(self, customer_id: str, since: datetime) -> list[Sent]:
         """Messages that went (or are going) to a customer since a moment: what caps count."""
