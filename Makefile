@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: run test bench clean
+.PHONY: run test soak bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check core plugins tests bench
 	$(BIN)/python -m pytest -q --durations=15
+
+# The reliability tests' long forms (tests/reliability/soak.py): more kills, examples, messages.
+soak: $(VENV)/.installed-test
+	BOOMERANG_SOAK=1 $(BIN)/python -m pytest -q --durations=15 tests/reliability
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
