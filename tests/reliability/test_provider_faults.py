@@ -24,14 +24,23 @@ import os
 import sqlite3
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from boomerang.clock import VirtualClock
+from boomerang.config import load_config
+from boomerang.engine import Engine
+from boomerang.ingest import Ingestor, parse_event
+from boomerang.model import Event
+from boomerang.plugin_manager import load_plugins
 from boomerang.plugins.channels.push import write_key_pair
+from boomerang.project import load_project
 from boomerang.retry import RETRY
+from boomerang.scheduler import Scheduler
+from boomerang.store import Store
 from boomerang.tokens import seal
 from conftest import AUTH, SECRET, bearer, daemon_process, wait_for
 from fakes.faults import PERMANENT, Faults
@@ -252,3 +261,96 @@ async def test_a_burst_through_faulty_providers_loses_nothing_and_backs_off(
             assert abs(jobs[message_id] - (datetime.fromisoformat(at).timestamp() + wait)) < 0.01
     # The seed makes every fault happen.
     assert faults_seen >= {None, "refused", "unavailable", "rate_limited", "timeout", "dropped"}
+
+
+# The backoff, to the last attempt, on the virtual clock: the engine in-process, the real SMS
+# channel, the faulty Twilio stand-in.
+
+SMS_SCENARIO = SCENARIO.format(channel="sms")
+
+
+class VirtualDaemon:
+    """The daemon's engine and scheduler on a virtual clock, sending through the real channels."""
+
+    def __init__(self, config_path: Path, database: Path, start: datetime):
+        self.plugins = load_plugins(load_config(config_path).plugin_dirs)
+        self.project = load_project(config_path, self.plugins)
+        self.clock = VirtualClock(start)
+        self.store = Store(database)
+        self.engine = Engine(self.store, self.clock, self.plugins, self.project)
+        self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job, concurrency=1)
+
+        async def nothing(_: list[Event]) -> None:
+            return None
+
+        self.ingest = Ingestor(self.store, self.clock, nothing)
+
+    async def receive(self, event: dict) -> None:
+        await self.ingest([parse_event(event)], "test")
+        while await self.store.run(self.engine.handle_pending_events):
+            pass
+
+    async def run_for(self, seconds: float) -> None:
+        """Run every job that falls due in the next `seconds`, jumping from one to the next."""
+        end = self.clock.now().timestamp() + seconds
+        while (due := await self.store.run(self.store.next_due_at)) is not None and due <= end:
+            self.clock.advance_to(datetime.fromtimestamp(due, UTC))
+            await self.scheduler.run_due()
+
+    async def close(self) -> None:
+        await self.project.registry.close()
+        self.store.close()
+
+
+def sms_project(project: Path, twilio: FakeTwilio) -> Path:
+    """The project sending only SMS, for real, to the stand-in."""
+    config = project / "boomerang.yaml"
+    twilio_settings = f"account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, api_base: {twilio.base_url}"
+    text = config.read_text().replace("outbox: ./outbox\n", "")
+    sms = f'channels:\n  sms: {{{twilio_settings}, from: "+15550001111", timeout: 1}}\n'
+    config.write_text(text[: text.index("channels:\n")] + sms + text[text.index("\ncontact_plan:") :])
+    for old in (project / "scenarios").glob("*.yaml"):
+        old.unlink()
+    (project / "scenarios" / "welcome_sms.yaml").write_text(SMS_SCENARIO)
+    (project / "templates" / "welcome").mkdir()
+    (project / "templates" / "welcome" / "sms.en.txt").write_text(TEMPLATES["sms.en.txt"])
+    return config
+
+
+@pytest.mark.parametrize(
+    ("kinds", "waits"),
+    [
+        (("unavailable",), [RETRY.backoff(n) for n in range(RETRY.attempts - 1)]),
+        (("dropped",), [RETRY.backoff(n) for n in range(RETRY.attempts - 1)]),
+        (("rate_limited",), [7] * (RETRY.attempts - 1)),  # the provider's Retry-After, believed
+    ],
+    ids=["5xx", "dropped", "429"],
+)
+async def test_a_provider_that_keeps_failing_is_retried_by_the_policy_then_given_up(
+    project: Path, tmp_path: Path, kinds: tuple[str, ...], waits: list[float]
+) -> None:
+    twilio = FakeTwilio()
+    await twilio.start()
+    twilio.faults = Faults(SEED, rate=1.0, kinds=kinds, retry_after=(7,))
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    daemon = VirtualDaemon(sms_project(project, twilio), tmp_path / "virtual.db", start)
+    try:
+        signup = {
+            "id": "s-1",
+            "type": "signup.completed",
+            "at": "2026-03-02T10:00:00Z",
+            "customer": {"id": "c-1", "name": "Anna", "phone": "+15557770001", "locale": "en"},
+        }
+        await daemon.receive(signup)
+        await daemon.run_for(3 * 3600)
+        journal = await daemon.store.run(daemon.store.journal, "c-1")
+        [message_id] = {e.message_id for e in journal if e.message_id}
+        message = await daemon.store.run(daemon.store.message, message_id)
+    finally:
+        await daemon.close()
+        await twilio.stop()
+    assert len(twilio.faults.answers) == RETRY.attempts  # every attempt reached the provider
+    attempts = [start.timestamp() + sum(waits[:n]) for n in range(RETRY.attempts)]
+    tries = [(e.at.timestamp(), e.kind) for e in journal if e.kind in ("defer", "drop")]
+    assert tries == [(at, "defer") for at in attempts[:-1]] + [(attempts[-1], "drop")]
+    assert message is not None and message["status"] == "failed"
