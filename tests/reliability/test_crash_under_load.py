@@ -1,11 +1,12 @@
 """`kill -9` under a steady event load: tests/test_durability.py's test, longer and busier.
 
 While a thread posts sign-ups at a steady pace (each starting the three-step marketing drip of
-tests/test_durability.py), the real daemon is killed with SIGKILL at seeded random moments and
-restarted: 3 kills in `make test`, 24 under `make soak`. Events the daemon did not acknowledge
-are posted again afterwards, as a platform retries. Then every acknowledged event is stored
-once, every customer entered the drip once and got its three steps (each sent, or `unknown` if
-a kill cut its send off), and no message arrived twice: marketing goes at most once.
+tests/test_durability.py, with shorter waits), the real daemon is killed with SIGKILL at seeded
+random moments and restarted: 2 kills in `make test`, 24 under `make soak`. Events the daemon
+did not acknowledge are posted again afterwards, as a platform retries. Then every acknowledged
+event is stored once, every customer entered the drip once and got its three steps (each sent,
+or `unknown` if a kill cut its send off), and no message arrived twice: marketing goes at most
+once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ from conftest import API_TOKEN, start_daemon, wait_until, wait_until_serving
 from reliability.soak import scaled
 
 PACE = 0.1  # seconds between two sign-ups of the load
+# tests/test_durability.py's drip with shorter waits: the same moments to kill at, sooner done.
+DRIP = """
+scenario: drip
+category: trigger
+trigger: {event: signup.completed}
+steps:
+  - wait: 1s
+  - send: hello
+  - wait: 2s
+  - send: hello
+    channels: [email]
+  - wait: 1s
+  - send: hello
+"""
 
 
 class Load(threading.Thread):
@@ -78,6 +93,7 @@ def post(port: int, event: dict) -> dict | None:
 def test_kill_minus_nine_under_a_steady_load_loses_nothing(project: Path, smtp, tmp_path: Path) -> None:
     mailbox, smtp_port = smtp
     make_project(project, smtp_port)
+    (project / "scenarios" / "drip.yaml").write_text(DRIP)
     port = int(os.environ["BOOMERANG_PORT"])
     log = tmp_path / "daemon.log"
     database = project / "boomerang.db"
@@ -87,7 +103,7 @@ def test_kill_minus_nine_under_a_steady_load_loses_nothing(project: Path, smtp, 
     try:
         wait_until_serving(port)
         load.start()
-        for _ in range(scaled(3, 24)):
+        for _ in range(scaled(2, 24)):
             # A kill at any moment: in a request, a commit, a wait, a send.
             time.sleep(
                 pauses.uniform(0.2, scaled(1.2, 2.5))
