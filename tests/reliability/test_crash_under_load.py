@@ -112,7 +112,7 @@ def test_kill_minus_nine_under_a_steady_load_loses_nothing(project: Path, smtp, 
             process.wait()
             process = start_daemon(project, log)
             wait_until_serving(port)
-        time.sleep(0.5)  # a sleep on purpose: some load on the last process too
+        time.sleep(1.5)  # a sleep on purpose: some load on the last process too
         load.stop.set()
         load.join()
         # The platform retries what was not acknowledged: stored now, or already if a kill came
