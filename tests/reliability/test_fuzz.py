@@ -30,12 +30,15 @@ from jinja2 import TemplateError
 from jinja2.exceptions import SecurityError
 from twilio.request_validator import RequestValidator
 
+from boomerang import tracking
 from boomerang.config import load_config
 from boomerang.expressions import RenderLimitExceeded
+from boomerang.plugin_manager import load_plugins
 from boomerang.plugins.channels.email import EmailChannel
 from boomerang.plugins.channels.push import write_key_pair
 from boomerang.plugins.channels.telegram import link_parameter
 from boomerang.problems import ProblemError
+from boomerang.project import load_project
 from boomerang.scaffold import create_project
 from boomerang.scenarios import compile_scenario
 from boomerang.templates import load_templates
@@ -169,6 +172,19 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     records = re.split(r"\n(?=\d{4}-\d\d-\d\d )", log.read_text())
     tracebacks = [r for r in records if "Traceback" in r and "aiohttp.http_exceptions." not in r]
     assert not tracebacks, "\n".join(tracebacks)
+
+
+def test_the_fuzzed_routes_are_every_route_the_daemon_serves(tmp_path: Path) -> None:
+    """ROUTES is written out for the fuzzers; a route added to the core or a plugin joins it."""
+    directory = tmp_path / "project"
+    create_project(directory)
+    configure(directory, "https://shop.example")
+    config = directory / "boomerang.yaml"
+    project = load_project(config, load_plugins(load_config(config).plugin_dirs))
+    owners = [*project.registry.sources.values(), *project.registry.channels.values()]
+    served = {(route.method, route.path) for owner in owners for route in owner.routes()}
+    served |= {(route.method, route.path) for route in tracking.routes(SECRET, None, None, list)}
+    assert served | {("GET", "/healthz"), ("GET", "/metrics")} == set(ROUTES)
 
 
 # what requests are made of
