@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: run test bench clean
+.PHONY: run test soak bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,15 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check core plugins tests bench
 	$(BIN)/python -m pytest -q --durations=15
 
+# The reliability tests' long forms (tests/reliability/soak.py): more kills, examples, messages.
+soak: $(VENV)/.installed-test
+	BOOMERANG_SOAK=1 $(BIN)/python -m pytest -q --durations=15 tests/reliability
+
 # The ingest benchmark drives HTTP with wrk (Debian: apt-get install wrk): installed here when
 # missing and possible; without it, that benchmark says so and is skipped.
 bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 \
+		|| (apt-get update -q && apt-get install -y -q wrk) >/dev/null 2>&1 \
 		|| sudo -n apt-get install -y -q wrk >/dev/null 2>&1 \
 		|| echo "wrk is not installed and could not be (apt-get install wrk): the ingest benchmark is skipped"
 	$(BIN)/python -m bench

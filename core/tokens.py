@@ -78,6 +78,8 @@ def sign(secret: str, purpose: str, value: str) -> str:
 
 def verify(secret: str, purpose: str, token: str) -> str | None:
     """The value of a genuine token for `purpose`, or None for anything else."""
+    if not token.isascii():  # ours are; a request's byte that is not UTF-8 arrives as a surrogate
+        return None
     encoded, _, signature = token.partition(".")
     try:
         value = b64url_decode(encoded).decode()
@@ -91,11 +93,12 @@ def bearer(authorization: str) -> str | None:
     """The token of an `Authorization: Bearer <token>` header's value, or None if it carries none.
 
     Endpoints take their credential from this header, not from the body, so that they can refuse
-    a caller without one before reading (or parsing) anything the caller sent.
+    a caller without one before reading (or parsing) anything the caller sent. A token is ASCII
+    (RFC 6750); anything else is no token, so that no endpoint compares undecodable text.
     """
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
+    return token if scheme.lower() == "bearer" and token and token.isascii() else None
 
 
 # sealed tokens

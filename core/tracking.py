@@ -81,7 +81,8 @@ def routes(
         message_id, _, index = value.rpartition(":")
         record = await store.run(store.message, message_id)
         links = (record or {}).get("links") or []
-        if not index.isdigit() or int(index) >= len(links):
+        # ASCII digits only: "²" is a digit to `isdigit` and none to `int`.
+        if not (index.isascii() and index.isdigit()) or int(index) >= len(links):
             raise web.HTTPNotFound(text="This link is not valid.\n")
         await ingest.feedback(message_id, "message.clicked", {"url": links[int(index)]}, key=index)
         raise web.HTTPFound(links[int(index)], headers=NO_STORE)

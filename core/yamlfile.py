@@ -2,10 +2,19 @@
 
 ruamel.yaml's round-trip loader keeps the line and column of every key and value and never
 builds Python objects from tags, so no YAML construct reaches anything but plain data.
+
+Anchors and aliases are kept as shared objects, so a "billion laughs" (an alias of a list of
+aliases of lists of aliases...) loads in milliseconds, and then every reader that walks the
+data (validation, templates, JSON) spends forever in it. `parse_yaml` therefore measures the
+size the data has once aliases are expanded, and refuses data that aliases make larger than
+`MAX_EXPANDED_NODES` or that contains itself. Its scanner also slows down more than linearly
+with the depth of flow collections (`[[[[...`: seconds at a thousand levels), so brackets
+nested deeper than `MAX_FLOW_DEPTH` are refused before it starts.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +24,19 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from boomerang.problems import Problem, ProblemError
 
+# Far above any real config or scenario (the reference scenarios have a few hundred nodes),
+# far below what makes walking the data slow.
+MAX_EXPANDED_NODES = 100_000
+MAX_FLOW_DEPTH = 100  # levels of [ ] and { }; real files use a handful
+_BRACKETS = re.compile(r"[\[\]{}]")
+
 
 def parse_yaml(text: str, file: str) -> Any:
     """Parse YAML text, raising `ProblemError` with the position of a syntax error."""
+    _check_flow_depth(text, file)
     yaml = YAML(typ="rt", pure=True)
     try:
-        return yaml.load(text)
+        data = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -28,6 +44,60 @@ def parse_yaml(text: str, file: str) -> Any:
         raise ProblemError([Problem(file, line, col, f"invalid YAML: {message}")]) from None
     except YAMLError as exc:
         raise ProblemError([Problem(file, 1, 1, f"invalid YAML: {exc}")]) from None
+    except RecursionError:  # ruamel.yaml's composer recurses once per level of nesting
+        raise ProblemError([Problem(file, 1, 1, "invalid YAML: nested too deeply")]) from None
+    _check_expanded_size(data, file)
+    return data
+
+
+def _check_flow_depth(text: str, file: str) -> None:
+    """Raise `ProblemError` where brackets open more than `MAX_FLOW_DEPTH` levels deep. Brackets
+    in quoted text count too: harmless, since no real file comes near the limit."""
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                line = text.count("\n", 0, match.start()) + 1
+                col = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+                why = f"invalid YAML: [ ] and {{ }} nested more than {MAX_FLOW_DEPTH} levels deep"
+                raise ProblemError([Problem(file, line, col, why)])
+        else:
+            depth = max(0, depth - 1)
+
+
+def _check_expanded_size(data: Any, file: str) -> None:
+    """Raise `ProblemError` if aliases make `data` larger than `MAX_EXPANDED_NODES` once expanded,
+    or make it contain itself. Each shared node is measured once, so this is quick."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def refuse(node: Any, why: str) -> None:
+        line, col = node_position(node)
+        raise ProblemError([Problem(file, line, col, f"invalid YAML: {why}")])
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            refuse(node, "an alias refers to a node that contains it")
+        open_nodes.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1 + sum(size(child) for child in children)
+        open_nodes.discard(key)
+        if total > MAX_EXPANDED_NODES:
+            refuse(
+                node,
+                f"anchors and aliases expand this to more than {MAX_EXPANDED_NODES:,} values "
+                "(a 'billion laughs'); write the values out or use fewer aliases",
+            )
+        sizes[key] = total
+        return total
+
+    size(data)
 
 
 def load_yaml(path: Path) -> Any:

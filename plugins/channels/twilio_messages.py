@@ -14,6 +14,7 @@ as `I-Twilio-Idempotency-Token`, the same on a retry and on a re-send after a cr
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -59,6 +60,7 @@ ADDRESS_INVALID_CODES = {
     63024,  # WhatsApp: invalid message recipient
 }
 TOO_MANY_REQUESTS = 20429
+MESSAGES_API = "twilio.rest.api.v2010.account.message"  # what `Client.messages` imports lazily
 
 _ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 _SHORT_CODE = re.compile(r"^\d{3,8}$")
@@ -161,6 +163,10 @@ class TwilioChannel(Channel):
         self._http: _HttpClient | None = None
         self._client: Client | None = None
         self._sends = SendsInFlight()
+        # The client imports its Messages API on first use, a few hundred milliseconds of the
+        # event loop in the middle of the first send; a channel that is configured imports it
+        # now, while the project loads (tests/reliability/test_provider_faults.py saw the stall).
+        importlib.import_module(MESSAGES_API)
 
     def address(self, customer: Customer) -> str | None:
         """The customer's phone number in E.164."""

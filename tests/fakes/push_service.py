@@ -6,7 +6,8 @@ origin, `exp` in the future and at most a day away, `sub` the expected contact),
 `Urgency`, and decrypts the aes128gcm body (RFC 8188 with the keys of RFC 8291) on its own with
 `cryptography`, using the subscription's private key and auth secret, which it made itself.
 Every push is recorded with its cleartext. An endpoint can be told to answer 404, 410, 429 or
-500 instead of 201.
+500 instead of 201, and `faults` (tests/fakes/faults.py) makes pushes that pass the checks
+fail at random, recorded by the message id in their payload.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
 from conftest import wait_for
+from fakes.faults import Faults, http_fault
 
 MAX_BODY = 4096
 
@@ -131,6 +133,7 @@ class PushService:
     origin: str = ""
     cert_file: Path | None = None
     delay: float = 0.0  # seconds before each answer: a slow push service
+    faults: Faults | None = None
     _runner: web.AppRunner | None = None
 
     def subscribe(self) -> dict[str, Any]:
@@ -194,6 +197,11 @@ class PushService:
             push.error = str(exc)
         push.status = status
         self.pushes.append(push)
+        if status == 201 and self.faults is not None:
+            kind, wait = self.faults.decide(push.payload.get("id", key))
+            if kind is not None:
+                push.status = {"refused": 400, "rate_limited": 429}.get(kind, 503)
+                return await http_fault(request, kind, wait, self.faults.hang, _fault_answer)
         await asyncio.sleep(self.delay)  # a sleep on purpose: a slow provider when a test asks for one
         if status == 201:
             headers = {"Location": f"{self.origin}/message/{len(self.pushes)}", **headers}
@@ -249,6 +257,11 @@ class PushService:
         if self.subject is not None and claims.get("sub") != self.subject:
             raise PushRefused(403, f"sub {claims.get('sub')!r} is not {self.subject!r}")
         return claims, public
+
+
+def _fault_answer(status: int, retry_after: int | None) -> web.Response:
+    """A push service's answer to a fault (RFC 8030 says no more than the status and Retry-After)."""
+    return web.Response(status=status, headers={"Retry-After": str(retry_after)} if retry_after else {})
 
 
 class PushRefused(Exception):

@@ -1,10 +1,22 @@
-"""A stand-in mail server for the tests: an aiosmtpd handler that keeps what it receives."""
+"""A stand-in mail server for the tests: an aiosmtpd handler that keeps what it receives, and that
+`faults` (tests/fakes/faults.py) makes answer DATA with SMTP's faults at random, recorded by the
+message's `X-Boomerang-Message-Id`."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 from email import message_from_bytes, policy
+
+from fakes.faults import Faults
+
+# SMTP's words for the faults: 5xx refuses for good, 4xx means try later, 421 also closes.
+SMTP_FAULTS = {
+    "refused": "554 5.7.1 Message rejected",
+    "unavailable": "451 4.3.0 Mail server temporarily unavailable",
+    "rate_limited": "421 4.7.0 Too many messages, slow down",
+    "timeout": "451 4.4.2 Timeout",
+}
 
 
 class Mailbox:
@@ -17,6 +29,7 @@ class Mailbox:
         self.peers: set = set()
         self.refuse: dict[str, str] = {}
         self.delay = 0.0
+        self.faults: Faults | None = None
         self.started = 0  # messages whose DATA began, answered or not
         self.quits = 0
 
@@ -28,6 +41,16 @@ class Mailbox:
 
     async def handle_DATA(self, server, session, envelope):
         self.started += 1
+        if self.faults is not None:
+            parsed = message_from_bytes(envelope.content, policy=policy.default)
+            kind, _ = self.faults.decide(str(parsed["X-Boomerang-Message-Id"]))
+            if kind == "dropped":
+                server.transport.abort()
+                return "451 4.3.0 never written: the connection is gone"
+            if kind == "timeout":
+                await asyncio.sleep(self.faults.hang)  # a sleep on purpose: no answer in time
+            if kind is not None:
+                return SMTP_FAULTS[kind]
         await asyncio.sleep(self.delay)  # a sleep on purpose: a slow provider when a test asks for one
         self.peers.add(session.peer)
         self.raw.append(envelope.original_content)

@@ -4,7 +4,8 @@ It speaks the Bot API's wire format (`POST /bot<token>/<method>` with JSON or fo
 `{"ok": true, "result": ...}` or `{"ok": false, "error_code": ..., "description": ...}`),
 checks `parse_mode: HTML` text the way Telegram does (only its tags, balanced, only its named
 entities), records every request, and can be told to fail: canned answers for the next sends
-(429 with `retry_after`...), chats that blocked the bot (403), chats that do not exist (400).
+(429 with `retry_after`...), chats that blocked the bot (403), chats that do not exist (400),
+or at random with `faults` (tests/fakes/faults.py), recorded by chat id.
 `getUpdates` serves queued updates with Telegram's offset semantics and long polling.
 """
 
@@ -21,6 +22,8 @@ from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp import web
+
+from fakes.faults import Faults, http_fault
 
 TELEGRAM_TAGS = {
     "b",
@@ -112,6 +115,7 @@ class FakeBotApi:
         self.webhook_url: str | None = None  # getUpdates answers 409 while a webhook is set
         self.updates: list[dict[str, Any]] = []
         self.delay = 0.0  # seconds before answering a sendMessage that delivered: a slow Bot API
+        self.faults: Faults | None = None  # random faults for sendMessage, recorded by chat id
         self._arrived = asyncio.Event()
         self._next_update_id = 1000
         self._next_message_id = 1
@@ -184,6 +188,10 @@ class FakeBotApi:
         }.get(method)
         if handler is None:
             return self._error(404, "Not Found: method not found")
+        if method == "sendMessage" and self.faults is not None:
+            kind, wait = self.faults.decide(str(params.get("chat_id", "")))
+            if kind is not None:
+                return await http_fault(request, kind, wait, self.faults.hang, self._fault_answer)
         return await handler(call)
 
     @staticmethod
@@ -206,6 +214,14 @@ class FakeBotApi:
         if parameters:
             answer["parameters"] = parameters
         return web.json_response(answer, status=status)
+
+    def _fault_answer(self, status: int, retry_after: int | None) -> web.Response:
+        """The Bot API's answer to a fault: a refusal, an outage, or flood control."""
+        if status == 429:
+            return self._error(429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after)
+        if status >= 500:
+            return self._error(502, "Bad Gateway")
+        return self._error(400, "Bad Request: message is too long")
 
     async def _send_message(self, call: Call) -> web.Response:
         params = call.params

@@ -3,8 +3,9 @@
 `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` takes Twilio's form-encoded fields,
 checks HTTP basic auth (account SID and auth token), records the request and answers `201`
 with a Message resource as Twilio does, or with Twilio's JSON error body. Failures are set per
-recipient with `fail()`. `callback()` POSTs a status callback signed the way Twilio signs
-them (`X-Twilio-Signature`, HMAC-SHA1 of the URL and the sorted form fields).
+recipient with `fail()`, or at random with `faults` (tests/fakes/faults.py). `callback()` POSTs
+a status callback signed the way Twilio signs them (`X-Twilio-Signature`, HMAC-SHA1 of the URL
+and the sorted form fields).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+
+from fakes.faults import Faults, http_fault
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "fake-twilio-auth-token-0123456789"
@@ -57,6 +61,7 @@ class FakeTwilio:
         self.requests: list[Received] = []
         self.delay = 0.0  # seconds before each answer: a slow Twilio
         self.failures: dict[str, Failure] = {}
+        self.faults: Faults | None = None  # random faults, recorded by our message id
         self.base_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -104,6 +109,11 @@ class FakeTwilio:
             return _error(400, 21603, "The 'From' phone number is required.")
         if not (form.get("Body") or form.get("ContentSid") or form.get("MediaUrl")):
             return _error(400, 21602, "Message body is required.")
+        if self.faults is not None:
+            callback = parse_qs(urlsplit(form.get("StatusCallback", "")).query)
+            kind, wait = self.faults.decide(callback.get("m", [to])[0])
+            if kind is not None:
+                return await http_fault(request, kind, wait, self.faults.hang, _fault_answer)
         failure = self.failures.get(to)
         if failure is not None:
             return _error(failure.status, failure.code, failure.message, failure.headers)
@@ -183,6 +193,15 @@ def _basic_auth(header: str) -> tuple[str, str] | None:
     except ValueError:
         return None
     return user, password
+
+
+def _fault_answer(status: int, retry_after: int | None) -> web.Response:
+    """Twilio's answer to a fault: a permanent refusal, an outage, or too many requests."""
+    if status == 429:
+        return _error(429, 20429, "Too Many Requests", {"Retry-After": str(retry_after)})
+    if status >= 500:
+        return _error(status, 20500, "Internal Server Error")
+    return _error(status, 21617, "The concatenated message body exceeds the 1600 character limit")
 
 
 def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

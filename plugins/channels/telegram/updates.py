@@ -74,7 +74,8 @@ class TelegramSource(Source):
             raise web.HTTPNotFound(text="the telegram channel is in polling mode\n")
         given = request.headers.get(SECRET_HEADER, "")
         expected = self.settings.webhook_secret
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        # Telegram's secret is ASCII; a header byte that is not UTF-8 arrives as a surrogate.
+        if not expected or not given.isascii() or not hmac.compare_digest(given.encode(), expected.encode()):
             return web.json_response({"error": f"missing or wrong {SECRET_HEADER}"}, status=403)
         try:
             update = await read_json(request)
