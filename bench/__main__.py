@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import check_speed, scheduler_scale
+from bench import check_speed, scheduler_scale, sends
 from bench.figures import Figure, write
 
-BENCHMARKS = {"check": check_speed, "scheduler": scheduler_scale}
+BENCHMARKS = {"check": check_speed, "scheduler": scheduler_scale, "sends": sends}
 
 
 def main(names: list[str]) -> int:
