@@ -201,8 +201,9 @@ class Dispatch(Journeys):
         return decision
 
     def _plan_sends(self, jobs: list[Job], now: datetime) -> list[SendPlan]:
-        """Decide whether, when and where each message of a batch goes; the plans of those
-        still to send (a message done with, settled, expired... is recorded so here).
+        """Decide whether, when and where each message of a batch goes: a plan for each one
+        still queued, whether it goes now or is held back (a message done with, settled,
+        expired... is recorded so here, and has none).
 
         What the caps and the gap count is read for every customer of the batch at once and
         the decisions are made in the batch's order against it: a message that goes counts,
