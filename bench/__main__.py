@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import check_speed, ingest, scheduler_scale, simulate
+from bench import check_speed, ingest, scheduler_scale, sends, simulate
 from bench.figures import Figure, write
 
 BENCHMARKS = {
     "check": check_speed,
     "ingest": ingest,
     "scheduler": scheduler_scale,
+    "sends": sends,
     "simulate": simulate,
 }
 

@@ -107,7 +107,7 @@ class Daemon:
                 "marked unknown, not sent again",
                 self.unknown_sends,
             )
-        self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job)
+        self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job, batches=self.engine.batches)
         # Events stored before a crash but not yet acted on are acted on now.
         while await self.store.run(self.engine.handle_pending_events):
             pass

@@ -1,12 +1,17 @@
-"""Dispatch: a queued message planned, rendered, tracked, sent and recorded; actions run.
+"""Dispatch: queued messages planned, rendered, tracked, sent and recorded, a batch at a time;
+actions run.
 
-A send is planned on the store's thread (the contact plan's decision; nothing is written
-unless the message waits or is dropped), rendered on a render thread within the message's
-time and size budget, so that a slow template never holds up the store, handed to its
-channel on the event loop, and recorded on the store's thread, where the decision is made
-again: if another message took the slot in the meantime, it is planned afresh. A crash
-before the record leaves the message pending; one during the send leaves it `sending`, which
-`settle_interrupted_sends` settles at the next start.
+A batch of send jobs (a single send is a batch of one) is planned on the store's thread in
+one transaction: what the contact plan counts (the messages that went to each customer
+within its window, their engagement) is read for the whole batch with one query each, and
+the decisions are made in the batch's order against it, so that two messages of one customer
+see each other. The batch is rendered in one call on a render thread, within each message's
+time and size budget, so that a slow template never holds up the store; marked `sending` in
+one transaction; handed to the channels concurrently (a slow provider holds up only its own
+messages); and the answers are recorded in one transaction. One batch at a time is planned,
+rendered and marked `sending`, so a decision is never made against a history that another
+batch is about to change. A crash before the mark leaves the messages pending; one after it
+leaves them `sending`, which `settle_interrupted_sends` settles at the next start.
 
 Which thread runs what is in each name: `async def` methods run on the event loop; `_render`
 on a render thread; every other method on the store's thread (reached through `store.run`).
@@ -18,6 +23,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +36,17 @@ from boomerang.contact_plan import DEFAULT_RATE, Decision
 from boomerang.expressions import MESSAGE_SECONDS, Budget, Expression, RenderLimitExceeded, Scope, evaluating
 from boomerang.history import History
 from boomerang.journeys import Journeys, stable_id
-from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Job, Message, MessageRecord
+from boomerang.model import (
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Job,
+    Journey,
+    Message,
+    MessageRecord,
+    Sent,
+)
 from boomerang.plugin_manager import Plugins, Registry, notify
 from boomerang.retry import RETRY
 from boomerang.templates import MessageTemplate, Rendered
@@ -38,7 +54,7 @@ from boomerang.templates import MessageTemplate, Rendered
 log = logging.getLogger(__name__)
 
 POPULATION_REFRESH = timedelta(minutes=10)  # how long channel-wide engagement figures are reused
-REPLANS = 3  # a send whose decision changed while it rendered is planned again this many times
+SENDS_AT_ONCE = 64  # messages of a batch in the channels' hands at once
 # Messages render here, never on the store's thread or the event loop. Two threads: rendering
 # is CPU-bound under the GIL, so more would not be faster, and a thread per message would not scale.
 RENDERING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
@@ -46,16 +62,33 @@ RENDERING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
 
 @dataclasses.dataclass
 class SendPlan:
-    """What the store's thread decided for one message, for a render thread to render."""
+    """What the store's thread decided for one message of a batch: it goes now (then a render
+    thread renders it with `context`), or it is held back (then that is recorded with the batch)."""
 
+    job: Job
     record: MessageRecord
+    journey: Journey
     customer: Customer
     template: MessageTemplate
     decision: Decision
-    context: dict[str, Any]
-    locales: list[str | None]
-    segments: dict[str, Expression]
     now: datetime
+    context: dict[str, Any] = dataclasses.field(default_factory=dict)
+    locales: list[str | None] = dataclasses.field(default_factory=list)
+    segments: dict[str, Expression] = dataclasses.field(default_factory=dict)
+
+    @property
+    def goes(self) -> bool:
+        """Whether the plan sends it now."""
+        return self.decision.channel is not None
+
+
+@dataclasses.dataclass
+class Sending:
+    """A message marked `sending`, ready for its channel: its job and the plan's reason."""
+
+    job: Job
+    message: Message
+    reason: str
 
 
 async def send_message(plugins: Plugins, registry: Registry, message: Message) -> Delivery:
@@ -83,6 +116,12 @@ async def send_message(plugins: Plugins, registry: Registry, message: Message) -
 class Dispatch(Journeys):
     """Sends, fallbacks and actions: the jobs that talk to the outside."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One batch at a time is planned, rendered and marked `sending`: a batch planned
+        # meanwhile would not see the messages of this one take their customers' slots.
+        self._deciding = asyncio.Lock()
+
     def on_event(self, event: Event, now: datetime) -> None:
         """A failure receipt after the send falls back to the next channel; then the journeys act."""
         if event.type == "message.failed" and not event.data.get("at_send"):
@@ -98,43 +137,33 @@ class Dispatch(Journeys):
         row = self.store.message(message_id)
         return MessageRecord.from_row(row) if row is not None else None
 
-    async def _send(self, job: Job) -> None:
-        """Run a send job, on the event loop: plan, render, send and record one message."""
+    async def _send(self, jobs: list[Job]) -> None:
+        """Run a batch of send jobs, on the event loop: plan, render, mark sending, send, record.
+
+        One read plans the batch, one render-thread call renders what goes, one transaction
+        marks it `sending` and records what waits or is dropped, the channels take its messages
+        concurrently, and one transaction records their answers. A single send is a batch of one.
+        """
         loop = asyncio.get_running_loop()
-        for _ in range(REPLANS):
-            plan = await self.store.run(self._plan_send, job, self.clock.now())
-            if plan is None:
+        async with self._deciding:
+            plans = await self.store.run(self._plan_sends, jobs, self.clock.now())
+            if not plans:
                 return
-            # Only now that the plan says it goes: a deferred or dropped message costs no code.
-            await self._issue_promo_code(plan)
-            try:
-                rendered: Rendered | Exception = await loop.run_in_executor(
-                    RENDERING, self._render, plan, loop
-                )
-            except Exception as exc:  # noqa: BLE001 - a broken template fails this message, not the daemon
-                rendered = exc
-            prepared = await self.store.run(self._commit_send, job, plan, rendered, self.clock.now())
-            if prepared is not None:
-                break
-        else:
-            # The decision kept changing under it (a burst for one customer): try again shortly.
-            await self.store.run(self.store.postpone_job, job.id, self.clock.now().timestamp() + 1)
+            going = [plan for plan in plans if plan.goes]
+            # Only now that the plan says they go: a deferred or dropped message costs no code.
+            await asyncio.gather(*(self._issue_promo_code(plan) for plan in going))
+            rendered = await loop.run_in_executor(RENDERING, self._render, going, loop)
+            sendings = await self.store.run(self._commit_sends, plans, rendered, self.clock.now())
+        if not sendings:
             return
-        if not prepared:
-            return
-        message, reason = prepared
-        delivery = await send_message(self.plugins, self.project.registry, message)
-        await self.store.run(self._record_delivery, job, message, reason, delivery, self.clock.now())
-        # The feedback events just stored (message.sent, message.failed) may matter to journeys.
-        await self.store.run(self.handle_pending_events)
+        deliveries = await self._deliver(sendings)
+        await self.store.run(self._record_delivery, sendings, deliveries, self.clock.now())
 
     async def _issue_promo_code(self, plan: SendPlan) -> None:
         """Give a planned message the personal code of its step's promo provider, once per message.
 
-        The code is stored with the message before it is rendered, so a new plan (the decision
-        changed while it rendered), a retry or a restart after a crash reuses it, and a fallback
-        inherits it (`_fall_back` copies the promo). A message deferred after the code was issued
-        (by a new plan) keeps it for when it goes.
+        The code is stored with the message before it is rendered, so a retry or a restart
+        after a crash reuses it, and a fallback inherits it (`_fall_back` copies the promo).
         """
         promo = plan.record.promo or {}
         name = promo.get("provider")
@@ -148,9 +177,16 @@ class Dispatch(Journeys):
         plan.context["promo"]["code"] = code
 
     def _decide(
-        self, record: MessageRecord, customer: Customer, template: MessageTemplate, now: datetime
+        self,
+        record: MessageRecord,
+        customer: Customer,
+        template: MessageTemplate,
+        now: datetime,
+        sent: list[Sent],
+        engagement: dict[str, tuple[float, float, float]],
     ) -> Decision:
-        """The contact plan's decision for a message now, among the channels its template has."""
+        """The contact plan's decision for a message now, among the channels its template has,
+        given what went to the customer (`sent`) and their engagement."""
         versions = template.channels()
         candidates = [name for name in (record.candidates or self.plan.order) if name in versions]
         if record.status == "sending" and record.channel:
@@ -158,210 +194,273 @@ class Dispatch(Journeys):
             # key (and the email Message-ID) then makes it recognisably the same message.
             candidates = [record.channel]
         decision = self.plan.decide(
-            customer,
-            candidates,
-            record.category,
-            now,
-            self.store.sent_messages(customer.id, now - self.plan.window),
-            self._engagement(customer.id, now),
-            tuple(record.tried or ()),
+            customer, candidates, record.category, now, sent, engagement, tuple(record.tried or ())
         )
         if decision.channel is not None and record.fallback_of:
             decision.reason = f"fallback after {', '.join(record.tried or ())}: {decision.reason}"
         return decision
 
-    def _plan_send(self, job: Job, now: datetime) -> SendPlan | None:
-        """Decide whether, when and where a message goes; None if it waits, is dropped or is done."""
+    def _plan_sends(self, jobs: list[Job], now: datetime) -> list[SendPlan]:
+        """Decide whether, when and where each message of a batch goes: a plan for each one
+        still queued, whether it goes now or is held back (a message done with, settled,
+        expired... is recorded so here, and has none).
+
+        What the caps and the gap count is read for every customer of the batch at once and
+        the decisions are made in the batch's order against it: a message that goes counts,
+        in memory, for the next message of the same customer in the batch. What the plan
+        decided is recorded by `_commit_sends`, in one transaction with the messages that go,
+        so that a message is never seen held back by one that is not yet `sending`.
+        """
         with self.store.transaction():
-            record = self._message(job.payload["message"])
-            if record is None or record.status not in ("pending", "sending"):
-                self.store.complete_job(job.id)
-                return None
-            if record.status == "sending" and record.category != "transactional":
-                # An earlier attempt of this job handed it to the channel and then failed before
-                # recording the answer (a crash is settled at start; this is anything else).
-                self._settle_unknown(record, "recording the previous attempt failed", now)
-                self.store.complete_job(job.id)
-                return None
-            journey = self.store.journey(record.journey_id) if record.journey_id else None
-            customer = self.store.customer(record.customer_id)
-            if customer is None or journey is None:
-                self.store.complete_job(job.id)
-                return None
-            step = record.step
-            step_fields = {"template": record.template, "message_id": record.id}
-            if record.expires_at and parse_time(record.expires_at) < now:
-                reason = f"expired at {record.expires_at} before it could go"
-                self.store.update_message(record.id, status="dropped", detail=reason)
-                self._journal(now, "drop", journey, step, reason, **step_fields)
-                self.store.complete_job(job.id)
-                return None
-            template = self.project.templates.get(record.template)
-            if template is None:  # removed by a reload after the message was queued
-                reason = f"template '{record.template}' does not exist"
-                self.store.update_message(record.id, status="dropped", detail=reason)
-                self._journal(now, "drop", journey, step, reason, **step_fields)
-                self.store.complete_job(job.id)
-                return None
-            # Only channels the template has a version for can carry the message.
-            decision = self._decide(record, customer, template, now)
-            if decision.channel is None:
-                expires = parse_time(record.expires_at) if record.expires_at else None
-                if decision.defer_until is not None and (expires is None or decision.defer_until <= expires):
-                    self.store.update_message(record.id, status="pending", detail=decision.explain())
-                    self._journal(now, "defer", journey, step, decision.explain(), **step_fields)
-                    self.store.postpone_job(job.id, decision.defer_until.timestamp())
-                    return None
-                reason = decision.explain()
-                if decision.defer_until is not None:
-                    reason += f"; dropped: that is past its expiry at {record.expires_at}"
-                self.store.update_message(record.id, status="dropped", detail=reason)
-                self._journal(now, "drop", journey, step, reason, **step_fields)
-                self.store.complete_job(job.id)
-                return None
-            journey.context = record.context or journey.context
-            context = self.context(customer, journey, now)
-            zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
-            context["promo"] = _promo_view(record.promo, now.astimezone(zone))
-            locales = [customer.locale, self.project.config.default_locale, "en"]
-            segments = self.project.segments
-            return SendPlan(record, customer, template, decision, context, locales, segments, now)
+            rows = self.store.messages([job.payload["message"] for job in jobs])
+            ready = []
+            for job in jobs:
+                row = rows.get(job.payload["message"])
+                found = self._ready_to_send(job, MessageRecord.from_row(row) if row else None, now)
+                if found is None:
+                    self.store.complete_job(job.id)
+                else:
+                    ready.append((job, *found))
+            customer_ids = {customer.id for _, _, _, customer, _ in ready}
+            sent = self.store.sent_messages(customer_ids, now - self.plan.window)
+            engagement = self._engagement(customer_ids, now)
+            plans = []
+            for job, record, journey, customer, template in ready:
+                history = sent[customer.id]
+                decision = self._decide(record, customer, template, now, history, engagement[customer.id])
+                plan = SendPlan(job, record, journey, customer, template, decision, now)
+                plans.append(plan)
+                if decision.channel is None:
+                    continue
+                history.append(Sent(now, decision.channel, record.category))
+                journey.context = record.context or journey.context
+                plan.context = self.context(customer, journey, now)
+                zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
+                plan.context["promo"] = _promo_view(record.promo, now.astimezone(zone))
+                plan.locales = [customer.locale, self.project.config.default_locale, "en"]
+                plan.segments = self.project.segments
+            return plans
 
-    def _render(self, plan: SendPlan, loop: asyncio.AbstractEventLoop) -> Rendered:
-        """Render a planned message, on a render thread, within the message's budget."""
+    def _ready_to_send(
+        self, job: Job, record: MessageRecord | None, now: datetime
+    ) -> tuple[MessageRecord, Journey, Customer, MessageTemplate] | None:
+        """A queued message with its journey, customer and template, or None if it is done with
+        (settled, its journey or customer gone, expired, its template removed: recorded so)."""
+        if record is None or record.status not in ("pending", "sending"):
+            return None
+        if record.status == "sending" and record.category != "transactional":
+            # An earlier attempt of this job handed it to the channel and then failed before
+            # recording the answer (a crash is settled at start; this is anything else).
+            self._settle_unknown(record, "recording the previous attempt failed", now)
+            return None
+        journey = self.store.journey(record.journey_id) if record.journey_id else None
+        customer = self.store.customer(record.customer_id)
+        if customer is None or journey is None:
+            return None
+        step_fields = {"template": record.template, "message_id": record.id}
+        if record.expires_at and parse_time(record.expires_at) < now:
+            reason = f"expired at {record.expires_at} before it could go"
+            self.store.update_message(record.id, status="dropped", detail=reason)
+            self._journal(now, "drop", journey, record.step, reason, **step_fields)
+            return None
+        template = self.project.templates.get(record.template)
+        if template is None:  # removed by a reload after the message was queued
+            reason = f"template '{record.template}' does not exist"
+            self.store.update_message(record.id, status="dropped", detail=reason)
+            self._journal(now, "drop", journey, record.step, reason, **step_fields)
+            return None
+        return record, journey, customer, template
 
-        def read_events(types: list[str], since: datetime | None) -> list[dict[str, Any]]:
-            # The store is read on its own thread only; this one waits for the answer.
-            query = self.store.run(self.store.events_of_types, plan.customer.id, types, since)
-            return asyncio.run_coroutine_threadsafe(query, loop).result(MESSAGE_SECONDS)
+    def _hold_back(self, plan: SendPlan, now: datetime) -> None:
+        """A message the plan does not send now: it waits for `defer_until`, or is dropped."""
+        job, record, journey, decision = plan.job, plan.record, plan.journey, plan.decision
+        step_fields = {"template": record.template, "message_id": record.id}
+        expires = parse_time(record.expires_at) if record.expires_at else None
+        if decision.defer_until is not None and (expires is None or decision.defer_until <= expires):
+            self.store.update_message(record.id, status="pending", detail=decision.explain())
+            self._journal(now, "defer", journey, record.step, decision.explain(), **step_fields)
+            self.store.postpone_job(job.id, decision.defer_until.timestamp())
+            return
+        reason = decision.explain()
+        if decision.defer_until is not None:
+            reason += f"; dropped: that is past its expiry at {record.expires_at}"
+        self.store.update_message(record.id, status="dropped", detail=reason)
+        self._journal(now, "drop", journey, record.step, reason, **step_fields)
+        self.store.complete_job(job.id)
 
-        within = Scope(Budget(MESSAGE_SECONDS), History(read_events, plan.now), plan.segments)
-        with evaluating(within):
-            assert plan.decision.channel is not None
-            return plan.template.render(plan.decision.channel, plan.locales, plan.context)
+    def _render(self, plans: list[SendPlan], loop: asyncio.AbstractEventLoop) -> list[Rendered | Exception]:
+        """Render a batch's messages, on a render thread, each within its own budget; a message
+        that cannot render gets its exception, and the others render all the same."""
+        results: list[Rendered | Exception] = []
+        for plan in plans:
 
-    def _commit_send(
-        self, job: Job, plan: SendPlan, rendered: Rendered | Exception, now: datetime
-    ) -> tuple[Message, str] | tuple[()] | None:
-        """Mark a rendered message as sending; () if it is done with, None if it must be planned again."""
+            def read_events(
+                types: list[str], since: datetime | None, plan: SendPlan = plan
+            ) -> list[dict[str, Any]]:
+                # The store is read on its own thread only; this one waits for the answer.
+                query = self.store.run(self.store.events_of_types, plan.customer.id, types, since)
+                return asyncio.run_coroutine_threadsafe(query, loop).result(MESSAGE_SECONDS)
+
+            within = Scope(Budget(MESSAGE_SECONDS), History(read_events, plan.now), plan.segments)
+            try:
+                with evaluating(within):
+                    assert plan.decision.channel is not None
+                    results.append(plan.template.render(plan.decision.channel, plan.locales, plan.context))
+            except Exception as exc:  # noqa: BLE001 - a broken template fails its message, not the batch
+                results.append(exc)
+        return results
+
+    def _commit_sends(
+        self, plans: list[SendPlan], rendered: list[Rendered | Exception], now: datetime
+    ) -> list[Sending]:
+        """Mark a batch's rendered messages `sending`, in one transaction, before any is handed
+        to its channel; record those held back, and drop those that could not render. Returns
+        what goes to the channels (`rendered` is in the order of the plans that go)."""
+        sendings = []
+        results = iter(rendered)
         with self.store.transaction():
-            record = self._message(plan.record.id)
-            customer = self.store.customer(plan.record.customer_id)
-            journey = self.store.journey(plan.record.journey_id)
-            settled = record is None or record.status not in ("pending", "sending")
-            if settled or customer is None or journey is None:
-                self.store.complete_job(job.id)  # settled while it rendered
-                return ()
-            decision = self._decide(record, customer, plan.template, now)
-            if decision.channel != plan.decision.channel:
-                # Another message took the slot, or a channel closed, while it rendered.
-                log.debug("message %s: the decision changed while it rendered; planning again", record.id)
-                return None
-            assert decision.channel is not None
-            step = record.step
-            fields = {"template": record.template, "message_id": record.id, "channel": decision.channel}
-            if isinstance(rendered, Exception):
-                reason = f"{decision.channel}: cannot render: {rendered}"
-                if isinstance(rendered, RenderLimitExceeded | SecurityError):
-                    # Worded by the sandbox, without customer data: the operator should hear of it.
-                    log.warning("message %s: cannot render: %s", record.id, rendered)
-                self.store.update_message(record.id, status="dropped", detail=reason)
-                self._journal(now, "drop", journey, step, reason, **fields)
-                self.store.complete_job(job.id)
-                return ()
-            channel = self.project.registry.channels[decision.channel]
-            message = Message(
-                id=record.id,
-                customer_id=customer.id,
-                channel=decision.channel,
-                to=channel.address(customer) or "",
-                template=record.template,
-                body=rendered.body,
-                subject=rendered.subject,
-                html=rendered.html,
-                locale=rendered.locale,
-                category=record.category,
-                scenario=record.scenario,
-                step=record.step,
-                extra=rendered.extra,
-            )
-            links = self.tracking.apply(message) if self.tracking else []
-            self.store.update_message(
-                record.id,
-                status="sending",
-                channel=decision.channel,
-                links=json.dumps(links),
-                sent_at=to_iso(now),
-            )
-            return message, decision.explain()
-
-    def _record_delivery(
-        self, job: Job, message: Message, reason: str, delivery: Delivery, now: datetime
-    ) -> None:
-        """Record the channel's answer on the store's thread: sent, retried by `RETRY`, or failed."""
-        with self.store.transaction():
-            record = self._message(message.id)
-            journey = self.store.journey(record.journey_id) if record and record.journey_id else None
-            step = message.step
-            fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
-            sender = self.project.registry.channels.get(message.channel)
-            for address in delivery.gone if sender is not None else ():
-                customer = self.store.customer(message.customer_id)
-                if customer is not None:  # the channel says how its address is forgotten
-                    self.store.set_profile(message.customer_id, sender.forget(customer, address))
-            if delivery.status is DeliveryStatus.SENT:
-                # A receipt may already have marked it delivered: keep that, add what we know.
-                status = "delivered" if record and record.status == "delivered" else "sent"
+            current = self.store.messages([plan.record.id for plan in plans])
+            for plan in plans:
+                record, channel_name = plan.record, plan.decision.channel
+                result = next(results) if plan.goes else None
+                if current.get(record.id, {}).get("status") not in ("pending", "sending"):
+                    self.store.complete_job(plan.job.id)  # settled meanwhile (its journey ended...)
+                    continue
+                if channel_name is None:
+                    self._hold_back(plan, now)
+                    continue
+                assert result is not None  # a plan that goes has its rendering
+                if isinstance(result, Exception):
+                    reason = f"{channel_name}: cannot render: {result}"
+                    if isinstance(result, RenderLimitExceeded | SecurityError):
+                        # Worded by the sandbox, without customer data: the operator should hear of it.
+                        log.warning("message %s: cannot render: %s", record.id, result)
+                    self.store.update_message(record.id, status="dropped", detail=reason)
+                    fields = {"template": record.template, "message_id": record.id, "channel": channel_name}
+                    self._journal(now, "drop", plan.journey, record.step, reason, **fields)
+                    self.store.complete_job(plan.job.id)
+                    continue
+                channel = self.project.registry.channels[channel_name]
+                message = Message(
+                    id=record.id,
+                    customer_id=plan.customer.id,
+                    channel=channel_name,
+                    to=channel.address(plan.customer) or "",
+                    template=record.template,
+                    body=result.body,
+                    subject=result.subject,
+                    html=result.html,
+                    locale=result.locale,
+                    category=record.category,
+                    scenario=record.scenario,
+                    step=record.step,
+                    extra=result.extra,
+                )
+                links = self.tracking.apply(message) if self.tracking else []
                 self.store.update_message(
-                    message.id, status=status, detail=delivery.detail, provider_id=delivery.provider_id
+                    record.id,
+                    status="sending",
+                    channel=channel_name,
+                    links=json.dumps(links),
+                    sent_at=to_iso(now),
                 )
-                self.store.record_feedback(message.id, "message.sent", {}, None, now)
-                if journey:
-                    self._journal(now, "send", journey, step, reason, **fields)
-                self.store.complete_job(job.id)
-                channel = self.project.registry.channels.get(message.channel)
-                if self.plan.fallback_after and channel is not None and channel.receipts:
-                    self.store.add_job(
-                        "fallback",
-                        (now + self.plan.fallback_after).timestamp(),
-                        job.priority,
-                        {"message": message.id},
-                        journey_id=record.journey_id if record else None,
-                        key=f"fallback:{message.id}",
-                    )
-            elif delivery.status is DeliveryStatus.RETRY and RETRY.retries(job.attempts):
-                wait = delivery.retry_after or RETRY.backoff(job.attempts)
-                self.store.update_message(message.id, status="pending", detail=delivery.detail, sent_at=None)
-                if journey:
-                    self._journal(
-                        now,
-                        "defer",
-                        journey,
-                        step,
-                        f"{message.channel}: retry in {wait:.0f}s: {delivery.detail}",
-                        **fields,
-                    )
-                self.store.retry_job(job.id, now.timestamp() + wait)
-            else:
-                self.store.record_feedback(
-                    message.id,
-                    "message.failed",
-                    {"reason": delivery.status.value, "detail": delivery.detail, "at_send": True},
-                    None,
+                sendings.append(Sending(plan.job, message, plan.decision.explain()))
+        return sendings
+
+    async def _deliver(self, sendings: list[Sending]) -> list[Delivery]:
+        """Hand a batch's messages to their channels, at most `SENDS_AT_ONCE` at a time, so that
+        a slow provider holds up only its own messages; a customer's messages go in order."""
+        slots = asyncio.Semaphore(SENDS_AT_ONCE)
+        deliveries: dict[str, Delivery] = {}
+        by_customer: dict[str, list[Message]] = {}
+        for sending in sendings:
+            by_customer.setdefault(sending.message.customer_id, []).append(sending.message)
+
+        async def send_in_order(messages: list[Message]) -> None:
+            for message in messages:
+                async with slots:
+                    deliveries[message.id] = await send_message(self.plugins, self.project.registry, message)
+
+        await asyncio.gather(*(send_in_order(messages) for messages in by_customer.values()))
+        return [deliveries[sending.message.id] for sending in sendings]
+
+    def _record_delivery(self, sendings: list[Sending], deliveries: list[Delivery], now: datetime) -> None:
+        """Record the channels' answers for a batch, in one transaction, on the store's thread,
+        and act on the feedback events that stored (message.sent, message.failed) in the same
+        transaction: each event still in its own savepoint, one commit for the batch."""
+        with self.store.transaction():
+            current = self.store.messages([sending.message.id for sending in sendings])
+            for sending, delivery in zip(sendings, deliveries, strict=True):
+                row = current.get(sending.message.id)
+                self._record_answer(sending, MessageRecord.from_row(row) if row else None, delivery, now)
+            self.handle_pending_events()
+
+    def _record_answer(
+        self, sending: Sending, record: MessageRecord | None, delivery: Delivery, now: datetime
+    ) -> None:
+        """Record one channel's answer about a message (`record`, as stored now): sent, retried
+        by `RETRY`, or failed."""
+        job, message, reason = sending.job, sending.message, sending.reason
+        journey = self.store.journey(record.journey_id) if record and record.journey_id else None
+        step = message.step
+        fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
+        sender = self.project.registry.channels.get(message.channel)
+        for address in delivery.gone if sender is not None else ():
+            customer = self.store.customer(message.customer_id)
+            if customer is not None:  # the channel says how its address is forgotten
+                self.store.set_profile(message.customer_id, sender.forget(customer, address))
+        if delivery.status is DeliveryStatus.SENT:
+            # A receipt may already have marked it delivered: keep that, add what we know.
+            status = "delivered" if record and record.status == "delivered" else "sent"
+            self.store.update_message(
+                message.id, status=status, detail=delivery.detail, provider_id=delivery.provider_id
+            )
+            self.store.record_feedback(message.id, "message.sent", {}, None, now)
+            if journey:
+                self._journal(now, "send", journey, step, reason, **fields)
+            self.store.complete_job(job.id)
+            if self.plan.fallback_after and sender is not None and sender.receipts:
+                self.store.add_job(
+                    "fallback",
+                    (now + self.plan.fallback_after).timestamp(),
+                    job.priority,
+                    {"message": message.id},
+                    journey_id=record.journey_id if record else None,
+                    key=f"fallback:{message.id}",
+                )
+        elif delivery.status is DeliveryStatus.RETRY and RETRY.retries(job.attempts):
+            wait = delivery.retry_after or RETRY.backoff(job.attempts)
+            self.store.update_message(message.id, status="pending", detail=delivery.detail, sent_at=None)
+            if journey:
+                self._journal(
                     now,
+                    "defer",
+                    journey,
+                    step,
+                    f"{message.channel}: retry in {wait:.0f}s: {delivery.detail}",
+                    **fields,
                 )
-                if "failed" in self.plan.fallback_when:
-                    self._fall_back(message.id, f"{message.channel} {delivery.status.value}", now)
-                if journey:
-                    self._journal(
-                        now,
-                        "drop",
-                        journey,
-                        step,
-                        f"{message.channel}: {delivery.status.value}: {delivery.detail}",
-                        **fields,
-                    )
-                self.store.complete_job(job.id)
+            self.store.retry_job(job.id, now.timestamp() + wait)
+        else:
+            self.store.record_feedback(
+                message.id,
+                "message.failed",
+                {"reason": delivery.status.value, "detail": delivery.detail, "at_send": True},
+                None,
+                now,
+            )
+            if "failed" in self.plan.fallback_when:
+                self._fall_back(message.id, f"{message.channel} {delivery.status.value}", now)
+            if journey:
+                self._journal(
+                    now,
+                    "drop",
+                    journey,
+                    step,
+                    f"{message.channel}: {delivery.status.value}: {delivery.detail}",
+                    **fields,
+                )
+            self.store.complete_job(job.id)
 
     def settle_interrupted_sends(self, now: datetime) -> int:
         """Settle the messages a process that died left `sending`; returns how many became `unknown`.
@@ -470,15 +569,19 @@ class Dispatch(Journeys):
             if journey:
                 self._journal(now, kind, journey, job.payload.get("step"), outcome)
 
-    def _engagement(self, customer_id: str, now: datetime) -> dict[str, tuple[float, float, float]]:
-        """Per channel: (the customer's engagement, their message count, everyone's engagement)."""
+    def _engagement(
+        self, customer_ids: Collection[str], now: datetime
+    ) -> dict[str, dict[str, tuple[float, float, float]]]:
+        """Per customer, per channel: (the customer's engagement, their message count, everyone's)."""
         if self._population is None or now - self._population[0] > POPULATION_REFRESH:
             self._population = (now, self.store.engagement())
         population = self._population[1]
-        own = self.store.engagement(customer_id)
         return {
-            name: (*own.get(name, (0.0, 0)), population.get(name, (DEFAULT_RATE, 0))[0])
-            for name in self.plan.channels
+            customer_id: {
+                name: (*own.get(name, (0.0, 0)), population.get(name, (DEFAULT_RATE, 0))[0])
+                for name in self.plan.channels
+            }
+            for customer_id, own in self.store.engagement_of(customer_ids).items()
         }
 
 

@@ -4,6 +4,7 @@ It is composed of parts named after what they hold (see each module):
 
 - `boomerang.journeys`: entering, walking and ending journeys (store thread);
 - `boomerang.dispatch`: plan → promo code → render → commit (with tracking) → send → record,
+  a batch of sends at a time,
   fallbacks and actions (store thread, a render thread, and the event loop for the sends);
 - `boomerang.schedules`: cron and date ticks (store thread);
 - `boomerang.context`: the plain data expressions and templates see;
@@ -11,8 +12,9 @@ It is composed of parts named after what they hold (see each module):
 - `boomerang.engine_protocols`: what the engine needs of a store and a clock;
 - `boomerang.retry`: the one retry policy of sends, actions and the scheduler.
 
-`Engine.run_job`, on the event loop, hands each claimed job to its handler by kind. `simulate`
-and the daemon run this same engine, on a virtual clock and on the wall clock.
+`Engine.run_job`, on the event loop, hands each claimed job to its handler by kind, and
+`Engine.batches` the jobs of a kind that run in batches (sends) to the batch's handler.
+`simulate` and the daemon run this same engine, on a virtual clock and on the wall clock.
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ class Engine(Dispatch, Schedules):
         # The job kinds and what runs them (on the event loop; the store-thread ones through
         # `store.run`). A kind not here is a bug or a row from a newer version: dropped, loudly.
         self.handlers: dict[str, Callable[[Job], Awaitable[None]]] = {
-            "send": self._send,
+            "send": lambda job: self._send([job]),
             "action": self._act,
             "advance": self._on_store_thread(self._resume),
             "tick": self._tick,
             "fallback": self._on_store_thread(self._no_receipt),
         }
+        # The kinds whose jobs run best many at once, and what runs a batch of them: the
+        # scheduler hands over every claimed job of such a kind together.
+        self.batches: dict[str, Callable[[list[Job]], Awaitable[None]]] = {"send": self._send}
 
     def _on_store_thread(self, handler: Callable[[Job, datetime], None]) -> Callable[[Job], Awaitable[None]]:
         """A job handler that runs on the store's thread, at the clock's time when it starts."""

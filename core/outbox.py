@@ -36,10 +36,15 @@ class Outbox(Channel):
 
     async def send(self, message: Message) -> Delivery:
         """Write the message file; a message id written twice overwrites, never duplicates."""
+        # Built off the event loop too: an `.eml` takes milliseconds of the email package's time.
+        path = await asyncio.get_running_loop().run_in_executor(None, self._write, message)
+        return Delivery(DeliveryStatus.SENT, detail=f"written to {path.name}", provider_id=path.name)
+
+    def _write(self, message: Message) -> Path:
         suffix, content = self.channel.outbox_file(message)
         path = self.directory / f"{self.name}-{message.id}{suffix}"
-        await asyncio.get_running_loop().run_in_executor(None, write_private, path, content)
-        return Delivery(DeliveryStatus.SENT, detail=f"written to {path.name}", provider_id=path.name)
+        write_private(path, content)
+        return path
 
     def outbox_file(self, message: Message) -> tuple[str, bytes]:
         """The wrapped channel's file."""

@@ -7,7 +7,9 @@ just a row, and memory does not grow with the number of waiting journeys. A job 
 under a lease, so the jobs of a process that died come back once their lease runs out; the
 lease is renewed while the job runs, so a job that takes longer (a provider that says "wait",
 a slow plugin hook) is never claimed a second time by a process that is still running it.
-The scheduler knows the queue only through the `JobQueue` interface.
+Due jobs are claimed many at once; those of a kind the engine runs in batches (`batches`:
+sends) are handed over together, the others one by one. The scheduler knows the queue only
+through the `JobQueue` interface.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 # Read when used, so a test can shorten it; renewed four times per lease, so a store that
 # is slow to answer one renewal does not let the lease run out.
 LEASE_SECONDS = 120.0
+BATCH = 200  # due jobs claimed at once, and so the most a batch of sends holds
 
 
 class Scheduler:
@@ -38,6 +41,7 @@ class Scheduler:
         clock: Clock,
         run_job: Callable[[Job], Awaitable[None]],
         *,
+        batches: dict[str, Callable[[list[Job]], Awaitable[None]]] | None = None,
         horizon: float = 60.0,
         window: int = 1000,
         concurrency: int = 8,
@@ -45,6 +49,7 @@ class Scheduler:
         self.queue = queue
         self.clock = clock
         self.run_job = run_job
+        self.batches = batches or {}
         self.horizon = horizon
         self.window = window
         self.concurrency = concurrency
@@ -79,29 +84,51 @@ class Scheduler:
         return ids
 
     async def run_due(self) -> int:
-        """Claim and run every job due now, one at a time (the virtual clock's way); returns how many."""
+        """Claim and run every job due now, a claim at a time, each batch after the one before it
+        (the virtual clock's way); returns how many."""
         count = 0
+        # Without batches, one job per claim: a job then always sees what the one before it queued.
+        limit = BATCH if self.batches else 1
         while True:
             now = self.clock.now().timestamp()
-            jobs = await self.queue.run(self.queue.claim_due, now, LEASE_SECONDS, 1)
+            jobs = await self.queue.run(self.queue.claim_due, now, LEASE_SECONDS, limit)
             if not jobs:
                 return count
-            await self._run_one(jobs[0])
-            count += 1
+            for batch in self._batched(jobs):
+                await self._run(batch)
+            count += len(jobs)
 
-    async def _run_one(self, job: Job) -> None:
+    def _batched(self, jobs: list[Job]) -> list[list[Job]]:
+        """Claimed jobs in the order claimed, consecutive jobs of a batched kind together."""
+        batches: list[list[Job]] = []
+        for job in jobs:
+            if batches and job.kind in self.batches and batches[-1][0].kind == job.kind:
+                batches[-1].append(job)
+            else:
+                batches.append([job])
+        return batches
+
+    async def _run(self, jobs: list[Job]) -> None:
+        """Run a batch (jobs of one kind), or a single job; a bug retries or gives up each of them."""
         try:
-            await self.run_job(job)
+            if jobs[0].kind in self.batches:
+                await self.batches[jobs[0].kind](jobs)
+            else:
+                [job] = jobs
+                await self.run_job(job)
         except Exception:
             # A bug, not a provider's answer (those are handled by the job itself).
-            if not RETRY.retries(job.attempts):
-                log.exception("job %s (%s) failed %d times; giving it up", job.id, job.kind, RETRY.attempts)
-                await self.queue.run(self.queue.complete_job, job.id)
-            else:
-                log.exception("job %s (%s) failed; it will be retried", job.id, job.kind)
-                due = self.clock.now().timestamp() + RETRY.backoff(job.attempts)
-                await self.queue.run(self.queue.retry_job, job.id, due)
-        self.done += 1
+            for job in jobs:
+                if not RETRY.retries(job.attempts):
+                    log.exception(
+                        "job %s (%s) failed %d times; giving it up", job.id, job.kind, RETRY.attempts
+                    )
+                    await self.queue.run(self.queue.complete_job, job.id)
+                else:
+                    log.exception("job %s (%s) failed; it will be retried", job.id, job.kind)
+                    due = self.clock.now().timestamp() + RETRY.backoff(job.attempts)
+                    await self.queue.run(self.queue.retry_job, job.id, due)
+        self.done += len(jobs)
 
     async def serve(self, stopping: asyncio.Event) -> None:
         """Run jobs as they fall due until `stopping` is set (the wall clock's way)."""
@@ -110,30 +137,32 @@ class Scheduler:
             if self._wake.is_set() or now >= self._refill_at or (self._window_full and not self._heap):
                 self._wake.clear()
                 await self._refill(now)
-            due = self._pop_due(now, self.concurrency * 4)
+            due = self._pop_due(now, BATCH if self.batches else self.concurrency * 4)
             if due:
-                for job in await self.queue.run(self.queue.claim_jobs, due, now, LEASE_SECONDS):
+                claimed = await self.queue.run(self.queue.claim_jobs, due, now, LEASE_SECONDS)
+                for batch in self._batched(claimed):
                     await self._slots.acquire()
-                    task = asyncio.create_task(self._run_leased(job))
+                    task = asyncio.create_task(self._run_leased(batch))
                     self._running.add(task)
                     task.add_done_callback(self._finished)
                 continue
             until = min(self._heap[0][0], self._refill_at) if self._heap else self._refill_at
             await self._sleep(max(0.0, until - now), stopping)
 
-    async def _run_leased(self, job: Job) -> None:
-        """Run a job, renewing its lease until it is done."""
-        renewing = asyncio.create_task(self._renew_lease(job.id))
+    async def _run_leased(self, jobs: list[Job]) -> None:
+        """Run a batch or a job, renewing the leases until it is done."""
+        renewing = asyncio.create_task(self._renew_leases([job.id for job in jobs]))
         try:
-            await self._run_one(job)
+            await self._run(jobs)
         finally:
             renewing.cancel()
 
-    async def _renew_lease(self, job_id: int) -> None:
+    async def _renew_leases(self, job_ids: list[int]) -> None:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 4)
             until = self.clock.now().timestamp() + LEASE_SECONDS
-            await self.queue.run(self.queue.renew_lease, job_id, until)
+            for job_id in job_ids:
+                await self.queue.run(self.queue.renew_lease, job_id, until)
 
     def _finished(self, task: asyncio.Task) -> None:
         self._running.discard(task)
