@@ -18,19 +18,14 @@ import importlib
 import json
 import logging
 import re
-from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 from twilio.base.exceptions import TwilioException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
-from twilio.rest import Client
 
-from boomerang import __version__
 from boomerang.kinds import Channel, Ingest, Route, SendsInFlight
 from boomerang.plugin_api import (
     Config,
@@ -42,6 +37,11 @@ from boomerang.plugin_api import (
     e164,
     retry_after,
 )
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
+
+    from boomerang.plugins.channels.twilio_client import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ ADDRESS_INVALID_CODES = {
     63024,  # WhatsApp: invalid message recipient
 }
 TOO_MANY_REQUESTS = 20429
-MESSAGES_API = "twilio.rest.api.v2010.account.message"  # what `Client.messages` imports lazily
 
 _ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 _SHORT_CODE = re.compile(r"^\d{3,8}$")
@@ -90,58 +89,6 @@ def failure_reason(error_code: str | None) -> str:
     return "failed"
 
 
-# The twilio library raises on an error answer without its headers; the HTTP client keeps the
-# last answer of the current task here so that `Retry-After` can be read.
-_last_response: ContextVar[Response | None] = ContextVar("boomerang_twilio_response", default=None)
-# The library's create call takes no headers: the current task's message idempotency key
-# reaches the HTTP client this way.
-_idempotency_key: ContextVar[str | None] = ContextVar("boomerang_twilio_idempotency_key", default=None)
-IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
-
-
-class _QuietLogger(logging.LoggerAdapter):
-    """Twilio's client logs every request at INFO; Boomerang's log shows them only at DEBUG."""
-
-    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        """Log at DEBUG instead."""
-        self.debug(msg, *args, **kwargs)
-
-
-class _HttpClient(AsyncTwilioHttpClient):
-    """Twilio's aiohttp client with a default timeout, the message's idempotency key as
-    `I-Twilio-Idempotency-Token`, and the last answer kept for its headers."""
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> Response:
-        """Make the request (with the client's timeout unless one is given) and keep the answer."""
-        if auth is not None:  # aiohttp deprecates `auth=`: send the same basic credentials as a header
-            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
-        key = _idempotency_key.get()
-        if key is not None:
-            headers = {**(headers or {}), IDEMPOTENCY_HEADER: key}
-        response = await super().request(
-            method,
-            url,
-            params=params,
-            data=data,
-            headers=headers,
-            auth=None,
-            timeout=timeout or self.timeout,
-            allow_redirects=allow_redirects,
-        )
-        _last_response.set(response)
-        return response
-
-
 class TwilioChannel(Channel):
     """Sends text messages through Twilio's Messages API; subclasses name the channel."""
 
@@ -160,13 +107,14 @@ class TwilioChannel(Channel):
         self.public_url = public_url.rstrip("/")
         self.callback_path = f"/callbacks/{self.name}"
         self.validator = RequestValidator(self.auth_token)
-        self._http: _HttpClient | None = None
+        self._http: HttpClient | None = None
         self._client: Client | None = None
         self._sends = SendsInFlight()
-        # The client imports its Messages API on first use, a few hundred milliseconds of the
-        # event loop in the middle of the first send; a channel that is configured imports it
-        # now, while the project loads (tests/reliability/test_provider_faults.py saw the stall).
-        importlib.import_module(MESSAGES_API)
+        # The twilio client (and the requests library it brings) loads only for a configured
+        # channel, and now, while the project loads: not for `boomerang check` of a project
+        # without one, and not on the event loop in the middle of the first send
+        # (tests/reliability/test_provider_faults.py saw that stall).
+        self._twilio = importlib.import_module("boomerang.plugins.channels.twilio_client")
 
     def address(self, customer: Customer) -> str | None:
         """The customer's phone number in E.164."""
@@ -175,18 +123,9 @@ class TwilioChannel(Channel):
     def client(self) -> Client:
         """The Twilio client, made on first use (its HTTP session needs the running loop)."""
         if self._client is None:
-            self._http = _HttpClient(timeout=self.timeout, logger=_QuietLogger(log, {}))
-            client = Client(
-                self.account_sid,
-                self.auth_token,
-                http_client=self._http,
-                user_agent_extensions=[f"boomerang/{__version__}"],
+            self._http, self._client = self._twilio.make_client(
+                self.account_sid, self.auth_token, self.api_base, self.timeout, log
             )
-            # Every Messages request is built from the Api domain's base URL: aim it at api_base.
-            client.api.base_url = self.api_base
-            if self.api_base != DEFAULT_API_BASE:
-                client.edge = client.region = None  # TWILIO_EDGE/REGION would rewrite the host
-            self._client = client
         return self._client
 
     def status_callback(self, message: Message) -> str:
@@ -225,8 +164,8 @@ class TwilioChannel(Channel):
 
     async def _create(self, message: Message, parameters: dict[str, Any]) -> Delivery:
         """Create the message at Twilio and map its answer onto a delivery result."""
-        _last_response.set(None)
-        _idempotency_key.set(message.idempotency_key)
+        self._twilio.last_response.set(None)
+        self._twilio.idempotency_key.set(message.idempotency_key)
         try:
             created = await self.client().messages.create_async(
                 status_callback=self.status_callback(message), **parameters
@@ -236,7 +175,7 @@ class TwilioChannel(Channel):
             code = getattr(exc, "code", None)
             text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or type(exc).__name__
             status = refusal_status(http_status, code if isinstance(code, int) else None)
-            response = _last_response.get()
+            response = self._twilio.last_response.get()
             wait = retry_after(response.headers.get("Retry-After")) if response and response.headers else None
             return Delivery(
                 status,
