@@ -17,8 +17,9 @@ from typing import Any
 
 from croniter import croniter
 
+from boomerang.batched_writes import BatchedWrites
 from boomerang.clock import to_iso
-from boomerang.journeys import Journeys
+from boomerang.journeys import Journeys, journey_id
 from boomerang.model import Job
 from boomerang.scenarios import Scenario
 
@@ -77,15 +78,29 @@ class Schedules(Journeys):
         tick_at = datetime.fromtimestamp(job.due_at, self.zone)
         event = {"type": "schedule", "at": to_iso(now), "data": {}}
         audience = scenario.trigger.audience
+        entry_key = f"tick:{to_iso(tick_at)}"
         with self.store.transaction():
             page, following = self.store.audience_page(
                 scenario.id, job.payload.get("after", ""), AUDIENCE_BATCH, self._entered_since(scenario, now)
             )
-            for customer in page:
-                # The page holds only customers the reentry rule lets in, so they start at once.
-                context = self.context(customer, None, now, event)
-                if audience is not None and audience.test(context, self.scope(customer.id, now)):
-                    self._start(scenario, customer, f"tick:{to_iso(tick_at)}", event, now)
+            entering = [
+                customer
+                for customer in page
+                if audience is not None
+                and audience.test(self.context(customer, None, now, event), self.scope(customer.id, now))
+            ]
+            # The page holds only customers the reentry rule lets in, so they start at once; their
+            # journeys, timeline and jobs are written together, one statement per table.
+            stored = self.store.existing_journeys(
+                [journey_id(scenario, customer.id, entry_key) for customer in entering]
+            )
+            self.writes = writes = BatchedWrites(self.store, stored)
+            try:
+                for customer in entering:
+                    self._start(scenario, customer, entry_key, event, now)
+                writes.flush()
+            finally:
+                self.writes = self.store
             if following is not None:
                 job.payload["after"] = following
                 self.store.save_job_payload(job.id, job.payload)
