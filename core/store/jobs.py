@@ -100,6 +100,7 @@ class JobQueue(Protocol):
         """Jobs waiting in the queue."""
         ...
 
+
 _ADD_JOB = (
     "INSERT OR IGNORE INTO jobs (kind, due_at, priority, journey_id, version, key, payload)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
