@@ -17,7 +17,7 @@ from boomerang.expressions import EXPRESSION_SECONDS, Budget, Expression, Scope
 from boomerang.history import History
 from boomerang.model import Customer, Journey
 
-CUSTOMER_FIELDS = dataclasses.fields(Customer)
+CUSTOMER_FIELDS = tuple(field.name for field in dataclasses.fields(Customer))
 # A key of an event's data with one of these names does not shadow the name itself.
 RESERVED_NAMES = ("customer", "event", "journey", "now", "waited", "data", "history", "segments", "promo")
 
@@ -49,11 +49,28 @@ def customer_data(customer: Customer) -> dict[str, Any]:
     (dicts and lists) can be changed, so only they are copied. An audience of a million
     customers builds a million of these.
     """
-    return {
-        field.name: copy.deepcopy(value) if isinstance(value, dict | list) else value
-        for field in CUSTOMER_FIELDS
-        for value in (getattr(customer, field.name),)
-    }
+    attributes = vars(customer)
+    data = {name: attributes[name] for name in CUSTOMER_FIELDS}
+    for name, value in data.items():
+        if isinstance(value, dict | list):
+            data[name] = _copied(value)
+    return data
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of JSON data, several times faster than `copy.deepcopy` on it (most profile
+    columns are an empty `{}` or `[]`); anything else is left to `copy.deepcopy`."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    if kind in _IMMUTABLE:
+        return value
+    return copy.deepcopy(value)
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 
 def journey_view(journey: Journey | None) -> dict[str, Any]:

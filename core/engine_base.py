@@ -15,7 +15,7 @@ from jinja2 import Template
 
 from boomerang.contact_plan import load_plan
 from boomerang.context import context, store_scope
-from boomerang.engine_protocols import Clock, EngineStore
+from boomerang.engine_protocols import Clock, EngineStore, JourneyWrites
 from boomerang.expressions import EXPRESSION_SECONDS, Scope
 from boomerang.model import Customer, JournalEntry, Journey
 from boomerang.plugin_manager import Plugins
@@ -34,6 +34,9 @@ class EngineBase:
         self.clock = clock
         self.plugins = plugins
         self.dry_run = dry_run  # simulate: actions are recorded, not run
+        # Where journeys, their timeline, jobs and messages are written: the store, or while a
+        # schedule starts a page of its audience, a `BatchedWrites` in front of it.
+        self.writes: JourneyWrites = store
         self.use(project)
 
     def use(self, project: Project) -> None:
@@ -61,7 +64,7 @@ class EngineBase:
         self, now: datetime, kind: str, journey: Journey, step: Step | str | None, reason: str, **fields: Any
     ) -> None:
         variants = journey.context.get("variants") or {}
-        self.store.add_journal(
+        self.writes.add_journal(
             JournalEntry(
                 at=now,
                 kind=kind,
@@ -77,7 +80,7 @@ class EngineBase:
 
     def _queue_send(self, message_id: str, category: str, journey_id: str | None, now: datetime) -> None:
         """Queue the send job of a message just inserted, due now, once per message."""
-        self.store.add_job(
+        self.writes.add_job(
             "send",
             now.timestamp(),
             self.plan.priority(category),

@@ -24,7 +24,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -632,6 +632,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
         }
         self.filters["_iterate"] = _iterate
         self.filters["_charge"] = _charge
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one dict rather than Jinja's `ChainMap` over the environment's:
+        every evaluation copies them into its context, and copying a `ChainMap` goes key by key
+        in Python (a third of an audience expression's time). The globals are all set when the
+        environment is made (`make_environment`), before any template, so nothing is missed."""
+        return {**self.globals, **(d or {})}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """`obj.attribute`: a mapping's key, or what `is_safe_attribute` allows."""

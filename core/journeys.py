@@ -38,6 +38,11 @@ def stable_id(prefix: str, *parts: Any) -> str:
     return prefix + hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:20]
 
 
+def journey_id(scenario: Scenario, customer_id: str, entry_key: str) -> str:
+    """The id of the journey a customer starts in a scenario on an entry: one per entry."""
+    return stable_id("j-", scenario.id, customer_id, entry_key)
+
+
 class Journeys(EngineBase):
     """Entering, walking and ending journeys; every method runs on the store's thread."""
 
@@ -80,7 +85,7 @@ class Journeys(EngineBase):
                 journey.context["waited"] = {"event": event.type, "at": event_view["at"], "data": event.data}
                 journey.waiting_for = None
                 # The timeout timer of this wait is now stale: a new version makes it so.
-                self.store.delete_jobs_of(journey.id, "advance")
+                self.writes.delete_jobs_of(journey.id, "advance")
                 journey.version += 1
                 self._advance(journey, scenario, customer, now, completing=True)
         for scenario in self.scenarios.values():
@@ -113,7 +118,7 @@ class Journeys(EngineBase):
             order = event.data.get("order") if isinstance(event.data.get("order"), dict) else {}
             value = order.get("total") if isinstance(order.get("total"), int | float) else None
             journey.context["converted"] = True
-            self.store.save_journey(journey, now)
+            self.writes.save_journey(journey, now)
             group = "holdout" if journey.holdout else "treated"
             self._journal(now, "goal", journey, None, f"{event.type} ({group})", value=value)
 
@@ -135,7 +140,7 @@ class Journeys(EngineBase):
         """Start a journey the reentry rule allows; False if this entry exists already."""
         holdout = scenario.holdout > 0 and _fraction(scenario.id, customer.id, "holdout") < scenario.holdout
         journey = Journey(
-            id=stable_id("j-", scenario.id, customer.id, entry_key),
+            id=journey_id(scenario, customer.id, entry_key),
             scenario=scenario.id,
             customer_id=customer.id,
             entry_key=entry_key,
@@ -146,7 +151,7 @@ class Journeys(EngineBase):
             context={"event": event},
             entered_at=now,
         )
-        if not self.store.insert_journey(journey, now):
+        if not self.writes.insert_journey(journey, now):
             return False
         self._journal(now, "enter", journey, None, f"entered on {event.get('type')}")
         if holdout:
@@ -159,7 +164,7 @@ class Journeys(EngineBase):
     def _restart(
         self, journey: Journey, scenario: Scenario, customer: Customer, event: dict, now: datetime
     ) -> None:
-        self.store.delete_jobs_of(journey.id)
+        self.writes.delete_jobs_of(journey.id)
         journey.version += 1
         journey.context = {**journey.context, "event": event, "waited": None}
         journey.waiting_for = None
@@ -170,13 +175,13 @@ class Journeys(EngineBase):
     def _end(self, journey: Journey, status: str, reason: str, now: datetime) -> None:
         # An exit cancels everything still pending; a journey that simply reached its end
         # keeps the sends and actions its last steps queued.
-        self.store.delete_jobs_of(journey.id, None if status == "exited" else "advance")
+        self.writes.delete_jobs_of(journey.id, None if status == "exited" else "advance")
         journey.status = status
         journey.cursor = None
         journey.waiting_for = None
         journey.ended_at = now
         journey.version += 1
-        self.store.save_journey(journey, now)
+        self.writes.save_journey(journey, now)
         self._journal(now, "exit", journey, None, reason)
 
     def _advance(
@@ -197,12 +202,12 @@ class Journeys(EngineBase):
             journey.cursor = cursor
             if step.kind == "wait":
                 self._schedule_resume(journey, scenario, now + (step.duration or timedelta(0)))
-                self.store.save_journey(journey, now)
+                self.writes.save_journey(journey, now)
                 return
             if step.kind == "wait_for":
                 journey.waiting_for = step.until_event
                 self._schedule_resume(journey, scenario, now + (step.duration or timedelta(0)))
-                self.store.save_journey(journey, now)
+                self.writes.save_journey(journey, now)
                 return
             if step.kind == "stop":
                 self._end(journey, "completed", f"stopped at step {step.path}", now)
@@ -255,7 +260,7 @@ class Journeys(EngineBase):
             return None
 
     def _schedule_resume(self, journey: Journey, scenario: Scenario, due: datetime) -> None:
-        self.store.add_job(
+        self.writes.add_job(
             "advance",
             due.timestamp(),
             self.plan.priority(scenario.category),
@@ -287,7 +292,7 @@ class Journeys(EngineBase):
             return
         message_id = stable_id("m-", journey.id, journey.version, step.path)
         expires = now + step.expires if step.expires else None
-        self.store.insert_message(
+        self.writes.insert_message(
             {
                 "id": message_id,
                 "journey_id": journey.id,
@@ -316,7 +321,7 @@ class Journeys(EngineBase):
         arguments = self._render_or_report(step, step.arguments, journey, customer, now)
         if arguments is None:
             return
-        self.store.add_job(
+        self.writes.add_job(
             "action",
             now.timestamp(),
             self.plan.priority(scenario.category),
@@ -346,7 +351,7 @@ class Journeys(EngineBase):
             if step is not None and step.kind == "wait" and step.until_idle and seen and seen <= now:
                 quiet_from = seen + step.until_idle
                 if quiet_from > now:  # still browsing (seed S18): remind only once they are idle
-                    self.store.add_job(
+                    self.writes.add_job(
                         "advance",
                         quiet_from.timestamp(),
                         job.priority,

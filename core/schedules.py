@@ -4,10 +4,12 @@ Each schedule or date scenario has its next tick queued as a job (`ensure_ticks`
 enters the scenario's audience and queues the following one. A schedule's audience may be
 every customer: it is read in pages of `AUDIENCE_BATCH` customers, in id order, that the
 reentry rule already lets in (one query each), and each page is entered in one transaction
-that also records how far the tick got in its job. Between pages the store's thread is free
-for ingest and sends, memory holds one page, and a tick cut off by a crash resumes after the
-last page it committed (entry keys keep a re-run from entering anyone twice). `_tick` runs
-on the event loop and hands each page to the store's thread; every other method runs there.
+that also records how far the tick got in its job; the page's journeys, timeline lines and
+jobs are written with one statement per table (`BatchedWrites`). Between pages the store's
+thread is free for ingest and sends, memory holds one page, and a tick cut off by a crash
+resumes after the last page it committed (entry keys keep a re-run from entering anyone
+twice). `_tick` runs on the event loop and hands each page to the store's thread; every
+other method runs there.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any
 
 from croniter import croniter
 
+from boomerang.batched_writes import BatchedWrites
 from boomerang.clock import to_iso
-from boomerang.journeys import Journeys
+from boomerang.journeys import Journeys, journey_id
 from boomerang.model import Job
 from boomerang.scenarios import Scenario
 
@@ -77,15 +80,29 @@ class Schedules(Journeys):
         tick_at = datetime.fromtimestamp(job.due_at, self.zone)
         event = {"type": "schedule", "at": to_iso(now), "data": {}}
         audience = scenario.trigger.audience
+        entry_key = f"tick:{to_iso(tick_at)}"
         with self.store.transaction():
             page, following = self.store.audience_page(
                 scenario.id, job.payload.get("after", ""), AUDIENCE_BATCH, self._entered_since(scenario, now)
             )
-            for customer in page:
-                # The page holds only customers the reentry rule lets in, so they start at once.
-                context = self.context(customer, None, now, event)
-                if audience is not None and audience.test(context, self.scope(customer.id, now)):
-                    self._start(scenario, customer, f"tick:{to_iso(tick_at)}", event, now)
+            entering = [
+                customer
+                for customer in page
+                if audience is not None
+                and audience.test(self.context(customer, None, now, event), self.scope(customer.id, now))
+            ]
+            # The page holds only customers the reentry rule lets in, so they start at once; their
+            # journeys, timeline and jobs are written together, one statement per table.
+            stored = self.store.existing_journeys(
+                [journey_id(scenario, customer.id, entry_key) for customer in entering]
+            )
+            self.writes = writes = BatchedWrites(self.store, stored)
+            try:
+                for customer in entering:
+                    self._start(scenario, customer, entry_key, event, now)
+                writes.flush()
+            finally:
+                self.writes = self.store
             if following is not None:
                 job.payload["after"] = following
                 self.store.save_job_payload(job.id, job.payload)

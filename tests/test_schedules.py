@@ -37,10 +37,27 @@ steps:
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a tick fell due at 07:00 UTC (10:00 in Moscow)
 
 
-def make_project(project: Path) -> Path:
+# Steps that take no time: a page's starts write customers, messages and send jobs, and
+# each journey ends (cancelling its jobs) while the page is under way.
+INSTANT = """\
+scenario: weekly
+category: promo
+trigger: {schedule: "0 10 * * *", audience: "customer.attributes.plan == 'pro'"}
+holdout: 30%
+steps:
+  - set: {seen: "{{ customer.attributes.plan }}-seen"}
+  - if: customer.attributes.seen == 'pro-seen'
+    then:
+      - send: reactivation_offer
+        channels: [email]
+        promo: {percent: 15, code: COMEBACK15}
+"""
+
+
+def make_project(project: Path, scenario: str = SCENARIO) -> Path:
     for old in (project / "scenarios").glob("*.yaml"):
         old.unlink()
-    (project / "scenarios" / "weekly.yaml").write_text(SCENARIO)
+    (project / "scenarios" / "weekly.yaml").write_text(scenario)
     return project / "boomerang.yaml"
 
 
@@ -117,6 +134,48 @@ async def test_the_audience_is_entered_page_by_page_as_one_at_a_time_would(
     variants = {json.loads(journey[7]).get("variants", {}).get("0") for journey in entered["journeys"]}
     assert holdouts and len(holdouts) < 20 and variants == {"a", "b"}  # both outcomes occur
     assert paged.store.db.execute("SELECT count(*) FROM jobs WHERE kind = 'tick'").fetchone()[0] == 1
+    for engine in (paged, one_by_one):
+        engine.store.close()
+
+
+async def test_steps_that_take_no_time_leave_what_one_at_a_time_would(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_project(project, INSTANT)
+    monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 7)
+    paged, one_by_one = engine_on(tmp_path / "paged.db", config), engine_on(tmp_path / "single.db", config)
+    for engine in (paged, one_by_one):
+        add_customers(engine.store, 40)
+        engine.ensure_ticks(NOW - timedelta(days=1))
+    tick = paged.store.claim_due(NOW.timestamp(), 60, 1)[0]
+
+    await paged.run_job(tick)
+
+    scenario = one_by_one.scenarios["weekly"]
+    event = {"type": "schedule", "at": to_iso(NOW), "data": {}}
+    entry_key = f"tick:{to_iso(datetime.fromtimestamp(tick.due_at, UTC))}"
+    with one_by_one.store.transaction():
+        for row in one_by_one.store.db.execute("SELECT id FROM customers ORDER BY id").fetchall():
+            customer = one_by_one.store.customer(row[0])
+            if customer.attributes.get("plan") == "pro":
+                one_by_one.enter(scenario, customer, entry_key, event, NOW)
+
+    def left(store: Store) -> dict[str, list]:
+        return {
+            **snapshot(store),
+            "ended": store.db.execute("SELECT id, status, ended_at FROM journeys ORDER BY id").fetchall(),
+            "messages": store.db.execute(
+                "SELECT id, journey_id, customer_id, status, promo, context FROM messages ORDER BY id"
+            ).fetchall(),
+            "sends": store.db.execute("SELECT id, key, payload FROM jobs WHERE kind = 'send'").fetchall(),
+            "attributes": store.db.execute("SELECT id, attributes FROM customers ORDER BY id").fetchall(),
+        }
+
+    entered = left(paged.store)
+    assert entered == left(one_by_one.store)
+    assert {status for _, status, _ in entered["ended"]} == {"completed"}
+    held_out = sum(1 for journey in entered["journeys"] if journey[4])
+    assert 0 < held_out < 14 and len(entered["messages"]) == 14 - held_out  # 14 pro customers of 40
     for engine in (paged, one_by_one):
         engine.store.close()
 

@@ -101,6 +101,25 @@ class JobQueue(Protocol):
         ...
 
 
+_ADD_JOB = (
+    "INSERT OR IGNORE INTO jobs (kind, due_at, priority, journey_id, version, key, payload)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def job_row(
+    kind: str,
+    due_at: float,
+    priority: int,
+    payload: dict[str, Any],
+    journey_id: str | None = None,
+    version: int | None = None,
+    key: str | None = None,
+) -> tuple[Any, ...]:
+    """A job as it is queued: the values of `add_jobs`."""
+    return (kind, due_at, priority, journey_id, version, key, json.dumps(payload, default=str))
+
+
 class Jobs(Quarantine):
     """The `jobs` table: the SQLite `JobQueue`."""
 
@@ -116,12 +135,13 @@ class Jobs(Quarantine):
         key: str | None = None,
     ) -> int | None:
         """Queue a job; with a `key` already queued, nothing is added and None is returned."""
-        cursor = self.db.execute(
-            "INSERT OR IGNORE INTO jobs (kind, due_at, priority, journey_id, version, key, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [kind, due_at, priority, journey_id, version, key, json.dumps(payload, default=str)],
-        )
+        cursor = self.db.execute(_ADD_JOB, job_row(kind, due_at, priority, payload, journey_id, version, key))
         return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    def add_jobs(self, job_rows: list[tuple[Any, ...]]) -> None:
+        """Queue many jobs in one statement, as rows of `job_row`, in the order given; one whose
+        `key` is queued already is left out."""
+        self.db.conn.executemany(_ADD_JOB, job_rows)
 
     def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None:
         """Cancel a journey's pending jobs (of one kind, or all) and the messages not yet sent."""

@@ -25,32 +25,75 @@ JOURNAL_FIELDS = (
     "variant",
 )
 
+_INSERT_JOURNEY = (
+    "INSERT OR IGNORE INTO journeys (id, scenario, customer_id, entry_key, status, holdout, cursor,"
+    " waiting_for, version, context, entered_at, updated_at, ended_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ADD_JOURNAL = (
+    "INSERT INTO journal (at, kind, customer_id, scenario, journey_id, step, template, channel,"
+    " message_id, reason, value, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def journey_row(journey: Journey, now: datetime) -> tuple[Any, ...]:
+    """A journey as it is stored at `now`: the values of `insert_journeys`."""
+    return (
+        journey.id,
+        journey.scenario,
+        journey.customer_id,
+        journey.entry_key,
+        journey.status,
+        int(journey.holdout),
+        journey.cursor,
+        journey.waiting_for,
+        journey.version,
+        json.dumps(journey.context, ensure_ascii=False, default=str),
+        to_iso(journey.entered_at),
+        to_iso(now),
+        to_iso(journey.ended_at) if journey.ended_at else None,
+    )
+
+
+def journal_row(entry: JournalEntry) -> tuple[Any, ...]:
+    """A timeline line as it is stored."""
+    return (
+        to_iso(entry.at),
+        entry.kind,
+        entry.customer_id,
+        entry.scenario,
+        entry.journey_id,
+        entry.step,
+        entry.template,
+        entry.channel,
+        entry.message_id,
+        entry.reason,
+        entry.value,
+        entry.variant,
+    )
+
 
 class Journeys(Quarantine):
     """The `journeys` and `journal` tables."""
 
     def insert_journey(self, journey: Journey, now: datetime) -> bool:
         """Store a new journey; False if that entry already exists (a re-run of the same trigger)."""
-        cursor = self.db.execute(
-            "INSERT OR IGNORE INTO journeys (id, scenario, customer_id, entry_key, status, holdout, cursor,"
-            " waiting_for, version, context, entered_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                journey.id,
-                journey.scenario,
-                journey.customer_id,
-                journey.entry_key,
-                journey.status,
-                int(journey.holdout),
-                journey.cursor,
-                journey.waiting_for,
-                journey.version,
-                json.dumps(journey.context, ensure_ascii=False, default=str),
-                to_iso(journey.entered_at),
-                to_iso(now),
-            ],
-        )
-        return cursor.rowcount == 1
+        return self.db.execute(_INSERT_JOURNEY, journey_row(journey, now)).rowcount == 1
+
+    def insert_journeys(self, journey_rows: list[tuple[Any, ...]]) -> None:
+        """Store many new journeys in one statement, as rows of `journey_row`; an entry that
+        exists already is left as it is."""
+        self.db.conn.executemany(_INSERT_JOURNEY, journey_rows)
+
+    def existing_journeys(self, journey_ids: list[str]) -> set[str]:
+        """Which of these journeys are stored."""
+        found: set[str] = set()
+        for start in range(0, len(journey_ids), 500):
+            chunk = journey_ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows_found = self.db.execute(f"SELECT id FROM journeys WHERE id IN ({marks})", chunk)
+            found.update(row[0] for row in rows_found)
+        return found
 
     def save_journey(self, journey: Journey, now: datetime) -> None:
         """Write a journey's state."""
@@ -116,24 +159,11 @@ class Journeys(Quarantine):
 
     def add_journal(self, entry: JournalEntry) -> None:
         """Append one line to a customer's timeline."""
-        self.db.execute(
-            "INSERT INTO journal (at, kind, customer_id, scenario, journey_id, step, template, channel,"
-            " message_id, reason, value, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                to_iso(entry.at),
-                entry.kind,
-                entry.customer_id,
-                entry.scenario,
-                entry.journey_id,
-                entry.step,
-                entry.template,
-                entry.channel,
-                entry.message_id,
-                entry.reason,
-                entry.value,
-                entry.variant,
-            ],
-        )
+        self.db.execute(_ADD_JOURNAL, journal_row(entry))
+
+    def add_journal_entries(self, entries: list[JournalEntry]) -> None:
+        """Append many lines to the timeline in one statement, in the order given."""
+        self.db.conn.executemany(_ADD_JOURNAL, map(journal_row, entries))
 
     def journal(self, customer_id: str | None = None) -> list[JournalEntry]:
         """Timeline lines (of one customer, or all), in time order."""

@@ -23,13 +23,30 @@ _ENGAGEMENT = (
 _ENGAGED = "FROM messages WHERE status IN ('sent', 'delivered', 'failed') AND channel IS NOT NULL"
 
 
+def message_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """A message's columns as they are stored: its dicts and lists as JSON."""
+    return {key: _stored(value) for key, value in fields.items()}
+
+
 class Messages(Events):
     """The `messages` table."""
 
     def insert_message(self, fields: dict[str, Any]) -> None:
         """Store a message to be sent; its id is its idempotency key."""
-        values = {key: _stored(value) for key, value in fields.items()}
-        self.db["messages"].insert(values, ignore=True)
+        self.db["messages"].insert(message_values(fields), ignore=True)
+
+    def insert_messages(self, messages: list[dict[str, Any]]) -> None:
+        """Store many messages, each as `message_values` gives it, in one statement per set of
+        columns; one whose id is stored already is left as it is."""
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for values in messages:
+            by_columns.setdefault(tuple(values), []).append(list(values.values()))
+        for columns, rows_of_values in by_columns.items():
+            names = ", ".join(f"[{name}]" for name in columns)  # the engine's own keys, never input
+            marks = ", ".join("?" for _ in columns)
+            self.db.conn.executemany(
+                f"INSERT OR IGNORE INTO messages ({names}) VALUES ({marks})", rows_of_values
+            )
 
     def message(self, message_id: str) -> dict[str, Any] | None:
         """A stored message as a dict (JSON columns decoded)."""

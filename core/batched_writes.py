@@ -1,0 +1,96 @@
+"""What starting many journeys writes, gathered and written with one statement per table.
+
+Starting a journey writes its row (inserted, then updated as its first steps run), a line or
+two of timeline, its next job and maybe a message: four to six statements per customer. A
+schedule's page of a thousand customers started through `BatchedWrites` instead writes each
+table once, with `executemany`, in the order the statements would have run: the rows, their
+ids and the timeline come out as starting them one at a time would leave them.
+
+Only the writes a start makes are gathered; a write that could meet what is gathered (a job
+cancelled) first writes out what is pending. Everything runs inside the caller's transaction
+on the store's thread, so nothing reads the tables in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from boomerang.engine_protocols import EngineStore
+from boomerang.model import JournalEntry, Journey
+from boomerang.store.jobs import job_row
+from boomerang.store.journeys import journey_row
+from boomerang.store.messages import message_values
+
+
+class BatchedWrites:
+    """The engine's journey writes (`JourneyWrites`), held back until `flush`.
+
+    `stored` holds the ids of the journeys already in the store among those about to be
+    started (`EngineStore.existing_journeys`): inserting one of them is refused as the store
+    would refuse it.
+    """
+
+    def __init__(self, store: EngineStore, stored: Iterable[str]):
+        self.store = store
+        self.stored = set(stored)
+        # A new journey's row as its last write left it, by id (a dict keeps insertion order).
+        self.journeys: dict[str, tuple[Any, ...]] = {}
+        self.journal: list[JournalEntry] = []
+        self.jobs: list[tuple[Any, ...]] = []
+        self.messages: list[dict[str, Any]] = []
+
+    def insert_journey(self, journey: Journey, now: datetime) -> bool:
+        """Hold a new journey; False if that entry exists already (stored, or held)."""
+        if journey.id in self.stored or journey.id in self.journeys:
+            return False
+        self.journeys[journey.id] = journey_row(journey, now)
+        return True
+
+    def save_journey(self, journey: Journey, now: datetime) -> None:
+        """A held journey's row becomes its new state; any other journey's is written now."""
+        if journey.id in self.journeys:
+            self.journeys[journey.id] = journey_row(journey, now)
+        else:
+            self.store.save_journey(journey, now)
+
+    def add_journal(self, entry: JournalEntry) -> None:
+        """Hold a line of the timeline."""
+        self.journal.append(entry)
+
+    def add_job(
+        self,
+        kind: str,
+        due_at: float,
+        priority: int,
+        payload: dict[str, Any],
+        *,
+        journey_id: str | None = None,
+        version: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Hold a job (its id is not known until `flush`)."""
+        self.jobs.append(job_row(kind, due_at, priority, payload, journey_id, version, key))
+
+    def insert_message(self, fields: dict[str, Any]) -> None:
+        """Hold a message to be sent."""
+        self.messages.append(message_values(fields))
+
+    def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None:
+        """Cancel a journey's jobs: what is held is written first, so that it is cancelled too."""
+        self.flush()
+        self.store.delete_jobs_of(journey_id, kind)
+
+    def flush(self) -> None:
+        """Write everything held, one statement per table."""
+        if self.journeys:
+            self.store.insert_journeys(list(self.journeys.values()))
+        if self.messages:
+            self.store.insert_messages(self.messages)
+        if self.journal:
+            self.store.add_journal_entries(self.journal)
+        if self.jobs:
+            self.store.add_jobs(self.jobs)
+        self.stored.update(self.journeys)
+        self.journeys, self.journal, self.jobs, self.messages = {}, [], [], []
