@@ -50,10 +50,27 @@ def customer_data(customer: Customer) -> dict[str, Any]:
     customers builds a million of these.
     """
     return {
-        field.name: copy.deepcopy(value) if isinstance(value, dict | list) else value
+        field.name: _copied(value) if isinstance(value, dict | list) else value
         for field in CUSTOMER_FIELDS
         for value in (getattr(customer, field.name),)
     }
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a JSON value as `copy.deepcopy` makes it, several times faster: plain dicts and
+    lists are rebuilt, text, numbers and times are shared (they cannot change), anything else
+    is deep-copied."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    if kind in _UNCHANGING:
+        return value
+    return copy.deepcopy(value)
+
+
+_UNCHANGING = frozenset({str, int, float, bool, type(None), datetime})
 
 
 def journey_view(journey: Journey | None) -> dict[str, Any]:
