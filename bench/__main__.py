@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import check_speed, ingest, scheduler_scale, sends, simulate
+from bench import check_speed, engine, ingest, scheduler_scale, sends, simulate
 from bench.figures import Figure, write
 
 BENCHMARKS = {
     "check": check_speed,
+    "engine": engine,
     "ingest": ingest,
     "scheduler": scheduler_scale,
     "sends": sends,

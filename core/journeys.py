@@ -19,8 +19,10 @@ from typing import Any
 from boomerang.clock import to_iso
 from boomerang.context import journey_view
 from boomerang.engine_base import EngineBase
+from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import evaluating, render
 from boomerang.model import Customer, Event, Job, Journey
+from boomerang.project import Project
 from boomerang.scenarios import Scenario, Step
 from boomerang.store import unavailable
 
@@ -46,9 +48,34 @@ def journey_id(scenario: Scenario, customer_id: str, entry_key: str) -> str:
 class Journeys(EngineBase):
     """Entering, walking and ending journeys; every method runs on the store's thread."""
 
+    # What `handle_pending_events` read for the batch under way; None between batches.
+    _batch: _BatchReads | None = None
+
+    def use(self, project: Project) -> None:
+        """Switch to a newly loaded project; also index its scenarios by the events they act on."""
+        super().use(project)
+        # Which scenarios an event type starts, and which types are some scenario's goal: an
+        # event of another type skips those loops (and the reads they need) altogether.
+        self._started_by: dict[str, list[Scenario]] = {}
+        for scenario in self.scenarios.values():
+            if scenario.trigger.kind == "event":
+                for event_type in dict.fromkeys(scenario.trigger.events):  # each type once
+                    self._started_by.setdefault(event_type, []).append(scenario)
+        self._goal_types = {scenario.goal.event for scenario in self.scenarios.values() if scenario.goal}
+        # Every type some scenario acts on; an event of another type changes nothing, unless a
+        # journey begun under an earlier version of the project still waits for it.
+        self._acted_on = set(self._started_by) | self._goal_types
+        for scenario in self.scenarios.values():
+            self._acted_on.update(scenario.exit_on)
+            self._acted_on.update(step.until_event for step in scenario.index.values() if step.until_event)
+
     def handle_pending_events(self, limit: int = 200) -> int:
         """Act on stored events not yet handled, up to `limit` of them in ONE transaction (one
         commit for the batch), each in a savepoint of its own. Returns how many.
+
+        The batch's customers and their journeys are read at its start, in one query each; an
+        event that writes anything makes its customer read afresh for that customer's next event.
+        An event no scenario acts on (and no journey waits for) costs no read at all.
 
         A bug acting on one event rolls back that event's savepoint alone and marks it handled,
         loudly, so that it cannot wedge the queue. A database that cannot take the write (disk
@@ -56,26 +83,39 @@ class Journeys(EngineBase):
         """
         events = self.store.unhandled_events(limit)
         with self.store.transaction():
-            for event in events:
-                try:
-                    with self.store.transaction():
-                        self.on_event(event, self.clock.now())
-                        self.store.mark_handled(event.id)
-                except Exception as exc:
-                    if unavailable(exc):
-                        raise
-                    log.exception("acting on event %s (%s) failed; it is skipped", event.id, event.type)
-                    self.store.mark_handled(event.id)
+            customer_ids = {event.customer_id for event in events if event.customer_id}
+            batch = self._batch = _BatchReads.of(self.store, customer_ids)
+            try:
+                for event in events:
+                    try:
+                        with self.store.transaction():
+                            written = self.store.changes()
+                            self.on_event(event, self.clock.now())
+                            if self.store.changes() != written:
+                                batch.forget(event.customer_id)
+                    except Exception as exc:
+                        # What this event changed in memory is not what its rolled-back savepoint left.
+                        batch.forget(event.customer_id)
+                        if unavailable(exc):
+                            raise
+                        log.exception("acting on event %s (%s) failed; it is skipped", event.id, event.type)
+            finally:
+                self._batch = None
+            # Acted on or skipped, every event of the batch is handled when the batch commits.
+            self.store.mark_handled([event.id for event in events])
         return len(events)
 
     def on_event(self, event: Event, now: datetime) -> None:
         """Goals, exits, awaited events, restarts and new entries caused by one event."""
-        customer = self.store.customer(event.customer_id)
+        if event.type not in self._acted_on and (self._batch is None or not self._batch.awaits(event)):
+            return  # no scenario acts on it, and no journey of this customer waits for it
+        customer, journeys = self._customer_and_journeys(event.customer_id)
         if customer is None:
             return
+        if event.type in self._goal_types:
+            self._record_goals(customer, journeys, event, now)
         event_view = {"id": event.id, "type": event.type, "at": to_iso(event.at), "data": event.data}
-        self._record_goals(customer, event, now)
-        for journey in self.store.journeys_of(customer.id, "active"):
+        for journey in [journey for journey in journeys if journey.status == "active"]:
             scenario = self.scenarios.get(journey.scenario)
             if scenario is None:
                 continue
@@ -88,23 +128,38 @@ class Journeys(EngineBase):
                 self.writes.delete_jobs_of(journey.id, "advance")
                 journey.version += 1
                 self._advance(journey, scenario, customer, now, completing=True)
-        for scenario in self.scenarios.values():
+        for scenario in self._started_by.get(event.type, ()):
             trigger = scenario.trigger
-            if trigger.kind != "event" or event.type not in trigger.events:
-                continue
             if trigger.condition and not trigger.condition.test(
                 self.context(customer, None, now, event_view), self.scope(customer.id, now)
             ):
                 continue
-            active = [j for j in self.store.journeys_of(customer.id, "active") if j.scenario == scenario.id]
+            # The journeys above are the stored ones: every change to them was saved as it was made.
+            here = [j for j in journeys if j.scenario == scenario.id]
+            active = [j for j in here if j.status == "active"]
             if active:
                 if scenario.restart:
                     self._restart(active[0], scenario, customer, event_view, now)
                 continue
-            self.enter(scenario, customer, event.id, event_view, now)
+            if here:
+                self.enter(scenario, customer, event.id, event_view, now)
+            else:  # never in this scenario: the reentry rule has nothing to refuse
+                self._start(scenario, customer, event.id, event_view, now)
 
-    def _record_goals(self, customer: Customer, event: Event, now: datetime) -> None:
-        for journey in self.store.journeys_of(customer.id):
+    def _customer_and_journeys(self, customer_id: str | None) -> tuple[Customer | None, list[Journey]]:
+        """An event's customer and all their journeys (oldest first): what the batch read, or read now."""
+        if customer_id is None:
+            return None, []
+        known = self._batch.get(customer_id) if self._batch is not None else None
+        if known is None:
+            customer = self.store.customer(customer_id)
+            known = customer, self.store.journeys_of(customer_id) if customer is not None else []
+            if self._batch is not None:
+                self._batch.remember(customer_id, known)
+        return known
+
+    def _record_goals(self, customer: Customer, journeys: list[Journey], event: Event, now: datetime) -> None:
+        for journey in journeys:
             scenario = self.scenarios.get(journey.scenario)
             if scenario is None or scenario.goal is None or scenario.goal.event != event.type:
                 continue
@@ -364,6 +419,55 @@ class Journeys(EngineBase):
                 journey.context["waited"] = {"event": None, "at": to_iso(now), "data": {}}
                 journey.waiting_for = None
             self._advance(journey, scenario, customer, now, completing=True)
+
+
+class _BatchReads:
+    """The customers of a batch of events and all their journeys, read at once at its start.
+
+    A customer's entry holds what the store holds only until one of their events writes
+    something: `forget` then drops it, and their next event reads them afresh (and `remember`s
+    that). `awaited` holds
+    what the active journeys waited for at the start: during the batch a journey only stops
+    waiting, or starts waiting for an event the project's scenarios act on.
+    """
+
+    def __init__(self, known: dict[str, tuple[Customer | None, list[Journey]]]):
+        self._known = known
+        self._awaited = {
+            (journey.customer_id, journey.waiting_for)
+            for _, journeys in known.values()
+            for journey in journeys
+            if journey.status == "active" and journey.waiting_for
+        }
+
+    @classmethod
+    def of(cls, store: EngineStore, customer_ids: set[str]) -> _BatchReads:
+        """Read the customers and their journeys: one query each (per 500 customers)."""
+        customers = store.customers(customer_ids)
+        journeys = store.journeys_of_customers(customers)
+        return cls(
+            {
+                customer_id: (customers.get(customer_id), journeys.get(customer_id, []))
+                for customer_id in customer_ids
+            }
+        )
+
+    def awaits(self, event: Event) -> bool:
+        """Whether an active journey of the event's customer waited for its type at the start."""
+        return (event.customer_id, event.type) in self._awaited
+
+    def get(self, customer_id: str) -> tuple[Customer | None, list[Journey]] | None:
+        """The customer (None: there is none) and their journeys; None if not known (any more)."""
+        return self._known.get(customer_id)
+
+    def remember(self, customer_id: str, known: tuple[Customer | None, list[Journey]]) -> None:
+        """Keep what was just read of a customer for their next event."""
+        self._known[customer_id] = known
+
+    def forget(self, customer_id: str | None) -> None:
+        """Drop what was read of a customer: something was written since."""
+        if customer_id is not None:
+            self._known.pop(customer_id, None)
 
 
 def _promo_record(promo: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -107,6 +107,11 @@ class Connection:
         """A context manager: everything inside commits together or not at all (nested: a savepoint)."""
         return self.db.atomic()
 
+    def changes(self) -> int:
+        """Rows written since the database was opened: a caller compares two readings to learn
+        whether anything between them wrote."""
+        return self.db.conn.total_changes
+
     def _select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The rows of one of the store's own SELECTs, as dicts keyed by column name.
 

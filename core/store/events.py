@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -190,6 +190,10 @@ class Events(Customers):
             if readable or self.rows_set_aside == set_aside:
                 return readable
 
-    def mark_handled(self, event_id: str) -> None:
-        """Record that the engine has acted on an event."""
-        self.db.execute("UPDATE events SET handled = 1 WHERE id = ?", [event_id])
+    def mark_handled(self, event_ids: Collection[str]) -> None:
+        """Record that the engine has acted on these events (one statement per 500)."""
+        wanted = list(event_ids)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            self.db.execute(f"UPDATE events SET handled = 1 WHERE id IN ({marks})", chunk)
