@@ -496,7 +496,7 @@ async def test_a_slow_template_fails_its_message_and_the_daemon_stays_responsive
     project: Path, tmp_path: Path
 ) -> None:
     """Against the real `boomerang run`: while a message with a never-ending loop renders,
-    /healthz and POST /events answer within 100 ms; the message fails when its budget is spent."""
+    /healthz and POST /events keep answering; the message fails when its budget is spent."""
     only_our_scenarios(project)
     write(
         project / "scenarios" / "slow.yaml",
@@ -541,7 +541,10 @@ async def test_a_slow_template_fails_its_message_and_the_daemon_stays_responsive
 
         drop = await wait_for(dropped, 20 - (time.monotonic() - started), "the slow message to be settled")
 
-    assert len(latencies) >= 10 and max(latencies) < 0.1, latencies
+    # A daemon that rendered on its loop or store thread would hold a request for the rest of the
+    # 1 s budget. The bound is that, with room for a busy machine, not a speed goal (answers take
+    # a few ms when the machine is quiet).
+    assert len(latencies) >= 10 and max(latencies) < 0.5, latencies
     assert drop["template"] == "slow" and drop["channel"] == "email"
     assert drop["reason"] == "email: cannot render: it took longer than its budget of 1 s"
     assert "cannot render: it took longer than its budget of 1 s" in (tmp_path / "daemon.log").read_text()
