@@ -13,7 +13,8 @@ It is composed of parts named after what they hold (see each module):
 - `boomerang.retry`: the one retry policy of sends, actions and the scheduler.
 
 `Engine.run_job`, on the event loop, hands each claimed job to its handler by kind, and
-`Engine.batches` the jobs of a kind that run in batches (sends) to the batch's handler.
+`Engine.batches` the jobs of a kind that run in batches (sends, and waits ending together) to the
+batch's handler.
 `simulate` and the daemon run this same engine, on a virtual clock and on the wall clock.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 from boomerang.dispatch import Dispatch
 from boomerang.engine_protocols import Clock, EngineStore
@@ -31,6 +33,8 @@ from boomerang.project import Project
 from boomerang.schedules import Schedules
 
 log = logging.getLogger(__name__)
+
+W = TypeVar("W", Job, list[Job])  # what a store-thread handler takes: a job, or a batch of them
 
 
 class Engine(Dispatch, Schedules):
@@ -51,13 +55,17 @@ class Engine(Dispatch, Schedules):
         }
         # The kinds whose jobs run best many at once, and what runs a batch of them: the
         # scheduler hands over every claimed job of such a kind together.
-        self.batches: dict[str, Callable[[list[Job]], Awaitable[None]]] = {"send": self._send}
+        self.batches: dict[str, Callable[[list[Job]], Awaitable[None]]] = {
+            "send": self._send,
+            "advance": self._on_store_thread(self._resume_all),
+        }
 
-    def _on_store_thread(self, handler: Callable[[Job, datetime], None]) -> Callable[[Job], Awaitable[None]]:
-        """A job handler that runs on the store's thread, at the clock's time when it starts."""
+    def _on_store_thread(self, handler: Callable[[W, datetime], None]) -> Callable[[W], Awaitable[None]]:
+        """A handler of a job (or a batch of jobs) that runs on the store's thread, at the clock's
+        time when it starts."""
 
-        async def run(job: Job) -> None:
-            await self.store.run(handler, job, self.clock.now())
+        async def run(work: W) -> None:
+            await self.store.run(handler, work, self.clock.now())
 
         return run
 

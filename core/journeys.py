@@ -23,6 +23,7 @@ from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import evaluating, render
 from boomerang.model import Customer, Event, Job, Journey
 from boomerang.project import Project
+from boomerang.retry import RETRY
 from boomerang.scenarios import Scenario, Step
 from boomerang.store import unavailable
 
@@ -384,6 +385,19 @@ class Journeys(EngineBase):
             journey_id=journey.id,
             key=stable_id("action:", journey.id, journey.version, step.path),
         )
+
+    def _resume_all(self, jobs: list[Job], now: datetime) -> None:
+        """`advance` jobs falling due together (a burst of waits ending at once) in one
+        transaction, one commit for all: each in its own savepoint, so one that raises is rolled
+        back alone and settled by `RETRY` while the others go on."""
+        with self.store.transaction():
+            for job in jobs:
+                try:
+                    self._resume(job, now)
+                except Exception as exc:  # one journey's bug must not hold up the rest
+                    if unavailable(exc):
+                        raise  # the database cannot take the batch: all of it is retried
+                    RETRY.settle_failure(self.store, job, now.timestamp(), exc)
 
     def _resume(self, job: Job, now: datetime) -> None:
         """An `advance` job: a wait is over (or an awaited event did not come); walk on."""

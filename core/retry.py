@@ -14,7 +14,15 @@ that says how long to wait (Retry-After) is believed instead of the backoff.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from boomerang.model import Job
+    from boomerang.store import JobQueue
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,19 @@ class RetryPolicy:
     def backoff(self, attempts_made: int) -> float:
         """Seconds to wait before the next attempt of a job that failed `attempts_made` times before."""
         return self.wait * 2**attempts_made
+
+    def settle_failure(self, queue: JobQueue, job: Job, now: float, error: BaseException) -> None:
+        """A job whose handler raised (a bug, a full disk; a provider's answer is the handler's
+        own business): queued again after the backoff, or given up after its last attempt.
+        Logged with the error either way. Call it where the queue's calls may block."""
+        if self.retries(job.attempts):
+            log.error("job %s (%s) failed; it will be retried", job.id, job.kind, exc_info=error)
+            queue.retry_job(job.id, now + self.backoff(job.attempts))
+        else:
+            log.error(
+                "job %s (%s) failed %d times; giving it up", job.id, job.kind, self.attempts, exc_info=error
+            )
+            queue.complete_job(job.id)
 
 
 RETRY = RetryPolicy()

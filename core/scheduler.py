@@ -116,18 +116,10 @@ class Scheduler:
             else:
                 [job] = jobs
                 await self.run_job(job)
-        except Exception:
-            # A bug, not a provider's answer (those are handled by the job itself).
+        except Exception as exc:  # noqa: BLE001 - a bug, not a provider's answer: retried, then given up
+            now = self.clock.now().timestamp()
             for job in jobs:
-                if not RETRY.retries(job.attempts):
-                    log.exception(
-                        "job %s (%s) failed %d times; giving it up", job.id, job.kind, RETRY.attempts
-                    )
-                    await self.queue.run(self.queue.complete_job, job.id)
-                else:
-                    log.exception("job %s (%s) failed; it will be retried", job.id, job.kind)
-                    due = self.clock.now().timestamp() + RETRY.backoff(job.attempts)
-                    await self.queue.run(self.queue.retry_job, job.id, due)
+                await self.queue.run(RETRY.settle_failure, self.queue, job, now, exc)
         self.done += len(jobs)
 
     async def serve(self, stopping: asyncio.Event) -> None:
