@@ -43,7 +43,12 @@ def write_private(path: Path, content: bytes) -> None:
         # folder, and checking each of its parents first cost five system calls a file.
         private_folder(path.parent)
         descriptor = os.open(temporary, flags, FILE_MODE)
-    os.fchmod(descriptor, FILE_MODE)  # a leftover temporary file may have had another mode
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(content)
+    try:
+        os.fchmod(descriptor, FILE_MODE)  # a leftover temporary file may have had another mode
+        # Written without a file object, which would cost two more system calls (fstat, isatty).
+        view = memoryview(content)
+        while view:
+            view = view[os.write(descriptor, view) :]
+    finally:
+        os.close(descriptor)
     os.replace(temporary, path)
