@@ -73,7 +73,28 @@ class _ListUnsubscribeHeader(UnstructuredHeader):
         return f"{self.name}: {separator.join(str(self).split(', '))}{policy.linesep}"
 
 
-_HEADERS = HeaderRegistry()
+class _Headers(HeaderRegistry):
+    """The package's header registry, making each header's class once rather than on every
+    header set (a new class each time was a good part of building a message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def map_to_type(self, name: str, cls: type) -> None:
+        """As the package's, forgetting the classes made so far."""
+        super().map_to_type(name, cls)
+        self._classes.clear()
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        made = self._classes.get(key)
+        if made is None:
+            made = self._classes[key] = super().__getitem__(name)
+        return made
+
+
+_HEADERS = _Headers()
 _HEADERS.map_to_type("list-unsubscribe", _ListUnsubscribeHeader)
 POLICY = default_policy.clone(header_factory=_HEADERS)
 _BYTES = EmailBytes(POLICY)
