@@ -213,10 +213,13 @@ class Dispatch(Journeys):
         """
         with self.store.transaction():
             rows = self.store.messages([job.payload["message"] for job in jobs])
+            journeys = self.store.journeys({row["journey_id"] for row in rows.values()} - {None})
+            customers = self.store.customers({row["customer_id"] for row in rows.values()})
             ready = []
             for job in jobs:
                 row = rows.get(job.payload["message"])
-                found = self._ready_to_send(job, MessageRecord.from_row(row) if row else None, now)
+                record = MessageRecord.from_row(row) if row else None
+                found = self._ready_to_send(job, record, journeys, customers, now)
                 if found is None:
                     self.store.complete_job(job.id)
                 else:
@@ -242,10 +245,16 @@ class Dispatch(Journeys):
             return plans
 
     def _ready_to_send(
-        self, job: Job, record: MessageRecord | None, now: datetime
+        self,
+        job: Job,
+        record: MessageRecord | None,
+        journeys: dict[str, Journey],
+        customers: dict[str, Customer],
+        now: datetime,
     ) -> tuple[MessageRecord, Journey, Customer, MessageTemplate] | None:
-        """A queued message with its journey, customer and template, or None if it is done with
-        (settled, its journey or customer gone, expired, its template removed: recorded so)."""
+        """A queued message with its journey, customer and template (from those the batch read),
+        or None if it is done with (settled, its journey or customer gone, expired, its template
+        removed: recorded so)."""
         if record is None or record.status not in ("pending", "sending"):
             return None
         if record.status == "sending" and record.category != "transactional":
@@ -253,10 +262,13 @@ class Dispatch(Journeys):
             # recording the answer (a crash is settled at start; this is anything else).
             self._settle_unknown(record, "recording the previous attempt failed", now)
             return None
-        journey = self.store.journey(record.journey_id) if record.journey_id else None
-        customer = self.store.customer(record.customer_id)
+        journey = journeys.get(record.journey_id) if record.journey_id else None
+        customer = customers.get(record.customer_id)
         if customer is None or journey is None:
             return None
+        # A copy each: planning sets the message's context on its journey, and two messages
+        # of a batch may share one.
+        journey = dataclasses.replace(journey)
         step_fields = {"template": record.template, "message_id": record.id}
         if record.expires_at and parse_time(record.expires_at) < now:
             reason = f"expired at {record.expires_at} before it could go"
@@ -387,21 +399,39 @@ class Dispatch(Journeys):
     def _record_delivery(self, sendings: list[Sending], deliveries: list[Delivery], now: datetime) -> None:
         """Record the channels' answers for a batch, in one transaction, on the store's thread,
         and act on the feedback events that stored (message.sent, message.failed) in the same
-        transaction: each event still in its own savepoint, one commit for the batch."""
+        transaction, one commit for the batch.
+
+        The `message.sent` events of consecutive sends are stored together, in one ingest; any
+        other answer first stores those before it, so that the events keep the answers' order.
+        """
         with self.store.transaction():
             current = self.store.messages([sending.message.id for sending in sendings])
+            journeys = self.store.journeys({row["journey_id"] for row in current.values()} - {None})
+            sent: list[str] = []
             for sending, delivery in zip(sendings, deliveries, strict=True):
+                if sent and (delivery.status is not DeliveryStatus.SENT or delivery.gone):
+                    self.store.record_sent(sent, now)
+                    sent.clear()
                 row = current.get(sending.message.id)
-                self._record_answer(sending, MessageRecord.from_row(row) if row else None, delivery, now)
+                record = MessageRecord.from_row(row) if row else None
+                journey = journeys.get(record.journey_id) if record and record.journey_id else None
+                self._record_answer(sending, record, journey, delivery, now, sent)
+            self.store.record_sent(sent, now)
             self.handle_pending_events()
 
     def _record_answer(
-        self, sending: Sending, record: MessageRecord | None, delivery: Delivery, now: datetime
+        self,
+        sending: Sending,
+        record: MessageRecord | None,
+        journey: Journey | None,
+        delivery: Delivery,
+        now: datetime,
+        sent: list[str],
     ) -> None:
-        """Record one channel's answer about a message (`record`, as stored now): sent, retried
-        by `RETRY`, or failed."""
+        """Record one channel's answer about a message (`record`, as stored now, of `journey`):
+        sent, retried by `RETRY`, or failed. A sent message's id is added to `sent`, whose
+        `message.sent` events the caller stores."""
         job, message, reason = sending.job, sending.message, sending.reason
-        journey = self.store.journey(record.journey_id) if record and record.journey_id else None
         step = message.step
         fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
         sender = self.project.registry.channels.get(message.channel)
@@ -415,7 +445,7 @@ class Dispatch(Journeys):
             self.store.update_message(
                 message.id, status=status, detail=delivery.detail, provider_id=delivery.provider_id
             )
-            self.store.record_feedback(message.id, "message.sent", {}, None, now)
+            sent.append(message.id)
             if journey:
                 self._journal(now, "send", journey, step, reason, **fields)
             self.store.complete_job(job.id)

@@ -14,6 +14,7 @@ import pytest
 
 from boomerang.feedback import Effect, effect
 from boomerang.ingest import parse_event
+from boomerang.model import Journey
 from boomerang.plugin_manager import installed_address_fields
 from boomerang.profiles import PROFILE_FIELDS, merged, renewed_channels
 from boomerang.store import MIGRATIONS, JobQueue, Store, StoreError
@@ -530,3 +531,57 @@ def test_the_address_renewal_table_follows_the_channels_declared_fields() -> Non
     # nothing; before the channels declared their fields WhatsApp counted it as new.
     assert renewed(frozenset({"phone"}), phone="+79990003344") == set()
     assert renewed(addresses={"pigeon": "coop-7"}) == {"pigeon"}  # no fields: the address map
+
+
+def test_customers_and_journeys_are_read_by_the_batch_and_a_damaged_row_is_set_aside_alone(
+    store: Store,
+) -> None:
+    store.ingest([incoming(f"e-{n}", id=f"c-{n}", email=f"c{n}@example.com") for n in range(3)], RECEIVED)
+    for n in range(3):
+        journey = Journey(f"j-{n}", "welcome", f"c-{n}", "", "active", False, "0", 1, {"n": n}, RECEIVED)
+        store.insert_journey(journey, RECEIVED)
+    store.db.execute("UPDATE customers SET attributes = '{\"vip\": tru' WHERE id = 'c-1'")
+    store.db.execute("UPDATE journeys SET context = 'not json' WHERE id = 'j-2'")
+
+    customers = store.customers(["c-0", "c-1", "c-2", "c-nobody"])
+    journeys = store.journeys(["j-0", "j-1", "j-2", "j-nowhere"])
+
+    assert {key: customer.email for key, customer in customers.items()} == {
+        "c-0": "c0@example.com",
+        "c-2": "c2@example.com",
+    }
+    assert customers["c-0"] == store.customer("c-0")
+    assert {key: journey.context for key, journey in journeys.items()} == {"j-0": {"n": 0}, "j-1": {"n": 1}}
+    assert journeys["j-1"] == store.journey("j-1")
+    quarantined = set(store.db.execute("SELECT table_name, row_id FROM quarantine").fetchall())
+    assert quarantined == {("customers", "c-1"), ("journeys", "j-2")}
+
+
+def test_a_batch_of_sends_stores_each_message_sent_event_once_in_order(store: Store) -> None:
+    store.ingest([incoming("e-1", id="c-1", email="c1@example.com")], RECEIVED)
+    for n in range(3):
+        store.insert_message(
+            {
+                "id": f"m-{n}",
+                "customer_id": "c-1",
+                "template": "t",
+                "category": "trigger",
+                "channel": "email",
+                "status": "sent",
+                "created_at": "2026-03-05T12:00:00Z",
+                "sent_at": "2026-03-05T12:00:00Z",
+            }
+        )
+    store.record_sent(["m-2", "m-0", "m-unknown"], RECEIVED)
+    store.record_sent(["m-0", "m-1"], RECEIVED)  # m-0 again: a retry after a crash
+
+    stored = store.db.execute(
+        "SELECT id, customer_id, data FROM events WHERE type = 'message.sent' ORDER BY rowid"
+    )
+    found = [(event_id, customer, json.loads(data)["message"]["id"]) for event_id, customer, data in stored]
+    assert found == [
+        ("message.sent:m-2", "c-1", "m-2"),
+        ("message.sent:m-0", "c-1", "m-0"),
+        ("message.sent:m-1", "c-1", "m-1"),
+    ]
+    assert [row["status"] for row in store.messages(["m-0", "m-1", "m-2"]).values()] == ["sent"] * 3

@@ -4,7 +4,7 @@ feedback events about them (their rules: core/feedback.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +128,20 @@ class Messages(Events):
         row = self.db.execute("SELECT id FROM messages WHERE provider_id = ?", [provider_id]).fetchone()
         return self.message(row[0]) if row else None
 
+    def record_sent(self, message_ids: Sequence[str], now: datetime) -> None:
+        """Store the `message.sent` feedback of many messages at once, in their order: what
+        `record_feedback` stores for each, with one read and one ingest for all of them (the
+        send itself wrote the message, so the event changes nothing else). Unknown ids are
+        skipped; a message sent twice (a retry after a crash) is one event."""
+        found = self.messages(message_ids)
+        events = [
+            _feedback_event(found[message_id], "message.sent", {}, None, now)
+            for message_id in message_ids
+            if message_id in found
+        ]
+        if events:
+            self.ingest(events, now)
+
     def record_feedback(
         self, message_id: str, event_type: str, data: dict[str, Any], key: str | None, now: datetime
     ) -> tuple[bool, Event | None]:
@@ -141,18 +155,7 @@ class Messages(Events):
         if record is None:
             return False, None
         customer_id = record["customer_id"]
-        payload = {
-            "message": {key_: record[key_] for key_ in ("id", "channel", "template", "scenario", "step")},
-            **data,
-        }
-        event = Event(
-            id=f"{event_type}:{message_id}" + (f":{key}" if key else ""),
-            type=event_type,
-            at=now,
-            profile=ProfileUpdate(id=customer_id),
-            data=payload,
-            source=record["channel"] or "feedback",
-        )
+        event = _feedback_event(record, event_type, data, key, now)
         with self.db.atomic():
             if not self.ingest([event], now):
                 return True, None
@@ -179,6 +182,24 @@ class Messages(Events):
             if change.opt_out:
                 self.opt_out(customer_id, change.opt_out, now)
         return True, event
+
+
+def _feedback_event(
+    record: dict[str, Any], event_type: str, data: dict[str, Any], key: str | None, now: datetime
+) -> Event:
+    """The feedback event of `event_type` about a stored message; its id is derived from the
+    message, the type and `key`, so that the same feedback twice is one event."""
+    return Event(
+        id=f"{event_type}:{record['id']}" + (f":{key}" if key else ""),
+        type=event_type,
+        at=now,
+        profile=ProfileUpdate(id=record["customer_id"]),
+        data={
+            "message": {field: record[field] for field in ("id", "channel", "template", "scenario", "step")},
+            **data,
+        },
+        source=record["channel"] or "feedback",
+    )
 
 
 def _stored(value: Any) -> Any:

@@ -36,6 +36,7 @@ from boomerang.plugin_api import (
     SettingsCheck,
     html_to_text,
 )
+from boomerang.plugins.channels.email_bytes import EmailBytes
 
 SETTINGS = {
     "host",
@@ -72,9 +73,31 @@ class _ListUnsubscribeHeader(UnstructuredHeader):
         return f"{self.name}: {separator.join(str(self).split(', '))}{policy.linesep}"
 
 
-_HEADERS = HeaderRegistry()
+class _Headers(HeaderRegistry):
+    """The package's header registry, making each header's class once rather than on every
+    header set (a new class each time was a good part of building a message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def map_to_type(self, name: str, cls: type) -> None:
+        """As the package's, forgetting the classes made so far."""
+        super().map_to_type(name, cls)
+        self._classes.clear()
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        made = self._classes.get(key)
+        if made is None:
+            made = self._classes[key] = super().__getitem__(name)
+        return made
+
+
+_HEADERS = _Headers()
 _HEADERS.map_to_type("list-unsubscribe", _ListUnsubscribeHeader)
 POLICY = default_policy.clone(header_factory=_HEADERS)
+_BYTES = EmailBytes(POLICY)
 
 
 class SmtpPool:
@@ -152,34 +175,51 @@ class EmailChannel(Channel):
         self.sender = str(settings["from"])
         self.unsubscribe_mailto = settings.get("unsubscribe_mailto") or parseaddr(self.sender)[1]
         self.pool = SmtpPool(settings, int(settings.get("pool", 4)))
+        self._from_line: str | None = None
 
     def address(self, customer: Customer) -> str | None:
         """The customer's email address."""
         return customer.email
 
-    def build(self, message: Message) -> EmailMessage:
-        """The MIME message: a text part and, when the template has one, an HTML alternative."""
-        mail = EmailMessage(policy=POLICY)
-        mail["From"] = self.sender
-        mail["To"] = message.to
-        mail["Subject"] = message.subject or ""
-        mail["Date"] = format_datetime(datetime.now(UTC))
+    def headers(self, message: Message) -> list[tuple[str, str]]:
+        """The message's headers before its content's, in order."""
         domain = parseaddr(self.sender)[1].rpartition("@")[2] or "boomerang.local"
-        mail["Message-ID"] = f"<{message.idempotency_key}@{domain}>"
-        mail["X-Boomerang-Message-Id"] = message.id
+        headers = [
+            ("From", self.sender),
+            ("To", message.to),
+            ("Subject", message.subject or ""),
+            ("Date", format_datetime(datetime.now(UTC))),
+            ("Message-ID", f"<{message.idempotency_key}@{domain}>"),
+            ("X-Boomerang-Message-Id", message.id),
+        ]
         unsubscribe = message.extra.get("unsubscribe_url")
         if unsubscribe:
             token = unsubscribe.rsplit("/", 1)[-1]
             mailto = f"mailto:{self.unsubscribe_mailto}?subject={quote('unsubscribe ' + token)}"
-            mail["List-Unsubscribe"] = f"<{unsubscribe}>, <{mailto}>"
-            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        mail.set_content(message.body or html_to_text(message.html or ""))
-        if message.html:
-            preheader = message.extra.get("preheader")
-            html = message.html
-            if preheader:  # the line mail clients show after the subject; hidden in the body
-                hidden = '<div style="display:none;max-height:0;overflow:hidden">'
-                html = f"{hidden}{preheader}</div>{html}"
+            headers.append(("List-Unsubscribe", f"<{unsubscribe}>, <{mailto}>"))
+            headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        return headers
+
+    @staticmethod
+    def contents(message: Message) -> tuple[str, str | None]:
+        """The text part and, when the template has one, the HTML alternative."""
+        text = message.body or html_to_text(message.html or "")
+        if not message.html:
+            return text, None
+        preheader = message.extra.get("preheader")
+        if preheader:  # the line mail clients show after the subject; hidden in the body
+            hidden = '<div style="display:none;max-height:0;overflow:hidden">'
+            return text, f"{hidden}{preheader}</div>{message.html}"
+        return text, message.html
+
+    def build(self, message: Message) -> EmailMessage:
+        """The MIME message: a text part and, when the template has one, an HTML alternative."""
+        mail = EmailMessage(policy=POLICY)
+        for name, value in self.headers(message):
+            mail[name] = value
+        text, html = self.contents(message)
+        mail.set_content(text)
+        if html is not None:
             mail.add_alternative(html, subtype="html")
         return mail
 
@@ -199,8 +239,25 @@ class EmailChannel(Channel):
         return Delivery(DeliveryStatus.SENT, detail=response, provider_id=message.id)
 
     def outbox_file(self, message: Message) -> tuple[str, bytes]:
-        """The message exactly as it would go over SMTP, as an `.eml` file."""
-        return ".eml", bytes(self.build(message))
+        """The message exactly as it would go over SMTP, as an `.eml` file: the bytes of
+        `bytes(self.build(message))`, written without building it (see `email_bytes`)."""
+        kinds = {"To": "address", "Message-ID": "message-id"}
+        lines = []
+        for name, value in self.headers(message):
+            if name == "From":  # the same on every message: folded once
+                if self._from_line is None:
+                    self._from_line = _BYTES.folded(name, value)
+                lines.append(self._from_line)
+            elif name == "List-Unsubscribe":
+                lines.append(_BYTES.list_unsubscribe(value))
+            else:
+                lines.append(_BYTES.header(name, value, kinds.get(name, "unstructured")))
+        text, html = self.contents(message)
+        if html is None:
+            part = _BYTES.text_part(text, "plain", mime_version=True)
+            return ".eml", ("".join(lines) + part).encode("ascii", "surrogateescape")
+        parts = [_BYTES.text_part(text, "plain", mime_version=False), _BYTES.text_part(html, "html", True)]
+        return ".eml", _BYTES.alternative("".join(lines), parts)
 
     async def close(self) -> None:
         """Close the pooled connections."""

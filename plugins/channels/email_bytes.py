@@ -1,0 +1,82 @@
+"""An email's bytes, as the email package writes them, without its per-header machinery.
+
+`EmailChannel.build` makes an `EmailMessage` and `bytes()` flattens it: every header is parsed
+into a header object when set and folded back when written, and a new header class is made
+for each, which costs milliseconds a message. The headers Boomerang writes are nearly always
+short printable ASCII, which the package writes as they are: those are written directly here,
+and anything else (non-ASCII, encoded-word look-alikes, long lines) goes through the
+package's own parse and fold, header by header. Bodies are encoded by the package's own
+function, and the boundary is chosen as its generator chooses it. So the bytes are the
+package's bytes (tests/test_email_bytes.py compares the two on generated messages).
+"""
+
+from __future__ import annotations
+
+import re
+from email.contentmanager import _encode_text  # what `set_content` encodes a text body with
+from email.generator import BytesGenerator
+from email.policy import Policy
+
+# A header the email package writes unchanged: printable ASCII words separated by single
+# spaces (no folding whitespace to normalise), no `=?` (which it would read as an encoded word).
+_PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*")
+_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_BOUNDARY = re.compile(r"={15}[0-9]{19}==")  # the generator's, unless it collided with the text
+_MESSAGE_ID = re.compile(r"<[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>")
+
+
+def _plain(value: str) -> bool:
+    return _PLAIN.fullmatch(value) is not None and "=?" not in value
+
+
+class EmailBytes:
+    """Writes the headers and bodies of `EmailChannel`'s messages with `policy`."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.nl = policy.linesep
+        self.limit = policy.max_line_length or 0
+
+    def header(self, name: str, value: str, kind: str = "unstructured") -> str:
+        """One header line as the package folds it; `kind` says which values it writes unchanged:
+        `unstructured` (Subject, Date...), `address` (a bare address) or `message-id`."""
+        plain = {"address": _ADDRESS, "message-id": _MESSAGE_ID}.get(kind)
+        short = len(name) + 2 + len(value) <= self.limit
+        if short and (plain.fullmatch(value) is not None if plain else _plain(value)):
+            return f"{name}: {value}{self.nl}"
+        return self.folded(name, value)
+
+    def folded(self, name: str, value: str) -> str:
+        """A header line through the package's own parse and fold (raises as setting it would)."""
+        _, parsed = self.policy.header_store_parse(name, value)
+        return self.policy.fold_binary(name, parsed).decode("ascii", "surrogateescape")
+
+    def list_unsubscribe(self, value: str) -> str:
+        """`List-Unsubscribe`, folded only between its entries (as `_ListUnsubscribeHeader`)."""
+        if not _plain(value):
+            return self.folded("List-Unsubscribe", value)
+        return f"List-Unsubscribe: {(',' + self.nl + ' ').join(value.split(', '))}{self.nl}"
+
+    def text_part(self, text: str, subtype: str, mime_version: bool) -> str:
+        """A text part's headers, blank line and body, as `set_content` and the generator write it."""
+        cte, body = _encode_text(text, "utf-8", None, self.policy)
+        headers = f'Content-Type: text/{subtype}; charset="utf-8"{self.nl}'
+        headers += f"Content-Transfer-Encoding: {cte}{self.nl}"
+        if mime_version:  # `EmailMessage.set_content` adds it to the part it sets
+            headers += f"MIME-Version: 1.0{self.nl}"
+        return headers + self.nl + body
+
+    def alternative(self, headers: str, parts: list[str]) -> bytes:
+        """A `multipart/alternative` message of `parts`, with a boundary none of them contains."""
+        texts = [part.encode("ascii", "surrogateescape") for part in parts]
+        boundary = BytesGenerator._make_boundary(self.nl.encode("ascii").join(texts))
+        parameter = f'boundary="{boundary}"'
+        if _BOUNDARY.fullmatch(boundary) and self.limit == 78:
+            # Too long for one line, so the package folds it before the boundary.
+            content_type_line = f"Content-Type: multipart/alternative;{self.nl} {parameter}{self.nl}"
+        else:  # a boundary made longer to differ from the text
+            content_type_line = self.folded("Content-Type", f"multipart/alternative; {parameter}")
+        head = f"{headers}MIME-Version: 1.0{self.nl}{content_type_line}{self.nl}--{boundary}{self.nl}"
+        delimiter = f"{self.nl}--{boundary}{self.nl}".encode("ascii")
+        end = f"{self.nl}--{boundary}--{self.nl}".encode("ascii")
+        return head.encode("ascii", "surrogateescape") + delimiter.join(texts) + end
