@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,7 +123,7 @@ class Connection:
         keys = [column[0] for column in cursor.description]
         return [dict(zip(keys, row, strict=True)) for row in cursor]
 
-    def _update(self, table: str, row_id: str, values: dict[str, Any]) -> None:
+    def _update(self, table: str, row_id: str, values: Mapping[str, Any]) -> None:
         """Set columns of the row `row_id` of `table` (one of the store's own, keyed by `id`).
 
         sqlite-utils' `Table.update` in one statement: it also reads the row first, the table's

@@ -102,7 +102,7 @@ class Customers(Quarantine):
         if working is None:
             return
         for customer_id, columns in working.dirty.items():
-            self._write_customer(customer_id, columns)
+            self._update("customers", customer_id, columns)
         working.dirty.clear()
 
     def _settle(self) -> None:
@@ -114,11 +114,6 @@ class Customers(Quarantine):
         self._flush()
         working.rows.clear()
         working.owners.clear()
-
-    def _write_customer(self, customer_id: str, columns: Mapping[str, Any]) -> None:
-        """UPDATE a customer's columns (names from this package's own rules, never from input)."""
-        assignments = ", ".join(f"[{name}] = ?" for name in columns)
-        self.db.execute(f"UPDATE customers SET {assignments} WHERE id = ?", [*columns.values(), customer_id])
 
     def _create_customer(self, customer_id: str | None, now: str, at: str) -> str:
         customer_id = customer_id or f"anon-{secrets.token_hex(8)}"
@@ -220,7 +215,7 @@ class Customers(Quarantine):
         survivor, other = self.customer_row(into), self.customer_row(loser)
         if survivor is None or other is None:
             return
-        self._write_customer(into, merged(survivor, other))
+        self._update("customers", into, merged(survivor, other))
         self.db.execute("DELETE FROM customers WHERE id = ?", [loser])
         self._repoint(loser, into)
 
@@ -248,7 +243,7 @@ class Customers(Quarantine):
         if not changes:
             return
         if working is None:
-            self._write_customer(customer_id, changes)
+            self._update("customers", customer_id, changes)
             return
         row.update(changes)
         working.dirty.setdefault(customer_id, {}).update(changes)
@@ -269,7 +264,7 @@ class Customers(Quarantine):
                 kept = [
                     sub for sub in json.loads(row["push_subscriptions"]) if sub.get("endpoint") != endpoint
                 ]
-                self._write_customer(row["id"], {"push_subscriptions": json.dumps(kept)})
+                self._update("customers", row["id"], {"push_subscriptions": json.dumps(kept)})
 
     def customer_row(self, customer_id: str) -> dict[str, Any] | None:
         """The raw stored row of a customer, by canonical id; None if it cannot be read back."""
@@ -319,7 +314,7 @@ class Customers(Quarantine):
         if row is None:
             return
         combined = {**json.loads(row["attributes"]), **attributes}
-        self._write_customer(customer_id, {"attributes": json.dumps(combined, ensure_ascii=False)})
+        self._update("customers", customer_id, {"attributes": json.dumps(combined, ensure_ascii=False)})
 
     def audience_page(
         self, scenario: str, after: str, limit: int, entered_since: str | None
@@ -364,7 +359,7 @@ class Customers(Quarantine):
             return
         opt_outs = json.loads(row["opt_outs"])
         opt_outs.update({channel: to_iso(now) for channel in channels})
-        self._write_customer(customer_id, {"opt_outs": json.dumps(opt_outs)})
+        self._update("customers", customer_id, {"opt_outs": json.dumps(opt_outs)})
 
     def mark_unreachable(self, customer_id: str, channel: str, reason: str) -> None:
         """The customer's address on a channel is known bad (hard bounce, blocked bot...)."""
@@ -372,7 +367,7 @@ class Customers(Quarantine):
         if row is None:
             return
         unreachable = {**json.loads(row["unreachable"]), channel: reason or "address invalid"}
-        self._write_customer(customer_id, {"unreachable": json.dumps(unreachable)})
+        self._update("customers", customer_id, {"unreachable": json.dumps(unreachable)})
 
     def set_profile(self, customer_id: str, fields: dict[str, Any]) -> None:
         """Store the address fields a channel's `forget()` gave (the map and lists as data)."""
@@ -382,4 +377,4 @@ class Customers(Quarantine):
             if key in PROFILE_FIELDS or key in ADDRESS_JSON  # never a count, a stamp or an opt-out
         }
         if updates:
-            self._write_customer(customer_id, updates)
+            self._update("customers", customer_id, updates)

@@ -25,7 +25,10 @@ _ENGAGED = "FROM messages WHERE status IN ('sent', 'delivered', 'failed') AND ch
 
 def message_values(fields: dict[str, Any]) -> dict[str, Any]:
     """A message's columns as they are stored: its dicts and lists as JSON."""
-    return {key: _stored(value) for key, value in fields.items()}
+    return {
+        key: json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, dict | list) else value
+        for key, value in fields.items()
+    }
 
 
 class Messages(Events):
@@ -200,8 +203,3 @@ def _feedback_event(
         },
         source=record["channel"] or "feedback",
     )
-
-
-def _stored(value: Any) -> Any:
-    """A message field as stored: a dict or list as JSON text."""
-    return json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, dict | list) else value
