@@ -295,6 +295,48 @@ def systemd_unit(config_file: Path, watchdog: int) -> None:
         click.echo(f"note: {note}", err=True)
 
 
+@cli.group()
+def sources() -> None:
+    """The sources that feed events in: shops, sites, CRMs."""
+
+
+@sources.command(name="setup")
+@config_option
+@click.argument("name")
+def sources_setup(config_file: Path, name: str) -> None:
+    """Register source NAME with its platform (webhook subscriptions); safe to run twice."""
+    from boomerang.kinds import SetupError
+    from boomerang.problems import did_you_mean
+    from boomerang.project import open_project
+
+    try:
+        project, _ = open_project(config_file)
+    except ProblemError as exc:
+        raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
+    registry = project.registry
+    source = registry.sources.get(name)
+    if source is None:
+        known = sorted(registry.sources)
+        raise click.ClickException(
+            f"no source '{name}'{did_you_mean(name, known)}; configured: {', '.join(known) or 'none'}"
+        )
+
+    async def setup() -> list[str] | None:
+        try:
+            return await source.setup()
+        finally:
+            await registry.close()
+
+    try:
+        done = asyncio.run(setup())
+    except SetupError as exc:
+        raise click.ClickException(f"{name}: {exc}") from None
+    if done is None:
+        raise click.ClickException(f"source '{name}' has nothing to set up")
+    for line in done:
+        click.echo(line)
+
+
 def _plugin_dirs_for_commands(argv: list[str]) -> list[Path]:
     """Drop-in directories of the config named on the command line, for `register_commands`."""
     explicit = None

@@ -76,9 +76,23 @@ class Source:
         """Fetch events until `stop` is set; the default source does not poll."""
         return None
 
+    async def setup(self) -> list[str] | None:
+        """Register this source with its platform (webhook subscriptions...) for
+        `boomerang sources setup NAME`; idempotent: run twice, nothing doubles.
+
+        :return: one line per thing done or found already in place; None when the source has
+            nothing to set up.
+        :raise SetupError: with a message for the admin when the platform refuses.
+        """
+        return None
+
     async def close(self) -> None:
         """Release connections; called on shutdown and when a reload replaces the source."""
         return None
+
+
+class SetupError(Exception):
+    """A source's platform refused its setup; the message says what to fix."""
 
 
 class Channel(ABC):

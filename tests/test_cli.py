@@ -62,3 +62,15 @@ def test_help_lists_the_commands() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     for command in ("init", "run", "plugins", "systemd-unit"):
         assert command in result.output
+
+
+def test_sources_setup_names_the_configured_sources_and_refuses_one_with_nothing_to_set_up(
+    project: Path,
+) -> None:
+    config = str(project / "boomerang.yaml")
+    unknown = CliRunner().invoke(cli, ["sources", "setup", "shopfy", "--config", config])
+    assert unknown.exit_code == 1
+    assert "no source 'shopfy'" in unknown.output and "configured: api" in unknown.output
+    nothing = CliRunner().invoke(cli, ["sources", "setup", "api", "--config", config])
+    assert nothing.exit_code == 1
+    assert "source 'api' has nothing to set up" in nothing.output
