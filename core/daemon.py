@@ -26,7 +26,7 @@ from boomerang.config import load_config
 from boomerang.engine import Engine
 from boomerang.ingest import Ingestor
 from boomerang.kinds import Route, Source
-from boomerang.model import Event
+from boomerang.model import Event, Job
 from boomerang.plugin_manager import Plugins, address_fields, load_plugins, notify
 from boomerang.private_files import create_private
 from boomerang.problems import ProblemError
@@ -98,8 +98,17 @@ class Daemon:
         released = await self.store.run(self.store.release_all_leases)
         if released:
             log.info("took back %d jobs left running by the previous process", released)
-        self.ingest = Ingestor(self.store, self.clock, self._on_stored, verified=self._verified_source)
+        self.ingest = Ingestor(
+            self.store,
+            self.clock,
+            self._on_stored,
+            verified=self._verified_source,
+            wake=lambda: self.scheduler.wake(),
+        )
         self.engine = Engine(self.store, self.clock, self.plugins, self.project)
+        # A visit's end is stored through the ingestor, like any source's event, so that
+        # `event_stored` hears of its `site.left`.
+        self.engine.handlers["visit"] = self._visit_over
         self.unknown_sends = await self.store.run(self.engine.settle_interrupted_sends, self.clock.now())
         if self.unknown_sends:
             log.warning(
@@ -349,6 +358,15 @@ class Daemon:
                 await asyncio.sleep(RETRY_AFTER)
                 self._events_waiting.set()
             self.scheduler.wake()
+
+    async def _visit_over(self, job: Job) -> None:
+        """A `visit` job fell due: the browser has been quiet long enough. Store its `site.left`
+        (a re-run after a crash finds it stored already), then end the visit, unless the browser
+        was active again meanwhile."""
+        event = await self.store.run(self.store.visit_left, job)
+        if event is not None:
+            await self.ingest([event], job.payload.get("source", "site"))
+        await self.store.run(self.store.end_visit, job)
 
     def _act_on_events(self, limit: int) -> tuple[int, float]:
         """On the store's thread: act on up to `limit` stored events; how many, and the seconds

@@ -346,11 +346,13 @@ class Ingestor:
         clock: Any,
         on_stored: Callable[[list[Event]], Awaitable[None]],
         verified: Callable[[str], bool] = nothing_verified,
+        wake: Callable[[], None] = lambda: None,
     ):
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
         self.verified = verified
+        self.wake = wake  # tells the scheduler that a job was queued or moved (a visit's end)
         self.accepted = 0
         self.duplicates = 0
         self._waiting: list[_Waiting] = []
@@ -418,3 +420,10 @@ class Ingestor:
     async def customer(self, identity: str) -> Customer | None:
         """The customer with this id or address (email, phone, Telegram chat), or None."""
         return await self.store.run(self.store.find_customer, identity)
+
+    async def visit(self, visitor: str, source: str, idle: timedelta) -> None:
+        """The browser `visitor` is active on the site now: its customer counts as seen now, and
+        its visit ends with a `site.left` event once it has been quiet for `idle` (durable: a
+        `visit` job, moved later by each call). Stores no event itself."""
+        await self.store.run(self.store.visit, source, visitor, idle, self.clock.now())
+        self.wake()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from boomerang.clock import to_iso
@@ -28,6 +28,9 @@ from boomerang.scenarios import Scenario, Step
 from boomerang.store import unavailable
 
 log = logging.getLogger(__name__)
+# How much later a wait `until_idle` looks again when its customer's visit is due to end now:
+# the `visit` job storing their `site.left` is running.
+VISIT_SETTLING = timedelta(seconds=1)
 
 
 def _fraction(*parts: str) -> float:
@@ -414,11 +417,8 @@ class Journeys(EngineBase):
                 self._end(journey, "exited", "the scenario no longer exists", now)
                 return
             step = scenario.index.get(journey.cursor or "")
-            # A visit stamped beyond `now` (an event dated in the future, stored before the store
-            # took such events as of their arrival) says nothing about being on the site now.
-            seen = customer.last_seen_at
-            if step is not None and step.kind == "wait" and step.until_idle and seen and seen <= now:
-                quiet_from = seen + step.until_idle
+            if step is not None and step.kind == "wait" and step.until_idle:
+                quiet_from = self._quiet_from(customer, step.until_idle, now)
                 if quiet_from > now:  # still browsing (seed S18): remind only once they are idle
                     self.writes.add_job(
                         "advance",
@@ -433,6 +433,23 @@ class Journeys(EngineBase):
                 journey.context["waited"] = {"event": None, "at": to_iso(now), "data": {}}
                 journey.waiting_for = None
             self._advance(journey, scenario, customer, now, completing=True)
+
+    def _quiet_from(self, customer: Customer, idle: timedelta, now: datetime) -> datetime:
+        """When the customer will have been quiet on the site for `idle`: `idle` after they were
+        last seen, and not before the visit of a browser the site tracks has ended (`site.left`
+        is stored); `now` if both are past."""
+        quiet_from = now
+        # A visit stamped beyond `now` (an event dated in the future, stored before the store
+        # took such events as of their arrival) says nothing about being on the site now.
+        seen = customer.last_seen_at
+        if seen and seen <= now:
+            quiet_from = max(quiet_from, seen + idle)
+        visit_ends = self.store.open_visit_until(customer.id)
+        if visit_ends is not None:
+            # Its `site.left` is stored when the visit job runs: a due one is being run now.
+            ends = datetime.fromtimestamp(visit_ends, UTC)
+            quiet_from = max(quiet_from, ends if ends > now else now + VISIT_SETTLING)
+        return quiet_from
 
 
 class _BatchReads:

@@ -12,6 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,6 +45,12 @@ class Ingest(Protocol):
 
     async def customer(self, identity: str) -> Customer | None:
         """The customer with this id or address (email, phone, Telegram chat), or None."""
+        ...
+
+    async def visit(self, visitor: str, source: str, idle: timedelta) -> None:
+        """A browser (a first-party visitor id) is active on the site now: its customer is seen
+        now, and `idle` after its last activity a `site.left` event is stored (once per visit,
+        across restarts). Heartbeats come here without storing an event each."""
         ...
 
 

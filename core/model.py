@@ -68,6 +68,9 @@ class ProfileUpdate:
     attributes: dict[str, Any] = field(default_factory=dict)
     push_subscriptions: list[dict] = field(default_factory=list)
     addresses: dict[str, str] = field(default_factory=dict)  # channel → address, for plugins' channels
+    # A browser's first-party visitor id, given by the site tracking source (never by an event's
+    # `customer` object): an identity, not a profile field.
+    visitor: str | None = None
 
     def identities(self) -> list[tuple[str, str]]:
         """The (kind, value) pairs that identify a customer, strongest first."""
@@ -76,6 +79,7 @@ class ProfileUpdate:
             ("email", self.email),
             ("phone", self.phone),
             ("telegram", self.telegram_chat_id),
+            ("visitor", self.visitor),
         ]
         return [(kind, value) for kind, value in pairs if value]
 

@@ -14,6 +14,7 @@ its own module, on top of the connection and the quarantine of unreadable rows:
 - journeys.py: journeys and the journal
 - messages.py: messages, what caps count, feedback events
 - jobs.py: the `JobQueue` interface and its SQLite queue
+- visits.py: a browser's open visit (a `visit` job) and the `site.left` that ends it
 
 The rules the store applies are pure modules above it: core/profiles.py (profile updates,
 merging, address renewal) and core/feedback.py (what feedback changes).
@@ -26,9 +27,10 @@ from boomerang.store.jobs import JobQueue, Jobs
 from boomerang.store.journeys import Journeys
 from boomerang.store.messages import Messages
 from boomerang.store.migrations import MIGRATIONS
+from boomerang.store.visits import Visits
 
 __all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "unavailable"]
 
 
-class Store(Messages, Journeys, Jobs):
+class Store(Messages, Visits, Journeys, Jobs):
     """The one SQLite database of an installation."""

@@ -152,29 +152,60 @@ class Customers(Quarantine):
         return customer_id, set()
 
     def _resolve_claim(self, profile: ProfileUpdate, now: str, at: str) -> tuple[str, set[str]]:
-        """An unverified event's customer, and the profile fields it may not set: never a merge.
+        """An unverified event's customer, and the profile fields it may not set: never a merge
+        of two people.
 
-        The customer is the one the first (strongest) identity names: the id a signed token
-        gave. A chat the event names moves to that customer (the Bot API itself says the chat
-        sent the token); any other identity that belongs to someone else stays there.
+        The customer is the one the claim's anchor names: the id a signed token gave, else the
+        browser (`visitor`) the claim came from, else its first identity. A chat the event
+        names moves to that customer (the Bot API itself says the chat sent the token), and so
+        does a browser, bringing along the anonymous profile it had if that profile holds
+        nothing but browsers (its views and cart become the customer's). An email or phone is
+        taken only when nobody has it and the customer has none yet: a claim never takes an
+        address from someone else nor replaces one.
         """
-        (kind, value), *others = profile.identities()
-        customer_id = self._owner(kind, value) or self._create_customer(profile.id, now, at)
-        self._add_identity(kind, value, customer_id)
+        identities = profile.identities()
+        anchor = next(
+            (pair for kind in ("id", "visitor") for pair in identities if pair[0] == kind), identities[0]
+        )
+        customer_id = self._owner(*anchor) or self._create_customer(profile.id, now, at)
+        self._add_identity(*anchor, customer_id)
         refused: set[str] = set()
-        for kind, value in others:
+        for kind, value in identities:
+            if (kind, value) == anchor:
+                continue
             owner = self._owner(kind, value)
-            if owner not in (None, customer_id):
-                if kind != "telegram":
-                    refused.add(IDENTITY_FIELDS[kind])
-                    continue
-                self._settle()  # the other customer's row changes under the working set
-                self.db.execute(
-                    "UPDATE customers SET telegram_chat_id = NULL WHERE id = ? AND telegram_chat_id = ?",
-                    [owner, value],
-                )
+            if kind == "visitor":
+                if owner not in (None, customer_id) and self._only_browsers(owner):
+                    self._merge(owner, into=customer_id)
+            elif kind == "telegram":
+                if owner not in (None, customer_id):
+                    self._settle()  # the other customer's row changes under the working set
+                    self.db.execute(
+                        "UPDATE customers SET telegram_chat_id = NULL WHERE id = ? AND telegram_chat_id = ?",
+                        [owner, value],
+                    )
+            elif owner != customer_id and (owner is not None or self._has_field(customer_id, kind)):
+                refused.add(IDENTITY_FIELDS[kind])
+                continue
             self._add_identity(kind, value, customer_id)
         return customer_id, refused
+
+    def _only_browsers(self, customer_id: str) -> bool:
+        """Whether a customer is an anonymous visitor: made here, known by nothing but browsers."""
+        if not customer_id.startswith("anon-"):
+            return False
+        row = self.db.execute(
+            "SELECT 1 FROM identities WHERE customer_id = ? AND kind NOT IN ('id', 'visitor') LIMIT 1",
+            [customer_id],
+        ).fetchone()
+        return row is None
+
+    def _has_field(self, customer_id: str, kind: str) -> bool:
+        """Whether the customer has a value for the profile field of identity `kind` already."""
+        working = self._working
+        row = working.rows.get(customer_id) if working is not None else None
+        row = row or self.customer_row(customer_id)
+        return row is not None and bool(row[IDENTITY_FIELDS[kind]])
 
     def _add_identity(self, kind: str, value: str, customer_id: str) -> None:
         working = self._working
