@@ -22,7 +22,11 @@ run: $(VENV)/.installed
 	@test -d $(DEMO) || $(BIN)/boomerang init $(DEMO)
 	cd $(DEMO) && ../$(BIN)/boomerang run
 
+# The site tracking browser test runs headless Chromium (Debian: apt-get install chromium):
+# installed here when missing and possible; without it, that test says so and is skipped.
 test: $(VENV)/.installed-test
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) >/dev/null 2>&1 \
+		|| echo "chromium is not installed and could not be (apt-get install chromium): the browser test is skipped"
 	$(BIN)/ruff check core plugins tests bench
 	$(BIN)/python -m pytest -q --durations=15
 

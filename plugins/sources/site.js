@@ -58,7 +58,12 @@
   var visitor = visitorId();
 
   function adopt(answer) {
-    if (answer && typeof answer.beat === "number" && answer.beat >= 1) beat = answer.beat * 1000;
+    if (!answer || typeof answer.beat !== "number" || answer.beat < 1 || answer.beat * 1000 === beat) return;
+    beat = answer.beat * 1000;
+    if (timer) {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(heartbeat, beat);
+    }
   }
 
   // text/plain keeps the request "simple": no CORS preflight, and sendBeacon accepts it.
