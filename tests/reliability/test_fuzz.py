@@ -49,6 +49,7 @@ from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN
 from reliability.soak import fuzzing
 
 HOOK_SECRET = "hook-secret_0123456789"
+SHOP = "https://shop.example"  # the site source's origin
 TELEGRAM_TOKEN = "123456:TEST-token_abc"
 IMMEDIATE = """
 scenario: welcome
@@ -76,6 +77,9 @@ ROUTES = [
     ("POST", "/push/click"),
     ("OPTIONS", "/push/click"),
     ("POST", "/hooks/telegram"),
+    ("GET", "/t.js"),
+    ("POST", "/t"),
+    ("OPTIONS", "/t"),
     ("POST", "/callbacks/sms"),
     ("POST", "/callbacks/whatsapp"),
 ]
@@ -126,6 +130,7 @@ def configure(directory: Path, public_url: str) -> None:
     )
     config = directory / "boomerang.yaml"
     text = config.read_text().replace("channels:\n", channels)
+    text += f"sources:\n  site: {{origins: [{SHOP}], per_ip: 0, per_visitor: 100000}}\n"
     config.write_text(text.replace("${BOOMERANG_PUBLIC_URL:-http://127.0.0.1:8080}", public_url))
     (directory / "scenarios" / "welcome.yaml").write_text(IMMEDIATE)
     (directory / "templates" / "welcome").mkdir()
@@ -350,6 +355,29 @@ def test_telegram_updates_with_the_secret_are_answered_below_500(
         return  # an id too long for Telegram's start parameter
     linked = {"update_id": 1, "message": {"chat": {"type": "private", "id": 42}, "text": start, "date": 0}}
     daemon.request("POST", "/hooks/telegram", json.dumps(linked).encode(), headers)
+
+
+SITE_CALLS = st.fixed_dictionaries(
+    {},
+    optional={
+        "v": st.sampled_from(["0123456789abcdef0123456789abcdef", "x"]) | JSON,
+        "id": st.sampled_from(["fedcba9876543210fedcba9876543210"]) | JSON,
+        "type": st.sampled_from(["product.viewed", "cart.updated", "identify", "site.active", "x"]) | JSON,
+        "data": JSON,
+        "email": st.sampled_from(["anna@example.com", "\u212aate@example.com"]) | JSON,
+        "token": st.sampled_from([seal(SECRET, "site", "c-1"), seal(SECRET, "push", "c-1")]) | JSON,
+    },
+)
+
+
+@pytest.mark.slow
+@fuzzing(80)
+@given(call=SITE_CALLS, content_type=st.sampled_from(["text/plain", "application/json"]) | HEADER_VALUES)
+def test_site_tracking_calls_from_the_shop_are_answered_below_500(
+    daemon: Daemon, call: dict[str, Any], content_type: str
+) -> None:
+    """`POST /t` past the origin check: call-shaped JSON with any values, any content type."""
+    daemon.request("POST", "/t", json.dumps(call).encode(), {"Origin": SHOP, "Content-Type": content_type})
 
 
 @pytest.mark.slow
