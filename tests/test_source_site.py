@@ -5,6 +5,9 @@ signed and unsigned identify, heartbeats, and `site.left` (durable across a kill
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -16,13 +19,10 @@ from site_tracking import SHOP, call, configure_site, events, headers, owner, ro
 
 import conftest
 from boomerang.config import load_config
-from boomerang.ingest import parse_event
-from boomerang.model import ProfileUpdate
 from boomerang.plugin_manager import load_plugins
 from boomerang.problems import ProblemError
 from boomerang.project import load_project
-from boomerang.store import Store
-from boomerang.tokens import seal
+from boomerang.tokens import seal, unseal
 from conftest import AUTH, SECRET, running, url, wait_for
 
 IDLE_SCENARIO = """
@@ -292,31 +292,6 @@ async def test_a_signed_identify_keeps_a_typed_emails_profile_apart(project: Pat
         assert rows(database, "SELECT email FROM customers WHERE id = 'c-42'") == [("anna@example.com",)]
 
 
-def test_claims_in_the_store(tmp_path: Path) -> None:
-    """The rules of `_resolve_claim` for browsers, without a daemon."""
-    store = Store(tmp_path / "boomerang.db")
-    try:
-        now = datetime(2026, 3, 5, tzinfo=UTC)
-        store.ingest([conftest.incoming("e-1", customer={"id": "c-kate", "email": "kate@example.com"})], now)
-        browsing = conftest.incoming("e-2", "product.viewed", customer={"id": "x"})
-        browsing.profile = ProfileUpdate(visitor="v" * 16)
-        store.ingest([browsing], now, verified=False)
-        anonymous = store.find_customer("v" * 16).id
-        typed = parse_event(conftest.event("e-3", "site.identified", customer={"email": "kate@example.com"}))
-        typed.profile.visitor = "v" * 16
-        store.ingest([typed], now, verified=False)
-        assert typed.customer_id == anonymous  # the browser's, not Kate's
-        assert store.customer(anonymous).email is None
-        signed = conftest.incoming("e-4", "site.identified", customer={"id": "c-kate"})
-        signed.profile.visitor = "v" * 16
-        store.ingest([signed], now, verified=False)
-        assert store.find_customer("v" * 16).id == "c-kate"
-        assert store.customer(anonymous) is None  # a profile of nothing but a browser: folded in
-        assert [e["id"] for e in store.events_of("c-kate")] == ["e-1", "e-2", "e-3", "e-4"]
-    finally:
-        store.close()
-
-
 # site.left
 async def test_site_left_comes_once_after_the_visitor_went_quiet(project: Path) -> None:
     configure_site(project, left_after="1s")
@@ -360,7 +335,7 @@ def test_site_left_survives_a_kill(project: Path, tmp_path: Path) -> None:
     visitor = visitor_id()
     database = project / "boomerang.db"
     log = tmp_path / "daemon.log"
-    port = int(__import__("os").environ["BOOMERANG_PORT"])
+    port = int(os.environ["BOOMERANG_PORT"])
     process = conftest.start_daemon(project, log)
     try:
         conftest.wait_until_serving(port)
@@ -403,6 +378,41 @@ def test_site_left_survives_a_kill(project: Path, tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# the README's examples
+def readme_block(language: str, containing: str) -> str:
+    """The README's code block in `language` that contains `containing`."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    return next(block for block in re.findall(rf"```{language}\n(.*?)```", text, re.S) if containing in block)
+
+
+@pytest.mark.skipif(
+    shutil.which("php") is None, reason="php-cli is not installed (Debian: apt-get install php-cli)"
+)
+@pytest.mark.parametrize("customer_id", ["c-42", "0b9d6c2e-5d1a-4c1e-9a57-3f2d8f1e7a11", "клиент-7"])
+def test_the_php_example_makes_tokens_the_daemon_takes(tmp_path: Path, customer_id: str) -> None:
+    script = tmp_path / "token.php"
+    script.write_text(
+        "<?php\n$customerId = $argv[1];\n" + readme_block("php", "boomerang_seal") + "echo $siteToken;\n"
+    )
+    made = subprocess.run(
+        ["php", str(script), customer_id],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"BOOMERANG_SECRET": SECRET, "PATH": os.environ["PATH"]},
+    ).stdout
+    assert unseal(SECRET, "site", made) == customer_id
+    assert unseal(SECRET, "push", made) is None
+
+
+def test_the_readme_settings_load(project: Path) -> None:
+    config = project / "boomerang.yaml"
+    config.write_text(config.read_text() + "\n" + readme_block("yaml", "left_after: 10m"))
+    source = load_project(config, load_plugins(load_config(config).plugin_dirs)).registry.sources["site"]
+    assert source.origins == {"https://shop.example", "https://www.shop.example"}
+    assert source.left_after == timedelta(minutes=10) and source.beat == 60
 
 
 # settings

@@ -28,6 +28,7 @@ from test_channel_telegram import (
 import conftest
 from boomerang.daemon import Daemon
 from boomerang.ingest import parse_event
+from boomerang.model import ProfileUpdate
 from boomerang.plugins.channels.telegram import deep_link
 from boomerang.store import Store
 from fakes.telegram_api import FakeBotApi
@@ -219,5 +220,32 @@ def test_a_claim_takes_no_address_from_another_customer(tmp_path: Path) -> None:
         mallory = store.customer("c-mallory")
         assert mallory is not None and (mallory.email, mallory.phone) == (None, "+79990003344")
         assert store.find_customer("kate@example.com").id == "c-kate"
+    finally:
+        store.close()
+
+
+def test_a_browser_typing_a_customers_email_is_not_taken_for_them(tmp_path: Path) -> None:
+    """Site tracking's claims (`_resolve_claim` with a browser): an email typed into a form
+    that another customer has stays theirs; a signed id takes the browser and folds in its
+    anonymous profile."""
+    store = Store(tmp_path / "boomerang.db")
+    try:
+        now = datetime(2026, 3, 5, tzinfo=UTC)
+        store.ingest([conftest.incoming("e-1", customer={"id": "c-kate", "email": "kate@example.com"})], now)
+        browsing = conftest.incoming("e-2", "product.viewed", customer={"id": "x"})
+        browsing.profile = ProfileUpdate(visitor="v" * 16)
+        store.ingest([browsing], now, verified=False)
+        anonymous = store.find_customer("v" * 16).id
+        typed = parse_event(conftest.event("e-3", "site.identified", customer={"email": "kate@example.com"}))
+        typed.profile.visitor = "v" * 16
+        store.ingest([typed], now, verified=False)
+        assert typed.customer_id == anonymous  # the browser's, not Kate's
+        assert store.customer(anonymous).email is None
+        signed = conftest.incoming("e-4", "site.identified", customer={"id": "c-kate"})
+        signed.profile.visitor = "v" * 16
+        store.ingest([signed], now, verified=False)
+        assert store.find_customer("v" * 16).id == "c-kate"
+        assert store.customer(anonymous) is None  # a profile of nothing but a browser: folded in
+        assert [e["id"] for e in store.events_of("c-kate")] == ["e-1", "e-2", "e-3", "e-4"]
     finally:
         store.close()
