@@ -9,7 +9,8 @@ that a verified source asserted: a source whose `verified` is true (the generic 
 `simulate` reads. Everything else is a claim made through a public endpoint (`/start` with a
 link token, `POST /push/subscribe`, a tracking call): it attaches a chat or a browser to the
 one customer its token names, moving it away from whoever had it, and never merges two
-customers (see `Store.ingest`).
+customers (see `Store.ingest`); only a browser's anonymous profile, made of nothing but
+browsers, is folded into the customer a signed token names (`Customers._resolve_claim`).
 """
 
 from __future__ import annotations

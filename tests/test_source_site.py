@@ -148,8 +148,13 @@ async def test_a_bad_call_is_refused_and_stores_nothing(
         assert rows(project / "boomerang.db", "SELECT count(*) FROM jobs WHERE kind = 'visit'") == [(0,)]
 
 
-async def test_a_body_of_another_type_is_refused(project: Path) -> None:
+async def test_the_body_type_and_size_are_checked_however_it_comes(project: Path) -> None:
     configure_site(project, max_body=1024)
+
+    async def pieces(body: bytes):  # chunked: no Content-Length to go by
+        for start in range(0, len(body), 100):
+            yield body[start : start + 100]
+
     async with running(project) as daemon, aiohttp.ClientSession() as session:
         body = call(visitor_id(), "product.viewed")
         status, _, _ = await post(
@@ -160,6 +165,11 @@ async def test_a_body_of_another_type_is_refused(project: Path) -> None:
             session, daemon, call(visitor_id(), "product.viewed", data={"x": "y" * 1100})
         )
         assert status == 413
+        big = call(visitor_id(), "product.viewed", data={"x": "y" * 1100})
+        assert (await post(session, daemon, pieces(big)))[0] == 413
+        small = call(visitor_id(), "product.viewed", data={"x": "y" * 700})
+        assert (await post(session, daemon, pieces(small)))[0] == 200
+        assert len(events(project / "boomerang.db")) == 1
 
 
 async def test_calls_past_a_visitors_rate_are_answered_429(project: Path) -> None:

@@ -180,7 +180,7 @@ class SiteSource(Source):
             return _error(415, "send the call as text/plain or application/json", cors)
         if (request.content_length or 0) > self.max_body:
             return _error(413, f"the body is larger than {self.max_body} bytes", cors)
-        body = await request.content.read(self.max_body + 1)
+        body = await self._read(request)
         if len(body) > self.max_body:
             return _error(413, f"the body is larger than {self.max_body} bytes", cors)
         try:
@@ -200,6 +200,16 @@ class SiteSource(Source):
         if event is not None:
             await ingest([event], self.name)
         return web.json_response({"ok": True, "beat": self.beat}, headers=cors)
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The body, or its first `max_body + 1` bytes (decompressed) if it is longer."""
+        body = b""
+        while len(body) <= self.max_body:
+            chunk = await request.content.read(self.max_body + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+        return body
 
     def _call(self, body: bytes) -> dict[str, Any]:
         """The body as the script's call object; `EventError` says what is wrong."""
