@@ -128,6 +128,9 @@ async def test_only_the_shop_origins_may_call(project: Path) -> None:
         (call(visitor_id(), "identify", email="not an email"), 400, "not an email"),
         (call(visitor_id(), "identify", email=["a@example.com"]), 400, "text"),
         (call(visitor_id(), "identify", token="forged"), 403, "token"),
+        (call(visitor_id(), "identify", token=None), 403, "token"),
+        (call(visitor_id(), "identify", email=None), 400, "text"),
+        (call(visitor_id(), "product.viewed", data=None), 400, "'data'"),
         (
             call(visitor_id(), "identify", token=token("c-1", now=datetime.now(UTC) - timedelta(days=8))),
             403,

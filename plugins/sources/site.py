@@ -248,16 +248,17 @@ class SiteSource(Source):
             "customer": {"id": visitor},  # replaced below: validated for `parse_event` only
             "data": call.get("data", {}),
         }
-        token = call.get("token")
+        signed = "token" in call
         if kind == IDENTIFY:
             raw["type"] = "site.identified"
-            raw["data"] = {"signed": token is not None}
-            if token is None:
+            raw["data"] = {"signed": signed}
+            if not signed:
                 if not isinstance(call["email"], str):
                     raise EventError("'email' must be text")
                 raw["customer"] = {"email": call["email"]}
         event = parse_event(raw)
-        if token is not None:
+        if signed:
+            token = call["token"]
             genuine = isinstance(token, str) and len(token) <= MAX_TOKEN
             customer_id = unseal(self.secret, self.name, token) if genuine else None
             if not customer_id:
