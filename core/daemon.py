@@ -98,7 +98,13 @@ class Daemon:
         released = await self.store.run(self.store.release_all_leases)
         if released:
             log.info("took back %d jobs left running by the previous process", released)
-        self.ingest = Ingestor(self.store, self.clock, self._on_stored, verified=self._verified_source)
+        self.ingest = Ingestor(
+            self.store,
+            self.clock,
+            self._on_stored,
+            verified=self._verified_source,
+            outbox=lambda: self.project.config.outbox,
+        )
         self.engine = Engine(self.store, self.clock, self.plugins, self.project)
         self.unknown_sends = await self.store.run(self.engine.settle_interrupted_sends, self.clock.now())
         if self.unknown_sends:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from boomerang.erasure import Forgotten
     from boomerang.model import Customer, Delivery, Event, Message
 
 
@@ -44,6 +45,11 @@ class Ingest(Protocol):
 
     async def customer(self, identity: str) -> Customer | None:
         """The customer with this id or address (email, phone, Telegram chat), or None."""
+        ...
+
+    async def forget(self, identity: str) -> Forgotten | None:
+        """Erase the personal data of the customer with this id, email or phone, as
+        `boomerang forget` does (a platform's redact request); None if there is none."""
         ...
 
 
