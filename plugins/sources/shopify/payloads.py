@@ -96,7 +96,7 @@ def _checkout(topic: str, body: Raw, delivery: str) -> Found:
 def _placed(topic: str, body: Raw, delivery: str) -> Found:
     from_checkout = topic.startswith("checkouts/")
     checkout = body.get("token") if from_checkout else body.get("checkout_token")
-    key = f"checkout-{checkout}" if _text(checkout) else f"order-{_id(body.get('id'))}"
+    key = f"checkout-{checkout}" if _text(checkout) else f"order-{_order_ref(body.get('id'), delivery)}"
     order = {
         **_order_names(body),
         "items": _items(body.get("line_items")),
@@ -115,18 +115,20 @@ def _paid(topic: str, body: Raw, delivery: str) -> Found:
         "total": _money(body.get("total_price")),
         "currency": _text(body.get("presentment_currency") or body.get("currency")),
     }
-    return [(f"shopify:order:{_id(body.get('id'))}:paid", "order.paid", {"order": order}, ("updated_at",))]
+    event_id = f"shopify:order:{_order_ref(body.get('id'), delivery)}:paid"
+    return [(event_id, "order.paid", {"order": order}, ("updated_at",))]
 
 
 def _fulfilled(topic: str, body: Raw, delivery: str) -> Found:
-    fulfillments = [f for f in body.get("fulfillments") or [] if isinstance(f, dict)]
+    given = body.get("fulfillments")
+    fulfillments = [f for f in given if isinstance(f, dict)] if isinstance(given, list) else []
     order = {**_order_names(body), **_tracking(fulfillments[-1] if fulfillments else {})}
-    event_id = f"shopify:order:{_id(body.get('id'))}:shipped"
+    event_id = f"shopify:order:{_order_ref(body.get('id'), delivery)}:shipped"
     return [(event_id, "order.shipped", {"order": order}, ("updated_at",))]
 
 
 def _fulfillment(topic: str, body: Raw, delivery: str) -> Found:
-    order_id = _id(body.get("order_id"))
+    order_id = _order_ref(body.get("order_id"), delivery)
     name = _text(body.get("name"))
     order = {
         "id": name.rsplit(".", 1)[0] if name else order_id,  # "#1001.1" is #1001's first fulfillment
@@ -148,7 +150,7 @@ def _cancelled(topic: str, body: Raw, delivery: str) -> Found:
         "total": _money(body.get("total_price")),
         "currency": _text(body.get("presentment_currency") or body.get("currency")),
     }
-    event_id = f"shopify:order:{_id(body.get('id'))}:cancelled"
+    event_id = f"shopify:order:{_order_ref(body.get('id'), delivery)}:cancelled"
     return [(event_id, "order.cancelled", {"order": order}, ("cancelled_at", "updated_at"))]
 
 
@@ -207,7 +209,8 @@ def profile(body: Raw) -> Raw | None:
         channel: CONSENT_STATES[state]
         for channel, key in (("email", "email_marketing_consent"), ("sms", "sms_marketing_consent"))
         if isinstance(person.get(key), dict)
-        and (state := person[key].get("state")) in CONSENT_STATES
+        and isinstance(state := person[key].get("state"), str)
+        and state in CONSENT_STATES
     }
     if consents:
         found["consents"] = consents
@@ -262,7 +265,7 @@ def _at(body: Raw, received_at: datetime, fields: tuple[str, ...]) -> str:
     for name in fields:
         value = body.get(name)
         if isinstance(value, str):
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, OverflowError):  # not a time; beyond year 1 or 9999
                 moment = datetime.fromisoformat(value)
                 if moment.tzinfo is not None:
                     return to_iso(moment)
@@ -278,6 +281,12 @@ def _money(value: Any) -> float | None:
         if amount == amount and abs(amount) < 1e15:  # not NaN, not absurd
             return round(amount, 2)
     return None
+
+
+def _order_ref(value: Any, delivery: str) -> str:
+    """An order's id in event ids; for a body without one (Shopify always sends it), the
+    delivery's, so that nothing else is taken for the same order."""
+    return _id(value) or f"delivery-{delivery}"
 
 
 def _id(value: Any) -> str | None:

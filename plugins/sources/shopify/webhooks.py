@@ -160,8 +160,8 @@ class ShopifySource(Source):
 
         :raise EventError: when the record is not an order that names a customer.
         """
-        if not isinstance(record, dict):
-            raise EventError("a Shopify order record is a JSON object")
+        if not isinstance(record, dict) or not isinstance(record.get("id"), int | str):
+            raise EventError("a Shopify order record is a JSON object with the order's id")
         raw = order_events(record, datetime.now(UTC))
         if not raw:
             raise EventError("the order names no customer (no customer id, email or phone)")
