@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,3 +156,26 @@ def test_an_erased_event_keeps_only_totals_and_currencies() -> None:
         "note": "call me at +79990001122",
     }
     assert kept_data(data) == {"order": {"total": 99.5, "currency": "EUR"}}
+
+
+def test_forget_waits_for_a_write_under_way_and_then_erases(tmp_path: Path) -> None:
+    """Another process (the daemon) is writing: forget waits for its lock instead of failing on
+    a snapshot the other write made stale (SQLITE_BUSY_SNAPSHOT)."""
+    database = tmp_path / "b.db"
+    store = Store(database)
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    store.ingest([incoming("e1", customer={"id": "c-1", "email": EMAIL})], now)
+    store.ingest([incoming("e2", customer={"id": "c-2", "email": "other@example.com"})], now)
+    writer = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE customers SET name = 'Olga' WHERE id = 'c-2'")
+    committed = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    committed.start()
+    try:
+        gone = store.forget(EMAIL, now)  # reaches the database while the write is under way
+    finally:
+        committed.join()
+        writer.close()
+    assert gone is not None and gone.customer_id == "c-1"
+    assert rows(database, "SELECT id, name FROM customers") == [("c-2", "Olga")]
+    store.close()

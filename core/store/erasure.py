@@ -28,7 +28,7 @@ class Erasure(Messages):
         cancelled and active journeys ended. A later event with the same email finds no one
         and starts a new customer.
         """
-        with self.db.atomic():
+        with self.write_transaction():
             row = self.db.execute(
                 "SELECT customer_id FROM identities WHERE value IN (?, ?, ?)"
                 " ORDER BY kind = 'id' DESC LIMIT 1",
