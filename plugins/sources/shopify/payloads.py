@@ -76,10 +76,12 @@ def _checkout(topic: str, body: Raw, delivery: str) -> Found:
         # Completed: no longer abandoned. The order it became is placed (its `orders/create`
         # carries the same checkout token, so whichever comes first is the one event).
         return _placed(topic, body, delivery)
+    url = _text(body.get("abandoned_checkout_url"))
     cart = {
-        "url": _text(body.get("abandoned_checkout_url")),
+        "url": url,
         "token": _text(body.get("token")),
-        "items": _items(body.get("line_items")),
+        # Line items carry no product link: each leads back to the checkout that holds it.
+        "items": [{**item, "url": url} for item in _items(body.get("line_items"))],
         "total": _money(body.get("total_price")),
         "currency": _text(body.get("presentment_currency") or body.get("currency")),
         "discount_codes": _discount_codes(body),
