@@ -248,6 +248,41 @@ def explain(config_file: Path, customer: str, as_json: bool) -> None:
     click.echo(found.as_json() if as_json else found.as_text(), nl=False)
 
 
+@cli.command()
+@config_option
+@click.argument("customer")
+def forget(config_file: Path, customer: str) -> None:
+    """Erase CUSTOMER (id, email or phone): profile, identities and personal data; counts stay."""
+    from datetime import UTC, datetime
+
+    from boomerang.erasure import remove_outbox_files
+    from boomerang.store import Store, StoreError, unavailable
+
+    config = read_config(config_file)
+    if not config.database.exists():
+        raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
+    try:
+        Store(config.database, read_only=True).close()  # refuses a schema this version does not write
+        # Beside a running daemon too: one short write transaction, which SQLite's lock (WAL,
+        # a 10 s busy timeout) orders with the daemon's own; its lock file guards the daemon's
+        # work, not the database's writes.
+        store = Store(config.database)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        gone = store.forget(customer, datetime.now(UTC))
+    except Exception as exc:
+        if unavailable(exc):  # locked past the busy timeout, disk full: nothing was changed
+            raise click.ClickException(f"the database cannot take it now ({exc}); try again") from None
+        raise
+    finally:
+        store.close()
+    if gone is None:
+        raise click.ClickException(f"no customer '{customer}' (looked up by id, email and phone)")
+    files = remove_outbox_files(config.outbox, gone.message_files)
+    click.echo(gone.summary() + (f"; {files} outbox files deleted" if files else ""))
+
+
 @cli.command(name="plugins")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -104,6 +104,7 @@ class Daemon:
             self._on_stored,
             verified=self._verified_source,
             wake=lambda: self.scheduler.wake(),
+            outbox=lambda: self.project.config.outbox,
         )
         self.engine = Engine(self.store, self.clock, self.plugins, self.project)
         # A visit's end is stored through the ingestor, like any source's event, so that

@@ -23,12 +23,14 @@ import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from boomerang import bodies
 from boomerang.bodies import MAX_VALUE_DEPTH, BodyError, nesting
 from boomerang.clock import parse_time, to_iso
+from boomerang.erasure import Forgotten, remove_outbox_files
 from boomerang.kinds import IngestResult
 from boomerang.model import PROFILE_FIELDS, Customer, Event, ProfileUpdate
 
@@ -335,7 +337,8 @@ class Ingestor:
     request of the group gets `StoreUnavailable` and nothing of them is stored.
 
     `verified(source)` says whether a source's events may merge customers (the merge policy
-    above); by default none may.
+    above); by default none may. `outbox()` is the outbox folder of the live configuration,
+    whose files of an erased customer's messages `forget` deletes.
     """
 
     # Events a group takes at most (whole requests; at least one): bounds one transaction's time.
@@ -348,12 +351,14 @@ class Ingestor:
         on_stored: Callable[[list[Event]], Awaitable[None]],
         verified: Callable[[str], bool] = nothing_verified,
         wake: Callable[[], None] = lambda: None,
+        outbox: Callable[[], Path | None] = lambda: None,
     ):
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
         self.verified = verified
         self.wake = wake  # tells the scheduler that a job was queued or moved (a visit's end)
+        self.outbox = outbox
         self.accepted = 0
         self.duplicates = 0
         self._waiting: list[_Waiting] = []
@@ -428,3 +433,14 @@ class Ingestor:
         `visit` job, moved later by each call). Stores no event itself."""
         await self.store.run(self.store.visit, source, visitor, idle, self.clock.now())
         self.wake()
+
+    async def forget(self, identity: str) -> Forgotten | None:
+        """Erase the customer with this id, email or phone (`Store.forget`) and their messages'
+        outbox files; None if there is no such customer."""
+        gone = await self.store.run(self.store.forget, identity, self.clock.now())
+        if gone is not None:
+            outbox = self.outbox()
+            await asyncio.get_running_loop().run_in_executor(
+                None, remove_outbox_files, outbox, gone.message_files
+            )
+        return gone

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from boomerang.erasure import Forgotten
     from boomerang.model import Customer, Delivery, Event, Message
 
 
@@ -51,6 +52,11 @@ class Ingest(Protocol):
         """A browser (a first-party visitor id) is active on the site now: its customer is seen
         now, and `idle` after its last activity a `site.left` event is stored (once per visit,
         across restarts). Heartbeats come here without storing an event each."""
+        ...
+
+    async def forget(self, identity: str) -> Forgotten | None:
+        """Erase the personal data of the customer with this id, email or phone, as
+        `boomerang forget` does (a platform's redact request); None if there is none."""
         ...
 
 

@@ -13,24 +13,26 @@ its own module, on top of the connection and the quarantine of unreadable rows:
 - events.py: storing events, the engine's queue of unhandled ones, a customer's history
 - journeys.py: journeys and the journal
 - messages.py: messages, what caps count, feedback events
+- erasure.py: forgetting a customer (`forget`), their rows kept anonymously
 - jobs.py: the `JobQueue` interface and its SQLite queue
 - visits.py: a browser's open visit (a `visit` job) and the `site.left` that ends it
 
 The rules the store applies are pure modules above it: core/profiles.py (profile updates,
-merging, address renewal) and core/feedback.py (what feedback changes).
+merging, address renewal), core/feedback.py (what feedback changes) and core/erasure.py (what
+an erased customer's rows keep).
 """
 
 from __future__ import annotations
 
 from boomerang.store.connection import StoreError, StoreUnavailable, unavailable
+from boomerang.store.erasure import Erasure
 from boomerang.store.jobs import JobQueue, Jobs
 from boomerang.store.journeys import Journeys
-from boomerang.store.messages import Messages
 from boomerang.store.migrations import MIGRATIONS
 from boomerang.store.visits import Visits
 
 __all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "unavailable"]
 
 
-class Store(Messages, Visits, Journeys, Jobs):
+class Store(Erasure, Visits, Journeys, Jobs):
     """The one SQLite database of an installation."""

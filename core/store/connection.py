@@ -8,9 +8,10 @@ funnels its writes, and the event loop never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -106,6 +107,24 @@ class Connection:
     def transaction(self) -> Any:
         """A context manager: everything inside commits together or not at all (nested: a savepoint)."""
         return self.db.atomic()
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        """`transaction()` that takes the write lock at its start (BEGIN IMMEDIATE), for a process
+        writing beside the daemon: it waits up to the busy timeout for the lock, where a
+        transaction that read first would fail at its first write once the daemon had written
+        since (SQLITE_BUSY_SNAPSHOT). Inside a transaction already, a savepoint as usual."""
+        if self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.rollback()
+            raise
 
     def changes(self) -> int:
         """Rows written since the database was opened: a caller compares two readings to learn

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from boomerang.clock import parse_time, to_iso
+from boomerang.erasure import ANONYMOUS_PREFIX
 from boomerang.feedback import effect
 from boomerang.model import Event, ProfileUpdate, Sent
 from boomerang.store import rows
@@ -158,6 +159,8 @@ class Messages(Events):
         if record is None:
             return False, None
         customer_id = record["customer_id"]
+        if customer_id.startswith(ANONYMOUS_PREFIX):
+            return True, None  # its customer was erased: nobody to record it for
         event = _feedback_event(record, event_type, data, key, now)
         with self.db.atomic():
             if not self.ingest([event], now):
