@@ -5,8 +5,8 @@ It answers `crm.deal.get`, `crm.contact.get`, `crm.deal.update`, `crm.activity.t
 `batch` (with `$result[key][FIELD]` references to earlier commands) with Bitrix24's bodies:
 `{"result": ..., "time": {...}}`, or `{"error": CODE, "error_description": ...}`. `limit(n)`
 makes the next n requests answer 503 `QUERY_LIMIT_EXCEEDED`, as the portal's leaky bucket
-does; `down = True` answers 500 to everything. `outbound_form()` builds the form Bitrix24 posts
-for an outbound event.
+does; `down = True` answers 500 to everything, `failing` to the methods it names.
+`outbound_form()` builds the form Bitrix24 posts for an outbound event.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class FakeBitrix24:
         self.calls: list[tuple[str, Any]] = []  # (method, params) of every request, batch included
         self.limited = 0
         self.down = False
+        self.failing: set[str] = set()  # methods that answer 500 (outside a batch)
         self.rest_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -82,7 +83,7 @@ class FakeBitrix24:
             await request.json() if request.content_type == "application/json" else dict(await request.post())
         )
         self.calls.append((method, params))
-        if self.down:
+        if self.down or method in self.failing:
             return web.json_response(
                 {"error": "INTERNAL_SERVER_ERROR", "error_description": "down"}, status=500
             )
