@@ -17,8 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 from test_source_bitrix24 import CONTACT, DEAL
 
+from boomerang.cli import cli
 from boomerang.kinds import ActionFailed
 from boomerang.plugins.actions.bitrix24 import BitrixActions
 from boomerang.plugins.actions.webhook import WebhookAction
@@ -245,3 +247,22 @@ def journal(project: Path) -> list[tuple[str, str, str]]:
         return db.execute(
             "SELECT kind, step, reason FROM journal WHERE kind IN ('action', 'defer') ORDER BY id"
         ).fetchall()
+
+
+def test_check_knows_the_crm_event_type_and_actions_once_bitrix24_is_configured(project: Path) -> None:
+    (project / "scenarios" / "won_deal.yaml").write_text(SCENARIO)
+    config = project / "boomerang.yaml"
+    settings = {"rest_url": "https://x.bitrix24.ru/rest/1/abc123/", "application_token": APPLICATION_TOKEN}
+    config.write_text(
+        config.read_text()
+        + f"sources:\n  bitrix24: {json.dumps(settings)}\n"
+        + f"actions:\n  webhook: {{url: https://crm.example/hook, secret: {HOOK_SECRET}}}\n"
+    )
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0 and "won_deal" not in result.output, result.output
+    config.write_text(config.read_text().replace("secret: " + HOOK_SECRET, "secret: short"))
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 1
+    assert (
+        "boomerang.yaml:" in result.output and "'secret' is required: at least 16 characters" in result.output
+    )

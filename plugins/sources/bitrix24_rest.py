@@ -47,9 +47,13 @@ class Bucket:
         self.interval = 1.0 / per_second
         self._next = 0.0
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def turn(self) -> None:
         """Wait until this request may go."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a lock serves one event loop: a new one (a new run) gets its own
+            self._lock, self._loop = asyncio.Lock(), loop
         async with self._lock:
             now = time.monotonic()
             if self._next > now:
