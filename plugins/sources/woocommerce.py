@@ -77,7 +77,8 @@ DEFAULT_STATUSES: dict[str, tuple[str, ...]] = {
 }
 # Statuses that are no order yet: the block checkout's draft (a cart), and the bin.
 NOT_ORDERS = ("checkout-draft", "trash", "auto-draft")
-TOPICS = ("order.created", "order.updated", "customer.created")
+TOPICS = ("order.created", "order.updated", "customer.created")  # what `setup` subscribes to
+HEARD = (*TOPICS, "customer.updated")  # what a delivery may bring; any other topic is ignored
 HOOK_PATH = "/hooks/woocommerce"
 PING = re.compile(rb"webhook_id=\d{1,20}")
 PING_MAX = 64  # bytes: a ping's body is `webhook_id=N`; an unsigned request longer is not read
@@ -131,7 +132,7 @@ class WooCommerceSource(Source):
         if PING.fullmatch(body):
             return stored(None, ping=True)
         topic = request.headers.get("X-WC-Webhook-Topic", "")
-        if topic not in (*TOPICS, "customer.updated"):
+        if topic not in HEARD:
             self.unheard.note(topic)
             return stored(None, ignored=topic[:80])
         try:
@@ -174,34 +175,26 @@ class WooCommerceSource(Source):
             return []
         data = {"order": _order_view(order, order_id)}
         modified = moment(order.get("date_modified_gmt"))
-        happened = {
-            "order.placed": moment(order.get("date_created_gmt")) or modified,
-            "order.paid": moment(order.get("date_paid_gmt")) or modified,
-            "order.shipped": moment(order.get("date_completed_gmt")) or modified,
-        }
-        types = ["order.placed"]
+        completed = moment(order.get("date_completed_gmt")) if status == "completed" else None
+        happened = {"order.placed": moment(order.get("date_created_gmt")) or modified}
         if order.get("date_paid_gmt"):
-            types.append("order.paid")
-        types += self.statuses.get(status, ())
+            happened["order.paid"] = moment(order.get("date_paid_gmt")) or modified
+        for type_ in self.statuses.get(status, ()):
+            happened.setdefault(type_, completed or modified)
         return [
-            event(
-                f"woocommerce:order:{order_id}:{type_}", type_, happened.get(type_) or modified, profile, data
-            )
-            for type_ in dict.fromkeys(types)
+            event(f"woocommerce:order:{order_id}:{type_}", type_, at, profile, data)
+            for type_, at in happened.items()
         ]
 
     def customer_events(self, record: dict[str, Any], what: str) -> list[Event]:
         """`customer.created` or `customer.updated` for a WooCommerce customer."""
         customer_id = _record_id(record, "customer")
         billing = record.get("billing") if isinstance(record.get("billing"), dict) else {}
-        name = " ".join(
-            str(record.get(key) or "").strip() for key in ("first_name", "last_name") if record.get(key)
-        ) or _full_name(billing)
         profile = customer(
             id=self._customer_id(customer_id),
             email=record.get("email") or billing.get("email"),
             phone=billing.get("phone"),
-            name=name,
+            name=_full_name(record) or _full_name(billing),
         )
         if profile is None:
             return []
