@@ -150,6 +150,70 @@ async def test_a_contact_update_updates_the_customer(project: Path, crm: FakeBit
     assert stored(project) == [("bitrix24:contact:7:2026-03-01T06:30:00.000000Z", "customer.updated")]
 
 
+ITEM: dict[str, Any] = {  # crm.item.get's `item`: a smart process's, camelCase
+    "id": 5,
+    "xmlId": None,
+    "title": "Subscription box",
+    "createdBy": 1,
+    "updatedBy": 1,
+    "movedBy": 1,
+    "createdTime": "2026-03-01T10:00:00+03:00",
+    "updatedTime": "2026-03-02T12:05:00+03:00",
+    "movedTime": "2026-03-02T12:05:00+03:00",
+    "categoryId": 16,
+    "opened": "Y",
+    "stageId": "DT1032_16:SUCCESS",
+    "previousStageId": "DT1032_16:NEW",
+    "begindate": "2026-03-01T03:00:00+03:00",
+    "closedate": "2026-03-08T03:00:00+03:00",
+    "companyId": 0,
+    "contactId": 7,
+    "opportunity": 990,
+    "isManualOpportunity": "N",
+    "taxValue": 0,
+    "currencyId": "RUB",
+    "assignedById": 3,
+    "entityTypeId": 1032,
+}
+
+
+async def test_a_smart_process_item_is_fetched_with_crm_item_get(project: Path, crm: FakeBitrix24) -> None:
+    configure(project, crm, stages={"DT1032_16:SUCCESS": "order.paid"})
+    crm.items["1032", "5"] = dict(ITEM)
+    form = {**outbound_form("ONCRMDYNAMICITEMUPDATE", 5), "data[FIELDS][ENTITY_TYPE_ID]": "1032"}
+    async with running(project) as daemon, aiohttp.ClientSession() as session:
+        assert await post(session, daemon, form) == (200, {"pending": "item-1032-5"})
+        await wait_for(lambda: len(stored(project)) == 2, what="the item's events")
+        bad = {**form, "data[FIELDS][ENTITY_TYPE_ID]": "DT1032"}
+        assert (await post(session, daemon, bad))[0] == 400
+    assert stored(project) == [
+        (
+            "bitrix24:item:1032:5:stage:DT1032_16:SUCCESS:2026-03-02T09:05:00.000000Z",
+            "bitrix.item.stage_changed",
+        ),
+        ("bitrix24:item:1032:5:order.paid", "order.paid"),
+    ]
+    assert crm.calls[0][1]["cmd"] == {
+        "i1032_5": "crm.item.get?entityTypeId=1032&id=5",
+        "ci1032_5": "crm.contact.get?id=$result[i1032_5][item][contactId]",
+    }
+    with sqlite3.connect(project / "boomerang.db") as db:
+        data = json.loads(db.execute("SELECT data FROM events WHERE type = 'order.paid'").fetchone()[0])
+    assert data == {
+        "item": {
+            "entity_type_id": "1032",
+            "id": "5",
+            "title": "Subscription box",
+            "stage_id": "DT1032_16:SUCCESS",
+            "category_id": 16,
+            "opportunity": 990.0,
+            "currency": "RUB",
+            "assigned_by_id": 3,
+        },
+        "order": {"id": "item-1032-5", "total": 990.0, "currency": "RUB"},
+    }
+
+
 async def test_an_acknowledged_event_survives_a_restart_while_the_crm_is_down(
     project: Path, crm: FakeBitrix24
 ) -> None:

@@ -1,5 +1,5 @@
-"""The Bitrix24 source: the CRM's outbound events on `POST /hooks/bitrix24`, the deals and
-contacts they name fetched through the REST API.
+"""The Bitrix24 source: the CRM's outbound events on `POST /hooks/bitrix24`, the deals,
+smart-process items and contacts they name fetched through the REST API.
 
 Configured under `sources.bitrix24`:
 
@@ -18,8 +18,8 @@ An outbound event is a form (`event=ONCRMDEALUPDATE`, `data[FIELDS][ID]=42`, `ts
 
 The event carries only an id, and the rate limit makes fetching slow under a burst, so the
 fetch happens after the answer, durably: the handler writes `deal-42.json` (or
-`contact-7.json`) into the pending folder (`bitrix24-pending/` beside the database), fsyncs
-it, and answers 200; the source's poller fetches what is pending in `batch` requests (a deal
+`contact-7.json`, `item-1032-5.json`) into the pending folder (`bitrix24-pending/` beside the
+database), fsyncs it, and answers 200; the source's poller fetches what is pending in `batch` requests (a deal
 and its contact in one command pair, 25 pending records a request), stores the events, and
 only then deletes the files. A restart, or Bitrix24 down, leaves the files for the next
 round (retried with a growing pause, up to 5 minutes). Several updates of one deal before it is
@@ -31,8 +31,11 @@ What a record becomes (the customer is the contact's first email and phone, with
   `MOVED_TIME`; a new deal enters its first stage) with `data.deal` (`id`, `title`,
   `stage_id`, `category_id`, `opportunity`, `currency`, `assigned_by_id`), plus the events
   `stages` maps that stage to, once per deal, with `data.order` (`id`, `total`, `currency`);
+- an item of a smart process (`ONCRMDYNAMICITEMADD`/`UPDATE`, with `ENTITY_TYPE_ID`, fetched
+  with `crm.item.get`): the same as a deal, as `bitrix.item.stage_changed` with `data.item`
+  (and `entity_type_id`), `attributes.bitrix24_item_id` `<type>-<id>`;
 - a contact: `customer.updated` (once per `DATE_MODIFY`).
-A deal without a contact, or one deleted before it is fetched, is dropped with a log line.
+A deal or item without a contact, or deleted before it is fetched, is dropped with a log line.
 """
 
 from __future__ import annotations
@@ -76,15 +79,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOOK_PATH = "/hooks/bitrix24"
-STAGE_CHANGED = "bitrix.deal.stage_changed"
+STAGE_CHANGED = {"deal": "bitrix.deal.stage_changed", "item": "bitrix.item.stage_changed"}
 # The outbound events fetched, by the kind of record they name.
 KINDS = {
     "ONCRMDEALADD": "deal",
     "ONCRMDEALUPDATE": "deal",
     "ONCRMCONTACTADD": "contact",
     "ONCRMCONTACTUPDATE": "contact",
+    "ONCRMDYNAMICITEMADD": "item",  # an item of a smart process (its type in ENTITY_TYPE_ID)
+    "ONCRMDYNAMICITEMUPDATE": "item",
 }
-PENDING = re.compile(r"(deal|contact)-(\d{1,18})\.json")
+# A pending record's file: `deal-42.json`, `contact-7.json`, `item-1032-5.json` (type, then id).
+PENDING = re.compile(r"(deal|contact)-(\d{1,18})\.json|(item)-(\d{1,9}-\d{1,18})\.json")
 PER_BATCH = MAX_BATCH // 2  # pending records a batch request fetches: a deal takes two commands
 IDLE_CHECK = 60.0  # seconds between looks at the pending folder when no event wakes the poller
 MAX_PAUSE = 300.0  # seconds: the longest pause after failed rounds
@@ -95,7 +101,7 @@ class Bitrix24Source(Source):
 
     name = "bitrix24"
     verified = True  # what it stores comes from the CRM's own REST API
-    event_types = (STAGE_CHANGED,)
+    event_types = tuple(STAGE_CHANGED.values())
 
     def __init__(
         self,
@@ -134,6 +140,13 @@ class Bitrix24Source(Source):
         record_id = _text(form.get("data[FIELDS][ID]")) or ""
         if not re.fullmatch(r"\d{1,18}", record_id):
             return bad_request(f"{name}: data[FIELDS][ID] must be the record's numeric id")
+        if kind == "item":
+            entity_type = _text(form.get("data[FIELDS][ENTITY_TYPE_ID]")) or ""
+            if not re.fullmatch(r"\d{1,9}", entity_type):
+                return bad_request(
+                    f"{name}: data[FIELDS][ENTITY_TYPE_ID] must be the smart process's type id"
+                )
+            record_id = f"{entity_type}-{record_id}"
         note = json.dumps({"event": name, "ts": _text(form.get("ts"))}).encode()
         try:
             await asyncio.to_thread(_write_durably, self.pending, f"{kind}-{record_id}.json", note)
@@ -174,33 +187,30 @@ class Bitrix24Source(Source):
         found = await asyncio.to_thread(_pending_records, self.pending, PER_BATCH)
         if not found:
             return 0
-        commands: dict[str, str] = {}
-        for _, _, kind, record_id in found:
-            if kind == "deal":
-                commands[f"d{record_id}"] = f"crm.deal.get?id={record_id}"
-                commands[f"dc{record_id}"] = f"crm.contact.get?id=$result[d{record_id}][CONTACT_ID]"
-            else:
-                commands[f"c{record_id}"] = f"crm.contact.get?id={record_id}"
-        results, errors = await self.rest.batch(commands)
+        wanted = {(kind, record_id): _commands(kind, record_id) for _, _, kind, record_id in found}
+        results, errors = await self.rest.batch(
+            {k: v for commands in wanted.values() for k, v in commands.items()}
+        )
         events: list[Event] = []
         done: list[tuple[Path, int]] = []
         busy = ""
         for path, mtime, kind, record_id in found:
-            key = f"d{record_id}" if kind == "deal" else f"c{record_id}"
-            error = errors.get(key) or (errors.get(f"dc{record_id}") if kind == "deal" else None)
+            main, *contact = wanted[kind, record_id]
+            error = next((errors[key] for key in (main, *contact) if key in errors), None)
             if error and str(error.get("error")) in TRANSIENT:
                 busy = str(error.get("error"))  # the portal is busy: this one stays pending
                 continue
             try:
-                if error or not isinstance(results.get(key), dict):
-                    what = "its contact" if key in results else "it"
+                if error or not isinstance(results.get(main), dict):
+                    what = "its contact" if main in results else "it"
                     log.info(
                         "bitrix24: %s %s dropped: cannot fetch %s (%s)", kind, record_id, what, _code(error)
                     )
-                elif kind == "deal":
-                    events += self.deal_events(results[key], results.get(f"dc{record_id}"))
+                elif kind == "contact":
+                    events += contact_events(results[main])
                 else:
-                    events += contact_events(results[key])
+                    view, moved, modified = (_deal_view if kind == "deal" else _item_view)(results[main])
+                    events += self.stage_events(kind, view, moved or modified, moved, results.get(contact[0]))
             except EventError as exc:
                 log.warning("bitrix24: %s %s dropped: %s", kind, record_id, exc)
             done.append((path, mtime))
@@ -211,45 +221,28 @@ class Bitrix24Source(Source):
             raise Bitrix24Error(f"batch: Bitrix24 answered {busy} for some records; they stay pending")
         return len(found)
 
-    def deal_events(self, deal: dict[str, Any], contact: Any) -> list[Event]:
-        """The stage the deal entered, and the order events `stages` says that stage means."""
-        deal_id = str(deal.get("ID") or "")
-        stage = deal.get("STAGE_ID")
-        if not deal_id.isdigit() or not isinstance(stage, str) or not stage:
-            raise EventError("the deal has no ID or STAGE_ID")
-        profile = (
-            contact_profile(contact, {"bitrix24_deal_id": deal_id}) if isinstance(contact, dict) else None
-        )
+    def stage_events(
+        self, kind: str, view: dict[str, Any], at: str | None, moved: str | None, contact: Any
+    ) -> list[Event]:
+        """The stage a deal or item entered, and the order events `stages` says that stage means."""
+        stage = view["stage_id"]
+        # a deal is `42`, an item `1032-5` (its smart process's type, then its id)
+        record = view["id"] if kind == "deal" else f"{view['entity_type_id']}-{view['id']}"
+        attributes = {f"bitrix24_{kind}_id": record}
+        profile = contact_profile(contact, attributes) if isinstance(contact, dict) else None
         if profile is None:
-            log.info("bitrix24: deal %s has no contact with an email or phone: nothing to tie it to", deal_id)
-            return []
-        moved = moment(deal.get("MOVED_TIME"))
-        at = moved or moment(deal.get("DATE_MODIFY"))
-        view = {
-            "id": deal_id,
-            "title": deal.get("TITLE"),
-            "stage_id": stage,
-            "category_id": deal.get("CATEGORY_ID"),
-            "opportunity": number(deal.get("OPPORTUNITY")),
-            "currency": deal.get("CURRENCY_ID"),
-            "assigned_by_id": deal.get("ASSIGNED_BY_ID"),
-        }
-        view = {key: value for key, value in view.items() if value is not None}
-        found = [
-            event(
-                f"bitrix24:deal:{deal_id}:stage:{stage}:{moved or ''}",
-                STAGE_CHANGED,
-                at,
-                profile,
-                {"deal": view},
+            log.info(
+                "bitrix24: %s %s has no contact with an email or phone: nothing to tie it to", kind, record
             )
+            return []
+        prefix = f"bitrix24:{kind}:{record.replace('-', ':')}"
+        found = [
+            event(f"{prefix}:stage:{stage}:{moved or ''}", STAGE_CHANGED[kind], at, profile, {kind: view})
         ]
-        order = {"id": f"deal-{deal_id}", "total": view.get("opportunity"), "currency": view.get("currency")}
+        order = {"id": f"{kind}-{record}", "total": view.get("opportunity"), "currency": view.get("currency")}
         order = {key: value for key, value in order.items() if value is not None}
         for type_ in self.stages.get(stage, ()):
-            found.append(
-                event(f"bitrix24:deal:{deal_id}:{type_}", type_, at, profile, {"deal": view, "order": order})
-            )
+            found.append(event(f"{prefix}:{type_}", type_, at, profile, {kind: view, "order": order}))
         return found
 
     async def close(self) -> None:
@@ -269,6 +262,63 @@ def contact_profile(
         name=name or None,
         attributes={"bitrix24_contact_id": contact_id, **(attributes or {})},
     )
+
+
+def _commands(kind: str, record_id: str) -> dict[str, str]:
+    """The batch commands that fetch a pending record: the record, then its contact (a
+    reference to the record's result, so both come in one request)."""
+    if kind == "deal":
+        return {
+            f"d{record_id}": f"crm.deal.get?id={record_id}",
+            f"dc{record_id}": f"crm.contact.get?id=$result[d{record_id}][CONTACT_ID]",
+        }
+    if kind == "item":
+        entity_type, item_id = record_id.split("-")
+        key = f"i{entity_type}_{item_id}"
+        return {
+            key: f"crm.item.get?entityTypeId={entity_type}&id={item_id}",
+            f"c{key}": f"crm.contact.get?id=$result[{key}][item][contactId]",
+        }
+    return {f"c{record_id}": f"crm.contact.get?id={record_id}"}
+
+
+def _deal_view(deal: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
+    """A deal (`crm.deal.get`) as events carry it, with when it moved and when it changed."""
+    view = {
+        "id": str(deal.get("ID") or ""),
+        "title": deal.get("TITLE"),
+        "stage_id": deal.get("STAGE_ID"),
+        "category_id": deal.get("CATEGORY_ID"),
+        "opportunity": number(deal.get("OPPORTUNITY")),
+        "currency": deal.get("CURRENCY_ID"),
+        "assigned_by_id": deal.get("ASSIGNED_BY_ID"),
+    }
+    return _checked(view), moment(deal.get("MOVED_TIME")), moment(deal.get("DATE_MODIFY"))
+
+
+def _item_view(answer: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
+    """A smart process's item (`crm.item.get`, camelCase fields) as events carry it."""
+    item = answer.get("item") if isinstance(answer.get("item"), dict) else {}
+    view = {
+        "entity_type_id": str(item.get("entityTypeId") or ""),
+        "id": str(item.get("id") or ""),
+        "title": item.get("title"),
+        "stage_id": item.get("stageId"),
+        "category_id": item.get("categoryId"),
+        "opportunity": number(item.get("opportunity")),
+        "currency": item.get("currencyId"),
+        "assigned_by_id": item.get("assignedById"),
+    }
+    if not view["entity_type_id"].isdigit():
+        raise EventError("the item has no entityTypeId")
+    return _checked(view), moment(item.get("movedTime")), moment(item.get("updatedTime"))
+
+
+def _checked(view: dict[str, Any]) -> dict[str, Any]:
+    """The view without empty fields; `EventError` when it has no numeric id or no stage."""
+    if not view["id"].isdigit() or not isinstance(view["stage_id"], str) or not view["stage_id"]:
+        raise EventError("the record has no ID or stage")
+    return {key: value for key, value in view.items() if value is not None}
 
 
 def contact_events(contact: dict[str, Any]) -> list[Event]:
@@ -325,8 +375,9 @@ def _pending_records(folder: Path, limit: int) -> list[tuple[Path, int, str, str
         for entry in os.scandir(folder):
             match = PENDING.fullmatch(entry.name)
             if match:
+                kind, record_id = (match[1], match[2]) if match[1] else (match[3], match[4])
                 with contextlib.suppress(FileNotFoundError):
-                    found.append((Path(entry.path), entry.stat().st_mtime_ns, match[1], match[2]))
+                    found.append((Path(entry.path), entry.stat().st_mtime_ns, kind, record_id))
     found.sort(key=lambda item: item[1])
     return found[:limit]
 

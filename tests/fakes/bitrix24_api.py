@@ -1,8 +1,9 @@
 """A local fake of a Bitrix24 portal's REST API, reached through an inbound webhook URL
 (`/rest/<user>/<code>/<method>.json`), for the Bitrix24 source and actions.
 
-It answers `crm.deal.get`, `crm.contact.get`, `crm.deal.update`, `crm.activity.todo.add` and
-`batch` (with `$result[key][FIELD]` references to earlier commands) with Bitrix24's bodies:
+It answers `crm.deal.get`, `crm.contact.get`, `crm.item.get`, `crm.deal.update`,
+`crm.activity.todo.add` and `batch` (with `$result[key][FIELD]...` references to earlier
+commands) with Bitrix24's bodies:
 `{"result": ..., "time": {...}}`, or `{"error": CODE, "error_description": ...}`. `limit(n)`
 makes the next n requests answer 503 `QUERY_LIMIT_EXCEEDED`, as the portal's leaky bucket
 does; `down = True` answers 500 to everything, `failing` to the methods it names.
@@ -44,6 +45,7 @@ class FakeBitrix24:
 
     def __init__(self) -> None:
         self.deals: dict[str, dict[str, Any]] = {}
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}  # (entityTypeId, id) → a smart process's item
         self.contacts: dict[str, dict[str, Any]] = {}
         self.activities: list[dict[str, Any]] = []
         self.calls: list[tuple[str, Any]] = []  # (method, params) of every request, batch included
@@ -110,6 +112,11 @@ class FakeBitrix24:
             if record_id not in records:
                 raise LookupError("Not found")
             return records[record_id]
+        if method == "crm.item.get":
+            key = (str(params.get("entityTypeId") or ""), record_id)
+            if key not in self.items:
+                raise LookupError("Not found")
+            return {"item": self.items[key]}
         if method == "crm.deal.update":
             if record_id not in self.deals:
                 raise LookupError("Not found")
@@ -130,12 +137,12 @@ class FakeBitrix24:
             method, _, query = command.partition("?")
 
             def fill(match: re.Match) -> str:
-                earlier = results.get(match[1])
-                return str(earlier.get(match[2]) or "") if isinstance(earlier, dict) else ""
+                value: Any = results
+                for key in re.findall(r"\[(\w+)\]", match[0]):
+                    value = value.get(key) if isinstance(value, dict) else None
+                return "" if value is None or isinstance(value, dict | list) else str(value)
 
-            params = {
-                name: re.sub(r"\$result\[(\w+)\]\[(\w+)\]", fill, value) for name, value in parse_qsl(query)
-            }
+            params = {name: re.sub(r"\$result(\[\w+\])+", fill, value) for name, value in parse_qsl(query)}
             self.calls.append((method, params))
             try:
                 results[key] = self.run(method, params)

@@ -143,9 +143,10 @@ def test_signed_bitrix_posts_with_any_content_are_answered_below_500(daemon: Dae
 @pytest.mark.slow
 @fuzzing(60)
 @given(
-    event=st.sampled_from(["ONCRMDEALUPDATE", "ONCRMCONTACTADD", "ONCRMLEADADD"]) | SAFE_TEXT,
+    event=st.sampled_from(["ONCRMDEALUPDATE", "ONCRMCONTACTADD", "ONCRMDYNAMICITEMUPDATE", "ONCRMLEADADD"])
+    | SAFE_TEXT,
     record=st.sampled_from(["42", "7", "0", "-1", "1e3", "9" * 30]) | SAFE_TEXT,
-    extra=st.dictionaries(SAFE_TEXT, SAFE_TEXT, max_size=3),
+    extra=st.dictionaries(st.just("data[FIELDS][ENTITY_TYPE_ID]") | SAFE_TEXT, SAFE_TEXT, max_size=3),
 )
 def test_bitrix24_events_with_the_token_and_any_form_are_answered_below_500(
     daemon: Daemon, event: str, record: str, extra: dict[str, str]
