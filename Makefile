@@ -22,11 +22,16 @@ run: $(VENV)/.installed
 	@test -d $(DEMO) || $(BIN)/boomerang init $(DEMO)
 	cd $(DEMO) && ../$(BIN)/boomerang run
 
-# The site tracking browser test runs headless Chromium (Debian: apt-get install chromium):
-# installed here when missing and possible; without it, that test says so and is skipped.
+# The site tracking browser test runs headless Chromium (Debian: apt-get install chromium) and the
+# 1C-Bitrix module's tests run it with php-cli (php-cli php-curl): installed here when missing and
+# possible; without them, those tests say so and are skipped.
 test: $(VENV)/.installed-test
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) >/dev/null 2>&1 \
 		|| echo "chromium is not installed and could not be (apt-get install chromium): the browser test is skipped"
+	@command -v php >/dev/null || apt-get install -y -q php-cli php-curl >/dev/null 2>&1 \
+		|| (apt-get update -q && apt-get install -y -q php-cli php-curl) >/dev/null 2>&1 \
+		|| sudo -n apt-get install -y -q php-cli php-curl >/dev/null 2>&1 \
+		|| echo "php-cli is not installed and could not be (apt-get install php-cli php-curl): the 1C-Bitrix module's tests are skipped"
 	$(BIN)/ruff check core plugins tests bench
 	$(BIN)/python -m pytest -q --durations=15
 

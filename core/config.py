@@ -52,6 +52,7 @@ class Config:
     log_level: str = "info"
     ingest_window: IngestWindow = field(default_factory=IngestWindow)
     sources: dict[str, dict] = field(default_factory=dict)
+    actions: dict[str, dict] = field(default_factory=dict)
     channels: dict[str, dict] = field(default_factory=dict)
     contact_plan: dict[str, Any] = field(default_factory=dict)
     segments: dict[str, str] = field(default_factory=dict)
@@ -182,6 +183,7 @@ class _Reader:
             "default_locale",
             "outbox",
             "sources",
+            "actions",
             "channels",
             "contact_plan",
             "segments",
@@ -221,6 +223,7 @@ class _Reader:
             config.log_level = self.string(doc, "log_level", _choice_check(_LOG_LEVELS)).lower()
         config.ingest_window = self.ingest_window(self.mapping(doc, "ingest", {"earliest", "future"}))
         config.sources = self.sections(doc, "sources")
+        config.actions = self.sections(doc, "actions")
         config.channels = self.sections(doc, "channels")
         plan = self.mapping(doc, "contact_plan", None)
         config.contact_plan = dict(plan)
@@ -280,7 +283,7 @@ class _Reader:
         return value
 
     def sections(self, parent: CommentedMap, key: str) -> dict[str, dict]:
-        """A mapping of named sections (`channels`, `sources`), each itself a mapping."""
+        """A mapping of named sections (`channels`, `sources`, `actions`), each itself a mapping."""
         value = self.mapping(parent, key, None)
         result = {}
         for name, section in value.items():

@@ -36,6 +36,7 @@ from boomerang.contact_plan import DEFAULT_RATE, Decision
 from boomerang.expressions import MESSAGE_SECONDS, Budget, Expression, RenderLimitExceeded, Scope, evaluating
 from boomerang.history import History
 from boomerang.journeys import Journeys, stable_id
+from boomerang.kinds import ActionFailed
 from boomerang.model import (
     Customer,
     Delivery,
@@ -569,7 +570,8 @@ class Dispatch(Journeys):
                 self._fall_back(record.id, f"no delivery receipt from {record.channel} in {hours:g}h", now)
 
     async def _act(self, job: Job) -> None:
-        """Run an `action` job's plugin action on the event loop; a failure is retried by `RETRY`."""
+        """Run an `action` job's plugin action on the event loop; a failure is retried by `RETRY`
+        unless the action raised `ActionFailed(retry=False)`."""
         name = job.payload["action"]
         action = self.project.registry.actions.get(name)
         outcome, retry = "", False
@@ -583,7 +585,8 @@ class Dispatch(Journeys):
                 outcome = f"{name}: done" + (f" ({result})" if result else "")
             except Exception as exc:  # noqa: BLE001 - an action's failure is retried, then recorded
                 log.warning("action %s failed: %s", name, exc)
-                outcome, retry = f"{name}: failed: {exc}", RETRY.retries(job.attempts)
+                mendable = not isinstance(exc, ActionFailed) or exc.retry
+                outcome, retry = f"{name}: failed: {exc}", mendable and RETRY.retries(job.attempts)
         await self.store.run(self._record_action, job, outcome, retry, self.clock.now())
 
     def _record_action(self, job: Job, outcome: str, retry: bool, now: datetime) -> None:

@@ -210,11 +210,24 @@ class SendsInFlight:
 
 @dataclass(frozen=True)
 class Action:
-    """A named action for `action:` steps; `run` gets the rendered `with:` arguments."""
+    """A named action for `action:` steps; `run` gets the rendered `with:` arguments.
+
+    An exception from `run` is retried under the one retry policy (core/retry.py); raise
+    `ActionFailed(..., retry=False)` for a failure that trying again cannot mend (a wrong
+    argument, a record the other system does not have).
+    """
 
     name: str
     run: Callable[..., Awaitable[dict[str, Any] | None]]
     description: str = ""
+
+
+class ActionFailed(Exception):
+    """An action's failure, with whether trying again later may succeed (`retry`)."""
+
+    def __init__(self, message: str, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
 
 
 class PromoProvider(ABC):

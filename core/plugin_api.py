@@ -104,7 +104,8 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
 
 
 class SettingsCheck:
-    """The problems of one plugin's section of the config (`channels.<name>`, `sources.<name>`),
+    """The problems of one plugin's section of the config (`channels.<name>`, `sources.<name>`,
+    `actions.<name>`),
     each at its place in `boomerang.yaml`.
 
     Unknown settings are reported at once, at the key, with a "did you mean"; add the others

@@ -63,10 +63,7 @@ def make_project(project: Path, scenario: str = SCENARIO) -> Path:
 
 def add_customers(store: Store, count: int) -> None:
     """`count` customers, every third on the free plan (outside the audience), by ingest."""
-    events = [
-        incoming(f"e-{n}", "customer.updated", "2026-03-01 10:00", customer(n))
-        for n in range(count)
-    ]
+    events = [incoming(f"e-{n}", "customer.updated", "2026-03-01 10:00", customer(n)) for n in range(count)]
     store.ingest(events, NOW - timedelta(days=1))
     store.db.execute("UPDATE events SET handled = 1")  # nothing for the journeys to do with them
 

@@ -70,8 +70,12 @@ async def test_a_full_disk_is_answered_503_and_ingest_recovers_when_space_return
         assert stored(database, "before") == (20, 20)
         # The engine met the full disk too (acting on the first burst may have) and carried on.
         await wait_for(
-            lambda: sqlite3.connect(database).execute("SELECT count(*) FROM events WHERE handled = 0")
-            .fetchone()[0] == 0,
+            lambda: (
+                sqlite3.connect(database)
+                .execute("SELECT count(*) FROM events WHERE handled = 0")
+                .fetchone()[0]
+                == 0
+            ),
             30,
             "the engine to act on every stored event",
         )
