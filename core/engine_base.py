@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Template
 
+from boomerang.audiences import Condition
 from boomerang.contact_plan import load_plan
 from boomerang.context import context, store_scope
 from boomerang.engine_protocols import Clock, EngineStore, JourneyWrites
@@ -49,6 +50,7 @@ class EngineBase:
         config = project.config
         self.tracking = Tracking(config.public_url, config.secret) if config.secret else None
         self._value_templates: dict[str, Template] = {}
+        self._audiences: dict[str, Condition | None] = {}  # audience expressions as the store's conditions
 
     def context(
         self, customer: Customer, journey: Journey | None, now: datetime, event: dict | None = None

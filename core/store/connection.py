@@ -112,7 +112,7 @@ class Connection:
         whether anything between them wrote."""
         return self.db.conn.total_changes
 
-    def _select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def _select(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         """The rows of one of the store's own SELECTs, as dicts keyed by column name.
 
         The dicts of sqlite-utils' `db.query()`, without the savepoint it wraps around every
