@@ -38,6 +38,8 @@ class EngineBase:
         # Where journeys, their timeline, jobs and messages are written: the store, or while a
         # schedule starts a page of its audience, a `BatchedWrites` in front of it.
         self.writes: JourneyWrites = store
+        # Where timeline lines go instead while a batch of sends holds them back (`Dispatch`).
+        self._held_lines: list[JournalEntry] | None = None
         self.use(project)
 
     def use(self, project: Project) -> None:
@@ -66,7 +68,7 @@ class EngineBase:
         self, now: datetime, kind: str, journey: Journey, step: Step | str | None, reason: str, **fields: Any
     ) -> None:
         variants = journey.context.get("variants") or {}
-        self.writes.add_journal(
+        (self.writes.add_journal if self._held_lines is None else self._held_lines.append)(
             JournalEntry(
                 at=now,
                 kind=kind,
