@@ -136,7 +136,7 @@ def in_store(store: Store, source: str) -> list[str]:
     return [customer.id for customer in page]
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(source=expressions, people=st.lists(customers, min_size=1, max_size=8))
 def test_the_store_selects_exactly_whom_the_sandbox_lets_in(
     store: Store, source: str, people: list[dict[str, Any]]
