@@ -43,6 +43,7 @@ from boomerang.model import (
     DeliveryStatus,
     Event,
     Job,
+    JournalEntry,
     Journey,
     Message,
     MessageRecord,
@@ -85,11 +86,14 @@ class SendPlan:
 
 @dataclasses.dataclass
 class Sending:
-    """A message marked `sending`, ready for its channel: its job and the plan's reason."""
+    """A message marked `sending`, ready for its channel: its job and the plan's reason, and
+    the timeline lines of the batch's messages held back after it (`lines_after`), written
+    after its own so that the timeline keeps the plans' order."""
 
     job: Job
     message: Message
     reason: str
+    lines_after: list[JournalEntry] = dataclasses.field(default_factory=list)
 
 
 async def send_message(plugins: Plugins, registry: Registry, message: Message) -> Delivery:
@@ -333,52 +337,69 @@ class Dispatch(Journeys):
         results = iter(rendered)
         with self.store.transaction():
             current = self.store.messages([plan.record.id for plan in plans])
-            for plan in plans:
-                record, channel_name = plan.record, plan.decision.channel
-                result = next(results) if plan.goes else None
-                if current.get(record.id, {}).get("status") not in ("pending", "sending"):
-                    self.store.complete_job(plan.job.id)  # settled meanwhile (its journey ended...)
-                    continue
-                if channel_name is None:
-                    self._hold_back(plan, now)
-                    continue
-                assert result is not None  # a plan that goes has its rendering
-                if isinstance(result, Exception):
-                    reason = f"{channel_name}: cannot render: {result}"
-                    if isinstance(result, RenderLimitExceeded | SecurityError):
-                        # Worded by the sandbox, without customer data: the operator should hear of it.
-                        log.warning("message %s: cannot render: %s", record.id, result)
-                    self.store.update_message(record.id, status="dropped", detail=reason)
-                    fields = {"template": record.template, "message_id": record.id, "channel": channel_name}
-                    self._journal(now, "drop", plan.journey, record.step, reason, **fields)
-                    self.store.complete_job(plan.job.id)
-                    continue
-                channel = self.project.registry.channels[channel_name]
-                message = Message(
-                    id=record.id,
-                    customer_id=plan.customer.id,
-                    channel=channel_name,
-                    to=channel.address(plan.customer) or "",
-                    template=record.template,
-                    body=result.body,
-                    subject=result.subject,
-                    html=result.html,
-                    locale=result.locale,
-                    category=record.category,
-                    scenario=record.scenario,
-                    step=record.step,
-                    extra=result.extra,
-                )
-                links = self.tracking.apply(message) if self.tracking else []
-                self.store.update_message(
-                    record.id,
-                    status="sending",
-                    channel=channel_name,
-                    links=json.dumps(links),
-                    sent_at=to_iso(now),
-                )
-                sendings.append(Sending(plan.job, message, plan.decision.explain()))
+            try:
+                for plan in plans:
+                    # A message held back after one that goes: its line waits for that one's,
+                    # which is written with the channel's answer (`_record_delivery`).
+                    self._held_lines = sendings[-1].lines_after if sendings else None
+                    self._commit_send(plan, next(results) if plan.goes else None, current, sendings, now)
+            finally:
+                self._held_lines = None
         return sendings
+
+    def _commit_send(
+        self,
+        plan: SendPlan,
+        result: Rendered | Exception | None,
+        current: dict[str, dict[str, Any]],
+        sendings: list[Sending],
+        now: datetime,
+    ) -> None:
+        """`_commit_sends` for one message of the batch: held back, dropped, or marked `sending`
+        and added to `sendings`."""
+        record, channel_name = plan.record, plan.decision.channel
+        if current.get(record.id, {}).get("status") not in ("pending", "sending"):
+            self.store.complete_job(plan.job.id)  # settled meanwhile (its journey ended...)
+            return
+        if channel_name is None:
+            self._hold_back(plan, now)
+            return
+        assert result is not None  # a plan that goes has its rendering
+        if isinstance(result, Exception):
+            reason = f"{channel_name}: cannot render: {result}"
+            if isinstance(result, RenderLimitExceeded | SecurityError):
+                # Worded by the sandbox, without customer data: the operator should hear of it.
+                log.warning("message %s: cannot render: %s", record.id, result)
+            self.store.update_message(record.id, status="dropped", detail=reason)
+            fields = {"template": record.template, "message_id": record.id, "channel": channel_name}
+            self._journal(now, "drop", plan.journey, record.step, reason, **fields)
+            self.store.complete_job(plan.job.id)
+            return
+        channel = self.project.registry.channels[channel_name]
+        message = Message(
+            id=record.id,
+            customer_id=plan.customer.id,
+            channel=channel_name,
+            to=channel.address(plan.customer) or "",
+            template=record.template,
+            body=result.body,
+            subject=result.subject,
+            html=result.html,
+            locale=result.locale,
+            category=record.category,
+            scenario=record.scenario,
+            step=record.step,
+            extra=result.extra,
+        )
+        links = self.tracking.apply(message) if self.tracking else []
+        self.store.update_message(
+            record.id,
+            status="sending",
+            channel=channel_name,
+            links=json.dumps(links),
+            sent_at=to_iso(now),
+        )
+        sendings.append(Sending(plan.job, message, plan.decision.explain()))
 
     async def _deliver(self, sendings: list[Sending]) -> list[Delivery]:
         """Hand a batch's messages to their channels, at most `SENDS_AT_ONCE` at a time, so that
@@ -417,6 +438,8 @@ class Dispatch(Journeys):
                 record = MessageRecord.from_row(row) if row else None
                 journey = journeys.get(record.journey_id) if record and record.journey_id else None
                 self._record_answer(sending, record, journey, delivery, now, sent)
+                for entry in sending.lines_after:
+                    self.writes.add_journal(entry)
             self.store.record_sent(sent, now)
             self.handle_pending_events()
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Template
 
+from boomerang.audiences import Condition
 from boomerang.contact_plan import load_plan
 from boomerang.context import context, store_scope
 from boomerang.engine_protocols import Clock, EngineStore, JourneyWrites
@@ -37,6 +38,8 @@ class EngineBase:
         # Where journeys, their timeline, jobs and messages are written: the store, or while a
         # schedule starts a page of its audience, a `BatchedWrites` in front of it.
         self.writes: JourneyWrites = store
+        # Where timeline lines go instead while a batch of sends holds them back (`Dispatch`).
+        self._held_lines: list[JournalEntry] | None = None
         self.use(project)
 
     def use(self, project: Project) -> None:
@@ -49,6 +52,7 @@ class EngineBase:
         config = project.config
         self.tracking = Tracking(config.public_url, config.secret) if config.secret else None
         self._value_templates: dict[str, Template] = {}
+        self._audiences: dict[str, Condition | None] = {}  # audience expressions as the store's conditions
 
     def context(
         self, customer: Customer, journey: Journey | None, now: datetime, event: dict | None = None
@@ -64,7 +68,7 @@ class EngineBase:
         self, now: datetime, kind: str, journey: Journey, step: Step | str | None, reason: str, **fields: Any
     ) -> None:
         variants = journey.context.get("variants") or {}
-        self.writes.add_journal(
+        (self.writes.add_journal if self._held_lines is None else self._held_lines.append)(
             JournalEntry(
                 at=now,
                 kind=kind,

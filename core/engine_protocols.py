@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
+from boomerang.audiences import Condition
 from boomerang.model import Customer, Event, JournalEntry, Journey, Sent
 from boomerang.store.jobs import JobQueue
 
@@ -76,7 +77,12 @@ class EngineStore(JobQueue, Protocol):
     def customer(self, customer_id: str) -> Customer | None: ...
     def customers(self, customer_ids: Collection[str]) -> dict[str, Customer]: ...
     def audience_page(
-        self, scenario: str, after: str, limit: int, entered_since: str | None
+        self,
+        scenario: str,
+        after: str,
+        limit: int,
+        entered_since: str | None,
+        audience: tuple[Condition, datetime] | None = None,
     ) -> tuple[list[Customer], str | None]: ...
     def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]: ...
     def set_attributes(self, customer_id: str, attributes: dict[str, Any]) -> None: ...

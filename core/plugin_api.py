@@ -14,7 +14,9 @@ Every name here is defined once in the core and kept stable for plugins; the res
   `b64url_decode`;
 - HTTP: `retry_after` for a `Retry-After` header;
 - text and time: `html_to_text`, `parse_duration`, `parse_time`, `to_iso`;
-- for condition functions: `scope` (the evaluation's history and segments) and `History`.
+- for condition functions: `scope` (the evaluation's history and segments) and `History`;
+  `translated_as` and the terms of `boomerang.audiences` (`days_since_term`) for a function a
+  schedule's audience can ask the store about.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from boomerang.audiences import days_since_term, translated_as
 from boomerang.bodies import BodyError, read_json
 from boomerang.clock import parse_duration, parse_time, to_iso
 from boomerang.config import Config
@@ -63,6 +66,7 @@ __all__ = [
     "b64url",
     "b64url_decode",
     "bearer",
+    "days_since_term",
     "did_you_mean",
     "e164",
     "html_to_text",
@@ -79,6 +83,7 @@ __all__ = [
     "seal",
     "sign",
     "to_iso",
+    "translated_as",
     "unseal",
     "verify",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 
 from croniter import croniter
 
+from boomerang.audiences import Condition, translate
 from boomerang.batched_writes import BatchedWrites
 from boomerang.clock import to_iso
 from boomerang.journeys import Journeys, journey_id
@@ -81,16 +82,24 @@ class Schedules(Journeys):
         event = {"type": "schedule", "at": to_iso(now), "data": {}}
         audience = scenario.trigger.audience
         entry_key = f"tick:{to_iso(tick_at)}"
+        translated = self._translated(audience.source) if audience is not None else None
         with self.store.transaction():
             page, following = self.store.audience_page(
-                scenario.id, job.payload.get("after", ""), AUDIENCE_BATCH, self._entered_since(scenario, now)
+                scenario.id,
+                job.payload.get("after", ""),
+                AUDIENCE_BATCH,
+                self._entered_since(scenario, now),
+                (translated, now) if translated is not None else None,
             )
-            entering = [
-                customer
-                for customer in page
-                if audience is not None
-                and audience.test(self.context(customer, None, now, event), self.scope(customer.id, now))
-            ]
+            if translated is not None:
+                entering = page  # the store chose them, as the sandbox would have
+            else:
+                entering = [
+                    customer
+                    for customer in page
+                    if audience is not None
+                    and audience.test(self.context(customer, None, now, event), self.scope(customer.id, now))
+                ]
             # The page holds only customers the reentry rule lets in, so they start at once; their
             # journeys, timeline and jobs are written together, one statement per table.
             stored = self.store.existing_journeys(
@@ -107,6 +116,13 @@ class Schedules(Journeys):
                 job.payload["after"] = following
                 self.store.save_job_payload(job.id, job.payload)
         return following is not None
+
+    def _translated(self, source: str) -> Condition | None:
+        """An audience expression as the store's condition (`boomerang.audiences`), once per
+        expression; None if it must be evaluated in the sandbox."""
+        if source not in self._audiences:
+            self._audiences[source] = translate(source, self.project.registry.conditions)
+        return self._audiences[source]
 
     def _entered_since(self, scenario: Scenario, now: datetime) -> str | None:
         """`Store.audience_page`'s form of the reentry rule: entries after this moment keep one out."""

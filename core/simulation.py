@@ -331,7 +331,7 @@ async def rehearse(
         store.address_fields = address_fields(project.registry.channel_kinds)
         try:
             engine = Engine(store, clock, plugins, project, dry_run=True)
-            scheduler = Scheduler(store, clock, engine.run_job, concurrency=1)
+            scheduler = Scheduler(store, clock, engine.run_job, batches=engine.batches, concurrency=1)
 
             def feed(event: Event) -> Event | None:
                 """Store and handle events, each at its own moment, in one transaction, until a

@@ -91,6 +91,24 @@ async def test_two_messages_of_one_customer_in_one_batch_respect_a_cap(project: 
         shop.close()
 
 
+async def test_a_batch_writes_its_timeline_in_the_order_its_messages_were_planned(project: Path) -> None:
+    # One send at a time writes send, defer, send, defer; a batch must not write both defers
+    # (decided before any message is handed over) ahead of the sends (written with the answers).
+    shop = Shop(
+        project,
+        {"first": promo("first"), "second": promo("second")},
+        {"first": "1", "second": "2"},
+        "  min_gap: 4h\n",
+    )
+    try:
+        await shop.events(cart("e-1", "c-1"), cart("e-2", "c-2"))
+        assert shop.batches == [4]
+        lines = [(e.kind, e.customer_id) for e in shop.store.journal() if e.kind in ("send", "defer")]
+        assert lines == [("send", "c-1"), ("defer", "c-1"), ("send", "c-2"), ("defer", "c-2")]
+    finally:
+        shop.close()
+
+
 async def test_two_messages_of_one_customer_in_one_batch_keep_the_minimum_gap(project: Path) -> None:
     shop = Shop(
         project,

@@ -131,7 +131,7 @@ class Connection:
         whether anything between them wrote."""
         return self.db.conn.total_changes
 
-    def _select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def _select(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         """The rows of one of the store's own SELECTs, as dicts keyed by column name.
 
         The dicts of sqlite-utils' `db.query()`, without the savepoint it wraps around every
@@ -182,7 +182,7 @@ class Connection:
             if number <= current:
                 continue
             with self.db.atomic():
-                for statement in filter(str.strip, sql.split(";")):
+                for statement in _statements(sql):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {number}")
             applied.append(number)
@@ -194,3 +194,16 @@ class Connection:
             table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             for table in ("customers", "events")
         }
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration, split at the semicolons that end one (not those inside a
+    trigger's body)."""
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current)
+            current = ""
+    return statements

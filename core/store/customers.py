@@ -9,6 +9,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
+from boomerang.audiences import Condition
 from boomerang.clock import to_iso
 from boomerang.model import Customer, Event, ProfileUpdate
 from boomerang.plugin_manager import installed_address_fields
@@ -21,6 +22,7 @@ from boomerang.profiles import (
     updated,
 )
 from boomerang.store import rows
+from boomerang.store.audiences import audience_where
 from boomerang.store.quarantine import Quarantine
 
 # Tables whose rows belong to a customer; merging two customers re-points them all.
@@ -348,20 +350,28 @@ class Customers(Quarantine):
         self._update("customers", customer_id, {"attributes": json.dumps(combined, ensure_ascii=False)})
 
     def audience_page(
-        self, scenario: str, after: str, limit: int, entered_since: str | None
+        self,
+        scenario: str,
+        after: str,
+        limit: int,
+        entered_since: str | None,
+        audience: tuple[Condition, datetime] | None = None,
     ) -> tuple[list[Customer], str | None]:
         """A page of an audience: up to `limit` customers in id order after `after` whom
         `scenario`'s reentry rule lets in, and the id the next page starts after (None: no more).
 
         Left out: a customer with a journey in it still active, or one entered after
-        `entered_since` (a stored timestamp; "" for any journey at all, None for none), and
-        one whose row cannot be read back (set aside).
+        `entered_since` (a stored timestamp; "" for any journey at all, None for none), one whose
+        row cannot be read back (set aside), and with `audience` (a translated audience
+        expression and the moment it is evaluated at) one the expression does not let in.
         """
+        where, params = audience_where(*audience) if audience is not None else ("1", {})
         found = self._select(
-            "SELECT * FROM customers WHERE id > ? AND NOT EXISTS (SELECT 1 FROM journeys"
-            " WHERE scenario = ? AND customer_id = customers.id AND (status = 'active' OR entered_at > ?))"
-            " ORDER BY id LIMIT ?",
-            [after, scenario, entered_since, limit],
+            "SELECT * FROM customers WHERE id > :after AND NOT EXISTS (SELECT 1 FROM journeys"
+            " WHERE scenario = :scenario AND customer_id = customers.id"
+            " AND (status = 'active' OR entered_at > :since))"
+            f" AND {where} ORDER BY id LIMIT :limit",
+            {**params, "after": after, "scenario": scenario, "since": entered_since, "limit": limit},
         )
         customers = (
             self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) for row in found

@@ -172,4 +172,62 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE channel IS NOT NULL;
         """,
     ),
+    (
+        8,
+        "engagement per channel as running totals in tenths, kept by triggers on messages",
+        """
+        CREATE TABLE engagement (
+            channel TEXT PRIMARY KEY,
+            points INTEGER NOT NULL,
+            messages INTEGER NOT NULL
+        );
+        INSERT INTO engagement (channel, points, messages)
+            SELECT channel, sum(CASE WHEN status = 'failed' THEN 0 WHEN clicked_at IS NOT NULL THEN 10
+                WHEN opened_at IS NOT NULL THEN 6 WHEN delivered_at IS NOT NULL THEN 3 ELSE 1 END), count(*)
+            FROM messages WHERE status IN ('sent', 'delivered', 'failed') AND channel IS NOT NULL
+            GROUP BY channel;
+        CREATE TRIGGER engagement_insert AFTER INSERT ON messages
+            WHEN NEW.status IN ('sent', 'delivered', 'failed') AND NEW.channel IS NOT NULL
+        BEGIN
+            INSERT INTO engagement (channel, points, messages) VALUES (NEW.channel, (CASE
+                WHEN NEW.status = 'failed' THEN 0 WHEN NEW.clicked_at IS NOT NULL THEN 10
+                WHEN NEW.opened_at IS NOT NULL THEN 6 WHEN NEW.delivered_at IS NOT NULL THEN 3
+                ELSE 1 END), 1)
+            ON CONFLICT (channel) DO UPDATE
+                SET points = points + excluded.points, messages = messages + excluded.messages;
+        END;
+        CREATE TRIGGER engagement_delete AFTER DELETE ON messages
+            WHEN OLD.status IN ('sent', 'delivered', 'failed') AND OLD.channel IS NOT NULL
+        BEGIN
+            INSERT INTO engagement (channel, points, messages) VALUES (OLD.channel, -(CASE
+                WHEN OLD.status = 'failed' THEN 0 WHEN OLD.clicked_at IS NOT NULL THEN 10
+                WHEN OLD.opened_at IS NOT NULL THEN 6 WHEN OLD.delivered_at IS NOT NULL THEN 3
+                ELSE 1 END), -1)
+            ON CONFLICT (channel) DO UPDATE
+                SET points = points + excluded.points, messages = messages + excluded.messages;
+        END;
+        CREATE TRIGGER engagement_update_old
+            AFTER UPDATE OF channel, status, clicked_at, opened_at, delivered_at ON messages
+            WHEN OLD.status IN ('sent', 'delivered', 'failed') AND OLD.channel IS NOT NULL
+        BEGIN
+            INSERT INTO engagement (channel, points, messages) VALUES (OLD.channel, -(CASE
+                WHEN OLD.status = 'failed' THEN 0 WHEN OLD.clicked_at IS NOT NULL THEN 10
+                WHEN OLD.opened_at IS NOT NULL THEN 6 WHEN OLD.delivered_at IS NOT NULL THEN 3
+                ELSE 1 END), -1)
+            ON CONFLICT (channel) DO UPDATE
+                SET points = points + excluded.points, messages = messages + excluded.messages;
+        END;
+        CREATE TRIGGER engagement_update_new
+            AFTER UPDATE OF channel, status, clicked_at, opened_at, delivered_at ON messages
+            WHEN NEW.status IN ('sent', 'delivered', 'failed') AND NEW.channel IS NOT NULL
+        BEGIN
+            INSERT INTO engagement (channel, points, messages) VALUES (NEW.channel, (CASE
+                WHEN NEW.status = 'failed' THEN 0 WHEN NEW.clicked_at IS NOT NULL THEN 10
+                WHEN NEW.opened_at IS NOT NULL THEN 6 WHEN NEW.delivered_at IS NOT NULL THEN 3
+                ELSE 1 END), 1)
+            ON CONFLICT (channel) DO UPDATE
+                SET points = points + excluded.points, messages = messages + excluded.messages;
+        END;
+        """,
+    ),
 ]

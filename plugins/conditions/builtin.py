@@ -17,7 +17,7 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 
 from boomerang import hookimpl
-from boomerang.plugin_api import History, parse_duration, parse_time, scope
+from boomerang.plugin_api import History, days_since_term, parse_duration, parse_time, scope, translated_as
 
 ON_SITE_WITHIN = timedelta(minutes=5)
 
@@ -33,6 +33,7 @@ def _moment(value: Any) -> datetime | None:
     return None
 
 
+@translated_as(days_since_term)
 @pass_context
 def days_since(context: Context, moment: Any) -> int | None:
     """Whole days from `moment` (a timestamp or ISO text) to now; None if there is no moment."""
