@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import logging
 import signal
@@ -24,12 +23,12 @@ from boomerang import __version__, tracking
 from boomerang.bodies import MAX_BODY
 from boomerang.clock import WallClock
 from boomerang.config import load_config
+from boomerang.database_lock import DatabaseLocked, lock_database
 from boomerang.engine import Engine
 from boomerang.ingest import Ingestor
 from boomerang.kinds import Route, Source
 from boomerang.model import Event
 from boomerang.plugin_manager import Plugins, address_fields, load_plugins, notify
-from boomerang.private_files import create_private
 from boomerang.problems import ProblemError
 from boomerang.project import Project, load_project
 from boomerang.scheduler import Scheduler
@@ -429,11 +428,10 @@ async def run_daemon(config_path: Path) -> int:
 
 def _lock_database(database: Path) -> IO[bytes]:
     """Hold an exclusive lock beside the database: one daemon per database file."""
-    create_private(Path(f"{database}.lock"))
-    handle = open(f"{database}.lock", "ab")  # noqa: SIM115 - held open for the daemon's life
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StartupError(f"another boomerang daemon is using {database}; one daemon per database") from None
-    return handle
+        return lock_database(database)
+    except DatabaseLocked:
+        raise StartupError(
+            f"another boomerang daemon is using {database} (or `boomerang ingest` is importing "
+            "into it); one daemon per database"
+        ) from None

@@ -318,6 +318,16 @@ def parse_events(
     return [parse_event(raw, where, window, now) for where, raw in items]
 
 
+# The source of the events `boomerang ingest` imports: `import` for the event format,
+# `import:<source>` for a platform's export read by that source.
+IMPORTED = "import"
+
+
+def imported(event: Event) -> bool:
+    """Whether an event came from a history import rather than live."""
+    return event.source == IMPORTED or event.source.startswith(IMPORTED + ":")
+
+
 def nothing_verified(source: str) -> bool:
     """The policy for an ingest that knows no verified source: every event is a claim."""
     return False
