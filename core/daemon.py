@@ -143,12 +143,6 @@ class Daemon:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else config.port
-        # What the start loaded (modules, plugins, scenarios) lives as long as the daemon: keep
-        # it out of every garbage collection. And collect young objects less often: a request
-        # of 500 events makes tens of thousands, nearly all freed with it by reference counting,
-        # and each collection that found them alive walked them again.
-        gc.freeze()
-        gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION)
         self._start_pollers(self.project)
         self._watch(self.scheduler.serve(self.stopping), "scheduler")
         self._watch(self._handle_events(), "event handling")
@@ -421,6 +415,13 @@ async def run_daemon(config_path: Path) -> int:
             log.error("%s", line)
         daemon.notifier.send(STATUS="failed to start", ERRNO=1)
         return 2
+    # In the daemon's own process (not in one that starts daemons in-process, as tests do):
+    # what the start loaded (modules, plugins, scenarios) lives as long as the process, so it
+    # is kept out of every garbage collection; and young objects are collected less often: a
+    # request of 500 events makes tens of thousands, nearly all freed with it by reference
+    # counting, and each collection that found them still alive walked them once more.
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION)
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.serve()
     return 0

@@ -187,7 +187,7 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
     for name, value in raw.items():
         if value is None or name not in _TEXT_FIELDS:
             continue
-        if type(value) is not str:
+        if not isinstance(value, str):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise EventError(f"{where}: customer.{name} must be a string")
             value = str(value)
