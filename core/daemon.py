@@ -322,8 +322,9 @@ class Daemon:
 
     # side tasks
     async def _on_stored(self, events: list[Event]) -> None:
-        for event in events:
-            await notify(self.plugins, "event_stored", event=event)
+        if self.plugins.hook.event_stored.get_hookimpls():  # no plugin listens: no call per event
+            for event in events:
+                await notify(self.plugins, "event_stored", event=event)
         self._events_waiting.set()
 
     async def _handle_events(self) -> None:
