@@ -22,6 +22,13 @@ MAX_VALUE_DEPTH = 32  # nesting a free-form value (event data, customer attribut
 # A JSON string, written so that a failed match cannot backtrack more than linearly.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+# For str.translate: every ASCII character but quotes and brackets deleted, braces made brackets
+# (depth counts both kinds alike).
+_QUOTES_AND_BRACKETS = {
+    **dict.fromkeys(code for code in range(128) if chr(code) not in '"[]{}'),
+    ord("{"): "[",
+    ord("}"): "]",
+}
 
 
 class BodyError(ValueError):
@@ -42,7 +49,9 @@ def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BodyError(f"the body is not UTF-8 text (byte {exc.start})") from None
-    depth = _depth(text)
+    depth = _depth(text, max_depth)
+    if depth > max_depth:
+        depth = _prefix_depth(_brackets(text))  # the message says how deep it really is
     if depth > max_depth:
         raise BodyError(f"the JSON is nested {depth} levels deep; at most {max_depth} are allowed")
     try:
@@ -53,10 +62,41 @@ def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
         raise BodyError(f"invalid JSON: {exc}") from None
 
 
-def _depth(text: str) -> int:
-    """The deepest nesting of brackets outside strings; over-counts only in invalid JSON."""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    return max(accumulate(1 if char in "[{" else -1 for char in brackets), default=0)
+def _depth(text: str, max_depth: int = MAX_DEPTH) -> int:
+    """The deepest nesting of brackets outside strings; over-counts only in invalid JSON.
+
+    Exact up to `max_depth`; beyond it, what it says is only more than `max_depth`."""
+    brackets = _brackets(text)
+    # Peel the innermost pairs off, a round per level, each round a pass of str.replace: a
+    # round takes the deepest point down by one at most, so the rounds plus the depth of what
+    # is left (nothing, in valid JSON) bound the depth from above, and are it when balanced.
+    rounds = 0
+    while rounds <= max_depth:
+        peeled = brackets.replace("[]", "")
+        if peeled == brackets:
+            return rounds + _prefix_depth(brackets)
+        brackets, rounds = peeled, rounds + 1
+    return rounds
+
+
+def _brackets(text: str) -> str:
+    """The brackets of a JSON text that lie outside its strings, in order, braces written as
+    square brackets."""
+    if '\\"' in text:
+        outside = _STRING.sub("", text)
+    else:
+        # No quote is escaped, so every quote opens or closes a string (as the parser sees them,
+        # up to its first error): with all but quotes and brackets gone, the strings are every
+        # other piece between quotes.
+        outside = "".join(text.translate(_QUOTES_AND_BRACKETS).split('"')[::2])
+    if not outside.isascii() or outside.strip("[]"):
+        outside = _NOT_BRACKET.sub("", outside).translate(_QUOTES_AND_BRACKETS)
+    return outside
+
+
+def _prefix_depth(brackets: str) -> int:
+    """The deepest nesting of a string of brackets, counted bracket by bracket (slow)."""
+    return max(accumulate((1 if char == "[" else -1 for char in brackets), initial=0))
 
 
 def nesting(value: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -220,6 +221,52 @@ def preview(
     except PreviewError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(shown.as_text(), nl=False)
+
+
+@cli.command()
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "format_name",
+    metavar="SOURCE",
+    help="FILE is this configured source's platform export (e.g. shopify), not Boomerang's event format.",
+)
+def ingest(config_file: Path, file: Path, format_name: str | None) -> None:
+    """Import past events from FILE (JSON lines or a JSON array) as POST /events stores them.
+
+    Safe to run twice: events are deduplicated by id. Stop the daemon first (the import
+    writes the database itself and holds its lock). Exit 1 if any record was rejected.
+    """
+    from boomerang.database_lock import DatabaseLocked
+    from boomerang.event_import import ImportFileError, import_file
+    from boomerang.store import StoreUnavailable
+
+    config = read_config(config_file)
+    size = file.stat().st_size
+    shown = sys.stderr.isatty()
+    bar = click.progressbar(length=size, label=f"Importing {file.name}", file=sys.stderr)
+    try:
+        with bar if shown else contextlib.nullcontext():
+            summary = import_file(config_file, file, format_name, bar.update if shown else lambda n: None)
+    except DatabaseLocked:
+        raise click.ClickException(
+            f"the daemon is running on {config.database} (it holds {config.database}.lock): stop it, "
+            "import, then start it again; an import writes the database itself, one process at a time"
+        ) from None
+    except ProblemError as exc:
+        raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
+    except ImportFileError as exc:
+        raise click.ClickException(f"{file}: {exc}") from None
+    except StoreUnavailable as exc:
+        raise click.ClickException(
+            f"the database cannot take writes ({exc}); what was imported so far is kept: "
+            "run the same import again once it can"
+        ) from None
+    for line in summary.lines():
+        click.echo(line)
+    if summary.rejected:
+        sys.exit(1)
 
 
 @cli.command()

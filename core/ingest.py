@@ -19,6 +19,7 @@ import asyncio
 import logging
 import re
 import string
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 _LATEST = datetime.max.replace(tzinfo=UTC)
+_EVENT_FIELDS = frozenset(("id", "type", "at", "customer", "data"))
 
 
 class EventError(ValueError):
@@ -142,14 +144,13 @@ def parse_event(
     """
     if not isinstance(raw, dict):
         raise EventError(f"{where}: an event must be a JSON object, not {type(raw).__name__}")
-    unknown = set(raw) - {"id", "type", "at", "customer", "data"}
-    if unknown:
+    if not _EVENT_FIELDS.issuperset(raw):
         raise EventError(
-            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+            f"{where}: unknown field(s) {', '.join(sorted(raw.keys() - _EVENT_FIELDS))}; "
             "an event has id, type, at, customer and data"
         )
     event_id = raw.get("id")
-    if isinstance(event_id, bool) or not isinstance(event_id, str | int) or str(event_id) == "":
+    if isinstance(event_id, bool) or not isinstance(event_id, (str, int)) or str(event_id) == "":
         raise EventError(f"{where}: 'id' is required (a string unique to this event)")
     where = f"{where} '{event_id}'"
     event_type = raw.get("type")
@@ -180,20 +181,20 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
     """Validate an event's `customer` object; it must name at least one identity."""
     if not isinstance(raw, dict):
         raise EventError(f"{where}: 'customer' is required: an object with an id, email or phone")
-    unknown = raw.keys() - _CUSTOMER_FIELDS
-    if unknown:
+    if not _CUSTOMER_FIELDS.issuperset(raw):
         raise EventError(
-            f"{where}: unknown customer field(s) {', '.join(sorted(unknown))}; "
+            f"{where}: unknown customer field(s) {', '.join(sorted(raw.keys() - _CUSTOMER_FIELDS))}; "
             "put free-form values under customer.attributes"
         )
     text = {}
-    for name in raw.keys() & _TEXT_FIELDS:
-        value = raw[name]
-        if value is None:
+    for name, value in raw.items():
+        if value is None or name not in _TEXT_FIELDS:
             continue
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise EventError(f"{where}: customer.{name} must be a string")
-        text[name] = str(value).strip() or None
+        if not isinstance(value, str):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise EventError(f"{where}: customer.{name} must be a string")
+            value = str(value)
+        text[name] = value.strip() or None
     if text.get("email"):
         text["email"] = normalise_email(text["email"], f"{where}: customer.email")
     for name in ("phone", "whatsapp"):
@@ -212,27 +213,34 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
     # Any channel name, not only the configured ones: a channel plugin may be added later,
     # and the contact plan reads consents only for the channels it has.
     consents = raw.get("consents") or {}
-    if not isinstance(consents, dict) or not all(
-        _CHANNEL.match(k) and isinstance(v, bool) for k, v in consents.items()
+    if consents and (
+        not isinstance(consents, dict)
+        or not all(_CHANNEL.match(k) and isinstance(v, bool) for k, v in consents.items())
     ):
         raise EventError(
             f"{where}: customer.consents must map channel names (email, sms, push...) to true or false"
         )
     addresses = raw.get("addresses") or {}
-    if not isinstance(addresses, dict) or not all(
-        _CHANNEL.match(k) and isinstance(v, str) and 0 < len(v.strip()) <= MAX_ADDRESS
-        for k, v in addresses.items()
+    if addresses and (
+        not isinstance(addresses, dict)
+        or not all(
+            _CHANNEL.match(k) and isinstance(v, str) and 0 < len(v.strip()) <= MAX_ADDRESS
+            for k, v in addresses.items()
+        )
     ):
         raise EventError(
             f"{where}: customer.addresses must map channel names to addresses on them "
             f'(text up to {MAX_ADDRESS} characters), such as {{"pigeon": "coop-7"}}'
         )
     attributes = raw.get("attributes") or {}
-    if not isinstance(attributes, dict):
-        raise EventError(f"{where}: customer.attributes must be a JSON object")
-    _check_nesting(attributes, f"{where}: customer.attributes")
+    if attributes:
+        if not isinstance(attributes, dict):
+            raise EventError(f"{where}: customer.attributes must be a JSON object")
+        _check_nesting(attributes, f"{where}: customer.attributes")
     subscriptions = raw.get("push_subscriptions") or []
-    if not isinstance(subscriptions, list) or not all(_is_subscription(s) for s in subscriptions):
+    if subscriptions and (
+        not isinstance(subscriptions, list) or not all(_is_subscription(s) for s in subscriptions)
+    ):
         raise EventError(
             f"{where}: customer.push_subscriptions must be a list of "
             "PushSubscription.toJSON() objects (endpoint, keys.p256dh, keys.auth)"
@@ -241,10 +249,10 @@ def parse_profile(raw: Any, where: str) -> ProfileUpdate:
         consents=consents,
         attributes=attributes,
         push_subscriptions=subscriptions,
-        addresses={channel: address.strip() for channel, address in addresses.items()},
+        addresses={channel: address.strip() for channel, address in addresses.items()} if addresses else {},
         **text,
     )
-    if not profile.identities():
+    if not (text.get("id") or text.get("email") or text.get("phone") or text.get("telegram_chat_id")):
         raise EventError(f"{where}: customer needs an id, email, phone or telegram_chat_id")
     return profile
 
@@ -309,7 +317,18 @@ def parse_events(
     items: list[tuple[str, Any]], window: IngestWindow | None = None, now: datetime | None = None
 ) -> list[Event]:
     """Validate every item; one bad event rejects the whole batch, so nothing is half-stored."""
+    now = now or datetime.now(UTC)
     return [parse_event(raw, where, window, now) for where, raw in items]
+
+
+# The source of the events `boomerang ingest` imports: `import` for the event format,
+# `import:<source>` for a platform's export read by that source.
+IMPORTED = "import"
+
+
+def imported(event: Event) -> bool:
+    """Whether an event came from a history import rather than live."""
+    return event.source == IMPORTED or event.source.startswith(IMPORTED + ":")
 
 
 def nothing_verified(source: str) -> bool:
@@ -363,6 +382,21 @@ class Ingestor:
         self.duplicates = 0
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task | None = None
+        self._last_written = 0.0  # monotonic time the writer last finished a group
+
+    async def idle(self, quiet: float, at_most: float) -> None:
+        """Return once no request has waited nor been written for `quiet` seconds, or after
+        `at_most` seconds whatever ingest does: work that yields to ingest waits here first,
+        so that a steady stream of requests delays it but never stops it."""
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            busy = self._waiting or (self._writer is not None and not self._writer.done())
+            still = quiet if busy else quiet - (now - self._last_written)
+            left = at_most - (now - started)
+            if still <= 0 or left <= 0:
+                return
+            await asyncio.sleep(min(still, left))
 
     async def __call__(self, events: list[Event], source: str) -> IngestResult:
         """Store the events; returns only after they are committed."""
@@ -404,6 +438,7 @@ class Ingestor:
                     stored += outcome
                     self.accepted += len(outcome)
                     self.duplicates += len(waiting.events) - len(outcome)
+            self._last_written = time.monotonic()
             if stored:
                 try:
                     await self.on_stored(stored)

@@ -21,6 +21,7 @@ from boomerang.context import journey_view
 from boomerang.engine_base import EngineBase
 from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import evaluating, render
+from boomerang.ingest import imported
 from boomerang.model import Customer, Event, Job, Journey
 from boomerang.project import Project
 from boomerang.retry import RETRY
@@ -42,6 +43,14 @@ def _fraction(*parts: str) -> float:
 def stable_id(prefix: str, *parts: Any) -> str:
     """An id derived from its parts: the same step of the same journey always gets the same one."""
     return prefix + hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:20]
+
+
+def first_step_due(scenario: Scenario, event: Event) -> datetime:
+    """When the first step of a journey `event` starts in `scenario` comes due: at the event,
+    or when a first `wait` (its duration, or the timeout of a `wait: {for:}`) ends."""
+    first = scenario.steps[0] if scenario.steps else None
+    lead = first.duration if first is not None and first.kind in ("wait", "wait_for") else None
+    return event.at + (lead or timedelta(0))
 
 
 def journey_id(scenario: Scenario, customer_id: str, entry_key: str) -> str:
@@ -116,10 +125,14 @@ class Journeys(EngineBase):
         customer, journeys = self._customer_and_journeys(event.customer_id)
         if customer is None:
             return
+        # History (`boomerang ingest`) speaks of the past: it acts only on the journeys that had
+        # begun by then, and starts one only while the scenario's first step is still ahead.
+        past = imported(event)
+        concerned = [j for j in journeys if j.entered_at <= event.at] if past else journeys
         if event.type in self._goal_types:
-            self._record_goals(customer, journeys, event, now)
+            self._record_goals(customer, concerned, event, now)
         event_view = {"id": event.id, "type": event.type, "at": to_iso(event.at), "data": event.data}
-        for journey in [journey for journey in journeys if journey.status == "active"]:
+        for journey in [journey for journey in concerned if journey.status == "active"]:
             scenario = self.scenarios.get(journey.scenario)
             if scenario is None:
                 continue
@@ -133,6 +146,8 @@ class Journeys(EngineBase):
                 journey.version += 1
                 self._advance(journey, scenario, customer, now, completing=True)
         for scenario in self._started_by.get(event.type, ()):
+            if past and first_step_due(scenario, event) <= now:
+                continue
             trigger = scenario.trigger
             if trigger.condition and not trigger.condition.test(
                 self.context(customer, None, now, event_view), self.scope(customer.id, now)

@@ -99,14 +99,17 @@ def updated(
         updates["push_subscriptions"] = json.dumps(
             join_subscriptions(json.loads(row["push_subscriptions"]), profile.push_subscriptions)
         )
-    renewed = renewed_channels(row, event, refused, address_fields)
-    unreachable = json.loads(row["unreachable"])
-    if any(renewed.get(channel) for channel in unreachable):
-        updates["unreachable"] = json.dumps({k: v for k, v in unreachable.items() if not renewed.get(k)})
+    # Most profiles have no channel known bad and no opt-out: then nothing is to be lifted.
+    if row["unreachable"] != "{}":
+        renewed = renewed_channels(row, event, refused, address_fields)
+        unreachable = json.loads(row["unreachable"])
+        if any(renewed.get(channel) for channel in unreachable):
+            updates["unreachable"] = json.dumps({k: v for k, v in unreachable.items() if not renewed.get(k)})
     subscribed = subscribed_channels(event)
-    opt_outs = json.loads(row["opt_outs"])
-    if any(channel in opt_outs for channel in subscribed):
-        updates["opt_outs"] = json.dumps({k: v for k, v in opt_outs.items() if k not in subscribed})
+    if subscribed and row["opt_outs"] != "{}":
+        opt_outs = json.loads(row["opt_outs"])
+        if any(channel in opt_outs for channel in subscribed):
+            updates["opt_outs"] = json.dumps({k: v for k, v in opt_outs.items() if k not in subscribed})
     if event.type == "order.placed":
         order = event.data.get("order") if isinstance(event.data.get("order"), dict) else {}
         total = order.get("total", 0)

@@ -103,6 +103,32 @@ async def test_a_request_that_fails_in_the_store_fails_alone_and_leaves_nothing(
     assert await ingest([incoming("d-1", customer={"id": "c-b"})], "api") == IngestResult(1, 0)
 
 
+async def test_work_that_yields_to_ingest_waits_for_a_pause_but_not_forever(store: Store) -> None:
+    """`Ingestor.idle`: the engine's batches wait while a group is being written, and a steady
+    stream of requests delays them only up to `at_most`."""
+    writing, release = threading.Event(), threading.Event()
+    ingest_group = store.ingest_group
+
+    def slow_group(*args: object) -> object:
+        writing.set()
+        release.wait(30)
+        return ingest_group(*args)
+
+    store.ingest_group = slow_group  # type: ignore[method-assign]
+    ingest = Ingestor(store, WallClock(), Listener(), verified=lambda source: True)
+    request = asyncio.ensure_future(ingest([incoming("a")], "api"))
+    await asyncio.get_running_loop().run_in_executor(None, writing.wait, 10)
+    # Under a write that does not end, a patient waiter still gets its turn after `at_most`.
+    await asyncio.wait_for(ingest.idle(quiet=0.05, at_most=0.2), 10)
+    # Without such a bound it waits for the write, and for the pause after it.
+    waiter = asyncio.ensure_future(ingest.idle(quiet=0.05, at_most=60))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    release.set()
+    assert await request == IngestResult(accepted=1, duplicates=0)
+    await asyncio.wait_for(waiter, 10)
+
+
 async def test_one_bad_request_among_concurrent_ones_is_refused_alone(project: Path) -> None:
     async with running(project) as daemon, aiohttp.ClientSession() as session:
 

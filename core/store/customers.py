@@ -95,7 +95,8 @@ class Customers(Quarantine):
             chunk = wanted[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             for row in self._select(f"SELECT * FROM customers WHERE id IN ({marks})", chunk):
-                if self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) is not None:
+                readable = self._read_row("customers", row["id"], lambda row=row: rows.customer_values(row))
+                if readable is not None:
                     working.rows[row["id"]] = row
 
     def _flush(self) -> None:
@@ -133,12 +134,13 @@ class Customers(Quarantine):
     def _resolve_customer(self, profile: ProfileUpdate, now: str, at: str) -> tuple[str, set[str]]:
         """A verified event's customer: every customer its identities point to, merged into one."""
         found: list[str] = []
-        for kind, value in profile.identities():
+        identities = profile.identities()
+        for kind, value in identities:
             owner = self._owner(kind, value)
             if owner and owner not in found:
                 found.append(owner)
-        # A customer known by the shop's own id survives over an anonymous one.
-        found.sort(key=lambda cid: cid.startswith("anon-"))
+        if len(found) > 1:  # a customer known by the shop's own id survives over an anonymous one
+            found.sort(key=lambda cid: cid.startswith("anon-"))
         if not found:
             customer_id = self._create_customer(profile.id, now, at)
         else:
@@ -149,7 +151,7 @@ class Customers(Quarantine):
                 # An anonymous visitor has just told us who they are: take the shop's id.
                 self._rename(customer_id, profile.id)
                 customer_id = profile.id
-        for kind, value in profile.identities():
+        for kind, value in identities:
             self._add_identity(kind, value, customer_id)
         return customer_id, set()
 

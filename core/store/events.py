@@ -16,6 +16,9 @@ from boomerang.store import rows
 from boomerang.store.connection import StoreUnavailable, unavailable
 from boomerang.store.customers import Customers, WorkingSet
 
+# One encoder for every event's data: `json.dumps` with options builds a new one per call.
+_encode_data = json.JSONEncoder(ensure_ascii=False).encode
+
 
 def _first_of_each(events: Iterable[Event]) -> list[Event]:
     """The events with the first of each id only: a repeat within a batch is a duplicate."""
@@ -114,7 +117,7 @@ class Events(Customers):
                     event.type,
                     to_iso(event.at),
                     event.customer_id,
-                    json.dumps(event.data, ensure_ascii=False),
+                    _encode_data(event.data),
                     event.source,
                     now,
                 )

@@ -62,14 +62,22 @@ _CUSTOMER_TIMES = ("last_order_at", "last_seen_at", "created_at", "updated_at")
 
 def customer(row: dict[str, Any]) -> Customer:
     """A customer row decoded, every column checked: what reads back here cannot fail a send later."""
-    values = {key: row[key] for key in row if key not in _CUSTOMER_TIMES}
+    return Customer(**customer_values(row))
+
+
+def customer_values(row: dict[str, Any]) -> dict[str, Any]:
+    """A customer row's values decoded and checked, as `customer` takes them (ValueError if one
+    does not read back); what a caller that only checks the row calls."""
+    values = dict(row)
     for key, kind in _CUSTOMER_JSON.items():
         values[key] = json_value(values[key], kind)
-    if not all(isinstance(subscription, dict) for subscription in values["push_subscriptions"]):
+    if values["push_subscriptions"] and not all(
+        isinstance(subscription, dict) for subscription in values["push_subscriptions"]
+    ):
         raise ValueError("push_subscriptions must hold JSON objects")
-    if not all(isinstance(address, str) for address in values["addresses"].values()):
+    if values["addresses"] and not all(isinstance(address, str) for address in values["addresses"].values()):
         raise ValueError("addresses must map channels to text")
-    if nesting(values["attributes"]) > MAX_VALUE_DEPTH:
+    if values["attributes"] and nesting(values["attributes"]) > MAX_VALUE_DEPTH:
         raise ValueError(f"attributes are nested more than {MAX_VALUE_DEPTH} levels deep")
     if values["timezone"]:
         try:
@@ -80,7 +88,7 @@ def customer(row: dict[str, Any]) -> Customer:
     number(values["revenue"])
     for key in _CUSTOMER_TIMES:
         values[key] = parse_time(row[key]) if row[key] else None
-    return Customer(**values)
+    return values
 
 
 _MESSAGE_JSON = {"candidates": list, "promo": dict, "context": dict, "links": list, "tried": list}

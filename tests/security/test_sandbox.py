@@ -267,7 +267,11 @@ async def test_the_context_holds_plain_data_only(project: Path) -> None:
             assert response.status == 200
         customer = await daemon.store.run(daemon.store.customer, "c-42")
         assert customer is not None
-        journey = (await daemon.store.run(daemon.store.journeys_of, "c-42"))[0]
+        # The engine acts on stored events after the answer, once ingest pauses.
+        journeys = await wait_for(
+            lambda: daemon.store.run(daemon.store.journeys_of, "c-42"), what="the order's journey"
+        )
+        journey = journeys[0]
         context = daemon.engine.context(customer, journey, datetime.now(UTC))
 
     plain = (str, int, float, type(None), datetime, date)
