@@ -276,3 +276,34 @@ def test_large_files_are_read_in_pieces_whatever_their_form(project: Path, tmp_p
             ).fetchone()[0]
             == 2600
         )
+
+
+def test_the_shops_own_exports_import_through_their_sources(project: Path, tmp_path: Path) -> None:
+    """`--format shopify` and `--format woocommerce` with the built-in sources: an order export
+    becomes the events its webhooks would give, once, under the shop's customer."""
+    from fakes import shopify_payloads as shopify
+    from test_source_woocommerce import SECRET, order
+
+    config = project / "boomerang.yaml"
+    settings = {"secret": shopify.SHOPIFY_SECRET, "shop": shopify.SHOP, "admin_token": "shpat_x"}
+    config.write_text(
+        config.read_text()
+        + f"sources:\n  shopify: {json.dumps(settings)}\n  woocommerce: {json.dumps({'secret': SECRET})}\n"
+    )
+    shopify_file = tmp_path / "shopify-orders.json"
+    shopify_file.write_text(json.dumps([shopify.order(), shopify.order(order_id=450789470, checkout_token="fedcba9876543210fedcba9876543210")]))
+    woo_file = json_lines(tmp_path / "woo-orders.jsonl", [order(status="completed")])
+
+    for file, name in ((shopify_file, "shopify"), (woo_file, "woocommerce")):
+        first = ingest(project, file, "--format", name)
+        assert first.exit_code == 0, first.output
+        assert not first.output.startswith("0 accepted"), first.output
+        again = ingest(project, file, "--format", name)
+        assert again.exit_code == 0 and again.output.startswith("0 accepted"), again.output
+    with sqlite3.connect(project / "boomerang.db") as db:
+        placed = db.execute(
+            "SELECT customer_id, source FROM events WHERE type = 'order.placed' ORDER BY source, customer_id"
+        ).fetchall()
+        shopper = db.execute("SELECT orders_count FROM customers WHERE id = 'shopify:207119551'").fetchone()
+    assert [source for _, source in placed] == ["import:shopify", "import:shopify", "import:woocommerce"]
+    assert shopper == (2,)
