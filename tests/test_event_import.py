@@ -281,8 +281,9 @@ def test_large_files_are_read_in_pieces_whatever_their_form(project: Path, tmp_p
 def test_the_shops_own_exports_import_through_their_sources(project: Path, tmp_path: Path) -> None:
     """`--format shopify` and `--format woocommerce` with the built-in sources: an order export
     becomes the events its webhooks would give, once, under the shop's customer."""
-    from fakes import shopify_payloads as shopify
     from test_source_woocommerce import SECRET, order
+
+    from fakes import shopify_payloads as shopify
 
     config = project / "boomerang.yaml"
     settings = {"secret": shopify.SHOPIFY_SECRET, "shop": shopify.SHOP, "admin_token": "shpat_x"}
