@@ -292,7 +292,8 @@ def test_the_shops_own_exports_import_through_their_sources(project: Path, tmp_p
         + f"sources:\n  shopify: {json.dumps(settings)}\n  woocommerce: {json.dumps({'secret': SECRET})}\n"
     )
     shopify_file = tmp_path / "shopify-orders.json"
-    shopify_file.write_text(json.dumps([shopify.order(), shopify.order(order_id=450789470, checkout_token="fedcba9876543210fedcba9876543210")]))
+    second = shopify.order(order_id=450789470, checkout_token="fedcba9876543210fedcba9876543210")
+    shopify_file.write_text(json.dumps([shopify.order(), second]))
     woo_file = json_lines(tmp_path / "woo-orders.jsonl", [order(status="completed")])
 
     for file, name in ((shopify_file, "shopify"), (woo_file, "woocommerce")):
