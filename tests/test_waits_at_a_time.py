@@ -240,3 +240,38 @@ async def test_until_idle_puts_off_the_time_of_day_while_the_customer_browses(pr
         "bob": t("2026-03-02 07:00"),
         "ann": t("2026-03-02 07:25"),
     }
+
+
+async def test_a_birthday_at_ten_on_each_customers_own_clock(project: Path) -> None:
+    config = setup(project, "- send: hello\n")
+    (project / "mine" / "thanks.yaml").write_text(
+        "scenario: birthday\ntrigger: {date: customer.birthday}\nsteps:\n  - send: hello\n", encoding="utf-8"
+    )
+
+    def profile(event_id: str, customer: str, birthday: str, timezone: str | None = None):
+        fields = {"id": customer, "email": f"{customer}@example.com", "birthday": birthday}
+        return incoming(event_id, "customer.updated", "2026-03-01 06:00", {**fields, "timezone": timezone})
+
+    events = [
+        profile("p1", "vladivostok", "1990-03-05", "Asia/Vladivostok"),
+        profile("p2", "kaliningrad", "1990-03-05", "Europe/Kaliningrad"),
+        profile("p3", "moscow", "1990-03-05"),  # no timezone: the plan's
+        profile(
+            "p4", "auckland", "1990-03-05", "Pacific/Auckland"
+        ),  # 10:00 there is 21:00 UTC the day before
+        profile("p5", "new-york", "1990-03-05", "America/New_York"),
+        profile("p6", "new-york-dst", "1990-03-08", "America/New_York"),  # the clocks go forward that night
+        profile("p7", "someone-else", "1990-03-06", "Asia/Vladivostok"),
+    ]
+    result = await simulate(config, events, until=t("2026-03-09 00:00"))
+    enters = [(e.at, e.customer_id) for e in result.entries if e.kind == "enter"]
+    assert enters == [
+        (t("2026-03-04 21:00"), "auckland"),
+        (t("2026-03-05 00:00"), "vladivostok"),
+        (t("2026-03-05 07:00"), "moscow"),
+        (t("2026-03-05 08:00"), "kaliningrad"),
+        (t("2026-03-05 15:00"), "new-york"),
+        (t("2026-03-06 00:00"), "someone-else"),
+        (t("2026-03-08 14:00"), "new-york-dst"),
+    ]
+    assert {e.reason for e in result.entries if e.kind == "enter"} == {"entered on date"}
