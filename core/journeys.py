@@ -22,6 +22,7 @@ from boomerang.engine_base import EngineBase
 from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import evaluating, render
 from boomerang.ingest import imported
+from boomerang.local_time import next_local_time
 from boomerang.model import Customer, Event, Job, Journey
 from boomerang.project import Project
 from boomerang.retry import RETRY
@@ -275,7 +276,7 @@ class Journeys(EngineBase):
                 return
             journey.cursor = cursor
             if step.kind == "wait":
-                self._schedule_resume(journey, scenario, now + (step.duration or timedelta(0)))
+                self._schedule_resume(journey, scenario, self._wait_ends(step, customer, now))
                 self.writes.save_journey(journey, now)
                 return
             if step.kind == "wait_for":
@@ -332,6 +333,14 @@ class Journeys(EngineBase):
                 now, "drop", journey, step, f"{step.kind} not done: cannot render its values: {exc}"
             )
             return None
+
+    def _wait_ends(self, step: Step, customer: Customer, now: datetime) -> datetime:
+        """When a `wait` step begun now ends: after its duration, then at its time of day on the
+        customer's clock (their timezone, else the plan's), as the quiet hours read it."""
+        due = now + (step.duration or timedelta(0))
+        if step.at is None:
+            return due
+        return next_local_time(due, step.at, self.plan.zone_of(customer), step.weekdays)
 
     def _schedule_resume(self, journey: Journey, scenario: Scenario, due: datetime) -> None:
         self.writes.add_job(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from boomerang.expressions import (
     compile_expression,
     make_environment,
 )
+from boomerang.local_time import DAY_NAMES, WEEKDAYS, weekday_of
 from boomerang.model import CATEGORIES
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import key_position, load_yaml, node_position, value_position
@@ -52,9 +53,11 @@ STEP_KEYS = {
     "set": ("set",),
     "stop": ("stop",),
 }
+WAIT_KEYS = ("for", "until", "until_time", "at", "days")
+WAIT_FORMS = '2h, {for: 3d, until: <event type>}, {until_time: "10:00"} or {for: 1d, at: "10:00"}'
 DEFAULT_GOAL_WINDOW = timedelta(days=7)
 _SIGNED_DURATION = re.compile(r"^\s*([+-]?)\s*(\d+\s*[smhdw])\s*$")
-_TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _ATTRIBUTE = re.compile(r"^customer\.(birthday|attributes\.[A-Za-z_][A-Za-z0-9_]*)$")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
@@ -91,6 +94,8 @@ class Step:
     line: int
     col: int
     duration: timedelta | None = None
+    at: time | None = None  # a wait ends at this time of day on the customer's clock...
+    weekdays: frozenset[int] | None = None  # ...on one of these days (0 is Monday; None: any)
     until_idle: timedelta | None = None
     until_event: str | None = None
     condition: Expression | None = None
@@ -196,6 +201,32 @@ class _Compiler:
         except ValueError as exc:
             self.error(value_position(parent, key), str(exc))
             return None
+
+    def time_of_day(self, parent: Any, key: Any) -> time | None:
+        match = _TIME_OF_DAY.match(str(parent[key]))
+        if not match:
+            self.error(value_position(parent, key), f"'{parent[key]}' is not a time of day such as \"10:00\"")
+            return None
+        return time(int(match.group(1)), int(match.group(2)))
+
+    def weekdays(self, parent: Any, key: Any) -> frozenset[int] | None:
+        value = parent[key]
+        if not isinstance(value, CommentedSeq) or not value:
+            self.error(value_position(parent, key), "days is a list of days of the week such as [mon, fri]")
+            return None
+        days = set()
+        for index, item in enumerate(value):
+            day = weekday_of(item) if isinstance(item, str) else None
+            if day is None:
+                word = str(item).lower()
+                hint = did_you_mean(word, DAY_NAMES if len(word) > 4 else WEEKDAYS)
+                self.error(
+                    value_position(value, index),
+                    f"'{item}' is not a day of the week{hint}; write {', '.join(WEEKDAYS)}",
+                )
+            else:
+                days.add(day)
+        return frozenset(days) if len(days) == len(value) else None
 
     def event_types(self, parent: Any, key: str) -> tuple[str, ...]:
         value = parent[key]
@@ -329,13 +360,9 @@ class _Compiler:
             except ValueError as exc:
                 self.error(value_position(node, "offset"), str(exc))
         if "at" in node:
-            time_match = _TIME_OF_DAY.match(str(node["at"]))
-            if not time_match:
-                self.error(
-                    value_position(node, "at"), f"'{node['at']}' is not a time of day such as \"10:00\""
-                )
-            else:
-                trigger.time_of_day = (int(time_match.group(1)), int(time_match.group(2)))
+            at = self.time_of_day(node, "at")
+            if at is not None:
+                trigger.time_of_day = (at.hour, at.minute)
         return trigger
 
     def goal(self, doc: CommentedMap) -> Goal | None:
@@ -387,21 +414,61 @@ class _Compiler:
     def step_wait(self, node: CommentedMap, step: Step) -> None:
         value = node["wait"]
         if isinstance(value, CommentedMap):
-            self.unknown_keys(value, ("for", "until"), "wait")
-            if "for" not in value or "until" not in value:
-                self.error(
-                    value_position(node, "wait"),
-                    "wait for an event is {for: <duration>, until: <event type>}",
-                )
+            self.unknown_keys(value, WAIT_KEYS, "wait")
+            if "until" in value:
+                self.wait_for_event(value, step)
+            elif "until_time" in value:
+                self.wait_until_time(value, step)
+            elif "at" in value:
+                if "for" not in value:
+                    self.error(
+                        key_position(value, "at"),
+                        "'at' needs 'for': {for: 1d, at: \"10:00\"} waits at least a day, then until "
+                        '10:00; to wait only until a time of day, write {until_time: "10:00"}',
+                    )
+                    return
+                step.duration = self.duration(value, "for")
+                step.at = self.time_of_day(value, "at")
+            else:
+                if all(key in WAIT_KEYS for key in value):  # else a misspelt key was reported
+                    self.error(value_position(node, "wait"), f"a wait is {WAIT_FORMS}")
                 return
-            step.kind = "wait_for"
-            step.duration = self.duration(value, "for")
-            types = self.event_types(value, "until")
-            step.until_event = types[0] if types else None
+            if "days" in value:
+                step.weekdays = self.weekdays(value, "days")
         else:
             step.duration = self.duration(node, "wait")
         if "until_idle" in node:
             step.until_idle = self.duration(node, "until_idle")
+
+    def wait_for_event(self, value: CommentedMap, step: Step) -> None:
+        """`{for: 3d, until: order.placed}`: an event, or the timeout."""
+        for key in ("until_time", "at", "days"):
+            if key in value:
+                self.error(
+                    key_position(value, key),
+                    f"'{key}' does not go with 'until' (a wait for an event); a wait is {WAIT_FORMS}",
+                )
+        if "for" not in value:
+            self.error(
+                key_position(value, "until"), "wait for an event is {for: <duration>, until: <event type>}"
+            )
+            return
+        step.kind = "wait_for"
+        step.duration = self.duration(value, "for")
+        types = self.event_types(value, "until")
+        step.until_event = types[0] if types else None
+
+    def wait_until_time(self, value: CommentedMap, step: Step) -> None:
+        """`{until_time: "10:00"}`: the next 10:00 on the customer's clock."""
+        for key in ("for", "at"):
+            if key in value:
+                self.error(
+                    key_position(value, key),
+                    f"'{key}' does not go with 'until_time'; to wait at least a while and then until a "
+                    'time of day, write {for: 1d, at: "10:00"}',
+                )
+        step.duration = timedelta(0)
+        step.at = self.time_of_day(value, "until_time")
 
     def step_if(self, node: CommentedMap, step: Step) -> None:
         step.condition = self.expression(node, "if")

@@ -14,8 +14,10 @@ other method runs there.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import contextlib
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
@@ -23,8 +25,9 @@ from boomerang.audiences import Condition, translate
 from boomerang.batched_writes import BatchedWrites
 from boomerang.clock import to_iso
 from boomerang.journeys import Journeys, journey_id
-from boomerang.model import Job
-from boomerang.scenarios import Scenario
+from boomerang.local_time import moment_of, next_local_time
+from boomerang.model import Customer, Job
+from boomerang.scenarios import Scenario, Trigger
 
 # Customers entered per transaction: large enough that a commit's cost is shared by many,
 # small enough that the store's thread is free again within a fraction of a second.
@@ -58,10 +61,20 @@ class Schedules(Journeys):
         if trigger.kind == "schedule" and trigger.cron:
             return croniter(trigger.cron, local).get_next(datetime)
         if trigger.kind == "date":
-            hour, minute = trigger.time_of_day
-            today = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            return today if today > local else (today + timedelta(days=1)).replace(hour=hour, minute=minute)
+            return self._next_date_tick(trigger, now)
         return None
+
+    def _next_date_tick(self, trigger: Trigger, now: datetime) -> datetime:
+        """The next moment after `now` when it is the trigger's time of day in the plan's
+        timezone or in one a customer's profile names: each such moment is a tick."""
+        zones = {self.zone}
+        for name in self.store.timezones():
+            # A name that is no timezone is read as the plan's (`ContactPlan.zone_of`).
+            with contextlib.suppress(ZoneInfoNotFoundError, ValueError, OSError):
+                zones.add(ZoneInfo(name))
+        at = time(*trigger.time_of_day)
+        # Strictly after `now`: the tick that has just run was due at `now`.
+        return min(next_local_time(now + timedelta(seconds=1), at, zone) for zone in zones)
 
     async def _tick(self, job: Job) -> None:
         """A `tick` job: enter the schedule's audience (or the date's customers), queue the next tick."""
@@ -133,23 +146,50 @@ class Schedules(Journeys):
         return None
 
     def _enter_dated(self, job: Job, scenario: Scenario, now: datetime) -> None:
-        """Enter the customers whose date (with the trigger's offset) is the tick's day."""
-        tick_at = datetime.fromtimestamp(job.due_at, self.zone)
-        event: dict[str, Any] = {"type": scenario.trigger.kind, "at": to_iso(now), "data": {}}
-        day = tick_at.date() - scenario.trigger.offset
-        entry_key = f"date:{tick_at.date().isoformat()}"
-        month_days = [day.strftime("%m-%d")]
-        if month_days == ["02-28"] and not _is_leap(day.year):
-            month_days.append("02-29")
+        """Enter the customers whose date (with the trigger's offset) is today on their own
+        clock and whose time of day has come by the tick (their timezone, else the plan's).
+
+        A tick falls due at the time of day of some timezone; a customer of a timezone no
+        profile named when the tick was queued is entered by the next tick of their day. The
+        entry key is their own day, so no later tick of that day enters them again.
+        """
+        trigger = scenario.trigger
+        tick_at = datetime.fromtimestamp(job.due_at, UTC)
+        at = time(*trigger.time_of_day)
+        event: dict[str, Any] = {"type": trigger.kind, "at": to_iso(now), "data": {}}
+        field = trigger.date_field or "birthday"
+        # Somewhere it is already tomorrow, somewhere still yesterday.
+        near = [tick_at.date() + timedelta(days=days) for days in (-1, 0, 1)]
+        month_days = sorted({month_day for day in near for month_day in _month_days(day - trigger.offset)})
         with self.store.transaction():
-            field = scenario.trigger.date_field or "birthday"
             for customer in self.store.customers_with_date(field, month_days):
-                self.enter(scenario, customer, entry_key, event, now)
+                zone = self.plan.zone_of(customer)
+                day = tick_at.astimezone(zone).date()
+                if moment_of(day, at, zone) > tick_at:
+                    continue  # not yet their time today
+                if str(_date_of(customer, field))[-5:] not in _month_days(day - trigger.offset):
+                    continue  # their date is another day's
+                self.enter(scenario, customer, f"date:{day.isoformat()}", event, now)
 
     def _finish_tick(self, job: Job, now: datetime) -> None:
         with self.store.transaction():
             self.store.complete_job(job.id)
         self.ensure_ticks(now)
+
+
+def _month_days(day: date) -> list[str]:
+    """The `MM-DD` of dates kept on `day`: 29 February is kept on the 28th in other years."""
+    month_days = [day.strftime("%m-%d")]
+    if month_days == ["02-28"] and not _is_leap(day.year):
+        month_days.append("02-29")
+    return month_days
+
+
+def _date_of(customer: Customer, field: str) -> Any:
+    """A customer's date field: `birthday` or `attributes.<name>`."""
+    if field == "birthday":
+        return customer.birthday
+    return customer.attributes.get(field.split(".", 1)[1])
 
 
 def _is_leap(year: int) -> bool:

@@ -272,7 +272,7 @@ PROBLEMS = {
         steps:
           - wait: {for: 3d, until: order.delivered, unless: order.cancelled}
         """,
-        [(4, 45, "error", "unknown key 'unless' in wait; expected one of: for, until")],
+        [(4, 45, "error", "unknown key 'unless' in wait; expected one of: for, until, until_time, at, days")],
     ),
     "two-kinds-in-one-step": (
         """\

@@ -395,6 +395,14 @@ class Customers(Quarantine):
         ]
         return [customer for customer in map(self.customer, ids) if customer is not None]
 
+    def timezones(self) -> set[str]:
+        """The timezones customers' profiles name (a date trigger's day comes in each of them)."""
+        return {
+            row["timezone"]
+            for row in self._select("SELECT DISTINCT timezone FROM customers")
+            if row["timezone"]
+        }
+
     def opt_out(self, customer_id: str, channels: list[str] | tuple[str, ...], now: datetime) -> None:
         """The customer said no on these channels (`all` for every channel)."""
         row = self.customer_row(customer_id)
