@@ -93,7 +93,7 @@ def test_a_clean_project_passes(shop: Path) -> None:
     result = check(shop)
     assert result.exit_code == 0, result.output
     assert lines(result) == []
-    assert summary(result) == "1 scenarios checked: 0 errors, 0 warnings"
+    assert summary(result) == "1 file checked: no problems"
 
 
 def test_only_warnings_exit_0(shop: Path) -> None:
@@ -129,7 +129,7 @@ def test_only_warnings_exit_0(shop: Path) -> None:
     ]
     for line in lines(result):
         assert LINE.match(line), line
-    assert summary(result) == "1 scenarios checked: 0 errors, 6 warnings"
+    assert summary(result) == "1 file checked: 6 warnings"
 
 
 def test_any_error_exits_1_and_names_the_place(shop: Path) -> None:
@@ -148,7 +148,7 @@ def test_any_error_exits_1_and_names_the_place(shop: Path) -> None:
     result = check(shop)
     assert result.exit_code == 1
     assert lines(result) == [f"{path}:5:5: error: unknown template 'helo' (did you mean 'hello'?)"]
-    assert summary(result) == "2 scenarios checked: 1 errors, 0 warnings"
+    assert summary(result) == "2 files checked: 1 error"
 
 
 def test_json_output(shop: Path) -> None:
@@ -171,6 +171,7 @@ def test_json_output(shop: Path) -> None:
     assert report == {
         "errors": 1,
         "warnings": 0,
+        "files": 1,
         "scenarios": 0,
         "problems": [
             {
@@ -189,6 +190,7 @@ def test_json_output(shop: Path) -> None:
     assert report == {
         "errors": 0,
         "warnings": 1,
+        "files": 1,
         "scenarios": 1,
         "problems": [
             {
@@ -345,11 +347,17 @@ def test_explicit_paths_check_only_those_files(shop: Path) -> None:
     )
     result = check(shop, "--json", str(good))
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"errors": 0, "warnings": 0, "scenarios": 1, "problems": []}
+    assert json.loads(result.stdout) == {
+        "errors": 0,
+        "warnings": 0,
+        "files": 1,
+        "scenarios": 1,
+        "problems": [],
+    }
     result = check(shop, str(bad))
     assert result.exit_code == 1
     assert lines(result) == [f"{bad}:4:5: error: unknown template 'nope'"]
-    assert summary(result) == "1 scenarios checked: 1 errors, 0 warnings"
+    assert summary(result) == "1 file checked: 1 error"
     # A file outside the configured folder, and a folder given as a path.
     result = check(shop, str(good), str(elsewhere))
     assert result.exit_code == 1
@@ -357,7 +365,7 @@ def test_explicit_paths_check_only_those_files(shop: Path) -> None:
     result = check(shop, str(shop / "mine"))
     assert result.exit_code == 1
     assert lines(result) == [f"{bad}:4:5: error: unknown template 'nope'"]
-    assert summary(result) == "2 scenarios checked: 1 errors, 0 warnings"
+    assert summary(result) == "2 files checked: 1 error"
     # With no path the configured folder is checked: the draft elsewhere is not.
     assert lines(check(shop)) == lines(result)
 
@@ -398,7 +406,7 @@ def test_a_scenario_using_segments_and_conditions_checks_clean(shop: Path) -> No
     )
     result = check(shop)
     assert result.exit_code == 0, result.output
-    assert summary(result) == "1 scenarios checked: 0 errors, 0 warnings"
+    assert summary(result) == "1 file checked: no problems"
 
 
 def test_every_output_line_is_one_problem_even_for_a_multi_line_expression(shop: Path) -> None:
@@ -421,3 +429,21 @@ def test_every_output_line_is_one_problem_even_for_a_multi_line_expression(shop:
     assert len(lines(result)) == 1
     for line in lines(result):
         assert LINE.match(line), line
+
+
+def test_the_summary_counts_files_and_paths_are_relative_to_the_working_folder(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario(shop, "good", GOOD)
+    scenario(shop, "broken", "scenario: broken\ntrigger: {event: cart.updated\n")
+    monkeypatch.chdir(shop)
+    everything = CliRunner().invoke(cli, ["check", "--config", "boomerang.yaml"])
+    one = CliRunner().invoke(
+        cli, ["check", "--config", str(shop / "boomerang.yaml"), str(shop / "mine" / "broken.yaml")]
+    )
+    # A file that does not even parse is counted: it was checked.
+    assert summary(everything) == "2 files checked: 1 error"
+    assert summary(one) == "1 file checked: 1 error"
+    assert lines(everything) == lines(one)
+    [line] = lines(one)
+    assert line.startswith("mine/broken.yaml:3:1: error: "), line
