@@ -15,7 +15,7 @@ from boomerang.contact_plan import validate_plan
 from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
 from boomerang.model import EVENT_TYPES
 from boomerang.outbox import Outbox
-from boomerang.plugin_manager import Plugins, Registry, collect, load_plugins
+from boomerang.plugin_manager import Plugins, Registry, gather, load_plugins
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.scenarios import Scenario, Step, compile_scenarios, scenario_files
 from boomerang.templates import TemplateLibrary, load_templates
@@ -39,12 +39,7 @@ def assemble(
     config: Config, plugins: Plugins, scenario_paths: list[Path] | None = None
 ) -> tuple[Project | None, list[Problem]]:
     """Build a project from a loaded config; returns it (None if unusable) and every problem."""
-    problems: list[Problem] = []
-    registry = Registry()
-    try:
-        registry = collect(plugins, config)
-    except ProblemError as exc:
-        problems.extend(exc.problems)
+    registry, problems = gather(plugins, config)
     problems.extend(validate_plan(config, registry.channel_kinds))
     environment = make_environment(registry.conditions)
     segments = {}
@@ -97,7 +92,8 @@ def cross_check(
     problems: list[Problem] = []
     file = str(scenario.file)
     known_channels = set(registry.channel_kinds)
-    configured = set(registry.channels)
+    # A channel whose settings are wrong is reported there, once; here it counts as configured.
+    configured = set(registry.channels) | set(config.channels)
     events = known_event_types(registry)
 
     def warn_event(event_type: str | None, line: int, col: int, where: str) -> None:
@@ -162,6 +158,8 @@ def _check_send(
     step: Step, file: str, templates: TemplateLibrary, known: set[str], configured: set[str]
 ) -> list[Problem]:
     problems = []
+    if step.template in templates.broken:
+        return problems  # its file's problem is the one to fix
     template = templates.get(step.template or "")
     if template is None:
         problems.append(

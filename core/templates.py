@@ -21,7 +21,7 @@ every front matter value, stops at the same deadline.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,8 +137,11 @@ def html_to_text(html: str) -> str:
 class TemplateLibrary:
     """Every template of a project, loaded and compiled."""
 
-    def __init__(self, templates: dict[str, MessageTemplate]):
+    def __init__(self, templates: dict[str, MessageTemplate], broken: Iterable[str] = ()):
         self.templates = templates
+        # Templates with a file that did not load: already reported, so a scenario naming one
+        # is not told again that it is unknown or lacks a channel.
+        self.broken = frozenset(broken)
 
     def __contains__(self, name: str) -> bool:
         return name in self.templates
@@ -163,6 +166,7 @@ def load_templates(
     text_env = make_environment(functions)
     html_env = make_environment(functions, autoescape=True)
     templates: dict[str, MessageTemplate] = {}
+    broken: set[str] = set()
     problems: list[Problem] = []
     if not directory.is_dir():
         return TemplateLibrary(templates), problems
@@ -182,6 +186,7 @@ def load_templates(
                         f"{did_you_mean(file.name.split('.')[0], channels)}",
                     )
                 )
+                broken.add(template.name)
                 continue
             if match["ext"] not in kind.extensions:
                 problems.append(
@@ -193,12 +198,14 @@ def load_templates(
                         f"{' or '.join('.' + ext for ext in kind.extensions)}",
                     )
                 )
+                broken.add(template.name)
                 continue
             try:
                 body_env = html_env if match["ext"] == "html" else text_env
                 part = _load_part(file, kind, match["locale"], match["ext"], body_env, text_env)
             except ProblemError as exc:
                 problems.extend(exc.problems)
+                broken.add(template.name)
                 continue
             template.parts[(part.channel, part.locale, part.kind)] = part
         if template.parts:
@@ -216,7 +223,7 @@ def load_templates(
                             f"{article} {channel} template needs '{key}:' in its front matter",
                         )
                     )
-    return TemplateLibrary(templates), problems
+    return TemplateLibrary(templates, broken), problems
 
 
 def _load_part(

@@ -447,3 +447,50 @@ def test_the_summary_counts_files_and_paths_are_relative_to_the_working_folder(
     assert lines(everything) == lines(one)
     [line] = lines(one)
     assert line.startswith("mine/broken.yaml:3:1: error: "), line
+
+
+def test_an_unknown_source_or_channel_names_the_plugins_there_are(shop: Path) -> None:
+    config = shop / "boomerang.yaml"
+    config.write_text(config.read_text() + "\nsources:\n  shopfy: {secret: whsec-1}\n", encoding="utf-8")
+    text = config.read_text().replace("channels:\n", "channels:\n  smss: {}\n", 1)
+    assert text != config.read_text()
+    config.write_text(text, encoding="utf-8")
+    result = check(shop)
+    assert result.exit_code == 1
+    rows = config.read_text().splitlines()
+    where = str(config.resolve())
+    channel, source = rows.index("  smss: {}") + 1, rows.index("  shopfy: {secret: whsec-1}") + 1
+    # Nothing else: the channels that are configured still count for the scenarios and templates.
+    assert lines(result) == [
+        f"{where}:{channel}:9: error: no channel plugin provides 'smss' (did you mean 'sms'?)",
+        f"{where}:{source}:3: error: no source plugin provides 'shopfy' (did you mean 'shopify'?); "
+        "installed: bitrix, bitrix24, shopify, site, woocommerce",
+    ]
+
+
+def test_one_cause_is_reported_once(shop: Path) -> None:
+    # A bad SMS setting: the settings' problems, not every step that lists sms or email.
+    config = shop / "boomerang.yaml"
+    text = config.read_text().replace(
+        "channels:\n", 'channels:\n  sms: {account_sid: AC1, from: "+15550001"}\n', 1
+    )
+    config.write_text(text, encoding="utf-8")
+    scenario(shop, "good", GOOD.replace("channels: [email]", "channels: [sms, email]"))
+    # A Jinja syntax error in a template: that file's problem, not "unknown template" on the step.
+    broken = template(
+        shop, "broken", "email.en.html", "---\nsubject: Hi\n---\n<p>{% if customer.name %}</p>\n"
+    )
+    step = scenario(
+        shop,
+        "uses_broken",
+        "scenario: uses_broken\ntrigger: {event: cart.updated}\nsteps:\n  - send: broken\n",
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    found = lines(result)
+    assert [line for line in found if str(step) in line or "good.yaml" in line] == []
+    assert {line.split(": error: ")[0].rsplit(":", 2)[0] for line in found} == {
+        str(broken),
+        str(config.resolve()),
+    }
+    assert any("'auth_token' is required" in line for line in found)
