@@ -14,6 +14,7 @@ from boomerang.config import Config, load_config
 from boomerang.contact_plan import validate_plan
 from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
 from boomerang.model import EVENT_TYPES
+from boomerang.names import names_for
 from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, gather, load_plugins
 from boomerang.problems import Problem, ProblemError, did_you_mean
@@ -55,6 +56,7 @@ def assemble(
     problems.extend(found)
     for scenario in scenarios:
         problems.extend(cross_check(scenario, templates, registry, config, plugins))
+        problems.extend(unknown_names(scenario, templates, environment))
     project = Project(config, registry, scenarios, templates, environment, segments)
     project.warnings = [p for p in problems if p.severity != "error"]
     return project, problems
@@ -151,6 +153,30 @@ def cross_check(
                     f"registered: {', '.join(sorted(registry.actions)) or 'none'}",
                 )
             )
+    return problems
+
+
+def unknown_names(scenario: Scenario, templates: TemplateLibrary, environment: Sandbox) -> list[Problem]:
+    """Names a scenario's expressions, and the templates it sends, use but cannot get from it.
+
+    A template is judged against each scenario that sends it: one used by a cart scenario and
+    an order scenario may name neither `cart` nor `order` (but `data.cart`, or test `is defined`).
+    """
+    event_types = scenario.trigger.events if scenario.trigger.kind == "event" else None
+    functions = environment.globals
+    problems = []
+    names = names_for(event_types, functions, message=False)
+    for use in scenario.names:
+        if message := names.problem(use):
+            problems.append(Problem(str(scenario.file), use.line, use.col, message))
+    names = names_for(event_types, functions, message=True)
+    sent = {step.template for step in scenario.walk() if step.kind == "send"}
+    for name in sorted(t for t in sent if t):
+        template = templates.get(name)
+        for part in template.parts.values() if template else ():
+            for use in part.names:
+                if message := names.problem(use, f" (sent by scenario '{scenario.id}')"):
+                    problems.append(Problem(str(part.file), use.line, use.col, message))
     return problems
 
 

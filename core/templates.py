@@ -30,6 +30,7 @@ from jinja2 import Template, TemplateSyntaxError
 from ruamel.yaml.comments import CommentedMap
 
 from boomerang.expressions import Refused, Sandbox, make_environment, render
+from boomerang.names import NameUse, place, template_names
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import parse_yaml, value_position
 
@@ -48,6 +49,7 @@ class Part:
     kind: str  # "html" or "txt"
     body: Template
     front: dict[str, Any] = field(default_factory=dict)  # values are Templates or plain data
+    names: list[NameUse] = field(default_factory=list)  # top-level names it uses, for `check`
 
 
 @dataclass
@@ -235,6 +237,8 @@ def _load_part(
     except (OSError, UnicodeDecodeError) as exc:
         raise ProblemError([Problem(str(file), 1, 1, f"cannot read template: {exc}")]) from None
     front: dict[str, Any] = {}
+    names: list[NameUse] = []
+    lines = text.splitlines()
     body_line = 1
     if text.startswith("---\n"):
         end = text.find("\n---\n", 3)
@@ -246,15 +250,29 @@ def _load_part(
                 [Problem(str(file), 2, 1, "front matter must be a mapping such as subject: ...")]
             )
         front = _compile_front(raw or CommentedMap(), channel, file, text_environment)
+        for key, value in (raw or {}).items():
+            uses = _names_in(value, text_environment)
+            names.extend(place(uses, lines, *value_position(raw, key), template=True))
         body_line = text[: end + 5].count("\n") + 1
         text = text[end + 5 :]
     try:
-        body = environment.from_string(text)
+        tree = environment.parse(text)
+        uses = template_names(tree, environment)
+        body = environment.from_string(tree)
     except TemplateSyntaxError as exc:
         line = (exc.lineno or 1) + body_line - 1
         what = "refused" if isinstance(exc, Refused) else "template syntax"
         raise ProblemError([Problem(str(file), line, 1, f"{what}: {exc.message}")]) from None
-    return Part(file, channel.name, locale, kind, body, front)
+    names.extend(place(uses, lines, body_line, 1, template=True))
+    return Part(file, channel.name, locale, kind, body, front, sorted(names))
+
+
+def _names_in(value: Any, environment: Sandbox) -> list[tuple[int, str, bool]]:
+    """The names a front matter value uses, in its text and in the texts nested in it."""
+    if isinstance(value, str):
+        return template_names(environment.parse(value), environment)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [use for item in items for use in _names_in(item, environment)]
 
 
 def _compile_front(raw: CommentedMap, channel: Any, file: Path, environment: Sandbox) -> dict[str, Any]:

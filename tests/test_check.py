@@ -494,3 +494,104 @@ def test_one_cause_is_reported_once(shop: Path) -> None:
         str(config.resolve()),
     }
     assert any("'auth_token' is required" in line for line in found)
+
+
+CONDITION_PLUGIN = """\
+from boomerang import hookimpl
+
+
+def vip_cart(cart):
+    return (cart or {}).get("total", 0) > 500
+
+
+@hookimpl
+def register_conditions():
+    return {"vip_cart": vip_cart}
+"""
+
+
+def test_unknown_names_and_functions_are_errors_with_did_you_mean(shop: Path) -> None:
+    (shop / "plugins" / "vip.py").write_text(CONDITION_PLUGIN, encoding="utf-8")
+    order = scenario(
+        shop,
+        "order",
+        """\
+        scenario: order
+        trigger: {event: order.placed, if: "vip_crt(order) or custmer.orders_count > 1"}
+        steps:
+          - if: ordr.total > 100
+            then: [{send: receipt}]
+          - if: vip_cart(order) and in_segmnt('vip')
+            then: [stop]
+        """,
+    )
+    receipt = template(
+        shop,
+        "receipt",
+        "email.en.html",
+        "---\nsubject: Order {{ order.id }}\n---\n"
+        '<p>{{ ordr.id }}</p>\n<a href="{{ unsubscribe_url }}">unsubscribe</a>\n',
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    assert lines(result) == [
+        f"{order}:2:37: error: unknown function 'vip_crt' (did you mean 'vip_cart'?)",
+        f"{order}:2:55: error: unknown name 'custmer' (did you mean 'customer'?)",
+        f"{order}:4:9: error: unknown name 'ordr' (did you mean 'order'?)",
+        f"{order}:6:29: error: unknown function 'in_segmnt' (did you mean 'in_segment'?)",
+        f"{receipt}:4:7: error: unknown name 'ordr' (sent by scenario 'order') (did you mean 'order'?)",
+        f"{receipt}:5:13: error: unknown name 'unsubscribe_url' (sent by scenario 'order'): "
+        "marketing messages get their unsubscribe link added by themselves",
+    ]
+
+
+def test_names_a_template_defines_itself_are_not_reported(shop: Path) -> None:
+    scenario(shop, "cart", "scenario: cart\ntrigger: {event: cart.updated}\nsteps:\n  - send: rich\n")
+    template(
+        shop,
+        "rich",
+        "email.en.html",
+        "---\nsubject: '{{ cart.items | length }} items{% if promo.code %}, {{ promo.code }}{% endif %}'\n"
+        "---\n"
+        "{% set ns = namespace(total=0) %}{% set title = customer.name | default('friend') %}\n"
+        "{% macro line(item) %}<li>{{ item.name }} {{ caller() }}</li>{% endmacro %}\n"
+        "{% for item in cart.items %}{% call line(item) %}{{ loop.index }}{% endcall %}"
+        "{% set ns.total = ns.total + item.price %}{% endfor %}\n"
+        "{% for n in range(3) if n is even %}{{ n }}{% endfor %}{{ title }} {{ ns.total }} {{ now.year }}\n"
+        "{{ journey.variant }} {{ waited.event }} {{ data.cart.url }} {{ event.type }}\n"
+        "{{ days_since(now) }}\n",
+    )
+    result = check(shop)
+    assert result.exit_code == 0, result.output
+    assert lines(result) == []
+
+
+def test_a_custom_event_type_reports_only_functions_and_misspelt_names(shop: Path) -> None:
+    path = scenario(
+        shop,
+        "custom",
+        """\
+        scenario: custom
+        trigger: {event: loyalty.tier_changed, if: "tier.level > 2 and custmer.name and vip_crt(tier)"}
+        steps:
+          - send: hello
+        """,
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    assert [line for line in lines(result) if ": error: " in line] == [
+        f"{path}:2:64: error: unknown name 'custmer' (did you mean 'customer'?)",
+        f"{path}:2:81: error: unknown function 'vip_crt'",
+    ]
+
+
+def test_a_template_is_checked_against_each_scenario_that_sends_it(shop: Path) -> None:
+    scenario(shop, "cart", "scenario: cart\ntrigger: {event: cart.updated}\nsteps:\n  - send: both\n")
+    scenario(shop, "order", "scenario: order\ntrigger: {event: order.placed}\nsteps:\n  - send: both\n")
+    both = template(shop, "both", "email.en.html", "---\nsubject: Hi\n---\nYour cart: {{ cart.url }}\n")
+    result = check(shop)
+    assert result.exit_code == 1
+    assert [line for line in lines(result) if ": error: " in line] == [
+        f"{both}:4:15: error: unknown name 'cart' (sent by scenario 'order'); the names here are customer, "
+        "data, event, journey, now, order, promo, waited and the functions",
+    ]
