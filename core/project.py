@@ -143,7 +143,10 @@ def cross_check(
                         f"registered: {', '.join(sorted(registry.promo_providers)) or 'none'}",
                     )
                 )
-        if step.kind == "action" and step.action not in registry.actions:
+        if step.kind == "action" and step.action in registry.actions:
+            for message in registry.actions[step.action].argument_problems(step.arguments):
+                problems.append(Problem(file, step.line, step.col, message))
+        elif step.kind == "action":
             problems.append(
                 Problem(
                     file,

@@ -595,3 +595,40 @@ def test_a_template_is_checked_against_each_scenario_that_sends_it(shop: Path) -
         f"{both}:4:15: error: unknown name 'cart' (sent by scenario 'order'); the names here are customer, "
         "data, event, journey, now, order, promo, waited and the functions",
     ]
+
+
+def test_an_actions_arguments_are_checked_against_its_signature(shop: Path, tmp_path: Path) -> None:
+    (shop / "plugins" / "crm.py").write_text(ACTION_PLUGIN, encoding="utf-8")
+    path = scenario(
+        shop,
+        "thanks",
+        """\
+        scenario: thanks
+        trigger: {event: order.placed}
+        steps:
+          - action: crm.note
+            with: {customer_id: "{{ customer.id }}", txt: hi}
+        """,
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    assert lines(result) == [
+        f"{path}:4:5: error: action 'crm.note' needs the argument 'text' under with:",
+        f"{path}:4:5: error: action 'crm.note' takes no argument 'txt' (did you mean 'text'?); "
+        "it takes customer_id, text",
+    ]
+    # simulate runs nothing of a project with errors, and says why.
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"id": "e1", "type": "order.placed", "at": "2026-03-02T10:00:00Z", "customer": {"id": "c-1"},'
+        ' "data": {"order": {"id": "o-1"}}}\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        cli, ["simulate", "--config", str(shop / "boomerang.yaml"), "--events", str(events)]
+    )
+    assert result.exit_code == 1
+    assert "the project has errors" in result.output
+    assert "takes no argument 'txt' (did you mean 'text'?)" in result.output
+    path.write_text(path.read_text().replace("txt: hi", "text: hi"), encoding="utf-8")
+    assert check(shop).exit_code == 0
