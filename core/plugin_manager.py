@@ -7,6 +7,7 @@ only those entry points; `BOOMERANG_DISABLED_PLUGINS` blocks the ones named.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -61,11 +62,35 @@ class Plugins:
     pm: pluggy.PluginManager
     infos: list[PluginInfo] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    drop_ins: dict[Path, tuple[int, int]] = field(default_factory=dict)  # as loaded: mtime, size
 
     @property
     def hook(self) -> Any:
         """The hook relay: `plugins.hook.register_channels(config=...)`."""
         return self.pm.hook
+
+    def drop_ins_changed(self, plugin_dirs: Iterable[Path]) -> list[str]:
+        """The drop-in files added, changed or removed since the plugins were loaded, such as
+        `crm.py (added)`: a reload does not import code, so they take effect after a restart."""
+        now = drop_in_files(plugin_dirs)
+        changes = [
+            f"{path.name} ({'added' if path not in self.drop_ins else 'changed'})"
+            for path, stamp in now.items()
+            if self.drop_ins.get(path) != stamp
+        ]
+        return changes + [f"{path.name} (removed)" for path in self.drop_ins.keys() - now.keys()]
+
+
+def drop_in_files(plugin_dirs: Iterable[Path]) -> dict[Path, tuple[int, int]]:
+    """The drop-in plugin files of the directories, with their modification time and size."""
+    files = {}
+    for directory in plugin_dirs:
+        for file in sorted(Path(directory).glob("*.py")) if Path(directory).is_dir() else ():
+            if not file.name.startswith("_"):
+                with contextlib.suppress(OSError):  # removed meanwhile: not there
+                    info = file.stat()
+                    files[file.resolve()] = (info.st_mtime_ns, info.st_size)
+    return files
 
 
 def load_plugins(plugin_dirs: Iterable[Path] = (), *, entry_point_group: str = "boomerang") -> Plugins:
@@ -97,6 +122,8 @@ def load_plugins(plugin_dirs: Iterable[Path] = (), *, entry_point_group: str = "
                 version=dist.version if dist else None,
             )
         )
+    plugin_dirs = list(plugin_dirs)
+    plugins.drop_ins = drop_in_files(plugin_dirs)  # before importing: a later edit is a change
     for directory in plugin_dirs:
         _load_drop_ins(plugins, Path(directory))
     return plugins
