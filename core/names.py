@@ -102,13 +102,20 @@ def expression_names(source: str, environment: Sandbox) -> list[tuple[int, str, 
 
 def template_names(tree: nodes.Template, environment: Sandbox) -> list[tuple[int, str, bool]]:
     """`(line within the source, name, called)` of the names a parsed template uses but never
-    defines (Jinja's own analysis: a loop variable, a `set` or a macro is defined)."""
+    defines (Jinja's own analysis: a loop variable, a `set` or a macro is defined), leaving
+    out those it tests with `is defined`."""
     tree.set_environment(environment)
     free = meta.find_undeclared_variables(tree)
     called = {id(call.node) for call in tree.find_all(nodes.Call)}
+    # `cart is defined` is how a template shared by scenarios asks for a name only some give
+    guarded = {
+        test.node.name
+        for test in tree.find_all(nodes.Test)
+        if test.name in ("defined", "undefined") and isinstance(test.node, nodes.Name)
+    }
     seen: dict[str, tuple[int, str, bool]] = {}
     for node in tree.find_all(nodes.Name):
-        if node.name in free and node.ctx == "load" and node.name not in seen:
+        if node.name in free - guarded and node.ctx == "load" and node.name not in seen:
             seen[node.name] = (node.lineno, node.name, id(node) in called)
     return list(seen.values())
 

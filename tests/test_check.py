@@ -589,6 +589,16 @@ def test_a_template_is_checked_against_each_scenario_that_sends_it(shop: Path) -
     scenario(shop, "cart", "scenario: cart\ntrigger: {event: cart.updated}\nsteps:\n  - send: both\n")
     scenario(shop, "order", "scenario: order\ntrigger: {event: order.placed}\nsteps:\n  - send: both\n")
     both = template(shop, "both", "email.en.html", "---\nsubject: Hi\n---\nYour cart: {{ cart.url }}\n")
+    # `is defined` is how a shared template asks for a name only some scenarios give.
+    template(
+        shop,
+        "guarded",
+        "email.en.html",
+        "---\nsubject: Hi\n---\n{% if cart is defined %}{{ cart.url }}{% endif %}\n",
+    )
+    scenario(
+        shop, "guarded", "scenario: guarded\ntrigger: {event: order.placed}\nsteps:\n  - send: guarded\n"
+    )
     result = check(shop)
     assert result.exit_code == 1
     assert [line for line in lines(result) if ": error: " in line] == [
