@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import click
 from boomerang import __version__
 from boomerang.config import CONFIG_ENV, DEFAULT_CONFIG, Config, config_path, load_config
 from boomerang.plugin_manager import Plugins, load_plugins
-from boomerang.problems import ProblemError
+from boomerang.problems import ProblemError, counted, shown_path
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -101,6 +102,7 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
 
     problems = []
     scenarios = 0
+    files = 1  # the config, when it cannot be read
     try:
         config = load_config(config_file)
     except ProblemError as exc:
@@ -108,13 +110,14 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
     else:
         plugins = load_plugins(config.plugin_dirs)
         problems.extend(plugins.problems)
-        chosen = None
+        chosen = scenario_files(config.scenarios)
         if paths:
             chosen = [f for p in paths for f in (scenario_files(p) if p.is_dir() else [p])]
         project, found = assemble(config, plugins, chosen)
         problems.extend(found)
         scenarios = len(project.scenarios) if project else 0
-    problems = sorted(set(problems))
+        files = len(chosen)
+    problems = sorted({replace(p, file=shown_path(p.file)) for p in problems})
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     if as_json:
@@ -123,6 +126,7 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
                 {
                     "errors": errors,
                     "warnings": warnings,
+                    "files": files,
                     "scenarios": scenarios,
                     "problems": [p.as_dict() for p in problems],
                 },
@@ -133,7 +137,8 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
     else:
         for problem in problems:
             click.echo(str(problem))
-        click.echo(f"{scenarios} scenarios checked: {errors} errors, {warnings} warnings", err=True)
+        found = [counted(n, word) for n, word in ((errors, "error"), (warnings, "warning")) if n]
+        click.echo(f"{counted(files, 'file')} checked: {', '.join(found) or 'no problems'}", err=True)
     sys.exit(1 if errors else 0)
 
 

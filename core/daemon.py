@@ -200,13 +200,17 @@ class Daemon:
     async def reload(self) -> bool:
         """Re-read config, scenarios and templates; keep the running ones if any is invalid."""
         self.notifier.reloading()
+        changed = self.plugins.drop_ins_changed(self.project.config.plugin_dirs)
+        if changed:
+            log.warning("reload: plugins changed (%s): restart to load them", ", ".join(changed))
         try:
             project = load_project(self.config_path, self.plugins)
         except ProblemError as exc:
             self.failed_reloads += 1
             for problem in exc.problems:
-                log.error("%s", problem)
-            log.error("reload failed: still running the previous configuration")
+                log.log(logging.ERROR if problem.severity == "error" else logging.WARNING, "%s", problem)
+            restart = "; plugins changed: restart to load them" if changed else ""
+            log.error("reload failed: still running the previous configuration%s", restart)
             self.notifier.ready(f"reload failed ({len(exc.errors)} errors); " + self.status())
             return False
         old, self.project = self.project, project

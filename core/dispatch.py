@@ -318,7 +318,9 @@ class Dispatch(Journeys):
                 query = self.store.run(self.store.events_of_types, plan.customer.id, types, since)
                 return asyncio.run_coroutine_threadsafe(query, loop).result(MESSAGE_SECONDS)
 
-            within = Scope(Budget(MESSAGE_SECONDS), History(read_events, plan.now), plan.segments)
+            # simulate renders strictly: a name that is not defined is an error row, not nothing
+            history = History(read_events, plan.now)
+            within = Scope(Budget(MESSAGE_SECONDS), history, plan.segments, strict=self.dry_run)
             try:
                 with evaluating(within):
                     assert plan.decision.channel is not None

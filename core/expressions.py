@@ -46,7 +46,7 @@ from jinja2 import (
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Namespace, _PassArg
+from jinja2.utils import Namespace, _PassArg, missing
 
 from boomerang.history import History
 
@@ -225,12 +225,14 @@ class Scope:
 
     Condition functions read it through `scope()`; templates and expressions cannot reach it.
     `history` is the customer's (None where there is no customer's past), `segments` the
-    compiled `segments:` of the config.
+    compiled `segments:` of the config; `strict` (simulate, preview) makes a name that is not
+    defined at all fail where it is printed, looped over or tested, instead of being nothing.
     """
 
     budget: Budget = field(default_factory=Budget)
     history: History | None = None
     segments: Mapping[str, Expression] = field(default_factory=dict)
+    strict: bool = False
 
 
 _current: ContextVar[Scope | None] = ContextVar("boomerang_scope", default=None)
@@ -821,12 +823,47 @@ def _constant(node: nodes.Expr, environment: Sandbox) -> Any:
     return node.as_const()
 
 
-def make_environment(functions: Mapping[str, Callable[..., Any]] | None = None, **options: Any) -> Sandbox:
-    """A sandboxed Jinja2 environment with the condition functions as globals.
+class DataUndefined(ChainableUndefined):
+    """A missing name or key: chainable, so `cart.items | length` is 0 without a cart.
 
-    Missing names are chainable undefined values: `cart.items | length` is 0 without a cart.
+    A missing key of data that is there (`promo.code` without a code) stays harmless. A name
+    that is not defined at all (`ordr`, a misspelling `check` reports) prints as nothing in
+    the daemon, with a warning, so one event short of a key does not stop a message; in a
+    `strict` scope (simulate, preview) it is an error that names it.
     """
-    environment = Sandbox(undefined=ChainableUndefined, **options)
+
+    __slots__ = ()
+
+    def _missing_name(self) -> bool:
+        if self._undefined_obj is not missing:
+            return False  # a key of data that is there
+        current = _current.get()
+        if current is not None and current.strict:
+            self._fail_with_undefined_error()
+        return True
+
+    def __str__(self) -> str:
+        if self._missing_name():
+            log.warning("a template printed '%s', which is not defined for its message", self._undefined_name)
+        return ""
+
+    def __iter__(self) -> Iterator[Any]:
+        self._missing_name()
+        return iter(())
+
+    def __bool__(self) -> bool:
+        self._missing_name()
+        return False
+
+    def __len__(self) -> int:
+        self._missing_name()
+        return 0
+
+
+def make_environment(functions: Mapping[str, Callable[..., Any]] | None = None, **options: Any) -> Sandbox:
+    """A sandboxed Jinja2 environment with the condition functions as globals; missing names
+    are `DataUndefined`."""
+    environment = Sandbox(undefined=DataUndefined, **options)
     environment.globals.update({name: as_function(name, f) for name, f in (functions or {}).items()})
     return environment
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
+
+from boomerang.problems import did_you_mean
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -231,6 +234,28 @@ class Action:
     name: str
     run: Callable[..., Awaitable[dict[str, Any] | None]]
     description: str = ""
+
+    def argument_problems(self, given: Iterable[str]) -> list[str]:
+        """What is wrong with `with:` arguments of these names, judged by the signature of
+        `run`: names it does not take (unless it takes `**anything`), required ones missing."""
+        try:
+            parameters = inspect.signature(self.run).parameters.values()
+        except (TypeError, ValueError):  # a callable Python cannot describe: nothing to judge by
+            return []
+        named = {p.name: p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
+        given = list(given)
+        problems = []
+        for name in given:
+            if name not in named and not takes_any:
+                problems.append(
+                    f"action '{self.name}' takes no argument '{name}'{did_you_mean(name, named)}; "
+                    f"it takes {', '.join(named) or 'none'}"
+                )
+        for name, parameter in named.items():
+            if parameter.default is parameter.empty and name not in given:
+                problems.append(f"action '{self.name}' needs the argument '{name}' under with:")
+        return problems
 
 
 class ActionFailed(Exception):

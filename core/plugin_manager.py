@@ -7,6 +7,7 @@ only those entry points; `BOOMERANG_DISABLED_PLUGINS` blocks the ones named.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -61,11 +62,35 @@ class Plugins:
     pm: pluggy.PluginManager
     infos: list[PluginInfo] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    drop_ins: dict[Path, tuple[int, int]] = field(default_factory=dict)  # as loaded: mtime, size
 
     @property
     def hook(self) -> Any:
         """The hook relay: `plugins.hook.register_channels(config=...)`."""
         return self.pm.hook
+
+    def drop_ins_changed(self, plugin_dirs: Iterable[Path]) -> list[str]:
+        """The drop-in files added, changed or removed since the plugins were loaded, such as
+        `crm.py (added)`: a reload does not import code, so they take effect after a restart."""
+        now = drop_in_files(plugin_dirs)
+        changes = [
+            f"{path.name} ({'added' if path not in self.drop_ins else 'changed'})"
+            for path, stamp in now.items()
+            if self.drop_ins.get(path) != stamp
+        ]
+        return changes + [f"{path.name} (removed)" for path in self.drop_ins.keys() - now.keys()]
+
+
+def drop_in_files(plugin_dirs: Iterable[Path]) -> dict[Path, tuple[int, int]]:
+    """The drop-in plugin files of the directories, with their modification time and size."""
+    files = {}
+    for directory in plugin_dirs:
+        for file in sorted(Path(directory).glob("*.py")) if Path(directory).is_dir() else ():
+            if not file.name.startswith("_"):
+                with contextlib.suppress(OSError):  # removed meanwhile: not there
+                    info = file.stat()
+                    files[file.resolve()] = (info.st_mtime_ns, info.st_size)
+    return files
 
 
 def load_plugins(plugin_dirs: Iterable[Path] = (), *, entry_point_group: str = "boomerang") -> Plugins:
@@ -97,6 +122,8 @@ def load_plugins(plugin_dirs: Iterable[Path] = (), *, entry_point_group: str = "
                 version=dist.version if dist else None,
             )
         )
+    plugin_dirs = list(plugin_dirs)
+    plugins.drop_ins = drop_in_files(plugin_dirs)  # before importing: a later edit is a change
     for directory in plugin_dirs:
         _load_drop_ins(plugins, Path(directory))
     return plugins
@@ -345,11 +372,21 @@ def installed_address_fields() -> dict[str, tuple[str, ...]]:
 
 
 def collect(plugins: Plugins, config: Any) -> Registry:
-    """Call every registration hook for `config`; raises `ProblemError` on invalid hand-overs.
+    """Call every registration hook for `config`; raises `ProblemError` on invalid hand-overs."""
+    registry, problems = gather(plugins, config)
+    if problems:
+        raise ProblemError(problems)
+    return registry
+
+
+def gather(plugins: Plugins, config: Any) -> tuple[Registry, list[Problem]]:
+    """Call every registration hook for `config`: what was handed over, and every problem.
 
     A problem with what a plugin handed over (an invalid object, a name taken, a hook that
     raised) names the plugin and points at its hook in the plugin's file; a plugin's own
-    `ProblemError` (a wrong setting) keeps its position in the config.
+    `ProblemError` (a wrong setting) keeps its position in the config. The registry holds all
+    the rest, so that `check` judges scenarios against it, not against nothing: one bad
+    setting must not make every channel look unconfigured.
     """
     collection = _Collection(plugins)
     problems = collection.problems
@@ -359,8 +396,10 @@ def collect(plugins: Plugins, config: Any) -> Registry:
     def take(kind: str, results: list[_HandedOver], expected: type, target: dict[str, Any]) -> None:
         collection.take(kind, results, lambda item: isinstance(item, expected), target)
 
-    take("source", call("register_sources", config=config), Source, registry.sources)
-    take("channel", call("register_channels", config=config), Channel, registry.channels)
+    sources = call("register_sources", config=config)
+    take("source", sources, Source, registry.sources)
+    channels = call("register_channels", config=config)
+    take("channel", channels, Channel, registry.channels)
     collection.take("channel kind", call("register_channel_kinds"), _is_channel_class, registry.channel_kinds)
     for name, channel in registry.channels.items():
         registry.channel_kinds.setdefault(name, channel)
@@ -393,9 +432,32 @@ def collect(plugins: Plugins, config: Any) -> Registry:
                     f"{did_you_mean(name, sorted(registry.channel_kinds))}",
                 )
             )
-    if problems:
-        raise ProblemError(problems)
-    return registry
+    if "register_sources" not in collection.failed:
+        problems.extend(_unknown_sources(config, sources, {r.plugin for r in channels}))
+    return registry, problems
+
+
+def _unknown_sources(config: Any, handed: list[_HandedOver], channel_plugins: set[str]) -> list[Problem]:
+    """A section under `sources:` that no plugin took up, naming the source plugins there are.
+
+    Offered are the plugins whose source follows a `sources:` section: not one whose source is
+    on without one (the API's) nor a channel plugin's (a bot's updates follow `channels:`).
+    """
+    taken = {getattr(source, "name", None) for result in handed for source in result.value or ()}
+    always_on = {
+        r.plugin for r in handed if any(getattr(s, "name", None) not in config.sources for s in r.value or ())
+    }
+    offered = sorted({r.plugin for r in handed} - always_on - channel_plugins)
+    return [
+        config.problem(
+            ("sources", name),
+            f"no source plugin provides '{name}'{did_you_mean(name, offered)}; "
+            f"installed: {', '.join(offered) or 'none'}",
+            at_key=True,
+        )
+        for name in config.sources
+        if name not in taken
+    ]
 
 
 def _also(owner: _HandedOver) -> str:

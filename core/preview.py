@@ -112,6 +112,7 @@ def render_preview(
         names["promo"] = data_promo(event)
         locales = [customer.locale, config.default_locale, "en"]
         within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
+        within.strict = True  # a name the template cannot get is an error, not an empty string
         try:
             with evaluating(within):
                 rendered = template.render(channel_name, locales, names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,3 +49,17 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` suffix for a misspelt name, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def counted(number: int, noun: str) -> str:
+    """`1 file`, `2 files`: a count with its noun in the form that reads right."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def shown_path(file: str) -> str:
+    """A problem's file as the user would type it: relative to the working folder when inside it."""
+    path = os.path.abspath(file)
+    here = os.getcwd()
+    if os.path.commonpath([path, here]) != here:
+        return path
+    return os.path.relpath(path, here)

@@ -14,8 +14,9 @@ from boomerang.config import Config, load_config
 from boomerang.contact_plan import validate_plan
 from boomerang.expressions import Expression, ExpressionError, Sandbox, compile_expression, make_environment
 from boomerang.model import EVENT_TYPES
+from boomerang.names import names_for
 from boomerang.outbox import Outbox
-from boomerang.plugin_manager import Plugins, Registry, collect, load_plugins
+from boomerang.plugin_manager import Plugins, Registry, gather, load_plugins
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.scenarios import Scenario, Step, compile_scenarios, scenario_files
 from boomerang.templates import TemplateLibrary, load_templates
@@ -39,12 +40,7 @@ def assemble(
     config: Config, plugins: Plugins, scenario_paths: list[Path] | None = None
 ) -> tuple[Project | None, list[Problem]]:
     """Build a project from a loaded config; returns it (None if unusable) and every problem."""
-    problems: list[Problem] = []
-    registry = Registry()
-    try:
-        registry = collect(plugins, config)
-    except ProblemError as exc:
-        problems.extend(exc.problems)
+    registry, problems = gather(plugins, config)
     problems.extend(validate_plan(config, registry.channel_kinds))
     environment = make_environment(registry.conditions)
     segments = {}
@@ -60,6 +56,7 @@ def assemble(
     problems.extend(found)
     for scenario in scenarios:
         problems.extend(cross_check(scenario, templates, registry, config, plugins))
+        problems.extend(unknown_names(scenario, templates, environment))
     project = Project(config, registry, scenarios, templates, environment, segments)
     project.warnings = [p for p in problems if p.severity != "error"]
     return project, problems
@@ -97,7 +94,8 @@ def cross_check(
     problems: list[Problem] = []
     file = str(scenario.file)
     known_channels = set(registry.channel_kinds)
-    configured = set(registry.channels)
+    # A channel whose settings are wrong is reported there, once; here it counts as configured.
+    configured = set(registry.channels) | set(config.channels)
     events = known_event_types(registry)
 
     def warn_event(event_type: str | None, line: int, col: int, where: str) -> None:
@@ -145,7 +143,10 @@ def cross_check(
                         f"registered: {', '.join(sorted(registry.promo_providers)) or 'none'}",
                     )
                 )
-        if step.kind == "action" and step.action not in registry.actions:
+        if step.kind == "action" and step.action in registry.actions:
+            for message in registry.actions[step.action].argument_problems(step.arguments):
+                problems.append(Problem(file, step.line, step.col, message))
+        elif step.kind == "action":
             problems.append(
                 Problem(
                     file,
@@ -158,10 +159,36 @@ def cross_check(
     return problems
 
 
+def unknown_names(scenario: Scenario, templates: TemplateLibrary, environment: Sandbox) -> list[Problem]:
+    """Names a scenario's expressions, and the templates it sends, use but cannot get from it.
+
+    A template is judged against each scenario that sends it: one used by a cart scenario and
+    an order scenario may name neither `cart` nor `order` (but `data.cart`, or test `is defined`).
+    """
+    event_types = scenario.trigger.events if scenario.trigger.kind == "event" else None
+    functions = environment.globals
+    problems = []
+    names = names_for(event_types, functions, message=False)
+    for use in scenario.names:
+        if message := names.problem(use):
+            problems.append(Problem(str(scenario.file), use.line, use.col, message))
+    names = names_for(event_types, functions, message=True)
+    sent = {step.template for step in scenario.walk() if step.kind == "send"}
+    for name in sorted(t for t in sent if t):
+        template = templates.get(name)
+        for part in template.parts.values() if template else ():
+            for use in part.names:
+                if message := names.problem(use, f" (sent by scenario '{scenario.id}')"):
+                    problems.append(Problem(str(part.file), use.line, use.col, message))
+    return problems
+
+
 def _check_send(
     step: Step, file: str, templates: TemplateLibrary, known: set[str], configured: set[str]
 ) -> list[Problem]:
     problems = []
+    if step.template in templates.broken:
+        return problems  # its file's problem is the one to fix
     template = templates.get(step.template or "")
     if template is None:
         problems.append(

@@ -28,6 +28,7 @@ from boomerang.expressions import (
 )
 from boomerang.local_time import DAY_NAMES, WEEKDAYS, weekday_of
 from boomerang.model import CATEGORIES
+from boomerang.names import NameUse, expression_names, place, template_names
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import key_position, load_yaml, node_position, value_position
 
@@ -137,6 +138,7 @@ class Scenario:
     index: dict[str, Step] = field(default_factory=dict)
     next_of: dict[str, str | None] = field(default_factory=dict)
     document: Any = field(default=None, repr=False)
+    names: list[NameUse] = field(default_factory=list)  # top-level names its expressions use
 
     @property
     def first(self) -> str | None:
@@ -168,10 +170,12 @@ def parse_percent(value: Any) -> float:
 class _Compiler:
     """Turns one scenario document into a `Scenario`, collecting every problem on the way."""
 
-    def __init__(self, file: str, environment: Sandbox):
+    def __init__(self, file: str, environment: Sandbox, lines: list[str]):
         self.file = file
         self.environment = environment
+        self.lines = lines
         self.problems: list[Problem] = []
+        self.names: list[NameUse] = []
 
     def error(self, position: tuple[int, int], message: str, severity: str = "error") -> None:
         self.problems.append(Problem(self.file, position[0], position[1], message, severity))
@@ -186,14 +190,17 @@ class _Compiler:
                 )
 
     def expression(self, parent: Any, key: Any) -> Expression | None:
+        line, col = value_position(parent, key)
+        if isinstance(parent[key], LiteralScalarString | FoldedScalarString):
+            line += 1  # a block scalar's text starts on the line after its `|` or `>`
         try:
-            return compile_expression(parent[key], self.environment)
+            expression = compile_expression(parent[key], self.environment)
         except ExpressionError as exc:
-            line, col = value_position(parent, key)
-            if isinstance(parent[key], LiteralScalarString | FoldedScalarString):
-                line += 1  # a block scalar's text starts on the line after its `|` or `>`
             self.error((line + exc.line - 1, col), str(exc))
             return None
+        uses = expression_names(expression.source, self.environment)
+        self.names.extend(place(uses, self.lines, line, col))
+        return expression
 
     def duration(self, parent: Any, key: Any) -> timedelta | None:
         try:
@@ -579,10 +586,14 @@ class _Compiler:
                 self.templates_in(value)
             elif isinstance(value, str) and ("{{" in value or "{%" in value):
                 try:
-                    self.environment.from_string(value)
+                    tree = self.environment.parse(value)
+                    uses = template_names(tree, self.environment)
+                    self.environment.from_string(tree)
                 except Exception as exc:  # noqa: BLE001 - Jinja raises several kinds of syntax error
                     what = "refused" if isinstance(exc, Refused) else "cannot parse"
                     self.error(value_position(node, key), f"{what} template '{value}': {exc}")
+                else:
+                    self.names.extend(place(uses, self.lines, *value_position(node, key), template=True))
 
     def unreachable(self, steps: list[Step]) -> None:
         for index, step in enumerate(steps):
@@ -622,8 +633,11 @@ def compile_scenario(path: Path, environment: Sandbox | None = None) -> tuple[Sc
         document = load_yaml(path)
     except ProblemError as exc:
         return None, exc.problems
-    compiler = _Compiler(str(path), environment or make_environment())
+    lines = path.read_text(encoding="utf-8").splitlines()  # read as load_yaml did: for columns
+    compiler = _Compiler(str(path), environment or make_environment(), lines)
     scenario = compiler.scenario(path, document)
+    if scenario is not None:
+        scenario.names = sorted(compiler.names)
     return scenario, compiler.problems
 
 

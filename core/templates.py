@@ -21,7 +21,7 @@ every front matter value, stops at the same deadline.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from jinja2 import Template, TemplateSyntaxError
 from ruamel.yaml.comments import CommentedMap
 
 from boomerang.expressions import Refused, Sandbox, make_environment, render
+from boomerang.names import NameUse, place, template_names
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import parse_yaml, value_position
 
@@ -48,6 +49,7 @@ class Part:
     kind: str  # "html" or "txt"
     body: Template
     front: dict[str, Any] = field(default_factory=dict)  # values are Templates or plain data
+    names: list[NameUse] = field(default_factory=list)  # top-level names it uses, for `check`
 
 
 @dataclass
@@ -137,8 +139,11 @@ def html_to_text(html: str) -> str:
 class TemplateLibrary:
     """Every template of a project, loaded and compiled."""
 
-    def __init__(self, templates: dict[str, MessageTemplate]):
+    def __init__(self, templates: dict[str, MessageTemplate], broken: Iterable[str] = ()):
         self.templates = templates
+        # Templates with a file that did not load: already reported, so a scenario naming one
+        # is not told again that it is unknown or lacks a channel.
+        self.broken = frozenset(broken)
 
     def __contains__(self, name: str) -> bool:
         return name in self.templates
@@ -163,6 +168,7 @@ def load_templates(
     text_env = make_environment(functions)
     html_env = make_environment(functions, autoescape=True)
     templates: dict[str, MessageTemplate] = {}
+    broken: set[str] = set()
     problems: list[Problem] = []
     if not directory.is_dir():
         return TemplateLibrary(templates), problems
@@ -182,6 +188,7 @@ def load_templates(
                         f"{did_you_mean(file.name.split('.')[0], channels)}",
                     )
                 )
+                broken.add(template.name)
                 continue
             if match["ext"] not in kind.extensions:
                 problems.append(
@@ -193,12 +200,14 @@ def load_templates(
                         f"{' or '.join('.' + ext for ext in kind.extensions)}",
                     )
                 )
+                broken.add(template.name)
                 continue
             try:
                 body_env = html_env if match["ext"] == "html" else text_env
                 part = _load_part(file, kind, match["locale"], match["ext"], body_env, text_env)
             except ProblemError as exc:
                 problems.extend(exc.problems)
+                broken.add(template.name)
                 continue
             template.parts[(part.channel, part.locale, part.kind)] = part
         if template.parts:
@@ -216,7 +225,7 @@ def load_templates(
                             f"{article} {channel} template needs '{key}:' in its front matter",
                         )
                     )
-    return TemplateLibrary(templates), problems
+    return TemplateLibrary(templates, broken), problems
 
 
 def _load_part(
@@ -228,6 +237,8 @@ def _load_part(
     except (OSError, UnicodeDecodeError) as exc:
         raise ProblemError([Problem(str(file), 1, 1, f"cannot read template: {exc}")]) from None
     front: dict[str, Any] = {}
+    names: list[NameUse] = []
+    lines = text.splitlines()
     body_line = 1
     if text.startswith("---\n"):
         end = text.find("\n---\n", 3)
@@ -239,15 +250,29 @@ def _load_part(
                 [Problem(str(file), 2, 1, "front matter must be a mapping such as subject: ...")]
             )
         front = _compile_front(raw or CommentedMap(), channel, file, text_environment)
+        for key, value in (raw or {}).items():
+            uses = _names_in(value, text_environment)
+            names.extend(place(uses, lines, *value_position(raw, key), template=True))
         body_line = text[: end + 5].count("\n") + 1
         text = text[end + 5 :]
     try:
-        body = environment.from_string(text)
+        tree = environment.parse(text)
+        uses = template_names(tree, environment)
+        body = environment.from_string(tree)
     except TemplateSyntaxError as exc:
         line = (exc.lineno or 1) + body_line - 1
         what = "refused" if isinstance(exc, Refused) else "template syntax"
         raise ProblemError([Problem(str(file), line, 1, f"{what}: {exc.message}")]) from None
-    return Part(file, channel.name, locale, kind, body, front)
+    names.extend(place(uses, lines, body_line, 1, template=True))
+    return Part(file, channel.name, locale, kind, body, front, sorted(names))
+
+
+def _names_in(value: Any, environment: Sandbox) -> list[tuple[int, str, bool]]:
+    """The names a front matter value uses, in its text and in the texts nested in it."""
+    if isinstance(value, str):
+        return template_names(environment.parse(value), environment)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [use for item in items for use in _names_in(item, environment)]
 
 
 def _compile_front(raw: CommentedMap, channel: Any, file: Path, environment: Sandbox) -> dict[str, Any]:

@@ -29,6 +29,33 @@ from boomerang.problems import Problem, ProblemError
 MAX_EXPANDED_NODES = 100_000
 MAX_FLOW_DEPTH = 100  # levels of [ ] and { }; real files use a handful
 _BRACKETS = re.compile(r"[\[\]{}]")
+# What the parser says about indentation, and what the writer of the file needs to hear.
+_PLAIN_WORDS = (
+    (
+        "expected <block end>",
+        "this line is indented differently from the lines above it: "
+        "line it up with the keys (or the '- ' items) it belongs with",
+    ),
+    (
+        "did not find expected key",
+        "this line is indented differently from the lines above it: "
+        "line it up with the keys (or the '- ' items) it belongs with",
+    ),
+    (
+        "did not find expected '-' indicator",
+        "this line is indented differently from the list items above it: start it with '- ' or line it up",
+    ),
+    (
+        "mapping values are not allowed here",
+        "a 'key:' where none can start: this line is indented further than the one above it, "
+        "or a value holds ': ' and must be put in quotes",
+    ),
+    (
+        "could not find expected ':'",
+        "a line without 'key: value' where one is expected: add the ':' or line it up with the lines above",
+    ),
+    ("found character '\\t' that cannot start any token", "a tab: indent with spaces only"),
+)
 
 
 def parse_yaml(text: str, file: str) -> Any:
@@ -40,7 +67,7 @@ def parse_yaml(text: str, file: str) -> Any:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = exc.problem or exc.context or "invalid YAML"
+        message = _in_plain_words(exc.problem or exc.context or "invalid YAML")
         raise ProblemError([Problem(file, line, col, f"invalid YAML: {message}")]) from None
     except YAMLError as exc:
         raise ProblemError([Problem(file, 1, 1, f"invalid YAML: {exc}")]) from None
@@ -48,6 +75,14 @@ def parse_yaml(text: str, file: str) -> Any:
         raise ProblemError([Problem(file, 1, 1, "invalid YAML: nested too deeply")]) from None
     _check_expanded_size(data, file)
     return data
+
+
+def _in_plain_words(problem: str) -> str:
+    """The parser's complaint about layout in the terms of the file: lines, indents, quotes."""
+    for start, words in _PLAIN_WORDS:
+        if problem.startswith(start):
+            return words
+    return problem
 
 
 def _check_flow_depth(text: str, file: str) -> None:

@@ -93,7 +93,7 @@ def test_a_clean_project_passes(shop: Path) -> None:
     result = check(shop)
     assert result.exit_code == 0, result.output
     assert lines(result) == []
-    assert summary(result) == "1 scenarios checked: 0 errors, 0 warnings"
+    assert summary(result) == "1 file checked: no problems"
 
 
 def test_only_warnings_exit_0(shop: Path) -> None:
@@ -129,7 +129,7 @@ def test_only_warnings_exit_0(shop: Path) -> None:
     ]
     for line in lines(result):
         assert LINE.match(line), line
-    assert summary(result) == "1 scenarios checked: 0 errors, 6 warnings"
+    assert summary(result) == "1 file checked: 6 warnings"
 
 
 def test_any_error_exits_1_and_names_the_place(shop: Path) -> None:
@@ -148,7 +148,7 @@ def test_any_error_exits_1_and_names_the_place(shop: Path) -> None:
     result = check(shop)
     assert result.exit_code == 1
     assert lines(result) == [f"{path}:5:5: error: unknown template 'helo' (did you mean 'hello'?)"]
-    assert summary(result) == "2 scenarios checked: 1 errors, 0 warnings"
+    assert summary(result) == "2 files checked: 1 error"
 
 
 def test_json_output(shop: Path) -> None:
@@ -171,6 +171,7 @@ def test_json_output(shop: Path) -> None:
     assert report == {
         "errors": 1,
         "warnings": 0,
+        "files": 1,
         "scenarios": 0,
         "problems": [
             {
@@ -189,6 +190,7 @@ def test_json_output(shop: Path) -> None:
     assert report == {
         "errors": 0,
         "warnings": 1,
+        "files": 1,
         "scenarios": 1,
         "problems": [
             {
@@ -345,11 +347,17 @@ def test_explicit_paths_check_only_those_files(shop: Path) -> None:
     )
     result = check(shop, "--json", str(good))
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"errors": 0, "warnings": 0, "scenarios": 1, "problems": []}
+    assert json.loads(result.stdout) == {
+        "errors": 0,
+        "warnings": 0,
+        "files": 1,
+        "scenarios": 1,
+        "problems": [],
+    }
     result = check(shop, str(bad))
     assert result.exit_code == 1
     assert lines(result) == [f"{bad}:4:5: error: unknown template 'nope'"]
-    assert summary(result) == "1 scenarios checked: 1 errors, 0 warnings"
+    assert summary(result) == "1 file checked: 1 error"
     # A file outside the configured folder, and a folder given as a path.
     result = check(shop, str(good), str(elsewhere))
     assert result.exit_code == 1
@@ -357,7 +365,7 @@ def test_explicit_paths_check_only_those_files(shop: Path) -> None:
     result = check(shop, str(shop / "mine"))
     assert result.exit_code == 1
     assert lines(result) == [f"{bad}:4:5: error: unknown template 'nope'"]
-    assert summary(result) == "2 scenarios checked: 1 errors, 0 warnings"
+    assert summary(result) == "2 files checked: 1 error"
     # With no path the configured folder is checked: the draft elsewhere is not.
     assert lines(check(shop)) == lines(result)
 
@@ -398,7 +406,7 @@ def test_a_scenario_using_segments_and_conditions_checks_clean(shop: Path) -> No
     )
     result = check(shop)
     assert result.exit_code == 0, result.output
-    assert summary(result) == "1 scenarios checked: 0 errors, 0 warnings"
+    assert summary(result) == "1 file checked: no problems"
 
 
 def test_every_output_line_is_one_problem_even_for_a_multi_line_expression(shop: Path) -> None:
@@ -421,3 +429,216 @@ def test_every_output_line_is_one_problem_even_for_a_multi_line_expression(shop:
     assert len(lines(result)) == 1
     for line in lines(result):
         assert LINE.match(line), line
+
+
+def test_the_summary_counts_files_and_paths_are_relative_to_the_working_folder(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario(shop, "good", GOOD)
+    scenario(shop, "broken", "scenario: broken\ntrigger: {event: cart.updated\n")
+    monkeypatch.chdir(shop)
+    everything = CliRunner().invoke(cli, ["check", "--config", "boomerang.yaml"])
+    one = CliRunner().invoke(
+        cli, ["check", "--config", str(shop / "boomerang.yaml"), str(shop / "mine" / "broken.yaml")]
+    )
+    # A file that does not even parse is counted: it was checked.
+    assert summary(everything) == "2 files checked: 1 error"
+    assert summary(one) == "1 file checked: 1 error"
+    assert lines(everything) == lines(one)
+    [line] = lines(one)
+    assert line.startswith("mine/broken.yaml:3:1: error: "), line
+
+
+def test_an_unknown_source_or_channel_names_the_plugins_there_are(shop: Path) -> None:
+    config = shop / "boomerang.yaml"
+    config.write_text(config.read_text() + "\nsources:\n  shopfy: {secret: whsec-1}\n", encoding="utf-8")
+    text = config.read_text().replace("channels:\n", "channels:\n  smss: {}\n", 1)
+    assert text != config.read_text()
+    config.write_text(text, encoding="utf-8")
+    result = check(shop)
+    assert result.exit_code == 1
+    rows = config.read_text().splitlines()
+    where = str(config.resolve())
+    channel, source = rows.index("  smss: {}") + 1, rows.index("  shopfy: {secret: whsec-1}") + 1
+    # Nothing else: the channels that are configured still count for the scenarios and templates.
+    assert lines(result) == [
+        f"{where}:{channel}:9: error: no channel plugin provides 'smss' (did you mean 'sms'?)",
+        f"{where}:{source}:3: error: no source plugin provides 'shopfy' (did you mean 'shopify'?); "
+        "installed: bitrix, bitrix24, shopify, site, woocommerce",
+    ]
+
+
+def test_one_cause_is_reported_once(shop: Path) -> None:
+    # A bad SMS setting: the settings' problems, not every step that lists sms or email.
+    config = shop / "boomerang.yaml"
+    text = config.read_text().replace(
+        "channels:\n", 'channels:\n  sms: {account_sid: AC1, from: "+15550001"}\n', 1
+    )
+    config.write_text(text, encoding="utf-8")
+    scenario(shop, "good", GOOD.replace("channels: [email]", "channels: [sms, email]"))
+    # A Jinja syntax error in a template: that file's problem, not "unknown template" on the step.
+    broken = template(
+        shop, "broken", "email.en.html", "---\nsubject: Hi\n---\n<p>{% if customer.name %}</p>\n"
+    )
+    step = scenario(
+        shop,
+        "uses_broken",
+        "scenario: uses_broken\ntrigger: {event: cart.updated}\nsteps:\n  - send: broken\n",
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    found = lines(result)
+    assert [line for line in found if str(step) in line or "good.yaml" in line] == []
+    assert {line.split(": error: ")[0].rsplit(":", 2)[0] for line in found} == {
+        str(broken),
+        str(config.resolve()),
+    }
+    assert any("'auth_token' is required" in line for line in found)
+
+
+CONDITION_PLUGIN = """\
+from boomerang import hookimpl
+
+
+def vip_cart(cart):
+    return (cart or {}).get("total", 0) > 500
+
+
+@hookimpl
+def register_conditions():
+    return {"vip_cart": vip_cart}
+"""
+
+
+def test_unknown_names_and_functions_are_errors_with_did_you_mean(shop: Path) -> None:
+    (shop / "plugins" / "vip.py").write_text(CONDITION_PLUGIN, encoding="utf-8")
+    order = scenario(
+        shop,
+        "order",
+        """\
+        scenario: order
+        trigger: {event: order.placed, if: "vip_crt(order) or custmer.orders_count > 1"}
+        steps:
+          - if: ordr.total > 100
+            then: [{send: receipt}]
+          - if: vip_cart(order) and in_segmnt('vip')
+            then: [stop]
+        """,
+    )
+    receipt = template(
+        shop,
+        "receipt",
+        "email.en.html",
+        "---\nsubject: Order {{ order.id }}\n---\n"
+        '<p>{{ ordr.id }}</p>\n<a href="{{ unsubscribe_url }}">unsubscribe</a>\n',
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    assert lines(result) == [
+        f"{order}:2:37: error: unknown function 'vip_crt' (did you mean 'vip_cart'?)",
+        f"{order}:2:55: error: unknown name 'custmer' (did you mean 'customer'?)",
+        f"{order}:4:9: error: unknown name 'ordr' (did you mean 'order'?)",
+        f"{order}:6:29: error: unknown function 'in_segmnt' (did you mean 'in_segment'?)",
+        f"{receipt}:4:7: error: unknown name 'ordr' (sent by scenario 'order') (did you mean 'order'?)",
+        f"{receipt}:5:13: error: unknown name 'unsubscribe_url' (sent by scenario 'order'): "
+        "marketing messages get their unsubscribe link added by themselves",
+    ]
+
+
+def test_names_a_template_defines_itself_are_not_reported(shop: Path) -> None:
+    scenario(shop, "cart", "scenario: cart\ntrigger: {event: cart.updated}\nsteps:\n  - send: rich\n")
+    template(
+        shop,
+        "rich",
+        "email.en.html",
+        "---\nsubject: '{{ cart.items | length }} items{% if promo.code %}, {{ promo.code }}{% endif %}'\n"
+        "---\n"
+        "{% set ns = namespace(total=0) %}{% set title = customer.name | default('friend') %}\n"
+        "{% macro line(item) %}<li>{{ item.name }} {{ caller() }}</li>{% endmacro %}\n"
+        "{% for item in cart.items %}{% call line(item) %}{{ loop.index }}{% endcall %}"
+        "{% set ns.total = ns.total + item.price %}{% endfor %}\n"
+        "{% for n in range(3) if n is even %}{{ n }}{% endfor %}{{ title }} {{ ns.total }} {{ now.year }}\n"
+        "{{ journey.variant }} {{ waited.event }} {{ data.cart.url }} {{ event.type }}\n"
+        "{{ days_since(now) }}\n",
+    )
+    result = check(shop)
+    assert result.exit_code == 0, result.output
+    assert lines(result) == []
+
+
+def test_a_custom_event_type_reports_only_functions_and_misspelt_names(shop: Path) -> None:
+    path = scenario(
+        shop,
+        "custom",
+        """\
+        scenario: custom
+        trigger: {event: loyalty.tier_changed, if: "tier.level > 2 and custmer.name and vip_crt(tier)"}
+        steps:
+          - send: hello
+        """,
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    assert [line for line in lines(result) if ": error: " in line] == [
+        f"{path}:2:64: error: unknown name 'custmer' (did you mean 'customer'?)",
+        f"{path}:2:81: error: unknown function 'vip_crt'",
+    ]
+
+
+def test_a_template_is_checked_against_each_scenario_that_sends_it(shop: Path) -> None:
+    scenario(shop, "cart", "scenario: cart\ntrigger: {event: cart.updated}\nsteps:\n  - send: both\n")
+    scenario(shop, "order", "scenario: order\ntrigger: {event: order.placed}\nsteps:\n  - send: both\n")
+    both = template(shop, "both", "email.en.html", "---\nsubject: Hi\n---\nYour cart: {{ cart.url }}\n")
+    # `is defined` is how a shared template asks for a name only some scenarios give.
+    template(
+        shop,
+        "guarded",
+        "email.en.html",
+        "---\nsubject: Hi\n---\n{% if cart is defined %}{{ cart.url }}{% endif %}\n",
+    )
+    scenario(
+        shop, "guarded", "scenario: guarded\ntrigger: {event: order.placed}\nsteps:\n  - send: guarded\n"
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    assert [line for line in lines(result) if ": error: " in line] == [
+        f"{both}:4:15: error: unknown name 'cart' (sent by scenario 'order'); the names here are customer, "
+        "data, event, journey, now, order, promo, waited and the functions",
+    ]
+
+
+def test_an_actions_arguments_are_checked_against_its_signature(shop: Path, tmp_path: Path) -> None:
+    (shop / "plugins" / "crm.py").write_text(ACTION_PLUGIN, encoding="utf-8")
+    path = scenario(
+        shop,
+        "thanks",
+        """\
+        scenario: thanks
+        trigger: {event: order.placed}
+        steps:
+          - action: crm.note
+            with: {customer_id: "{{ customer.id }}", txt: hi}
+        """,
+    )
+    result = check(shop)
+    assert result.exit_code == 1
+    assert lines(result) == [
+        f"{path}:4:5: error: action 'crm.note' needs the argument 'text' under with:",
+        f"{path}:4:5: error: action 'crm.note' takes no argument 'txt' (did you mean 'text'?); "
+        "it takes customer_id, text",
+    ]
+    # simulate runs nothing of a project with errors, and says why.
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"id": "e1", "type": "order.placed", "at": "2026-03-02T10:00:00Z", "customer": {"id": "c-1"},'
+        ' "data": {"order": {"id": "o-1"}}}\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        cli, ["simulate", "--config", str(shop / "boomerang.yaml"), "--events", str(events)]
+    )
+    assert result.exit_code == 1
+    assert "the project has errors" in result.output
+    assert "takes no argument 'txt' (did you mean 'text'?)" in result.output
+    path.write_text(path.read_text().replace("txt: hi", "text: hi"), encoding="utf-8")
+    assert check(shop).exit_code == 0

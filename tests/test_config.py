@@ -341,7 +341,8 @@ def test_invalid_yaml_points_at_the_syntax_error(config_file: Path) -> None:
         "  host: port: 80",  # 3: the second `:` is at col 13
     )
     assert problems_of(config_file) == [
-        f"{config_file}:3:13: error: invalid YAML: mapping values are not allowed here",
+        f"{config_file}:3:13: error: invalid YAML: a 'key:' where none can start: this line is indented "
+        "further than the one above it, or a value holds ': ' and must be put in quotes",
     ]
 
 

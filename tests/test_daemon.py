@@ -208,3 +208,41 @@ async def test_a_reload_replaces_the_pollers_of_sources(project: Path, monkeypat
         await wait_for(lambda: len(module.RUNS) >= 3)
         assert module.RUNS == [("start", "en"), ("stop", "en"), ("start", "ru")]
     assert module.RUNS[-1] == ("stop", "ru")  # and stopped with the daemon
+
+
+CRM_PLUGIN = """\
+from boomerang import hookimpl
+from boomerang.kinds import Action
+
+
+async def note(customer_id, text):
+    return {"noted": True}
+
+
+@hookimpl
+def register_actions(config):
+    return [Action("crm.note", note)]
+"""
+
+
+async def test_reload_says_a_new_drop_in_plugin_needs_a_restart(project: Path, caplog) -> None:
+    async with running(project) as daemon:
+        (project / "plugins" / "crm.py").write_text(CRM_PLUGIN, encoding="utf-8")
+        (project / "scenarios" / "crm.yaml").write_text(
+            "scenario: crm\ntrigger: {event: order.placed}\nsteps:\n"
+            "  - send: cart_reminder\n    channels: [sms]\n"
+            '  - action: crm.note\n    with: {customer_id: "{{ customer.id }}", text: hi}\n',
+            encoding="utf-8",
+        )
+        caplog.clear()
+        assert await daemon.reload() is False
+        logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+        scenario = project / "scenarios" / "crm.yaml"
+        assert ("WARNING", "reload: plugins changed (crm.py (added)): restart to load them") in logged
+        assert ("ERROR", f"{scenario}:6:5: error: unknown action 'crm.note'; registered: none") in logged
+        warning = f"{scenario}:4:5: warning: channel 'sms' is not configured: this step will not use it"
+        assert ("WARNING", warning) in logged
+        assert (
+            "ERROR",
+            "reload failed: still running the previous configuration; plugins changed: restart to load them",
+        ) in logged

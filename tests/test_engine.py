@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -181,9 +182,10 @@ async def test_restart_debounces_the_wait(project: Path, restart: bool) -> None:
 
 
 class Rig:
-    """The engine, scheduler and rehearsal channels of `simulate`, driven step by step by a test."""
+    """The engine, scheduler and rehearsal channels of `simulate`, driven step by step by a test;
+    with `dry_run=False` the engine renders and runs actions as the daemon's does."""
 
-    def __init__(self, config_path: Path, store_path: Path, start: datetime):
+    def __init__(self, config_path: Path, store_path: Path, start: datetime, dry_run: bool = True):
         config = load_config(config_path)
         self.plugins = load_plugins(config.plugin_dirs)
         project, problems = assemble(config, self.plugins)
@@ -192,7 +194,7 @@ class Rig:
         project.registry.channels = dict(self.channels)
         self.clock = VirtualClock(start)
         self.store = Store(store_path)
-        self.engine = Engine(self.store, self.clock, self.plugins, project, dry_run=True)
+        self.engine = Engine(self.store, self.clock, self.plugins, project, dry_run=dry_run)
         self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job, concurrency=1)
 
         async def nothing(_: list[Event]) -> None:
@@ -241,6 +243,36 @@ class SaysRetryLater(Rehearsal):
     async def send(self, message: Message) -> Delivery:
         self.sent.append(message)
         return Delivery(DeliveryStatus.RETRY, detail="busy")
+
+
+TIER = """\
+scenario: tier
+trigger: {event: loyalty.tier_changed}
+steps:
+  - send: tier_news
+"""
+
+
+async def test_live_a_name_the_event_lacks_prints_as_nothing_with_a_warning(
+    project: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A custom type's data keys cannot be known to `check`: this event has no `order`. The
+    # daemon sends the message all the same (simulate and preview would report it).
+    template = "---\nsubject: 'Tier {{ tier.level }}'\n---\n<p>Order {{ order.id }}.</p>\n"
+    config = setup(project, {"tier": TIER}, {"tier_news": template})
+    rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 10:00"), dry_run=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="boomerang"):
+            await rig.send_event(
+                shop_event("e1", "loyalty.tier_changed", "2026-03-02 10:00", tier={"level": 2})
+            )
+            await rig.run_until(t("2026-03-02 10:05"))
+        [message] = rig.channels["email"].sent
+        assert message.subject == "Tier 2" and message.html.startswith("<p>Order .</p>")
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert "a template printed 'order', which is not defined for its message" in warnings
+    finally:
+        rig.store.close()
 
 
 async def test_a_send_the_provider_keeps_deferring_follows_the_retry_policy(

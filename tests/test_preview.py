@@ -85,3 +85,22 @@ def test_a_data_file_nested_too_deep_is_a_clear_error(project: Path, tmp_path: P
     assert result.exit_code == 1, result.output
     assert "deep.json: the JSON is nested 100001 levels deep" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_name_the_data_does_not_have_is_an_error_not_an_empty_string(project: Path, tmp_path: Path) -> None:
+    folder = project / "templates" / "oops"
+    folder.mkdir()
+    (folder / "email.en.html").write_text(
+        '---\nsubject: Hi\n---\n<p>{{ cart.url }} {{ promo.code }}</p><a href="{{ ordr.url }}">order</a>\n'
+    )
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(DATA))
+    result = preview(project, "oops", "--channel", "email", "--data", str(data))
+    assert result.exit_code == 1
+    assert "cannot render" in result.output and "'ordr' is undefined" in result.output
+    assert "Traceback" not in result.output
+    # A key the data lacks (the promo has no code) is still nothing: only unknown names fail.
+    (folder / "email.en.html").write_text("---\nsubject: Hi\n---\n<p>{{ cart.url }}{{ promo.code }}</p>\n")
+    result = preview(project, "oops", "--channel", "email", "--data", str(data))
+    assert result.exit_code == 0, result.output
+    assert "<p>https://shop.example/cart/1</p>" in result.output

@@ -165,7 +165,7 @@ def test_check_passes_on_the_whole_project(project: Path) -> None:
     result = CliRunner().invoke(cli, ["check", "--config", str(project / "boomerang.yaml")])
     assert result.exit_code == 0, result.output
     assert ": error:" not in result.output
-    assert f"{len(REFERENCE)} scenarios checked: 0 errors" in result.output
+    assert f"{len(REFERENCE)} files checked: " in result.output
     # Only channels that the demo config does not configure are warned about.
     warnings = [line for line in result.output.splitlines() if ": warning:" in line]
     assert warnings and all("is not configured: this step will not use it" in w for w in warnings)

@@ -593,6 +593,45 @@ def test_invalid_yaml_names_the_position(tmp_path: Path, text: str, position, fr
     assert problem.message.startswith(fragment)
 
 
+INDENTED_DIFFERENTLY = "this line is indented differently from the lines above it: "
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "message"),
+    [
+        (
+            "scenario: s\ntrigger: {event: cart.updated}\nsteps:\n  - send: a\n  wait: 1h\n",
+            (5, 3),
+            INDENTED_DIFFERENTLY + "line it up with the keys (or the '- ' items) it belongs with",
+        ),
+        (
+            "scenario: s\ntrigger:\n    event: cart.updated\n  if: cart.total > 0\nsteps: [stop]\n",
+            (4, 3),
+            INDENTED_DIFFERENTLY + "line it up with the keys (or the '- ' items) it belongs with",
+        ),
+        (
+            "scenario: s\ntrigger:\n  event: cart.updated\n    if: cart.total > 0\nsteps: [stop]\n",
+            (4, 7),
+            "a 'key:' where none can start: this line is indented further than the one above it, "
+            "or a value holds ': ' and must be put in quotes",
+        ),
+        (
+            "scenario: s\ntrigger:\n\tevent: cart.updated\nsteps: [stop]\n",
+            (3, 1),
+            "a tab: indent with spaces only",
+        ),
+    ],
+    ids=["step-key-outdented", "key-outdented", "key-indented", "tab"],
+)
+def test_indentation_mistakes_are_told_in_the_files_terms(
+    tmp_path: Path, text: str, position: tuple[int, int], message: str
+) -> None:
+    path = write(tmp_path, text)
+    _, problems = compile_scenario(path)
+    [problem] = problems
+    assert (problem.line, problem.col, problem.message) == (*position, f"invalid YAML: {message}")
+
+
 def test_a_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     _, problems = compile_text(tmp_path, "- send: x\n")
     assert problems == [(1, 1, "error", "a scenario must be a mapping starting with 'scenario: <id>'")]

@@ -100,3 +100,29 @@ def test_bad_from_is_a_clear_error(project: Path, tmp_path: Path) -> None:
     code, _, err = run(project, "--events", str(events), "--from", "last tuesday")
     assert code == 1
     assert "--from/--until" in err
+
+
+def test_a_name_the_event_does_not_have_is_an_error_row_naming_template_and_name(
+    project: Path, tmp_path: Path
+) -> None:
+    # A custom event type: `check` cannot know its data keys, so `tier` passes and `ordr` too.
+    for scenario in (project / "scenarios").glob("*.yaml"):
+        scenario.unlink()
+    (project / "scenarios" / "tier.yaml").write_text(
+        "scenario: tier\ntrigger: {event: loyalty.tier_changed}\nsteps:\n  - send: tier_news\n"
+    )
+    folder = project / "templates" / "tier_news"
+    folder.mkdir()
+    (folder / "email.en.html").write_text(
+        "---\nsubject: 'Tier {{ tier.level }}'\n---\n<p>{{ ordr.id }}</p>\n"
+    )
+    event = {**CART, "type": "loyalty.tier_changed", "data": {"tier": {"level": 2}}}
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(event) + "\n")
+    code, out, _ = run(project, "--events", str(events), "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    [drop] = [row for row in rows if row["kind"] == "drop"]
+    assert drop["template"] == "tier_news"
+    assert drop["reason"] == "email: cannot render: 'ordr' is undefined"
+    assert not [row for row in rows if row["kind"] == "send"]
