@@ -155,6 +155,12 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
     metavar="CHANNEL=OUTCOME",
     help="Rehearse a provider's answer: failed, undelivered, delivered, opened or clicked.",
 )
+@click.option(
+    "--outbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each message rendered into DIR (email as .eml and .html, others as .txt).",
+)
+@click.option("--show", is_flag=True, help="Show each message's subject and first lines under its send.")
 def simulate(
     config_file: Path,
     events_file: Path,
@@ -162,9 +168,12 @@ def simulate(
     until: str | None,
     as_json: bool,
     outcomes: tuple[str, ...],
+    outbox: Path | None,
+    show: bool,
 ) -> None:
     """Rehearse scenarios: run events on a virtual clock against the real scenarios, contact plan
     and templates, with a temporary store; nothing is sent. Prints the timeline."""
+    from boomerang.rehearsed import RenderedMessages
     from boomerang.simulation import (
         EventsFileError,
         parse_moment,
@@ -185,7 +194,10 @@ def simulate(
     events = stream_events(events_file)
     write = functools.partial(click.echo, nl=False)
     try:
-        asyncio.run(simulate_into(write, config_file, events, as_json, moments[0], moments[1], rehearsed))
+        messages = RenderedMessages(outbox, show) if outbox or show else None
+        asyncio.run(
+            simulate_into(write, config_file, events, as_json, moments[0], moments[1], rehearsed, messages)
+        )
     except EventsFileError as exc:
         raise click.ClickException(str(exc)) from None
     except ProblemError as exc:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from boomerang.clock import parse_time, to_iso
 from boomerang.model import Customer, JournalEntry, Journey
+from boomerang.timeline_order import exits_last
 
 
 @dataclass
@@ -139,7 +140,7 @@ def explain(store: Any, identity: str, default_timezone: str) -> Explanation | N
         customer,
         store.events_of(customer.id),
         store.journeys_of(customer.id),
-        store.journal(customer.id),
+        exits_last(store.journal(customer.id)),
         zone,
         store.set_aside(customer.id),
     )

@@ -47,8 +47,8 @@ def test_json_lines_are_stable_and_in_time_order(project: Path, tmp_path: Path) 
     assert [(x["at"], x["kind"], x["step"], x["template"], x["channel"]) for x in lines] == [
         ("2026-03-02T20:00:00Z", "enter", None, None, None),
         ("2026-03-02T20:20:00Z", "send", "1", "cart_reminder", "email"),
-        ("2026-03-03T20:20:00Z", "exit", None, None, None),
         ("2026-03-03T20:20:00Z", "send", "3.else.0", "cart_reminder_2", "email"),
+        ("2026-03-03T20:20:00Z", "exit", None, None, None),
     ]
     assert [x["at"] for x in lines] == sorted(x["at"] for x in lines)
     assert run(project, "--events", str(events), "--json")[1] == out  # the same input, the same output
@@ -100,3 +100,52 @@ def test_bad_from_is_a_clear_error(project: Path, tmp_path: Path) -> None:
     code, _, err = run(project, "--events", str(events), "--from", "last tuesday")
     assert code == 1
     assert "--from/--until" in err
+
+
+def test_exit_follows_the_journeys_last_send(project: Path, tmp_path: Path) -> None:
+    only_abandoned_cart(project)
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(CART) + "\n")
+    code, out, _ = run(project, "--events", str(events))
+    assert code == 0
+    words = {"enter", "send", "defer", "exit"}
+    kinds = [next(word for word in line.split() if word in words) for line in out.splitlines()[1:]]
+    assert kinds == ["enter", "send", "send", "exit"]
+
+
+def test_show_puts_subject_and_text_beside_each_send(project: Path, tmp_path: Path) -> None:
+    only_abandoned_cart(project)
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(CART) + "\n")
+    code, out, _ = run(project, "--events", str(events), "--json", "--show")
+    assert code == 0
+    sends = [line for line in map(json.loads, out.splitlines()) if line["kind"] == "send"]
+    assert [bool(line["subject"]) for line in sends] == [True, True]
+    assert all("Bell" in line["subject"] + line["text"] or line["text"] for line in sends)
+    assert all("subject" not in line for line in map(json.loads, out.splitlines()) if line["kind"] != "send")
+    code, table, _ = run(project, "--events", str(events), "--show")
+    assert code == 0
+    lines = table.splitlines()
+    first_send = next(n for n, line in enumerate(lines) if "  send  " in line)
+    assert lines[first_send + 1] == f"    │ {sends[0]['subject']}"
+    assert lines[first_send + 2] == f"    │ {sends[0]['text'].splitlines()[0]}"
+
+
+def test_outbox_writes_each_message_rendered(project: Path, tmp_path: Path) -> None:
+    only_abandoned_cart(project)
+    events = tmp_path / "events.jsonl"
+    customer = {**CART["customer"], "id": "anna/../x", "phone": "+15551234567"}
+    events.write_text(json.dumps({**CART, "customer": customer}) + "\n")
+    outbox = tmp_path / "rehearsed"
+    code, _, err = run(project, "--events", str(events), "--outbox", str(outbox))
+    assert code == 0, err
+    names = sorted(path.name for path in outbox.iterdir())
+    assert names == [
+        "20260302T202000Z-anna_.._x-abandoned-cart-cart_reminder-email.eml",
+        "20260302T202000Z-anna_.._x-abandoned-cart-cart_reminder-email.html",
+        "20260303T202000Z-anna_.._x-abandoned-cart-cart_reminder_2-email.eml",
+        "20260303T202000Z-anna_.._x-abandoned-cart-cart_reminder_2-email.html",
+    ]
+    page = (outbox / names[1]).read_text()
+    assert page.startswith("<!doctype html>") and '<meta charset="utf-8">' in page and "Bell" in page
+    assert b"Subject:" in (outbox / names[0]).read_bytes()
