@@ -206,8 +206,9 @@ def simulate(
 
 @cli.command()
 @config_option
-@click.argument("template")
-@click.option("--channel", required=True, help="email, sms, whatsapp, push or telegram.")
+@click.argument("template", required=False)
+@click.option("--channel", help="email, sms, whatsapp, push or telegram.")
+@click.option("--locale", help="The locale's version (default: the customer's, then default_locale, en).")
 @click.option("--customer", "customer_id", help="A stored customer: id, email or phone.")
 @click.option(
     "--data",
@@ -215,23 +216,63 @@ def simulate(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON with `customer` and `data` (the trigger event's data) to render with.",
 )
+@click.option("--all", "everything", is_flag=True, help="Every template, channel and locale: sample data.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the preview as one self-contained HTML page (required with --all).",
+)
 def preview(
-    config_file: Path, template: str, channel: str, customer_id: str | None, data_file: Path | None
+    config_file: Path,
+    template: str | None,
+    channel: str | None,
+    locale: str | None,
+    customer_id: str | None,
+    data_file: Path | None,
+    everything: bool,
+    out: Path | None,
 ) -> None:
-    """Render TEMPLATE as one customer would get it on one channel (with SMS segments and such)."""
+    """Render TEMPLATE as one customer would get it on one channel (with SMS segments and such);
+    with --all, every template on one HTML page to review."""
+    from boomerang.gallery import Card, gallery_page, render_all
     from boomerang.preview import PreviewError, render_preview
     from boomerang.project import open_project
 
+    if everything and (template or channel or locale or customer_id or data_file or not out):
+        raise click.UsageError("--all takes only --out FILE.html (and --config)")
+    if not everything and not (template and channel):
+        raise click.UsageError("name a TEMPLATE and its --channel, or use --all --out FILE.html")
     try:
         project, _ = open_project(config_file)
     except ProblemError as exc:
         raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
-    config = project.config
+    if everything:
+        assert out is not None
+        cards = render_all(project)
+        _write_page(out, gallery_page(cards))
+        failed = [card for card in cards if card.error]
+        click.echo(f"{out}: {len(cards)} previews" + (f", {len(failed)} failed to render:" if failed else ""))
+        for card in failed:
+            click.echo(f"  {card.template} {card.channel} {card.locale}: {card.error}", err=True)
+        if failed:
+            sys.exit(1)
+        return
+    assert template and channel
     try:
-        shown = render_preview(project, config, template, channel, customer_id, data_file)
+        shown = render_preview(project, project.config, template, channel, customer_id, data_file, locale)
     except PreviewError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(shown.as_text(), nl=False)
+    if out is not None:
+        card = Card(template, channel, shown.message.locale or "-", shown)
+        _write_page(out, gallery_page([card], f"{template} ({channel})"))
+
+
+def _write_page(path: Path, page: str) -> None:
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @cli.command()

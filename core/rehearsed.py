@@ -8,14 +8,13 @@ customer, scenario, template and channel, so `ls` lists them in the order they w
 
 from __future__ import annotations
 
-import html
 import re
 from datetime import datetime
 from pathlib import Path
 
 from boomerang.kinds import Channel
 from boomerang.model import Message
-from boomerang.preview import Preview
+from boomerang.preview import Preview, email_page
 from boomerang.private_files import write_private
 
 SHOWN_LINES = 2  # lines of a message's text shown beside its send row
@@ -55,7 +54,7 @@ class RenderedMessages:
         files: dict[str, bytes] = {}
         if suffix == ".eml":
             files[".eml"] = content
-            files[".html"] = _page(message).encode()
+            files[".html"] = email_page(message).encode()
         else:
             files[".txt"] = Preview(message).as_text().encode()
         number = 1
@@ -67,16 +66,3 @@ class RenderedMessages:
 
 def _nth(number: int) -> str:
     return "" if number == 1 else f"-{number}"
-
-
-def _page(message: Message) -> str:
-    """An email as a page a browser opens: its HTML (a template's is a fragment; the page says
-    it is UTF-8, which a file opened from disk cannot), or its text as it reads."""
-    if message.html and "<html" in message.html[:500].lower():
-        return message.html
-    title = html.escape(message.subject or message.template)
-    body = message.html or f'<pre style="white-space:pre-wrap">{html.escape(message.body)}</pre>'
-    return (
-        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
-        f"<body>\n{body}\n</body></html>\n"
-    )
