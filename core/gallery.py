@@ -156,6 +156,7 @@ def gallery_page(cards: list[Card], title: str = "Boomerang templates") -> str:
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',  # else a browser asks the server for /favicon.ico
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="summary">{len(cards)} previews with sample data'
