@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -149,3 +150,19 @@ def test_outbox_writes_each_message_rendered(project: Path, tmp_path: Path) -> N
     page = (outbox / names[1]).read_text()
     assert page.startswith("<!doctype html>") and '<meta charset="utf-8">' in page and "Bell" in page
     assert b"Subject:" in (outbox / names[0]).read_bytes()
+
+
+def test_the_readmes_sample_is_what_simulate_prints(project: Path, tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    quick_start = re.search(r"/events -H [^\n]*-d '\n(.*?)'\n", readme, re.DOTALL)
+    sample = re.search(
+        r"`boomerang simulate --events events.jsonl --show` prints.*?\n```\n(.*?)```", readme, re.DOTALL
+    )
+    assert quick_start and sample
+    event = json.loads(quick_start.group(1))
+    assert event["data"]["cart"]["url"] and all(item["url"] for item in event["data"]["cart"]["items"])
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(event) + "\n")
+    code, out, err = run(project, "--events", str(events), "--show")
+    assert code == 0, err
+    assert out == sample.group(1)
