@@ -282,9 +282,15 @@ def _write_page(path: Path, page: str) -> None:
 def explain(config_file: Path, customer: str, as_json: bool) -> None:
     """Show CUSTOMER (id, email or phone): profile, events, journeys and every contact-plan decision."""
     from boomerang.explain import explain as gather
+    from boomerang.project import open_project
     from boomerang.store import Store, StoreError
 
     config = read_config(config_file)
+    try:
+        project = open_project(config_file)[0]  # to show the messages' subjects and first lines
+    except ProblemError:
+        project = None
+        click.echo("note: the project has errors (`boomerang check`): no message subjects shown", err=True)
     if not config.database.exists():
         raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
     # Read-only: the daemon may be running, and only the daemon (holding its lock) writes.
@@ -293,7 +299,7 @@ def explain(config_file: Path, customer: str, as_json: bool) -> None:
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        found = gather(store, customer, config.default_timezone)
+        found = gather(store, customer, config.default_timezone, project)
     finally:
         store.close()
     if found is None:

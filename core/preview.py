@@ -12,6 +12,7 @@ from boomerang.bodies import loads
 from boomerang.clock import WallClock
 from boomerang.config import Config
 from boomerang.context import context, store_scope
+from boomerang.dispatch import promo_view
 from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.ingest import parse_profile
 from boomerang.kinds import Channel
@@ -181,14 +182,13 @@ def sample_promo(project: Project, template_name: str, now: datetime) -> dict[st
     for scenario in project.scenarios:
         for step in scenario.walk():
             if step.kind == "send" and step.template == template_name and step.promo:
-                promo = dict(step.promo)
+                promo = {
+                    key: value.total_seconds() if isinstance(value, timedelta) else value
+                    for key, value in step.promo.items()
+                }
                 provider = promo.pop("provider", None)
                 promo.setdefault("code", f"SAMPLE-{provider.upper()}" if provider else "SAMPLE10")
-                expires = promo.pop("expires", None)
-                if isinstance(expires, timedelta):
-                    promo["expires_at"] = now + expires
-                    promo["expires_hours"] = round(expires.total_seconds() / 3600)
-                return promo
+                return promo_view(promo, now)
     return {}
 
 
