@@ -166,3 +166,22 @@ def test_the_readmes_sample_is_what_simulate_prints(project: Path, tmp_path: Pat
     code, out, err = run(project, "--events", str(events), "--show")
     assert code == 0, err
     assert out == sample.group(1)
+
+
+def test_outbox_writes_an_sms_as_readable_text(project: Path, tmp_path: Path) -> None:
+    only_abandoned_cart(project)
+    config = project / "boomerang.yaml"
+    sid = "AC" + "0" * 32  # Twilio is never called
+    sms = f'channels:\n  sms: {{account_sid: {sid}, auth_token: t, from: "+15550001111"}}\n'
+    config.write_text(config.read_text().replace("channels:\n", sms))
+    phone_only = {key: value for key, value in CART["customer"].items() if key != "email"}
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({**CART, "customer": {**phone_only, "phone": "+15551234567"}}) + "\n")
+    outbox = tmp_path / "rehearsed"
+    code, _, err = run(project, "--events", str(events), "--outbox", str(outbox))
+    assert code == 0, err
+    files = sorted(outbox.iterdir())
+    assert [path.name for path in files] == ["20260302T202000Z-c-1-abandoned-cart-cart_reminder-sms.txt"]
+    lines = files[0].read_text().splitlines()
+    assert lines[:3] == ["Channel:  sms", "To:       +15551234567", "Locale:   ru"]
+    assert lines[3:] == ["", "Здравствуйте, ваша корзина ждёт: https://shop.example/c/1"]  # then the text
