@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from boomerang import samples
 from boomerang.bodies import loads
 from boomerang.clock import WallClock
 from boomerang.config import Config
@@ -70,8 +71,9 @@ def render_preview(
     data_file: Path | None = None,
     locale: str | None = None,
 ) -> Preview:
-    """Render `template_name` for `channel_name` with a stored customer or a data file, in
-    `locale` when given (else the customer's, the default locale, `en`)."""
+    """Render `template_name` for `channel_name` with a stored customer, a data file or else the
+    sample data (core/samples.py), in `locale` when given (else the customer's, the default
+    locale, `en`)."""
     template = project.templates.get(template_name)
     if template is None:
         raise PreviewError(
@@ -102,19 +104,20 @@ def render_preview(
                 raise PreviewError(f"no customer '{customer_id}' in {config.database}")
             latest = store.events_of(customer.id)[-1:] or [{}]
             event = latest[0]
+        elif data_file is None:
+            # No one named: the sample customer of the locale shown, with a sample event
+            shown = template.pick_locale(channel_name, [locale, config.default_locale, "en"]) or "en"
+            customer, event = samples.sample_customer(shown), samples.sample_event(project, template_name)
         else:
-            data: dict[str, Any] = {}
-            if data_file is not None:
-                try:
-                    data = loads(
-                        data_file.read_bytes()
-                    )  # bounded: a data file nested 100 000 deep is an error, not a crash
-                except (OSError, ValueError) as exc:
-                    raise PreviewError(f"{data_file}: {exc}") from None
-                if not isinstance(data, dict):
-                    raise PreviewError(f"{data_file}: expected an object with customer and data")
             try:
-                customer = sample_customer(data, str(data_file or "preview"))
+                # bounded: a data file nested 100 000 deep is an error, not a crash
+                data = loads(data_file.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise PreviewError(f"{data_file}: {exc}") from None
+            if not isinstance(data, dict):
+                raise PreviewError(f"{data_file}: expected an object with customer and data")
+            try:
+                customer = sample_customer(data, str(data_file))
             except ValueError as exc:
                 raise PreviewError(str(exc)) from None
             event = {"type": data.get("type", "preview"), "data": data.get("data") or {}}

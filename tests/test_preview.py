@@ -94,6 +94,8 @@ def test_a_locale_is_chosen_and_a_steps_promo_reads_as_it_will(project: Path) ->
     # abandoned_cart.yaml sends cart_offer with `promo: {percent: 10, expires: 48h}`
     assert "Subject:  Знижка 10% на товари з кошика" in result.stdout
     assert "наступні 48 год. на них знижка 10%" in result.stdout
+    # no customer named: the sample one of the locale, with a sample cart whose items have links
+    assert "Вітаємо, Ганна!" in result.stdout and "https://shop.example/p/bk-29" in result.stdout
     result = preview(project, "cart_offer", "--channel", "email", "--locale", "de")
     assert result.exit_code == 1 and "has no de email version; it has: en, ru, uk" in result.stderr
 
