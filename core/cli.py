@@ -161,6 +161,12 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
     metavar="CHANNEL=OUTCOME",
     help="Rehearse a provider's answer: failed, undelivered, delivered, opened or clicked.",
 )
+@click.option(
+    "--outbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each message rendered into DIR (email as .eml and .html, others as .txt).",
+)
+@click.option("--show", is_flag=True, help="Show each message's subject and first lines under its send.")
 def simulate(
     config_file: Path,
     events_file: Path,
@@ -168,9 +174,12 @@ def simulate(
     until: str | None,
     as_json: bool,
     outcomes: tuple[str, ...],
+    outbox: Path | None,
+    show: bool,
 ) -> None:
     """Rehearse scenarios: run events on a virtual clock against the real scenarios, contact plan
     and templates, with a temporary store; nothing is sent. Prints the timeline."""
+    from boomerang.rehearsed import RenderedMessages
     from boomerang.simulation import (
         EventsFileError,
         parse_moment,
@@ -191,7 +200,10 @@ def simulate(
     events = stream_events(events_file)
     write = functools.partial(click.echo, nl=False)
     try:
-        asyncio.run(simulate_into(write, config_file, events, as_json, moments[0], moments[1], rehearsed))
+        messages = RenderedMessages(outbox, show) if outbox or show else None
+        asyncio.run(
+            simulate_into(write, config_file, events, as_json, moments[0], moments[1], rehearsed, messages)
+        )
     except EventsFileError as exc:
         raise click.ClickException(str(exc)) from None
     except ProblemError as exc:
@@ -200,8 +212,9 @@ def simulate(
 
 @cli.command()
 @config_option
-@click.argument("template")
-@click.option("--channel", required=True, help="email, sms, whatsapp, push or telegram.")
+@click.argument("template", required=False)
+@click.option("--channel", help="email, sms, whatsapp, push or telegram.")
+@click.option("--locale", help="The locale's version (default: the customer's, then default_locale, en).")
 @click.option("--customer", "customer_id", help="A stored customer: id, email or phone.")
 @click.option(
     "--data",
@@ -209,23 +222,63 @@ def simulate(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON with `customer` and `data` (the trigger event's data) to render with.",
 )
+@click.option("--all", "everything", is_flag=True, help="Every template, channel and locale: sample data.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the preview as one self-contained HTML page (required with --all).",
+)
 def preview(
-    config_file: Path, template: str, channel: str, customer_id: str | None, data_file: Path | None
+    config_file: Path,
+    template: str | None,
+    channel: str | None,
+    locale: str | None,
+    customer_id: str | None,
+    data_file: Path | None,
+    everything: bool,
+    out: Path | None,
 ) -> None:
-    """Render TEMPLATE as one customer would get it on one channel (with SMS segments and such)."""
+    """Render TEMPLATE as one customer would get it on one channel (with SMS segments and such);
+    with --all, every template on one HTML page to review."""
+    from boomerang.gallery import Card, gallery_page, render_all
     from boomerang.preview import PreviewError, render_preview
     from boomerang.project import open_project
 
+    if everything and (template or channel or locale or customer_id or data_file or not out):
+        raise click.UsageError("--all takes only --out FILE.html (and --config)")
+    if not everything and not (template and channel):
+        raise click.UsageError("name a TEMPLATE and its --channel, or use --all --out FILE.html")
     try:
         project, _ = open_project(config_file)
     except ProblemError as exc:
         raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
-    config = project.config
+    if everything:
+        assert out is not None
+        cards = render_all(project)
+        _write_page(out, gallery_page(cards))
+        failed = [card for card in cards if card.error]
+        click.echo(f"{out}: {len(cards)} previews" + (f", {len(failed)} failed to render:" if failed else ""))
+        for card in failed:
+            click.echo(f"  {card.template} {card.channel} {card.locale}: {card.error}", err=True)
+        if failed:
+            sys.exit(1)
+        return
+    assert template and channel
     try:
-        shown = render_preview(project, config, template, channel, customer_id, data_file)
+        shown = render_preview(project, project.config, template, channel, customer_id, data_file, locale)
     except PreviewError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(shown.as_text(), nl=False)
+    if out is not None:
+        card = Card(template, channel, shown.message.locale or "-", shown)
+        _write_page(out, gallery_page([card], f"{template} ({channel})"))
+
+
+def _write_page(path: Path, page: str) -> None:
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @cli.command()
@@ -281,9 +334,15 @@ def ingest(config_file: Path, file: Path, format_name: str | None) -> None:
 def explain(config_file: Path, customer: str, as_json: bool) -> None:
     """Show CUSTOMER (id, email or phone): profile, events, journeys and every contact-plan decision."""
     from boomerang.explain import explain as gather
+    from boomerang.project import open_project
     from boomerang.store import Store, StoreError
 
     config = read_config(config_file)
+    try:
+        project = open_project(config_file)[0]  # to show the messages' subjects and first lines
+    except ProblemError:
+        project = None
+        click.echo("note: the project has errors (`boomerang check`): no message subjects shown", err=True)
     if not config.database.exists():
         raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
     # Read-only: the daemon may be running, and only the daemon (holding its lock) writes.
@@ -292,7 +351,7 @@ def explain(config_file: Path, customer: str, as_json: bool) -> None:
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        found = gather(store, customer, config.default_timezone)
+        found = gather(store, customer, config.default_timezone, project)
     finally:
         store.close()
     if found is None:

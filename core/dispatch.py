@@ -244,7 +244,7 @@ class Dispatch(Journeys):
                 journey.context = record.context or journey.context
                 plan.context = self.context(customer, journey, now)
                 zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
-                plan.context["promo"] = _promo_view(record.promo, now.astimezone(zone))
+                plan.context["promo"] = promo_view(record.promo, now.astimezone(zone))
                 plan.locales = [customer.locale, self.project.config.default_locale, "en"]
                 plan.segments = self.project.segments
             return plans
@@ -643,7 +643,7 @@ class Dispatch(Journeys):
         }
 
 
-def _promo_view(promo: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+def promo_view(promo: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
     """The promo as templates see it: percent, amount, code, expires_at, expires_hours."""
     view = dict(promo or {})
     seconds = view.pop("expires", None)

@@ -6,12 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from boomerang.clock import parse_time, to_iso
-from boomerang.model import Customer, JournalEntry, Journey
+from boomerang.context import context, store_scope
+from boomerang.dispatch import promo_view
+from boomerang.expressions import MESSAGE_SECONDS, evaluating
+from boomerang.model import Customer, JournalEntry, Journey, MessageRecord
+from boomerang.project import Project
+from boomerang.timeline_order import exits_last
 
 
 @dataclass
@@ -24,6 +29,10 @@ class Explanation:
     journal: list[JournalEntry]
     zone: ZoneInfo
     set_aside: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # unreadable rows
+    # active journey id → when its next job (a resume, a queued send) falls due
+    next_due: dict[str, datetime] = dataclasses.field(default_factory=dict)
+    # message id → its subject and first line, rendered again from what was stored with it
+    messages: dict[str, tuple[str | None, str]] = dataclasses.field(default_factory=dict)
 
     def timeline(self) -> list[dict[str, Any]]:
         """Events and journal lines merged in time order (an event first at the same moment)."""
@@ -48,10 +57,17 @@ class Explanation:
                 "template": j.template,
                 "channel": j.channel,
                 "reason": j.reason,
+                **self._message_fields(j),
             }
             for j in self.journal
         ]
         return sorted(rows, key=lambda row: (row["at"], row["kind"] != "event"))
+
+    def _message_fields(self, entry: JournalEntry) -> dict[str, Any]:
+        if entry.kind != "send" or entry.message_id not in self.messages:
+            return {}
+        subject, first_line = self.messages[entry.message_id]
+        return {"subject": subject, "first_line": first_line}
 
     def as_json(self) -> str:
         """The explanation as one JSON document."""
@@ -65,6 +81,7 @@ class Explanation:
                 "holdout": j.holdout,
                 "entered_at": j.entered_at,
                 "ended_at": j.ended_at,
+                "next_due": self.next_due.get(j.id),
             }
             for j in self.journeys
         ]
@@ -104,6 +121,11 @@ class Explanation:
         lines.append("Journeys:")
         for j in self.journeys or []:
             where = f"at step {j.cursor}" if j.status == "active" else f"ended {_utc(j.ended_at)}"
+            due = self.next_due.get(j.id)
+            if due is not None:
+                where += (
+                    f", next due {_utc(due)} ({due.astimezone(self.zone).strftime('%m-%d %H:%M')} theirs)"
+                )
             group = " (holdout)" if j.holdout else ""
             lines.append(f"  {j.scenario:<24} {j.status:<9} entered {_utc(j.entered_at)}  {where}{group}")
         if not self.journeys:
@@ -118,6 +140,7 @@ class Explanation:
             lines.append(
                 f"  {_utc(row['at'])}  {local}  {row['kind']:<7} {what + '  ' if what else ''}{row['reason']}"
             )
+            lines += [f"      │ {text}" for text in (row.get("subject"), row.get("first_line")) if text]
         if self.set_aside:
             lines.append("")
             lines.append("Set aside (stored rows that cannot be read back; see the quarantine table):")
@@ -126,8 +149,11 @@ class Explanation:
         return "\n".join(lines) + "\n"
 
 
-def explain(store: Any, identity: str, default_timezone: str) -> Explanation | None:
-    """Gather what the store knows about a customer found by id, email or phone."""
+def explain(
+    store: Any, identity: str, default_timezone: str, project: Project | None = None
+) -> Explanation | None:
+    """Gather what the store knows about a customer found by id, email or phone; with the
+    `project`, each sent message's subject and first line too."""
     customer = store.find_customer(identity)
     if customer is None:
         return None
@@ -135,14 +161,66 @@ def explain(store: Any, identity: str, default_timezone: str) -> Explanation | N
         zone = ZoneInfo(customer.timezone or default_timezone)
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo(default_timezone)
+    journeys = store.journeys_of(customer.id)
+    journal = exits_last(store.journal(customer.id))
+    active = [journey.id for journey in journeys if journey.status == "active"]
+    next_due = {
+        journey_id: datetime.fromtimestamp(due, UTC) for journey_id, due in store.next_due_of(active).items()
+    }
+    messages = {}
+    if project is not None:
+        sent = store.messages(
+            [entry.message_id for entry in journal if entry.kind == "send" and entry.message_id]
+        )
+        by_id = {journey.id: journey for journey in journeys}
+        for message_id, record in sent.items():
+            shown = summary(project, store, customer, MessageRecord.from_row(record), by_id, zone)
+            if shown is not None:
+                messages[message_id] = shown
     return Explanation(
         customer,
         store.events_of(customer.id),
-        store.journeys_of(customer.id),
-        store.journal(customer.id),
+        journeys,
+        journal,
         zone,
         store.set_aside(customer.id),
+        next_due,
+        messages,
     )
+
+
+def summary(
+    project: Project,
+    store: Any,
+    customer: Customer,
+    record: MessageRecord,
+    journeys: dict[str, Journey],
+    zone: ZoneInfo,
+) -> tuple[str | None, str] | None:
+    """A sent message's subject and first line, rendered again as it was sent: its template on
+    its channel with the journey's context and promo stored with it (the customer as they are
+    now); None if its template or channel is gone or it no longer renders."""
+    template = project.templates.get(record.template)
+    if template is None or record.channel not in template.channels() or record.sent_at is None:
+        return None
+    at = parse_time(record.sent_at)
+    journey = journeys.get(record.journey_id or "")
+    if journey is not None:
+        journey = dataclasses.replace(journey, context=record.context or journey.context)
+    names = context(customer, journey, at, None if journey else (record.context or {}).get("event") or {})
+    names["promo"] = promo_view(record.promo, at.astimezone(zone))
+    locales = [customer.locale, project.config.default_locale, "en"]
+    try:
+        with evaluating(
+            store_scope(store.events_of_types, customer.id, at, project.segments, MESSAGE_SECONDS)
+        ):
+            rendered = template.render(record.channel, locales, names)
+    except Exception:  # noqa: BLE001 - a template changed since may fail in any of Jinja's ways: shown without
+        return None
+    title = rendered.extra.get("title")
+    subject = rendered.subject or (title if isinstance(title, str) else None)
+    first = next((line.strip() for line in rendered.body.splitlines() if line.strip()), "")
+    return subject, first
 
 
 def _utc(moment: datetime | None) -> str:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from boomerang import samples
 from boomerang.bodies import loads
 from boomerang.clock import WallClock
 from boomerang.config import Config
 from boomerang.context import context, store_scope
+from boomerang.dispatch import promo_view
 from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.ingest import parse_profile
+from boomerang.kinds import Channel
 from boomerang.model import Customer, Message
 from boomerang.project import Project
 from boomerang.store import Store, StoreError
@@ -64,8 +69,11 @@ def render_preview(
     channel_name: str,
     customer_id: str | None = None,
     data_file: Path | None = None,
+    locale: str | None = None,
 ) -> Preview:
-    """Render `template_name` for `channel_name` with a stored customer or a data file."""
+    """Render `template_name` for `channel_name` with a stored customer, a data file or else the
+    sample data (core/samples.py), in `locale` when given (else the customer's, the default
+    locale, `en`)."""
     template = project.templates.get(template_name)
     if template is None:
         raise PreviewError(
@@ -75,6 +83,11 @@ def render_preview(
         raise PreviewError(
             f"template '{template_name}' has no {channel_name} version; it has: "
             f"{', '.join(sorted(template.channels()))}"
+        )
+    if locale is not None and locale not in template.locales(channel_name):
+        raise PreviewError(
+            f"template '{template_name}' has no {locale} {channel_name} version; it has: "
+            f"{', '.join(template.locales(channel_name))}"
         )
     event: dict[str, Any] = {}
     if customer_id and not config.database.exists():
@@ -91,36 +104,54 @@ def render_preview(
                 raise PreviewError(f"no customer '{customer_id}' in {config.database}")
             latest = store.events_of(customer.id)[-1:] or [{}]
             event = latest[0]
+        elif data_file is None:
+            # No one named: the sample customer of the locale shown, with a sample event
+            shown = template.pick_locale(channel_name, [locale, config.default_locale, "en"]) or "en"
+            customer, event = samples.sample_customer(shown), samples.sample_event(project, template_name)
         else:
-            data: dict[str, Any] = {}
-            if data_file is not None:
-                try:
-                    data = loads(
-                        data_file.read_bytes()
-                    )  # bounded: a data file nested 100 000 deep is an error, not a crash
-                except (OSError, ValueError) as exc:
-                    raise PreviewError(f"{data_file}: {exc}") from None
-                if not isinstance(data, dict):
-                    raise PreviewError(f"{data_file}: expected an object with customer and data")
             try:
-                customer = sample_customer(data, str(data_file or "preview"))
+                # bounded: a data file nested 100 000 deep is an error, not a crash
+                data = loads(data_file.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise PreviewError(f"{data_file}: {exc}") from None
+            if not isinstance(data, dict):
+                raise PreviewError(f"{data_file}: expected an object with customer and data")
+            try:
+                customer = sample_customer(data, str(data_file))
             except ValueError as exc:
                 raise PreviewError(str(exc)) from None
             event = {"type": data.get("type", "preview"), "data": data.get("data") or {}}
-        now = WallClock().now()
-        names = context(customer, None, now, event)
-        names["promo"] = data_promo(event)
-        locales = [customer.locale, config.default_locale, "en"]
-        within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
-        within.strict = True  # a name the template cannot get is an error, not an empty string
-        try:
-            with evaluating(within):
-                rendered = template.render(channel_name, locales, names)
-        except Exception as exc:  # noqa: BLE001 - Jinja's runtime errors are many; report the one that happened
-            raise PreviewError(f"cannot render: {type(exc).__name__}: {exc}") from None
+        return render_with(project, store, template_name, channel_name, customer, event, locale)
     finally:
         store.close()
-    channel = project.registry.channels.get(channel_name)
+
+
+def render_with(
+    project: Project,
+    store: Store,
+    template_name: str,
+    channel_name: str,
+    customer: Customer,
+    event: dict[str, Any],
+    locale: str | None = None,
+) -> Preview:
+    """Render a template for `customer` and `event` (`type` and `data`), reading the customer's
+    history from `store`; a promo comes from `data.promo`, else the step that sends the template
+    with a sample code. Raises PreviewError if it cannot render."""
+    template = project.templates.get(template_name)
+    assert template is not None
+    now = WallClock().now()
+    names = context(customer, None, now, event)
+    names["promo"] = data_promo(event) or sample_promo(project, template_name, now)
+    locales = [locale, customer.locale, project.config.default_locale, "en"]
+    within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
+    within.strict = True  # a name the template cannot get is an error, not an empty string
+    try:
+        with evaluating(within):
+            rendered = template.render(channel_name, locales, names)
+    except Exception as exc:  # noqa: BLE001 - Jinja's runtime errors are many; report the one that happened
+        raise PreviewError(f"cannot render: {type(exc).__name__}: {exc}") from None
+    channel = project.registry.channels.get(channel_name) or unconfigured(project, channel_name)
     message = Message(
         id="m-preview",
         customer_id=customer.id,
@@ -137,7 +168,48 @@ def render_preview(
     return Preview(message, notes)
 
 
+def unconfigured(project: Project, channel_name: str) -> Channel | None:
+    """The channel of a kind a plugin declares but the config does not set up, as far as a
+    preview needs it: its address and notes (SMS segments) depend on the message alone, and the
+    configuration `__init__` would read is skipped. None if no plugin declares the kind."""
+    kind = project.registry.channel_kinds.get(channel_name)
+    if not isinstance(kind, type):
+        return kind
+    channel = kind.__new__(kind)
+    channel.name = channel_name
+    return channel
+
+
+def sample_promo(project: Project, template_name: str, now: datetime) -> dict[str, Any]:
+    """The promo of the first step that sends the template, as the message would show it,
+    with a sample code where a real one is issued per message; {} if no step has one."""
+    for scenario in project.scenarios:
+        for step in scenario.walk():
+            if step.kind == "send" and step.template == template_name and step.promo:
+                promo = {
+                    key: value.total_seconds() if isinstance(value, timedelta) else value
+                    for key, value in step.promo.items()
+                }
+                provider = promo.pop("provider", None)
+                promo.setdefault("code", f"SAMPLE-{provider.upper()}" if provider else "SAMPLE10")
+                return promo_view(promo, now)
+    return {}
+
+
 def data_promo(event: dict[str, Any]) -> dict[str, Any]:
     """A data file may carry `data.promo` to show how a promo reads."""
     promo = (event.get("data") or {}).get("promo")
     return promo if isinstance(promo, dict) else {}
+
+
+def email_page(message: Message) -> str:
+    """An email as a page a browser opens: its HTML (a template's is a fragment; the page says
+    it is UTF-8, which a file opened from disk cannot), or its text as it reads."""
+    if message.html and "<html" in message.html[:500].lower():
+        return message.html
+    title = html.escape(message.subject or message.template)
+    body = message.html or f'<pre style="white-space:pre-wrap">{html.escape(message.body)}</pre>'
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
+        f"<body>\n{body}\n</body></html>\n"
+    )

@@ -26,8 +26,10 @@ from boomerang.kinds import Channel
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, JournalEntry, Message
 from boomerang.plugin_manager import address_fields
 from boomerang.project import open_project
+from boomerang.rehearsed import RenderedMessages
 from boomerang.scheduler import Scheduler
 from boomerang.store import Store
+from boomerang.timeline_order import ExitsLast, exits_last
 
 DEFAULT_TAIL = timedelta(days=30)
 TIMELINE_PAGE = 5000  # timeline entries read back (and written) at a time
@@ -53,8 +55,15 @@ class Rehearsal(Channel):
     send (`undelivered`, `delivered`, `opened`, `clicked`); without one the send just succeeds.
     """
 
-    def __init__(self, channel: Channel, outcome: str | None = None, keep: bool = True):
+    def __init__(
+        self,
+        channel: Channel,
+        outcome: str | None = None,
+        keep: bool = True,
+        on_send: Callable[[Message], None] | None = None,
+    ):
         self.channel = channel
+        self.on_send = on_send  # `simulate --outbox/--show`: each message as it is sent
         self.keep = keep  # keep every message in `sent` (tests look at them; a long run does not)
         self.name = channel.name
         self.receipts = channel.receipts or outcome in RECEIPTS
@@ -71,6 +80,8 @@ class Rehearsal(Channel):
         """Record the message; answer as the rehearsed outcome says."""
         if self.keep:
             self.sent.append(message)
+        if self.on_send is not None:
+            self.on_send(message)
         if self.outcome == "failed":
             return Delivery(DeliveryStatus.FAILED, detail="simulated failure")
         for event_type, data in RECEIPTS.get(self.outcome or "", []):
@@ -80,7 +91,8 @@ class Rehearsal(Channel):
 
 @dataclass
 class Timeline:
-    """What happened in a simulation, in time order, with each customer's timezone."""
+    """What happened in a simulation, in time order, with each customer's timezone; `entries`
+    as the engine wrote them, shown with each exit after its moment's sends (`exits_last`)."""
 
     entries: list[JournalEntry]
     zones: dict[str, ZoneInfo] = field(default_factory=dict)
@@ -89,16 +101,17 @@ class Timeline:
 
     def as_json_lines(self) -> str:
         """One JSON object per line, in time order, stable for scripts and CI."""
-        return "".join(map(json_line, self.entries))
+        return "".join(map(json_line, exits_last(self.entries)))
 
     def as_table(self) -> str:
         """A table for people: UTC and customer-local time, then what happened and why."""
-        rows = [table_row(entry, self.zones.get(entry.customer_id, UTC)) for entry in self.entries]
+        zones = self.zones
+        rows = [table_row(entry, zones.get(entry.customer_id, UTC)) for entry in exits_last(self.entries)]
         return "".join(table_lines(rows, column_widths(rows)))
 
 
-def json_line(entry: JournalEntry) -> str:
-    """A timeline entry as one line of `simulate --json`."""
+def json_line(entry: JournalEntry, shown: dict[str, Any] | None = None) -> str:
+    """A timeline entry as one line of `simulate --json`; `shown`: a send's subject and text."""
     return (
         json.dumps(
             {
@@ -110,6 +123,7 @@ def json_line(entry: JournalEntry) -> str:
                 "template": entry.template,
                 "channel": entry.channel,
                 "reason": entry.reason,
+                **(shown or {}),
             },
             ensure_ascii=False,
         )
@@ -256,9 +270,12 @@ async def simulate_into(
     start: datetime | None = None,
     until: datetime | None = None,
     outcomes: dict[str, str] | None = None,
+    messages: RenderedMessages | None = None,
 ) -> None:
     """`boomerang simulate`: run a stream of events (in time order) and `write` the timeline,
     page by page, as JSON lines or a table; nothing is written if the events are bad.
+    `messages` receives every message sent (`--outbox`) and, with `show`, gives each send row
+    its subject and first lines (`--show`).
 
     Memory stays bounded by a page: the timeline grows in the temporary database as the
     simulation runs and is read back from it once the run is complete.
@@ -271,9 +288,30 @@ async def simulate_into(
             yield [entry for _, entry in page]
 
     async def write_out(store: Store, zone_of: ZoneOf, _: tuple[datetime, datetime]) -> None:
+        def json_lines(entries: list[JournalEntry]) -> str:
+            return "".join(json_line(entry, shown_fields(entry)) for entry in entries)
+
+        def shown_fields(entry: JournalEntry) -> dict[str, Any] | None:
+            taken = messages.taken(entry.message_id) if messages and entry.kind == "send" else None
+            return {"subject": taken[0], "text": "\n".join(taken[1])} if taken else None
+
+        async def table_part(entries: list[JournalEntry], header: bool) -> str:
+            rows = [table_row(entry, await zone_of(entry.customer_id)) for entry in entries]
+            if not (messages and messages.show):
+                return "".join(table_lines(rows, widths, header))
+            lines = list(table_lines([], widths)) if header else []
+            for entry, row in zip(entries, rows, strict=True):
+                lines += table_lines([row], widths, header=False)
+                taken = messages.taken(entry.message_id) if entry.kind == "send" else None
+                subject, text = taken or (None, [])
+                lines += [f"    │ {line}\n" for line in ([subject] if subject else []) + text]
+            return "".join(lines)
+
+        ordering = ExitsLast()
         if as_json:
             async for page in pages(store):
-                write("".join(map(json_line, page)))
+                write(json_lines(ordering.order(page)))
+            write(json_lines(ordering.rest()))
             return
         # Two readings of the timeline: the first for the widths of the columns.
         widths = None
@@ -283,13 +321,11 @@ async def simulate_into(
         widths = widths or column_widths([])
         header = True
         async for page in pages(store):
-            rows = [table_row(entry, await zone_of(entry.customer_id)) for entry in page]
-            write("".join(table_lines(rows, widths, header)))
+            write(await table_part(ordering.order(page), header))
             header = False
-        if header:
-            write("".join(table_lines([], widths)))
+        write(await table_part(ordering.rest(), header))
 
-    await rehearse(config_path, events, write_out, start, until, outcomes, keep_sent=False)
+    await rehearse(config_path, events, write_out, start, until, outcomes, keep_sent=False, messages=messages)
 
 
 
@@ -301,6 +337,7 @@ async def rehearse(
     until: datetime | None = None,
     outcomes: dict[str, str] | None = None,
     keep_sent: bool = True,
+    messages: RenderedMessages | None = None,
 ) -> T:
     """Run events (in time order) through the configured scenarios on a virtual clock, then
     `read(store, zone_of, (start, until))` the outcome from the temporary store.
@@ -308,12 +345,19 @@ async def rehearse(
     Events are stored and handled in batches, each event at its own moment, up to the next
     moment a job falls due; then the clock moves to that job. Without `until`, the run goes on
     `DEFAULT_TAIL` past the last event. `keep_sent`: the rehearsal channels keep every message
-    they were given (for tests; a long run leaves it off).
+    they were given (for tests; a long run leaves it off). `messages` receives each message
+    sent, with its virtual time.
     """
     project, plugins = open_project(config_path)
     config = project.config
+    if messages is not None:
+        messages.channels = dict(project.registry.channels)
+
+        def on_send(message: Message) -> None:
+            messages(message, clock.now())
+
     rehearsals = {
-        name: Rehearsal(ch, (outcomes or {}).get(name), keep=keep_sent)
+        name: Rehearsal(ch, (outcomes or {}).get(name), keep=keep_sent, on_send=on_send if messages else None)
         for name, ch in project.registry.channels.items()
     }
     project.registry.channels = dict(rehearsals)

@@ -104,3 +104,74 @@ def test_a_name_the_data_does_not_have_is_an_error_not_an_empty_string(project: 
     result = preview(project, "oops", "--channel", "email", "--data", str(data))
     assert result.exit_code == 0, result.output
     assert "<p>https://shop.example/cart/1</p>" in result.output
+
+
+def test_a_locale_is_chosen_and_a_steps_promo_reads_as_it_will(project: Path) -> None:
+    result = preview(project, "cart_offer", "--channel", "email", "--locale", "uk")
+    assert result.exit_code == 0, result.output
+    assert "Locale:   uk" in result.stdout
+    # abandoned_cart.yaml sends cart_offer with `promo: {percent: 10, expires: 48h}`
+    assert "Subject:  Знижка 10% на товари з кошика" in result.stdout
+    assert "наступні 48 год. на них знижка 10%" in result.stdout
+    # no customer named: the sample one of the locale, with a sample cart whose items have links
+    assert "Вітаємо, Ганна!" in result.stdout and "https://shop.example/p/bk-29" in result.stdout
+    result = preview(project, "cart_offer", "--channel", "email", "--locale", "de")
+    assert result.exit_code == 1 and "has no de email version; it has: en, ru, uk" in result.stderr
+
+
+def test_sms_segments_show_with_a_phone_from_the_data_though_sms_is_not_configured(
+    project: Path, tmp_path: Path
+) -> None:
+    assert "sms:" not in (project / "boomerang.yaml").read_text()
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"customer": {"id": "c-1", "phone": "+15551234567", "locale": "en"}}))
+    result = preview(project, "birthday_gift", "--channel", "sms", "--data", str(data))
+    assert result.exit_code == 0, result.output
+    assert "To:       +15551234567" in result.stdout
+    assert "BIRTHDAY20" in result.stdout  # the step's own code
+    assert "SMS segment" in result.stdout and "GSM-7" in result.stdout
+    assert "not configured" not in result.stdout
+
+
+def test_out_writes_the_preview_as_a_page(project: Path, tmp_path: Path) -> None:
+    page = tmp_path / "cart_offer.html"
+    result = preview(project, "cart_offer", "--channel", "sms", "--locale", "en", "--out", str(page))
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert (text.startswith("<!doctype html>") and "SAMPLE10" not in text) or "10%" in text
+    assert 'data-template="cart_offer" data-channel="sms"' in text
+
+
+def test_all_puts_every_template_channel_and_locale_on_one_page(project: Path, tmp_path: Path) -> None:
+    page = tmp_path / "gallery.html"
+    result = preview(project, "--all", "--out", str(page))
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    templates = sorted(path.name for path in (project / "templates").iterdir())
+    files = sorted((project / "templates").glob("*/*.*"))
+    assert text.count('<section class="card"') == len(files)
+    assert all(f'<h2 id="{name}">' in text for name in templates)
+    # self-contained: nothing to load but an empty data: icon
+    assert "src=" not in text.replace("srcdoc=", "") and text.count("<link") == 1 and "<script" not in text
+    assert "https://shop.example/p/bk-29" in text  # the sample cart's item links
+    assert "GSM-7" in text or "UCS-2" in text
+    assert f"{len(files)} previews" in result.stdout
+
+
+def test_a_template_that_fails_shows_its_error_in_its_card_and_exits_1(project: Path, tmp_path: Path) -> None:
+    broken = "{{ cart.items | sum(attribute='nope') }}\n"  # fails when rendered, not when loaded
+    (project / "templates" / "cart_reminder" / "sms.en.txt").write_text(broken)
+    page = tmp_path / "gallery.html"
+    result = preview(project, "--all", "--out", str(page))
+    assert result.exit_code == 1
+    assert "cart_reminder sms en: cannot render" in result.stderr
+    text = page.read_text()
+    assert text.count('class="card failed"') == 1 and "cannot render" in text
+    assert '<section class="card" data-template="cart_reminder" data-channel="email"' in text
+
+
+def test_all_takes_no_template(project: Path, tmp_path: Path) -> None:
+    result = preview(project, "cart_offer", "--all", "--out", str(tmp_path / "g.html"))
+    assert result.exit_code == 2 and "--all takes only --out" in result.stderr
+    result = preview(project, "--all")
+    assert result.exit_code == 2

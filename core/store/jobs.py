@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar
 
 from boomerang.model import Job
@@ -216,6 +216,15 @@ class Jobs(Quarantine):
             " AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, priority DESC LIMIT ?",
             [until, time.time() if now is None else now, limit],
         ).fetchall()
+
+    def next_due_of(self, journey_ids: Collection[str]) -> dict[str, float]:
+        """When each journey's next job falls due (a resume, a queued send), by journey id."""
+        found = self.db.execute(
+            "SELECT journey_id, min(due_at) FROM jobs WHERE journey_id IN (SELECT value FROM json_each(?))"
+            " GROUP BY journey_id",
+            [json.dumps(list(journey_ids))],
+        ).fetchall()
+        return {journey_id: due for journey_id, due in found}
 
     def next_due_at(self) -> float | None:
         """When the next job falls due (or a lease runs out), without scanning the queue."""
