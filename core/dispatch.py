@@ -331,7 +331,7 @@ class Dispatch(Journeys):
         sendings = []
         results = iter(rendered)
         with self.store.transaction():
-            current = self.store.messages([plan.record.id for plan in plans])
+            current = self.store.message_states([plan.record.id for plan in plans])
             for plan in plans:
                 record, channel_name = plan.record, plan.decision.channel
                 result = next(results) if plan.goes else None
@@ -405,8 +405,10 @@ class Dispatch(Journeys):
         other answer first stores those before it, so that the events keep the answers' order.
         """
         with self.store.transaction():
-            current = self.store.messages([sending.message.id for sending in sendings])
-            journeys = self.store.journeys({row["journey_id"] for row in current.values()} - {None})
+            current = self.store.message_states([sending.message.id for sending in sendings])
+            # Only for the timeline's lines, which record no more of a journey than its variants.
+            journey_ids = {row["journey_id"] for row in current.values()} - {None}
+            journeys = self.store.journeys(journey_ids, variants_only=True)
             sent: list[str] = []
             for sending, delivery in zip(sendings, deliveries, strict=True):
                 if sent and (delivery.status is not DeliveryStatus.SENT or delivery.gone):

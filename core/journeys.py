@@ -85,7 +85,7 @@ class Journeys(EngineBase):
         events = self.store.unhandled_events(limit)
         with self.store.transaction():
             customer_ids = {event.customer_id for event in events if event.customer_id}
-            batch = self._batch = _BatchReads.of(self.store, customer_ids)
+            batch = self._batch = _BatchReads.of(self.store, customer_ids, events, self._acted_on)
             try:
                 for event in events:
                     try:
@@ -440,31 +440,36 @@ class _BatchReads:
 
     A customer's entry holds what the store holds only until one of their events writes
     something: `forget` then drops it, and their next event reads them afresh (and `remember`s
-    that). `awaited` holds
-    what the active journeys waited for at the start: during the batch a journey only stops
-    waiting, or starts waiting for an event the project's scenarios act on.
+    that). `awaited` holds what the active journeys waited for at the start: during the batch
+    a journey only stops waiting, or starts waiting for an event the project's scenarios act on.
     """
 
-    def __init__(self, known: dict[str, tuple[Customer | None, list[Journey]]]):
+    def __init__(
+        self, known: dict[str, tuple[Customer | None, list[Journey]]], awaited: set[tuple[str, str]]
+    ):
         self._known = known
-        self._awaited = {
-            (journey.customer_id, journey.waiting_for)
-            for _, journeys in known.values()
-            for journey in journeys
-            if journey.status == "active" and journey.waiting_for
-        }
+        self._awaited = awaited
 
     @classmethod
-    def of(cls, store: EngineStore, customer_ids: set[str]) -> _BatchReads:
-        """Read the customers and their journeys: one query each (per 500 customers)."""
-        customers = store.customers(customer_ids)
-        journeys = store.journeys_of_customers(customers)
-        return cls(
-            {
-                customer_id: (customers.get(customer_id), journeys.get(customer_id, []))
-                for customer_id in customer_ids
-            }
-        )
+    def of(
+        cls, store: EngineStore, customer_ids: set[str], events: list[Event], acted_on: set[str]
+    ) -> _BatchReads:
+        """Read what the batch's events can concern: which journeys wait for what, in one query
+        that decodes nothing, then the customers and journeys of those with an event that a
+        scenario acts on or a journey waits for, one query each (per 500 customers). A batch of
+        events nothing acts on (the `message.sent` of a batch of sends) costs one light query."""
+        awaited = store.awaiting(customer_ids) if customer_ids else set()
+        wanted = {
+            event.customer_id
+            for event in events
+            if event.customer_id and (event.type in acted_on or (event.customer_id, event.type) in awaited)
+        }
+        customers = store.customers(wanted) if wanted else {}
+        journeys = store.journeys_of_customers(customers) if customers else {}
+        known = {
+            customer_id: (customers.get(customer_id), journeys.get(customer_id, [])) for customer_id in wanted
+        }
+        return cls(known, awaited)
 
     def awaits(self, event: Event) -> bool:
         """Whether an active journey of the event's customer waited for its type at the start."""

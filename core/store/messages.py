@@ -21,6 +21,8 @@ _ENGAGEMENT = (
     " AS mean, count(*) AS n"
 )
 _ENGAGED = "FROM messages WHERE status IN ('sent', 'delivered', 'failed') AND channel IS NOT NULL"
+# The columns of `message_states`: what `MessageRecord` needs and a feedback event names.
+_STATE_COLUMNS = "id, customer_id, journey_id, scenario, step, template, category, channel, status"
 
 
 def message_values(fields: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +81,15 @@ class Messages(Events):
         )
         return {message_id: record for message_id, record in read if record is not None}
 
+    def message_states(self, message_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """What the send path checks of stored messages, by id, in one query: their plain columns
+        (status, channel, journey, template...), none of the JSON ones, so that nothing is decoded."""
+        found = self._select(
+            f"SELECT {_STATE_COLUMNS} FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(list(message_ids))],
+        )
+        return {row["id"]: row for row in found}
+
     def sent_messages(self, customer_ids: Collection[str], since: datetime) -> dict[str, list[Sent]]:
         """Messages that went (or are going) to each of the customers since a moment, oldest first:
         what caps and the gap count. One query for all of them; a customer with none maps to []."""
@@ -136,7 +147,7 @@ class Messages(Events):
         `record_feedback` stores for each, with one read and one ingest for all of them (the
         send itself wrote the message, so the event changes nothing else). Unknown ids are
         skipped; a message sent twice (a retry after a crash) is one event."""
-        found = self.messages(message_ids)
+        found = self.message_states(message_ids)
         events = [
             _feedback_event(found[message_id], "message.sent", {}, None, now)
             for message_id in message_ids
