@@ -33,6 +33,7 @@ from jinja2.exceptions import SecurityError
 
 from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import DEFAULT_RATE, Decision
+from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import MESSAGE_SECONDS, Budget, Expression, RenderLimitExceeded, Scope, evaluating
 from boomerang.history import History
 from boomerang.journeys import Journeys, stable_id
@@ -329,6 +330,8 @@ class Dispatch(Journeys):
         to its channel; record those held back, and drop those that could not render. Returns
         what goes to the channels (`rendered` is in the order of the plans that go)."""
         sendings = []
+        marked: list[tuple[str, dict[str, Any]]] = []  # written together at the end
+        stamp = to_iso(now)
         results = iter(rendered)
         with self.store.transaction():
             current = self.store.message_states([plan.record.id for plan in plans])
@@ -369,14 +372,10 @@ class Dispatch(Journeys):
                     extra=result.extra,
                 )
                 links = self.tracking.apply(message) if self.tracking else []
-                self.store.update_message(
-                    record.id,
-                    status="sending",
-                    channel=channel_name,
-                    links=json.dumps(links),
-                    sent_at=to_iso(now),
-                )
+                fields = {"status": "sending", "channel": channel_name, "links": links, "sent_at": stamp}
+                marked.append((record.id, fields))
                 sendings.append(Sending(plan.job, message, plan.decision.explain()))
+            self.store.update_messages(marked)
         return sendings
 
     async def _deliver(self, sendings: list[Sending]) -> list[Delivery]:
@@ -401,24 +400,27 @@ class Dispatch(Journeys):
         and act on the feedback events that stored (message.sent, message.failed) in the same
         transaction, one commit for the batch.
 
-        The `message.sent` events of consecutive sends are stored together, in one ingest; any
-        other answer first stores those before it, so that the events keep the answers' order.
+        The sends of consecutive `sent` answers are recorded together: their rows marked with one
+        statement, their jobs completed with one, their `message.sent` events stored in one
+        ingest; any other answer first records those before it, so that the rows and events
+        keep the answers' order. The timeline's lines and new jobs are written at the end, one
+        statement each (`batched_writes`).
         """
         with self.store.transaction():
             current = self.store.message_states([sending.message.id for sending in sendings])
             # Only for the timeline's lines, which record no more of a journey than its variants.
             journey_ids = {row["journey_id"] for row in current.values()} - {None}
             journeys = self.store.journeys(journey_ids, variants_only=True)
-            sent: list[str] = []
-            for sending, delivery in zip(sendings, deliveries, strict=True):
-                if sent and (delivery.status is not DeliveryStatus.SENT or delivery.gone):
-                    self.store.record_sent(sent, now)
-                    sent.clear()
-                row = current.get(sending.message.id)
-                record = MessageRecord.from_row(row) if row else None
-                journey = journeys.get(record.journey_id) if record and record.journey_id else None
-                self._record_answer(sending, record, journey, delivery, now, sent)
-            self.store.record_sent(sent, now)
+            sent = _Sent()
+            with self.batched_writes():
+                for sending, delivery in zip(sendings, deliveries, strict=True):
+                    if delivery.status is not DeliveryStatus.SENT or delivery.gone:
+                        sent.record(self.store, now)
+                    row = current.get(sending.message.id)
+                    record = MessageRecord.from_row(row) if row else None
+                    journey = journeys.get(record.journey_id) if record and record.journey_id else None
+                    self._record_answer(sending, record, journey, delivery, now, sent)
+                sent.record(self.store, now)
             self.handle_pending_events()
 
     def _record_answer(
@@ -428,11 +430,11 @@ class Dispatch(Journeys):
         journey: Journey | None,
         delivery: Delivery,
         now: datetime,
-        sent: list[str],
+        sent: _Sent,
     ) -> None:
         """Record one channel's answer about a message (`record`, as stored now, of `journey`):
-        sent, retried by `RETRY`, or failed. A sent message's id is added to `sent`, whose
-        `message.sent` events the caller stores."""
+        sent, retried by `RETRY`, or failed. A sent message is added to `sent`, which the
+        caller records."""
         job, message, reason = sending.job, sending.message, sending.reason
         step = message.step
         fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
@@ -444,15 +446,11 @@ class Dispatch(Journeys):
         if delivery.status is DeliveryStatus.SENT:
             # A receipt may already have marked it delivered: keep that, add what we know.
             status = "delivered" if record and record.status == "delivered" else "sent"
-            self.store.update_message(
-                message.id, status=status, detail=delivery.detail, provider_id=delivery.provider_id
-            )
-            sent.append(message.id)
+            sent.add(job, message.id, status, delivery)
             if journey:
                 self._journal(now, "send", journey, step, reason, **fields)
-            self.store.complete_job(job.id)
             if self.plan.fallback_after and sender is not None and sender.receipts:
-                self.store.add_job(
+                self.writes.add_job(
                     "fallback",
                     (now + self.plan.fallback_after).timestamp(),
                     job.priority,
@@ -615,6 +613,29 @@ class Dispatch(Journeys):
             }
             for customer_id, own in self.store.engagement_of(customer_ids).items()
         }
+
+
+class _Sent:
+    """Sends answered `sent`, held to be recorded together (`record`)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[int] = []
+        self.changes: list[tuple[str, dict[str, Any]]] = []
+
+    def add(self, job: Job, message_id: str, status: str, delivery: Delivery) -> None:
+        """Hold a sent message: its job, and its row's new status and the provider's word."""
+        self.jobs.append(job.id)
+        fields = {"status": status, "detail": delivery.detail, "provider_id": delivery.provider_id}
+        self.changes.append((message_id, fields))
+
+    def record(self, store: EngineStore, now: datetime) -> None:
+        """Mark the rows held, complete their jobs and store their `message.sent` events."""
+        if not self.jobs:
+            return
+        store.update_messages(self.changes)
+        store.complete_jobs(self.jobs)
+        store.record_sent([message_id for message_id, _ in self.changes], now)
+        self.jobs, self.changes = [], []
 
 
 def _promo_view(promo: dict[str, Any] | None, now: datetime) -> dict[str, Any]:

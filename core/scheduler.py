@@ -153,8 +153,7 @@ class Scheduler:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 4)
             until = self.clock.now().timestamp() + LEASE_SECONDS
-            for job_id in job_ids:
-                await self.queue.run(self.queue.renew_lease, job_id, until)
+            await self.queue.run(self.queue.renew_leases, job_ids, until)
 
     def _finished(self, task: asyncio.Task) -> None:
         self._running.discard(task)

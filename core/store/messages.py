@@ -69,6 +69,15 @@ class Messages(Events):
         """Change a message's status, channel, detail..."""
         self._update("messages", message_id, fields)
 
+    def update_messages(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """`update_message` for many messages, in their order: one statement per set of columns."""
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for message_id, fields in changes:
+            by_columns.setdefault(tuple(fields), []).append([*message_values(fields).values(), message_id])
+        for columns, rows_of_values in by_columns.items():
+            assigned = ", ".join(f"[{name}] = ?" for name in columns)  # the engine's own keys, never input
+            self.db.conn.executemany(f"UPDATE messages SET {assigned} WHERE id = ?", rows_of_values)
+
     def messages(self, message_ids: Collection[str]) -> dict[str, dict[str, Any]]:
         """Stored messages by id, in one query (JSON columns decoded); unknown ids are left out."""
         found = self._select(
