@@ -51,6 +51,8 @@ class Journeys(EngineBase):
 
     # What `handle_pending_events` read for the batch under way; None between batches.
     _batch: _BatchReads | None = None
+    # What `_resume_all` read for the waits under way; None between batches.
+    _waits: _WaitReads | None = None
 
     def use(self, project: Project) -> None:
         """Switch to a newly loaded project; also index its scenarios by the events they act on."""
@@ -389,25 +391,38 @@ class Journeys(EngineBase):
     def _resume_all(self, jobs: list[Job], now: datetime) -> None:
         """`advance` jobs falling due together (a burst of waits ending at once) in one
         transaction, one commit for all: each in its own savepoint, so one that raises is rolled
-        back alone and settled by `RETRY` while the others go on."""
+        back alone and settled by `RETRY` while the others go on.
+
+        Their journeys and customers are read at the start, one query each (`_WaitReads`), and
+        what their steps write is gathered and written at the end, one statement per table
+        (`batched_writes`).
+        """
         with self.store.transaction():
-            for job in jobs:
-                try:
-                    self._resume(job, now)
-                except Exception as exc:  # one journey's bug must not hold up the rest
-                    if unavailable(exc):
-                        raise  # the database cannot take the batch: all of it is retried
-                    RETRY.settle_failure(self.store, job, now.timestamp(), exc)
+            reads = self._waits = _WaitReads.of(self.store, jobs)
+            try:
+                with self.batched_writes() as writes:
+                    for job in jobs:
+                        try:
+                            with self.store.transaction(), writes.undone_on_error():
+                                self._resume(job, now)
+                        except Exception as exc:  # one journey's bug must not hold up the rest
+                            if unavailable(exc):
+                                raise  # the database cannot take the batch: all of it is retried
+                            reads.forget(job)  # what was read of it may hold what the savepoint undid
+                            RETRY.settle_failure(self.store, job, now.timestamp(), exc)
+            finally:
+                self._waits = None
 
     def _resume(self, job: Job, now: datetime) -> None:
         """An `advance` job: a wait is over (or an awaited event did not come); walk on."""
+        reads = self._waits or _WaitReads(self.store, {}, {})
         with self.store.transaction():
             self.store.complete_job(job.id)
-            journey = self.store.journey(job.journey_id) if job.journey_id else None
+            journey = reads.journey(job.journey_id) if job.journey_id else None
             if journey is None or journey.status != "active" or journey.version != job.version:
                 return  # the journey moved on (restart, exit, awaited event): this timer is stale
             scenario = self.scenarios.get(journey.scenario)
-            customer = self.store.customer(journey.customer_id)
+            customer = reads.customer(journey.customer_id)
             if customer is None:
                 return
             if scenario is None:
@@ -487,6 +502,54 @@ class _BatchReads:
         """Drop what was read of a customer: something was written since."""
         if customer_id is not None:
             self._known.pop(customer_id, None)
+
+
+class _WaitReads:
+    """The journeys of a batch of `advance` jobs and their customers, read at once at its start.
+
+    Every id asked for is kept, None for one not stored (or that cannot be read back); an id
+    not asked for, or forgotten, is read from the store when wanted. A journey's steps keep the
+    objects read here up to date as they write (its row, its customer's attributes), so a
+    second job of the same journey or customer in the batch sees what the first one did.
+    """
+
+    def __init__(
+        self, store: EngineStore, journeys: dict[str, Journey | None], customers: dict[str, Customer | None]
+    ):
+        self.store = store
+        self._journeys = journeys
+        self._customers = customers
+
+    @classmethod
+    def of(cls, store: EngineStore, jobs: list[Job]) -> _WaitReads:
+        """Read the jobs' journeys and their customers: one query each."""
+        journey_ids = {job.journey_id for job in jobs if job.journey_id}
+        journeys = store.journeys(journey_ids)
+        customer_ids = {journey.customer_id for journey in journeys.values()}
+        customers = store.customers(customer_ids)
+        return cls(
+            store,
+            {key: journeys.get(key) for key in journey_ids},
+            {key: customers.get(key) for key in customer_ids},
+        )
+
+    def journey(self, journey_id: str) -> Journey | None:
+        """A journey of the batch, as read (or read now)."""
+        if journey_id not in self._journeys:
+            return self.store.journey(journey_id)
+        return self._journeys[journey_id]
+
+    def customer(self, customer_id: str) -> Customer | None:
+        """A customer of the batch, as read (or read now)."""
+        if customer_id not in self._customers:
+            return self.store.customer(customer_id)
+        return self._customers[customer_id]
+
+    def forget(self, job: Job) -> None:
+        """Drop what was read for a job whose savepoint rolled back: it may hold undone changes."""
+        journey = self._journeys.pop(job.journey_id, None) if job.journey_id else None
+        if journey is not None:
+            self._customers.pop(journey.customer_id, None)
 
 
 def _promo_record(promo: dict[str, Any] | None) -> dict[str, Any] | None:
