@@ -214,7 +214,10 @@ class Dispatch(Journeys):
         """
         with self.store.transaction():
             rows = self.store.messages([job.payload["message"] for job in jobs])
-            journeys = self.store.journeys({row["journey_id"] for row in rows.values()} - {None})
+            # A message carries its journey's context as it was queued: only a line of the
+            # timeline needs the journey's own, and no more of it than its variants.
+            journey_ids = {row["journey_id"] for row in rows.values()} - {None}
+            journeys = self.store.journeys(journey_ids, variants_only=True)
             customers = self.store.customers({row["customer_id"] for row in rows.values()})
             ready = []
             for job in jobs:
@@ -237,13 +240,18 @@ class Dispatch(Journeys):
                 if decision.channel is None:
                     continue
                 history.append(Sent(now, decision.channel, record.category))
-                journey.context = record.context or journey.context
+                journey.context = record.context or self._journey_context(journey)
                 plan.context = self.context(customer, journey, now)
                 zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
                 plan.context["promo"] = _promo_view(record.promo, now.astimezone(zone))
                 plan.locales = [customer.locale, self.project.config.default_locale, "en"]
                 plan.segments = self.project.segments
             return plans
+
+    def _journey_context(self, journey: Journey) -> dict[str, Any]:
+        """A journey's whole context, read for a message queued without one (by an older version)."""
+        stored = self.store.journey(journey.id)
+        return stored.context if stored else journey.context
 
     def _ready_to_send(
         self,
