@@ -44,6 +44,10 @@ class BatchedWrites:
         self.journal: list[JournalEntry] = []
         self.jobs: list[tuple[Any, ...]] = []
         self.messages: list[dict[str, Any]] = []
+        # The kinds of jobs, and the journeys of messages, that may be held (a superset): a
+        # cancel that finds none of them held looks no further, so a batch costs no scans.
+        self._job_kinds: dict[str | None, set[str]] = {}
+        self._message_journeys: set[str | None] = set()
 
     def insert_journey(self, journey: Journey, now: datetime) -> bool:
         """Hold a new journey; False if that entry exists already (stored, or held)."""
@@ -76,16 +80,20 @@ class BatchedWrites:
     ) -> None:
         """Hold a job (its id is not known until `flush`)."""
         self.jobs.append(job_row(kind, due_at, priority, payload, journey_id, version, key))
+        self._job_kinds.setdefault(journey_id, set()).add(kind)
 
     def insert_message(self, fields: dict[str, Any]) -> None:
         """Hold a message to be sent."""
         self.messages.append(message_values(fields))
+        self._message_journeys.add(fields.get("journey_id"))
 
     def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None:
         """Cancel a journey's jobs, held and stored; with them (no `kind`) its messages not yet
         sent, held (which will be written `cancelled`, as the store leaves them) and stored."""
-        self.jobs = [row for row in self.jobs if not _cancelled(row, journey_id, kind)]
-        if kind is None:
+        kinds = self._job_kinds.get(journey_id, set())
+        if (kind is None and kinds) or kind in kinds:
+            self.jobs = [row for row in self.jobs if not _cancelled(row, journey_id, kind)]
+        if kind is None and journey_id in self._message_journeys:
             self.messages = [
                 {**values, "status": "cancelled"}
                 if values.get("journey_id") == journey_id and values.get("status") == "pending"

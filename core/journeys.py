@@ -403,8 +403,8 @@ class Journeys(EngineBase):
                 with self.batched_writes() as writes:
                     for job in jobs:
                         try:
-                            with self.store.transaction(), writes.undone_on_error():
-                                self._resume(job, now)
+                            with writes.undone_on_error():
+                                self._resume(job, now)  # in a savepoint of its own
                         except Exception as exc:  # one journey's bug must not hold up the rest
                             if unavailable(exc):
                                 raise  # the database cannot take the batch: all of it is retried

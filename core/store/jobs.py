@@ -36,6 +36,10 @@ class JobQueue(Protocol):
         """Run one of the queue's calls where it may block (the store's own thread)."""
         ...
 
+    async def run_first(self, function: Callable[..., T], *args: Any) -> T:
+        """`run`, ahead of the calls waiting: for the scheduler's short claims."""
+        ...
+
     def add_job(
         self,
         kind: str,
@@ -60,8 +64,8 @@ class JobQueue(Protocol):
 
     def upcoming_jobs(
         self, until: float, limit: int, now: float | None = None
-    ) -> list[tuple[float, int, int]]:
-        """(due_at, -priority, id) of claimable jobs due before `until`: the scheduler's window."""
+    ) -> list[tuple[float, int, int, str]]:
+        """(due_at, -priority, id, kind) of claimable jobs due before `until`: the scheduler's window."""
         ...
 
     def next_due_at(self) -> float | None:
@@ -206,12 +210,12 @@ class Jobs(Quarantine):
 
     def upcoming_jobs(
         self, until: float, limit: int, now: float | None = None
-    ) -> list[tuple[float, int, int]]:
-        """(due_at, -priority, id) of claimable jobs due before `until`, through the due index."""
+    ) -> list[tuple[float, int, int, str]]:
+        """(due_at, -priority, id, kind) of claimable jobs due before `until`, through the due index."""
         # `-priority` in SQL: a damaged priority becomes 0 here and is set aside when claimed.
         # Tuples straight from the cursor: the window is rebuilt often and holds many entries.
         return self.db.execute(
-            "SELECT due_at, -priority, id FROM jobs WHERE due_at <= ?"
+            "SELECT due_at, -priority, id, kind FROM jobs WHERE due_at <= ?"
             " AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, priority DESC LIMIT ?",
             [until, time.time() if now is None else now, limit],
         ).fetchall()
