@@ -13,8 +13,9 @@ import itertools
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,6 +128,7 @@ class Connection:
         self.db = Database(conn)
         self._executor = StoreThread()
         self._inline = not durable
+        self._durable = durable and not read_only
         self.rows_set_aside = 0  # times a row was found unreadable and set aside since opening
         if read_only:
             self._refuse_other_schema()
@@ -167,6 +169,24 @@ class Connection:
     def transaction(self) -> Any:
         """A context manager: everything inside commits together or not at all (nested: a savepoint)."""
         return self.db.atomic()
+
+    @contextmanager
+    def unsynced(self) -> Iterator[Any]:
+        """A transaction whose commit does not wait for the disk (`synchronous = NORMAL`), for
+        what may be lost to a power cut: a job's lease, which a start takes back anyway. The WAL
+        is written in order, so the next commit that does wait makes this one durable too;
+        nothing durable can come to depend on one that was lost. Inside another transaction,
+        it is simply a part of that one."""
+        if not self._durable or self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield self
+            return
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self.db.atomic():
+                yield self
+        finally:
+            self.db.execute("PRAGMA synchronous = FULL")
 
     def changes(self) -> int:
         """Rows written since the database was opened: a caller compares two readings to learn

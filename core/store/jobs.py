@@ -176,7 +176,7 @@ class Jobs(Quarantine):
 
     def claim_jobs(self, ids: list[int], now: float, lease: float) -> list[Job]:
         """Lease the given jobs if they are due and not leased by someone else."""
-        with self.db.atomic():
+        with self.unsynced():  # a lease lost to a power cut is one a start takes back anyway
             claimed = self.db.execute(
                 "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT value FROM json_each(?))"
                 " AND due_at <= ? AND (lease_until IS NULL OR lease_until < ?) RETURNING id",
@@ -260,11 +260,12 @@ class Jobs(Quarantine):
     def renew_leases(self, job_ids: list[int], until: float) -> None:
         """Extend the leases of jobs still running, in one statement; a job completed or released
         meanwhile is left alone."""
-        self.db.execute(
-            "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT value FROM json_each(?))"
-            " AND lease_until IS NOT NULL",
-            [until, json.dumps(job_ids)],
-        )
+        with self.unsynced():
+            self.db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT value FROM json_each(?))"
+                " AND lease_until IS NOT NULL",
+                [until, json.dumps(job_ids)],
+            )
 
     def release_all_leases(self) -> int:
         """Take back every lease: at start, the jobs of a process that died run again at once."""
