@@ -9,10 +9,10 @@ lease is renewed while the job runs, so a job that takes longer (a provider that
 a slow plugin hook) is never claimed a second time by a process that is still running it.
 Due jobs are claimed many at once; those of a kind the engine runs in batches (`batches`:
 sends, and waits ending) are handed over together, the others one by one. Each batched kind
-has a lane of its own (at most `concurrency` batches of it at once), and the other kinds share
-one, so that due work of one kind never waits for a free slot behind a burst of another: the
-steps of waits ending go on while a burst of sends is under way. The scheduler knows the
-queue only through the `JobQueue` interface.
+has a lane of its own (at most `BATCHES_AT_ONCE` batches of it at once), and the other kinds
+share one (`concurrency` jobs at once), so that due work of one kind never waits for a free
+slot behind a burst of another: the steps of waits ending go on while a burst of sends is
+under way. The scheduler knows the queue only through the `JobQueue` interface.
 """
 
 from __future__ import annotations
