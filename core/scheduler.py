@@ -79,10 +79,7 @@ class Scheduler:
 
     async def _refill(self, now: float) -> None:
         until = now + self.horizon
-        # Not the kinds whose lane is full: a burst of them would fill the window and hide the
-        # other kinds' due jobs. The end of one of their batches wakes the loop to refill.
-        full = [kind for kind in self.batches if not self._room(kind)]
-        self._heap = await self.queue.run_first(self.queue.upcoming_jobs, until, self.window, now, full)
+        self._heap = await self.queue.run_first(self.queue.upcoming_jobs, until, self.window, now)
         heapq.heapify(self._heap)
         # A full window may have left due jobs in the store: look again as soon as it is empty.
         self._window_full = len(self._heap) >= self.window
@@ -119,7 +116,7 @@ class Scheduler:
 
     def _next_wake(self, now: float) -> float:
         """When to look again with nothing to claim: the next job due later, or the next refill
-        (a job of a full lane may be due already: the end of one of its batches wakes the loop)."""
+        (a job of a full lane is due already: the end of one of its batches wakes the loop)."""
         later = [entry[0] for entry in self._heap if entry[0] > now]
         return min([*later, self._refill_at])
 
@@ -179,8 +176,6 @@ class Scheduler:
                     task = asyncio.create_task(self._run_leased(batch))
                     self._running.add(task)
                     task.add_done_callback(functools.partial(self._finished, lane))
-                if self._window_full:
-                    self.wake()  # a lane may be full now: the store may hold other kinds' due jobs
                 continue
             await self._sleep(max(0.0, self._next_wake(now) - now), stopping)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from boomerang.model import Job
@@ -63,10 +63,9 @@ class JobQueue(Protocol):
         ...
 
     def upcoming_jobs(
-        self, until: float, limit: int, now: float | None = None, skip: Collection[str] = ()
+        self, until: float, limit: int, now: float | None = None
     ) -> list[tuple[float, int, int, str]]:
-        """(due_at, -priority, id, kind) of claimable jobs due before `until`, but for those of
-        the kinds in `skip`: the scheduler's window."""
+        """(due_at, -priority, id, kind) of claimable jobs due before `until`: the scheduler's window."""
         ...
 
     def next_due_at(self) -> float | None:
@@ -210,17 +209,15 @@ class Jobs(Quarantine):
         return [job for job in jobs if job is not None]
 
     def upcoming_jobs(
-        self, until: float, limit: int, now: float | None = None, skip: Collection[str] = ()
+        self, until: float, limit: int, now: float | None = None
     ) -> list[tuple[float, int, int, str]]:
-        """(due_at, -priority, id, kind) of claimable jobs due before `until`, but for those of
-        the kinds in `skip`, through the due index."""
+        """(due_at, -priority, id, kind) of claimable jobs due before `until`, through the due index."""
         # `-priority` in SQL: a damaged priority becomes 0 here and is set aside when claimed.
         # Tuples straight from the cursor: the window is rebuilt often and holds many entries.
         return self.db.execute(
             "SELECT due_at, -priority, id, kind FROM jobs WHERE due_at <= ?"
-            " AND (lease_until IS NULL OR lease_until < ?)"
-            " AND kind NOT IN (SELECT value FROM json_each(?)) ORDER BY due_at, priority DESC LIMIT ?",
-            [until, time.time() if now is None else now, json.dumps(list(skip)), limit],
+            " AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, priority DESC LIMIT ?",
+            [until, time.time() if now is None else now, limit],
         ).fetchall()
 
     def next_due_at(self) -> float | None:
