@@ -6,14 +6,18 @@ schedule's page of a thousand customers started through `BatchedWrites` instead 
 table once, with `executemany`, in the order the statements would have run: the rows, their
 ids and the timeline come out as starting them one at a time would leave them.
 
-Only the writes a start makes are gathered; a write that could meet what is gathered (a job
-cancelled) first writes out what is pending. Everything runs inside the caller's transaction
-on the store's thread, so nothing reads the tables in between.
+Waits ending together (`Journeys._resume_all`) and a batch of sends recorded
+(`Dispatch._record_delivery`) go through it too. Only the writes a journey's steps make are
+gathered; cancelling a journey's jobs cancels what is held of them as the store would have.
+Everything runs inside the caller's transaction on the store's thread, and nothing reads what
+is held before `flush`; `undone_on_error` lets go of what a block held when its savepoint
+rolls back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +44,10 @@ class BatchedWrites:
         self.journal: list[JournalEntry] = []
         self.jobs: list[tuple[Any, ...]] = []
         self.messages: list[dict[str, Any]] = []
+        # The kinds of jobs, and the journeys of messages, that may be held (a superset): a
+        # cancel that finds none of them held looks no further, so a batch costs no scans.
+        self._job_kinds: dict[str | None, set[str]] = {}
+        self._message_journeys: set[str | None] = set()
 
     def insert_journey(self, journey: Journey, now: datetime) -> bool:
         """Hold a new journey; False if that entry exists already (stored, or held)."""
@@ -72,15 +80,38 @@ class BatchedWrites:
     ) -> None:
         """Hold a job (its id is not known until `flush`)."""
         self.jobs.append(job_row(kind, due_at, priority, payload, journey_id, version, key))
+        self._job_kinds.setdefault(journey_id, set()).add(kind)
 
     def insert_message(self, fields: dict[str, Any]) -> None:
         """Hold a message to be sent."""
         self.messages.append(message_values(fields))
+        self._message_journeys.add(fields.get("journey_id"))
 
     def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None:
-        """Cancel a journey's jobs: what is held is written first, so that it is cancelled too."""
-        self.flush()
+        """Cancel a journey's jobs, held and stored; with them (no `kind`) its messages not yet
+        sent, held (which will be written `cancelled`, as the store leaves them) and stored."""
+        kinds = self._job_kinds.get(journey_id, set())
+        if (kind is None and kinds) or kind in kinds:
+            self.jobs = [row for row in self.jobs if not _cancelled(row, journey_id, kind)]
+        if kind is None and journey_id in self._message_journeys:
+            self.messages = [
+                {**values, "status": "cancelled"}
+                if values.get("journey_id") == journey_id and values.get("status") == "pending"
+                else values
+                for values in self.messages
+            ]
         self.store.delete_jobs_of(journey_id, kind)
+
+    @contextmanager
+    def undone_on_error(self) -> Iterator[None]:
+        """What is held from here on is let go if the block raises (as the savepoint around it
+        rolls back what was written)."""
+        held = (dict(self.journeys), list(self.journal), list(self.jobs), list(self.messages))
+        try:
+            yield
+        except BaseException:
+            self.journeys, self.journal, self.jobs, self.messages = held
+            raise
 
     def flush(self) -> None:
         """Write everything held, one statement per table."""
@@ -94,3 +125,8 @@ class BatchedWrites:
             self.store.add_jobs(self.jobs)
         self.stored.update(self.journeys)
         self.journeys, self.journal, self.jobs, self.messages = {}, [], [], []
+
+
+def _cancelled(row: tuple[Any, ...], journey_id: str, kind: str | None) -> bool:
+    """Whether a held job (a `job_row`) is one of the journey's that `delete_jobs_of` cancels."""
+    return row[3] == journey_id and (kind is None or row[0] == kind)

@@ -33,6 +33,7 @@ from jinja2.exceptions import SecurityError
 
 from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import DEFAULT_RATE, Decision
+from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import MESSAGE_SECONDS, Budget, Expression, RenderLimitExceeded, Scope, evaluating
 from boomerang.history import History
 from boomerang.journeys import Journeys, stable_id
@@ -218,7 +219,10 @@ class Dispatch(Journeys):
         """
         with self.store.transaction():
             rows = self.store.messages([job.payload["message"] for job in jobs])
-            journeys = self.store.journeys({row["journey_id"] for row in rows.values()} - {None})
+            # A message carries its journey's context as it was queued: only a line of the
+            # timeline needs the journey's own, and no more of it than its variants.
+            journey_ids = {row["journey_id"] for row in rows.values()} - {None}
+            journeys = self.store.journeys(journey_ids, variants_only=True)
             customers = self.store.customers({row["customer_id"] for row in rows.values()})
             ready = []
             for job in jobs:
@@ -241,13 +245,18 @@ class Dispatch(Journeys):
                 if decision.channel is None:
                     continue
                 history.append(Sent(now, decision.channel, record.category))
-                journey.context = record.context or journey.context
+                journey.context = record.context or self._journey_context(journey)
                 plan.context = self.context(customer, journey, now)
                 zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
                 plan.context["promo"] = promo_view(record.promo, now.astimezone(zone))
                 plan.locales = [customer.locale, self.project.config.default_locale, "en"]
                 plan.segments = self.project.segments
             return plans
+
+    def _journey_context(self, journey: Journey) -> dict[str, Any]:
+        """A journey's whole context, read for a message queued without one (by an older version)."""
+        stored = self.store.journey(journey.id)
+        return stored.context if stored else journey.context
 
     def _ready_to_send(
         self,
@@ -336,17 +345,21 @@ class Dispatch(Journeys):
         to its channel; record those held back, and drop those that could not render. Returns
         what goes to the channels (`rendered` is in the order of the plans that go)."""
         sendings = []
+        marked: list[tuple[str, dict[str, Any]]] = []  # written together at the end
+        stamp = to_iso(now)
         results = iter(rendered)
         with self.store.transaction():
-            current = self.store.messages([plan.record.id for plan in plans])
+            current = self.store.message_states([plan.record.id for plan in plans])
             try:
                 for plan in plans:
                     # A message held back after one that goes: its line waits for that one's,
                     # which is written with the channel's answer (`_record_delivery`).
                     self._held_lines = sendings[-1].lines_after if sendings else None
-                    self._commit_send(plan, next(results) if plan.goes else None, current, sendings, now)
+                    result = next(results) if plan.goes else None
+                    self._commit_send(plan, result, current, sendings, marked, stamp, now)
             finally:
                 self._held_lines = None
+            self.store.update_messages(marked)
         return sendings
 
     def _commit_send(
@@ -355,10 +368,12 @@ class Dispatch(Journeys):
         result: Rendered | Exception | None,
         current: dict[str, dict[str, Any]],
         sendings: list[Sending],
+        marked: list[tuple[str, dict[str, Any]]],
+        stamp: str,
         now: datetime,
     ) -> None:
         """`_commit_sends` for one message of the batch: held back, dropped, or marked `sending`
-        and added to `sendings`."""
+        (in `marked`, written together) and added to `sendings`."""
         record, channel_name = plan.record, plan.decision.channel
         if current.get(record.id, {}).get("status") not in ("pending", "sending"):
             self.store.complete_job(plan.job.id)  # settled meanwhile (its journey ended...)
@@ -394,13 +409,8 @@ class Dispatch(Journeys):
             extra=result.extra,
         )
         links = self.tracking.apply(message) if self.tracking else []
-        self.store.update_message(
-            record.id,
-            status="sending",
-            channel=channel_name,
-            links=json.dumps(links),
-            sent_at=to_iso(now),
-        )
+        fields = {"status": "sending", "channel": channel_name, "links": links, "sent_at": stamp}
+        marked.append((record.id, fields))
         sendings.append(Sending(plan.job, message, plan.decision.explain()))
 
     async def _deliver(self, sendings: list[Sending]) -> list[Delivery]:
@@ -425,24 +435,29 @@ class Dispatch(Journeys):
         and act on the feedback events that stored (message.sent, message.failed) in the same
         transaction, one commit for the batch.
 
-        The `message.sent` events of consecutive sends are stored together, in one ingest; any
-        other answer first stores those before it, so that the events keep the answers' order.
+        The sends of consecutive `sent` answers are recorded together: their rows marked with one
+        statement, their jobs completed with one, their `message.sent` events stored in one
+        ingest; any other answer first records those before it, so that the rows and events
+        keep the answers' order. The timeline's lines and new jobs are written at the end, one
+        statement each (`batched_writes`).
         """
         with self.store.transaction():
-            current = self.store.messages([sending.message.id for sending in sendings])
-            journeys = self.store.journeys({row["journey_id"] for row in current.values()} - {None})
-            sent: list[str] = []
-            for sending, delivery in zip(sendings, deliveries, strict=True):
-                if sent and (delivery.status is not DeliveryStatus.SENT or delivery.gone):
-                    self.store.record_sent(sent, now)
-                    sent.clear()
-                row = current.get(sending.message.id)
-                record = MessageRecord.from_row(row) if row else None
-                journey = journeys.get(record.journey_id) if record and record.journey_id else None
-                self._record_answer(sending, record, journey, delivery, now, sent)
-                for entry in sending.lines_after:
-                    self.writes.add_journal(entry)
-            self.store.record_sent(sent, now)
+            current = self.store.message_states([sending.message.id for sending in sendings])
+            # Only for the timeline's lines, which record no more of a journey than its variants.
+            journey_ids = {row["journey_id"] for row in current.values()} - {None}
+            journeys = self.store.journeys(journey_ids, variants_only=True)
+            sent = _Sent()
+            with self.batched_writes():
+                for sending, delivery in zip(sendings, deliveries, strict=True):
+                    if delivery.status is not DeliveryStatus.SENT or delivery.gone:
+                        sent.record(self.store, now)
+                    row = current.get(sending.message.id)
+                    record = MessageRecord.from_row(row) if row else None
+                    journey = journeys.get(record.journey_id) if record and record.journey_id else None
+                    self._record_answer(sending, record, journey, delivery, now, sent)
+                    for entry in sending.lines_after:
+                        self.writes.add_journal(entry)
+                sent.record(self.store, now)
             self.handle_pending_events()
 
     def _record_answer(
@@ -452,11 +467,11 @@ class Dispatch(Journeys):
         journey: Journey | None,
         delivery: Delivery,
         now: datetime,
-        sent: list[str],
+        sent: _Sent,
     ) -> None:
         """Record one channel's answer about a message (`record`, as stored now, of `journey`):
-        sent, retried by `RETRY`, or failed. A sent message's id is added to `sent`, whose
-        `message.sent` events the caller stores."""
+        sent, retried by `RETRY`, or failed. A sent message is added to `sent`, which the
+        caller records."""
         job, message, reason = sending.job, sending.message, sending.reason
         step = message.step
         fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
@@ -468,15 +483,11 @@ class Dispatch(Journeys):
         if delivery.status is DeliveryStatus.SENT:
             # A receipt may already have marked it delivered: keep that, add what we know.
             status = "delivered" if record and record.status == "delivered" else "sent"
-            self.store.update_message(
-                message.id, status=status, detail=delivery.detail, provider_id=delivery.provider_id
-            )
-            sent.append(message.id)
+            sent.add(job, message.id, status, delivery)
             if journey:
                 self._journal(now, "send", journey, step, reason, **fields)
-            self.store.complete_job(job.id)
             if self.plan.fallback_after and sender is not None and sender.receipts:
-                self.store.add_job(
+                self.writes.add_job(
                     "fallback",
                     (now + self.plan.fallback_after).timestamp(),
                     job.priority,
@@ -641,6 +652,29 @@ class Dispatch(Journeys):
             }
             for customer_id, own in self.store.engagement_of(customer_ids).items()
         }
+
+
+class _Sent:
+    """Sends answered `sent`, held to be recorded together (`record`)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[int] = []
+        self.changes: list[tuple[str, dict[str, Any]]] = []
+
+    def add(self, job: Job, message_id: str, status: str, delivery: Delivery) -> None:
+        """Hold a sent message: its job, and its row's new status and the provider's word."""
+        self.jobs.append(job.id)
+        fields = {"status": status, "detail": delivery.detail, "provider_id": delivery.provider_id}
+        self.changes.append((message_id, fields))
+
+    def record(self, store: EngineStore, now: datetime) -> None:
+        """Mark the rows held, complete their jobs and store their `message.sent` events."""
+        if not self.jobs:
+            return
+        store.update_messages(self.changes)
+        store.complete_jobs(self.jobs)
+        store.record_sent([message_id for message_id, _ in self.changes], now)
+        self.jobs, self.changes = [], []
 
 
 def promo_view(promo: dict[str, Any] | None, now: datetime) -> dict[str, Any]:

@@ -7,6 +7,8 @@ and written there (`store.run` hands work to it from the event loop).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,6 +16,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Template
 
 from boomerang.audiences import Condition
+from boomerang.batched_writes import BatchedWrites
 from boomerang.contact_plan import load_plan
 from boomerang.context import context, store_scope
 from boomerang.engine_protocols import Clock, EngineStore, JourneyWrites
@@ -53,6 +56,18 @@ class EngineBase:
         self.tracking = Tracking(config.public_url, config.secret) if config.secret else None
         self._value_templates: dict[str, Template] = {}
         self._audiences: dict[str, Condition | None] = {}  # audience expressions as the store's conditions
+
+    @contextmanager
+    def batched_writes(self, stored: Iterable[str] = ()) -> Iterator[BatchedWrites]:
+        """Gather the journey writes made inside (`self.writes`) and write them at its end with
+        one statement per table (`BatchedWrites`; `stored`: the journeys to be started that
+        are in the store already). Inside the caller's transaction, on the store's thread."""
+        self.writes = writes = BatchedWrites(self.store, stored)
+        try:
+            yield writes
+            writes.flush()
+        finally:
+            self.writes = self.store
 
     def context(
         self, customer: Customer, journey: Journey | None, now: datetime, event: dict | None = None

@@ -64,6 +64,8 @@ class Journeys(EngineBase):
 
     # What `handle_pending_events` read for the batch under way; None between batches.
     _batch: _BatchReads | None = None
+    # What `_resume_all` read for the waits under way; None between batches.
+    _waits: _WaitReads | None = None
 
     def use(self, project: Project) -> None:
         """Switch to a newly loaded project; also index its scenarios by the events they act on."""
@@ -98,7 +100,7 @@ class Journeys(EngineBase):
         events = self.store.unhandled_events(limit)
         with self.store.transaction():
             customer_ids = {event.customer_id for event in events if event.customer_id}
-            batch = self._batch = _BatchReads.of(self.store, customer_ids)
+            batch = self._batch = _BatchReads.of(self.store, customer_ids, events, self._acted_on)
             try:
                 for event in events:
                     try:
@@ -416,25 +418,38 @@ class Journeys(EngineBase):
     def _resume_all(self, jobs: list[Job], now: datetime) -> None:
         """`advance` jobs falling due together (a burst of waits ending at once) in one
         transaction, one commit for all: each in its own savepoint, so one that raises is rolled
-        back alone and settled by `RETRY` while the others go on."""
+        back alone and settled by `RETRY` while the others go on.
+
+        Their journeys and customers are read at the start, one query each (`_WaitReads`), and
+        what their steps write is gathered and written at the end, one statement per table
+        (`batched_writes`).
+        """
         with self.store.transaction():
-            for job in jobs:
-                try:
-                    self._resume(job, now)
-                except Exception as exc:  # one journey's bug must not hold up the rest
-                    if unavailable(exc):
-                        raise  # the database cannot take the batch: all of it is retried
-                    RETRY.settle_failure(self.store, job, now.timestamp(), exc)
+            reads = self._waits = _WaitReads.of(self.store, jobs)
+            try:
+                with self.batched_writes() as writes:
+                    for job in jobs:
+                        try:
+                            with writes.undone_on_error():
+                                self._resume(job, now)  # in a savepoint of its own
+                        except Exception as exc:  # one journey's bug must not hold up the rest
+                            if unavailable(exc):
+                                raise  # the database cannot take the batch: all of it is retried
+                            reads.forget(job)  # what was read of it may hold what the savepoint undid
+                            RETRY.settle_failure(self.store, job, now.timestamp(), exc)
+            finally:
+                self._waits = None
 
     def _resume(self, job: Job, now: datetime) -> None:
         """An `advance` job: a wait is over (or an awaited event did not come); walk on."""
+        reads = self._waits or _WaitReads(self.store, {}, {})
         with self.store.transaction():
             self.store.complete_job(job.id)
-            journey = self.store.journey(job.journey_id) if job.journey_id else None
+            journey = reads.journey(job.journey_id) if job.journey_id else None
             if journey is None or journey.status != "active" or journey.version != job.version:
                 return  # the journey moved on (restart, exit, awaited event): this timer is stale
             scenario = self.scenarios.get(journey.scenario)
-            customer = self.store.customer(journey.customer_id)
+            customer = reads.customer(journey.customer_id)
             if customer is None:
                 return
             if scenario is None:
@@ -481,31 +496,36 @@ class _BatchReads:
 
     A customer's entry holds what the store holds only until one of their events writes
     something: `forget` then drops it, and their next event reads them afresh (and `remember`s
-    that). `awaited` holds
-    what the active journeys waited for at the start: during the batch a journey only stops
-    waiting, or starts waiting for an event the project's scenarios act on.
+    that). `awaited` holds what the active journeys waited for at the start: during the batch
+    a journey only stops waiting, or starts waiting for an event the project's scenarios act on.
     """
 
-    def __init__(self, known: dict[str, tuple[Customer | None, list[Journey]]]):
+    def __init__(
+        self, known: dict[str, tuple[Customer | None, list[Journey]]], awaited: set[tuple[str, str]]
+    ):
         self._known = known
-        self._awaited = {
-            (journey.customer_id, journey.waiting_for)
-            for _, journeys in known.values()
-            for journey in journeys
-            if journey.status == "active" and journey.waiting_for
-        }
+        self._awaited = awaited
 
     @classmethod
-    def of(cls, store: EngineStore, customer_ids: set[str]) -> _BatchReads:
-        """Read the customers and their journeys: one query each (per 500 customers)."""
-        customers = store.customers(customer_ids)
-        journeys = store.journeys_of_customers(customers)
-        return cls(
-            {
-                customer_id: (customers.get(customer_id), journeys.get(customer_id, []))
-                for customer_id in customer_ids
-            }
-        )
+    def of(
+        cls, store: EngineStore, customer_ids: set[str], events: list[Event], acted_on: set[str]
+    ) -> _BatchReads:
+        """Read what the batch's events can concern: which journeys wait for what, in one query
+        that decodes nothing, then the customers and journeys of those with an event that a
+        scenario acts on or a journey waits for, one query each (per 500 customers). A batch of
+        events nothing acts on (the `message.sent` of a batch of sends) costs one light query."""
+        awaited = store.awaiting(customer_ids) if customer_ids else set()
+        wanted = {
+            event.customer_id
+            for event in events
+            if event.customer_id and (event.type in acted_on or (event.customer_id, event.type) in awaited)
+        }
+        customers = store.customers(wanted) if wanted else {}
+        journeys = store.journeys_of_customers(customers) if customers else {}
+        known = {
+            customer_id: (customers.get(customer_id), journeys.get(customer_id, [])) for customer_id in wanted
+        }
+        return cls(known, awaited)
 
     def awaits(self, event: Event) -> bool:
         """Whether an active journey of the event's customer waited for its type at the start."""
@@ -523,6 +543,54 @@ class _BatchReads:
         """Drop what was read of a customer: something was written since."""
         if customer_id is not None:
             self._known.pop(customer_id, None)
+
+
+class _WaitReads:
+    """The journeys of a batch of `advance` jobs and their customers, read at once at its start.
+
+    Every id asked for is kept, None for one not stored (or that cannot be read back); an id
+    not asked for, or forgotten, is read from the store when wanted. A journey's steps keep the
+    objects read here up to date as they write (its row, its customer's attributes), so a
+    second job of the same journey or customer in the batch sees what the first one did.
+    """
+
+    def __init__(
+        self, store: EngineStore, journeys: dict[str, Journey | None], customers: dict[str, Customer | None]
+    ):
+        self.store = store
+        self._journeys = journeys
+        self._customers = customers
+
+    @classmethod
+    def of(cls, store: EngineStore, jobs: list[Job]) -> _WaitReads:
+        """Read the jobs' journeys and their customers: one query each."""
+        journey_ids = {job.journey_id for job in jobs if job.journey_id}
+        journeys = store.journeys(journey_ids)
+        customer_ids = {journey.customer_id for journey in journeys.values()}
+        customers = store.customers(customer_ids)
+        return cls(
+            store,
+            {key: journeys.get(key) for key in journey_ids},
+            {key: customers.get(key) for key in customer_ids},
+        )
+
+    def journey(self, journey_id: str) -> Journey | None:
+        """A journey of the batch, as read (or read now)."""
+        if journey_id not in self._journeys:
+            return self.store.journey(journey_id)
+        return self._journeys[journey_id]
+
+    def customer(self, customer_id: str) -> Customer | None:
+        """A customer of the batch, as read (or read now)."""
+        if customer_id not in self._customers:
+            return self.store.customer(customer_id)
+        return self._customers[customer_id]
+
+    def forget(self, job: Job) -> None:
+        """Drop what was read for a job whose savepoint rolled back: it may hold undone changes."""
+        journey = self._journeys.pop(job.journey_id, None) if job.journey_id else None
+        if journey is not None:
+            self._customers.pop(journey.customer_id, None)
 
 
 def _promo_record(promo: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -8,13 +8,17 @@ under a lease, so the jobs of a process that died come back once their lease run
 lease is renewed while the job runs, so a job that takes longer (a provider that says "wait",
 a slow plugin hook) is never claimed a second time by a process that is still running it.
 Due jobs are claimed many at once; those of a kind the engine runs in batches (`batches`:
-sends) are handed over together, the others one by one. The scheduler knows the queue only
-through the `JobQueue` interface.
+sends, and waits ending) are handed over together, the others one by one. Each batched kind
+has a lane of its own (at most `BATCHES_AT_ONCE` batches of it at once), and the other kinds
+share one (`concurrency` jobs at once), so that due work of one kind never waits for a free
+slot behind a burst of another: the steps of waits ending go on while a burst of sends is
+under way. The scheduler knows the queue only through the `JobQueue` interface.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,7 +33,10 @@ log = logging.getLogger(__name__)
 # Read when used, so a test can shorten it; renewed four times per lease, so a store that
 # is slow to answer one renewal does not let the lease run out.
 LEASE_SECONDS = 120.0
-BATCH = 200  # due jobs claimed at once, and so the most a batch of sends holds
+BATCH = 200  # the most a batch of a batched kind holds (a claim takes a batch per free slot)
+# Batches of one kind running at once: the next batch of sends is planned while one is sent,
+# and more would only queue on the store's thread, ahead of the other kinds' due work.
+BATCHES_AT_ONCE = 2
 
 
 class Scheduler:
@@ -53,12 +60,12 @@ class Scheduler:
         self.horizon = horizon
         self.window = window
         self.concurrency = concurrency
-        self._heap: list[tuple[float, int, int]] = []
+        self._heap: list[tuple[float, int, int, str]] = []
         self._refill_at = 0.0
         self._window_full = False
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task] = set()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: dict[str, int] = {}  # batches (or single jobs) running, by lane
         self.done = 0
 
     def wake(self) -> None:
@@ -71,17 +78,47 @@ class Scheduler:
         return len(self._heap)
 
     async def _refill(self, now: float) -> None:
-        self._heap = await self.queue.run(self.queue.upcoming_jobs, now + self.horizon, self.window, now)
+        until = now + self.horizon
+        self._heap = await self.queue.run_first(self.queue.upcoming_jobs, until, self.window, now)
         heapq.heapify(self._heap)
         # A full window may have left due jobs in the store: look again as soon as it is empty.
         self._window_full = len(self._heap) >= self.window
         self._refill_at = now + self.horizon
 
-    def _pop_due(self, now: float, limit: int) -> list[int]:
-        ids = []
-        while self._heap and self._heap[0][0] <= now and len(ids) < limit:
-            ids.append(heapq.heappop(self._heap)[2])
+    def _lane(self, kind: str) -> str:
+        """A batched kind's own lane, or the lane the other kinds share ("")."""
+        return kind if kind in self.batches else ""
+
+    def _room(self, lane: str) -> int:
+        """How many due jobs of a lane to claim now: a batch for each batch that may start, or
+        a job for each single job that may."""
+        if lane:
+            return max(0, BATCHES_AT_ONCE - self._in_flight.get(lane, 0)) * BATCH
+        return self.concurrency - self._in_flight.get(lane, 0)
+
+    def _pop_due(self, now: float) -> list[int]:
+        """Due job ids, earliest first, as many of each lane as it has room for; the jobs of a
+        full lane stay in the window for later."""
+        ids: list[int] = []
+        kept = []
+        taken: dict[str, int] = {}
+        while self._heap and self._heap[0][0] <= now:
+            entry = heapq.heappop(self._heap)
+            lane = self._lane(entry[3])
+            if taken.get(lane, 0) < self._room(lane):
+                ids.append(entry[2])
+                taken[lane] = taken.get(lane, 0) + 1
+            else:
+                kept.append(entry)
+        for entry in kept:
+            heapq.heappush(self._heap, entry)
         return ids
+
+    def _next_wake(self, now: float) -> float:
+        """When to look again with nothing to claim: the next job due later, or the next refill
+        (a job of a full lane is due already: the end of one of its batches wakes the loop)."""
+        later = [entry[0] for entry in self._heap if entry[0] > now]
+        return min([*later, self._refill_at])
 
     async def run_due(self) -> int:
         """Claim and run every job due now, a claim at a time, each batch after the one before it
@@ -99,7 +136,8 @@ class Scheduler:
             count += len(jobs)
 
     def _batched(self, jobs: list[Job]) -> list[list[Job]]:
-        """Claimed jobs in the order claimed, consecutive jobs of a batched kind together."""
+        """Claimed jobs in the order claimed, consecutive jobs of a batched kind together (the
+        virtual clock's way: each batch runs after the one before it)."""
         batches: list[list[Job]] = []
         for job in jobs:
             if batches and job.kind in self.batches and batches[-1][0].kind == job.kind:
@@ -129,17 +167,34 @@ class Scheduler:
             if self._wake.is_set() or now >= self._refill_at or (self._window_full and not self._heap):
                 self._wake.clear()
                 await self._refill(now)
-            due = self._pop_due(now, BATCH if self.batches else self.concurrency * 4)
+            due = self._pop_due(now)
             if due:
-                claimed = await self.queue.run(self.queue.claim_jobs, due, now, LEASE_SECONDS)
-                for batch in self._batched(claimed):
-                    await self._slots.acquire()
+                claimed = await self.queue.run_first(self.queue.claim_jobs, due, now, LEASE_SECONDS)
+                for batch in self._by_lane(claimed):
+                    lane = self._lane(batch[0].kind)
+                    self._in_flight[lane] = self._in_flight.get(lane, 0) + 1
                     task = asyncio.create_task(self._run_leased(batch))
                     self._running.add(task)
-                    task.add_done_callback(self._finished)
+                    task.add_done_callback(functools.partial(self._finished, lane))
                 continue
-            until = min(self._heap[0][0], self._refill_at) if self._heap else self._refill_at
-            await self._sleep(max(0.0, until - now), stopping)
+            await self._sleep(max(0.0, self._next_wake(now) - now), stopping)
+
+    def _by_lane(self, jobs: list[Job]) -> list[list[Job]]:
+        """Claimed jobs as they run side by side: those of a batched kind in batches of up to
+        `BATCH` (in the order claimed), every other job alone."""
+        of_kind: dict[str, list[Job]] = {}
+        alone = []
+        for job in jobs:
+            if job.kind in self.batches:
+                of_kind.setdefault(job.kind, []).append(job)
+            else:
+                alone.append([job])
+        batches = [
+            group[start : start + BATCH]
+            for group in of_kind.values()
+            for start in range(0, len(group), BATCH)
+        ]
+        return [*batches, *alone]
 
     async def _run_leased(self, jobs: list[Job]) -> None:
         """Run a batch or a job, renewing the leases until it is done."""
@@ -153,12 +208,11 @@ class Scheduler:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 4)
             until = self.clock.now().timestamp() + LEASE_SECONDS
-            for job_id in job_ids:
-                await self.queue.run(self.queue.renew_lease, job_id, until)
+            await self.queue.run_first(self.queue.renew_leases, job_ids, until)
 
-    def _finished(self, task: asyncio.Task) -> None:
+    def _finished(self, lane: str, task: asyncio.Task) -> None:
         self._running.discard(task)
-        self._slots.release()
+        self._in_flight[lane] -= 1
         self.wake()  # a job often queues the next one (a send after a wait): pick it up now
 
     async def _sleep(self, seconds: float, stopping: asyncio.Event) -> None:

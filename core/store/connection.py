@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +51,57 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE_CODES
 
 
+_Call = tuple[int, int, "Future[Any] | None", Callable[[], Any]]
+
+
+class StoreThread(Executor):
+    """The store's one thread: runs calls in the order submitted, those of `submit_first`
+    ahead of the others waiting."""
+
+    def __init__(self) -> None:
+        # (rank, order, future, call): rank 0 first, then 1, then 2 (the stop); in order within a rank.
+        self._calls: queue.PriorityQueue[_Call] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="store", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Queue a call behind those waiting."""
+        return self._queue(1, functools.partial(fn, *args, **kwargs))
+
+    def submit_first(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        """Queue a call ahead of those waiting (behind other such calls)."""
+        return self._queue(0, functools.partial(fn, *args))
+
+    def _queue(self, rank: int, call: Callable[[], T]) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        future: Future[T] = Future()
+        self._calls.put((rank, next(self._order), future, call))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Run the calls waiting, then stop the thread."""
+        if not self._closed:
+            self._closed = True
+            self._calls.put((2, next(self._order), None, lambda: None))
+        if wait:
+            self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            _, _, future, call = self._calls.get()
+            if future is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the call
+                future.set_exception(exc)
+
+
 class Connection:
     """An open database; the table families build on it."""
 
@@ -72,8 +126,9 @@ class Connection:
                 create_private(self.path)
             conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self.db = Database(conn)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._executor = StoreThread()
         self._inline = not durable
+        self._durable = durable and not read_only
         self.rows_set_aside = 0  # times a row was found unreadable and set aside since opening
         if read_only:
             self._refuse_other_schema()
@@ -98,6 +153,13 @@ class Connection:
             return function(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
+
+    async def run_first(self, function: Callable[..., T], *args: Any) -> T:
+        """`run`, ahead of the calls waiting for the store's thread: for short calls that others
+        wait on (the scheduler's claims), which should not queue behind a burst's long ones."""
+        if self._inline:
+            return function(*args)
+        return await asyncio.wrap_future(self._executor.submit_first(function, *args))
 
     def close(self) -> None:
         """Finish pending calls and close the database."""
@@ -125,6 +187,24 @@ class Connection:
         except BaseException:
             self.db.rollback()
             raise
+
+    @contextlib.contextmanager
+    def unsynced(self) -> Iterator[Any]:
+        """A transaction whose commit does not wait for the disk (`synchronous = NORMAL`), for
+        what may be lost to a power cut: a job's lease, which a start takes back anyway. The WAL
+        is written in order, so the next commit that does wait makes this one durable too;
+        nothing durable can come to depend on one that was lost. Inside another transaction,
+        it is simply a part of that one."""
+        if not self._durable or self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield self
+            return
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self.db.atomic():
+                yield self
+        finally:
+            self.db.execute("PRAGMA synchronous = FULL")
 
     def changes(self) -> int:
         """Rows written since the database was opened: a caller compares two readings to learn

@@ -36,6 +36,10 @@ class JobQueue(Protocol):
         """Run one of the queue's calls where it may block (the store's own thread)."""
         ...
 
+    async def run_first(self, function: Callable[..., T], *args: Any) -> T:
+        """`run`, ahead of the calls waiting: for the scheduler's short claims."""
+        ...
+
     def add_job(
         self,
         kind: str,
@@ -60,8 +64,8 @@ class JobQueue(Protocol):
 
     def upcoming_jobs(
         self, until: float, limit: int, now: float | None = None
-    ) -> list[tuple[float, int, int]]:
-        """(due_at, -priority, id) of claimable jobs due before `until`: the scheduler's window."""
+    ) -> list[tuple[float, int, int, str]]:
+        """(due_at, -priority, id, kind) of claimable jobs due before `until`: the scheduler's window."""
         ...
 
     def next_due_at(self) -> float | None:
@@ -72,6 +76,10 @@ class JobQueue(Protocol):
         """Remove a job whose effect is done."""
         ...
 
+    def complete_jobs(self, job_ids: list[int]) -> None:
+        """Remove many jobs whose effect is done."""
+        ...
+
     def retry_job(self, job_id: int, due_at: float) -> None:
         """Release a job to run again at `due_at`, counting a failed attempt."""
         ...
@@ -80,8 +88,8 @@ class JobQueue(Protocol):
         """Release a job to run again at `due_at`, without counting a failed attempt."""
         ...
 
-    def renew_lease(self, job_id: int, until: float) -> None:
-        """Extend the lease of a job still running."""
+    def renew_leases(self, job_ids: list[int], until: float) -> None:
+        """Extend the leases of jobs still running."""
         ...
 
     def release_job(self, job_id: int) -> None:
@@ -168,23 +176,18 @@ class Jobs(Quarantine):
 
     def claim_jobs(self, ids: list[int], now: float, lease: float) -> list[Job]:
         """Lease the given jobs if they are due and not leased by someone else."""
-        claimed = []
-        with self.db.atomic():
-            for job_id in ids:
-                updated = self.db.execute(
-                    "UPDATE jobs SET lease_until = ? WHERE id = ? AND due_at <= ?"
-                    " AND (lease_until IS NULL OR lease_until < ?)",
-                    [now + lease, job_id, now, now],
-                ).rowcount
-                if updated:
-                    claimed.append(job_id)
+        with self.unsynced():  # a lease lost to a power cut is one a start takes back anyway
+            claimed = self.db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT value FROM json_each(?))"
+                " AND due_at <= ? AND (lease_until IS NULL OR lease_until < ?) RETURNING id",
+                [now + lease, json.dumps(ids), now, now],
+            ).fetchall()
         if not claimed:
             return []
-        marks = ", ".join("?" for _ in claimed)
         found = self._select(
             "SELECT id, kind, due_at, priority, payload, journey_id, version, key, attempts FROM jobs"
-            f" WHERE id IN ({marks}) ORDER BY due_at, priority DESC, id",
-            claimed,
+            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY due_at, priority DESC, id",
+            [json.dumps([row[0] for row in claimed])],
         )
         jobs = (
             self._read_row(
@@ -207,12 +210,12 @@ class Jobs(Quarantine):
 
     def upcoming_jobs(
         self, until: float, limit: int, now: float | None = None
-    ) -> list[tuple[float, int, int]]:
-        """(due_at, -priority, id) of claimable jobs due before `until`, through the due index."""
+    ) -> list[tuple[float, int, int, str]]:
+        """(due_at, -priority, id, kind) of claimable jobs due before `until`, through the due index."""
         # `-priority` in SQL: a damaged priority becomes 0 here and is set aside when claimed.
         # Tuples straight from the cursor: the window is rebuilt often and holds many entries.
         return self.db.execute(
-            "SELECT due_at, -priority, id FROM jobs WHERE due_at <= ?"
+            "SELECT due_at, -priority, id, kind FROM jobs WHERE due_at <= ?"
             " AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, priority DESC LIMIT ?",
             [until, time.time() if now is None else now, limit],
         ).fetchall()
@@ -239,6 +242,13 @@ class Jobs(Quarantine):
         """Remove a job whose effect is done."""
         self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
 
+    def complete_jobs(self, job_ids: list[int]) -> None:
+        """Remove many jobs whose effect is done, in one statement."""
+        self.db.execute(
+            "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(job_ids)],
+        )
+
     def save_job_payload(self, job_id: int, payload: dict[str, Any]) -> None:
         """Record a running job's progress in its payload, so that a re-run resumes there."""
         self.db.execute(
@@ -256,11 +266,15 @@ class Jobs(Quarantine):
         """Release a job to run again at `due_at`, without counting a failed attempt."""
         self.db.execute("UPDATE jobs SET due_at = ?, lease_until = NULL WHERE id = ?", [due_at, job_id])
 
-    def renew_lease(self, job_id: int, until: float) -> None:
-        """Extend the lease of a job still running; one completed or released meanwhile is left alone."""
-        self.db.execute(
-            "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_until IS NOT NULL", [until, job_id]
-        )
+    def renew_leases(self, job_ids: list[int], until: float) -> None:
+        """Extend the leases of jobs still running, in one statement; a job completed or released
+        meanwhile is left alone."""
+        with self.unsynced():
+            self.db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT value FROM json_each(?))"
+                " AND lease_until IS NOT NULL",
+                [until, json.dumps(job_ids)],
+            )
 
     def release_all_leases(self) -> int:
         """Take back every lease: at start, the jobs of a process that died run again at once."""

@@ -36,6 +36,13 @@ _ADD_JOURNAL = (
     " message_id, reason, value, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
+# A journey's context reduced to its `variants`; text that is not JSON is left for the
+# decoder to refuse, so that the row is set aside as a full read would set it aside.
+_VARIANTS_ONLY = (
+    "CASE WHEN json_valid(context) THEN json_object('variants', json(json_extract(context, '$.variants')))"
+    " ELSE context END"
+)
+
 
 def journey_row(journey: Journey, now: datetime) -> tuple[Any, ...]:
     """A journey as it is stored at `now`: the values of `insert_journeys`."""
@@ -118,11 +125,17 @@ class Journeys(Quarantine):
         found = self._journeys("WHERE id = ?", [journey_id])
         return found[0] if found else None
 
-    def journeys(self, journey_ids: Collection[str]) -> dict[str, Journey]:
+    def journeys(self, journey_ids: Collection[str], *, variants_only: bool = False) -> dict[str, Journey]:
         """Journeys by id, in one query; unknown ids, and rows that cannot be read back (each
-        set aside alone, as `journey` does), are left out."""
+        set aside alone, as `journey` does), are left out. `variants_only`: each context holds
+        only its `variants`, what a line of the timeline records, picked out by SQLite rather
+        than decoded whole (a journey's context holds its trigger event, often large)."""
         wanted = json.dumps(list(journey_ids))
-        found = self._journeys("WHERE id IN (SELECT value FROM json_each(?))", [wanted])
+        found = self._journeys(
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            [wanted],
+            _VARIANTS_ONLY if variants_only else "context",
+        )
         return {journey.id: journey for journey in found}
 
     def journeys_of(self, customer_id: str, status: str | None = None) -> list[Journey]:
@@ -147,6 +160,16 @@ class Journeys(Quarantine):
                 found.setdefault(journey.customer_id, []).append(journey)
         return found
 
+    def awaiting(self, customer_ids: Collection[str]) -> set[tuple[str, str]]:
+        """(customer, event type) for each active journey of these customers waiting for an
+        event, in one query that decodes nothing: whether an event can concern a journey."""
+        found = self.db.execute(
+            "SELECT customer_id, waiting_for FROM journeys WHERE customer_id IN"
+            " (SELECT value FROM json_each(?)) AND status = 'active' AND waiting_for IS NOT NULL",
+            [json.dumps(list(customer_ids))],
+        )
+        return {(customer_id, event_type) for customer_id, event_type in found}
+
     def last_journey(self, scenario: str, customer_id: str) -> Journey | None:
         """The customer's most recent journey in a scenario."""
         found = self._journeys(
@@ -154,10 +177,10 @@ class Journeys(Quarantine):
         )
         return found[0] if found else None
 
-    def _journeys(self, where: str, params: list[Any]) -> list[Journey]:
+    def _journeys(self, where: str, params: list[Any], context: str = "context") -> list[Journey]:
         found = self._select(
             "SELECT id, scenario, customer_id, entry_key, status, holdout, cursor, waiting_for, version,"
-            f" context, entered_at, ended_at FROM journeys {where}",
+            f" {context} AS context, entered_at, ended_at FROM journeys {where}",
             params,
         )
         journeys = (

@@ -25,6 +25,8 @@ _ENGAGEMENT = (
     " AS mean, count(*) AS n"
 )
 _ENGAGED = "FROM messages WHERE status IN ('sent', 'delivered', 'failed') AND channel IS NOT NULL"
+# The columns of `message_states`: what `MessageRecord` needs and a feedback event names.
+_STATE_COLUMNS = "id, customer_id, journey_id, scenario, step, template, category, channel, status"
 
 
 def message_values(fields: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +73,15 @@ class Messages(Events):
         """Change a message's status, channel, detail..."""
         self._update("messages", message_id, fields)
 
+    def update_messages(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """`update_message` for many messages, in their order: one statement per set of columns."""
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for message_id, fields in changes:
+            by_columns.setdefault(tuple(fields), []).append([*message_values(fields).values(), message_id])
+        for columns, rows_of_values in by_columns.items():
+            assigned = ", ".join(f"[{name}] = ?" for name in columns)  # the engine's own keys, never input
+            self.db.conn.executemany(f"UPDATE messages SET {assigned} WHERE id = ?", rows_of_values)
+
     def messages(self, message_ids: Collection[str]) -> dict[str, dict[str, Any]]:
         """Stored messages by id, in one query (JSON columns decoded); unknown ids are left out."""
         found = self._select(
@@ -82,6 +93,15 @@ class Messages(Events):
             for row in found
         )
         return {message_id: record for message_id, record in read if record is not None}
+
+    def message_states(self, message_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """What the send path checks of stored messages, by id, in one query: their plain columns
+        (status, channel, journey, template...), none of the JSON ones, so that nothing is decoded."""
+        found = self._select(
+            f"SELECT {_STATE_COLUMNS} FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(list(message_ids))],
+        )
+        return {row["id"]: row for row in found}
 
     def sent_messages(self, customer_ids: Collection[str], since: datetime) -> dict[str, list[Sent]]:
         """Messages that went (or are going) to each of the customers since a moment, oldest first:
@@ -146,7 +166,7 @@ class Messages(Events):
         `record_feedback` stores for each, with one read and one ingest for all of them (the
         send itself wrote the message, so the event changes nothing else). Unknown ids are
         skipped; a message sent twice (a retry after a crash) is one event."""
-        found = self.messages(message_ids)
+        found = self.message_states(message_ids)
         events = [
             _feedback_event(found[message_id], "message.sent", {}, None, now)
             for message_id in message_ids

@@ -29,6 +29,14 @@ def _plain(value: str) -> bool:
     return _PLAIN.fullmatch(value) is not None and "=?" not in value
 
 
+def _boundary(text: bytes) -> str:
+    """The generator's boundary for `text`, as `BytesGenerator._make_boundary` chooses it, which
+    compiles a new pattern for every message to look for it in the text: a random boundary
+    that does not occur in the text at all needs no look (and one that does gets the package's)."""
+    boundary = BytesGenerator._make_boundary()
+    return boundary if boundary.encode("ascii") not in text else BytesGenerator._make_boundary(text)
+
+
 class EmailBytes:
     """Writes the headers and bodies of `EmailChannel`'s messages with `policy`."""
 
@@ -69,7 +77,7 @@ class EmailBytes:
     def alternative(self, headers: str, parts: list[str]) -> bytes:
         """A `multipart/alternative` message of `parts`, with a boundary none of them contains."""
         texts = [part.encode("ascii", "surrogateescape") for part in parts]
-        boundary = BytesGenerator._make_boundary(self.nl.encode("ascii").join(texts))
+        boundary = _boundary(self.nl.encode("ascii").join(texts))
         parameter = f'boundary="{boundary}"'
         if _BOUNDARY.fullmatch(boundary) and self.limit == 78:
             # Too long for one line, so the package folds it before the boundary.
