@@ -139,7 +139,7 @@ class ContactPlan:
         """The customer's timezone, or the plan's default."""
         try:
             return ZoneInfo(customer.timezone) if customer.timezone else self.zone
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
             return self.zone
 
     def reachable(

@@ -28,6 +28,7 @@ from boomerang.journeys import Journeys, journey_id
 from boomerang.local_time import moment_of, next_local_time
 from boomerang.model import Customer, Job
 from boomerang.scenarios import Scenario, Trigger
+from boomerang.store.customers import ScheduleZones
 
 # Customers entered per transaction: large enough that a commit's cost is shared by many,
 # small enough that the store's thread is free again within a fraction of a second.
@@ -57,9 +58,13 @@ class Schedules(Journeys):
 
     def _next_tick(self, scenario: Scenario, now: datetime) -> datetime | None:
         trigger = scenario.trigger
-        local = now.astimezone(self.zone)
         if trigger.kind == "schedule" and trigger.cron:
-            return croniter(trigger.cron, local).get_next(datetime)
+            # The schedule's time comes on each customer's own clock: a tick at the next moment
+            # it comes in the plan's timezone or in one a customer's profile names.
+            return min(
+                croniter(trigger.cron, now.astimezone(zone)).get_next(datetime)
+                for zone in self._zones().values()
+            )
         if trigger.kind == "date":
             return self._next_date_tick(trigger, now)
         return None
@@ -67,14 +72,31 @@ class Schedules(Journeys):
     def _next_date_tick(self, trigger: Trigger, now: datetime) -> datetime:
         """The next moment after `now` when it is the trigger's time of day in the plan's
         timezone or in one a customer's profile names: each such moment is a tick."""
-        zones = {self.zone}
-        for name in self.store.timezones():
-            # A name that is no timezone is read as the plan's (`ContactPlan.zone_of`).
-            with contextlib.suppress(ZoneInfoNotFoundError, ValueError, OSError):
-                zones.add(ZoneInfo(name))
         at = time(*trigger.time_of_day)
         # Strictly after `now`: the tick that has just run was due at `now`.
-        return min(next_local_time(now + timedelta(seconds=1), at, zone) for zone in zones)
+        return min(next_local_time(now + timedelta(seconds=1), at, zone) for zone in self._zones().values())
+
+    def _zones(self) -> dict[str, ZoneInfo]:
+        """The plan's timezone (under "") and every timezone customers' profiles name, by
+        name; a name that is no timezone is left out: such a customer lives by the plan's
+        (`ContactPlan.zone_of`)."""
+        zones = {"": self.zone}
+        for name in self.store.timezones():
+            with contextlib.suppress(ZoneInfoNotFoundError, ValueError, OSError):
+                zones[name] = ZoneInfo(name)
+        return zones
+
+    def _schedule_zones(self, cron: str, tick_at: datetime) -> ScheduleZones:
+        """Whose clock a schedule's tick at `tick_at` is for: the timezones (by name) in which
+        the cron expression comes at that very moment."""
+        zones = self._zones()
+        before = tick_at - timedelta(seconds=1)
+        due = {
+            name
+            for name, zone in zones.items()
+            if croniter(cron, before.astimezone(zone)).get_next(datetime) == tick_at
+        }
+        return ScheduleZones(sorted(due - {""}), "" in due, sorted(set(zones) - {""}))
 
     async def _tick(self, job: Job) -> None:
         """A `tick` job: enter the schedule's audience (or the date's customers), queue the next tick."""
@@ -82,16 +104,23 @@ class Schedules(Journeys):
         scenario = self.scenarios.get(job.payload.get("scenario", ""))
         if scenario is not None and job.payload.get("signature") == self._tick_signature(scenario):
             if scenario.trigger.kind == "schedule":
-                while await self.store.run(self._enter_audience_page, job, scenario, now):
+                tick_at = datetime.fromtimestamp(job.due_at, UTC)
+                zones = await self.store.run(self._schedule_zones, scenario.trigger.cron, tick_at)
+                while await self.store.run(self._enter_audience_page, job, scenario, now, zones):
                     pass
             else:
                 await self.store.run(self._enter_dated, job, scenario, now)
         # else the scenario changed or went away: the tick is done with
         await self.store.run(self._finish_tick, job, now)
 
-    def _enter_audience_page(self, job: Job, scenario: Scenario, now: datetime) -> bool:
-        """Enter the next page of a schedule's audience; False once the whole audience was read."""
+    def _enter_audience_page(
+        self, job: Job, scenario: Scenario, now: datetime, zones: ScheduleZones | None = None
+    ) -> bool:
+        """Enter the next page of a schedule's audience, of the customers whose clock the tick is
+        for (`zones`, else found here); False once the whole audience was read."""
         tick_at = datetime.fromtimestamp(job.due_at, self.zone)
+        if zones is None:
+            zones = self._schedule_zones(scenario.trigger.cron or "", tick_at)
         event = {"type": "schedule", "at": to_iso(now), "data": {}}
         audience = scenario.trigger.audience
         entry_key = f"tick:{to_iso(tick_at)}"
@@ -103,6 +132,7 @@ class Schedules(Journeys):
                 AUDIENCE_BATCH,
                 self._entered_since(scenario, now),
                 (translated, now) if translated is not None else None,
+                zones,
             )
             if translated is not None:
                 entering = page  # the store chose them, as the sandbox would have

@@ -282,3 +282,49 @@ def test_kill_minus_nine_mid_entry_enters_everyone_once(project: Path, tmp_path:
         enters = db.execute("SELECT count(*) FROM journal WHERE kind = 'enter'").fetchone()[0]
     assert per_customer == (2000, 2000), log.read_text()
     assert enters == 2000
+
+
+async def test_a_schedule_comes_at_its_time_on_each_customers_own_clock(
+    project: Path, tmp_path: Path
+) -> None:
+    """`0 10 * * *` is 10:00 where each customer lives: their profile's timezone, else the
+    plan's (Europe/Moscow here); a row whose timezone cannot be read is set aside alone."""
+    start = datetime(2026, 3, 1, 20, tzinfo=UTC)
+    config, plugins = make_project(project), load_plugins()
+    engine = Engine(Store(tmp_path / "zones.db"), VirtualClock(start), plugins, load_project(config, plugins))
+    people = {"c-vl": "Asia/Vladivostok", "c-kg": "Europe/Kaliningrad", "c-none": None, "c-bad": None}
+    events = [
+        incoming(
+            f"e-{name}",
+            "customer.updated",
+            "2026-03-01 10:00",
+            {
+                "id": name,
+                "email": f"{name}@example.com",
+                "attributes": {"plan": "pro"},
+                **({"timezone": zone} if zone else {}),
+            },
+        )
+        for name, zone in people.items()
+    ]
+    engine.store.ingest(events, start)
+    engine.store.db.execute("UPDATE events SET handled = 1")
+    engine.store.db.execute("UPDATE customers SET timezone = 'Europe' WHERE id = 'c-bad'")  # unreadable
+    engine.ensure_ticks(start)
+    ticks = []
+    while True:
+        due = engine.store.db.execute("SELECT min(due_at) FROM jobs WHERE kind = 'tick'").fetchone()[0]
+        if due > datetime(2026, 3, 2, 12, tzinfo=UTC).timestamp():
+            break
+        engine.clock.advance_to(datetime.fromtimestamp(due, UTC))
+        ticks.append(datetime.fromtimestamp(due, UTC).strftime("%H:%M"))
+        [tick] = engine.store.claim_due(due, 60, 1)
+        await engine.run_job(tick)
+    entered = dict(engine.store.db.execute("SELECT customer_id, entered_at FROM journeys").fetchall())
+    assert {name: at[11:16] for name, at in entered.items()} == {
+        "c-vl": "00:00",  # 10:00 in Vladivostok (UTC+10)
+        "c-none": "07:00",  # 10:00 in Moscow, the plan's
+        "c-kg": "08:00",  # 10:00 in Kaliningrad (UTC+2)
+    }
+    assert ticks == ["00:00", "07:00", "08:00"]  # one tick per moment, each entering its own
+    engine.store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,31 @@ class WorkingSet:
         self.owners: dict[tuple[str, str], str | None] = {}
         self.rows: dict[str, dict[str, Any]] = {}
         self.dirty: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class ScheduleZones:
+    """Whose clock a schedule's tick is for: customers whose profile names one of `names`, and
+    with `plan` those who live by the plan's timezone (no timezone, or a name that is none:
+    not one of `known`, the valid names profiles hold)."""
+
+    names: list[str]
+    plan: bool
+    known: list[str]
+
+    @property
+    def where(self) -> str:
+        """The SQL condition on `customers`."""
+        own = "timezone IN (SELECT value FROM json_each(:zones_names))"
+        if not self.plan:
+            return f"({own})"
+        by_plan = "(timezone IS NULL OR timezone NOT IN (SELECT value FROM json_each(:zones_known)))"
+        return f"({own} OR {by_plan})"
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The named parameters of `where`."""
+        return {"zones_names": json.dumps(self.names), "zones_known": json.dumps(self.known)}
 
 
 class Customers(Quarantine):
@@ -358,6 +384,7 @@ class Customers(Quarantine):
         limit: int,
         entered_since: str | None,
         audience: tuple[Condition, datetime] | None = None,
+        zones: ScheduleZones | None = None,
     ) -> tuple[list[Customer], str | None]:
         """A page of an audience: up to `limit` customers in id order after `after` whom
         `scenario`'s reentry rule lets in, and the id the next page starts after (None: no more).
@@ -365,9 +392,13 @@ class Customers(Quarantine):
         Left out: a customer with a journey in it still active, or one entered after
         `entered_since` (a stored timestamp; "" for any journey at all, None for none), one whose
         row cannot be read back (set aside), and with `audience` (a translated audience
-        expression and the moment it is evaluated at) one the expression does not let in.
+        expression and the moment it is evaluated at) one the expression does not let in, and
+        with `zones` one whose clock the tick is not for.
         """
         where, params = audience_where(*audience) if audience is not None else ("1", {})
+        if zones is not None:
+            where = f"{where} AND {zones.where}"
+            params = {**params, **zones.params}
         found = self._select(
             "SELECT * FROM customers WHERE id > :after AND NOT EXISTS (SELECT 1 FROM journeys"
             " WHERE scenario = :scenario AND customer_id = customers.id"
