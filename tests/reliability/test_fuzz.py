@@ -11,12 +11,14 @@ traceback. Example counts keep the file at a few seconds; `make soak` runs twent
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
 import signal
 import sqlite3
 import string
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,11 +147,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"
     configure(directory, public_url)
-    log = directory.parent / "daemon.log"
-    environment = {"BOOMERANG_API_TOKEN": API_TOKEN, "BOOMERANG_SECRET": SECRET, "BOOMERANG_PORT": str(port)}
-    process = start_daemon(directory, log, **environment)
-    try:
-        wait_until_serving(port)
+    with fuzzed_daemon(directory, port):
         running = Daemon(port, public_url, "")
         signup = {
             "id": "signup-1",
@@ -166,14 +164,26 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
         running.message_id = wait_until(sent, 30, "the welcome message to be sent")
         yield running
+
+
+@contextlib.contextmanager
+def fuzzed_daemon(directory: Path, port: int) -> Iterator[subprocess.Popen]:
+    """The real daemon of the project in `directory`, serving on `port`. On leaving, SIGTERM
+    must end it with exit code 0, and its log (`daemon.log` beside the project) must hold no
+    traceback: aiohttp logs a request it cannot even parse (and answers it 400) with one of its
+    parser, which is the library's noise, not ours; any other is a bug."""
+    log = directory.parent / "daemon.log"
+    environment = {"BOOMERANG_API_TOKEN": API_TOKEN, "BOOMERANG_SECRET": SECRET, "BOOMERANG_PORT": str(port)}
+    process = start_daemon(directory, log, **environment)
+    try:
+        wait_until_serving(port)
+        yield process
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    # aiohttp logs a request it cannot even parse (and answers it 400) with a traceback of its
-    # parser: that is the library's noise, not ours; any other traceback is a bug.
     records = re.split(r"\n(?=\d{4}-\d\d-\d\d )", log.read_text())
     tracebacks = [r for r in records if "Traceback" in r and "aiohttp.http_exceptions." not in r]
     assert not tracebacks, "\n".join(tracebacks)

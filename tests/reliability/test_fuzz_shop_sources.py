@@ -8,8 +8,6 @@ quietly (a logged warning, the record kept pending)."""
 from __future__ import annotations
 
 import json
-import re
-import signal
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -19,11 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from boomerang.scaffold import create_project
-from conftest import API_TOKEN, SECRET, free_port, start_daemon, wait_until_serving
+from conftest import free_port
 from fakes.bitrix24_api import APPLICATION_TOKEN
 from fakes.woocommerce_api import delivery_headers
 from reliability.soak import fuzzing
-from reliability.test_fuzz import BODIES, HEADER_VALUES, HEADERS, JSON, SAFE_TEXT, Daemon
+from reliability.test_fuzz import BODIES, HEADER_VALUES, HEADERS, JSON, SAFE_TEXT, Daemon, fuzzed_daemon
 
 WC_SECRET = "wc-webhook-secret-0123456789"
 BITRIX_SECRET = "bitrix-shared-secret-0123456789"
@@ -47,21 +45,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     }
     config = directory / "boomerang.yaml"
     config.write_text(config.read_text() + f"sources: {json.dumps(sources)}\n")
-    log = directory.parent / "daemon.log"
-    environment = {"BOOMERANG_API_TOKEN": API_TOKEN, "BOOMERANG_SECRET": SECRET, "BOOMERANG_PORT": str(port)}
-    process = start_daemon(directory, log, **environment)
-    try:
-        wait_until_serving(port)
+    with fuzzed_daemon(directory, port):
         yield Daemon(port, f"http://127.0.0.1:{port}", "")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    records = re.split(r"\n(?=\d{4}-\d\d-\d\d )", log.read_text())
-    tracebacks = [r for r in records if "Traceback" in r and "aiohttp.http_exceptions." not in r]
-    assert not tracebacks, "\n".join(tracebacks)
 
 
 KNOWN_HEADERS = st.sampled_from(

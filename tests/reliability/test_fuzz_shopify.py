@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import re
-import signal
 import string
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,10 +24,11 @@ from boomerang.ingest import EventError, IngestWindow, parse_event
 from boomerang.plugins.sources.shopify.payloads import TOPICS, events_for, order_events
 from boomerang.plugins.sources.shopify.webhooks import PRIVACY_TOPICS
 from boomerang.scaffold import create_project
-from conftest import API_TOKEN, SECRET, free_port, start_daemon, wait_until_serving
+from conftest import free_port
 from fakes import shopify_payloads as shopify
 from fakes.shopify_admin import ADMIN_TOKEN
 from reliability.soak import fuzzing
+from reliability.test_fuzz import fuzzed_daemon
 
 
 class Hook:
@@ -65,21 +64,8 @@ def hook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hook]:
     config = directory / "boomerang.yaml"
     config.write_text(config.read_text() + f"sources:\n  shopify: {json.dumps(settings)}\n")
     port = free_port()
-    log = directory.parent / "daemon.log"
-    environment = {"BOOMERANG_API_TOKEN": API_TOKEN, "BOOMERANG_SECRET": SECRET, "BOOMERANG_PORT": str(port)}
-    process = start_daemon(directory, log, **environment)
-    try:
-        wait_until_serving(port)
+    with fuzzed_daemon(directory, port):
         yield Hook(port)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    records = re.split(r"\n(?=\d{4}-\d\d-\d\d )", log.read_text())
-    tracebacks = [r for r in records if "Traceback" in r and "aiohttp.http_exceptions." not in r]
-    assert not tracebacks, "\n".join(tracebacks)
 
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
