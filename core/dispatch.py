@@ -321,6 +321,7 @@ class Dispatch(Journeys):
             # simulate renders strictly: a name that is not defined is an error row, not nothing
             history = History(read_events, plan.now)
             within = Scope(Budget(MESSAGE_SECONDS), history, plan.segments, strict=self.dry_run)
+            within.zone = self.plan.zone_of(plan.customer)
             try:
                 with evaluating(within):
                     assert plan.decision.channel is not None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from boomerang import samples
 from boomerang.bodies import loads
@@ -17,6 +18,7 @@ from boomerang.dispatch import promo_view
 from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.ingest import parse_profile
 from boomerang.kinds import Channel
+from boomerang.local_time import zone_named
 from boomerang.model import Customer, Message
 from boomerang.project import Project
 from boomerang.store import Store, StoreError
@@ -146,6 +148,7 @@ def render_with(
     locales = [locale, customer.locale, project.config.default_locale, "en"]
     within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
     within.strict = True  # a name the template cannot get is an error, not an empty string
+    within.zone = zone_named(customer.timezone, ZoneInfo(project.config.default_timezone))
     try:
         with evaluating(within):
             rendered = template.render(channel_name, locales, names)
