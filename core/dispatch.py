@@ -52,6 +52,7 @@ from boomerang.model import (
 from boomerang.plugin_manager import Plugins, Registry, notify
 from boomerang.retry import RETRY
 from boomerang.templates import MessageTemplate, Rendered
+from boomerang.tracking import page_links
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,10 @@ class Dispatch(Journeys):
                 plan.context = self.context(customer, journey, now)
                 zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
                 plan.context["promo"] = promo_view(record.promo, now.astimezone(zone))
+                links = page_links(
+                    self.tracking, record.id, record.category, self.project.config.public_url, self.dry_run
+                )
+                plan.context.update(links)
                 plan.locales = [customer.locale, self.project.config.default_locale, "en"]
                 plan.segments = self.project.segments
             return plans

@@ -22,6 +22,7 @@ from boomerang.local_time import zone_named
 from boomerang.model import Customer, Message
 from boomerang.project import Project
 from boomerang.store import Store, StoreError
+from boomerang.tracking import page_links
 
 
 class PreviewError(ValueError):
@@ -145,6 +146,8 @@ def render_with(
     now = WallClock().now()
     names = context(customer, None, now, event)
     names["promo"] = data_promo(event) or sample_promo(project, template_name, now)
+    category = category_of(project, template_name)
+    names.update(page_links(None, "m-preview", category, project.config.public_url, sample=True))
     locales = [locale, customer.locale, project.config.default_locale, "en"]
     within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
     within.strict = True  # a name the template cannot get is an error, not an empty string
@@ -197,6 +200,15 @@ def sample_promo(project: Project, template_name: str, now: datetime) -> dict[st
                 promo.setdefault("code", f"SAMPLE-{provider.upper()}" if provider else "SAMPLE10")
                 return promo_view(promo, now)
     return {}
+
+
+def category_of(project: Project, template_name: str) -> str:
+    """The category of the first scenario that sends the template (marketing if none does):
+    a transactional message has no unsubscribe link to show."""
+    for scenario in project.scenarios:
+        if any(step.kind == "send" and step.template == template_name for step in scenario.walk()):
+            return scenario.category
+    return "trigger"
 
 
 def data_promo(event: dict[str, Any]) -> dict[str, Any]:
