@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001  (the expected texts are Russian and Ukrainian on purpose)
 """The unsubscribe link in a marketing email's body and the page it leads to: the customer's
 language, and only the channels they can be reached on; tested on the wire of the daemon."""
 
