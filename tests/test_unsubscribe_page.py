@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 from pathlib import Path
 
 import aiohttp
+from click.testing import CliRunner
 
+from boomerang.cli import cli
 from conftest import AUTH, event, running, url, wait_for
 
 SCENARIO = """\
@@ -116,3 +119,21 @@ async def test_a_transactional_email_has_no_unsubscribe_link(project: Path) -> N
     html = mail.get_body(("html",)).get_content()
     assert "<p>[|]</p>" in html and "/u/" not in html
     assert mail["List-Unsubscribe"] is None
+
+
+def test_simulate_and_preview_render_a_sample_link(project: Path, tmp_path: Path) -> None:
+    set_up(project)
+    config = str(project / "boomerang.yaml")
+    customer = {"id": "c-ru", "email": "c-ru@example.com", "locale": "ru"}
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(event("e-1", customer=customer, data=CART)) + "\n")
+    rehearsal = tmp_path / "rehearsal"
+    result = CliRunner().invoke(
+        cli, ["simulate", "--config", config, "--events", str(events), "--outbox", str(rehearsal)]
+    )
+    assert result.exit_code == 0, result.output
+    [page] = rehearsal.glob("*.html")
+    assert 'href="http://127.0.0.1:8080/u/sample">Отписаться</a>' in page.read_text()
+    result = CliRunner().invoke(cli, ["preview", "cart_reminder", "--config", config, "--channel", "email"])
+    assert result.exit_code == 0, result.output
+    assert 'href="http://127.0.0.1:8080/u/sample">Unsubscribe</a>' in result.output
