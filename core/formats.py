@@ -16,6 +16,7 @@ spaces, so a price never breaks across two lines.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -28,6 +29,7 @@ from babel.numbers import format_currency, format_decimal
 SHORT_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "RUB": "₽", "UAH": "₴", "KZT": "₸", "BYN": "Br"}
 DATE_FORMATS = ("short", "medium", "long", "full")
 MAX_PATTERN = 64  # characters of a date pattern such as 'd MMMM'
+MAX_DIGITS = 18  # digits before the point: a price, not 1e99999
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 
@@ -57,8 +59,8 @@ def _number(value: Any, what: str) -> Decimal | None:
     else:
         shown = f"'{value[:40]}...'" if isinstance(value, str) else f"a {type(value).__name__}"
         raise ValueError(f"{what}: expected a number, got {shown}")
-    if not number.is_finite():
-        raise ValueError(f"{what}: expected a number, got {value!r}")
+    if not number.is_finite() or number.adjusted() > MAX_DIGITS:
+        raise ValueError(f"{what}: expected a number of at most {MAX_DIGITS} digits, got {value!r}")
     return number
 
 
@@ -134,7 +136,7 @@ def date_text(value: Any, locale: Locale, zone: tzinfo, format: Any = "long") ->
     if found is None:
         return ""
     day = found.astimezone(zone).date() if isinstance(found, datetime) else found
-    return format_date(day, _pattern(format, "date"), locale=locale)
+    return _formatted(format_date, day, _pattern(format, "date"), "date", locale=locale)
 
 
 def datetime_text(value: Any, locale: Locale, zone: tzinfo, format: Any = None) -> str:
@@ -150,4 +152,14 @@ def datetime_text(value: Any, locale: Locale, zone: tzinfo, format: Any = None) 
         combined = get_datetime_format("medium", locale=locale)
         day = format_date(local, "long", locale=locale)
         return combined.replace("{1}", day).replace("{0}", format_time(local, "short", locale=locale))
-    return format_datetime(local, _pattern(format, "datetime"), tzinfo=local.tzinfo, locale=locale)
+    pattern = _pattern(format, "datetime")
+    return _formatted(format_datetime, local, pattern, "datetime", tzinfo=local.tzinfo, locale=locale)
+
+
+def _formatted(function: Callable[..., str], value: Any, pattern: str, what: str, **options: Any) -> str:
+    """Babel's answer for a pattern from a template; its errors told as the filter's."""
+    try:
+        return function(value, pattern, **options)
+    except (ValueError, LookupError, AttributeError, TypeError) as exc:
+        # A pattern Babel cannot apply: a field too long, a time zone field on a day...
+        raise ValueError(f"{what}: cannot write the format {pattern!r}: {exc}") from None

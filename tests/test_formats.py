@@ -120,6 +120,8 @@ def test_nothing_prints_as_nothing_and_bad_input_is_a_clear_render_error() -> No
             {"now": EVENING},
             "date: the format is one of short, medium, long, full",
         ),
+        ("{{ now | date('xyz') }}", {"now": EVENING}, "date: cannot write the format 'xyz'"),
+        ("{{ '1e99999' | number }}", {}, "number: expected a number of at most 18 digits, got '1e99999'"),
     ]:
         with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
             written(text, "en", **names)
