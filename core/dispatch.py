@@ -27,7 +27,6 @@ from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from jinja2.exceptions import SecurityError
 
@@ -244,7 +243,7 @@ class Dispatch(Journeys):
                 history.append(Sent(now, decision.channel, record.category))
                 journey.context = record.context or journey.context
                 plan.context = self.context(customer, journey, now)
-                zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
+                zone = self.plan.zone_of(customer)
                 plan.context["promo"] = promo_view(record.promo, now.astimezone(zone))
                 links = page_links(
                     self.tracking, record.id, record.category, self.project.config.public_url, self.dry_run

@@ -4,6 +4,8 @@ Before a message goes, its HTML links are rewritten to `/c/<token>` (the redirec
 the URL that was in the message: the token names the message and the link's index, never a
 URL), an open pixel `/o/<token>` is added, and marketing messages get an unsubscribe link
 `/u/<token>`; email adds RFC 8058 one-click headers for it. Tokens are signed with `secret`.
+The unsubscribe link is known before the message renders (`page_links`), so its template can
+print it; the page speaks the customer's language and offers the channels that reach them.
 """
 
 from __future__ import annotations
