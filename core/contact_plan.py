@@ -14,11 +14,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from boomerang.clock import parse_duration
 from boomerang.config import Config
 from boomerang.kinds import Channel
+from boomerang.local_time import zone_named
 from boomerang.model import CATEGORIES, Customer, Sent
 from boomerang.problems import Problem, ProblemError, did_you_mean
 
@@ -137,10 +138,7 @@ class ContactPlan:
 
     def zone_of(self, customer: Customer) -> ZoneInfo:
         """The customer's timezone, or the plan's default."""
-        try:
-            return ZoneInfo(customer.timezone) if customer.timezone else self.zone
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
-            return self.zone
+        return zone_named(customer.timezone, self.zone)
 
     def reachable(
         self, customer: Customer, candidates: list[str] | None, category: str, exclude: tuple[str, ...] = ()

@@ -133,7 +133,7 @@ class Daemon:
         app.router.add_get("/metrics", self.metrics)
         app.add_routes(
             tracking.routes(
-                config.secret, self.store, self.ingest, lambda: list(self.project.registry.channels)
+                config.secret, self.store, self.ingest, lambda: self.project.registry.channels
             )
         )
         self._install_routes(app)

@@ -27,7 +27,6 @@ from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from jinja2.exceptions import SecurityError
 
@@ -53,6 +52,7 @@ from boomerang.model import (
 from boomerang.plugin_manager import Plugins, Registry, notify
 from boomerang.retry import RETRY
 from boomerang.templates import MessageTemplate, Rendered
+from boomerang.tracking import page_links
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +247,12 @@ class Dispatch(Journeys):
                 history.append(Sent(now, decision.channel, record.category))
                 journey.context = record.context or self._journey_context(journey)
                 plan.context = self.context(customer, journey, now)
-                zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
+                zone = self.plan.zone_of(customer)
                 plan.context["promo"] = promo_view(record.promo, now.astimezone(zone))
+                links = page_links(
+                    self.tracking, record.id, record.category, self.project.config.public_url, self.dry_run
+                )
+                plan.context.update(links)
                 plan.locales = [customer.locale, self.project.config.default_locale, "en"]
                 plan.segments = self.project.segments
             return plans
@@ -330,6 +334,7 @@ class Dispatch(Journeys):
             # simulate renders strictly: a name that is not defined is an error row, not nothing
             history = History(read_events, plan.now)
             within = Scope(Budget(MESSAGE_SECONDS), history, plan.segments, strict=self.dry_run)
+            within.zone = self.plan.zone_of(plan.customer)
             try:
                 with evaluating(within):
                     assert plan.decision.channel is not None

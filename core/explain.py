@@ -8,15 +8,17 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from boomerang.clock import parse_time, to_iso
 from boomerang.context import context, store_scope
 from boomerang.dispatch import promo_view
 from boomerang.expressions import MESSAGE_SECONDS, evaluating
+from boomerang.local_time import zone_named
 from boomerang.model import Customer, JournalEntry, Journey, MessageRecord
 from boomerang.project import Project
 from boomerang.timeline_order import exits_last
+from boomerang.tracking import page_links
 
 
 @dataclass
@@ -157,10 +159,7 @@ def explain(
     customer = store.find_customer(identity)
     if customer is None:
         return None
-    try:
-        zone = ZoneInfo(customer.timezone or default_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo(default_timezone)
+    zone = zone_named(customer.timezone, ZoneInfo(default_timezone))
     journeys = store.journeys_of(customer.id)
     journal = exits_last(store.journal(customer.id))
     active = [journey.id for journey in journeys if journey.status == "active"]
@@ -209,11 +208,12 @@ def summary(
         journey = dataclasses.replace(journey, context=record.context or journey.context)
     names = context(customer, journey, at, None if journey else (record.context or {}).get("event") or {})
     names["promo"] = promo_view(record.promo, at.astimezone(zone))
+    names.update(page_links(None, record.id, record.category, project.config.public_url, sample=True))
     locales = [customer.locale, project.config.default_locale, "en"]
+    within = store_scope(store.events_of_types, customer.id, at, project.segments, MESSAGE_SECONDS)
+    within.zone = zone
     try:
-        with evaluating(
-            store_scope(store.events_of_types, customer.id, at, project.segments, MESSAGE_SECONDS)
-        ):
+        with evaluating(within):
             rendered = template.render(record.channel, locales, names)
     except Exception:  # noqa: BLE001 - a template changed since may fail in any of Jinja's ways: shown without
         return None

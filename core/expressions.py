@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequenc
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as time_of_day
 from decimal import Decimal
 from typing import Any
@@ -48,6 +48,7 @@ from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, _PassArg, missing
 
+from boomerang import formats
 from boomerang.history import History
 
 log = logging.getLogger(__name__)
@@ -227,12 +228,16 @@ class Scope:
     `history` is the customer's (None where there is no customer's past), `segments` the
     compiled `segments:` of the config; `strict` (simulate, preview) makes a name that is not
     defined at all fail where it is printed, looped over or tested, instead of being nothing.
+    `locale` and `zone` are what the `money`, `number`, `date` and `datetime` filters write
+    for: the template file's locale (`MessageTemplate.render` sets it) and the customer's clock.
     """
 
     budget: Budget = field(default_factory=Budget)
     history: History | None = None
     segments: Mapping[str, Expression] = field(default_factory=dict)
     strict: bool = False
+    locale: str = "en"
+    zone: tzinfo = UTC
 
 
 _current: ContextVar[Scope | None] = ContextVar("boomerang_scope", default=None)
@@ -259,6 +264,11 @@ def evaluating(current: Scope) -> Iterator[Scope]:
 def _limit() -> int:
     current = _current.get()
     return current.budget.characters if current else MESSAGE_CHARACTERS
+
+
+def current_scope() -> Scope:
+    """The evaluation under way, or a new one with a message's budget if there is none."""
+    return _current.get() or Scope()
 
 
 def _tick() -> None:
@@ -610,6 +620,60 @@ ATTRIBUTE_FILTERS = {
 }
 
 
+def _missing(value: Any) -> bool:
+    """Whether a filter's value is nothing to format: None, or a missing name or key (which
+    fails here in a strict scope, as printing it would)."""
+    if isinstance(value, Undefined):
+        str(value)
+        return True
+    return value is None
+
+
+@pass_context
+def _money(_: Any, value: Any, currency: Any = None) -> str:
+    """`{{ cart.total | money(cart.currency) }}`: `79,90 €` for ru, `€79.90` for en."""
+    if _missing(value):
+        return ""
+    currency = None if isinstance(currency, Undefined) else currency
+    return formats.money(value, currency, formats.locale_of(current_scope().locale))
+
+
+@pass_context
+def _number(_: Any, value: Any, digits: Any = None) -> str:
+    """`{{ 1234.5 | number }}`: `1 234,5` for ru; `number(2)` shows two decimals."""
+    if _missing(value):
+        return ""
+    return formats.number_text(value, formats.locale_of(current_scope().locale), digits)
+
+
+@pass_context
+def _date(_: Any, value: Any, format: Any = "long") -> str:
+    """`{{ order.created_at | date }}`: the day on the customer's clock, `March 3, 2026`."""
+    if _missing(value):
+        return ""
+    current = current_scope()
+    return formats.date_text(value, formats.locale_of(current.locale), current.zone, format)
+
+
+@pass_context
+def _datetime(_: Any, value: Any, format: Any = None) -> str:
+    """`{{ order.created_at | datetime }}`: day and time on the customer's clock."""
+    if _missing(value):
+        return ""
+    current = current_scope()
+    return formats.datetime_text(value, formats.locale_of(current.locale), current.zone, format)
+
+
+# Filters that write for the locale and clock of the scope under way (see `boomerang.formats`);
+# they pass the context so that Jinja never folds `{{ 3 | number }}` while compiling, outside it.
+FORMAT_FILTERS: dict[str, Callable[..., str]] = {
+    "money": _money,
+    "number": _number,
+    "date": _date,
+    "datetime": _datetime,
+}
+
+
 class Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox over plain data, with a budget; see the module docstring.
 
@@ -632,6 +696,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             for name, function in self.filters.items()
             if name not in REFUSED_FILTERS
         }
+        self.filters.update({name: _guard(name, function) for name, function in FORMAT_FILTERS.items()})
         self.filters["_iterate"] = _iterate
         self.filters["_charge"] = _charge
 

@@ -9,13 +9,21 @@ or after it. So a wait never ends twice, nor on a different day than the one it 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # `date.weekday()` order
 DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # Days looked at for the next moment: a week, the day it starts on, and a day a zone skipped
 # altogether (Pacific/Apia had no 30 December 2011).
 _DAYS_LOOKED_AT = 9
+
+
+def zone_named(name: str | None, default: ZoneInfo) -> ZoneInfo:
+    """The timezone `name` (a profile's `timezone`), or `default` for none or one that is no timezone."""
+    try:
+        return ZoneInfo(name) if name else default
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
+        return default
 
 
 def weekday_of(word: str) -> int | None:

@@ -5,7 +5,8 @@ A misspelt name is not an error at run time: `ordr.total > 100` is undefined, so
 Jinja's syntax tree, so loop variables, `set` and macros are left out) with those it can get:
 
 - every expression and template: `customer`, `event`, `journey`, `now`, `waited`, `data`, the
-  functions (Jinja's globals and the condition plugins'), and in templates `promo`;
+  functions (Jinja's globals and the condition plugins'), and in templates `promo`,
+  `unsubscribe_url` and `preferences_url`;
 - the trigger event's data keys, lifted to the top level. Data is free-form, so only the
   normalised types have known keys (`DATA_KEYS`). For any other type (a source plugin's, a
   custom one) the keys cannot be known: then only unknown functions and misspellings of the
@@ -25,7 +26,8 @@ from boomerang.expressions import Sandbox
 from boomerang.problems import did_you_mean
 
 ALWAYS = ("customer", "event", "journey", "now", "waited", "data")
-MESSAGE_NAMES = ("promo",)  # set for every message a send step renders
+# Set for every message a send step renders (the two links empty for a transactional one).
+MESSAGE_NAMES = ("promo", "unsubscribe_url", "preferences_url")
 # The data keys the normalised event types carry (see the README's "The event format").
 DATA_KEYS: dict[str, tuple[str, ...]] = {
     "product.viewed": ("product",),
@@ -37,10 +39,6 @@ DATA_KEYS: dict[str, tuple[str, ...]] = {
     "order.shipped": ("order",),
     "order.delivered": ("order",),
     "order.cancelled": ("order",),
-}
-# Names people reach for that are not there, and what to do instead.
-HINTS = {
-    "unsubscribe_url": "marketing messages get their unsubscribe link added by themselves",
 }
 
 
@@ -75,8 +73,6 @@ class Names:
             # A data key of an unknown event type may have any name: only a near miss of a
             # name that is always there is surely a mistake.
             return f"unknown name '{use.name}'{where}{suggestion}" if suggestion else None
-        if use.name in HINTS:
-            return f"unknown name '{use.name}'{where}: {HINTS[use.name]}"
         if not suggestion:
             suggestion = f"; the names here are {', '.join(sorted(self.data))} and the functions"
         return f"unknown name '{use.name}'{where}{suggestion}"

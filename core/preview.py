@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from boomerang import samples
 from boomerang.bodies import loads
@@ -17,9 +18,11 @@ from boomerang.dispatch import promo_view
 from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.ingest import parse_profile
 from boomerang.kinds import Channel
+from boomerang.local_time import zone_named
 from boomerang.model import Customer, Message
 from boomerang.project import Project
 from boomerang.store import Store, StoreError
+from boomerang.tracking import page_links
 
 
 class PreviewError(ValueError):
@@ -143,9 +146,12 @@ def render_with(
     now = WallClock().now()
     names = context(customer, None, now, event)
     names["promo"] = data_promo(event) or sample_promo(project, template_name, now)
+    category = category_of(project, template_name)
+    names.update(page_links(None, "m-preview", category, project.config.public_url, sample=True))
     locales = [locale, customer.locale, project.config.default_locale, "en"]
     within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
     within.strict = True  # a name the template cannot get is an error, not an empty string
+    within.zone = zone_named(customer.timezone, ZoneInfo(project.config.default_timezone))
     try:
         with evaluating(within):
             rendered = template.render(channel_name, locales, names)
@@ -194,6 +200,15 @@ def sample_promo(project: Project, template_name: str, now: datetime) -> dict[st
                 promo.setdefault("code", f"SAMPLE-{provider.upper()}" if provider else "SAMPLE10")
                 return promo_view(promo, now)
     return {}
+
+
+def category_of(project: Project, template_name: str) -> str:
+    """The category of the first scenario that sends the template (marketing if none does):
+    a transactional message has no unsubscribe link to show."""
+    for scenario in project.scenarios:
+        if any(step.kind == "send" and step.template == template_name for step in scenario.walk()):
+            return scenario.category
+    return "trigger"
 
 
 def data_promo(event: dict[str, Any]) -> dict[str, Any]:

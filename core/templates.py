@@ -20,6 +20,7 @@ every front matter value, stops at the same deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 from jinja2 import Template, TemplateSyntaxError
 from ruamel.yaml.comments import CommentedMap
 
-from boomerang.expressions import Refused, Sandbox, make_environment, render
+from boomerang.expressions import Refused, Sandbox, current_scope, evaluating, make_environment, render
 from boomerang.names import NameUse, place, template_names
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import parse_yaml, value_position
@@ -99,9 +100,13 @@ class MessageTemplate:
         main = html_part or text_part
         assert main is not None
         front = {**(text_part.front if text_part else {}), **(html_part.front if html_part else {})}
-        extra = {key: _render_value(value, context) for key, value in front.items()}
-        html = render(html_part.body, context).strip() if html_part else None
-        body = render(text_part.body, context).strip() if text_part else html_to_text(html or "")
+        # Money and dates are written as the file's language writes them, in the customer's
+        # variant of it when they have one (`en_GB` for an `en` file).
+        writing = next((w for w in wanted_locales if w and w[:2] == locale[:2]), locale)
+        with evaluating(dataclasses.replace(current_scope(), locale=writing)):
+            extra = {key: _render_value(value, context) for key, value in front.items()}
+            html = render(html_part.body, context).strip() if html_part else None
+            body = render(text_part.body, context).strip() if text_part else html_to_text(html or "")
         subject = extra.pop("subject", None)
         return Rendered(channel, locale, body, subject=subject, html=html, extra=extra)
 

@@ -41,7 +41,7 @@ def test_preview_from_a_data_file_in_the_customers_locale(project: Path, tmp_pat
         "Locale:   ru",
         "Subject:  Скидка 10% на товары из корзины",
     ]
-    assert "Bicycle (https://shop.example/p/1) — 1 \u00d7 79.9 EUR" in lines
+    assert "Bicycle (https://shop.example/p/1) — 1 \u00d7 79,90\u00a0€" in lines
     assert "--- HTML ---" in lines
 
 

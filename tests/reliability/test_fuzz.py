@@ -198,7 +198,7 @@ def test_the_fuzzed_routes_are_every_route_the_daemon_serves(tmp_path: Path) -> 
     project = load_project(config, load_plugins(load_config(config).plugin_dirs))
     owners = [*project.registry.sources.values(), *project.registry.channels.values()]
     served = {(route.method, route.path) for owner in owners for route in owner.routes()}
-    served |= {(route.method, route.path) for route in tracking.routes(SECRET, None, None, list)}
+    served |= {(route.method, route.path) for route in tracking.routes(SECRET, None, None, dict)}
     assert served | {("GET", "/healthz"), ("GET", "/metrics")} == set(ROUTES)
 
 
