@@ -131,7 +131,7 @@ def configure(directory: Path, public_url: str) -> None:
     config = directory / "boomerang.yaml"
     text = config.read_text().replace("channels:\n", channels)
     text += f"sources:\n  site: {{origins: [{SHOP}], per_ip: 0, per_visitor: 100000}}\n"
-    config.write_text(text.replace("${BOOMERANG_PUBLIC_URL:-http://127.0.0.1:8080}", public_url))
+    config.write_text(text.replace("${BOOMERANG_PUBLIC_URL:-}", public_url))
     (directory / "scenarios" / "welcome.yaml").write_text(IMMEDIATE)
     (directory / "templates" / "welcome").mkdir()
     (directory / "templates" / "welcome" / "email.en.html").write_text(WELCOME)
