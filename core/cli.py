@@ -72,8 +72,9 @@ def init(directory: Path) -> None:
     click.echo(
         f"\nRehearse its events with `cd {directory} && boomerang simulate --events events.jsonl`;\n"
         "start it with `boomerang run`. Messages go to outbox/ as files; remove `outbox:` from\n"
-        "boomerang.yaml (and give the channels real credentials) to send for real. Post events with the api_token\n"
-        "of boomerang.yaml (or set BOOMERANG_API_TOKEN) as `Authorization: Bearer <token>`."
+        "boomerang.yaml (and give the channels real credentials) to send for real. Post events\n"
+        "with the api_token of boomerang.yaml (or set BOOMERANG_API_TOKEN) as `Authorization:\n"
+        "Bearer <token>`."
     )
 
 
