@@ -60,12 +60,16 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def project(demo: Path) -> Path:
     """The `init` project with email its only channel: a test configures the channels it
     exercises, and the reference timelines pass over the others as not configured."""
-    config = demo / "boomerang.yaml"
-    demo_channel = r"^  (sms|whatsapp|push|telegram): .*\n(    +.*\n)*"  # with its continued lines
-    text = re.sub(demo_channel, "", config.read_text(), flags=re.MULTILINE)
-    config.write_text(text)
-    (demo / "vapid.pem").unlink()  # the push channel's key goes with it
+    only_email(demo)
     return demo
+
+
+def only_email(directory: Path) -> None:
+    """Take the demo's channels but email (and the push key) out of an `init` project."""
+    config = directory / "boomerang.yaml"
+    demo_channel = r"^  (sms|whatsapp|push|telegram): .*\n(    +.*\n)*"  # with its continued lines
+    config.write_text(re.sub(demo_channel, "", config.read_text(), flags=re.MULTILINE))
+    (directory / "vapid.pem").unlink()
 
 
 def t(text: str) -> datetime:
