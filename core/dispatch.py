@@ -51,7 +51,7 @@ from boomerang.model import (
 )
 from boomerang.plugin_manager import Plugins, Registry, notify
 from boomerang.retry import RETRY
-from boomerang.templates import MessageTemplate, Rendered
+from boomerang.templates import MessageTemplate, Rendered, wanted_locales
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class Dispatch(Journeys):
                 plan.context = self.context(customer, journey, now)
                 zone = ZoneInfo(customer.timezone) if customer.timezone else self.zone
                 plan.context["promo"] = promo_view(record.promo, now.astimezone(zone))
-                plan.locales = [customer.locale, self.project.config.default_locale, "en"]
+                plan.locales = wanted_locales(customer.locale, self.project.config.default_locale)
                 plan.segments = self.project.segments
             return plans
 

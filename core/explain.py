@@ -16,6 +16,7 @@ from boomerang.dispatch import promo_view
 from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.model import Customer, JournalEntry, Journey, MessageRecord
 from boomerang.project import Project
+from boomerang.templates import wanted_locales
 from boomerang.timeline_order import exits_last
 
 
@@ -209,7 +210,7 @@ def summary(
         journey = dataclasses.replace(journey, context=record.context or journey.context)
     names = context(customer, journey, at, None if journey else (record.context or {}).get("event") or {})
     names["promo"] = promo_view(record.promo, at.astimezone(zone))
-    locales = [customer.locale, project.config.default_locale, "en"]
+    locales = wanted_locales(customer.locale, project.config.default_locale)
     try:
         with evaluating(
             store_scope(store.events_of_types, customer.id, at, project.segments, MESSAGE_SECONDS)
