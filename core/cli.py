@@ -70,9 +70,11 @@ def init(directory: Path) -> None:
     for path in created:
         click.echo(f"  {path}")
     click.echo(
-        f"\nStart it with `cd {directory} && boomerang run`. Messages go to outbox/ as files;\n"
-        "remove `outbox:` from boomerang.yaml to send for real. Post events with the api_token\n"
-        "of boomerang.yaml (or set BOOMERANG_API_TOKEN) as `Authorization: Bearer <token>`."
+        f"\nRehearse its events with `cd {directory} && boomerang simulate --events events.jsonl`;\n"
+        "start it with `boomerang run`. Messages go to outbox/ as files; remove `outbox:` from\n"
+        "boomerang.yaml (and give the channels real credentials) to send for real. Post events\n"
+        "with the api_token of boomerang.yaml (or set BOOMERANG_API_TOKEN) as `Authorization:\n"
+        "Bearer <token>`."
     )
 
 

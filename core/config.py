@@ -205,7 +205,8 @@ class _Reader:
             config.host = self.string(listen, "host")
         if "port" in listen:
             config.port = self.integer(listen, "port", 0, 65535)
-        if "public_url" in doc:
+        # Empty (the demo's `${BOOMERANG_PUBLIC_URL:-}` unset) is left out: the listening address.
+        if doc.get("public_url") not in (None, ""):
             config.public_url = self.string(doc, "public_url", _url_check).rstrip("/")
         else:
             config.public_url = f"http://{config.host}:{config.port}"

@@ -160,7 +160,19 @@ class Daemon:
         if interval:
             self._watch(self._watchdog(interval), "watchdog")
         log.info("boomerang %s listening on %s:%s", __version__, config.host, self.port)
+        self._log_loaded()
         self.notifier.ready(self.status())
+
+    def _log_loaded(self) -> None:
+        """What the daemon runs with, one line each, so a first run shows what it will do."""
+        project = self.project
+        names = ", ".join(scenario.id for scenario in project.scenarios) or "none"
+        log.info("scenarios (%d): %s", len(project.scenarios), names)
+        log.info("channels: %s", ", ".join(sorted(project.registry.channels)) or "none")
+        if project.config.outbox is not None:
+            log.info("outbox mode: nothing is sent, messages go to %s", project.config.outbox)
+        log.info("sources: %s", ", ".join(sorted(project.registry.sources)) or "none")
+        log.info("plugins: %s", ", ".join(sorted(info.name for info in self.plugins.infos)) or "none")
 
     async def serve(self) -> int:
         """Run until SIGTERM or SIGINT; returns the process exit code."""

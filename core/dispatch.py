@@ -49,9 +49,10 @@ from boomerang.model import (
     MessageRecord,
     Sent,
 )
+from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, notify
 from boomerang.retry import RETRY
-from boomerang.templates import MessageTemplate, Rendered
+from boomerang.templates import MessageTemplate, Rendered, wanted_locales
 from boomerang.tracking import page_links
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,13 @@ async def send_message(plugins: Plugins, registry: Registry, message: Message) -
         except Exception as exc:
             log.exception("channel %s raised while sending message %s", message.channel, message.id)
             delivery = Delivery(DeliveryStatus.RETRY, detail=f"{type(exc).__name__}: {exc}")
+    written = isinstance(channel, Outbox) and delivery.status is DeliveryStatus.SENT
     log.info(
         "message %s to customer %s via %s: %s",
         message.id,
         message.customer_id,
         message.channel,
-        delivery.status.value,
+        "written to the outbox" if written else delivery.status.value,
     )
     await notify(plugins, "message_finished", message=message, delivery=delivery)
     return delivery
@@ -253,7 +255,7 @@ class Dispatch(Journeys):
                     self.tracking, record.id, record.category, self.project.config.public_url, self.dry_run
                 )
                 plan.context.update(links)
-                plan.locales = [customer.locale, self.project.config.default_locale, "en"]
+                plan.locales = wanted_locales(customer.locale, self.project.config.default_locale)
                 plan.segments = self.project.segments
             return plans
 

@@ -17,6 +17,7 @@ from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.local_time import zone_named
 from boomerang.model import Customer, JournalEntry, Journey, MessageRecord
 from boomerang.project import Project
+from boomerang.templates import wanted_locales
 from boomerang.timeline_order import exits_last
 from boomerang.tracking import page_links
 
@@ -209,7 +210,7 @@ def summary(
     names = context(customer, journey, at, None if journey else (record.context or {}).get("event") or {})
     names["promo"] = promo_view(record.promo, at.astimezone(zone))
     names.update(page_links(None, record.id, record.category, project.config.public_url, sample=True))
-    locales = [customer.locale, project.config.default_locale, "en"]
+    locales = wanted_locales(customer.locale, project.config.default_locale)
     within = store_scope(store.events_of_types, customer.id, at, project.segments, MESSAGE_SECONDS)
     within.zone = zone
     try:

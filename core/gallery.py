@@ -107,7 +107,7 @@ def gallery_page(cards: list[Card], title: str = "Boomerang templates") -> str:
 
 
 def _card(card: Card) -> str:
-    heading = f"<h3>{html.escape(card.channel)} · {html.escape(card.locale)}</h3>"
+    heading = f"<h3>{html.escape(card.channel)} · {html.escape(card.locale or 'no locale')}</h3>"
     label = f'data-template="{html.escape(card.template)}" data-channel="{html.escape(card.channel)}"'
     if card.error or card.preview is None:
         error = html.escape(card.error or "not rendered")

@@ -22,6 +22,7 @@ from boomerang.local_time import zone_named
 from boomerang.model import Customer, Message
 from boomerang.project import Project
 from boomerang.store import Store, StoreError
+from boomerang.templates import wanted_locales
 from boomerang.tracking import page_links
 
 
@@ -109,7 +110,8 @@ def render_preview(
             event = latest[0]
         elif data_file is None:
             # No one named: the sample customer of the locale shown, with a sample event
-            shown = template.pick_locale(channel_name, [locale, config.default_locale, "en"]) or "en"
+            shown = template.pick_locale(channel_name, wanted_locales(locale, config.default_locale))
+            shown = "en" if shown is None else shown
             customer, event = samples.sample_customer(shown), samples.sample_event(project, template_name)
         else:
             try:
@@ -148,7 +150,7 @@ def render_with(
     names["promo"] = data_promo(event) or sample_promo(project, template_name, now)
     category = category_of(project, template_name)
     names.update(page_links(None, "m-preview", category, project.config.public_url, sample=True))
-    locales = [locale, customer.locale, project.config.default_locale, "en"]
+    locales = wanted_locales(locale, customer.locale, project.config.default_locale)
     within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
     within.strict = True  # a name the template cannot get is an error, not an empty string
     within.zone = zone_named(customer.timezone, ZoneInfo(project.config.default_timezone))

@@ -7,7 +7,11 @@ templates/cart_reminder/sms.ru.txt
 templates/cart_reminder/push.ru.txt     front matter: title, url, icon
 templates/cart_reminder/telegram.ru.html   front matter: button, url
 templates/cart_reminder/whatsapp.ru.txt    front matter: content_sid, variables (approved templates)
+templates/cart_reminder/sms.txt         no locale: the locale-neutral version
 ```
+
+A customer gets the version in their locale, else in `default_locale`, else the one with no
+locale in its name, else `en` (`wanted_locales`), else any there is.
 
 Each channel declares its file extensions and front matter keys (`boomerang.kinds.Channel`),
 so a channel a plugin adds has templates like the built-in ones.
@@ -36,8 +40,15 @@ from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import parse_yaml, value_position
 
 _FILE = re.compile(
-    r"^(?P<channel>[a-z][a-z0-9_]*)\.(?P<locale>[a-z]{2}(?:[-_][A-Za-z]{2})?)\.(?P<ext>html|txt)$"
+    r"^(?P<channel>[a-z][a-z0-9_]*)(?:\.(?P<locale>[a-z]{2}(?:[-_][A-Za-z]{2})?))?\.(?P<ext>html|txt)$"
 )
+NEUTRAL = ""  # the locale of a file named without one (`sms.txt`)
+
+
+def wanted_locales(*preferred: str | None) -> list[str | None]:
+    """The locales to look for, best first: the preferred ones (the customer's, then
+    `default_locale`), then the locale-neutral file, then `en`."""
+    return [*preferred, NEUTRAL, "en"]
 
 
 @dataclass
@@ -81,10 +92,11 @@ class MessageTemplate:
         return sorted({locale for ch, locale, _ in self.parts if ch == channel})
 
     def pick_locale(self, channel: str, wanted: list[str | None]) -> str | None:
-        """The first wanted locale this template has for the channel, else any it has."""
+        """The first wanted locale this template has for the channel (`NEUTRAL` for the file
+        with no locale), else any it has."""
         available = self.locales(channel)
         for locale in wanted:
-            if locale and locale in available:
+            if locale is not None and locale in available:
                 return locale
             if locale and locale[:2] in available:
                 return locale[:2]
@@ -188,7 +200,7 @@ def load_templates(
                         str(file),
                         1,
                         1,
-                        f"'{file.name}' is not named <channel>.<locale>.<html|txt> with a channel from "
+                        f"'{file.name}' is not named <channel>[.<locale>].<html|txt> with a channel from "
                         f"{', '.join(sorted(channels)) or 'none registered'}"
                         f"{did_you_mean(file.name.split('.')[0], channels)}",
                     )
@@ -209,7 +221,7 @@ def load_templates(
                 continue
             try:
                 body_env = html_env if match["ext"] == "html" else text_env
-                part = _load_part(file, kind, match["locale"], match["ext"], body_env, text_env)
+                part = _load_part(file, kind, match["locale"] or NEUTRAL, match["ext"], body_env, text_env)
             except ProblemError as exc:
                 problems.extend(exc.problems)
                 broken.add(template.name)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,8 +42,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh project from `boomerang init`, on a free port, with known tokens in the environment."""
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh project from `boomerang init` as it is, every channel configured in outbox mode,
+    on a free port, with known tokens in the environment."""
     directory = tmp_path / "project"
     create_project(directory)
     monkeypatch.setenv("BOOMERANG_API_TOKEN", API_TOKEN)
@@ -52,6 +54,22 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     return directory
+
+
+@pytest.fixture
+def project(demo: Path) -> Path:
+    """The `init` project with email its only channel: a test configures the channels it
+    exercises, and the reference timelines pass over the others as not configured."""
+    only_email(demo)
+    return demo
+
+
+def only_email(directory: Path) -> None:
+    """Take the demo's channels but email (and the push key) out of an `init` project."""
+    config = directory / "boomerang.yaml"
+    demo_channel = r"^  (sms|whatsapp|push|telegram): .*\n(    +.*\n)*"  # with its continued lines
+    config.write_text(re.sub(demo_channel, "", config.read_text(), flags=re.MULTILINE))
+    (directory / "vapid.pem").unlink()
 
 
 def t(text: str) -> datetime:

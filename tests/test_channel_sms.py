@@ -310,7 +310,7 @@ def twilio_project(project: Path, api_base: str, whatsapp_too: bool = True) -> s
     if whatsapp_too:
         channels += f'  whatsapp: {{{common}, from: "whatsapp:+15550001111"}}\n'
     text = config.read_text().replace("outbox: ./outbox\n", "").replace("channels:\n", channels)
-    text = text.replace("${BOOMERANG_PUBLIC_URL:-http://127.0.0.1:8080}", public_url)
+    text = text.replace("${BOOMERANG_PUBLIC_URL:-}", public_url)
     config.write_text(text)
     for old in (project / "scenarios").glob("*.yaml"):
         old.unlink()

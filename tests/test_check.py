@@ -333,7 +333,7 @@ def test_a_misnamed_template_file_and_unknown_front_matter(shop: Path) -> None:
     result = check(shop)
     assert result.exit_code == 1
     assert lines(result) == [
-        f"{misnamed}:1:1: error: 'mail.en.html' is not named <channel>.<locale>.<html|txt> with a channel "
+        f"{misnamed}:1:1: error: 'mail.en.html' is not named <channel>[.<locale>].<html|txt> with a channel "
         "from email, push, sms, telegram, whatsapp (did you mean 'email'?)",
         f"{unknown}:2:10: error: unknown front matter 'subject' for sms; expected nothing",
     ]

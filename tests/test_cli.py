@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from click.testing import CliRunner
 
 from boomerang.cli import cli
 from boomerang.config import load_config
+from boomerang.scaffold import create_project
 from conftest import BOOMERANG
 
 
@@ -74,3 +77,38 @@ def test_sources_setup_names_the_configured_sources_and_refuses_one_with_nothing
     nothing = CliRunner().invoke(cli, ["sources", "setup", "api", "--config", config])
     assert nothing.exit_code == 1
     assert "source 'api' has nothing to set up" in nothing.output
+
+
+def test_the_demo_checks_clean_and_its_events_reach_every_kind_of_channel(demo: Path) -> None:
+    """`init`'s demo configures every channel in outbox mode: `check` has nothing to say but
+    its summary, and the shipped events.jsonl makes the plan choose among the channels."""
+    config = str(demo / "boomerang.yaml")
+    checked = CliRunner().invoke(cli, ["check", "--config", config])
+    assert checked.exit_code == 0
+    assert checked.output.splitlines() == ["8 files checked: no problems"]
+    loaded = load_config(demo / "boomerang.yaml")
+    assert loaded.outbox and set(loaded.channels) == {"email", "sms", "whatsapp", "push", "telegram"}
+    events = str(demo / "events.jsonl")
+    simulated = CliRunner().invoke(cli, ["simulate", "--config", config, "--events", events, "--json"])
+    assert simulated.exit_code == 0, simulated.output
+    rows = [json.loads(line) for line in simulated.stdout.splitlines()]
+    chosen = {row["channel"] for row in rows if row["kind"] == "send"}
+    assert {"push", "sms", "email", "telegram"} <= chosen
+
+
+def test_the_demos_links_follow_its_port_unless_a_public_url_is_given(demo: Path) -> None:
+    config = demo / "boomerang.yaml"
+    assert load_config(config, environ={"BOOMERANG_PORT": "8081"}).public_url == "http://127.0.0.1:8081"
+    assert load_config(config, environ={}).public_url == "http://127.0.0.1:8080"
+    behind_a_proxy = {"BOOMERANG_PORT": "8081", "BOOMERANG_PUBLIC_URL": "https://track.shop.example"}
+    assert load_config(config, environ=behind_a_proxy).public_url == "https://track.shop.example"
+
+
+def test_the_readmes_configuration_is_what_init_writes(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"exactly as `boomerang init` writes it.*?```yaml\n(.*?)```", readme, re.DOTALL)
+    assert block
+    create_project(tmp_path / "shop")
+    written = (tmp_path / "shop" / "boomerang.yaml").read_text(encoding="utf-8")
+    randoms = r"(BOOMERANG_SECRET|BOOMERANG_API_TOKEN|TELEGRAM_WEBHOOK_SECRET):-[A-Za-z0-9_-]{32,}\}"
+    assert re.sub(randoms, r"\1:-<random>}", written) == block.group(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -246,3 +247,24 @@ async def test_reload_says_a_new_drop_in_plugin_needs_a_restart(project: Path, c
             "ERROR",
             "reload failed: still running the previous configuration; plugins changed: restart to load them",
         ) in logged
+
+
+async def test_the_start_up_log_lists_what_was_loaded_and_the_outbox_says_written(demo: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="boomerang")
+    async with running(demo) as daemon:
+        logged = [r.getMessage() for r in caplog.records]
+        assert any(line.startswith("scenarios (8): abandoned-cart, ") for line in logged), logged
+        assert "channels: email, push, sms, telegram, whatsapp" in logged
+        outbox = daemon.project.config.outbox
+        assert f"outbox mode: nothing is sent, messages go to {outbox}" in logged
+        assert any(line.startswith("sources: ") and "telegram" in line for line in logged)
+        assert any(line.startswith("plugins: ") and "email" in line for line in logged)
+        shipped = event("e-ship", "order.shipped", customer={"id": "c-7", "email": "c7@example.com"})
+        shipped["data"] = {"order": {"id": "7", "items": []}}
+        assert (await post(daemon, json.dumps(shipped)))[0] == 200
+        await wait_for(lambda: sorted(outbox.glob("email-*.eml")) if outbox.exists() else [], what="an email")
+        sends = await wait_for(
+            lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("message ")],
+            what="the send logged",
+        )
+    assert sends[0].endswith("via email: written to the outbox"), sends

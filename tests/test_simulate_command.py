@@ -178,7 +178,7 @@ def test_outbox_writes_each_message_rendered(project: Path, tmp_path: Path) -> N
     assert b"Subject:" in (outbox / names[0]).read_bytes()
 
 
-def test_the_readmes_sample_is_what_simulate_prints(project: Path, tmp_path: Path) -> None:
+def test_the_readmes_sample_is_what_simulate_prints(demo: Path, tmp_path: Path) -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     quick_start = re.search(r"/events -H [^\n]*-d '\n(.*?)'\n", readme, re.DOTALL)
     sample = re.search(
@@ -189,7 +189,7 @@ def test_the_readmes_sample_is_what_simulate_prints(project: Path, tmp_path: Pat
     assert event["data"]["cart"]["url"] and all(item["url"] for item in event["data"]["cart"]["items"])
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps(event) + "\n")
-    code, out, err = run(project, "--events", str(events), "--show")
+    code, out, err = run(demo, "--events", str(events), "--show")
     assert code == 0, err
     assert out == sample.group(1)
 

@@ -385,7 +385,7 @@ def setup_config(project: Path, shop: FakeWooCommerce, key: str = CONSUMER_KEY) 
     configure(project, url=shop.url, consumer_key=key, consumer_secret=CONSUMER_SECRET)
     config = project / "boomerang.yaml"
     config.write_text(
-        config.read_text().replace("${BOOMERANG_PUBLIC_URL:-http://127.0.0.1:8080}", "https://b.example")
+        config.read_text().replace("${BOOMERANG_PUBLIC_URL:-}", "https://b.example")
     )
     return str(config)
 

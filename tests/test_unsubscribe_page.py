@@ -13,6 +13,7 @@ import aiohttp
 from click.testing import CliRunner
 
 from boomerang.cli import cli
+from boomerang.config import load_config
 from conftest import AUTH, event, running, url, wait_for
 
 SCENARIO = """\
@@ -133,7 +134,8 @@ def test_simulate_and_preview_render_a_sample_link(project: Path, tmp_path: Path
     )
     assert result.exit_code == 0, result.output
     [page] = rehearsal.glob("*.html")
-    assert 'href="http://127.0.0.1:8080/u/sample">Отписаться</a>' in page.read_text()
+    sample = f"{load_config(project / 'boomerang.yaml').public_url}/u/sample"  # the demo's port
+    assert f'href="{sample}">Отписаться</a>' in page.read_text()
     result = CliRunner().invoke(cli, ["preview", "cart_reminder", "--config", config, "--channel", "email"])
     assert result.exit_code == 0, result.output
-    assert 'href="http://127.0.0.1:8080/u/sample">Unsubscribe</a>' in result.output
+    assert f'href="{sample}">Unsubscribe</a>' in result.output

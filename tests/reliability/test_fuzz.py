@@ -46,7 +46,16 @@ from boomerang.scenarios import compile_scenario
 from boomerang.templates import load_templates
 from boomerang.tokens import seal, sign
 from boomerang.yamlfile import MAX_EXPANDED_NODES, parse_yaml
-from conftest import API_TOKEN, SECRET, bearer, free_port, start_daemon, wait_until, wait_until_serving
+from conftest import (
+    API_TOKEN,
+    SECRET,
+    bearer,
+    free_port,
+    only_email,
+    start_daemon,
+    wait_until,
+    wait_until_serving,
+)
 from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN
 from reliability.soak import fuzzing
 
@@ -113,6 +122,7 @@ class Daemon:
 
 def configure(directory: Path, public_url: str) -> None:
     """Every built-in channel configured, the outbox on, and a scenario that sends at once."""
+    only_email(directory)
     write_key_pair(directory)
     twilio = f"account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, api_base: http://127.0.0.1:9"
     telegram = json.dumps(
@@ -133,7 +143,7 @@ def configure(directory: Path, public_url: str) -> None:
     config = directory / "boomerang.yaml"
     text = config.read_text().replace("channels:\n", channels)
     text += f"sources:\n  site: {{origins: [{SHOP}], per_ip: 0, per_visitor: 100000}}\n"
-    config.write_text(text.replace("${BOOMERANG_PUBLIC_URL:-http://127.0.0.1:8080}", public_url))
+    config.write_text(text.replace("${BOOMERANG_PUBLIC_URL:-}", public_url))
     (directory / "scenarios" / "welcome.yaml").write_text(IMMEDIATE)
     (directory / "templates" / "welcome").mkdir()
     (directory / "templates" / "welcome" / "email.en.html").write_text(WELCOME)
