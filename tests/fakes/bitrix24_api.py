@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from fakes import serve
+
 USER, CODE = "1", "s3cr3tc0de0123456"
 APPLICATION_TOKEN = "b24-app-token-0123456789abcdef"
 TIME = {"start": 1700000000.0, "finish": 1700000000.01, "duration": 0.01, "processing": 0.0}
@@ -62,12 +64,8 @@ class FakeBitrix24:
     async def __aenter__(self) -> FakeBitrix24:
         app = web.Application()
         app.router.add_post("/rest/{user}/{code}/{method}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.rest_url = f"http://127.0.0.1:{port}/rest/{USER}/{CODE}/"
+        self._runner, base = await serve(app, access_log=None)
+        self.rest_url = base + f"/rest/{USER}/{CODE}/"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

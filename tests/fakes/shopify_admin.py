@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from fakes import serve
+
 ADMIN_TOKEN = "shpat_0123456789abcdef0123456789abcdef"
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 
@@ -52,12 +54,7 @@ class FakeAdminApi:
     async def __aenter__(self) -> FakeAdminApi:
         app = web.Application()
         app.router.add_route("*", "/admin/api/{version}/{path:.+}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"http://127.0.0.1:{port}"
+        self._runner, self.base = await serve(app, shutdown_timeout=0.5)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fakes import serve
 from fakes.faults import Faults, http_fault
 
 TELEGRAM_TAGS = {
@@ -125,12 +126,7 @@ class FakeBotApi:
     async def __aenter__(self) -> FakeBotApi:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"http://127.0.0.1:{port}"
+        self._runner, self.base = await serve(app, shutdown_timeout=0.5)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from fakes import serve
 from fakes.faults import Faults, http_fault
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -76,12 +77,7 @@ class FakeTwilio:
         """Serve on a free port of 127.0.0.1; returns the base URL."""
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self.create_message)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve(app, access_log=None)
         return self.base_url
 
     async def stop(self) -> None:

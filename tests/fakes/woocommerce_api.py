@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import BasicAuth, web
 
+from fakes import serve
+
 CONSUMER_KEY = "ck_" + "0123456789abcdef" * 2 + "01234567"
 CONSUMER_SECRET = "cs_" + "fedcba9876543210" * 2 + "76543210"
 
@@ -55,12 +57,7 @@ class FakeWooCommerce:
         app.router.add_get("/wp-json/wc/v3/webhooks", self.list_webhooks)
         app.router.add_post("/wp-json/wc/v3/webhooks", self.create_webhook)
         app.router.add_put("/wp-json/wc/v3/webhooks/{id}", self.update_webhook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app, access_log=None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
