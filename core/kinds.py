@@ -102,16 +102,17 @@ class Source:
         """
         return None
 
-    def read_export(self, record: dict[str, Any]) -> list[Event]:
+    def read_export(self, record: dict[str, Any]) -> list[Event] | None:
         """The events one record of this platform's export holds (an order, a customer: one
         JSON object of the export file), for `boomerang ingest --format NAME`; optional.
 
         :param record: one JSON object of the export.
         :return: the events it means (none is fine); their ids must be the same every time
-            the record is read, so that importing a file twice stores nothing twice.
+            the record is read, so that importing a file twice stores nothing twice. None (what
+            a source that does not override this returns) says it reads no exports.
         :raise EventError: with a message saying what is wrong with the record.
         """
-        raise NotImplementedError
+        return None
 
     async def close(self) -> None:
         """Release connections; called on shutdown and when a reload replaces the source."""
