@@ -141,6 +141,17 @@ class SettingsCheck:
             path = ()
         self.problems.append(self.config.problem((*self.keys, *path), message))
 
+    def text(self, key: str) -> str | None:
+        """The setting `key` as text (a number is taken as its digits), stripped; None when it is
+        not given or empty, and when it is no text (a list, a mapping, a boolean: reported)."""
+        value = self.settings.get(key)
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.problem(key, f"'{key}' must be a text value")
+            return None
+        return str(value).strip()
+
     def done(self) -> None:
         """Raise `ProblemError` with every problem found, if there is any."""
         if self.problems:

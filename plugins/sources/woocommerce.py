@@ -345,16 +345,7 @@ def _order_view(order: dict[str, Any], order_id: str) -> dict[str, Any]:
 def read_settings(config: Config) -> WooCommerceSource:
     """Validate `sources.woocommerce`; raises `ProblemError` pointing at every wrong setting."""
     check = SettingsCheck(config, "sources", "woocommerce", SETTINGS)
-    raw = check.settings
-
-    def text(key: str) -> str | None:
-        value = raw.get(key)
-        if value is None or value == "":
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            check.problem(key, f"'{key}' must be a text value")
-            return None
-        return str(value).strip()
+    text = check.text
 
     secret = text("secret")
     if secret is None:

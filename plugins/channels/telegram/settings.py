@@ -33,17 +33,8 @@ class TelegramSettings:
 def read_settings(config: Config) -> TelegramSettings:
     """Validate `channels.telegram`; raises `ProblemError` pointing at every wrong setting."""
     check = SettingsCheck(config, "channels", "telegram", SETTINGS)
-    raw = check.settings
     problem = check.problem
-
-    def text(key: str) -> str | None:
-        value = raw.get(key)
-        if value is None or value == "":
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            problem(key, f"'{key}' must be a text value")
-            return None
-        return str(value).strip()
+    text = check.text
 
     token = text("token")
     if token is None:

@@ -38,15 +38,7 @@ def read_settings(config: Config) -> ShopifySettings:
     check = SettingsCheck(config, "sources", "shopify", SETTINGS)
     raw = check.settings
     problem = check.problem
-
-    def text(key: str) -> str | None:
-        value = raw.get(key)
-        if value is None or value == "":
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            problem(key, f"'{key}' must be a text value")
-            return None
-        return str(value).strip()
+    text = check.text
 
     secret = text("secret")
     if secret is None:
