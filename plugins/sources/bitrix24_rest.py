@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 ATTEMPTS = 5  # tries of a request Bitrix24 refuses for the rate limit
 BACKOFF = 0.5  # seconds before the first retry after QUERY_LIMIT_EXCEEDED; doubled each time
@@ -95,6 +96,8 @@ class Bitrix24Rest:
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         """The `result` of one method; raises `Bitrix24Error` with Bitrix24's code and message."""
+        import aiohttp  # here, not at the top: `boomerang check` loads plugins and must start fast
+
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT))
         # The method name is ours, never the caller's input: the webhook URL carries the secret.
