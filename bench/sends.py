@@ -27,6 +27,7 @@ from jinja2 import Environment
 from bench.figures import Figure
 from boomerang.clock import WallClock
 from boomerang.engine import Engine
+from boomerang.formats import locale_of, money
 from boomerang.ingest import parse_event
 from boomerang.kinds import Channel
 from boomerang.model import Customer, Delivery, DeliveryStatus, Message
@@ -132,7 +133,11 @@ def huey_drains(directory: Path) -> float:
     from huey import SqliteHuey
 
     source = (Path(__file__).parent.parent / "templates" / "delivery_status" / "email.en.html").read_text()
-    template = _ItemsFirst(autoescape=True).from_string(source.split("---", 2)[2])
+    environment = _ItemsFirst(autoescape=True)
+    english = locale_of("en")
+    # The template writes prices with `money`: the baseline formats them with the same function.
+    environment.filters["money"] = lambda value, currency: money(value, currency, english)
+    template = environment.from_string(source.split("---", 2)[2])
     huey = SqliteHuey("bench", filename=str(directory / "huey.db"), results=False)
     outbox = directory / "huey-outbox"
     outbox.mkdir()
