@@ -61,6 +61,16 @@ class Decision:
     reason: str
     passed_over: dict[str, str] = field(default_factory=dict)
     defer_until: datetime | None = None
+    # Which rule decided, in a word (metrics count decisions by it): `best_channel`,
+    # `transactional`, `unreachable`, `cap`, `min_gap` or `quiet_hours`.
+    rule: str = "best_channel"
+
+    @property
+    def outcome(self) -> str:
+        """`send` now, `defer` to `defer_until`, or `drop`."""
+        if self.channel is not None:
+            return "send"
+        return "defer" if self.defer_until is not None else "drop"
 
     def explain(self) -> str:
         """One line: the choice or the wait, and what was passed over and why."""
@@ -183,11 +193,13 @@ class ContactPlan:
         """
         usable, passed = self.reachable(customer, candidates, category, exclude)
         if not usable:
-            return Decision(None, "no reachable channel", passed)
+            return Decision(None, "no reachable channel", passed, rule="unreachable")
         if category == "transactional":
-            return self._choose(
+            decision = self._choose(
                 usable, passed, engagement, "transactional: caps and quiet hours do not apply"
             )
+            decision.rule = "transactional"
+            return decision
         zone = self.zone_of(customer)
         local = now.astimezone(zone)
         sent = sent or []
@@ -215,7 +227,9 @@ class ContactPlan:
                     passed[cap.channel] = f"{cap.describe()} reached until {_local(frees)}"
                     later.append(frees)
             else:
-                return Decision(None, f"{cap.describe()} reached: waits until {_local(frees)}", passed, frees)
+                return Decision(
+                    None, f"{cap.describe()} reached: waits until {_local(frees)}", passed, frees, "cap"
+                )
         if self.min_gap:
             marketing = [s.at for s in sent if s.category != "transactional"]
             if marketing and max(marketing) + self.min_gap > now:
@@ -225,11 +239,12 @@ class ContactPlan:
                     f"min_gap {_span(self.min_gap)}: waits until {_local(until.astimezone(zone))}",
                     passed,
                     until,
+                    "min_gap",
                 )
         if not usable:
             until = min(later)
             return Decision(
-                None, f"every reachable channel is capped: waits until {_local(until)}", passed, until
+                None, f"every reachable channel is capped: waits until {_local(until)}", passed, until, "cap"
             )
         if self.quiet and self.quiet.contains(local):
             open_now = [name for name in usable if name not in self.quiet.channels]
@@ -241,7 +256,8 @@ class ContactPlan:
             if not open_now:
                 # whichever comes first: the end of the quiet hours, or a capped channel freeing
                 until = min([self.quiet.ends_after(local), *later])
-                return Decision(None, f"quiet hours: waits until {_local(until)}", passed, until)
+                reason = f"quiet hours: waits until {_local(until)}"
+                return Decision(None, reason, passed, until, "quiet_hours")
             usable = open_now
         return self._choose(usable, passed, engagement, "")
 

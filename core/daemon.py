@@ -19,7 +19,7 @@ from typing import IO
 
 from aiohttp import web
 
-from boomerang import __version__, tracking
+from boomerang import __version__, metrics, tracking
 from boomerang.bodies import MAX_BODY
 from boomerang.clock import WallClock
 from boomerang.config import load_config
@@ -27,10 +27,11 @@ from boomerang.database_lock import DatabaseLocked, lock_database
 from boomerang.engine import Engine
 from boomerang.ingest import Ingestor
 from boomerang.kinds import Route, Source
+from boomerang.metrics import Metrics, read_store_figures
 from boomerang.model import Event, Job
 from boomerang.plugin_manager import Plugins, address_fields, load_plugins, notify
 from boomerang.problems import ProblemError
-from boomerang.project import Project, load_project
+from boomerang.project import Project, known_event_types, load_project
 from boomerang.scheduler import Scheduler
 from boomerang.store import Store, StoreUnavailable, unavailable
 from boomerang.systemd import Notifier, watchdog_interval
@@ -63,13 +64,14 @@ class Daemon:
         self.clock = WallClock()
         self.stopping = asyncio.Event()
         self.reloads = 0
-        self.failed_reloads = 0
-        self.unknown_sends = 0
+        self.metrics = Metrics()  # this daemon's own registry: daemons in one process share nothing
         self.plugins: Plugins
         self.project: Project
         self.store: Store
+        self._reader: Store | None = None  # a read-only connection for the store's figures
         self.ingest: Ingestor
-        self._routes: dict[tuple[str, str], Route] = {}
+        # Each source's (or channel's) routes, with its name: who refused a request.
+        self._routes: dict[tuple[str, str], tuple[str, Route]] = {}
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self.crashed = False
@@ -111,17 +113,19 @@ class Daemon:
             verified=self._verified_source,
             wake=lambda: self.scheduler.wake(),
             outbox=lambda: self.project.config.outbox,
+            metrics=self.metrics,
         )
-        self.engine = Engine(self.store, self.clock, self.plugins, self.project)
+        self.metrics.event_types = frozenset(known_event_types(self.project.registry))
+        self.engine = Engine(self.store, self.clock, self.plugins, self.project, metrics=self.metrics)
         # A visit's end is stored through the ingestor, like any source's event, so that
         # `event_stored` hears of its `site.left`.
         self.engine.handlers["visit"] = self._visit_over
-        self.unknown_sends = await self.store.run(self.engine.settle_interrupted_sends, self.clock.now())
-        if self.unknown_sends:
+        unknown_sends = await self.store.run(self.engine.settle_interrupted_sends, self.clock.now())
+        if unknown_sends:
             log.warning(
                 "%d marketing messages were cut off mid-send by the previous process: "
                 "marked unknown, not sent again",
-                self.unknown_sends,
+                unknown_sends,
             )
         self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job, batches=self.engine.batches)
         # Events stored before a crash but not yet acted on are acted on now.
@@ -130,7 +134,7 @@ class Daemon:
         await self.store.run(self.engine.ensure_ticks, self.clock.now())
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._store_unavailable])
         app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics", self.scrape)
         app.add_routes(
             tracking.routes(
                 config.secret, self.store, self.ingest, lambda: self.project.registry.channels
@@ -156,6 +160,8 @@ class Daemon:
         self._start_pollers(self.project)
         self._watch(self.scheduler.serve(self.stopping), "scheduler")
         self._watch(self._handle_events(), "event handling")
+        self._reader = Store(config.database, read_only=True)
+        self._watch(self._refresh_figures(), "store figures")
         interval = watchdog_interval()
         if interval:
             self._watch(self._watchdog(interval), "watchdog")
@@ -198,6 +204,8 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.project.registry.close()
+        if self._reader is not None:
+            self._reader.close()
         self.store.close()
         self._lock.close()
         log.info(
@@ -218,7 +226,7 @@ class Daemon:
         try:
             project = load_project(self.config_path, self.plugins)
         except ProblemError as exc:
-            self.failed_reloads += 1
+            self.metrics.reloaded(ok=False)
             for problem in exc.problems:
                 log.log(logging.ERROR if problem.severity == "error" else logging.WARNING, "%s", problem)
             restart = "; plugins changed: restart to load them" if changed else ""
@@ -228,6 +236,7 @@ class Daemon:
         old, self.project = self.project, project
         self._warn_about_restart_only_changes(old, project)
         self.engine.use(project)
+        self.metrics.event_types = frozenset(known_event_types(project.registry))
         self.store.address_fields = address_fields(project.registry.channel_kinds)
         await self.store.run(self.engine.ensure_ticks, self.clock.now())
         self.scheduler.wake()
@@ -236,6 +245,7 @@ class Daemon:
         self._start_pollers(project)
         await old.registry.close()
         self.reloads += 1
+        self.metrics.reloaded(ok=True)
         log.info("reloaded: %d scenarios", len(project.scenarios))
         self.notifier.ready(self.status())
         return True
@@ -254,15 +264,15 @@ class Daemon:
         return getattr(self.project.registry.sources.get(name), "verified", False) is True
 
     # routes of sources and channels: fixed paths, handlers looked up in the live project
-    def _collect_routes(self, project: Project) -> dict[tuple[str, str], Route]:
-        routes: dict[tuple[str, str], Route] = {}
+    def _collect_routes(self, project: Project) -> dict[tuple[str, str], tuple[str, Route]]:
+        routes: dict[tuple[str, str], tuple[str, Route]] = {}
         owners = [*project.registry.sources.values(), *project.registry.channels.values()]
         for owner in owners:
             for route in owner.routes():
                 key = (route.method.upper(), route.path)
                 if key in routes:
                     raise StartupError(f"two plugins serve {key[0]} {key[1]}")
-                routes[key] = route
+                routes[key] = (owner.name, route)
         return routes
 
     def _install_routes(self, app: web.Application) -> None:
@@ -272,10 +282,25 @@ class Daemon:
 
     def _dispatcher(self, method: str, path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def dispatch(request: web.Request) -> web.StreamResponse:
-            route = self._routes.get((method, path))
-            if route is None:
+            served = self._routes.get((method, path))
+            if served is None:
                 raise web.HTTPNotFound(text="this endpoint was switched off by a reload\n")
-            return await route.handler(request, self.ingest)
+            owner, route = served
+            # A refusal is counted here, where the route's owner is known, whichever way the
+            # handler refuses: an answer, an HTTP exception (aiohttp's 413), a store that
+            # cannot take the write (answered 503 by `_store_unavailable`).
+            try:
+                response = await route.handler(request, self.ingest)
+            except web.HTTPException as exc:
+                if exc.status >= 400:
+                    self.metrics.rejected(owner, exc.status)
+                raise
+            except StoreUnavailable:
+                self.metrics.rejected(owner, 503)
+                raise
+            if response.status >= 400:
+                self.metrics.rejected(owner, response.status)
+            return response
 
         return dispatch
 
@@ -298,32 +323,12 @@ class Daemon:
         """Liveness: answers while the daemon serves."""
         return web.json_response({"status": "ok", "version": __version__})
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text exposition of the daemon's counters."""
-        counts = await self.store.run(self.store.counts)
-        lines = [
-            "# HELP boomerang_events_accepted_total Events stored since start.",
-            "# TYPE boomerang_events_accepted_total counter",
-            f"boomerang_events_accepted_total {self.ingest.accepted}",
-            "# HELP boomerang_events_duplicate_total Events received again and ignored since start.",
-            "# TYPE boomerang_events_duplicate_total counter",
-            f"boomerang_events_duplicate_total {self.ingest.duplicates}",
-            "# HELP boomerang_reloads_total Successful and failed reloads since start.",
-            "# TYPE boomerang_reloads_total counter",
-            f'boomerang_reloads_total{{result="ok"}} {self.reloads}',
-            f'boomerang_reloads_total{{result="failed"}} {self.failed_reloads}',
-            "# HELP boomerang_messages_unknown_total Marketing messages a crash cut off mid-send,"
-            " settled at start: marked unknown, not sent again.",
-            "# TYPE boomerang_messages_unknown_total counter",
-            f"boomerang_messages_unknown_total {self.unknown_sends}",
-            "# HELP boomerang_customers Customers in the store.",
-            "# TYPE boomerang_customers gauge",
-            f"boomerang_customers {counts['customers']}",
-            "# HELP boomerang_events Events in the store.",
-            "# TYPE boomerang_events gauge",
-            f"boomerang_events {counts['events']}",
-        ]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    async def scrape(self, request: web.Request) -> web.Response:
+        """`GET /metrics`: the daemon's metrics in the Prometheus text format (OpenMetrics when
+        the scraper asks for it). Reads nothing from the store: its figures are the copy
+        `_refresh_figures` keeps."""
+        body, content_type = self.metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     @web.middleware
     async def _store_unavailable(
@@ -384,6 +389,24 @@ class Daemon:
                 await asyncio.sleep(RETRY_AFTER)
                 self._events_waiting.set()
             self.scheduler.wake()
+
+    async def _refresh_figures(self) -> None:
+        """Read the store's figures (customers, events, active journeys, due jobs) every
+        `metrics.STORE_FIGURES_SECONDS`, on a read-only connection with a thread of its own: a
+        reading never waits for ingest's writes nor holds them up (WAL), and a scrape only
+        reads the copy. A reading that fails is logged and tried again at the next one."""
+        assert self._reader is not None
+        reader = self._reader
+        while True:
+            scenarios = [scenario.id for scenario in self.project.scenarios]
+            kinds = [*self.engine.handlers]
+            try:
+                self.metrics.store.figures = await reader.run(
+                    read_store_figures, reader, scenarios, kinds, self.clock.now().timestamp()
+                )
+            except Exception as exc:  # noqa: BLE001 - stale figures, not a stopped daemon
+                log.warning("cannot read the store's figures for /metrics now: %s", exc)
+            await asyncio.sleep(metrics.STORE_FIGURES_SECONDS)
 
     async def _visit_over(self, job: Job) -> None:
         """A `visit` job fell due: the browser has been quiet long enough. Store its `site.left`

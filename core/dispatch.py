@@ -23,6 +23,8 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
+from collections import Counter as Tally
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -37,6 +39,7 @@ from boomerang.expressions import MESSAGE_SECONDS, Budget, Expression, RenderLim
 from boomerang.history import History
 from boomerang.journeys import Journeys, stable_id
 from boomerang.kinds import ActionFailed
+from boomerang.metrics import Metrics
 from boomerang.model import (
     Customer,
     Delivery,
@@ -98,17 +101,23 @@ class Sending:
     lines_after: list[JournalEntry] = dataclasses.field(default_factory=list)
 
 
-async def send_message(plugins: Plugins, registry: Registry, message: Message) -> Delivery:
-    """Send through the message's channel; a channel that raises is treated as 'retry later'."""
+async def send_message(
+    plugins: Plugins, registry: Registry, message: Message, metrics: Metrics | None = None
+) -> Delivery:
+    """Send through the message's channel; a channel that raises is treated as 'retry later'.
+    `metrics` notes how long the channel took."""
     channel = registry.channels.get(message.channel)
     if channel is None:
         delivery = Delivery(DeliveryStatus.FAILED, detail=f"channel '{message.channel}' is not configured")
     else:
+        started = time.perf_counter()
         try:
             delivery = await channel.send(message)
         except Exception as exc:
             log.exception("channel %s raised while sending message %s", message.channel, message.id)
             delivery = Delivery(DeliveryStatus.RETRY, detail=f"{type(exc).__name__}: {exc}")
+        if metrics is not None:
+            metrics.send_took(message.channel, time.perf_counter() - started)
     written = isinstance(channel, Outbox) and delivery.status is DeliveryStatus.SENT
     log.info(
         "message %s to customer %s via %s: %s",
@@ -257,7 +266,8 @@ class Dispatch(Journeys):
                 plan.context.update(links)
                 plan.locales = wanted_locales(customer.locale, self.project.config.default_locale)
                 plan.segments = self.project.segments
-            return plans
+        self.metrics.decisions(Tally((plan.decision.outcome, plan.decision.rule) for plan in plans))
+        return plans
 
     def _journey_context(self, journey: Journey) -> dict[str, Any]:
         """A journey's whole context, read for a message queued without one (by an older version)."""
@@ -294,17 +304,20 @@ class Dispatch(Journeys):
             reason = f"expired at {record.expires_at} before it could go"
             self.store.update_message(record.id, status="dropped", detail=reason)
             self._journal(now, "drop", journey, record.step, reason, **step_fields)
+            self.metrics.message(None, "dropped")
             return None
         template = self.project.templates.get(record.template)
         if template is None:  # removed by a reload after the message was queued
             reason = f"template '{record.template}' does not exist"
             self.store.update_message(record.id, status="dropped", detail=reason)
             self._journal(now, "drop", journey, record.step, reason, **step_fields)
+            self.metrics.message(None, "dropped")
             return None
         return record, journey, customer, template
 
-    def _hold_back(self, plan: SendPlan, now: datetime) -> None:
-        """A message the plan does not send now: it waits for `defer_until`, or is dropped."""
+    def _hold_back(self, plan: SendPlan, now: datetime) -> str:
+        """A message the plan does not send now: it waits for `defer_until`, or is dropped;
+        returns which (`deferred`, `dropped`)."""
         job, record, journey, decision = plan.job, plan.record, plan.journey, plan.decision
         step_fields = {"template": record.template, "message_id": record.id}
         expires = parse_time(record.expires_at) if record.expires_at else None
@@ -312,13 +325,14 @@ class Dispatch(Journeys):
             self.store.update_message(record.id, status="pending", detail=decision.explain())
             self._journal(now, "defer", journey, record.step, decision.explain(), **step_fields)
             self.store.postpone_job(job.id, decision.defer_until.timestamp())
-            return
+            return "deferred"
         reason = decision.explain()
         if decision.defer_until is not None:
             reason += f"; dropped: that is past its expiry at {record.expires_at}"
         self.store.update_message(record.id, status="dropped", detail=reason)
         self._journal(now, "drop", journey, record.step, reason, **step_fields)
         self.store.complete_job(job.id)
+        return "dropped"
 
     def _render(self, plans: list[SendPlan], loop: asyncio.AbstractEventLoop) -> list[Rendered | Exception]:
         """Render a batch's messages, on a render thread, each within its own budget; a message
@@ -355,6 +369,7 @@ class Dispatch(Journeys):
         marked: list[tuple[str, dict[str, Any]]] = []  # written together at the end
         stamp = to_iso(now)
         results = iter(rendered)
+        settled: Tally[tuple[str | None, str]] = Tally()  # messages held back or dropped here
         with self.store.transaction():
             current = self.store.message_states([plan.record.id for plan in plans])
             try:
@@ -363,10 +378,13 @@ class Dispatch(Journeys):
                     # which is written with the channel's answer (`_record_delivery`).
                     self._held_lines = sendings[-1].lines_after if sendings else None
                     result = next(results) if plan.goes else None
-                    self._commit_send(plan, result, current, sendings, marked, stamp, now)
+                    outcome = self._commit_send(plan, result, current, sendings, marked, stamp, now)
+                    if outcome is not None:
+                        settled[outcome] += 1
             finally:
                 self._held_lines = None
             self.store.update_messages(marked)
+        self.metrics.messages(settled)
         return sendings
 
     def _commit_send(
@@ -378,16 +396,17 @@ class Dispatch(Journeys):
         marked: list[tuple[str, dict[str, Any]]],
         stamp: str,
         now: datetime,
-    ) -> None:
+    ) -> tuple[str | None, str] | None:
         """`_commit_sends` for one message of the batch: held back, dropped, or marked `sending`
-        (in `marked`, written together) and added to `sendings`."""
+        (in `marked`, written together) and added to `sendings`. Returns the (channel, result)
+        of a message held back or dropped, for the metrics; None for one that goes (or was
+        settled meanwhile)."""
         record, channel_name = plan.record, plan.decision.channel
         if current.get(record.id, {}).get("status") not in ("pending", "sending"):
             self.store.complete_job(plan.job.id)  # settled meanwhile (its journey ended...)
-            return
+            return None
         if channel_name is None:
-            self._hold_back(plan, now)
-            return
+            return None, self._hold_back(plan, now)
         assert result is not None  # a plan that goes has its rendering
         if isinstance(result, Exception):
             reason = f"{channel_name}: cannot render: {result}"
@@ -398,7 +417,7 @@ class Dispatch(Journeys):
             fields = {"template": record.template, "message_id": record.id, "channel": channel_name}
             self._journal(now, "drop", plan.journey, record.step, reason, **fields)
             self.store.complete_job(plan.job.id)
-            return
+            return channel_name, "dropped"
         channel = self.project.registry.channels[channel_name]
         message = Message(
             id=record.id,
@@ -419,6 +438,7 @@ class Dispatch(Journeys):
         fields = {"status": "sending", "channel": channel_name, "links": links, "sent_at": stamp}
         marked.append((record.id, fields))
         sendings.append(Sending(plan.job, message, plan.decision.explain()))
+        return None
 
     async def _deliver(self, sendings: list[Sending]) -> list[Delivery]:
         """Hand a batch's messages to their channels, at most `SENDS_AT_ONCE` at a time, so that
@@ -432,7 +452,9 @@ class Dispatch(Journeys):
         async def send_in_order(messages: list[Message]) -> None:
             for message in messages:
                 async with slots:
-                    deliveries[message.id] = await send_message(self.plugins, self.project.registry, message)
+                    deliveries[message.id] = await send_message(
+                        self.plugins, self.project.registry, message, self.metrics
+                    )
 
         await asyncio.gather(*(send_in_order(messages) for messages in by_customer.values()))
         return [deliveries[sending.message.id] for sending in sendings]
@@ -448,6 +470,7 @@ class Dispatch(Journeys):
         keep the answers' order. The timeline's lines and new jobs are written at the end, one
         statement each (`batched_writes`).
         """
+        results: Tally[tuple[str | None, str]] = Tally()
         with self.store.transaction():
             current = self.store.message_states([sending.message.id for sending in sendings])
             # Only for the timeline's lines, which record no more of a journey than its variants.
@@ -461,11 +484,13 @@ class Dispatch(Journeys):
                     row = current.get(sending.message.id)
                     record = MessageRecord.from_row(row) if row else None
                     journey = journeys.get(record.journey_id) if record and record.journey_id else None
-                    self._record_answer(sending, record, journey, delivery, now, sent)
+                    result = self._record_answer(sending, record, journey, delivery, now, sent)
+                    results[sending.message.channel, result] += 1
                     for entry in sending.lines_after:
                         self.writes.add_journal(entry)
                 sent.record(self.store, now)
             self.handle_pending_events()
+        self.metrics.messages(results)
 
     def _record_answer(
         self,
@@ -475,10 +500,11 @@ class Dispatch(Journeys):
         delivery: Delivery,
         now: datetime,
         sent: _Sent,
-    ) -> None:
+    ) -> str:
         """Record one channel's answer about a message (`record`, as stored now, of `journey`):
         sent, retried by `RETRY`, or failed. A sent message is added to `sent`, which the
-        caller records."""
+        caller records. Returns the result the metrics count: `sent`, `retried`, or the
+        failure (`failed`, `address_invalid`, `opted_out`; `failed` once retries run out)."""
         job, message, reason = sending.job, sending.message, sending.reason
         step = message.step
         fields = {"template": message.template, "channel": message.channel, "message_id": message.id}
@@ -502,7 +528,8 @@ class Dispatch(Journeys):
                     journey_id=record.journey_id if record else None,
                     key=f"fallback:{message.id}",
                 )
-        elif delivery.status is DeliveryStatus.RETRY and RETRY.retries(job.attempts):
+            return "sent"
+        if delivery.status is DeliveryStatus.RETRY and RETRY.retries(job.attempts):
             wait = delivery.retry_after or RETRY.backoff(job.attempts)
             self.store.update_message(message.id, status="pending", detail=delivery.detail, sent_at=None)
             if journey:
@@ -515,26 +542,27 @@ class Dispatch(Journeys):
                     **fields,
                 )
             self.store.retry_job(job.id, now.timestamp() + wait)
-        else:
-            self.store.record_feedback(
-                message.id,
-                "message.failed",
-                {"reason": delivery.status.value, "detail": delivery.detail, "at_send": True},
-                None,
+            return "retried"
+        self.store.record_feedback(
+            message.id,
+            "message.failed",
+            {"reason": delivery.status.value, "detail": delivery.detail, "at_send": True},
+            None,
+            now,
+        )
+        if "failed" in self.plan.fallback_when:
+            self._fall_back(message.id, f"{message.channel} {delivery.status.value}", now)
+        if journey:
+            self._journal(
                 now,
+                "drop",
+                journey,
+                step,
+                f"{message.channel}: {delivery.status.value}: {delivery.detail}",
+                **fields,
             )
-            if "failed" in self.plan.fallback_when:
-                self._fall_back(message.id, f"{message.channel} {delivery.status.value}", now)
-            if journey:
-                self._journal(
-                    now,
-                    "drop",
-                    journey,
-                    step,
-                    f"{message.channel}: {delivery.status.value}: {delivery.detail}",
-                    **fields,
-                )
-            self.store.complete_job(job.id)
+        self.store.complete_job(job.id)
+        return "failed" if delivery.status is DeliveryStatus.RETRY else delivery.status.value
 
     def settle_interrupted_sends(self, now: datetime) -> int:
         """Settle the messages a process that died left `sending`; returns how many became `unknown`.
@@ -559,6 +587,7 @@ class Dispatch(Journeys):
             "marketing is sent at most once: not sent again"
         )
         self.store.update_message(record.id, status="unknown", detail=reason)
+        self.metrics.message(record.channel, "unknown")
         journey = self.store.journey(record.journey_id) if record.journey_id else None
         if journey:
             fields = {"template": record.template, "channel": record.channel}

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from boomerang.dispatch import Dispatch
 from boomerang.engine_protocols import Clock, EngineStore
+from boomerang.metrics import Metrics
 from boomerang.model import Job
 from boomerang.plugin_manager import Plugins
 from boomerang.project import Project
@@ -41,9 +42,16 @@ class Engine(Dispatch, Schedules):
     """Runs the project's scenarios against the store, on whichever clock it is given."""
 
     def __init__(
-        self, store: EngineStore, clock: Clock, plugins: Plugins, project: Project, *, dry_run: bool = False
+        self,
+        store: EngineStore,
+        clock: Clock,
+        plugins: Plugins,
+        project: Project,
+        *,
+        dry_run: bool = False,
+        metrics: Metrics | None = None,
     ):
-        super().__init__(store, clock, plugins, project, dry_run=dry_run)
+        super().__init__(store, clock, plugins, project, dry_run=dry_run, metrics=metrics)
         # The job kinds and what runs them (on the event loop; the store-thread ones through
         # `store.run`). A kind not here is a bug or a row from a newer version: dropped, loudly.
         self.handlers: dict[str, Callable[[Job], Awaitable[None]]] = {

@@ -21,6 +21,7 @@ from boomerang.contact_plan import load_plan
 from boomerang.context import context, store_scope
 from boomerang.engine_protocols import Clock, EngineStore, JourneyWrites
 from boomerang.expressions import EXPRESSION_SECONDS, Scope
+from boomerang.metrics import Metrics
 from boomerang.model import Customer, JournalEntry, Journey
 from boomerang.plugin_manager import Plugins
 from boomerang.project import Project
@@ -32,12 +33,21 @@ class EngineBase:
     """The engine's shared state; the store-thread helpers every part uses."""
 
     def __init__(
-        self, store: EngineStore, clock: Clock, plugins: Plugins, project: Project, *, dry_run: bool = False
+        self,
+        store: EngineStore,
+        clock: Clock,
+        plugins: Plugins,
+        project: Project,
+        *,
+        dry_run: bool = False,
+        metrics: Metrics | None = None,
     ):
         self.store = store
         self.clock = clock
         self.plugins = plugins
         self.dry_run = dry_run  # simulate: actions are recorded, not run
+        # The daemon's metrics; elsewhere (simulate, an import) figures nobody scrapes.
+        self.metrics = metrics or Metrics()
         # Where journeys, their timeline, jobs and messages are written: the store, or while a
         # schedule starts a page of its audience, a `BatchedWrites` in front of it.
         self.writes: JourneyWrites = store

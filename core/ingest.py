@@ -33,6 +33,7 @@ from boomerang.bodies import MAX_VALUE_DEPTH, BodyError, nesting
 from boomerang.clock import parse_time, to_iso
 from boomerang.erasure import Forgotten, remove_outbox_files
 from boomerang.kinds import IngestResult
+from boomerang.metrics import Metrics
 from boomerang.model import PROFILE_FIELDS, Customer, Event, ProfileUpdate
 
 log = logging.getLogger(__name__)
@@ -357,7 +358,8 @@ class Ingestor:
 
     `verified(source)` says whether a source's events may merge customers (the merge policy
     above); by default none may. `outbox()` is the outbox folder of the live configuration,
-    whose files of an erased customer's messages `forget` deletes.
+    whose files of an erased customer's messages `forget` deletes. `metrics` counts what each
+    group stored, by source and type, and the duplicates.
     """
 
     # Events a group takes at most (whole requests; at least one): bounds one transaction's time.
@@ -371,8 +373,10 @@ class Ingestor:
         verified: Callable[[str], bool] = nothing_verified,
         wake: Callable[[], None] = lambda: None,
         outbox: Callable[[], Path | None] = lambda: None,
+        metrics: Metrics | None = None,
     ):
         self.store = store
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self.on_stored = on_stored
         self.verified = verified
@@ -437,9 +441,13 @@ class Ingestor:
                 if not isinstance(outcome, Exception):
                     stored += outcome
                     self.accepted += len(outcome)
-                    self.duplicates += len(waiting.events) - len(outcome)
+                    duplicates = len(waiting.events) - len(outcome)
+                    self.duplicates += duplicates
+                    if duplicates:
+                        self.metrics.duplicates(waiting.events[0].source, duplicates)
             self._last_written = time.monotonic()
             if stored:
+                self.metrics.ingested(stored)
                 try:
                     await self.on_stored(stored)
                 except Exception:  # the writer must outlive a listener's bug: requests wait on it
@@ -455,6 +463,7 @@ class Ingestor:
         )
         if event is not None:
             self.accepted += 1
+            self.metrics.ingested([event])
             await self.on_stored([event])
         return known
 

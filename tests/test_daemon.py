@@ -8,7 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
+from boomerang import metrics
 from boomerang.daemon import Daemon, StartupError
 from conftest import AUTH, event, running, url, wait_for
 
@@ -81,18 +83,31 @@ async def test_a_body_over_one_mebibyte_gets_413(project: Path) -> None:
                 assert response.status == 413
 
 
-async def test_healthz_and_metrics(project: Path) -> None:
+async def test_healthz_and_metrics(project: Path, monkeypatch) -> None:
+    monkeypatch.setattr(metrics, "STORE_FIGURES_SECONDS", 0.05)
     async with running(project) as daemon:
         await post(daemon, json.dumps([event("e1"), event("e1")]))
         async with aiohttp.ClientSession() as session:
             async with session.get(url(daemon, "/healthz")) as response:
                 assert response.status == 200
                 assert (await response.json())["status"] == "ok"
-            async with session.get(url(daemon, "/metrics")) as response:
-                text = await response.text()
-        assert "boomerang_events_accepted_total 1\n" in text
-        assert "boomerang_events_duplicate_total 1\n" in text
-        assert "boomerang_customers 1\n" in text
+
+            async def scraped() -> dict | None:
+                """The samples once the store's figures were read after the event was stored."""
+                async with session.get(url(daemon, "/metrics")) as response:
+                    text = await response.text()
+                samples = {
+                    (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                }
+                return samples if samples[("boomerang_events", ())] == 1 else None
+
+            samples = await wait_for(scraped, what="the store's figures read")
+        ingested = ("boomerang_events_ingested_total", (("source", "api"), ("type", "cart.updated")))
+        assert samples[ingested] == 1
+        assert samples[("boomerang_events_duplicate_total", (("source", "api"),))] == 1
+        assert samples[("boomerang_customers", ())] == 1
 
 
 async def test_reload_keeps_the_old_project_when_a_scenario_is_broken(project: Path, caplog) -> None:

@@ -284,6 +284,16 @@ class Jobs(Quarantine):
         """Give a claimed job back untouched (on shutdown)."""
         self.db.execute("UPDATE jobs SET lease_until = NULL WHERE id = ?", [job_id])
 
+    def due_jobs(self, now: float) -> dict[str, tuple[int, float]]:
+        """Jobs due at `now` that no one holds a lease on, by kind: how many, and when the
+        earliest of them fell due. Reads the due end of the `due_at` index only."""
+        found = self.db.execute(
+            "SELECT kind, count(*), min(due_at) FROM jobs WHERE due_at <= ?"
+            " AND (lease_until IS NULL OR lease_until < ?) GROUP BY kind",
+            [now, now],
+        )
+        return {kind: (count, since) for kind, count, since in found.fetchall()}
+
     def job_count(self) -> int:
         """Jobs waiting in the queue."""
         return self.db.execute("SELECT count(*) FROM jobs").fetchone()[0]
