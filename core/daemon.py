@@ -401,8 +401,9 @@ class Daemon:
             scenarios = [scenario.id for scenario in self.project.scenarios]
             kinds = [*self.engine.handlers]
             try:
+                last = self.metrics.store.figures
                 self.metrics.store.figures = await reader.run(
-                    read_store_figures, reader, scenarios, kinds, self.clock.now().timestamp()
+                    read_store_figures, reader, scenarios, kinds, self.clock.now().timestamp(), last
                 )
             except Exception as exc:  # noqa: BLE001 - stale figures, not a stopped daemon
                 log.warning("cannot read the store's figures for /metrics now: %s", exc)

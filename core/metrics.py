@@ -18,21 +18,21 @@ import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any
 
 from boomerang.model import EVENT_TYPES, Event
 
-# The `_created` series (when each counter was made) double the series and say nothing the
-# daemon's start time does not; this process has no other registry that wants them.
-disable_created_metrics()
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+# prometheus_client is imported when a `Metrics` is made, not with this module: `boomerang
+# check` and the other commands import the ingest and the engine, and must start fast.
 
 # How often the store's figures are read again (read when used, so a test can shorten it).
 STORE_FIGURES_SECONDS = 5.0
+# How often customers and events are counted again: a count reads a whole index (tens of
+# milliseconds a million rows), and those totals move slowly beside their size.
+ROW_COUNT_SECONDS = 60.0
 # Seconds a provider took to answer a send: SMTP and HTTP APIs, from a local relay to a slow one.
 SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # The label of a message the contact plan held back before choosing a channel.
@@ -50,14 +50,20 @@ class StoreFigures:
     jobs_due: dict[str, int] = field(default_factory=dict)  # by kind, not leased
     queue_lag: float = 0.0  # seconds the oldest due job has waited
     read_at: float = 0.0  # `time.time()` of the reading; 0 before the first
+    counted_at: float = 0.0  # `now` when customers and events were counted
 
 
 def read_store_figures(
-    store: Any, scenarios: Iterable[str], kinds: Iterable[str], now: float
+    store: Any, scenarios: Iterable[str], kinds: Iterable[str], now: float, last: StoreFigures | None = None
 ) -> StoreFigures:
     """Read the gauges' figures from `store` (a read-only one: its own thread and connection),
-    with indexed queries: every scenario and job kind named is reported, with 0 if it has none."""
-    counts = store.counts()
+    with indexed queries: every scenario and job kind named is reported, with 0 if it has none.
+    Customers and events are taken from the `last` reading unless it counted them more than
+    `ROW_COUNT_SECONDS` ago."""
+    if last is not None and now - last.counted_at < ROW_COUNT_SECONDS:
+        counts, counted_at = {"customers": last.customers, "events": last.events}, last.counted_at
+    else:
+        counts, counted_at = store.counts(), now
     due = store.due_jobs(now)
     oldest = min((since for _, since in due.values()), default=now)
     return StoreFigures(
@@ -67,17 +73,21 @@ def read_store_figures(
         jobs_due={kind: 0 for kind in kinds} | {kind: count for kind, (count, _) in due.items()},
         queue_lag=max(0.0, now - oldest),
         read_at=time.time(),
+        counted_at=counted_at,
     )
 
 
-class _StoreGauges(Collector):
-    """The gauges of the store's figures, from the copy last read (nothing is read at a scrape)."""
+class _StoreGauges:
+    """The gauges of the store's figures, from the copy last read (nothing is read at a scrape):
+    a collector of the registry."""
 
     def __init__(self) -> None:
         self.figures = StoreFigures()
 
     def collect(self) -> Iterator[Metric]:
         """The figures as gauge families."""
+        from prometheus_client.core import GaugeMetricFamily
+
         figures = self.figures
         yield GaugeMetricFamily("boomerang_customers", "Customers in the store.", value=figures.customers)
         yield GaugeMetricFamily("boomerang_events", "Events in the store.", value=figures.events)
@@ -109,6 +119,11 @@ class Metrics:
     """One daemon's metrics and their registry; the parts that count call its methods."""
 
     def __init__(self, event_types: Iterable[str] = EVENT_TYPES) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+        # The `_created` series (when each counter was made) double the series and say nothing
+        # the daemon's start time does not; this process has no other registry that wants them.
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         self.event_types = frozenset(event_types)  # the types counted by name; others as `other`
         registry = self.registry
@@ -163,6 +178,8 @@ class Metrics:
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The registry in the format the scraper asks for (`Accept`): Prometheus text by
         default, OpenMetrics when asked; with its content type."""
+        from prometheus_client.exposition import choose_encoder
+
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
 

@@ -4,6 +4,7 @@ a real database."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -70,6 +71,7 @@ async def test_metrics_count_events_refusals_sends_and_journeys(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(metrics, "STORE_FIGURES_SECONDS", 0.05)
+    monkeypatch.setattr(metrics, "ROW_COUNT_SECONDS", 0)
     two_scenarios(project)
     configure(project)  # the WooCommerce source, whose webhooks are signed
     signups = [
@@ -205,17 +207,23 @@ def test_the_store_figures_come_from_a_read_only_connection(tmp_path: Path) -> N
         writer.add_job("advance", now + 3600, 0, {}, journey_id="j1")  # not due yet
         [claimed] = writer.claim_due(now - 59, 120, 1)
         assert claimed.kind == "advance"
+    scenarios, kinds = ["cart", "birthday", "welcome"], ["send", "advance", "tick"]
     reader = Store(database, read_only=True)
     try:
-        figures = read_store_figures(
-            reader, ["cart", "birthday", "welcome"], ["send", "advance", "tick"], now
-        )
+        figures = read_store_figures(reader, scenarios, kinds, now)
+        # Rows are counted again only once a minute: in between, the last counts stand.
+        counted = dataclasses.replace(figures, customers=7, events=70)
+        again = read_store_figures(reader, scenarios, kinds, now + 5, counted)
+        later = read_store_figures(reader, scenarios, kinds, now + metrics.ROW_COUNT_SECONDS, counted)
     finally:
         reader.close()
         writer.close()
     assert figures.journeys_active == {"cart": 2, "birthday": 1, "welcome": 0}
     assert figures.jobs_due == {"send": 2, "advance": 0, "tick": 0}
     assert figures.queue_lag == pytest.approx(30, abs=1)
+    assert (figures.customers, figures.events, figures.counted_at) == (0, 0, now)
+    assert (again.customers, again.events, again.counted_at) == (7, 70, now)
+    assert (later.customers, later.events) == (0, 0)
     collected = Metrics()
     collected.store.figures = figures
     samples = parse(collected.exposition(None)[0].decode())
