@@ -64,12 +64,13 @@ def read_store_figures(
         counts, counted_at = {"customers": last.customers, "events": last.events}, last.counted_at
     else:
         counts, counted_at = store.counts(), now
+    scenarios = list(scenarios)
     due = store.due_jobs(now)
     oldest = min((since for _, since in due.values()), default=now)
     return StoreFigures(
         customers=counts["customers"],
         events=counts["events"],
-        journeys_active={scenario: 0 for scenario in scenarios} | store.active_journeys(list(scenarios)),
+        journeys_active={scenario: 0 for scenario in scenarios} | store.active_journeys(scenarios),
         jobs_due={kind: 0 for kind in kinds} | {kind: count for kind, (count, _) in due.items()},
         queue_lag=max(0.0, now - oldest),
         read_at=time.time(),

@@ -86,6 +86,7 @@ async def test_metrics_count_events_refusals_sends_and_journeys(
         # refusals: a wrong token, a body that is no JSON, a wrong WooCommerce signature
         assert await post(session, daemon, json.dumps(event("e-3")), Authorization="Bearer wrong") == 401
         assert await post(session, daemon, '{"id": ') == 400
+        assert await post(session, daemon, json.dumps(event("e-4")) + " " * (1024 * 1024)) == 413
         body = json.dumps(order()).encode()
         headers = {**delivery_headers(SECRET, body, "order.created"), "X-WC-Webhook-Signature": "bm90IGl0"}
         async with session.post(url(daemon, "/hooks/woocommerce"), data=body, headers=headers) as response:
@@ -119,6 +120,7 @@ async def test_metrics_count_events_refusals_sends_and_journeys(
     rejections = "boomerang_webhook_rejections_total"
     assert value(samples, rejections, source="api", reason="unauthorized") == 1
     assert value(samples, rejections, source="api", reason="bad_body") == 1
+    assert value(samples, rejections, source="api", reason="too_large") == 1
     assert value(samples, rejections, source="woocommerce", reason="unauthorized") == 1
     # Ann's welcome went by email; c-2 has no address: the plan dropped theirs.
     decisions = "boomerang_plan_decisions_total"
