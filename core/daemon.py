@@ -394,9 +394,11 @@ class Daemon:
         """Read the store's figures (customers, events, active journeys, due jobs) every
         `metrics.STORE_FIGURES_SECONDS`, on a read-only connection with a thread of its own: a
         reading never waits for ingest's writes nor holds them up (WAL), and a scrape only
-        reads the copy. A reading that fails is logged and tried again at the next one."""
+        reads the copy. A reading that fails is logged (once, until one succeeds again) and
+        tried again at the next one; the gauges keep the last figures meanwhile."""
         assert self._reader is not None
         reader = self._reader
+        failing = False
         while True:
             scenarios = [scenario.id for scenario in self.project.scenarios]
             kinds = [*self.engine.handlers]
@@ -405,8 +407,11 @@ class Daemon:
                 self.metrics.store.figures = await reader.run(
                     read_store_figures, reader, scenarios, kinds, self.clock.now().timestamp(), last
                 )
+                failing = False
             except Exception as exc:  # noqa: BLE001 - stale figures, not a stopped daemon
-                log.warning("cannot read the store's figures for /metrics now: %s", exc)
+                if not failing:
+                    log.warning("cannot read the store's figures for /metrics now: %s", exc)
+                failing = True
             await asyncio.sleep(metrics.STORE_FIGURES_SECONDS)
 
     async def _visit_over(self, job: Job) -> None:
