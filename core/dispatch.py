@@ -30,6 +30,7 @@ from typing import Any
 
 from jinja2.exceptions import SecurityError
 
+from boomerang import promo_codes
 from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import DEFAULT_RATE, Decision
 from boomerang.engine_protocols import EngineStore
@@ -58,10 +59,17 @@ from boomerang.tracking import page_links
 log = logging.getLogger(__name__)
 
 POPULATION_REFRESH = timedelta(minutes=10)  # how long channel-wide engagement figures are reused
+# Codes in a row a provider may give that other messages have before the send is retried
+# later: one such code is a one-in-a-trillion chance for `local`; more is a provider repeating itself.
+ISSUE_ATTEMPTS = 5
 SENDS_AT_ONCE = 64  # messages of a batch in the channels' hands at once
 # Messages render here, never on the store's thread or the event loop. Two threads: rendering
 # is CPU-bound under the GIL, so more would not be faster, and a thread per message would not scale.
 RENDERING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+
+
+class PromoCodeTaken(Exception):
+    """A promo provider keeps giving codes that other messages have."""
 
 
 @dataclasses.dataclass
@@ -170,19 +178,54 @@ class Dispatch(Journeys):
     async def _issue_promo_code(self, plan: SendPlan) -> None:
         """Give a planned message the personal code of its step's promo provider, once per message.
 
-        The code is stored with the message before it is rendered, so a retry or a restart
-        after a crash reuses it, and a fallback inherits it (`_fall_back` copies the promo).
+        The code is kept (`promo_codes`, linked to the message) and stored with the message in
+        one transaction before it is rendered, so a retry or a restart after a crash reuses it,
+        and a fallback inherits it (`_fall_back` copies the promo). A code another message has
+        is refused by the database: the provider is asked for another. `simulate` (dry run)
+        shows the provider's sample and keeps nothing.
         """
         promo = plan.record.promo or {}
         name = promo.get("provider")
         provider = self.project.registry.promo_providers.get(name) if name else None
         if provider is None or promo.get("code"):
             return  # no provider step, a code already kept, or one `check` reports as unknown
-        code = f"<code from {name}>" if self.dry_run else await provider.issue(plan.customer, promo)
-        await self.store.run(
-            self.store.update_message, plan.record.id, promo=json.dumps({**promo, "code": code})
-        )
+        if self.dry_run:
+            code = provider.sample(promo, plan.record.id) or f"<code from {name}>"
+            await self.store.run(
+                self.store.update_message, plan.record.id, promo=json.dumps({**promo, "code": code})
+            )
+        else:
+            for _ in range(ISSUE_ATTEMPTS):
+                code = await provider.issue(plan.customer, promo)
+                kept = await self.store.run(self._keep_code, plan, name, code)
+                if kept is not None:
+                    code = kept
+                    break
+            else:
+                raise PromoCodeTaken(
+                    f"promo provider '{name}' gave {ISSUE_ATTEMPTS} codes in a row that other messages have"
+                )
         plan.context["promo"]["code"] = code
+
+    def _keep_code(self, plan: SendPlan, provider: str, code: str) -> str | None:
+        """Keep a code issued for a planned message and store it with the message, in one
+        transaction; the message's code (the one it had already, if a crash lost only the
+        message's copy), or None if another message has this code."""
+        record = plan.record
+        promo = record.promo or {}
+        message = {
+            "id": record.id,
+            "customer_id": record.customer_id,
+            "scenario": record.scenario,
+            "step": record.step,
+        }
+        row = promo_codes.issued(code, provider, message, promo, plan.now)
+        with self.store.transaction():
+            kept = self.store.keep_promo_codes([row]).get(record.id)
+            if kept is not None:
+                expiry = {"expires_at": row["expires_at"]} if row["expires_at"] else {}
+                self.store.update_message(record.id, promo=json.dumps({**promo, "code": kept, **expiry}))
+        return kept
 
     def _decide(
         self,
@@ -685,10 +728,14 @@ class _Sent:
 
 
 def promo_view(promo: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-    """The promo as templates see it: percent, amount, code, expires_at, expires_hours."""
+    """The promo as templates see it: percent, amount, currency, code, expires_at (in `now`'s
+    timezone: the moment kept with an issued code, else `expires` from now), expires_hours."""
     view = dict(promo or {})
     seconds = view.pop("expires", None)
+    kept = view.pop("expires_at", None)
     if isinstance(seconds, int | float):
         view["expires_at"] = now + timedelta(seconds=seconds)
         view["expires_hours"] = round(seconds / 3600)
+    if isinstance(kept, str):
+        view["expires_at"] = parse_time(kept).astimezone(now.tzinfo)
     return view
