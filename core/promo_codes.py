@@ -190,7 +190,7 @@ def rejected_event(code: str, reason: str, order_event: Event, order: str) -> Ev
 def export_csv(rows: Iterable[dict[str, Any]]) -> str:
     """Issued codes as CSV (`CSV_COLUMNS`): `value` is the percentage or the amount, `percent`
     says which (`true`/`false`), `currency` goes with an amount; the customer by id, never by
-    address."""
+    address; times in UTC to the second."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -203,15 +203,19 @@ def export_csv(rows: Iterable[dict[str, Any]]) -> str:
                 "" if amount is None else f"{amount:g}",
                 "" if percent else row.get("currency") or "",
                 "true" if percent else "false",
-                row.get("expires_at") or "",
-                row["issued_at"],
+                _to_the_second(row.get("expires_at")),
+                _to_the_second(row["issued_at"]),
                 row["customer_id"],
                 row.get("scenario") or "",
                 row.get("step") or "",
-                row.get("redeemed_at") or "",
+                _to_the_second(row.get("redeemed_at")),
             ]
         )
     return out.getvalue()
+
+
+def _to_the_second(stamp: str | None) -> str:
+    return parse_time(stamp).strftime("%Y-%m-%dT%H:%M:%SZ") if stamp else ""
 
 
 def _number(value: Any) -> float | None:

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from boomerang import promo_codes
 from boomerang.cli import cli
 from boomerang.clock import to_iso
 from boomerang.plugins.promo.local import LocalPromoProvider
+from boomerang.scenarios import load_scenarios
 from boomerang.store import Store
 from conftest import event, incoming, running, t, wait_for
 
@@ -137,6 +139,9 @@ async def test_a_code_is_kept_with_its_message_and_shown_in_it(shop: Path, rig_f
         to_iso(t("2026-03-02 12:00")),
     )
     assert rig.store.message(sent.id)["promo"]["code"] == row["code"]
+    rig.store.forget("ann", t("2026-03-02 11:00"))  # the code counts on, for nobody in particular
+    [row] = kept(rig.store)
+    assert row["customer_id"].startswith("forgotten-") and rig.store.message(sent.id)["promo"] is None
 
 
 async def test_a_capped_message_issues_no_code(shop: Path, rig_for) -> None:
@@ -341,12 +346,12 @@ def test_promo_export_prints_the_codes_as_csv(project: Path, tmp_path: Path) -> 
             "value": "10",
             "currency": "",
             "percent": "true",
-            "expires_at": to_iso(t("2026-03-02 12:00")),
-            "issued_at": to_iso(t("2026-03-02 10:00")),
+            "expires_at": "2026-03-02T12:00:00Z",
+            "issued_at": "2026-03-02T10:00:00Z",
             "customer_id": "c-1",
             "scenario": "cart",
             "step": "0",
-            "redeemed_at": to_iso(t("2026-03-02 11:00")),
+            "redeemed_at": "2026-03-02T11:00:00Z",
         },
         {
             "code": "BMR-CCCC-DDDD",
@@ -354,7 +359,7 @@ def test_promo_export_prints_the_codes_as_csv(project: Path, tmp_path: Path) -> 
             "currency": "EUR",
             "percent": "false",
             "expires_at": "",
-            "issued_at": to_iso(t("2026-03-02 10:00")),
+            "issued_at": "2026-03-02T10:00:00Z",
             "customer_id": "c-2",
             "scenario": "reactivation",
             "step": "0",
@@ -374,3 +379,23 @@ def test_promo_export_prints_the_codes_as_csv(project: Path, tmp_path: Path) -> 
     bad = runner.invoke(cli, ["promo", "export", "--config", str(config), "--since", "last week"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert "'last week' is neither a duration (7d, 12h, 30m) nor a moment" in bad.output
+
+
+def test_the_readmes_promo_examples_are_what_boomerang_takes_and_prints(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Promo codes") : readme.index("### Check before you merge")]
+    step = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    table = re.search(r"```\n(code,.*?)```", section, re.DOTALL)
+    assert step and table
+    scenario = "scenario: back\ncategory: promo\ntrigger: {event: customer.created}\nsteps:\n"
+    (tmp_path / "back.yaml").write_text(scenario + step.group(1), encoding="utf-8")
+    [compiled] = load_scenarios([tmp_path / "back.yaml"])
+    assert compiled.steps[0].promo == {"provider": "local", "percent": 15, "expires": timedelta(days=7)}
+    row = promo_codes.issued(
+        "BMR-7KQ4-XW9P-M3RT",
+        "local",
+        {"id": "m-1", "customer_id": "c-1", "scenario": "reactivation", "step": "0"},
+        {**compiled.steps[0].promo, "expires": 7 * 86400},  # as the message keeps it
+        t("2026-03-02 10:00"),
+    )
+    assert promo_codes.export_csv([{**row, "redeemed_at": None}]) == table.group(1)
