@@ -399,3 +399,17 @@ def test_the_readmes_promo_examples_are_what_boomerang_takes_and_prints(tmp_path
         t("2026-03-02 10:00"),
     )
     assert promo_codes.export_csv([{**row, "redeemed_at": None}]) == table.group(1)
+
+
+async def test_a_damaged_code_row_is_set_aside_and_fails_alone(shop: Path, rig_for) -> None:
+    rig = issuing(rig_for, local_shop(shop))
+    ann = customer("ann")
+    await rig.send_event(incoming("a1", "cart.updated", "2026-03-02 10:00", ann))
+    [row] = kept(rig.store)
+    rig.store.db.execute("UPDATE promo_codes SET expires_at = 'soon' WHERE code = ?", [row["code"]])
+    await rig.send_event(order("o1", "2026-03-02 10:30", ann, "A-1", discount_codes=[row["code"]]))
+    [rejected] = rig.store.events_of_types("ann", ["promo.rejected"])
+    assert rejected["data"]["reason"] == "unknown code"
+    assert kept(rig.store) == []  # the export leaves it out too
+    found = rig.store.db.execute("SELECT table_name, row_id FROM quarantine").fetchall()
+    assert found == [("promo_codes", row["code"])]

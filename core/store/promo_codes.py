@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from boomerang.clock import to_iso
+from boomerang.store import rows
 from boomerang.store.quarantine import Quarantine
 
 _COLUMNS = (
@@ -52,7 +53,10 @@ class PromoCodes(Quarantine):
             "SELECT * FROM promo_codes WHERE code IN (SELECT value FROM json_each(?))",
             [json.dumps(list(codes))],
         )
-        return {row["code"].upper(): row for row in found}
+        read = (
+            self._read_row("promo_codes", row["code"], lambda row=row: rows.promo_code(row)) for row in found
+        )
+        return {row["code"].upper(): row for row in read if row is not None}
 
     def redeem_promo_codes(self, redemptions: Sequence[tuple[str, str]], at: datetime) -> list[str]:
         """Mark codes redeemed by their orders ((code, order id) pairs), each only if it is not
@@ -72,8 +76,12 @@ class PromoCodes(Quarantine):
     ) -> list[dict[str, Any]]:
         """Codes issued since a moment (all without one), of one scenario and one provider when
         given, oldest first: what `boomerang promo export` prints."""
-        return self._select(
+        found = self._select(
             "SELECT * FROM promo_codes WHERE issued_at >= ? AND (? IS NULL OR scenario = ?)"
             " AND (? IS NULL OR provider = ?) ORDER BY issued_at, code",
             [to_iso(since) if since else "", scenario, scenario, provider, provider],
         )
+        read = (
+            self._read_row("promo_codes", row["code"], lambda row=row: rows.promo_code(row)) for row in found
+        )
+        return [row for row in read if row is not None]
