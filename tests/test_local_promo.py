@@ -25,7 +25,9 @@ from test_daemon import post
 from boomerang import promo_codes
 from boomerang.cli import cli
 from boomerang.clock import to_iso
-from boomerang.plugins.promo.local import LocalPromoProvider
+from boomerang.config import load_config
+from boomerang.plugins.promo.local import LocalPromoProvider, read_settings
+from boomerang.problems import ProblemError
 from boomerang.scenarios import load_scenarios
 from boomerang.store import Store
 from conftest import event, incoming, running, t, wait_for
@@ -413,3 +415,27 @@ async def test_a_damaged_code_row_is_set_aside_and_fails_alone(shop: Path, rig_f
     assert kept(rig.store) == []  # the export leaves it out too
     found = rig.store.db.execute("SELECT table_name, row_id FROM quarantine").fetchall()
     assert found == [("promo_codes", row["code"])]
+
+
+def test_wrong_settings_and_promo_keys_are_reported_at_their_place(tmp_path: Path) -> None:
+    path = tmp_path / "boomerang.yaml"
+    path.write_text(
+        "database: ./b.db\npromo_providers:\n  local:\n    prefix: B-1\n    groups: 9\n    prefx: X\n"
+    )
+    with pytest.raises(ProblemError) as caught:
+        read_settings(load_config(path))
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{path}:4:13: error: 'prefix': a promo code prefix is letters and digits, such as BMR",
+        f"{path}:5:13: error: 'groups' is a whole number from 2 to 6",
+        f"{path}:6:5: error: unknown local setting 'prefx' (did you mean 'prefix'?)",
+    ]
+    (tmp_path / "back.yaml").write_text(
+        "scenario: back\ncategory: promo\ntrigger: {event: customer.created}\nsteps:\n"
+        "  - send: back\n    promo: {provider: local, prefix: WAY-TOO-LONG, amount: 5, currency: euro}\n"
+    )
+    with pytest.raises(ProblemError) as caught:
+        load_scenarios([tmp_path / "back.yaml"])
+    assert [str(problem).removeprefix(f"{tmp_path / 'back.yaml'}:") for problem in caught.value.problems] == [
+        "6:38: error: a promo code prefix is letters and digits, such as BMR",
+        "6:73: error: currency is a three-letter code such as EUR",
+    ]
