@@ -176,9 +176,10 @@ def redeemed_event(row: dict[str, Any], order: str, at: datetime) -> Event:
 
 
 def rejected_event(code: str, reason: str, order_event: Event, order: str) -> Event:
-    """`promo.rejected` for the customer whose order named a code it may not redeem."""
+    """`promo.rejected` for the customer whose order named a code it may not redeem; its id
+    names the order and the code, so the same order coming back is reported once."""
     return Event(
-        id=f"promo.rejected:{order_event.id}:{code}",
+        id=f"promo.rejected:{order}:{code}",
         type="promo.rejected",
         at=order_event.at,
         profile=ProfileUpdate(id=order_event.customer_id),

@@ -30,16 +30,15 @@ class Redemptions(Journeys):
         if event.type == "order.placed" and event.customer_id:
             codes = promo_codes.order_codes(event.data)
             if codes:
-                self._redeem(event, codes, now)
+                self._redeem(event, event.customer_id, codes, now)
         super().on_event(event, now)
 
-    def _redeem(self, event: Event, codes: list[str], now: datetime) -> None:
-        assert event.customer_id is not None
+    def _redeem(self, event: Event, customer_id: str, codes: list[str], now: datetime) -> None:
         order = promo_codes.order_id(event)
         rows = self.store.promo_codes(codes)
         accepted, rejected = [], []
         for code in codes:
-            why = promo_codes.refusal(rows.get(code), event.customer_id, order, event.at)
+            why = promo_codes.refusal(rows.get(code), customer_id, order, event.at)
             if why is None:
                 accepted.append(rows[code])
             elif why:  # "" is this order's own redemption coming back: nothing to do
@@ -48,8 +47,10 @@ class Redemptions(Journeys):
         events = [
             promo_codes.redeemed_event(row, order, event.at) for row in accepted if row["code"] in marked
         ]
-        for code, why in rejected:
-            log.info("order event %s named a promo code that is not redeemed: %s", event.id, why)
-            events.append(promo_codes.rejected_event(code, why, event, order))
-        if events:
-            self.store.ingest(events, now)
+        events.extend(promo_codes.rejected_event(code, why, event, order) for code, why in rejected)
+        if not events:
+            return
+        for stored in self.store.ingest(events, now):  # the new ones: a replayed order says nothing
+            if stored.type == "promo.rejected":
+                reason = stored.data["reason"]
+                log.info("order event %s named a promo code that is not redeemed: %s", event.id, reason)
