@@ -485,6 +485,64 @@ def sources_setup(config_file: Path, name: str) -> None:
         click.echo(line)
 
 
+@cli.group()
+def promo() -> None:
+    """Personal promo codes issued to customers."""
+
+
+@promo.command(name="export")
+@config_option
+@click.option("--since", help="Only codes issued in this last while (7d, 12h) or since a moment (ISO-8601).")
+@click.option("--scenario", help="Only the codes of this scenario.")
+@click.option("--provider", help="Only the codes of this provider (local, shopify...).")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the CSV to FILE instead of stdout.",
+)
+def promo_export(
+    config_file: Path, since: str | None, scenario: str | None, provider: str | None, output: Path | None
+) -> None:
+    """Print the codes issued as CSV (customer ids, not addresses), for shops that import codes by hand."""
+    from datetime import UTC, datetime
+
+    from boomerang.clock import parse_duration, parse_time
+    from boomerang.private_files import write_private
+    from boomerang.promo_codes import export_csv
+    from boomerang.store import Store, StoreError
+
+    start = None
+    if since is not None:
+        try:
+            start = datetime.now(UTC) - parse_duration(since)
+        except ValueError:
+            try:
+                start = parse_time(since)
+            except ValueError:
+                raise click.BadParameter(
+                    f"'{since}' is neither a duration (7d, 12h, 30m)"
+                    " nor a moment such as 2026-03-02T00:00:00Z",
+                    param_hint="--since",
+                ) from None
+    config = read_config(config_file)
+    # Read-only: the daemon may be running, and only the daemon (holding its lock) writes.
+    try:
+        store = Store(config.database, read_only=True)
+    except StoreError as exc:
+        raise click.ClickException(f"{exc}; has the daemon run yet?") from None
+    try:
+        text = export_csv(store.issued_promo_codes(start, scenario, provider))
+    finally:
+        store.close()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            write_private(output, text.encode())
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
 def _plugin_dirs_for_commands(argv: list[str]) -> list[Path]:
     """Drop-in directories of the config named on the command line, for `register_commands`."""
     explicit = None

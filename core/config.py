@@ -54,6 +54,7 @@ class Config:
     sources: dict[str, dict] = field(default_factory=dict)
     actions: dict[str, dict] = field(default_factory=dict)
     channels: dict[str, dict] = field(default_factory=dict)
+    promo_providers: dict[str, dict] = field(default_factory=dict)
     contact_plan: dict[str, Any] = field(default_factory=dict)
     segments: dict[str, str] = field(default_factory=dict)
     document: Any = field(default=None, repr=False)  # the parsed YAML, kept for positions
@@ -185,6 +186,7 @@ class _Reader:
             "sources",
             "actions",
             "channels",
+            "promo_providers",
             "contact_plan",
             "segments",
             "log_level",
@@ -226,6 +228,7 @@ class _Reader:
         config.sources = self.sections(doc, "sources")
         config.actions = self.sections(doc, "actions")
         config.channels = self.sections(doc, "channels")
+        config.promo_providers = self.sections(doc, "promo_providers")
         plan = self.mapping(doc, "contact_plan", None)
         config.contact_plan = dict(plan)
         if "default_timezone" in plan:
@@ -284,7 +287,8 @@ class _Reader:
         return value
 
     def sections(self, parent: CommentedMap, key: str) -> dict[str, dict]:
-        """A mapping of named sections (`channels`, `sources`, `actions`), each itself a mapping."""
+        """A mapping of named sections (`channels`, `sources`, `actions`, `promo_providers`),
+        each itself a mapping."""
         value = self.mapping(parent, key, None)
         result = {}
         for name, section in value.items():

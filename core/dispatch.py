@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter as Tally
@@ -32,13 +31,14 @@ from typing import Any
 
 from jinja2.exceptions import SecurityError
 
+from boomerang import promo_codes
 from boomerang.clock import parse_time, to_iso
 from boomerang.contact_plan import DEFAULT_RATE, Decision
 from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import MESSAGE_SECONDS, Budget, Expression, RenderLimitExceeded, Scope, evaluating
 from boomerang.history import History
 from boomerang.journeys import Journeys, stable_id
-from boomerang.kinds import ActionFailed
+from boomerang.kinds import ActionFailed, PromoProvider
 from boomerang.metrics import Metrics
 from boomerang.model import (
     Customer,
@@ -61,10 +61,17 @@ from boomerang.tracking import page_links
 log = logging.getLogger(__name__)
 
 POPULATION_REFRESH = timedelta(minutes=10)  # how long channel-wide engagement figures are reused
+# Codes in a row a provider may give that other messages have before the send is retried
+# later: one such code is a one-in-a-trillion chance for `local`; more is a provider repeating itself.
+ISSUE_ATTEMPTS = 5
 SENDS_AT_ONCE = 64  # messages of a batch in the channels' hands at once
 # Messages render here, never on the store's thread or the event loop. Two threads: rendering
 # is CPU-bound under the GIL, so more would not be faster, and a thread per message would not scale.
 RENDERING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+
+
+class PromoCodeTaken(Exception):
+    """A promo provider keeps giving codes that other messages have."""
 
 
 @dataclasses.dataclass
@@ -168,7 +175,7 @@ class Dispatch(Journeys):
                 return
             going = [plan for plan in plans if plan.goes]
             # Only now that the plan says they go: a deferred or dropped message costs no code.
-            await asyncio.gather(*(self._issue_promo_code(plan) for plan in going))
+            await self._issue_promo_codes(going)
             rendered = await loop.run_in_executor(RENDERING, self._render, going, loop)
             sendings = await self.store.run(self._commit_sends, plans, rendered, self.clock.now())
         if not sendings:
@@ -176,22 +183,86 @@ class Dispatch(Journeys):
         deliveries = await self._deliver(sendings)
         await self.store.run(self._record_delivery, sendings, deliveries, self.clock.now())
 
-    async def _issue_promo_code(self, plan: SendPlan) -> None:
-        """Give a planned message the personal code of its step's promo provider, once per message.
+    async def _issue_promo_codes(self, plans: list[SendPlan]) -> None:
+        """Give the planned messages whose step names a promo provider their personal codes,
+        once per message.
 
-        The code is stored with the message before it is rendered, so a retry or a restart
-        after a crash reuses it, and a fallback inherits it (`_fall_back` copies the promo).
+        The providers are asked concurrently; the codes are kept (`promo_codes`, linked to
+        their messages) and stored with the messages in one transaction before they are
+        rendered, so a retry or a restart after a crash reuses them, and a fallback inherits
+        its first message's (`_fall_back` copies the promo). A code another message has is
+        refused by the database, and its provider asked for another. `simulate` (dry run)
+        shows each provider's sample and keeps nothing.
         """
-        promo = plan.record.promo or {}
-        name = promo.get("provider")
-        provider = self.project.registry.promo_providers.get(name) if name else None
-        if provider is None or promo.get("code"):
-            return  # no provider step, a code already kept, or one `check` reports as unknown
-        code = f"<code from {name}>" if self.dry_run else await provider.issue(plan.customer, promo)
-        await self.store.run(
-            self.store.update_message, plan.record.id, promo=json.dumps({**promo, "code": code})
+        wanting = []
+        for plan in plans:
+            promo = plan.record.promo or {}
+            name = promo.get("provider")
+            provider = self.project.registry.promo_providers.get(name) if name else None
+            # no provider step, a code already kept, or a provider `check` reports as unknown
+            if provider is not None and not promo.get("code"):
+                wanting.append((plan, provider))
+        if not wanting:
+            return
+        if self.dry_run:
+            codes = {
+                plan.record.id: provider.sample(plan.record.promo or {}, plan.record.id)
+                or f"<code from {provider.name}>"
+                for plan, provider in wanting
+            }
+            await self.store.run(self._store_codes, [plan for plan, _ in wanting], codes, {})
+            return
+        for _ in range(ISSUE_ATTEMPTS):
+            issued = await asyncio.gather(
+                *(provider.issue(plan.customer, plan.record.promo or {}) for plan, provider in wanting)
+            )
+            codes = await self.store.run(self._keep_codes, wanting, issued)
+            wanting = [(plan, provider) for plan, provider in wanting if plan.record.id not in codes]
+            if not wanting:
+                return
+        names = ", ".join(sorted({provider.name for _, provider in wanting}))
+        raise PromoCodeTaken(
+            f"promo provider {names} gave {ISSUE_ATTEMPTS} codes in a row that other messages have"
         )
-        plan.context["promo"]["code"] = code
+
+    def _keep_codes(
+        self, wanting: list[tuple[SendPlan, PromoProvider]], codes: list[str]
+    ) -> dict[str, str]:
+        """Keep the codes issued for planned messages and store each with its message, in one
+        transaction; the code each message has now, by message id (the one it had already, if
+        a crash lost only the message's copy). A message left out was given a code another
+        message has."""
+        rows = [
+            promo_codes.issued(
+                code,
+                provider.name,
+                {
+                    "id": plan.record.id,
+                    "customer_id": plan.record.customer_id,
+                    "scenario": plan.record.scenario,
+                    "step": plan.record.step,
+                },
+                plan.record.promo or {},
+                plan.now,
+            )
+            for (plan, provider), code in zip(wanting, codes, strict=True)
+        ]
+        with self.store.transaction():
+            kept = self.store.keep_promo_codes(rows)
+            expiry = {row["message_id"]: row["expires_at"] for row in rows if row["expires_at"]}
+            self._store_codes([plan for plan, _ in wanting if plan.record.id in kept], kept, expiry)
+        return kept
+
+    def _store_codes(self, plans: list[SendPlan], codes: dict[str, str], expiry: dict[str, str]) -> None:
+        """Store each planned message's code (and its expiry) with its promo, one statement for
+        all, and show it in the message's context."""
+        changes = []
+        for plan in plans:
+            code = codes[plan.record.id]
+            until = {"expires_at": expiry[plan.record.id]} if plan.record.id in expiry else {}
+            changes.append((plan.record.id, {"promo": {**(plan.record.promo or {}), "code": code, **until}}))
+            plan.context["promo"]["code"] = code
+        self.store.update_messages(changes)
 
     def _decide(
         self,
@@ -714,10 +785,14 @@ class _Sent:
 
 
 def promo_view(promo: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-    """The promo as templates see it: percent, amount, code, expires_at, expires_hours."""
+    """The promo as templates see it: percent, amount, currency, code, expires_at (in `now`'s
+    timezone: the moment kept with an issued code, else `expires` from now), expires_hours."""
     view = dict(promo or {})
     seconds = view.pop("expires", None)
+    kept = view.pop("expires_at", None)
     if isinstance(seconds, int | float):
         view["expires_at"] = now + timedelta(seconds=seconds)
         view["expires_hours"] = round(seconds / 3600)
+    if isinstance(kept, str):
+        view["expires_at"] = parse_time(kept).astimezone(now.tzinfo)
     return view

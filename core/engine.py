@@ -7,6 +7,7 @@ It is composed of parts named after what they hold (see each module):
   a batch of sends at a time,
   fallbacks and actions (store thread, a render thread, and the event loop for the sends);
 - `boomerang.schedules`: cron and date ticks (store thread);
+- `boomerang.redemptions`: promo codes an order names, redeemed or rejected (store thread);
 - `boomerang.context`: the plain data expressions and templates see;
 - `boomerang.engine_base`: the state they share and the journal;
 - `boomerang.engine_protocols`: what the engine needs of a store and a clock;
@@ -31,6 +32,7 @@ from boomerang.metrics import Metrics
 from boomerang.model import Job
 from boomerang.plugin_manager import Plugins
 from boomerang.project import Project
+from boomerang.redemptions import Redemptions
 from boomerang.schedules import Schedules
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 W = TypeVar("W", Job, list[Job])  # what a store-thread handler takes: a job, or a batch of them
 
 
-class Engine(Dispatch, Schedules):
+class Engine(Dispatch, Schedules, Redemptions):
     """Runs the project's scenarios against the store, on whichever clock it is given."""
 
     def __init__(

@@ -80,9 +80,9 @@ def register_actions(config: Config) -> list[Action] | None:
 
 @hookspec
 def register_promo_providers(config: Config) -> list[PromoProvider] | None:
-    """Hand over providers of personal promo codes, chosen by name in the config.
+    """Hand over providers of personal promo codes, chosen by name in a step's `promo:`.
 
-    :param config: the loaded configuration.
+    :param config: the loaded configuration (a provider's settings: `config.promo_providers`).
     :return: a list of `boomerang.kinds.PromoProvider` objects, each with a unique name.
     """
 

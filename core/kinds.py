@@ -274,7 +274,16 @@ class PromoProvider(ABC):
 
     @abstractmethod
     async def issue(self, customer: Customer, spec: dict[str, Any]) -> str:
-        """A new code for this customer, following the step's `promo:` spec."""
+        """A new code for this customer, following the step's `promo:` spec.
+
+        The core keeps every code issued in its `promo_codes` table, linked to the message, and
+        asks again if the code is one another message has: return a fresh code each call.
+        """
+
+    def sample(self, spec: dict[str, Any], seed: str) -> str | None:
+        """A code that looks like this provider's, the same for the same `seed`, issued nowhere:
+        what `simulate` and `preview` show. None (the default): a placeholder is shown."""
+        return None
 
 
 class Recommender(ABC):

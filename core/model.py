@@ -26,6 +26,7 @@ EVENT_TYPES = (
     "customer.updated",
     "review.submitted",
     "promo.redeemed",
+    "promo.rejected",
     "message.sent",
     "message.delivered",
     "message.failed",

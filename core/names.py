@@ -39,6 +39,8 @@ DATA_KEYS: dict[str, tuple[str, ...]] = {
     "order.shipped": ("order",),
     "order.delivered": ("order",),
     "order.cancelled": ("order",),
+    "promo.redeemed": ("code", "order_id", "message_id", "scenario", "step", "value", "message"),
+    "promo.rejected": ("code", "order_id", "reason"),
 }
 
 

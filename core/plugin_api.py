@@ -13,6 +13,7 @@ Every name here is defined once in the core and kept stable for plugins; the res
 - tokens: `sign`, `verify`, `seal`, `unseal`, `bearer`, `SEALED_OVERHEAD`, and `b64url`,
   `b64url_decode`;
 - HTTP: `retry_after` for a `Retry-After` header;
+- promo codes: `PROMO_ALPHABET`, `DEFAULT_GROUPS`, `new_code`, `sample_code`, `prefix_problem`;
 - text and time: `html_to_text`, `parse_duration`, `parse_time`, `to_iso`;
 - for condition functions: `scope` (the evaluation's history and segments) and `History`;
   `translated_as` and the terms of `boomerang.audiences` (`days_since_term`) for a function a
@@ -44,11 +45,15 @@ from boomerang.ingest import (
 )
 from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Delivery, DeliveryStatus, Event, Message
 from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.promo_codes import ALPHABET as PROMO_ALPHABET
+from boomerang.promo_codes import DEFAULT_GROUPS, new_code, prefix_problem, sample_code
 from boomerang.templates import html_to_text
 from boomerang.tokens import SEALED_OVERHEAD, b64url, b64url_decode, bearer, seal, sign, unseal, verify
 
 __all__ = [
+    "DEFAULT_GROUPS",
     "MAX_PUSH_SUBSCRIPTIONS",
+    "PROMO_ALPHABET",
     "SEALED_OVERHEAD",
     "BodyError",
     "Config",
@@ -70,6 +75,7 @@ __all__ = [
     "did_you_mean",
     "e164",
     "html_to_text",
+    "new_code",
     "normalise_email",
     "normalise_phone",
     "parse_body",
@@ -77,8 +83,10 @@ __all__ = [
     "parse_event",
     "parse_events",
     "parse_time",
+    "prefix_problem",
     "read_json",
     "retry_after",
+    "sample_code",
     "scope",
     "seal",
     "sign",
@@ -110,8 +118,7 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
 
 class SettingsCheck:
     """The problems of one plugin's section of the config (`channels.<name>`, `sources.<name>`,
-    `actions.<name>`),
-    each at its place in `boomerang.yaml`.
+    `actions.<name>`, `promo_providers.<name>`), each at its place in `boomerang.yaml`.
 
     Unknown settings are reported at once, at the key, with a "did you mean"; add the others
     with `problem()` and finish with `done()`:

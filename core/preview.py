@@ -199,7 +199,9 @@ def sample_promo(project: Project, template_name: str, now: datetime) -> dict[st
                     for key, value in step.promo.items()
                 }
                 provider = promo.pop("provider", None)
-                promo.setdefault("code", f"SAMPLE-{provider.upper()}" if provider else "SAMPLE10")
+                known = project.registry.promo_providers.get(provider) if provider else None
+                sample = known.sample(promo, template_name) if known else None
+                promo.setdefault("code", sample or (f"SAMPLE-{provider.upper()}" if provider else "SAMPLE10"))
                 return promo_view(promo, now)
     return {}
 

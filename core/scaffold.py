@@ -53,6 +53,11 @@ channels:
   telegram: {{token: "123456789:demo", bot_username: DemoShopBot,
              webhook_secret: ${{TELEGRAM_WEBHOOK_SECRET:-{webhook_secret}}}}}
 
+# Personal codes for `promo: {{provider: local}}` steps (the reactivation offer), made and kept
+# here; an order that names one redeems it. `boomerang promo export` lists them as CSV.
+promo_providers:
+  local: {{prefix: BMR}}
+
 contact_plan:
   default_timezone: Europe/Moscow
 """

@@ -30,6 +30,7 @@ from boomerang.local_time import DAY_NAMES, WEEKDAYS, weekday_of
 from boomerang.model import CATEGORIES
 from boomerang.names import NameUse, expression_names, place, template_names
 from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.promo_codes import prefix_problem
 from boomerang.yamlfile import key_position, load_yaml, node_position, value_position
 
 SCENARIO_KEYS = (
@@ -544,8 +545,18 @@ class _Compiler:
                     value_position(node, "promo"), "promo is a mapping such as {percent: 10, expires: 48h}"
                 )
             else:
-                self.unknown_keys(promo, ("percent", "amount", "code", "provider", "expires"), "promo")
+                self.unknown_keys(
+                    promo, ("percent", "amount", "currency", "code", "provider", "prefix", "expires"), "promo"
+                )
                 step.promo = {str(k): v for k, v in promo.items()}
+                if "prefix" in promo and (problem := prefix_problem(promo["prefix"])):
+                    self.error(value_position(promo, "prefix"), problem)
+                currency = promo.get("currency")
+                if "currency" in promo and not (
+                    isinstance(currency, str) and re.fullmatch("[A-Za-z]{3}", currency)
+                ):
+                    where = value_position(promo, "currency")
+                    self.error(where, "currency is a three-letter code such as EUR")
                 if "expires" in promo:
                     expires = self.duration(promo, "expires")
                     step.promo["expires"] = expires

@@ -360,6 +360,16 @@ def test_an_export_record_is_the_events_of_a_delivery(tmp_path: Path) -> None:
     assert events[0].profile.id == "wc-25" and events[0].profile.email == "john.doe@example.com"
 
 
+def test_an_orders_coupons_are_its_discount_codes() -> None:
+    source = WooCommerceSource(SECRET, "https://boomerang.example")
+    # the shape of the REST API's coupon_lines
+    coupons = [{"id": 1, "code": "bmr-7kq4-xw9p", "discount": "5.00"}, {"id": 2, "code": 7}]
+    [placed] = source.read_export(order(status="pending", coupon_lines=coupons))
+    assert placed.data["order"]["discount_codes"] == ["bmr-7kq4-xw9p"]
+    [placed] = source.read_export(order(status="pending"))
+    assert "discount_codes" not in placed.data["order"]
+
+
 def test_wrong_settings_are_reported_at_their_place(tmp_path: Path) -> None:
     path = tmp_path / "boomerang.yaml"
     path.write_text(

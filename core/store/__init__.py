@@ -16,10 +16,11 @@ its own module, on top of the connection and the quarantine of unreadable rows:
 - erasure.py: forgetting a customer (`forget`), their rows kept anonymously
 - jobs.py: the `JobQueue` interface and its SQLite queue
 - visits.py: a browser's open visit (a `visit` job) and the `site.left` that ends it
+- promo_codes.py: the personal codes issued, one per message, and their redemption
 
 The rules the store applies are pure modules above it: core/profiles.py (profile updates,
-merging, address renewal), core/feedback.py (what feedback changes) and core/erasure.py (what
-an erased customer's rows keep).
+merging, address renewal), core/feedback.py (what feedback changes), core/promo_codes.py
+(codes and their redemption) and core/erasure.py (what an erased customer's rows keep).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from boomerang.store.erasure import Erasure
 from boomerang.store.jobs import JobQueue, Jobs
 from boomerang.store.journeys import Journeys
 from boomerang.store.migrations import MIGRATIONS
+from boomerang.store.promo_codes import PromoCodes
 from boomerang.store.visits import Visits
 
 __all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "unavailable"]
 
 
-class Store(Erasure, Visits, Journeys, Jobs):
+class Store(Erasure, Visits, Journeys, PromoCodes, Jobs):
     """The one SQLite database of an installation."""

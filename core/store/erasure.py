@@ -65,6 +65,11 @@ class Erasure(Messages):
             self.db.execute(
                 "UPDATE journal SET customer_id = ? WHERE customer_id = ?", [gone.anonymous_id, customer_id]
             )
+            # A code keeps counting as issued and redeemed, for nobody in particular.
+            self.db.execute(
+                "UPDATE promo_codes SET customer_id = ? WHERE customer_id = ?",
+                [gone.anonymous_id, customer_id],
+            )
             # An open visit would end in a `site.left` naming the browser, which would start a
             # profile for it again: the visit goes with the identities.
             self.db.execute(

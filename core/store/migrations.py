@@ -230,4 +230,27 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         END;
         """,
     ),
+    (
+        9,
+        "promo codes: every personal code issued, its message, value and expiry, and its redemption",
+        """
+        CREATE TABLE promo_codes (
+            code TEXT PRIMARY KEY COLLATE NOCASE,
+            provider TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            message_id TEXT NOT NULL UNIQUE,
+            scenario TEXT,
+            step TEXT,
+            percent REAL,
+            amount REAL,
+            currency TEXT,
+            expires_at TEXT,
+            issued_at TEXT NOT NULL,
+            redeemed_at TEXT,
+            order_id TEXT
+        );
+        CREATE INDEX promo_codes_customer ON promo_codes (customer_id);
+        CREATE INDEX promo_codes_issued ON promo_codes (issued_at);
+        """,
+    ),
 ]

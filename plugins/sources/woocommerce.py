@@ -315,8 +315,16 @@ def _full_name(address: dict[str, Any]) -> str | None:
     return " ".join(part for part in parts if part) or None
 
 
+def _coupon_codes(lines: Any) -> list[str]:
+    """The codes of an order's `coupon_lines`."""
+    if not isinstance(lines, list):
+        return []
+    return [line["code"] for line in lines if isinstance(line, dict) and isinstance(line.get("code"), str)]
+
+
 def _order_view(order: dict[str, Any], order_id: str) -> dict[str, Any]:
-    """The order as scenarios see it (`order.total`, `order.items`), with WooCommerce's status."""
+    """The order as scenarios see it (`order.total`, `order.items`, `order.discount_codes`), with
+    WooCommerce's status."""
     items = []
     for line in order.get("line_items") or []:
         if not isinstance(line, dict):
@@ -338,6 +346,8 @@ def _order_view(order: dict[str, Any], order_id: str) -> dict[str, Any]:
         "currency": order.get("currency") if isinstance(order.get("currency"), str) else None,
         "payment_method": order.get("payment_method_title") or order.get("payment_method"),
         "items": items,
+        # the coupons used, as Shopify's orders carry them: a personal code redeems here
+        "discount_codes": _coupon_codes(order.get("coupon_lines")) or None,
     }
     return {key: value for key, value in view.items() if value is not None}
 

@@ -13,11 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from boomerang.kinds import PromoProvider
-from boomerang.plugin_api import Customer
+from boomerang.plugin_api import PROMO_ALPHABET, Customer
 from boomerang.plugins.sources.shopify.admin_api import AdminApi, AdminApiError
 
-# Codes read aloud or typed from an SMS: no 0/O, 1/I/L.
-ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_PREFIX = "BACK"
 
 
@@ -31,7 +29,7 @@ class ShopifyPromoProvider(PromoProvider):
 
     async def issue(self, customer: Customer, spec: dict[str, Any]) -> str:
         """Create a price rule and its code for this customer, as the step's `promo:` says."""
-        code = f"{CODE_PREFIX}-{''.join(secrets.choice(ALPHABET) for _ in range(8))}"
+        code = f"{CODE_PREFIX}-{''.join(secrets.choice(PROMO_ALPHABET) for _ in range(8))}"
         answer = await self.api.call(
             "POST", "price_rules.json", {"price_rule": price_rule(spec, customer, code, datetime.now(UTC))}
         )
