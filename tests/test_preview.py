@@ -72,7 +72,8 @@ def test_unknown_template_channel_or_customer_is_a_clear_error(project: Path) ->
     result = preview(project, "cart_ofer", "--channel", "email")
     assert result.exit_code == 1 and "no template named 'cart_ofer'" in result.stderr
     result = preview(project, "cart_reminder_2", "--channel", "push")
-    assert result.exit_code == 1 and "has no push version; it has: email, sms, telegram, whatsapp" in result.stderr
+    assert result.exit_code == 1
+    assert "has no push version; it has: email, sms, telegram, whatsapp" in result.stderr
     result = preview(project, "cart_reminder", "--channel", "email", "--customer", "nobody")
     assert result.exit_code == 1 and "no customer 'nobody'" in result.stderr
     assert "Traceback" not in result.output
