@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boomerang.outbox import message_of
+from boomerang.outbox import messages_of
 
 # The id the rows of an erased customer are moved to: random, so it links to nobody.
 ANONYMOUS_PREFIX = "forgotten-"
@@ -80,10 +80,11 @@ def remove_outbox_files(outbox: Path | None, messages: Iterable[tuple[str, str]]
     wanted = set(messages)
     if not wanted:
         return 0
+    channels = {channel for channel, _ in wanted}
     removed = 0
     with os.scandir(outbox) as entries:
         for entry in entries:
-            if message_of(entry.name) in wanted:
+            if any(found in wanted for found in messages_of(entry.name, channels)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,7 @@ from boomerang.private_files import write_private
 # A customer id shown as it is: short, and only characters that say nothing about who it is
 # (no `@`, no `+`); `-` is written `_`, so that the name's parts split on `-`.
 _PLAIN_CUSTOMER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
-# `<time>-<channel>-<customer>-<message id>.<suffix>`, and the earlier `<channel>-<message id>.<suffix>`
-_NAMES = (
-    re.compile(r"\d{8}T\d{6}Z-(?P<channel>[^-]+)-[^-]+-(?P<id>.+)\.[^.]+"),
-    re.compile(r"(?P<channel>[^-]+)-(?P<id>.+)\.[^.]+"),
-)
+_STAMP = re.compile(r"\d{8}T\d{6}Z-")  # the time a name starts with (earlier names had none)
 
 
 def customer_token(customer_id: str) -> str:
@@ -55,14 +52,32 @@ def file_name(channel: str, message: Message, suffix: str) -> str:
     return f"{stamp}-{channel}-{customer_token(message.customer_id)}-{message.id}{suffix}"
 
 
+def messages_of(name: str, channels: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
+    """The (channel, message id) pairs an outbox file name can be for: one, unless a channel's
+    own name has a `-` (a plugin's may), so `channels` are the names to try; without them, the
+    channel is the name's part up to its next `-`. Reads the earlier names with no time and no
+    customer, `<channel>-<message id>.<suffix>`, too."""
+    stem, dot, _suffix = name.rpartition(".")
+    if not dot:
+        return
+    stamped = _STAMP.match(stem)
+    rest = stem[stamped.end() :] if stamped else stem
+    for channel in list(channels) or [rest.partition("-")[0]]:
+        if not channel or not rest.startswith(channel + "-"):
+            continue
+        message_id = rest[len(channel) + 1 :]
+        if stamped:  # then the customer, which has no `-` (`customer_token`)
+            _customer, dash, message_id = message_id.partition("-")
+            if not dash:
+                continue
+        if message_id:
+            yield channel, message_id
+
+
 def message_of(name: str) -> tuple[str, str] | None:
-    """The (channel, message id) an outbox file name is for; None for a name the outbox does
-    not write. Reads the earlier `<channel>-<message id>.<suffix>` names too."""
-    for pattern in _NAMES:
-        found = pattern.fullmatch(name)
-        if found:
-            return found["channel"], found["id"]
-    return None
+    """The (channel, message id) an outbox file name is for, for channels without a `-` in
+    their names (the built-in ones); None for a name the outbox does not write."""
+    return next(messages_of(name), None)
 
 
 class Outbox(Channel):

@@ -214,10 +214,11 @@ def test_forget_removes_its_outbox_files_by_name_old_and_new_and_no_others(tmp_p
         "email-m-1.eml",  # written before names had a time and a customer
         "email-m-10.eml",
         "notes.txt",
+        "20261207T101500Z-my-crm-c42-m-2.json",  # a plugin's channel with a `-` in its name
     ]
     for name in names:
         (tmp_path / name).write_text("x")
-    assert remove_outbox_files(tmp_path, [("email", "m-1")]) == 2
+    assert remove_outbox_files(tmp_path, [("email", "m-1"), ("my-crm", "m-2")]) == 3
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "20261207T101500Z-sms-c42-m-1.json",
         "20261207T101600Z-email-c43-x-m-1.eml",
