@@ -6,16 +6,23 @@ DEMO := demo
 
 .PHONY: run test soak bench clean
 
+# setuptools warns on every editable install of a package whose folder is not named after it
+# (`boomerang` is core/): "Editable installation. Please be careful with folders in your working
+# directory with the same name as your package". There is no such folder here, and no setting
+# but moving core/ to boomerang/ quiets it (editable_mode=strict warns the same, compat cannot
+# map boomerang to core/), so the installs below ignore that one message.
+PIP_QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(PIP_QUIET_EDITABLE) $(BIN)/pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP_QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[test]'
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed

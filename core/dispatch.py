@@ -504,6 +504,7 @@ class Dispatch(Journeys):
             scenario=record.scenario,
             step=record.step,
             extra=result.extra,
+            created_at=record.created_at,
         )
         links = self.tracking.apply(message) if self.tracking else []
         fields = {"status": "sending", "channel": channel_name, "links": links, "sent_at": stamp}

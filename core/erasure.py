@@ -10,12 +10,14 @@ customer id that no identity points to; everything that says who the person was 
 from __future__ import annotations
 
 import contextlib
-import glob
+import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from boomerang.outbox import messages_of
 
 # The id the rows of an erased customer are moved to: random, so it links to nobody.
 ANONYMOUS_PREFIX = "forgotten-"
@@ -71,14 +73,19 @@ def _anonymous_value(name: str, value: Any) -> bool:
 
 
 def remove_outbox_files(outbox: Path | None, messages: Iterable[tuple[str, str]]) -> int:
-    """Delete the outbox files (`<channel>-<message id>.<suffix>`, core/outbox.py) of these
-    messages; how many there were."""
+    """Delete the outbox files of these (channel, message id) pairs, named as core/outbox.py
+    names them (and as it named them before); how many there were. One pass over the folder."""
     if outbox is None or not outbox.is_dir():
         return 0
+    wanted = set(messages)
+    if not wanted:
+        return 0
+    channels = {channel for channel, _ in wanted}
     removed = 0
-    for channel, message_id in messages:
-        for path in outbox.glob(f"{glob.escape(channel)}-{glob.escape(message_id)}.*"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed += 1
+    with os.scandir(outbox) as entries:
+        for entry in entries:
+            if any(found in wanted for found in messages_of(entry.name, channels)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
     return removed

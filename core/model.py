@@ -143,6 +143,9 @@ class Message:
     scenario: str | None = None
     step: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # channel-specific parts: url, title...
+    # When its journey queued it, ISO-8601 text as the store keeps it: the same on every attempt
+    # to send it (the outbox names its file by it, so a re-send overwrites the file).
+    created_at: str | None = None
 
     @property
     def idempotency_key(self) -> str:

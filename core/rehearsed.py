@@ -2,7 +2,8 @@
 
 `--outbox DIR` writes each one rendered: email as the `.eml` the channel would send plus an
 `.html` that opens in a browser, the other channels as readable text. Files are named by time,
-customer, scenario, template and channel, so `ls` lists them in the order they went.
+customer (`outbox.customer_token`), scenario, template and channel, so `ls` lists them in the
+order they went.
 `--show` keeps each message's subject and first lines for the timeline's send rows.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from boomerang.kinds import Channel
 from boomerang.model import Message
+from boomerang.outbox import customer_token
 from boomerang.preview import Preview, email_page
 from boomerang.private_files import write_private
 
@@ -47,7 +49,8 @@ class RenderedMessages:
     def _write(self, message: Message, at: datetime) -> None:
         assert self.outbox is not None
         when = at.strftime("%Y%m%dT%H%M%SZ")
-        parts = (when, message.customer_id, message.scenario or "-", message.template)
+        # the customer as the outbox names them: never an id that is an email address or a phone
+        parts = (when, customer_token(message.customer_id), message.scenario or "-", message.template)
         stem = "-".join(UNSAFE.sub("_", part)[:60] for part in parts) + f"-{message.channel}"
         channel = self.channels.get(message.channel)
         suffix, content = channel.outbox_file(message) if channel else (".json", b"")

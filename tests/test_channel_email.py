@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import quopri
 import re
 import ssl
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +20,7 @@ from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels.email import EmailChannel
 from conftest import AUTH, free_port, running, url, wait_for
 from fakes.push_service import make_certificate
-from fakes.smtp_server import Mailbox
+from fakes.smtp_server import Mailbox, header
 
 
 def message(**fields) -> Message:
@@ -54,6 +56,58 @@ async def test_a_message_is_multipart_with_utf8_headers_and_ids(smtp) -> None:
     html = mail.get_body(("html",)).get_content()
     assert "HTML письма" in html and "Только до пятницы" in html
     assert "List-Unsubscribe" not in mail  # no unsubscribe link was given
+
+
+# One line of 90 characters, 162 bytes of UTF-8: longer than 78, so the email package's
+# own choice for it was base64, which no one reads in `less`.
+LONG_RUSSIAN = "Ваша корзина ждёт вас: велосипед, шлем и фонарь всё ещё в ней, скидка действует до пятницы"
+
+
+def part(raw: bytes, content_type: bytes) -> tuple[bytes, bytes]:
+    """A part's header block and body, as the bytes that came over the wire."""
+    found = re.search(rb"Content-Type: " + content_type + rb".*?\r\n\r\n(.*?)\r\n--", raw, re.DOTALL)
+    assert found, f"no {content_type.decode()} part"
+    head = raw[raw.rindex(b"Content-Type: " + content_type, 0, found.end()) : found.start(1)]
+    return head, found.group(1)
+
+
+async def test_bodies_go_as_8bit_utf8_to_a_server_with_8bitmime(smtp) -> None:
+    mailbox, port = smtp
+    channel = EmailChannel({"host": "127.0.0.1", "port": port, "from": "Магазин <shop@example.com>"})
+    await channel.send(message(body=LONG_RUSSIAN, html=f"<p>{LONG_RUSSIAN}</p>"))
+    await channel.close()
+    [raw] = mailbox.raw
+    assert "BODY=8BITMIME" in mailbox.mail_options[0]
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii()  # headers are RFC 2047 encoded words, not raw UTF-8
+    subject = header(raw, b"Subject").decode("ascii")
+    assert subject.lower().startswith("=?utf-8?")
+    assert str(make_header(decode_header(subject))) == "Привет, Анна — скидка 10%"
+    assert b"base64" not in raw.lower()
+    for content_type in (b"text/plain", b"text/html"):
+        part_head, body = part(raw, content_type)
+        assert b"Content-Transfer-Encoding: 8bit" in part_head
+        assert LONG_RUSSIAN.encode("utf-8") in body  # the words themselves, readable as they are
+
+
+async def test_bodies_are_quoted_printable_for_a_server_without_8bitmime() -> None:
+    mailbox = Mailbox()
+    # decode_data=True: aiosmtpd then does not advertise 8BITMIME
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), decode_data=True)
+    controller.start()
+    try:
+        channel = EmailChannel({"host": "127.0.0.1", "port": controller.port, "from": "shop@example.com"})
+        assert (await channel.send(message(body=LONG_RUSSIAN))).status is DeliveryStatus.SENT
+        await channel.close()
+    finally:
+        controller.stop()
+    [raw] = mailbox.raw
+    assert not any(o.upper().startswith("BODY=") for o in mailbox.mail_options[0])  # none offered
+    assert raw.isascii() and b"base64" not in raw.lower()
+    part_head, body = part(raw, b"text/plain")
+    assert b"Content-Transfer-Encoding: quoted-printable" in part_head
+    assert max(len(line) for line in body.split(b"\r\n")) <= 78  # the email package's policy wraps at 78
+    assert quopri.decodestring(body).decode("utf-8").strip() == LONG_RUSSIAN
 
 
 async def test_a_text_part_is_derived_from_html_when_there_is_none(smtp) -> None:

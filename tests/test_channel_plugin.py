@@ -178,10 +178,10 @@ async def test_the_daemon_writes_the_note_takes_the_landing_report_and_explain_s
             assert answer.status == 200
 
         async def written() -> bool:
-            return bool(list((project / "outbox").glob("pigeon-*.json")))
+            return bool(list((project / "outbox").glob("*-pigeon-*.json")))
 
         await wait_for(written)
-        [file] = (project / "outbox").glob("pigeon-*.json")
+        [file] = (project / "outbox").glob("*-pigeon-*.json")
         note = json.loads(file.read_text())
         assert (note["channel"], note["to"], note["template"]) == ("pigeon", "coop-7", "pigeon_note")
         assert note["body"] == "Thank you for order A-100, Anna!"

@@ -166,7 +166,7 @@ async def test_a_scenario_runs_in_the_daemon_and_writes_to_the_outbox(project: P
         }
         assert (await post(daemon, json.dumps(signup)))[0] == 200
         [written] = await wait_for(
-            lambda: list((project / "outbox").glob("email-*.eml")), what="a message in the outbox"
+            lambda: list((project / "outbox").glob("*-email-*.eml")), what="a message in the outbox"
         )
         assert "Subject: Welcome, Ann" in written.read_text()
         # A template that no longer parses is refused on reload; the old one stays in use.
@@ -278,7 +278,9 @@ async def test_the_start_up_log_lists_what_was_loaded_and_the_outbox_says_writte
         shipped = event("e-ship", "order.shipped", customer={"id": "c-7", "email": "c7@example.com"})
         shipped["data"] = {"order": {"id": "7", "items": []}}
         assert (await post(daemon, json.dumps(shipped)))[0] == 200
-        await wait_for(lambda: sorted(outbox.glob("email-*.eml")) if outbox.exists() else [], what="an email")
+        await wait_for(
+            lambda: sorted(outbox.glob("*-email-*.eml")) if outbox.exists() else [], what="an email"
+        )
         sends = await wait_for(
             lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("message ")],
             what="the send logged",

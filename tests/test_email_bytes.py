@@ -1,8 +1,10 @@
 """The `.eml` the outbox writes is byte for byte what the email package writes for the same
-message (`bytes(EmailChannel.build(message))`), for ordinary and awkward messages alike."""
+message (`bytes(EmailChannel.build(message))`), for ordinary and awkward messages alike; and it
+reads in a text editor: UTF-8 bodies as they are, quoted-printable only for over-long lines."""
 
 from __future__ import annotations
 
+import quopri
 import random
 import re
 
@@ -56,6 +58,33 @@ def test_the_reference_shapes_are_the_packages_bytes() -> None:
     for n, shape in enumerate(shapes):
         package, outbox = both(shape, n)
         assert isinstance(package, bytes) and outbox == package
+
+
+RUSSIAN = "Здравствуйте, Анна! Ваша корзина ждёт вас: велосипед и шлем всё ещё в ней, скидка до пятницы."
+
+
+def test_an_eml_file_shows_the_russian_words_themselves() -> None:
+    shape = message(subject="Ваша корзина ждёт", body=RUSSIAN, html=f"<p>{RUSSIAN}</p>")
+    suffix, eml = CHANNEL.outbox_file(shape)
+    head, body = eml.split(b"\n\n", 1)
+    assert suffix == ".eml" and head.isascii()
+    # the subject is an RFC 2047 encoded word, which every mail client decodes
+    assert re.search(rb"^Subject: =\?utf-8\?[bq]\?[^?]+\?=$", head, re.MULTILINE | re.IGNORECASE)
+    assert body.count(b"Content-Transfer-Encoding: 8bit") == 2 and b"base64" not in eml
+    assert body.count(RUSSIAN.encode("utf-8")) == 2  # in the text part and in the HTML one
+
+
+def test_a_line_over_998_bytes_is_quoted_printable_and_still_readable_ascii() -> None:
+    long_line = "Скидка " * 100  # 1,300 bytes of UTF-8 on one line: too long for an 8bit body
+    _, eml = CHANNEL.outbox_file(message(body=long_line, html=None))
+    assert eml.isascii() and b"Content-Transfer-Encoding: quoted-printable" in eml
+    body = eml.split(b"\n\n", 1)[1]
+    assert quopri.decodestring(body).decode("utf-8").strip() == long_line.strip()
+
+
+def test_ascii_bodies_are_7bit_as_they_are() -> None:
+    _, eml = CHANNEL.outbox_file(message(body="Hello Anna, " * 20, html=None))
+    assert b"Content-Transfer-Encoding: 7bit" in eml and ("Hello Anna, " * 20).encode() in eml
 
 
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import aiohttp
 
-from boomerang.erasure import kept_data
+from boomerang.erasure import kept_data, remove_outbox_files
+from boomerang.outbox import customer_token
 from boomerang.store import Store
 from conftest import AUTH, BOOMERANG, daemon_process, event, incoming, wait_for
 
@@ -92,7 +93,13 @@ async def test_forget_beside_the_running_daemon_leaves_only_anonymous_counts(pro
                 event("o1", "order.placed", "2026-03-02 11:00", {"phone": PHONE}, order),
             ]
         )
-        await wait_for(lambda: list(outbox.glob("email-*.eml")), 20, "the welcome email in the outbox")
+        await wait_for(lambda: list(outbox.glob("*-email-*.eml")), 20, "the welcome email in the outbox")
+        # `ls` shows when, over which channel, to whom (the id, never the email) and which message
+        [eml] = outbox.glob("*-email-*.eml")
+        welcome = "SELECT id, created_at FROM messages WHERE template = 'welcome'"
+        [(message_id, created)] = rows(database, welcome)
+        stamp = datetime.fromisoformat(created).strftime("%Y%m%dT%H%M%SZ")
+        assert eml.name == f"{stamp}-email-c_42-{message_id}.eml"
         await wait_for(
             lambda: rows(database, "SELECT count(*) FROM journeys WHERE status = 'active'")[0][0] >= 1,
             what="the abandoned-cart journey",
@@ -121,7 +128,7 @@ async def test_forget_beside_the_running_daemon_leaves_only_anonymous_counts(pro
         ]
         assert rows(database, "SELECT count(*) FROM journeys WHERE status = 'active'") == [(0,)]
         assert rows(database, "SELECT count(*) FROM jobs WHERE journey_id IS NOT NULL") == [(0,)]
-        assert list(outbox.glob("email-*")) == []  # the message's body went with it
+        assert list(outbox.glob("*-email-*")) == []  # the message's body went with it
 
         explained = await asyncio.to_thread(boomerang, project, "explain", EMAIL)
         assert explained.returncode == 1 and "no customer" in explained.stderr
@@ -197,3 +204,32 @@ def test_forget_waits_for_a_write_under_way_and_then_erases(tmp_path: Path) -> N
     assert gone is not None and gone.customer_id == "c-1"
     assert rows(database, "SELECT id, name FROM customers") == [("c-2", "Olga")]
     store.close()
+
+
+def test_forget_removes_its_outbox_files_by_name_old_and_new_and_no_others(tmp_path: Path) -> None:
+    names = [
+        "20261207T101500Z-email-c42-m-1.eml",
+        "20261207T101500Z-sms-c42-m-1.json",  # the same message id over another channel stays
+        "20261207T101600Z-email-c43-x-m-1.eml",  # another message whose id ends like this one's
+        "email-m-1.eml",  # written before names had a time and a customer
+        "email-m-10.eml",
+        "notes.txt",
+        "20261207T101500Z-my-crm-c42-m-2.json",  # a plugin's channel with a `-` in its name
+    ]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    assert remove_outbox_files(tmp_path, [("email", "m-1"), ("my-crm", "m-2")]) == 3
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "20261207T101500Z-sms-c42-m-1.json",
+        "20261207T101600Z-email-c43-x-m-1.eml",
+        "email-m-10.eml",
+        "notes.txt",
+    ]
+
+
+def test_a_file_name_never_shows_an_email_address_or_a_phone() -> None:
+    assert customer_token("c42") == "c42" and customer_token("c-42") == "c_42"
+    for personal in (EMAIL, PHONE, "Anna Petrova", "x" * 40, "../etc"):
+        token = customer_token(personal)
+        assert len(token) == 11 and token.startswith("h") and token[1:].isalnum()
+    assert customer_token(EMAIL) != customer_token(PHONE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -106,12 +107,16 @@ async def test_outbox_writes_a_file_per_message_instead_of_sending(project: Path
     )
     await send_message(loaded, registry, email)
     assert plugin_module(loaded, "pigeon").SENT == []  # nothing really sent
-    written = json.loads((project / "outbox" / "pigeon-m-1.json").read_text())
+    [pigeon] = (project / "outbox").glob("*-pigeon-*-m-1.json")
+    written = json.loads(pigeon.read_text())
     assert written["to"] == "loft 7" and written["body"] == "Hi!"
     from email import policy
     from email.parser import BytesParser
 
-    mail = BytesParser(policy=policy.default).parsebytes((project / "outbox" / "email-m-2.eml").read_bytes())
+    [eml] = (project / "outbox").glob("*-email-*-m-2.eml")
+    # named by time, channel, customer (`c-42` as `c_42`) and message id
+    assert re.fullmatch(r"\d{8}T\d{6}Z-email-c_42-m-2\.eml", eml.name)
+    mail = BytesParser(policy=policy.default).parsebytes(eml.read_bytes())
     assert mail["Subject"] == "Привет, Анна"
     assert mail["X-Boomerang-Message-Id"] == "m-2"
     assert mail.get_body(("plain",)).get_content().strip() == "Text part"

@@ -213,7 +213,7 @@ async def test_the_daemon_issues_the_code_of_a_message_min_gap_holds_when_it_goe
     assert issued == ["BACK10-c-1-1"]
     subjects = sorted(
         line
-        for file in (project / "outbox").glob("email-*.eml")
+        for file in (project / "outbox").glob("*-email-*.eml")
         for line in file.read_text().splitlines()
         if line.startswith("Subject:")
     )

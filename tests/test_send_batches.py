@@ -86,7 +86,7 @@ async def test_two_messages_of_one_customer_in_one_batch_respect_a_cap(project: 
         assert len(shop.journal("send")) == 1
         [held] = shop.journal("defer")
         assert "cap 1 per 1d (promo) reached: waits until 2026-03-03 00:00 MSK" in held.reason
-        assert len(list((project / "outbox").glob("email-*.eml"))) == 1
+        assert len(list((project / "outbox").glob("*-email-*.eml"))) == 1
     finally:
         shop.close()
 
@@ -142,7 +142,7 @@ async def test_a_template_that_fails_for_one_customer_does_not_stop_the_batch(pr
         assert sorted(entry.customer_id for entry in shop.journal("send")) == ["c-1", "c-3"]
         [dropped] = shop.journal("drop")
         assert dropped.customer_id == "c-2" and dropped.reason.startswith("email: cannot render: ")
-        assert len(list((project / "outbox").glob("email-*.eml"))) == 2
+        assert len(list((project / "outbox").glob("*-email-*.eml"))) == 2
     finally:
         shop.close()
 

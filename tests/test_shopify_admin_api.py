@@ -102,7 +102,7 @@ async def test_a_promo_step_sends_a_real_shopify_code(project: Path, admin: Fake
     )
     async with running(project) as daemon:
         await deliver(daemon, "customers/create", shopify.customer(), "e1")
-        [eml] = await wait_for(lambda: list((project / "outbox").glob("email-*.eml")), 20, "the email")
+        [eml] = await wait_for(lambda: list((project / "outbox").glob("*-email-*.eml")), 20, "the email")
     [made] = admin.discount_codes
     assert made["code"].startswith("BACK-") and made["code"] in eml.read_text()
     rule = admin.price_rules[made["price_rule_id"]]

@@ -9,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from boomerang.cli import cli
+from boomerang.outbox import customer_token
 
 CART = {
     "id": "e-1",
@@ -167,11 +168,13 @@ def test_outbox_writes_each_message_rendered(project: Path, tmp_path: Path) -> N
     code, _, err = run(project, "--events", str(events), "--outbox", str(outbox))
     assert code == 0, err
     names = sorted(path.name for path in outbox.iterdir())
+    anna = customer_token("anna/../x")  # not a plain id: a short hash of it, as the outbox writes
+    assert anna.startswith("h") and len(anna) == 11
     assert names == [
-        "20260302T202000Z-anna_.._x-abandoned-cart-cart_reminder-email.eml",
-        "20260302T202000Z-anna_.._x-abandoned-cart-cart_reminder-email.html",
-        "20260303T202000Z-anna_.._x-abandoned-cart-cart_reminder_2-email.eml",
-        "20260303T202000Z-anna_.._x-abandoned-cart-cart_reminder_2-email.html",
+        f"20260302T202000Z-{anna}-abandoned-cart-cart_reminder-email.eml",
+        f"20260302T202000Z-{anna}-abandoned-cart-cart_reminder-email.html",
+        f"20260303T202000Z-{anna}-abandoned-cart-cart_reminder_2-email.eml",
+        f"20260303T202000Z-{anna}-abandoned-cart-cart_reminder_2-email.html",
     ]
     page = (outbox / names[1]).read_text()
     assert page.startswith("<!doctype html>") and '<meta charset="utf-8">' in page and "Bell" in page
@@ -207,7 +210,7 @@ def test_outbox_writes_an_sms_as_readable_text(project: Path, tmp_path: Path) ->
     code, _, err = run(project, "--events", str(events), "--outbox", str(outbox))
     assert code == 0, err
     files = sorted(outbox.iterdir())
-    assert [path.name for path in files] == ["20260302T202000Z-c-1-abandoned-cart-cart_reminder-sms.txt"]
+    assert [path.name for path in files] == ["20260302T202000Z-c_1-abandoned-cart-cart_reminder-sms.txt"]
     lines = files[0].read_text().splitlines()
     assert lines[:3] == ["Channel:  sms", "To:       +15551234567", "Locale:   ru"]
     assert lines[-2:] == ["", "Здравствуйте, ваша корзина ждёт: https://shop.example/c/1"]  # then the text

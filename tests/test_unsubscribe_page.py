@@ -41,7 +41,7 @@ async def emailed(project: Path, customer_id: str) -> email.message.EmailMessage
     """The email the outbox holds for a customer (its `To` names them)."""
 
     def found() -> email.message.EmailMessage | None:
-        for file in (project / "outbox").glob("email-*.eml"):
+        for file in (project / "outbox").glob("*-email-*.eml"):
             mail = email.message_from_bytes(file.read_bytes(), policy=email.policy.default)
             if mail["To"].startswith(customer_id):
                 return mail

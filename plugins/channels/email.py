@@ -6,13 +6,17 @@ timeout, pool, unsubscribe_mailto, validate_certs. Messages are `multipart/alter
 idempotency key, `<{key}@{from domain}>`: every attempt to send one message (a retry, a re-send
 after a crash) carries the same one, so any receiver can tell a repeat. Marketing messages
 carry RFC 8058 one-click unsubscribe headers, in the plain `<https://...>, <mailto:...>` form
-mailbox providers read.
+mailbox providers read. Bodies are 8-bit UTF-8 when the server advertises 8BITMIME and
+quoted-printable when it does not (`email_bytes.transfer_encoding`), never base64: aiosmtplib
+would re-encode an 8-bit body as base64 for a server without 8BITMIME, so the message is built
+for the connection it goes over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
@@ -36,7 +40,7 @@ from boomerang.plugin_api import (
     SettingsCheck,
     html_to_text,
 )
-from boomerang.plugins.channels.email_bytes import EmailBytes
+from boomerang.plugins.channels.email_bytes import EmailBytes, transfer_encoding
 
 SETTINGS = {
     "host",
@@ -124,11 +128,22 @@ class SmtpPool:
             validate_certs=bool(self.settings.get("validate_certs", True)),
         )
         await client.connect()  # STARTTLS and login happen here when configured
+        if client.is_ehlo_or_helo_needed:  # greet now: the message depends on the extensions
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:  # a server that knows no EHLO knows no 8BITMIME
+                await client.helo()
         self.opened += 1
         return client
 
-    async def send(self, mail: EmailMessage) -> str:
-        """Send one message; a connection the server closed meanwhile is replaced once."""
+    @staticmethod
+    async def _send(client: aiosmtplib.SMTP, build: Callable[[bool], EmailMessage]) -> str:
+        _errors, response = await client.send_message(build(client.supports_extension("8BITMIME")))
+        return response
+
+    async def send(self, build: Callable[[bool], EmailMessage]) -> str:
+        """Send one message, made by `build(eight_bit)` for the connection it goes over (whether the
+        server takes 8-bit bodies); a connection the server closed meanwhile is replaced once."""
         with self._sends.track():
             async with self._slots:
                 if self._sends.closed:
@@ -136,12 +151,12 @@ class SmtpPool:
                 client = self._idle.pop() if self._idle else await self._connect()
                 try:
                     try:
-                        _errors, response = await client.send_message(mail)
+                        response = await self._send(client, build)
                     except _CONNECTION_ERRORS:
                         with contextlib.suppress(Exception):
                             client.close()
                         client = await self._connect()
-                        _errors, response = await client.send_message(mail)
+                        response = await self._send(client, build)
                 except BaseException:
                     with contextlib.suppress(Exception):
                         client.close()
@@ -212,21 +227,22 @@ class EmailChannel(Channel):
             return text, f"{hidden}{preheader}</div>{message.html}"
         return text, message.html
 
-    def build(self, message: Message) -> EmailMessage:
-        """The MIME message: a text part and, when the template has one, an HTML alternative."""
+    def build(self, message: Message, eight_bit: bool = True) -> EmailMessage:
+        """The MIME message: a text part and, when the template has one, an HTML alternative;
+        their bodies 8-bit only if `eight_bit` (the server advertises 8BITMIME)."""
         mail = EmailMessage(policy=POLICY)
         for name, value in self.headers(message):
             mail[name] = value
         text, html = self.contents(message)
-        mail.set_content(text)
+        mail.set_content(text, cte=transfer_encoding(text, eight_bit))
         if html is not None:
-            mail.add_alternative(html, subtype="html")
+            mail.add_alternative(html, subtype="html", cte=transfer_encoding(html, eight_bit))
         return mail
 
     async def send(self, message: Message) -> Delivery:
         """Deliver over SMTP: 4xx means retry later, a refused recipient an invalid address."""
         try:
-            response = await self.pool.send(self.build(message))
+            response = await self.pool.send(lambda eight_bit: self.build(message, eight_bit))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             code = min(refused.code for refused in exc.recipients)
             status = DeliveryStatus.RETRY if 400 <= code < 500 else DeliveryStatus.ADDRESS_INVALID

@@ -8,6 +8,11 @@ and anything else (non-ASCII, encoded-word look-alikes, long lines) goes through
 package's own parse and fold, header by header. Bodies are encoded by the package's own
 function, and the boundary is chosen as its generator chooses it. So the bytes are the
 package's bytes (tests/test_email_bytes.py compares the two on generated messages).
+
+Bodies are readable as they are (`transfer_encoding`): UTF-8 text goes out as 8-bit, so an
+`.eml` opened in an editor or `less` shows the Russian words themselves; quoted-printable only
+where 8-bit may not go (a server without 8BITMIME, a line over SMTP's 998 octets). The
+package's own choice was base64 for most Cyrillic text: unreadable without a mail client.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from email.policy import Policy
 _PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*")
 _ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _BOUNDARY = re.compile(r"={15}[0-9]{19}==")  # the generator's, unless it collided with the text
+# RFC 5322's limit on a line, without its CRLF: a 7bit or 8bit body may not have a longer one.
+_LONGEST_LINE = 998
 _MESSAGE_ID = re.compile(r"<[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>")
 
 
@@ -35,6 +42,18 @@ def _boundary(text: bytes) -> str:
     that does not occur in the text at all needs no look (and one that does gets the package's)."""
     boundary = BytesGenerator._make_boundary()
     return boundary if boundary.encode("ascii") not in text else BytesGenerator._make_boundary(text)
+
+
+def transfer_encoding(text: str, eight_bit: bool = True) -> str:
+    """The `Content-Transfer-Encoding` a text body is written with: as it is (`7bit` for ASCII,
+    `8bit` for UTF-8 where `eight_bit` allows it) when its lines fit SMTP's and it has no NUL,
+    `quoted-printable` otherwise, which keeps ASCII and most Latin text readable."""
+    data = text.encode("utf-8")
+    if b"\0" in data or max(map(len, data.splitlines()), default=0) > _LONGEST_LINE:
+        return "quoted-printable"
+    if data.isascii():
+        return "7bit"
+    return "8bit" if eight_bit else "quoted-printable"
 
 
 class EmailBytes:
@@ -66,8 +85,9 @@ class EmailBytes:
         return f"List-Unsubscribe: {(',' + self.nl + ' ').join(value.split(', '))}{self.nl}"
 
     def text_part(self, text: str, subtype: str, mime_version: bool) -> str:
-        """A text part's headers, blank line and body, as `set_content` and the generator write it."""
-        cte, body = _encode_text(text, "utf-8", None, self.policy)
+        """A text part's headers, blank line and body, as `set_content` and the generator write it
+        (8-bit where `transfer_encoding` allows it: the file is what an 8BITMIME server gets)."""
+        cte, body = _encode_text(text, "utf-8", transfer_encoding(text), self.policy)
         headers = f'Content-Type: text/{subtype}; charset="utf-8"{self.nl}'
         headers += f"Content-Transfer-Encoding: {cte}{self.nl}"
         if mime_version:  # `EmailMessage.set_content` adds it to the part it sets

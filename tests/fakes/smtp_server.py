@@ -26,6 +26,7 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list = []
         self.raw: list[bytes] = []
+        self.mail_options: list[list[str]] = []  # each message's MAIL FROM parameters (BODY=8BITMIME)
         self.peers: set = set()
         self.refuse: dict[str, str] = {}
         self.delay = 0.0
@@ -42,7 +43,7 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):
         self.started += 1
         if self.faults is not None:
-            parsed = message_from_bytes(envelope.content, policy=policy.default)
+            parsed = message_from_bytes(envelope.original_content, policy=policy.default)
             kind, _ = self.faults.decide(str(parsed["X-Boomerang-Message-Id"]))
             if kind == "dropped":
                 server.transport.abort()
@@ -54,7 +55,9 @@ class Mailbox:
         await asyncio.sleep(self.delay)  # a sleep on purpose: a slow provider when a test asks for one
         self.peers.add(session.peer)
         self.raw.append(envelope.original_content)
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        self.mail_options.append(list(envelope.mail_options))
+        # the bytes, also from a server that decodes DATA (`decode_data=True`: no 8BITMIME)
+        self.messages.append(message_from_bytes(envelope.original_content, policy=policy.default))
         return "250 Message accepted"
 
     async def handle_QUIT(self, server, session, envelope):

@@ -59,7 +59,7 @@ async def test_list_unsubscribe_is_plain_on_the_wire(project: Path, smtp, monkey
         if way == "smtp":
             [raw] = await conftest.wait_for(lambda: mailbox.raw)
         else:
-            [path] = await conftest.wait_for(lambda: list(outbox.glob("email-*.eml")))
+            [path] = await conftest.wait_for(lambda: list(outbox.glob("*-email-*.eml")))
             raw = path.read_bytes()
 
         value = header(raw, b"List-Unsubscribe")

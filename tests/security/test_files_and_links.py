@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from boomerang.cli import cli
+from boomerang.outbox import message_of
 from boomerang.scaffold import create_project
 from boomerang.store import MIGRATIONS
 from boomerang.tracking import Tracking
@@ -64,7 +65,8 @@ async def post_signup_and_wait_for_mail(daemon) -> Path:
         assert answer.status == 200
     outbox = daemon.project.config.outbox
     mails = await wait_for(
-        lambda: sorted(outbox.glob("email-*.eml")) if outbox.exists() else [], what="a message in the outbox"
+        lambda: sorted(outbox.glob("*-email-*.eml")) if outbox.exists() else [],
+        what="a message in the outbox",
     )
     return mails[0]
 
@@ -77,7 +79,7 @@ async def test_head_on_an_unsubscribe_link_changes_nothing(project: Path) -> Non
     welcome_project(project)
     async with running(project) as daemon:
         mail = await post_signup_and_wait_for_mail(daemon)
-        message_id = mail.name.removeprefix("email-").removesuffix(".eml")
+        _, message_id = message_of(mail.name)
         link = Tracking(f"http://127.0.0.1:{daemon.port}", SECRET).unsubscribe_url(message_id)
         async with aiohttp.ClientSession() as session:
             for method in ("HEAD", "GET", "HEAD"):

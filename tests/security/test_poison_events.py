@@ -101,7 +101,7 @@ def sent_to(project: Path, customer_id: str) -> list[Path]:
     """Emails in the outbox addressed to a customer."""
     return [
         path
-        for path in (project / "outbox").glob("email-*.eml")
+        for path in (project / "outbox").glob("*-email-*.eml")
         if f"To: {customer_id}@example.com" in path.read_text()
     ]
 

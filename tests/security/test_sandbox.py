@@ -242,7 +242,7 @@ async def test_forced_past_check_no_internals_are_sent(
 
         settled = await wait_for(all_settled, 30, "every message to be settled")
 
-    sent = [file.read_text(encoding="utf-8") for file in (project / "outbox").glob("email-*.eml")]
+    sent = [file.read_text(encoding="utf-8") for file in (project / "outbox").glob("*-email-*.eml")]
     assert sent, "the harmless part of the payloads is sent"
     for text in sent:
         for leak in (*LEAKS, str(project)):
@@ -382,7 +382,7 @@ async def test_two_messages_rendered_at_once_still_respect_a_cap(project: Path) 
         await wait_for(one_sent_one_capped, 20, "one message sent and one held back by the cap")
         # a sleep on purpose: no condition tells that nothing more will go out, so give it time to
         await asyncio.sleep(0.5)
-    assert len(list((project / "outbox").glob("email-*.eml"))) == 1
+    assert len(list((project / "outbox").glob("*-email-*.eml"))) == 1
 
 
 async def test_expressions_and_set_values_have_the_shorter_budget(
@@ -555,4 +555,4 @@ async def test_a_slow_template_fails_its_message_and_the_daemon_stays_responsive
     assert drop["template"] == "slow" and drop["channel"] == "email"
     assert drop["reason"] == "email: cannot render: it took longer than its budget of 1 s"
     assert "cannot render: it took longer than its budget of 1 s" in (tmp_path / "daemon.log").read_text()
-    assert not list((project / "outbox").glob("email-*.eml"))
+    assert not list((project / "outbox").glob("*-email-*.eml"))
