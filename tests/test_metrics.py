@@ -96,7 +96,7 @@ async def test_metrics_count_events_refusals_sends_and_journeys(
             assert response.status == 200
 
         await wait_for(
-            lambda: list((project / "outbox").glob("email-*.eml")), what="the welcome in the outbox"
+            lambda: list((project / "outbox").glob("*-email-*.eml")), what="the welcome in the outbox"
         )
 
         async def settled() -> Samples | None:

@@ -55,7 +55,6 @@ KNOWN_HEADERS = st.sampled_from(
         "X-WC-Webhook-Topic",
         "X-Boomerang-Signature",
         "Content-Type",
-        "Content-Length",
     ]
 )
 
