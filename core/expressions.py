@@ -23,6 +23,7 @@ import functools
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -933,7 +934,40 @@ def make_environment(functions: Mapping[str, Callable[..., Any]] | None = None, 
     return environment
 
 
-def render(template: Template, context: Mapping[str, Any]) -> str:
+class LazyTemplate:
+    """A template checked when it loads and compiled on its first render (`compiled`).
+
+    Checking it (parsing, the names it uses, what the sandbox refuses: see
+    `boomerang.templates`) needs no compiled code, so `boomerang check` never compiles; a
+    project that runs compiles every template once when it loads (`TemplateLibrary.warm`).
+    """
+
+    __slots__ = ("_compiled", "_environment", "source")
+
+    def __init__(self, environment: Sandbox, source: str):
+        self.source = source
+        self._environment = environment
+        self._compiled: Template | None = None
+
+    def compiled(self) -> Template:
+        """The compiled template; compiled once, whichever thread renders it first."""
+        compiled = self._compiled
+        if compiled is None:
+            with _COMPILING:
+                if self._compiled is None:
+                    self._compiled = self._environment.from_string(self.source)
+                compiled = self._compiled
+        return compiled
+
+    def generate(self, *args: Any, **kwargs: Any) -> Iterator[str]:
+        """`Template.generate` of the compiled template."""
+        return self.compiled().generate(*args, **kwargs)
+
+
+_COMPILING = threading.Lock()
+
+
+def render(template: Template | LazyTemplate, context: Mapping[str, Any]) -> str:
     """Render within the budget of the scope under way (a message's, if there is none)."""
     current = _current.get()
     if current is None:
