@@ -68,8 +68,11 @@ def load_project(config_path: Path, plugins: Plugins) -> Project:
     project, problems = assemble(config, plugins)
     if project is None or any(p.severity == "error" for p in problems):
         raise ProblemError(problems)
-    # What runs compiles its templates now, not on the first send: `check` never needs to.
+    # What runs compiles its templates and loads its channels' libraries now, not on the
+    # event loop at the first send: `check` needs neither.
     project.templates.warm()
+    for channel in project.registry.channels.values():
+        channel.prepare()
     if config.outbox is not None:
         project.registry.channels = {
             name: Outbox(channel, config.outbox) for name, channel in project.registry.channels.items()
