@@ -13,7 +13,6 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
@@ -343,6 +342,9 @@ class _Compiler:
         if kind == "schedule":
             self.unknown_keys(node, ("schedule", "audience"), "a schedule trigger")
             cron = str(node["schedule"])
+            # here, not at the top: only a schedule needs it, and `check` must start fast
+            from croniter import croniter
+
             if not croniter.is_valid(cron):
                 self.error(
                     value_position(node, "schedule"),
