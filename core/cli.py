@@ -21,6 +21,9 @@ from boomerang.plugin_manager import Plugins, load_plugins
 from boomerang.problems import ProblemError, counted, shown_path
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The plugins `main` loaded to build the command line, and their drop-in directories: a
+# command reuses them rather than import and register every plugin again (`plugins_for`).
+_loaded: tuple[tuple[Path, ...], Plugins] | None = None
 
 
 def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -110,7 +113,7 @@ def check(config_file: Path, paths: tuple[Path, ...], as_json: bool) -> None:
     except ProblemError as exc:
         problems = exc.problems
     else:
-        plugins = load_plugins(config.plugin_dirs)
+        plugins = plugins_for(config.plugin_dirs)
         problems.extend(plugins.problems)
         chosen = scenario_files(config.scenarios)
         if paths:
@@ -560,6 +563,16 @@ def _plugin_dirs_for_commands(argv: list[str]) -> list[Path]:
         return []  # the command itself will report the config's problems
 
 
+def plugins_for(plugin_dirs: list[Path]) -> Plugins:
+    """The plugins with these drop-in directories: those `main` loaded for the command line
+    if it loaded the same directories and none of their files changed since, else loaded now."""
+    if _loaded is not None:
+        dirs, plugins = _loaded
+        if dirs == tuple(plugin_dirs) and not plugins.drop_ins_changed(dirs):
+            return plugins
+    return load_plugins(plugin_dirs)
+
+
 def build_cli(plugins: Plugins | None = None) -> click.Group:
     """The CLI with the commands plugins add through `register_commands`."""
     plugins = plugins or load_plugins(_plugin_dirs_for_commands(sys.argv[1:]))
@@ -569,8 +582,11 @@ def build_cli(plugins: Plugins | None = None) -> click.Group:
 
 def main() -> None:
     """The `boomerang` console script."""
+    global _loaded
     try:
-        group = build_cli()
+        dirs = tuple(_plugin_dirs_for_commands(sys.argv[1:]))
+        _loaded = (dirs, load_plugins(dirs))
+        group = build_cli(_loaded[1])
     except Exception as exc:  # noqa: BLE001 - an installed plugin that breaks gets one clear line
         click.echo(f"Error: a plugin failed to load: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)

@@ -58,6 +58,10 @@ class EngineStore(JobQueue, Protocol):
         """One transaction: everything inside commits together or not at all."""
         ...
 
+    def savepoint(self) -> AbstractContextManager[Any]:
+        """Inside a transaction: a part of it rolled back alone if its block raises."""
+        ...
+
     def changes(self) -> int:
         """Rows written since opening: two readings tell whether anything between them wrote."""
         ...

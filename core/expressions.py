@@ -23,6 +23,7 @@ import functools
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -44,12 +45,14 @@ from jinja2 import (
     pass_eval_context,
 )
 from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.parser import Parser
 from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, _PassArg, missing
 
 from boomerang import formats
 from boomerang.history import History
+from boomerang.names import template_names
 
 log = logging.getLogger(__name__)
 
@@ -933,7 +936,40 @@ def make_environment(functions: Mapping[str, Callable[..., Any]] | None = None, 
     return environment
 
 
-def render(template: Template, context: Mapping[str, Any]) -> str:
+class LazyTemplate:
+    """A template checked when it loads and compiled on its first render (`compiled`).
+
+    Checking it (parsing, the names it uses, what the sandbox refuses: see
+    `boomerang.templates`) needs no compiled code, so `boomerang check` never compiles; a
+    project that runs compiles every template once when it loads (`TemplateLibrary.warm`).
+    """
+
+    __slots__ = ("_compiled", "_environment", "source")
+
+    def __init__(self, environment: Sandbox, source: str):
+        self.source = source
+        self._environment = environment
+        self._compiled: Template | None = None
+
+    def compiled(self) -> Template:
+        """The compiled template; compiled once, whichever thread renders it first."""
+        compiled = self._compiled
+        if compiled is None:
+            with _COMPILING:
+                if self._compiled is None:
+                    self._compiled = self._environment.from_string(self.source)
+                compiled = self._compiled
+        return compiled
+
+    def generate(self, *args: Any, **kwargs: Any) -> Iterator[str]:
+        """`Template.generate` of the compiled template."""
+        return self.compiled().generate(*args, **kwargs)
+
+
+_COMPILING = threading.Lock()
+
+
+def render(template: Template | LazyTemplate, context: Mapping[str, Any]) -> str:
     """Render within the budget of the scope under way (a message's, if there is none)."""
     current = _current.get()
     if current is None:
@@ -950,12 +986,31 @@ def render(template: Template, context: Mapping[str, Any]) -> str:
     return "".join(chunks)
 
 
-@dataclass(frozen=True)
 class Expression:
-    """A compiled expression such as `cart.total >= 50`."""
+    """An expression such as `cart.total >= 50`, checked (`compile_expression`) and compiled on
+    its first evaluation (or by `compiled`, when a project that runs loads)."""
 
-    source: str
-    _compiled: Any
+    __slots__ = ("_compiled", "_environment", "names", "source")
+
+    def __init__(self, source: str, environment: Sandbox, names: Sequence[tuple[int, str, bool]] = ()):
+        self.source = source
+        self.names = list(names)  # `template_names` of the expression, for `check`
+        self._environment = environment
+        self._compiled: Any = None
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r})"
+
+    def compiled(self) -> Any:
+        """The compiled expression; compiled once, whichever thread evaluates it first."""
+        compiled = self._compiled
+        if compiled is None:
+            with _COMPILING:
+                if self._compiled is None:
+                    environment = self._environment
+                    self._compiled = environment.compile_expression(self.source, undefined_to_none=False)
+                compiled = self._compiled
+        return compiled
 
     def evaluate(self, context: Mapping[str, Any], within: Scope | None = None) -> Any:
         """The expression's value; a runtime error is logged and yields None (falsy).
@@ -966,7 +1021,7 @@ class Expression:
         current = within or _current.get() or Scope(Budget(EXPRESSION_SECONDS))
         try:
             with evaluating(current):
-                value = self._compiled(**context)
+                value = (self._compiled or self.compiled())(**context)
         except RenderLimitExceeded as exc:
             log.warning("expression %r stopped: %s", self.source, exc)
             return None
@@ -982,14 +1037,28 @@ class Expression:
 
 
 def compile_expression(source: Any, environment: Sandbox) -> Expression:
-    """Compile an expression; raises `ExpressionError` saying what does not parse or is refused."""
+    """Check an expression as compiling it would, and find the names it uses; raises
+    `ExpressionError` saying what does not parse or is refused. It is compiled on first use.
+
+    One parse serves everything: the syntax (as `Environment.compile_expression` parses it),
+    the sandbox's refusals (which compiling raises first) and the names it uses, found by a
+    pass of Jinja's code generator that also raises what generating its code would (an
+    unknown filter or test)."""
     text = str(source).strip() if not isinstance(source, bool) else str(source).lower()
     if not text:
         raise ExpressionError("the expression is empty")
     try:
-        compiled = environment.compile_expression(text, undefined_to_none=False)
+        parser = Parser(environment, text, state="variable")
+        expression = parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno, None, None)
+        # What compiling it compiles, and what the names are looked up in (a printed value)
+        assign = nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)
+        for line, message in refusals(nodes.Template([assign], lineno=1), environment):
+            raise Refused(message, line)
+        names = template_names(nodes.Template([nodes.Output([expression])], lineno=1), environment)
     except TemplateSyntaxError as exc:
         one_line = " ".join(text.split())
         what = "refused" if isinstance(exc, Refused) else "cannot parse"
         raise ExpressionError(f"{what} expression '{one_line}': {exc.message}", exc.lineno or 1) from None
-    return Expression(text, compiled)
+    return Expression(text, environment, names)

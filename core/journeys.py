@@ -104,7 +104,7 @@ class Journeys(EngineBase):
             try:
                 for event in events:
                     try:
-                        with self.store.transaction():
+                        with self.store.savepoint():
                             written = self.store.changes()
                             self.on_event(event, self.clock.now())
                             if self.store.changes() != written:

@@ -189,6 +189,13 @@ class Channel(ABC):
         """Notes for `boomerang preview` about how this message would go (SMS segments...)."""
         return []
 
+    def prepare(self) -> None:
+        """Load what sending needs (a provider's library, an HTTP client's modules) now rather
+        than on the event loop in the middle of the first send. Called when a project that
+        runs loads; `boomerang check` constructs channels without calling it, so that it
+        starts fast. Sending must still work unprepared (it loads them then)."""
+        return None
+
     async def close(self) -> None:
         """Close pooled connections; called on shutdown and when a reload replaces the channel."""
         return None

@@ -18,12 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jinja2 import meta, nodes
-from jinja2.parser import Parser
 
-from boomerang.expressions import Sandbox
 from boomerang.problems import did_you_mean
+
+if TYPE_CHECKING:  # expressions.py uses this module to check what it compiles
+    from boomerang.expressions import Sandbox
 
 ALWAYS = ("customer", "event", "journey", "now", "waited", "data")
 # Set for every message a send step renders (the two links empty for a transactional one).
@@ -89,13 +91,6 @@ def names_for(event_types: Iterable[str] | None, functions: Iterable[str], messa
         data.update(DATA_KEYS.get(event_type, ()))
     unknown_data = any(event_type not in DATA_KEYS for event_type in types)
     return Names(frozenset(data), frozenset(functions), unknown_data)
-
-
-def expression_names(source: str, environment: Sandbox) -> list[tuple[int, str, bool]]:
-    """`(line within the source, name, called)` of the top-level names an expression uses."""
-    parser = Parser(environment, source, state="variable")
-    tree = nodes.Template([nodes.Output([parser.parse_expression()])], lineno=1)
-    return template_names(tree, environment)
 
 
 def template_names(tree: nodes.Template, environment: Sandbox) -> list[tuple[int, str, bool]]:

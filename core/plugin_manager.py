@@ -105,6 +105,9 @@ def load_plugins(plugin_dirs: Iterable[Path] = (), *, entry_point_group: str = "
     allowed = _names(os.environ.get(LOAD_ENV))
     for name in _names(os.environ.get(DISABLED_ENV)) or ():
         pm.set_blocked(name)
+    # A package's name and version, read once: each read parses its METADATA file again, and
+    # Boomerang's own package declares a dozen plugins.
+    packages: dict[Any, tuple[str | None, str | None]] = {}
     for ep in sorted(entry_points(group=entry_point_group), key=lambda ep: ep.name):
         if pm.is_blocked(ep.name) or (allowed is not None and ep.name not in allowed):
             continue
@@ -113,15 +116,11 @@ def load_plugins(plugin_dirs: Iterable[Path] = (), *, entry_point_group: str = "
         module = ep.load()
         dist = ep.dist
         _register(pm, module, ep.name)
-        plugins.infos.append(
-            PluginInfo(
-                ep.name,
-                ep.name,
-                "package",
-                package=dist.metadata["Name"] if dist else None,
-                version=dist.version if dist else None,
-            )
-        )
+        if dist is not None and dist not in packages:
+            metadata = dist.metadata
+            packages[dist] = (metadata["Name"], metadata["Version"])
+        package, version = packages[dist] if dist is not None else (None, None)
+        plugins.infos.append(PluginInfo(ep.name, ep.name, "package", package=package, version=version))
     plugin_dirs = list(plugin_dirs)
     plugins.drop_ins = drop_in_files(plugin_dirs)  # before importing: a later edit is a change
     for directory in plugin_dirs:

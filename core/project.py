@@ -35,6 +35,19 @@ class Project:
     segments: dict[str, Expression] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
 
+    def warm(self) -> None:
+        """Compile every template and expression and load the channels' libraries now, not
+        on the event loop or the store's thread when first used: for a project that runs.
+        `check` needs none of it (it checks what it parsed)."""
+        self.templates.warm()
+        for scenario in self.scenarios:
+            for expression in scenario.expressions:
+                expression.compiled()
+        for expression in self.segments.values():
+            expression.compiled()
+        for channel in self.registry.channels.values():
+            channel.prepare()
+
 
 def assemble(
     config: Config, plugins: Plugins, scenario_paths: list[Path] | None = None
@@ -68,6 +81,7 @@ def load_project(config_path: Path, plugins: Plugins) -> Project:
     project, problems = assemble(config, plugins)
     if project is None or any(p.severity == "error" for p in problems):
         raise ProblemError(problems)
+    project.warm()
     if config.outbox is not None:
         project.registry.channels = {
             name: Outbox(channel, config.outbox) for name, channel in project.registry.channels.items()

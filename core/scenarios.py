@@ -13,7 +13,6 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
@@ -28,7 +27,7 @@ from boomerang.expressions import (
 )
 from boomerang.local_time import DAY_NAMES, WEEKDAYS, weekday_of
 from boomerang.model import CATEGORIES
-from boomerang.names import NameUse, expression_names, place, template_names
+from boomerang.names import NameUse, place, template_names
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.promo_codes import prefix_problem
 from boomerang.yamlfile import key_position, load_yaml, node_position, value_position
@@ -140,6 +139,7 @@ class Scenario:
     next_of: dict[str, str | None] = field(default_factory=dict)
     document: Any = field(default=None, repr=False)
     names: list[NameUse] = field(default_factory=list)  # top-level names its expressions use
+    expressions: list[Expression] = field(default_factory=list, repr=False)  # for `Project.warm`
 
     @property
     def first(self) -> str | None:
@@ -177,6 +177,7 @@ class _Compiler:
         self.lines = lines
         self.problems: list[Problem] = []
         self.names: list[NameUse] = []
+        self.expressions: list[Expression] = []
 
     def error(self, position: tuple[int, int], message: str, severity: str = "error") -> None:
         self.problems.append(Problem(self.file, position[0], position[1], message, severity))
@@ -199,8 +200,8 @@ class _Compiler:
         except ExpressionError as exc:
             self.error((line + exc.line - 1, col), str(exc))
             return None
-        uses = expression_names(expression.source, self.environment)
-        self.names.extend(place(uses, self.lines, line, col))
+        self.names.extend(place(expression.names, self.lines, line, col))
+        self.expressions.append(expression)
         return expression
 
     def duration(self, parent: Any, key: Any) -> timedelta | None:
@@ -342,6 +343,9 @@ class _Compiler:
         if kind == "schedule":
             self.unknown_keys(node, ("schedule", "audience"), "a schedule trigger")
             cron = str(node["schedule"])
+            # here, not at the top: only a schedule needs it, and `check` must start fast
+            from croniter import croniter
+
             if not croniter.is_valid(cron):
                 self.error(
                     value_position(node, "schedule"),
@@ -649,6 +653,7 @@ def compile_scenario(path: Path, environment: Sandbox | None = None) -> tuple[Sc
     scenario = compiler.scenario(path, document)
     if scenario is not None:
         scenario.names = sorted(compiler.names)
+        scenario.expressions = compiler.expressions
     return scenario, compiler.problems
 
 

@@ -31,10 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Template, TemplateSyntaxError
+from jinja2 import TemplateSyntaxError
 from ruamel.yaml.comments import CommentedMap
 
-from boomerang.expressions import Refused, Sandbox, current_scope, evaluating, make_environment, render
+from boomerang import expressions
+from boomerang.expressions import (
+    LazyTemplate,
+    Refused,
+    Sandbox,
+    current_scope,
+    evaluating,
+    make_environment,
+    render,
+)
 from boomerang.names import NameUse, place, template_names
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import parse_yaml, value_position
@@ -53,14 +62,14 @@ def wanted_locales(*preferred: str | None) -> list[str | None]:
 
 @dataclass
 class Part:
-    """One template file: its front matter and body, compiled."""
+    """One template file: its front matter and body, checked (compiled on first render)."""
 
     file: Path
     channel: str
     locale: str
     kind: str  # "html" or "txt"
-    body: Template
-    front: dict[str, Any] = field(default_factory=dict)  # values are Templates or plain data
+    body: LazyTemplate
+    front: dict[str, Any] = field(default_factory=dict)  # values are LazyTemplates or plain data
     names: list[NameUse] = field(default_factory=list)  # top-level names it uses, for `check`
 
 
@@ -124,7 +133,7 @@ class MessageTemplate:
 
 
 def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
-    if isinstance(value, Template):
+    if isinstance(value, LazyTemplate):
         return render(value, context).strip()
     if isinstance(value, dict):
         return {key: _render_value(item, context) for key, item in value.items()}
@@ -172,6 +181,25 @@ class TemplateLibrary:
     def names(self) -> list[str]:
         """Every template name, sorted."""
         return sorted(self.templates)
+
+    def warm(self) -> None:
+        """Compile every file and front matter value now, not on its first render: for a
+        project that runs (`boomerang check` only checks them, which needs no compiling)."""
+        for template in self.templates.values():
+            for part in template.parts.values():
+                part.body.compiled()
+                _warm_value(part.front)
+
+
+def _warm_value(value: Any) -> None:
+    if isinstance(value, LazyTemplate):
+        value.compiled()
+    elif isinstance(value, dict):
+        for item in value.values():
+            _warm_value(item)
+    elif isinstance(value, list):
+        for item in value:
+            _warm_value(item)
 
 
 def load_templates(
@@ -266,16 +294,13 @@ def _load_part(
             raise ProblemError(
                 [Problem(str(file), 2, 1, "front matter must be a mapping such as subject: ...")]
             )
-        front = _compile_front(raw or CommentedMap(), channel, file, text_environment)
-        for key, value in (raw or {}).items():
-            uses = _names_in(value, text_environment)
+        front, uses_by_key = _compile_front(raw or CommentedMap(), channel, file, text_environment)
+        for key, uses in uses_by_key.items():
             names.extend(place(uses, lines, *value_position(raw, key), template=True))
         body_line = text[: end + 5].count("\n") + 1
         text = text[end + 5 :]
     try:
-        tree = environment.parse(text)
-        uses = template_names(tree, environment)
-        body = environment.from_string(tree)
+        body, uses = _checked(text, environment, refusals_first=False)
     except TemplateSyntaxError as exc:
         line = (exc.lineno or 1) + body_line - 1
         what = "refused" if isinstance(exc, Refused) else "template syntax"
@@ -284,18 +309,30 @@ def _load_part(
     return Part(file, channel.name, locale, kind, body, front, sorted(names))
 
 
-def _names_in(value: Any, environment: Sandbox) -> list[tuple[int, str, bool]]:
-    """The names a front matter value uses, in its text and in the texts nested in it."""
-    if isinstance(value, str):
-        return template_names(environment.parse(value), environment)
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return [use for item in items for use in _names_in(item, environment)]
+def _checked(text: str, environment: Sandbox, *, refusals_first: bool) -> tuple[LazyTemplate, list[Any]]:
+    """A template's text parsed once, for everything `check` finds in it: its syntax, the
+    names it uses (`template_names`, whose pass of Jinja's code generator also raises what
+    compiling would, such as an unknown filter) and what the sandbox refuses (which compiling
+    raises before generating code). Raises `TemplateSyntaxError` (`Refused`) as compiling
+    would; returns the template, compiled on first render, and its `template_names`."""
+    tree = environment.parse(text)
+    refused = expressions.refusals(tree, environment)  # as compiling looks it up (tests switch it off)
+    if refused and refusals_first:
+        raise Refused(refused[0][1], refused[0][0])
+    uses = template_names(tree, environment)
+    if refused:
+        raise Refused(refused[0][1], refused[0][0])
+    return LazyTemplate(environment, text), uses
 
 
-def _compile_front(raw: CommentedMap, channel: Any, file: Path, environment: Sandbox) -> dict[str, Any]:
-    """The front matter's values compiled; keys and value types as the channel declares them."""
+def _compile_front(
+    raw: CommentedMap, channel: Any, file: Path, environment: Sandbox
+) -> tuple[dict[str, Any], dict[Any, list[Any]]]:
+    """The front matter's values checked, and the names each key's texts use; keys and value
+    types as the channel declares them."""
     problems = []
     front: dict[str, Any] = {}
+    uses: dict[Any, list[Any]] = {}
     allowed = channel.front_matter
     for key, value in raw.items():
         if key not in allowed:
@@ -325,14 +362,15 @@ def _compile_front(raw: CommentedMap, channel: Any, file: Path, environment: San
             )
             continue
         try:
-            front[str(key)] = _compile_value(value, environment)
+            uses[key] = []
+            front[str(key)] = _compile_value(value, environment, uses[key])
         except TemplateSyntaxError as exc:
             line, col = value_position(raw, key)
             what = "refused" if isinstance(exc, Refused) else "template syntax"
             problems.append(Problem(str(file), line, col, f"{what} in '{key}': {exc.message}"))
     if problems:
         raise ProblemError(problems)
-    return front
+    return front, uses
 
 
 # How a front matter type reads in a message, as a marketer writes YAML; most specific first.
@@ -353,11 +391,14 @@ def _type_name(kind: type) -> str:
     )
 
 
-def _compile_value(value: Any, environment: Sandbox) -> Any:
+def _compile_value(value: Any, environment: Sandbox, uses: list[Any]) -> Any:
+    """A front matter value with its texts checked (`_checked`); the names they use go to `uses`."""
     if isinstance(value, str):
-        return environment.from_string(value)
+        template, found = _checked(value, environment, refusals_first=True)
+        uses.extend(found)
+        return template
     if isinstance(value, dict):
-        return {str(k): _compile_value(v, environment) for k, v in value.items()}
+        return {str(k): _compile_value(v, environment, uses) for k, v in value.items()}
     if isinstance(value, list):
-        return [_compile_value(v, environment) for v in value]
+        return [_compile_value(v, environment, uses) for v in value]
     return value

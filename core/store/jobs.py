@@ -109,6 +109,9 @@ class JobQueue(Protocol):
         ...
 
 
+# One encoder for every job's payload: `json.dumps` with options builds a new one per call.
+_encode_payload = json.JSONEncoder(default=str).encode
+
 _ADD_JOB = (
     "INSERT OR IGNORE INTO jobs (kind, due_at, priority, journey_id, version, key, payload)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -125,7 +128,7 @@ def job_row(
     key: str | None = None,
 ) -> tuple[Any, ...]:
     """A job as it is queued: the values of `add_jobs`."""
-    return (kind, due_at, priority, journey_id, version, key, json.dumps(payload, default=str))
+    return (kind, due_at, priority, journey_id, version, key, _encode_payload(payload))
 
 
 class Jobs(Quarantine):
@@ -252,7 +255,7 @@ class Jobs(Quarantine):
     def save_job_payload(self, job_id: int, payload: dict[str, Any]) -> None:
         """Record a running job's progress in its payload, so that a re-run resumes there."""
         self.db.execute(
-            "UPDATE jobs SET payload = ? WHERE id = ?", [json.dumps(payload, default=str), job_id]
+            "UPDATE jobs SET payload = ? WHERE id = ?", [_encode_payload(payload), job_id]
         )
 
     def retry_job(self, job_id: int, due_at: float) -> None:

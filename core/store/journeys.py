@@ -36,6 +36,10 @@ _ADD_JOURNAL = (
     " message_id, reason, value, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
+# One encoder for every journey's context, written at each step: `json.dumps` with options
+# builds a new one per call.
+_encode_context = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
 # A journey's context reduced to its `variants`; text that is not JSON is left for the
 # decoder to refuse, so that the row is set aside as a full read would set it aside.
 _VARIANTS_ONLY = (
@@ -56,7 +60,7 @@ def journey_row(journey: Journey, now: datetime) -> tuple[Any, ...]:
         journey.cursor,
         journey.waiting_for,
         journey.version,
-        json.dumps(journey.context, ensure_ascii=False, default=str),
+        _encode_context(journey.context),
         to_iso(journey.entered_at),
         to_iso(now),
         to_iso(journey.ended_at) if journey.ended_at else None,
@@ -113,7 +117,7 @@ class Journeys(Quarantine):
                 journey.cursor,
                 journey.waiting_for,
                 journey.version,
-                json.dumps(journey.context, ensure_ascii=False, default=str),
+                _encode_context(journey.context),
                 to_iso(now),
                 to_iso(journey.ended_at) if journey.ended_at else None,
                 journey.id,

@@ -29,10 +29,14 @@ _ENGAGED = "FROM messages WHERE status IN ('sent', 'delivered', 'failed') AND ch
 _STATE_COLUMNS = "id, customer_id, journey_id, scenario, step, template, category, channel, status"
 
 
+# One encoder for every message's JSON columns: `json.dumps` with options builds a new one per call.
+_encode_value = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 def message_values(fields: dict[str, Any]) -> dict[str, Any]:
-    """A message's columns as they are stored: its dicts and lists as JSON."""
+    """A message's columns as they are stored: its dicts, lists and tuples as JSON."""
     return {
-        key: json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, dict | list) else value
+        key: _encode_value(value) if isinstance(value, dict | list | tuple) else value
         for key, value in fields.items()
     }
 
@@ -41,8 +45,9 @@ class Messages(Events):
     """The `messages` table."""
 
     def insert_message(self, fields: dict[str, Any]) -> None:
-        """Store a message to be sent; its id is its idempotency key."""
-        self.db["messages"].insert(message_values(fields), ignore=True)
+        """Store a message to be sent; its id is its idempotency key (one stored already is left
+        as it is). One statement: sqlite-utils' `insert` reads the table's schema first."""
+        self.insert_messages([message_values(fields)])
 
     def insert_messages(self, messages: list[dict[str, Any]]) -> None:
         """Store many messages, each as `message_values` gives it, in one statement per set of

@@ -47,20 +47,15 @@ import json
 import logging
 import os
 import re
-import socket
-import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import click
-from aiohttp import web
-from aiohttp.resolver import ThreadedResolver
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid, VapidException
@@ -90,6 +85,12 @@ from boomerang.plugin_api import (
     unseal,
     verify,
 )
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import aiohttp
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -218,20 +219,6 @@ def endpoint_problem(
     return None
 
 
-class PublicResolver(ThreadedResolver):
-    """Resolves host names to public addresses only: no endpoint's name may lead inside."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[Any]:
-        """The addresses of `host` that are global; OSError if it has none."""
-        answers = await super().resolve(host, port, family)
-        public = [answer for answer in answers if ipaddress.ip_address(answer["host"]).is_global]
-        if not public:
-            raise OSError(f"{host} resolves to no public address")
-        return public
-
-
 def clean_subscription(value: dict[str, Any]) -> dict[str, Any]:
     """Only the parts of a subscription that sending needs: endpoint, expirationTime, keys."""
     return {
@@ -322,7 +309,7 @@ class PushChannel(Channel):
         self.subject = subject
         self.ttl = ttl
         self.urgency = urgency
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.timeout = timeout  # seconds per request
         self.ca_file = ca_file
         self.secret = secret
         self.public_url = public_url.rstrip("/")
@@ -330,10 +317,19 @@ class PushChannel(Channel):
         self.allow_private_endpoints = allow_private_endpoints
         self._session: aiohttp.ClientSession | None = None
         self._sends = SendsInFlight()
-        # pywebpush brings requests and urllib3 along: a fifth of `boomerang check`'s start when
-        # imported with the plugin. Only a configured channel needs it, so it loads here, while
-        # the project loads (not in the middle of the first send, on the event loop).
-        self._pywebpush = importlib.import_module("pywebpush")
+        self._http: ModuleType | None = None
+
+    def prepare(self) -> None:
+        """Load aiohttp and pywebpush (which brings requests and urllib3 along) while the
+        project loads, not on the event loop in the middle of the first send; `boomerang
+        check`, which only constructs the channel, never loads them."""
+        self.http()
+
+    def http(self) -> ModuleType:
+        """`boomerang.plugins.channels.push_http`, imported once."""
+        if self._http is None:
+            self._http = importlib.import_module("boomerang.plugins.channels.push_http")
+        return self._http
 
     # the customer's address: their subscriptions
     def unusable(self, subscription: Any) -> str | None:
@@ -360,14 +356,7 @@ class PushChannel(Channel):
     def _client(self) -> aiohttp.ClientSession:
         """The one HTTP session every send shares; made on first use, inside the running loop."""
         if self._session is None or self._session.closed:
-            context: ssl.SSLContext | bool = True
-            if self.ca_file is not None:
-                context = ssl.create_default_context()
-                context.load_verify_locations(cafile=str(self.ca_file))
-            resolver = None if self.allow_private_endpoints else PublicResolver()
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context, resolver=resolver), timeout=self.timeout
-            )
+            self._session = self.http().make_session(self.ca_file, self.allow_private_endpoints, self.timeout)
         return self._session
 
     def click_token(self, message: Message) -> str | None:
@@ -397,18 +386,19 @@ class PushChannel(Channel):
         problem = self.unusable(subscription)
         if problem:  # it can never receive anything (or must not): forget it like a gone one
             return Attempt(endpoint, "gone", f"unusable subscription: {problem}")
+        http = self.http()
         try:
-            response = await self._pywebpush.webpush_async(
+            response = await http.webpush_async(
                 subscription_info=subscription,
                 data=payload.decode(),
                 vapid_private_key=self.vapid,
                 vapid_claims={"sub": self.subject},  # a new dict each time: pywebpush adds aud and exp
                 ttl=self.ttl,
                 headers={"Urgency": self.urgency},
-                timeout=self.timeout,  # type: ignore[arg-type] - handed to aiohttp as it is
+                timeout=http.client_timeout(self.timeout),  # type: ignore[arg-type] - handed to aiohttp as it is
                 aiohttp_session=session,
             )
-        except self._pywebpush.WebPushException as exc:
+        except http.WebPushException as exc:
             status = exc.status_code
             if status is None:
                 return Attempt(endpoint, "gone", f"unusable subscription: {exc.message}")
@@ -422,7 +412,7 @@ class PushChannel(Channel):
                 after = retry_after(exc.retry_after)
                 return Attempt(endpoint, "retry", f"{host}: {status}", retry_after=after)
             return Attempt(endpoint, "failed", f"{host}: {status} {exc.response.reason or ''}".rstrip())
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except http.CONNECTION_ERRORS as exc:
             return Attempt(endpoint, "retry", f"{_host(endpoint)}: {type(exc).__name__}: {exc}")
         except VapidException as exc:  # py_vapid cannot sign for this endpoint's origin
             return Attempt(endpoint, "failed", f"{_host(endpoint)}: cannot sign VAPID claims: {exc}")
@@ -472,7 +462,7 @@ class PushChannel(Channel):
 
     async def close(self) -> None:
         """Let the sends under way finish, then close the shared HTTP session."""
-        await self._sends.close(self.timeout.total or 10.0)
+        await self._sends.close(self.timeout or 10.0)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -491,6 +481,8 @@ class PushChannel(Channel):
 
     async def service_worker(self, request: web.Request, ingest: Ingest) -> web.Response:
         """`GET /push/sw.js`: shows notifications and opens (and reports) their link on click."""
+        from aiohttp import web  # here, not at the top: `boomerang check` loads plugins and must start fast
+
         script = SERVICE_WORKER.replace("__PUBLIC_URL__", json.dumps(self.public_url)).replace(
             "__PUBLIC_KEY__", json.dumps(self.public_key)
         )
@@ -499,14 +491,20 @@ class PushChannel(Channel):
 
     async def key(self, request: web.Request, ingest: Ingest) -> web.Response:
         """`GET /push/key`: the application server key for `pushManager.subscribe`."""
+        from aiohttp import web  # here, not at the top: `boomerang check` loads plugins and must start fast
+
         return web.json_response({"public_key": self.public_key}, headers=CORS)
 
     async def preflight(self, request: web.Request, ingest: Ingest) -> web.Response:
         """CORS preflight: the shop's pages post from their own origin."""
+        from aiohttp import web  # here, not at the top: `boomerang check` loads plugins and must start fast
+
         return web.Response(status=204, headers=CORS)
 
     async def subscribe(self, request: web.Request, ingest: Ingest) -> web.Response:
         """`POST /push/subscribe`: add a browser's subscription to the customer the token names."""
+        from aiohttp import web  # here, not at the top: `boomerang check` loads plugins and must start fast
+
         if not self.secret:
             return _error(503, "push subscriptions need 'secret' in boomerang.yaml to check tokens")
         # The credential first, from the header: without it the body is never read.
@@ -550,6 +548,8 @@ class PushChannel(Channel):
     async def clicked(self, request: web.Request, ingest: Ingest) -> web.Response:
         """`POST /push/click` with `Authorization: Bearer <click token>`: the service worker saw a
         notification clicked. The token says everything, so the body is never read."""
+        from aiohttp import web  # here, not at the top: `boomerang check` loads plugins and must start fast
+
         token = bearer(request.headers.get("Authorization", ""))
         if token is None:
             return _error(403, "send the notification's click token as Authorization: Bearer <token>")
@@ -564,6 +564,8 @@ class PushChannel(Channel):
 
 
 def _error(status: int, text: str) -> web.Response:
+    from aiohttp import web
+
     return web.json_response({"error": text}, status=status, headers=CORS)
 
 

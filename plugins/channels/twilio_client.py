@@ -31,6 +31,8 @@ last_response: ContextVar[Response | None] = ContextVar("boomerang_twilio_respon
 # reaches the HTTP client this way.
 idempotency_key: ContextVar[str | None] = ContextVar("boomerang_twilio_idempotency_key", default=None)
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
+# What a create call raises when it gets no answer (or one it cannot read): retried.
+CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
 
 
 class QuietLogger(logging.LoggerAdapter):

@@ -21,8 +21,6 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
-from aiohttp import web
 from twilio.base.exceptions import TwilioException
 from twilio.request_validator import RequestValidator
 
@@ -39,6 +37,9 @@ from boomerang.plugin_api import (
 )
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from aiohttp import web
     from twilio.rest import Client
 
     from boomerang.plugins.channels.twilio_client import HttpClient
@@ -110,11 +111,20 @@ class TwilioChannel(Channel):
         self._http: HttpClient | None = None
         self._client: Client | None = None
         self._sends = SendsInFlight()
-        # The twilio client (and the requests library it brings) loads only for a configured
-        # channel, and now, while the project loads: not for `boomerang check` of a project
-        # without one, and not on the event loop in the middle of the first send
-        # (tests/reliability/test_provider_faults.py saw that stall).
-        self._twilio = importlib.import_module("boomerang.plugins.channels.twilio_client")
+        self._twilio: ModuleType | None = None
+
+    def prepare(self) -> None:
+        """Load the twilio client (and aiohttp and the requests library it brings) while the
+        project loads, not on the event loop in the middle of the first send
+        (tests/reliability/test_provider_faults.py saw that stall); `boomerang check`, which
+        only constructs the channel, never loads it."""
+        self.library()
+
+    def library(self) -> ModuleType:
+        """`boomerang.plugins.channels.twilio_client`, imported once."""
+        if self._twilio is None:
+            self._twilio = importlib.import_module("boomerang.plugins.channels.twilio_client")
+        return self._twilio
 
     def address(self, customer: Customer) -> str | None:
         """The customer's phone number in E.164."""
@@ -123,7 +133,7 @@ class TwilioChannel(Channel):
     def client(self) -> Client:
         """The Twilio client, made on first use (its HTTP session needs the running loop)."""
         if self._client is None:
-            self._http, self._client = self._twilio.make_client(
+            self._http, self._client = self.library().make_client(
                 self.account_sid, self.auth_token, self.api_base, self.timeout, log
             )
         return self._client
@@ -164,8 +174,9 @@ class TwilioChannel(Channel):
 
     async def _create(self, message: Message, parameters: dict[str, Any]) -> Delivery:
         """Create the message at Twilio and map its answer onto a delivery result."""
-        self._twilio.last_response.set(None)
-        self._twilio.idempotency_key.set(message.idempotency_key)
+        twilio = self.library()
+        twilio.last_response.set(None)
+        twilio.idempotency_key.set(message.idempotency_key)
         try:
             created = await self.client().messages.create_async(
                 status_callback=self.status_callback(message), **parameters
@@ -175,14 +186,14 @@ class TwilioChannel(Channel):
             code = getattr(exc, "code", None)
             text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or type(exc).__name__
             status = refusal_status(http_status, code if isinstance(code, int) else None)
-            response = self._twilio.last_response.get()
+            response = twilio.last_response.get()
             wait = retry_after(response.headers.get("Retry-After")) if response and response.headers else None
             return Delivery(
                 status,
                 detail=f"Twilio {code or http_status}: {text}",
                 retry_after=wait if status is DeliveryStatus.RETRY else None,
             )
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        except twilio.CONNECTION_ERRORS as exc:
             return Delivery(DeliveryStatus.RETRY, detail=f"{type(exc).__name__}: {exc}")
         return Delivery(DeliveryStatus.SENT, detail=f"Twilio: {created.status}", provider_id=created.sid)
 
@@ -192,6 +203,8 @@ class TwilioChannel(Channel):
 
     async def receipt(self, request: web.Request, ingest: Ingest) -> web.Response:
         """Record a signed status callback as a feedback event; anything unsigned gets 403."""
+        from aiohttp import web  # here, not at the top: `boomerang check` loads plugins and must start fast
+
         signature = request.headers.get("X-Twilio-Signature", "")
         url = f"{self.public_url}{request.raw_path}"
         # The signature covers the form, so the form is read first, but only when there is one.

@@ -30,7 +30,8 @@ from boomerang.config import load_config
 from boomerang.daemon import Daemon
 from boomerang.model import MAX_PUSH_SUBSCRIPTIONS
 from boomerang.plugin_manager import load_plugins
-from boomerang.plugins.channels.push import PublicResolver, channel_from_config, write_key_pair
+from boomerang.plugins.channels.push import channel_from_config, write_key_pair
+from boomerang.plugins.channels.push_http import PublicResolver
 from boomerang.tokens import seal, unseal
 from fakes.push_service import PushService
 
