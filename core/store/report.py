@@ -1,0 +1,250 @@
+"""The report's queries: every figure an aggregate SQL query over an index, never a Python loop
+over rows.
+
+`Reports` is a `Connection` opened read-only (`Reports.open`), so that the report, from the
+command line or the daemon's `/report`, never writes and never holds the write lock: in WAL
+mode its reads see a snapshot while ingest goes on. The attribution rules it applies are
+`boomerang.attribution`'s; the indexes it reads are migration 11's.
+
+Times are the store's fixed-width ISO text (`to_iso`), compared as text; an attribution window
+is measured with julianday, to the millisecond.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boomerang.attribution import (
+    MESSAGE_ID_PATHS,
+    ORDER_ID_PATHS,
+    PROMO_REDEEMED,
+    TOTAL_PATHS,
+    Windows,
+    json_first,
+    plan_outcome_sql,
+)
+from boomerang.store.connection import Connection
+
+# Messages the channel took: what "sent" counts, and what costs money.
+SENT_STATUSES = "('sent', 'delivered', 'unknown')"
+# Half a millisecond more than the window: julianday's doubles are good to about 50 microseconds.
+_EDGE = 0.0005
+
+
+@dataclass(frozen=True)
+class Period:
+    """What a report covers: [since, until) as stored ISO text, and optionally one scenario."""
+
+    since: str
+    until: str
+    scenario: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The named parameters every query takes."""
+        return {"since": self.since, "until": self.until, "scenario": self.scenario}
+
+
+def _only(column: str) -> str:
+    """The condition limiting `column` to the period's scenario, if it names one."""
+    return f"(:scenario IS NULL OR {column} = :scenario)"
+
+
+class Reports(Connection):
+    """The read-only connection the report's queries run on."""
+
+    @classmethod
+    def open(cls, path: Path | str) -> Reports:
+        """Open the database at `path` for reading only (it must exist and be migrated)."""
+        return cls(path, read_only=True)
+
+    def messages_by_step(self, period: Period) -> list[dict[str, Any]]:
+        """Per scenario, step and channel: messages sent, failed, delivered, opened, clicked."""
+        return self._select(
+            f"""SELECT scenario, step, channel,
+                    sum(status IN {SENT_STATUSES}) AS sent,
+                    sum(status = 'failed') AS failed,
+                    count(delivered_at) AS delivered,
+                    count(opened_at) AS opened,
+                    count(clicked_at) AS clicked
+                FROM messages INDEXED BY messages_report
+                WHERE created_at >= :since AND created_at < :until AND scenario IS NOT NULL
+                    AND channel IS NOT NULL AND {_only("scenario")}
+                GROUP BY scenario, step, channel""",
+            period.params(),
+        )
+
+    def unsubscribes_by_step(self, period: Period) -> list[dict[str, Any]]:
+        """Per scenario, step and channel: the unsubscribes that came through its messages."""
+        return self._select(
+            f"""SELECT json_extract(data, '$.message.scenario') AS scenario,
+                    json_extract(data, '$.message.step') AS step,
+                    json_extract(data, '$.message.channel') AS channel,
+                    count(*) AS unsubscribed
+                FROM events
+                WHERE type = 'message.unsubscribed' AND at >= :since AND at < :until
+                    AND {_only("json_extract(data, '$.message.scenario')")}
+                GROUP BY 1, 2, 3""",
+            period.params(),
+        )
+
+    def conversions_by_step(
+        self, period: Period, goals: dict[str, str], windows: Windows
+    ) -> list[dict[str, Any]]:
+        """Per scenario, step and channel: orders attributed to its messages and their revenue.
+
+        `goals` maps a scenario to its goal event type. A goal event is credited to the last
+        message of its scenario the customer engaged with inside the window
+        (`boomerang.attribution`); a promo redemption to the message that issued the code. One
+        order counts once per scenario (its id, else the event's)."""
+        seconds = windows.seconds()
+        order_key = f"coalesce({json_first('e.data', ORDER_ID_PATHS)}, e.id)"
+        total = json_first("e.data", TOTAL_PATHS)
+
+        def within(column: str, kind: str) -> str:
+            return f"m.{column} <= o.at AND (julianday(o.at) - julianday(m.{column})) * 86400 <= :{kind}"
+
+        sql = f"""
+            WITH goals AS (SELECT key AS scenario, value AS type FROM json_each(:goals)),
+            orders AS MATERIALIZED (
+                SELECT g.scenario, e.customer_id, e.at, {order_key} AS order_key, {total} AS total
+                FROM goals g JOIN events e INDEXED BY events_type_at ON e.type = g.type
+                WHERE e.at >= :since AND e.at < :until AND e.type != '{PROMO_REDEEMED}'
+                    AND {_only("g.scenario")}
+            ),
+            promos AS MATERIALIZED (
+                SELECT m.scenario, {order_key} AS order_key, e.at, m.id AS message_id, {total} AS total
+                FROM events e INDEXED BY events_type_at
+                JOIN messages m ON m.id = {json_first("e.data", MESSAGE_ID_PATHS)}
+                WHERE e.type = '{PROMO_REDEEMED}' AND e.at >= :since AND e.at < :until
+                    AND m.scenario IS NOT NULL AND {_only("m.scenario")}
+            ),
+            engaged AS (
+                SELECT o.scenario, o.order_key, m.id AS message_id,
+                    CASE WHEN {within("clicked_at", "click")} THEN m.clicked_at
+                         WHEN {within("opened_at", "open")} THEN m.opened_at
+                         WHEN {within("delivered_at", "delivery")} THEN m.delivered_at
+                    END AS engaged_at
+                FROM orders o JOIN messages m INDEXED BY messages_customer
+                    ON m.customer_id = o.customer_id AND m.created_at <= o.at
+                WHERE m.scenario = o.scenario
+            ),
+            candidates AS (
+                SELECT scenario, order_key, message_id, 0 AS rank, at AS engaged_at FROM promos
+                UNION ALL
+                SELECT scenario, order_key, message_id, 1, engaged_at FROM engaged
+                WHERE engaged_at IS NOT NULL
+            ),
+            picked AS (
+                SELECT scenario, order_key, message_id, row_number() OVER (
+                    PARTITION BY scenario, order_key ORDER BY rank, engaged_at DESC, message_id DESC
+                ) AS place
+                FROM candidates
+            ),
+            totals AS (
+                SELECT scenario, order_key, max(total) AS total FROM (
+                    SELECT scenario, order_key, total FROM orders
+                    UNION ALL SELECT scenario, order_key, total FROM promos
+                ) GROUP BY scenario, order_key
+            )
+            SELECT m.scenario, m.step, m.channel, count(*) AS converted,
+                total(CASE WHEN typeof(t.total) IN ('integer', 'real') THEN t.total END) AS revenue
+            FROM picked p JOIN messages m ON m.id = p.message_id
+            LEFT JOIN totals t ON t.scenario = p.scenario AND t.order_key = p.order_key
+            WHERE p.place = 1
+            GROUP BY m.scenario, m.step, m.channel"""
+        params = {
+            **period.params(),
+            "goals": json.dumps(goals),
+            **{kind: value + _EDGE for kind, value in seconds.items()},
+        }
+        return self._select(sql, params)
+
+    def entrants(self, period: Period) -> list[dict[str, Any]]:
+        """Per scenario and group (holdout 0 or 1): journeys entered in the period."""
+        return self._select(
+            f"""SELECT scenario, holdout, count(*) AS entrants
+                FROM journeys INDEXED BY journeys_entered
+                WHERE entered_at >= :since AND entered_at < :until AND {_only("scenario")}
+                GROUP BY scenario, holdout""",
+            period.params(),
+        )
+
+    def goals_by_group(self, period: Period) -> list[dict[str, Any]]:
+        """Per scenario and group: the journeys entered in the period that reached their goal
+        (the journal's `goal` lines, one per journey), with the revenue and its squares."""
+        return self._select(
+            f"""SELECT j.scenario, j.holdout, count(*) AS conversions,
+                    total(coalesce(g.value, 0)) AS revenue,
+                    total(coalesce(g.value, 0) * coalesce(g.value, 0)) AS revenue_squares
+                FROM journal g INDEXED BY journal_kind_at JOIN journeys j ON j.id = g.journey_id
+                WHERE g.kind = 'goal' AND g.at >= :since
+                    AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
+                GROUP BY j.scenario, j.holdout""",
+            period.params(),
+        )
+
+    def variant_entrants(self, period: Period) -> list[dict[str, Any]]:
+        """Per scenario, split step and variant: treated journeys entered in the period that
+        reached the split (the variant each journey drew is kept in its context)."""
+        return self._select(
+            f"""SELECT j.scenario, v.key AS split, v.value AS variant, count(*) AS entrants
+                FROM journeys j INDEXED BY journeys_entered, json_each(j.context, '$.variants') v
+                WHERE j.entered_at >= :since AND j.entered_at < :until AND j.holdout = 0
+                    AND {_only("j.scenario")}
+                GROUP BY 1, 2, 3""",
+            period.params(),
+        )
+
+    def variant_goals(self, period: Period) -> list[dict[str, Any]]:
+        """Per scenario, split step and variant: those journeys' goals and revenue."""
+        return self._select(
+            f"""SELECT j.scenario, v.key AS split, v.value AS variant, count(*) AS conversions,
+                    total(coalesce(g.value, 0)) AS revenue,
+                    total(coalesce(g.value, 0) * coalesce(g.value, 0)) AS revenue_squares
+                FROM journal g INDEXED BY journal_kind_at JOIN journeys j ON j.id = g.journey_id,
+                    json_each(j.context, '$.variants') v
+                WHERE g.kind = 'goal' AND g.at >= :since AND j.holdout = 0
+                    AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
+                GROUP BY 1, 2, 3""",
+            period.params(),
+        )
+
+    def plan_outcomes(self, period: Period) -> list[dict[str, Any]]:
+        """Per scenario: the journal's deferred and dropped lines, named by `PLAN_OUTCOMES`."""
+        return self._select(
+            f"""SELECT scenario, {plan_outcome_sql()} AS outcome, count(*) AS count
+                FROM journal INDEXED BY journal_kind_at
+                WHERE kind IN ('defer', 'drop') AND at >= :since AND at < :until
+                    AND scenario IS NOT NULL AND {_only("scenario")}
+                GROUP BY 1, 2""",
+            period.params(),
+        )
+
+    def fallbacks(self, period: Period) -> list[dict[str, Any]]:
+        """Per scenario: messages that went out again on another channel (a fallback)."""
+        return self._select(
+            f"""SELECT scenario, count(*) AS fallbacks
+                FROM messages INDEXED BY messages_fallbacks
+                WHERE fallback_of IS NOT NULL AND created_at >= :since AND created_at < :until
+                    AND scenario IS NOT NULL AND {_only("scenario")}
+                GROUP BY scenario""",
+            period.params(),
+        )
+
+    def messages_by_day(self, period: Period) -> list[dict[str, Any]]:
+        """Per day (UTC) and channel: messages sent."""
+        return self._select(
+            f"""SELECT substr(created_at, 1, 10) AS day, channel, count(*) AS sent
+                FROM messages INDEXED BY messages_report
+                WHERE created_at >= :since AND created_at < :until AND status IN {SENT_STATUSES}
+                    AND channel IS NOT NULL AND {_only("scenario")}
+                GROUP BY 1, 2 ORDER BY 1, 2""",
+            period.params(),
+        )
+
+    def scenarios_known(self) -> set[str]:
+        """Scenarios with a journey in the store, whatever the period."""
+        return {row["scenario"] for row in self._select("SELECT DISTINCT scenario FROM journeys")}
