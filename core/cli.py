@@ -414,11 +414,11 @@ def report(
     try:
         if (
             scenario_id is not None
-            and scenario_id not in project.scenarios
+            and scenario_id not in {s.id for s in project.scenarios}
             and scenario_id not in reports.scenarios_known()
         ):
             raise click.ClickException(
-                f"no scenario '{scenario_id}'{did_you_mean(scenario_id, project.scenarios)}"
+                f"no scenario '{scenario_id}'{did_you_mean(scenario_id, [s.id for s in project.scenarios])}"
             )
         found = reporting.gather(reports, reporting.Settings.of(project), start, end, scenario_id)
     finally:

@@ -53,7 +53,7 @@ class Settings:
         """The settings of a loaded `Project`."""
         plan_channels = project.config.contact_plan.get("channels") or {}
         return cls(
-            goals={sid: (s.goal.event if s.goal else None) for sid, s in project.scenarios.items()},
+            goals={s.id: (s.goal.event if s.goal else None) for s in project.scenarios},
             costs={
                 str(name): float((value or {}).get("cost", 0) or 0) for name, value in plan_channels.items()
             },
@@ -104,7 +104,8 @@ def gather(
     suppressed: dict[str, int] = defaultdict(int)
     for row in reports.plan_outcomes(period):
         plan[row["scenario"]][row["outcome"]] = row["count"]
-        if not row["outcome"].startswith(("deferred", "retried")):
+        # the control group's drops are the design, not a suppression
+        if not row["outcome"].startswith(("deferred", "retried", "control group")):
             suppressed[row["outcome"]] += row["count"]
     for row in reports.fallbacks(period):
         plan[row["scenario"]]["fallbacks"] = row["fallbacks"]
@@ -329,6 +330,9 @@ def as_text(report: dict[str, Any]) -> str:
         lines += ["", "no scenarios"]
     for scenario in report["scenarios"]:
         goal = f"goal {scenario['goal']}" if scenario["goal"] else "no goal"
+        if not (scenario["entered"] or scenario["steps"] or scenario["plan"]):
+            lines += ["", f"{scenario['id']} ({goal}): nothing in the period"]
+            continue
         lines += [
             "",
             f"{scenario['id']} ({goal}): entered {scenario['entered']:,}"

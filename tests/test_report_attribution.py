@@ -26,7 +26,10 @@ def store(tmp_path: Path) -> Store:
     store.close()
 
 
-def conversions(store: Store, windows: Windows = Windows(), scenario: str | None = None) -> dict:
+DEFAULT = Windows()
+
+
+def conversions(store: Store, windows: Windows = DEFAULT, scenario: str | None = None) -> dict:
     """{(scenario, step, channel): (converted, revenue)} as the report reads them."""
     reports = Reports.open(store.path)
     try:
