@@ -36,6 +36,7 @@ def page(report: dict[str, Any], title: str = "Boomerang report") -> str:
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',  # no favicon request: the page fetches nothing
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
         f'<p class="note">{escape(period["since"][:16])}Z to {escape(period["until"][:16])}Z.'
@@ -60,6 +61,11 @@ def page(report: dict[str, Any], title: str = "Boomerang report") -> str:
 def _scenario(scenario: dict[str, Any], currency: str | None) -> str:
     goal = f"goal {scenario['goal']}" if scenario["goal"] else "no goal"
     holdout = f", holdout {scenario['holdout_entered']:,}" if scenario["holdout_entered"] else ""
+    if not (scenario["entered"] or scenario["steps"] or scenario["plan"]):
+        return (
+            f'<section data-scenario="{escape(scenario["id"])}"><h2>{escape(scenario["id"])}</h2>'
+            f'<p class="note">{escape(goal)}; nothing in the period</p></section>'
+        )
     parts = [
         f'<section data-scenario="{escape(scenario["id"])}">',
         f"<h2>{escape(scenario['id'])}</h2>",
@@ -152,7 +158,8 @@ def _by_day(rows: list[dict[str, Any]]) -> str:
     ]
     label_every = max(1, len(days) // 8)
     for index, day in enumerate(days):
-        if index % label_every == 0 or index == len(days) - 1:
+        last = index == len(days) - 1
+        if (index % label_every == 0 and len(days) - 1 - index >= label_every / 2) or last:
             shapes.append(
                 f'<text x="{x(index):.1f}" y="{height - 18}" text-anchor="middle">{escape(day[5:])}</text>'
             )
@@ -176,13 +183,14 @@ def _interval(comparison: dict[str, Any]) -> str:
     """Both groups' conversion rates as bars, and the uplift's interval on an axis through zero."""
     width, height = 720, 110
     t, c = comparison["treatment"], comparison["control"]
+    names = (comparison.get("variant", "treatment"), comparison.get("against", "control"))
     biggest = max(t["conversion_rate"], c["conversion_rate"]) or 1
     shapes = []
-    for index, (label, group, colour) in enumerate((("treatment", t, "#2f6fde"), ("control", c, "#5b7083"))):
+    for index, (label, group, colour) in enumerate(((names[0], t, "#2f6fde"), (names[1], c, "#5b7083"))):
         y = 6 + index * 24
         length = 300 * group["conversion_rate"] / biggest
         shapes.append(
-            f'<text x="92" y="{y + 14}" text-anchor="end">{label}</text>'
+            f'<text x="92" y="{y + 14}" text-anchor="end">{escape(label)}</text>'
             f'<rect x="100" y="{y + 2}" width="{length:.1f}" height="16" fill="{colour}" rx="2"/>'
             f'<text x="{106 + length:.1f}" y="{y + 14}">{percent(group["conversion_rate"])}</text>'
         )
