@@ -109,10 +109,10 @@ class Reports(Connection):
         sql = f"""
             WITH goals AS (SELECT key AS scenario, value AS type FROM json_each(:goals)),
             orders AS MATERIALIZED (
-                SELECT g.scenario, e.customer_id, e.at, {order_key} AS order_key, {total} AS total
-                FROM goals g JOIN events e INDEXED BY events_type_at ON e.type = g.type
-                WHERE e.at >= :since AND e.at < :until AND e.type != '{PROMO_REDEEMED}'
-                    AND {_only("g.scenario")}
+                SELECT e.customer_id, e.type, e.at, {order_key} AS order_key, {total} AS total
+                FROM events e INDEXED BY events_type_at
+                WHERE e.type IN (SELECT type FROM goals) AND e.type != '{PROMO_REDEEMED}'
+                    AND e.at >= :since AND e.at < :until
             ),
             promos AS MATERIALIZED (
                 SELECT m.scenario, {order_key} AS order_key, e.at, m.id AS message_id, {total} AS total
@@ -122,37 +122,38 @@ class Reports(Connection):
                     AND m.scenario IS NOT NULL AND {_only("m.scenario")}
             ),
             engaged AS (
-                SELECT o.scenario, o.order_key, m.id AS message_id,
+                SELECT m.scenario, o.order_key, o.total, m.id AS message_id,
                     CASE WHEN {within("clicked_at", "click")} THEN m.clicked_at
                          WHEN {within("opened_at", "open")} THEN m.opened_at
                          WHEN {within("delivered_at", "delivery")} THEN m.delivered_at
                     END AS engaged_at
                 FROM orders o JOIN messages m INDEXED BY messages_customer
                     ON m.customer_id = o.customer_id AND m.created_at <= o.at
-                WHERE m.scenario = o.scenario
+                JOIN goals g ON g.scenario = m.scenario AND g.type = o.type
+                WHERE {_only("m.scenario")}
             ),
             candidates AS (
-                SELECT scenario, order_key, message_id, 0 AS rank, at AS engaged_at FROM promos
+                SELECT scenario, order_key, total, message_id, 0 AS rank, at AS engaged_at FROM promos
                 UNION ALL
-                SELECT scenario, order_key, message_id, 1, engaged_at FROM engaged
+                SELECT scenario, order_key, total, message_id, 1, engaged_at FROM engaged
                 WHERE engaged_at IS NOT NULL
+                -- the order event of a redeemed code lends the redemption its total
+                UNION ALL
+                SELECT p.scenario, o.order_key, o.total, NULL, 2, NULL
+                FROM promos p JOIN orders o ON o.order_key = p.order_key
             ),
             picked AS (
-                SELECT scenario, order_key, message_id, row_number() OVER (
-                    PARTITION BY scenario, order_key ORDER BY rank, engaged_at DESC, message_id DESC
-                ) AS place
+                SELECT message_id, row_number() OVER per_order AS place,
+                    max(CASE WHEN typeof(total) IN ('integer', 'real') THEN total END) OVER (
+                        PARTITION BY scenario, order_key
+                    ) AS total
                 FROM candidates
-            ),
-            totals AS (
-                SELECT scenario, order_key, max(total) AS total FROM (
-                    SELECT scenario, order_key, total FROM orders
-                    UNION ALL SELECT scenario, order_key, total FROM promos
-                ) GROUP BY scenario, order_key
+                WINDOW per_order AS (
+                    PARTITION BY scenario, order_key ORDER BY rank, engaged_at DESC, message_id DESC
+                )
             )
-            SELECT m.scenario, m.step, m.channel, count(*) AS converted,
-                total(CASE WHEN typeof(t.total) IN ('integer', 'real') THEN t.total END) AS revenue
+            SELECT m.scenario, m.step, m.channel, count(*) AS converted, total(p.total) AS revenue
             FROM picked p JOIN messages m ON m.id = p.message_id
-            LEFT JOIN totals t ON t.scenario = p.scenario AND t.order_key = p.order_key
             WHERE p.place = 1
             GROUP BY m.scenario, m.step, m.channel"""
         params = {
