@@ -14,7 +14,7 @@ import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from boomerang.clock import parse_duration, parse_time, to_iso
@@ -384,6 +384,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def window(since_text: str, now: datetime) -> tuple[datetime, datetime]:
-    """The report's period for `--since` ending now (a moment just after now, so that what
-    happened this instant is in)."""
-    return period_since(since_text, now), now + timedelta(microseconds=1)
+    """The report's period for `--since`, ending now: from the start (UTC) of the day `since`
+    falls on, since messages and entrants are counted per day, to a moment just after now (so
+    that what happened this instant is in)."""
+    since = period_since(since_text, now).astimezone(UTC)
+    return since.replace(hour=0, minute=0, second=0, microsecond=0), now + timedelta(microseconds=1)

@@ -4,7 +4,9 @@ over rows.
 `Reports` is a `Connection` opened read-only (`Reports.open`), so that the report, from the
 command line or the daemon's `/report`, never writes and never holds the write lock: in WAL
 mode its reads see a snapshot while ingest goes on. The attribution rules it applies are
-`boomerang.attribution`'s; the indexes it reads are migration 11's.
+`boomerang.attribution`'s; the running totals per day (`report_days`, `report_entrants`, kept by
+triggers on `messages` and `journeys`) and the indexes it reads are migration 11's, so that
+messages and entrants are counted from a few rows a day, however many there are.
 
 Times are the store's fixed-width ISO text (`to_iso`), compared as text; an attribution window
 is measured with julianday, to the millisecond.
@@ -28,15 +30,15 @@ from boomerang.attribution import (
 )
 from boomerang.store.connection import Connection
 
-# Messages the channel took: what "sent" counts, and what costs money.
-SENT_STATUSES = "('sent', 'delivered', 'unknown')"
 # Half a millisecond more than the window: julianday's doubles are good to about 50 microseconds.
 _EDGE = 0.0005
 
 
 @dataclass(frozen=True)
 class Period:
-    """What a report covers: [since, until) as stored ISO text, and optionally one scenario."""
+    """What a report covers: [since, until) as stored ISO text, and optionally one scenario.
+    The totals kept per day are read for the days from `since`'s to `until`'s, so `since` is
+    the start of a day (UTC) for the figures to agree (`boomerang.report.window` makes it so)."""
 
     since: str
     until: str
@@ -44,7 +46,13 @@ class Period:
 
     def params(self) -> dict[str, Any]:
         """The named parameters every query takes."""
-        return {"since": self.since, "until": self.until, "scenario": self.scenario}
+        return {
+            "since": self.since,
+            "until": self.until,
+            "since_day": self.since[:10],
+            "until_day": self.until[:10],
+            "scenario": self.scenario,
+        }
 
 
 def _only(column: str) -> str:
@@ -61,17 +69,14 @@ class Reports(Connection):
         return cls(path, read_only=True)
 
     def messages_by_step(self, period: Period) -> list[dict[str, Any]]:
-        """Per scenario, step and channel: messages sent, failed, delivered, opened, clicked."""
+        """Per scenario, step and channel: messages sent, failed, delivered, opened, clicked
+        (from the running totals per day that migration 11's triggers keep)."""
         return self._select(
-            f"""SELECT scenario, step, channel,
-                    sum(status IN {SENT_STATUSES}) AS sent,
-                    sum(status = 'failed') AS failed,
-                    count(delivered_at) AS delivered,
-                    count(opened_at) AS opened,
-                    count(clicked_at) AS clicked
-                FROM messages INDEXED BY messages_report
-                WHERE created_at >= :since AND created_at < :until AND scenario IS NOT NULL
-                    AND channel IS NOT NULL AND {_only("scenario")}
+            f"""SELECT scenario, step, channel, sum(sent) AS sent, sum(failed) AS failed,
+                    sum(delivered) AS delivered, sum(opened) AS opened, sum(clicked) AS clicked
+                FROM report_days
+                WHERE day >= :since_day AND day <= :until_day AND scenario != '' AND channel != ''
+                    AND {_only("scenario")}
                 GROUP BY scenario, step, channel""",
             period.params(),
         )
@@ -164,11 +169,12 @@ class Reports(Connection):
         return self._select(sql, params)
 
     def entrants(self, period: Period) -> list[dict[str, Any]]:
-        """Per scenario and group (holdout 0 or 1): journeys entered in the period."""
+        """Per scenario and group (holdout 0 or 1): journeys entered in the period (from the
+        running totals per day)."""
         return self._select(
-            f"""SELECT scenario, holdout, count(*) AS entrants
-                FROM journeys INDEXED BY journeys_entered
-                WHERE entered_at >= :since AND entered_at < :until AND {_only("scenario")}
+            f"""SELECT scenario, holdout, sum(entrants) AS entrants
+                FROM report_entrants
+                WHERE day >= :since_day AND day <= :until_day AND {_only("scenario")}
                 GROUP BY scenario, holdout""",
             period.params(),
         )
@@ -238,11 +244,10 @@ class Reports(Connection):
     def messages_by_day(self, period: Period) -> list[dict[str, Any]]:
         """Per day (UTC) and channel: messages sent."""
         return self._select(
-            f"""SELECT substr(created_at, 1, 10) AS day, channel, count(*) AS sent
-                FROM messages INDEXED BY messages_report
-                WHERE created_at >= :since AND created_at < :until AND status IN {SENT_STATUSES}
-                    AND channel IS NOT NULL AND {_only("scenario")}
-                GROUP BY 1, 2 ORDER BY 1, 2""",
+            f"""SELECT day, channel, sum(sent) AS sent
+                FROM report_days
+                WHERE day >= :since_day AND day <= :until_day AND channel != '' AND {_only("scenario")}
+                GROUP BY day, channel HAVING sum(sent) > 0 ORDER BY day, channel""",
             period.params(),
         )
 
