@@ -16,6 +16,7 @@ its own module, on top of the connection and the quarantine of unreadable rows:
 - erasure.py: forgetting a customer (`forget`), their rows kept anonymously
 - jobs.py: the `JobQueue` interface and its SQLite queue
 - visits.py: a browser's open visit (a `visit` job) and the `site.left` that ends it
+- report.py: `Reports`, the report's read-only connection and aggregate queries (not in `Store`)
 
 The rules the store applies are pure modules above it: core/profiles.py (profile updates,
 merging, address renewal), core/feedback.py (what feedback changes) and core/erasure.py (what
