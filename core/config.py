@@ -247,7 +247,9 @@ class _Reader:
             config.currency = self.string(section, "currency", _currency_check).upper()
         windows = self.mapping(section, "attribution", {"click", "open", "delivery"})
         values = {}
-        for kind in windows:
+        for kind in ("click", "open", "delivery"):
+            if kind not in windows:
+                continue
             try:
                 values[str(kind)] = parse_duration(windows[kind])
             except (ValueError, OverflowError) as exc:
