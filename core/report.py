@@ -41,12 +41,14 @@ TOP_SUPPRESSED = 10
 @dataclass(frozen=True)
 class Settings:
     """What the report needs of the project: each scenario's goal event (None: no goal), the
-    channels' costs per message, the attribution windows and the shop's currency."""
+    channels' costs per message, the attribution windows, the shop's currency, and which
+    scenarios have a `split:` (only their journeys are read for variants)."""
 
     goals: dict[str, str | None]
     costs: dict[str, float]
     windows: Any  # boomerang.attribution.Windows
     currency: str | None = None
+    splits: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, project: Any) -> Settings:
@@ -59,6 +61,9 @@ class Settings:
             },
             windows=project.config.attribution,
             currency=project.config.currency,
+            splits=tuple(
+                s.id for s in project.scenarios if any(step.kind == "split" for step in s.index.values())
+            ),
         )
 
 
@@ -109,7 +114,7 @@ def gather(
             suppressed[row["outcome"]] += row["count"]
     for row in reports.fallbacks(period):
         plan[row["scenario"]]["fallbacks"] = row["fallbacks"]
-    variants = _variants(reports, period)
+    variants = _variants(reports, period, settings.splits)
 
     known = [sid for sid in settings.goals if scenario in (None, sid)]
     found = {key[0] for key in steps} | set(entrants) | set(plan)
@@ -185,12 +190,17 @@ def _step_row(
     return row
 
 
-def _variants(reports: Reports, period: Period) -> dict[str, list[dict[str, Any]]]:
-    """Per scenario, each split's variants, every one compared with the first (by name)."""
+def _variants(reports: Reports, period: Period, splits: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    """Per scenario with a split, each split's variants, every one compared with the first (by
+    name)."""
+    if not splits:
+        return {}
     entrants: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for row in reports.variant_entrants(period):
+    for row in reports.variant_entrants(period, splits):
         entrants[(row["scenario"], row["split"])][row["variant"]] = row["entrants"]
-    goals = {(row["scenario"], row["split"], row["variant"]): row for row in reports.variant_goals(period)}
+    goals = {
+        (row["scenario"], row["split"], row["variant"]): row for row in reports.variant_goals(period, splits)
+    }
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (sid, split), counts in sorted(entrants.items()):
         groups = {}

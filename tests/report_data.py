@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from boomerang.clock import to_iso
@@ -167,7 +168,7 @@ def a_month(store: Store, now: datetime, scenario: str = "abandoned-cart", seed:
                     scenario,
                     customer,
                     sent,
-                    step="2",
+                    step="1",
                     channel=channel,
                     status="delivered",
                     journey_id=journey_id,
@@ -206,7 +207,7 @@ def a_month(store: Store, now: datetime, scenario: str = "abandoned-cart", seed:
                                 "channel": channel,
                                 "template": "t",
                                 "scenario": scenario,
-                                "step": "2",
+                                "step": "1",
                             }
                         },
                     )
@@ -225,3 +226,17 @@ def a_month(store: Store, now: datetime, scenario: str = "abandoned-cart", seed:
                     value=total,
                     variant=variant,
                 )
+
+
+def with_a_split(project: Path) -> None:
+    """The `init` project's abandoned-cart with its fourth step a split (`a`: the offer, `b`:
+    the second reminder) instead of an `if:`, as `a_month`'s journeys drew it."""
+    scenario = project / "scenarios" / "abandoned_cart.yaml"
+    text = scenario.read_text()
+    start = text.index("  - if: cart.total >= 50")
+    scenario.write_text(
+        text[:start]
+        + "  - split:\n"
+        + "      a: {weight: 50%, steps: [{send: cart_offer, promo: {percent: 10, expires: 48h}}]}\n"
+        + "      b: {weight: 50%, steps: [{send: cart_reminder_2, channels: [email]}]}\n"
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, NO_CHROMIUM, chromium
-from report_data import a_month
+from report_data import a_month, with_a_split
 
 from boomerang.store import Store
 from conftest import running, url, wait_for
@@ -38,6 +38,7 @@ async def test_the_report_in_a_real_browser(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOOMERANG_ADMIN_TOKEN", ADMIN_TOKEN)
+    with_a_split(project)
     store = Store(project / "boomerang.db")
     a_month(store, datetime.now(UTC))
     store.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from report_data import a_month
+from report_data import a_month, with_a_split
 
 from boomerang.cli import cli
 from boomerang.store import Store
@@ -22,6 +22,7 @@ from boomerang.store import Store
 @pytest.fixture
 def shop(project: Path) -> Path:
     """The `init` project with four weeks of abandoned-cart journeys in its database."""
+    with_a_split(project)
     store = Store(project / "boomerang.db")
     a_month(store, datetime.now(UTC))
     store.close()
@@ -93,9 +94,9 @@ def test_csv_is_one_row_per_step_and_channel(shop: Path) -> None:
     assert code == 0, output
     rows = list(csv.DictReader(io.StringIO(output)))
     assert [(r["scenario"], r["step"], r["channel"]) for r in rows] == [
-        ("abandoned-cart", "2", "email"),
-        ("abandoned-cart", "2", "push"),
-        ("abandoned-cart", "2", "sms"),
+        ("abandoned-cart", "1", "email"),
+        ("abandoned-cart", "1", "push"),
+        ("abandoned-cart", "1", "sms"),
         ("abandoned-cart", "*", "*"),
     ]
     assert sum(int(r["sent"]) for r in rows[:3]) == int(rows[3]["sent"]) == 900

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from report_data import a_month
+from report_data import a_month, with_a_split
 
 from boomerang.store import Store
 from conftest import AUTH, bearer, running, url
@@ -22,6 +22,7 @@ HTML = {"Accept": "text/html,application/xhtml+xml"}
 def shop(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The `init` project with four weeks of abandoned-cart journeys, and a known admin token."""
     monkeypatch.setenv("BOOMERANG_ADMIN_TOKEN", ADMIN_TOKEN)
+    with_a_split(project)
     store = Store(project / "boomerang.db")
     a_month(store, datetime.now(UTC))
     store.close()

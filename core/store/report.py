@@ -193,20 +193,22 @@ class Reports(Connection):
             period.params(),
         )
 
-    def variant_entrants(self, period: Period) -> list[dict[str, Any]]:
-        """Per scenario, split step and variant: treated journeys entered in the period that
-        reached the split (the variant each journey drew is kept in its context)."""
+    def variant_entrants(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Per scenario (of `scenarios`, those with a split), split step and variant: treated
+        journeys entered in the period that reached the split (the variant each journey drew is
+        kept in its context)."""
         return self._select(
             f"""SELECT j.scenario, v.key AS split, v.value AS variant, count(*) AS entrants
                 FROM journeys j INDEXED BY journeys_entered, json_each(j.context, '$.variants') v
                 WHERE j.entered_at >= :since AND j.entered_at < :until AND j.holdout = 0
-                    AND {_only("j.scenario")}
+                    AND j.scenario IN (SELECT value FROM json_each(:splits)) AND {_only("j.scenario")}
                 GROUP BY 1, 2, 3""",
-            period.params(),
+            {**period.params(), "splits": json.dumps(scenarios)},
         )
 
-    def variant_goals(self, period: Period) -> list[dict[str, Any]]:
-        """Per scenario, split step and variant: those journeys' goals and revenue."""
+    def variant_goals(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Per scenario (of `scenarios`), split step and variant: those journeys' goals and
+        revenue."""
         return self._select(
             f"""SELECT j.scenario, v.key AS split, v.value AS variant, count(*) AS conversions,
                     total(coalesce(g.value, 0)) AS revenue,
@@ -215,8 +217,9 @@ class Reports(Connection):
                     json_each(j.context, '$.variants') v
                 WHERE g.kind = 'goal' AND g.at >= :since AND j.holdout = 0
                     AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
+                    AND j.scenario IN (SELECT value FROM json_each(:splits))
                 GROUP BY 1, 2, 3""",
-            period.params(),
+            {**period.params(), "splits": json.dumps(scenarios)},
         )
 
     def plan_outcomes(self, period: Period) -> list[dict[str, Any]]:
