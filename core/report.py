@@ -85,6 +85,13 @@ def gather(
     reports: Reports, settings: Settings, since: datetime, until: datetime, scenario: str | None = None
 ) -> dict[str, Any]:
     """The whole report as plain data (what --json prints and the other formats show)."""
+    with reports.snapshot():
+        return _gather(reports, settings, since, until, scenario)
+
+
+def _gather(
+    reports: Reports, settings: Settings, since: datetime, until: datetime, scenario: str | None
+) -> dict[str, Any]:
     period = Period(to_iso(since), to_iso(until), scenario)
     goals = {sid: goal for sid, goal in settings.goals.items() if goal}
     steps: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(STEP_COLUMNS, 0))

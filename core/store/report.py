@@ -14,7 +14,9 @@ is measured with julianday, to the millisecond.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,16 @@ class Reports(Connection):
     def open(cls, path: Path | str) -> Reports:
         """Open the database at `path` for reading only (it must exist and be migrated)."""
         return cls(path, read_only=True)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: the queries inside see the database as it was at the first,
+        whatever is committed meanwhile (WAL), so that a report's figures agree."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
     def messages_by_step(self, period: Period) -> list[dict[str, Any]]:
         """Per scenario, step and channel: messages sent, failed, delivered, opened, clicked
