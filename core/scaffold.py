@@ -55,14 +55,14 @@ channels:
   telegram: {{token: "123456789:demo", bot_username: DemoShopBot,
              webhook_secret: ${{TELEGRAM_WEBHOOK_SECRET:-{webhook_secret}}}}}
 
-contact_plan:
-  default_timezone: Europe/Moscow
-
 # `boomerang report` and /report: how long after a click, an open or a delivery an order is
 # still the message's doing, and the shop's currency.
 report:
   currency: EUR
   attribution: {{click: 5d, open: 1d, delivery: 1d}}
+
+contact_plan:
+  default_timezone: Europe/Moscow
 """
 
 
