@@ -56,8 +56,8 @@ def fingerprint(admin_token: str) -> str:
 
 
 class ReportPages:
-    """The report's endpoints; `config()` gives the live configuration (a reload swaps it)
-    and `project()` the live project (scenarios, costs, windows)."""
+    """The report's endpoints; `project()` gives the live project (its config with
+    `admin_token`, its scenarios, costs and windows: a reload swaps it)."""
 
     def __init__(self, database: Path, project: Callable[[], Any], now: Callable[[], datetime]):
         self.database = database
