@@ -112,3 +112,17 @@ async def test_without_an_admin_token_the_report_is_off(project: Path) -> None:
         status, text, _ = await get(session, url(daemon, "/report"), **bearer(ADMIN_TOKEN))
         assert status == 403 and "set admin_token" in text
         assert (await get(session, url(daemon, "/report/login")))[0] == 403
+
+
+async def test_bad_input_is_never_a_5xx(shop: Path) -> None:
+    async with running(shop) as daemon, aiohttp.ClientSession() as session:
+        for since in ("99999999d", "2026-13-45", ""):
+            status, _, _ = await get(session, url(daemon, f"/report?since={since}"), **bearer(ADMIN_TOKEN))
+            assert status == 400
+        assert (await get(session, url(daemon, "/report?since=9999-12-31"), **bearer(ADMIN_TOKEN)))[0] == 200
+        big = {"token": "x" * 5000}
+        async with session.post(url(daemon, "/report/login"), data=big, allow_redirects=False) as response:
+            assert response.status == 413
+        async with session.post(url(daemon, "/report/login"), json={"token": ADMIN_TOKEN}) as response:
+            assert response.status == 401  # not a form: no token
+        assert (await get(session, url(daemon, "/report"), Authorization="Bearer \u00e9"))[0] == 401
