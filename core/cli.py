@@ -366,6 +366,81 @@ def explain(config_file: Path, customer: str, as_json: bool) -> None:
 
 @cli.command()
 @config_option
+@click.option(
+    "--since", default="30d", show_default=True, help="A duration back from now (30d, 12h) or a date."
+)
+@click.option("--scenario", "scenario_id", help="Only this scenario.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of tables.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: one row per scenario, step and channel.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report with its charts as one self-contained HTML page.",
+)
+def report(
+    config_file: Path,
+    since: str,
+    scenario_id: str | None,
+    as_json: bool,
+    as_csv: bool,
+    html_file: Path | None,
+) -> None:
+    """What each scenario earned: messages, conversions, revenue and cost per step and channel,
+    the funnel, the contact plan's effects, and the uplift over the holdout and between variants."""
+    from datetime import UTC, datetime
+
+    from boomerang import report as reporting
+    from boomerang.problems import did_you_mean
+    from boomerang.project import open_project
+    from boomerang.store import StoreError
+    from boomerang.store.report import Reports
+
+    if sum((as_json, as_csv, html_file is not None)) > 1:
+        raise click.UsageError("choose one of --json, --csv and --html")
+    try:
+        project, _ = open_project(config_file)
+    except ProblemError as exc:
+        raise click.ClickException(f"the project has errors (run `boomerang check`):\n{exc}") from None
+    config = project.config
+    now = datetime.now(UTC)
+    try:
+        start, end = reporting.window(since, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    if not config.database.exists():
+        raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
+    try:
+        reports = Reports.open(config.database)  # read-only: the daemon may be running
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if (
+            scenario_id is not None
+            and scenario_id not in {s.id for s in project.scenarios}
+            and scenario_id not in reports.scenarios_known()
+        ):
+            raise click.ClickException(
+                f"no scenario '{scenario_id}'{did_you_mean(scenario_id, [s.id for s in project.scenarios])}"
+            )
+        found = reporting.gather(reports, reporting.Settings.of(project), start, end, scenario_id)
+    finally:
+        reports.close()
+    if html_file is not None:
+        from boomerang.report_html import page
+
+        _write_page(html_file, page(found))
+        click.echo(f"{html_file}: the report of {len(found['scenarios'])} scenarios")
+    elif as_json:
+        click.echo(reporting.as_json(found), nl=False)
+    elif as_csv:
+        click.echo(reporting.as_csv(found), nl=False)
+    else:
+        click.echo(reporting.as_text(found), nl=False)
+
+
+@cli.command()
+@config_option
 @click.argument("customer")
 def forget(config_file: Path, customer: str) -> None:
     """Erase CUSTOMER (id, email or phone): profile, identities and personal data; counts stay."""

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from boomerang.attribution import Windows
 from boomerang.clock import parse_duration
 from boomerang.ingest import IngestWindow
 from boomerang.problems import Problem, ProblemError, did_you_mean
@@ -43,6 +44,7 @@ class Config:
     public_url: str = "http://127.0.0.1:8080"
     secret: str | None = None
     api_token: str | None = None
+    admin_token: str | None = None  # GET /report
     scenarios: Path = Path("scenarios")
     templates: Path = Path("templates")
     plugin_dirs: list[Path] = field(default_factory=list)
@@ -57,6 +59,8 @@ class Config:
     promo_providers: dict[str, dict] = field(default_factory=dict)
     contact_plan: dict[str, Any] = field(default_factory=dict)
     segments: dict[str, str] = field(default_factory=dict)
+    attribution: Windows = field(default_factory=Windows)  # report.attribution
+    currency: str | None = None  # report.currency: the shop's, for revenue in the report
     document: Any = field(default=None, repr=False)  # the parsed YAML, kept for positions
 
     def where(self, *keys: str | int, at_key: bool = False) -> tuple[str, int, int]:
@@ -178,6 +182,8 @@ class _Reader:
             "public_url",
             "secret",
             "api_token",
+            "admin_token",
+            "report",
             "scenarios",
             "templates",
             "plugin_dirs",
@@ -212,7 +218,7 @@ class _Reader:
             config.public_url = self.string(doc, "public_url", _url_check).rstrip("/")
         else:
             config.public_url = f"http://{config.host}:{config.port}"
-        for name in ("secret", "api_token"):
+        for name in ("secret", "api_token", "admin_token"):
             if doc.get(name) not in (None, ""):
                 setattr(config, name, self.string(doc, name, _secret_check))
         for name in ("scenarios", "templates"):
@@ -235,7 +241,23 @@ class _Reader:
             config.default_timezone = self.string(plan, "default_timezone", _timezone_check)
         segments = self.mapping(doc, "segments", None)
         config.segments = {str(name): self.string(segments, name) for name in segments}
+        self.report(self.mapping(doc, "report", {"attribution", "currency"}), config)
         return config
+
+    def report(self, section: CommentedMap, config: Config) -> None:
+        """`report: {attribution: {click: 5d, open: 1d, delivery: 1d}, currency: EUR}`."""
+        if section.get("currency") is not None:
+            config.currency = self.string(section, "currency", _currency_check).upper()
+        windows = self.mapping(section, "attribution", {"click", "open", "delivery"})
+        values = {}
+        for kind in ("click", "open", "delivery"):
+            if kind not in windows:
+                continue
+            try:
+                values[str(kind)] = parse_duration(windows[kind])
+            except (ValueError, OverflowError) as exc:
+                self.error(value_position(windows, kind), f"'report.attribution.{kind}': {exc}")
+        config.attribution = Windows(**values)
 
     def ingest_window(self, section: CommentedMap) -> IngestWindow:
         """`ingest: {earliest: 2000-01-01, future: 1d}`: the `at` moments live events may have."""
@@ -345,6 +367,12 @@ def _url_check(text: str) -> str | None:
 def _secret_check(text: str) -> str | None:
     if len(text) < 16:
         return "must be at least 16 characters long; generate one with `openssl rand -hex 32`"
+    return None
+
+
+def _currency_check(text: str) -> str | None:
+    if not re.match(r"^[A-Za-z]{3}$", text):
+        return f"'{text}' is not a currency code such as EUR or RUB"
     return None
 
 

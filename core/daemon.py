@@ -32,6 +32,7 @@ from boomerang.model import Event, Job
 from boomerang.plugin_manager import Plugins, address_fields, load_plugins, notify
 from boomerang.problems import ProblemError
 from boomerang.project import Project, known_event_types, load_project
+from boomerang.report_web import ReportPages
 from boomerang.scheduler import Scheduler
 from boomerang.store import Store, StoreUnavailable, unavailable
 from boomerang.systemd import Notifier, watchdog_interval
@@ -140,6 +141,10 @@ class Daemon:
                 config.secret, self.store, self.ingest, lambda: self.project.registry.channels
             )
         )
+        # GET /report: its own read-only connection and thread, closed with the app
+        report_pages = ReportPages(config.database, lambda: self.project, self.clock.now)
+        app.add_routes(report_pages.routes())
+        app.on_cleanup.append(report_pages.close)
         self._install_routes(app)
         access_log = log if config.log_level == "debug" else None
         self._runner = web.AppRunner(

@@ -23,7 +23,7 @@ from boomerang.private_files import write_private
 CONFIG_TEMPLATE = """\
 # Boomerang configuration. Every ${{VAR}} comes from the environment; ${{VAR:-x}} gives a
 # default. The random defaults below make this demo run at once: in production set
-# BOOMERANG_SECRET and BOOMERANG_API_TOKEN in the environment instead.
+# BOOMERANG_SECRET, BOOMERANG_API_TOKEN and BOOMERANG_ADMIN_TOKEN in the environment instead.
 database: ./boomerang.db
 listen:
   host: 127.0.0.1
@@ -33,6 +33,8 @@ listen:
 public_url: ${{BOOMERANG_PUBLIC_URL:-}}
 secret: ${{BOOMERANG_SECRET:-{secret}}}
 api_token: ${{BOOMERANG_API_TOKEN:-{api_token}}}
+# GET /report, the web report of `boomerang report`: a bearer token or the login form's password.
+admin_token: ${{BOOMERANG_ADMIN_TOKEN:-{admin_token}}}
 scenarios: ./scenarios
 templates: ./templates
 plugin_dirs: [./plugins]
@@ -57,6 +59,12 @@ channels:
 # here; an order that names one redeems it. `boomerang promo export` lists them as CSV.
 promo_providers:
   local: {{prefix: BMR}}
+
+# `boomerang report` and /report: how long after a click, an open or a delivery an order is
+# still the message's doing, and the shop's currency.
+report:
+  currency: EUR
+  attribution: {{click: 5d, open: 1d, delivery: 1d}}
 
 contact_plan:
   default_timezone: Europe/Moscow
@@ -139,6 +147,7 @@ def create_project(directory: Path) -> list[Path]:
     text = CONFIG_TEMPLATE.format(
         secret=secrets.token_hex(32),
         api_token=secrets.token_urlsafe(32),
+        admin_token=secrets.token_urlsafe(32),
         webhook_secret=secrets.token_urlsafe(32),
     )
     write_private(config, text.encode("utf-8"))

@@ -110,5 +110,6 @@ def test_the_readmes_configuration_is_what_init_writes(tmp_path: Path) -> None:
     assert block
     create_project(tmp_path / "shop")
     written = (tmp_path / "shop" / "boomerang.yaml").read_text(encoding="utf-8")
-    randoms = r"(BOOMERANG_SECRET|BOOMERANG_API_TOKEN|TELEGRAM_WEBHOOK_SECRET):-[A-Za-z0-9_-]{32,}\}"
+    names = "BOOMERANG_SECRET|BOOMERANG_API_TOKEN|BOOMERANG_ADMIN_TOKEN|TELEGRAM_WEBHOOK_SECRET"
+    randoms = rf"({names}):-[A-Za-z0-9_-]{{32,}}\}}"
     assert re.sub(randoms, r"\1:-<random>}", written) == block.group(1)

@@ -454,3 +454,41 @@ def test_where_a_key_is_missing_points_at_its_parent(nested: Config) -> None:
 def test_problem_at_a_nested_value(nested: Config) -> None:
     problem = nested.problem(("channels", "email", "port"), "cannot connect to 127.0.0.1:2525")
     assert str(problem) == f"{nested.path}:8:11: error: cannot connect to 127.0.0.1:2525"
+
+
+def test_report_settings_are_read(config_file: Path) -> None:
+    write(
+        config_file,
+        "admin_token: ${ADMIN_TOKEN}",
+        "report:",
+        "  currency: eur",
+        "  attribution: {click: 3d, open: 12h}",
+    )
+    config = load_config(config_file, environ={"ADMIN_TOKEN": LONG_SECRET})
+    assert config.admin_token == LONG_SECRET and config.currency == "EUR"
+    assert config.attribution.seconds() == {"click": 3 * 86400, "open": 12 * 3600, "delivery": 86400}
+    assert load_config(write(config_file, "default_locale: en"), environ={}).attribution.seconds() == {
+        "click": 5 * 86400,
+        "open": 86400,
+        "delivery": 86400,
+    }
+
+
+def test_bad_report_settings_point_at_the_value(config_file: Path) -> None:
+    write(
+        config_file,
+        "admin_token: short",  # 1: value at col 14
+        "report:",  # 2
+        "  currency: euros",  # 3: value at col 13
+        "  attribution:",  # 4
+        "    click: soon",  # 5: value at col 12
+        "    view: 1d",  # 6: key at col 5
+    )
+    assert problems_of(config_file) == [
+        f"{config_file}:1:14: error: 'admin_token': must be at least 16 characters long; "
+        "generate one with `openssl rand -hex 32`",
+        f"{config_file}:3:13: error: 'currency': 'euros' is not a currency code such as EUR or RUB",
+        f"{config_file}:5:12: error: 'report.attribution.click': 'soon' is not a duration; write a number "
+        "and a unit: 30s, 20m, 2h, 1d, 3w",
+        f"{config_file}:6:5: error: unknown setting 'attribution.view'",
+    ]

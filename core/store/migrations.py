@@ -253,4 +253,111 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX promo_codes_issued ON promo_codes (issued_at);
         """,
     ),
+    # IF NOT EXISTS: a test that winds user_version back to replay an earlier migration replays
+    # this one too.
+    (
+        11,
+        "the report: messages and entrants per day as running totals kept by triggers; indexes",
+        """
+        CREATE TABLE IF NOT EXISTS report_days (
+            day TEXT NOT NULL, scenario TEXT NOT NULL, step TEXT NOT NULL, channel TEXT NOT NULL,
+            messages INTEGER NOT NULL, sent INTEGER NOT NULL, failed INTEGER NOT NULL,
+            delivered INTEGER NOT NULL, opened INTEGER NOT NULL, clicked INTEGER NOT NULL,
+            PRIMARY KEY (day, scenario, step, channel)
+        ) WITHOUT ROWID;
+        DELETE FROM report_days;
+        INSERT INTO report_days (day, scenario, step, channel, messages, sent, failed, delivered, opened,
+            clicked)
+            SELECT substr(created_at, 1, 10), coalesce(scenario, ''), coalesce(step, ''), coalesce(channel,
+                ''),
+                count(*), sum(status IN ('sent', 'delivered', 'unknown')), sum(status = 'failed'),
+                count(delivered_at), count(opened_at), count(clicked_at)
+            FROM messages GROUP BY 1, 2, 3, 4;
+        CREATE TRIGGER IF NOT EXISTS report_days_insert AFTER INSERT ON messages
+        BEGIN
+            INSERT INTO report_days (day, scenario, step, channel, messages, sent, failed, delivered, opened,
+                clicked)
+            VALUES (substr(NEW.created_at, 1, 10), coalesce(NEW.scenario, ''), coalesce(NEW.step, ''),
+                coalesce(NEW.channel, ''), 1, (NEW.status IN ('sent', 'delivered', 'unknown')),
+                (NEW.status = 'failed'), (NEW.delivered_at IS NOT NULL), (NEW.opened_at IS NOT NULL),
+                (NEW.clicked_at IS NOT NULL))
+            ON CONFLICT (day, scenario, step, channel) DO UPDATE SET messages = messages + excluded.messages,
+                sent = sent + excluded.sent, failed = failed + excluded.failed,
+                delivered = delivered + excluded.delivered, opened = opened + excluded.opened,
+                clicked = clicked + excluded.clicked;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_days_delete AFTER DELETE ON messages
+        BEGIN
+            INSERT INTO report_days (day, scenario, step, channel, messages, sent, failed, delivered, opened,
+                clicked)
+            VALUES (substr(OLD.created_at, 1, 10), coalesce(OLD.scenario, ''), coalesce(OLD.step, ''),
+                coalesce(OLD.channel, ''), -1, -(OLD.status IN ('sent', 'delivered', 'unknown')),
+                -(OLD.status = 'failed'), -(OLD.delivered_at IS NOT NULL), -(OLD.opened_at IS NOT NULL),
+                -(OLD.clicked_at IS NOT NULL))
+            ON CONFLICT (day, scenario, step, channel) DO UPDATE SET messages = messages + excluded.messages,
+                sent = sent + excluded.sent, failed = failed + excluded.failed,
+                delivered = delivered + excluded.delivered, opened = opened + excluded.opened,
+                clicked = clicked + excluded.clicked;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_days_update
+            AFTER UPDATE OF created_at, scenario, step, channel, status, delivered_at, opened_at, clicked_at
+            ON messages
+        BEGIN
+            INSERT INTO report_days (day, scenario, step, channel, messages, sent, failed, delivered, opened,
+                clicked)
+            VALUES (substr(OLD.created_at, 1, 10), coalesce(OLD.scenario, ''), coalesce(OLD.step, ''),
+                coalesce(OLD.channel, ''), -1, -(OLD.status IN ('sent', 'delivered', 'unknown')),
+                -(OLD.status = 'failed'), -(OLD.delivered_at IS NOT NULL), -(OLD.opened_at IS NOT NULL),
+                -(OLD.clicked_at IS NOT NULL))
+            ON CONFLICT (day, scenario, step, channel) DO UPDATE SET messages = messages + excluded.messages,
+                sent = sent + excluded.sent, failed = failed + excluded.failed,
+                delivered = delivered + excluded.delivered, opened = opened + excluded.opened,
+                clicked = clicked + excluded.clicked;
+            INSERT INTO report_days (day, scenario, step, channel, messages, sent, failed, delivered, opened,
+                clicked)
+            VALUES (substr(NEW.created_at, 1, 10), coalesce(NEW.scenario, ''), coalesce(NEW.step, ''),
+                coalesce(NEW.channel, ''), 1, (NEW.status IN ('sent', 'delivered', 'unknown')),
+                (NEW.status = 'failed'), (NEW.delivered_at IS NOT NULL), (NEW.opened_at IS NOT NULL),
+                (NEW.clicked_at IS NOT NULL))
+            ON CONFLICT (day, scenario, step, channel) DO UPDATE SET messages = messages + excluded.messages,
+                sent = sent + excluded.sent, failed = failed + excluded.failed,
+                delivered = delivered + excluded.delivered, opened = opened + excluded.opened,
+                clicked = clicked + excluded.clicked;
+        END;
+        CREATE TABLE IF NOT EXISTS report_entrants (
+            day TEXT NOT NULL, scenario TEXT NOT NULL, holdout INTEGER NOT NULL, entrants INTEGER NOT NULL,
+            PRIMARY KEY (day, scenario, holdout)
+        ) WITHOUT ROWID;
+        DELETE FROM report_entrants;
+        INSERT INTO report_entrants (day, scenario, holdout, entrants)
+            SELECT substr(entered_at, 1, 10), scenario, holdout, count(*) FROM journeys GROUP BY 1, 2, 3;
+        CREATE TRIGGER IF NOT EXISTS report_entrants_insert AFTER INSERT ON journeys
+        BEGIN
+            INSERT INTO report_entrants (day, scenario, holdout, entrants)
+            VALUES (substr(NEW.entered_at, 1, 10), NEW.scenario, NEW.holdout, 1)
+            ON CONFLICT (day, scenario, holdout) DO UPDATE SET entrants = entrants + excluded.entrants;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_entrants_delete AFTER DELETE ON journeys
+        BEGIN
+            INSERT INTO report_entrants (day, scenario, holdout, entrants)
+            VALUES (substr(OLD.entered_at, 1, 10), OLD.scenario, OLD.holdout, -1)
+            ON CONFLICT (day, scenario, holdout) DO UPDATE SET entrants = entrants + excluded.entrants;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_entrants_update AFTER UPDATE OF entered_at, scenario,
+            holdout ON journeys
+        BEGIN
+            INSERT INTO report_entrants (day, scenario, holdout, entrants)
+            VALUES (substr(OLD.entered_at, 1, 10), OLD.scenario, OLD.holdout, -1)
+            ON CONFLICT (day, scenario, holdout) DO UPDATE SET entrants = entrants + excluded.entrants;
+            INSERT INTO report_entrants (day, scenario, holdout, entrants)
+            VALUES (substr(NEW.entered_at, 1, 10), NEW.scenario, NEW.holdout, 1)
+            ON CONFLICT (day, scenario, holdout) DO UPDATE SET entrants = entrants + excluded.entrants;
+        END;
+        CREATE INDEX IF NOT EXISTS messages_fallbacks ON messages (created_at, scenario)
+            WHERE fallback_of IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS events_type_at ON events (type, at);
+        CREATE INDEX IF NOT EXISTS journeys_entered ON journeys (entered_at, scenario, holdout);
+        CREATE INDEX IF NOT EXISTS journal_kind_at ON journal (kind, at);
+        """,
+    ),
 ]

@@ -1,0 +1,152 @@
+"""The report's running totals per day (`report_days` on messages, `report_entrants` on
+journeys), kept by migration 11's triggers: always what a fresh GROUP BY over the rows gives,
+whatever was inserted, changed or deleted; and filled in for a database from before them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from boomerang.store import Store
+
+STATUSES = ["pending", "sending", "sent", "delivered", "failed", "dropped", "unknown"]
+DAYS = ["2026-03-02T10:00:00.000000Z", "2026-03-03T23:59:59.999999Z"]
+STAMP = [None, "2026-03-04T10:00:00.000000Z"]
+
+
+def fresh_days(store: Store) -> dict[tuple, tuple]:
+    """`report_days` the slow way."""
+    rows = store.db.execute(
+        "SELECT substr(created_at, 1, 10), coalesce(scenario, ''), coalesce(step, ''), coalesce(channel, ''),"
+        " count(*), sum(status IN ('sent', 'delivered', 'unknown')), sum(status = 'failed'),"
+        " count(delivered_at), count(opened_at), count(clicked_at) FROM messages GROUP BY 1, 2, 3, 4"
+    ).fetchall()
+    return {tuple(row[:4]): tuple(row[4:]) for row in rows}
+
+
+def kept_days(store: Store) -> dict[tuple, tuple]:
+    rows = store.db.execute(
+        "SELECT day, scenario, step, channel, messages, sent, failed, delivered, opened, clicked"
+        " FROM report_days WHERE messages != 0"
+    ).fetchall()
+    return {tuple(row[:4]): tuple(row[4:]) for row in rows}
+
+
+def fresh_entrants(store: Store) -> dict[tuple, int]:
+    rows = store.db.execute(
+        "SELECT substr(entered_at, 1, 10), scenario, holdout, count(*) FROM journeys GROUP BY 1, 2, 3"
+    ).fetchall()
+    return {tuple(row[:3]): row[3] for row in rows}
+
+
+def kept_entrants(store: Store) -> dict[tuple, int]:
+    rows = store.db.execute(
+        "SELECT day, scenario, holdout, entrants FROM report_entrants WHERE entrants != 0"
+    ).fetchall()
+    return {tuple(row[:3]): row[3] for row in rows}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store(Path(tmp_path_factory.mktemp("totals")) / "boomerang.db", durable=False)
+    yield store
+    store.close()
+
+
+changes = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "update", "delete"]),
+        st.integers(0, 4),
+        st.sampled_from(STATUSES),
+        st.sampled_from([None, "email", "sms"]),
+        st.sampled_from([None, "cart", "browse"]),
+        st.sampled_from(DAYS),
+        st.tuples(*[st.sampled_from(STAMP)] * 3),
+        st.booleans(),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=changes)
+def test_the_totals_are_always_a_fresh_count(store: Store, changes: list) -> None:
+    store.db.execute("DELETE FROM messages")
+    store.db.execute("DELETE FROM journeys")
+    for action, n, status, channel, scenario, day, (delivered, opened, clicked), holdout in changes:
+        stamps = {"delivered_at": delivered, "opened_at": opened, "clicked_at": clicked}
+        if action == "insert":
+            store.insert_message(
+                {
+                    "id": f"m-{n}",
+                    "customer_id": "c-1",
+                    "template": "t",
+                    "category": "promo",
+                    "scenario": scenario,
+                    "step": "1",
+                    "channel": channel,
+                    "status": status,
+                    "created_at": day,
+                    **stamps,
+                }
+            )
+            store.db.execute(
+                "INSERT OR IGNORE INTO journeys (id, scenario, customer_id, entry_key, status, holdout,"
+                " entered_at, updated_at) VALUES (?, ?, 'c-1', ?, 'active', ?, ?, ?)",
+                [f"j-{n}", scenario or "cart", f"j-{n}", int(holdout), day, day],
+            )
+        elif action == "update":
+            store.update_message(f"m-{n}", status=status, channel=channel, created_at=day, **stamps)
+            store.db.execute(
+                "UPDATE journeys SET holdout = ?, status = 'ended' WHERE id = ?", [int(holdout), f"j-{n}"]
+            )
+        else:
+            store.db.execute("DELETE FROM messages WHERE id = ?", [f"m-{n}"])
+            store.db.execute("DELETE FROM journeys WHERE id = ?", [f"j-{n}"])
+        assert kept_days(store) == fresh_days(store)
+        assert kept_entrants(store) == fresh_entrants(store)
+
+
+def test_a_database_from_before_the_totals_starts_with_them_filled_in(tmp_path: Path) -> None:
+    store = Store(tmp_path / "boomerang.db")
+    for trigger in (
+        "days_insert",
+        "days_delete",
+        "days_update",
+        "entrants_insert",
+        "entrants_delete",
+        "entrants_update",
+    ):
+        store.db.execute(f"DROP TRIGGER report_{trigger}")
+    store.db.execute("DROP TABLE report_days")
+    store.db.execute("DROP TABLE report_entrants")
+    store.db.execute("PRAGMA user_version = 10")  # as a database written before migration 11
+    for n, status in enumerate(["sent", "delivered", "failed"]):
+        store.insert_message(
+            {
+                "id": f"m-{n}",
+                "customer_id": "c-1",
+                "template": "t",
+                "category": "promo",
+                "scenario": "cart",
+                "step": "1",
+                "created_at": DAYS[0],
+                "status": status,
+                "channel": "email",
+                "opened_at": STAMP[1],
+            }
+        )
+    store.db.execute(
+        "INSERT INTO journeys (id, scenario, customer_id, entry_key, status, entered_at, updated_at)"
+        " VALUES ('j-1', 'cart', 'c-1', 'j-1', 'active', ?, ?)",
+        [DAYS[0], DAYS[0]],
+    )
+    store.close()
+
+    store = Store(tmp_path / "boomerang.db")
+    assert kept_days(store) == fresh_days(store) == {("2026-03-02", "cart", "1", "email"): (3, 2, 1, 0, 3, 0)}
+    assert kept_entrants(store) == {("2026-03-02", "cart", 0): 1}
+    store.close()
