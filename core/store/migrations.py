@@ -230,4 +230,33 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         END;
         """,
     ),
+    (
+        10,
+        "the product catalogue, order lines and carts, for recommendations",
+        """
+        CREATE TABLE products (
+            id TEXT PRIMARY KEY,
+            name TEXT, url TEXT, image TEXT, price REAL, currency TEXT, category TEXT,
+            seen_at TEXT NOT NULL
+        );
+        CREATE INDEX products_category ON products (category) WHERE category IS NOT NULL;
+        CREATE TABLE order_items (
+            order_id TEXT NOT NULL,
+            product_id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            qty INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (order_id, product_id)
+        );
+        CREATE INDEX order_items_customer ON order_items (customer_id, product_id);
+        CREATE INDEX order_items_product ON order_items (product_id, customer_id);
+        CREATE INDEX order_items_at ON order_items (at, product_id);
+        CREATE TABLE cart_items (
+            customer_id TEXT NOT NULL,
+            product_id TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX cart_items_customer ON cart_items (customer_id, at);
+        """,
+    ),
 ]
