@@ -238,7 +238,7 @@ class _Reader:
         config.segments = {str(name): self.string(segments, name) for name in segments}
         recommendations = self.mapping(doc, "recommendations", {"cross_sell"})
         rules = self.mapping(recommendations, "cross_sell", None)
-        config.cross_sell = {str(category): self.string_list(rules, category, "categories") for category in rules}
+        config.cross_sell = {str(name): self.string_list(rules, name, "categories") for name in rules}
         return config
 
     def ingest_window(self, section: CommentedMap) -> IngestWindow:

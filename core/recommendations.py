@@ -157,11 +157,23 @@ def catalogue_rows(events: Iterable[tuple[str, str, str, Mapping[str, Any]]]) ->
         if event_type in CART_EVENTS or event_type == "order.placed":
             kept = found.carts.get(customer_id)
             if kept is None or kept[0] <= at:
-                ids = [] if event_type == "order.placed" else [
-                    identifier for item in _items(cart) if (identifier := product_id(item)) is not None
-                ]
+                ids = (
+                    []
+                    if event_type == "order.placed"
+                    else [identifier for item in _items(cart) if (identifier := product_id(item)) is not None]
+                )
                 found.carts[customer_id] = (at, ids)
     return found
+
+
+def strategies(plugins: Iterable[str]) -> list[str]:
+    """The strategies there are: the built-in ones, then those of the plugins' recommenders."""
+    return [*BUILTIN, *plugins]
+
+
+def valid_limit(limit: Any) -> bool:
+    """Whether a `recommendations()` limit is a whole number from 1 to `MAX_LIMIT`."""
+    return not isinstance(limit, bool) and isinstance(limit, int) and 1 <= limit <= MAX_LIMIT
 
 
 def check_call(strategy: Any, limit: Any, known: Iterable[str]) -> tuple[str, int]:
@@ -173,7 +185,7 @@ def check_call(strategy: Any, limit: Any, known: Iterable[str]) -> tuple[str, in
             f"recommendations(): unknown strategy {strategy!r}{did_you_mean(str(strategy), names)};"
             f" the strategies are {', '.join(names)}"
         )
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+    if not valid_limit(limit):
         raise RecommendationError(f"recommendations(): limit must be a whole number from 1 to {MAX_LIMIT}")
     return strategy, limit
 
@@ -203,6 +215,41 @@ def fetched(lists: Mapping[str, list[dict[str, Any]]], known: Iterable[str]) -> 
     def recommend(strategy: str, limit: int) -> list[dict[str, Any]]:
         strategy, limit = check_call(strategy, limit, names)
         return [dict(product) for product in lists.get(strategy, [])[:limit]]
+
+    return recommend
+
+
+def products_of(answer: Any, limit: int) -> list[dict[str, Any]]:
+    """A plugin recommender's answer as templates get it: up to `limit` products, plain; what
+    is no product is left out."""
+    views = (product_view(item) for item in (answer if isinstance(answer, list) else []))
+    return [view for view in views if view is not None][:limit]
+
+
+# (strategy, customer ids, limit, now, cross-sell rules) → each customer's products: the store's
+# `recommend`, called on the store's thread.
+StoreRecommend = Callable[..., dict[str, list[dict[str, Any]]]]
+
+
+def read_on_store(
+    store_recommend: StoreRecommend,
+    customer_id: str,
+    now: datetime,
+    cross_sell: Mapping[str, list[str]],
+    known: Iterable[str],
+) -> Recommend:
+    """A `recommend` for an evaluation on the store's thread (`with:` values, preview, explain):
+    a built-in strategy read from the store when asked. A plugin's strategy is asked only before
+    a message renders (it may take its time, which the store's thread has not got)."""
+    names = tuple(known)
+
+    def recommend(strategy: str, limit: int) -> list[dict[str, Any]]:
+        strategy, limit = check_call(strategy, limit, names)
+        if strategy not in BUILTIN:
+            raise RecommendationError(
+                f"recommendations(): strategy '{strategy}' is a plugin's, asked for message templates only"
+            )
+        return store_recommend(strategy, [customer_id], limit, now, cross_sell)[customer_id]
 
     return recommend
 

@@ -55,6 +55,10 @@ channels:
 
 contact_plan:
   default_timezone: Europe/Moscow
+
+# What recommendations(strategy='cross_sell') suggests for a category bought or in the cart.
+recommendations:
+  cross_sell: {{bicycles: [tyres, helmets, locks], helmets: [lights]}}
 """
 
 

@@ -35,8 +35,9 @@ from jinja2 import Template, TemplateSyntaxError
 from ruamel.yaml.comments import CommentedMap
 
 from boomerang.expressions import Refused, Sandbox, current_scope, evaluating, make_environment, render
-from boomerang.names import NameUse, place, template_names
+from boomerang.names import NameUse, RecommendationCall, place, recommendation_calls, template_names
 from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.recommendations import MAX_LIMIT, valid_limit
 from boomerang.yamlfile import parse_yaml, value_position
 
 _FILE = re.compile(
@@ -62,6 +63,8 @@ class Part:
     body: Template
     front: dict[str, Any] = field(default_factory=dict)  # values are Templates or plain data
     names: list[NameUse] = field(default_factory=list)  # top-level names it uses, for `check`
+    # its `recommendations(...)` calls, at their lines in the file: fetched before it renders
+    recommendations: list[RecommendationCall] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +89,17 @@ class MessageTemplate:
     def channels(self) -> set[str]:
         """Channels this template has at least one file for."""
         return {channel for channel, _, _ in self.parts}
+
+    def recommendation_limits(self) -> dict[str, int]:
+        """The strategies its files' `recommendations()` calls name, each with the largest limit
+        asked (`MAX_LIMIT` for one that is not a constant): what to fetch before it renders."""
+        limits: dict[str, int] = {}
+        for part in self.parts.values():
+            for call in part.recommendations:
+                if isinstance(call.strategy, str):
+                    limit = call.limit if valid_limit(call.limit) else MAX_LIMIT
+                    limits[call.strategy] = max(limits.get(call.strategy, 0), limit)
+        return limits
 
     def locales(self, channel: str) -> list[str]:
         """Locales available for a channel, sorted."""
@@ -255,6 +269,7 @@ def _load_part(
         raise ProblemError([Problem(str(file), 1, 1, f"cannot read template: {exc}")]) from None
     front: dict[str, Any] = {}
     names: list[NameUse] = []
+    calls: list[RecommendationCall] = []
     lines = text.splitlines()
     body_line = 1
     if text.startswith("---\n"):
@@ -270,18 +285,21 @@ def _load_part(
         for key, value in (raw or {}).items():
             uses = _names_in(value, text_environment)
             names.extend(place(uses, lines, *value_position(raw, key), template=True))
+            line = value_position(raw, key)[0]
+            calls.extend(_placed(call, line, lines) for call in _calls_in(value, text_environment))
         body_line = text[: end + 5].count("\n") + 1
         text = text[end + 5 :]
     try:
         tree = environment.parse(text)
         uses = template_names(tree, environment)
+        calls.extend(_placed(call, body_line, lines) for call in recommendation_calls(tree))
         body = environment.from_string(tree)
     except TemplateSyntaxError as exc:
         line = (exc.lineno or 1) + body_line - 1
         what = "refused" if isinstance(exc, Refused) else "template syntax"
         raise ProblemError([Problem(str(file), line, 1, f"{what}: {exc.message}")]) from None
     names.extend(place(uses, lines, body_line, 1, template=True))
-    return Part(file, channel.name, locale, kind, body, front, sorted(names))
+    return Part(file, channel.name, locale, kind, body, front, sorted(names), calls)
 
 
 def _names_in(value: Any, environment: Sandbox) -> list[tuple[int, str, bool]]:
@@ -290,6 +308,21 @@ def _names_in(value: Any, environment: Sandbox) -> list[tuple[int, str, bool]]:
         return template_names(environment.parse(value), environment)
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     return [use for item in items for use in _names_in(item, environment)]
+
+
+def _placed(call: RecommendationCall, first_line: int, lines: list[str]) -> RecommendationCall:
+    """A call found in a text that starts at `first_line` of a file, at its place in the file."""
+    number = first_line + call.line - 1
+    text = lines[number - 1] if 0 < number <= len(lines) else ""
+    return dataclasses.replace(call, line=number, col=text.find("recommendations") + 1 or 1)
+
+
+def _calls_in(value: Any, environment: Sandbox) -> list[RecommendationCall]:
+    """The `recommendations()` calls of a front matter value and the texts nested in it."""
+    if isinstance(value, str):
+        return recommendation_calls(environment.parse(value))
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [call for item in items for call in _calls_in(item, environment)]
 
 
 def _compile_front(raw: CommentedMap, channel: Any, file: Path, environment: Sandbox) -> dict[str, Any]:

@@ -53,7 +53,12 @@ class History:
         self.add(customer, "order.placed", days_ago, {"order": order})
 
     def cart(self, customer: str, skus: list[str], days_ago: float) -> None:
-        self.add(customer, "cart.updated", days_ago, {"cart": {"currency": "EUR", "items": [item(s) for s in skus]}})
+        self.add(
+            customer,
+            "cart.updated",
+            days_ago,
+            {"cart": {"currency": "EUR", "items": [item(s) for s in skus]}},
+        )
 
 
 @pytest.fixture
@@ -72,9 +77,13 @@ def ids(store: Store, strategy: str, customer: str, limit: int = 4, **kwargs: An
     return [p["id"] for p in store.recommend(strategy, [customer], limit, NOW, **kwargs)[customer]]
 
 
-def test_the_catalogue_keeps_the_latest_of_each_product_and_fields_it_left_out(store: Store, history: History):
+def test_the_catalogue_keeps_the_latest_of_each_product_and_fields_it_left_out(
+    store: Store, history: History
+):
     history.view("anna", "B1", 3)
-    history.add("anna", "product.viewed", 1, {"product": {"sku": "B1", "price": 749, "image": "https://i/b1.jpg"}})
+    history.add(
+        "anna", "product.viewed", 1, {"product": {"sku": "B1", "price": 749, "image": "https://i/b1.jpg"}}
+    )
     history.add("anna", "product.viewed", 2, {"product": {"sku": "B1", "price": 1}})  # older: ignored
     row = store.db.execute("SELECT name, price, image, category FROM products WHERE id = 'B1'").fetchone()
     assert row == ("Trail bicycle", 749.0, "https://i/b1.jpg", "bicycles")
@@ -128,7 +137,9 @@ def shop(history: History) -> History:
     return history
 
 
-def test_bestsellers_of_the_month_across_the_shop_for_a_customer_of_no_known_category(store: Store, shop: History):
+def test_bestsellers_of_the_month_across_the_shop_for_a_customer_of_no_known_category(
+    store: Store, shop: History
+):
     assert ids(store, "bestsellers", "newcomer", limit=5) == ["H1", "T1", "T2", "B1", "B2"]
 
 
@@ -171,14 +182,26 @@ def test_many_customers_are_answered_by_one_query_each_with_their_own_list(store
 def test_merging_customers_carries_their_orders_and_cart(store: Store, history: History):
     history.add("anna", "cart.updated", 2, {"cart": {"items": [item("T1")]}})
     history.store.ingest(
-        [incoming("e-order", "order.placed", NOW - timedelta(days=1), {"id": "c-9", "email": "a@example.com"},
-                  {"order": {"id": "o-9", "items": [item("B1")]}})],
+        [
+            incoming(
+                "e-order",
+                "order.placed",
+                NOW - timedelta(days=1),
+                {"id": "c-9", "email": "a@example.com"},
+                {"order": {"id": "o-9", "items": [item("B1")]}},
+            )
+        ],
         NOW,
     )
     history.store.ingest(
         [incoming("e-merge", "customer.updated", NOW, {"id": "anna", "email": "a@example.com"}, {})], NOW
     )
-    owners = {r[0] for r in store.db.execute("SELECT customer_id FROM order_items UNION SELECT customer_id FROM cart_items")}
+    owners = {
+        r[0]
+        for r in store.db.execute(
+            "SELECT customer_id FROM order_items UNION SELECT customer_id FROM cart_items"
+        )
+    }
     assert len(owners) == 1
 
 
@@ -187,7 +210,9 @@ def test_an_unreadable_catalogue_row_is_set_aside_and_skipped(store: Store, hist
     history.view("anna", "B2", 1)
     store.db.execute("UPDATE products SET name = x'00ff' WHERE id = 'B2'")
     assert ids(store, "viewed", "anna") == ["B1"]
-    assert store.db.execute("SELECT row_id FROM quarantine WHERE table_name = 'products'").fetchall() == [("B2",)]
+    assert store.db.execute("SELECT row_id FROM quarantine WHERE table_name = 'products'").fetchall() == [
+        ("B2",)
+    ]
 
 
 def test_items_are_known_by_id_then_sku_then_product_id_then_url():
@@ -196,13 +221,17 @@ def test_items_are_known_by_id_then_sku_then_product_id_then_url():
     assert product_id({"product_id": 12.0}) == "12"
     assert product_id({"url": "https://x/p"}) == "https://x/p"
     assert product_id({"id": True, "name": "n"}) is None
-    rows = catalogue_rows([("order.placed", "2026-03-01T00:00:00Z", "c", {"order": {"items": [{"sku": "A"}]}})])
+    rows = catalogue_rows(
+        [("order.placed", "2026-03-01T00:00:00Z", "c", {"order": {"items": [{"sku": "A"}]}})]
+    )
     assert rows.order_lines == []  # an order without an id has no lines to keep
     assert [row[0] for row in rows.products] == ["A"]
 
 
 def test_a_call_names_a_known_strategy_and_a_limit_in_range():
-    with pytest.raises(RecommendationError, match=r"unknown strategy 'bestseller' \(did you mean 'bestsellers'\?\)"):
+    with pytest.raises(
+        RecommendationError, match=r"unknown strategy 'bestseller' \(did you mean 'bestsellers'\?\)"
+    ):
         check_call("bestseller", 4, ["viewed", "bestsellers"])
     with pytest.raises(RecommendationError, match="limit must be a whole number from 1 to 20"):
         check_call("viewed", 0, ["viewed"])

@@ -68,7 +68,8 @@ class Erasure(Messages):
             # What they bought still counts among the best sellers, under the anonymous id;
             # what they were about to buy is nobody's business any more.
             self.db.execute(
-                "UPDATE order_items SET customer_id = ? WHERE customer_id = ?", [gone.anonymous_id, customer_id]
+                "UPDATE order_items SET customer_id = ? WHERE customer_id = ?",
+                [gone.anonymous_id, customer_id],
             )
             self.db.execute("DELETE FROM cart_items WHERE customer_id = ?", [customer_id])
             # An open visit would end in a `site.left` naming the browser, which would start a

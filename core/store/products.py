@@ -166,7 +166,8 @@ class Products(Quarantine):
                 for start in range(0, len(carts), 400)
                 for row in self.db.execute(
                     "SELECT DISTINCT k.customer_id FROM json_each(?) j JOIN cart_items k"
-                    " ON k.customer_id = json_extract(j.value, '$[0]') AND k.at > json_extract(j.value, '$[1]')",
+                    " ON k.customer_id = json_extract(j.value, '$[0]')"
+                    " AND k.at > json_extract(j.value, '$[1]')",
                     [json.dumps(carts[start : start + 400])],
                 )
             }
@@ -195,7 +196,7 @@ class Products(Quarantine):
         lists: dict[str, list[dict[str, Any]]] = {customer: [] for customer in customer_ids}
         if not lists:
             return lists
-        rules = [[bought, suggested] for bought, targets in (cross_sell or {}).items() for suggested in targets]
+        rules = [[bought, to] for bought, targets in (cross_sell or {}).items() for to in targets]
         if strategy == "cross_sell" and not rules:
             return lists
         found = self._select(
