@@ -53,12 +53,12 @@ channels:
   telegram: {{token: "123456789:demo", bot_username: DemoShopBot,
              webhook_secret: ${{TELEGRAM_WEBHOOK_SECRET:-{webhook_secret}}}}}
 
-contact_plan:
-  default_timezone: Europe/Moscow
-
 # What recommendations(strategy='cross_sell') suggests for a category bought or in the cart.
 recommendations:
   cross_sell: {{bicycles: [tyres, helmets, locks], helmets: [lights]}}
+
+contact_plan:
+  default_timezone: Europe/Moscow
 """
 
 
