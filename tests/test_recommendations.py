@@ -238,3 +238,18 @@ def test_a_call_names_a_known_strategy_and_a_limit_in_range():
     recommend = fetched({"viewed": [{"id": "a"}, {"id": "b"}]}, ["viewed", "bestsellers"])
     assert recommend("viewed", 1) == [{"id": "a"}]
     assert recommend("bestsellers", 3) == []
+
+
+def test_forgetting_a_customer_keeps_their_order_lines_anonymously_and_what_only_they_named_goes(
+    store: Store, history: History
+):
+    history.view("anna", "L1", 3)
+    history.order("anna", ["B1", "H1"], 2)
+    history.order("bob", ["H1"], 2)
+    history.cart("anna", ["T1"], 1)
+    gone = store.forget("anna", NOW)
+    assert gone is not None
+    assert sorted(r[0] for r in store.db.execute("SELECT id FROM products")) == ["H1"]  # bob bought it too
+    lines = store.db.execute("SELECT customer_id, product_id FROM order_items ORDER BY 1, 2").fetchall()
+    assert lines == [("bob", "H1"), (gone.anonymous_id, "B1"), (gone.anonymous_id, "H1")]
+    assert store.db.execute("SELECT count(*) FROM cart_items").fetchone() == (0,)

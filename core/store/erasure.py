@@ -56,7 +56,8 @@ class Erasure(Messages):
                 " provider_id = NULL, detail = NULL WHERE customer_id = ?",
                 [gone.anonymous_id, customer_id],
             ).rowcount
-            events = self._select("SELECT id, data FROM events WHERE customer_id = ?", [customer_id])
+            events = self._select("SELECT id, type, data FROM events WHERE customer_id = ?", [customer_id])
+            self._forget_products(customer_id, [(event["type"], event["data"]) for event in events])
             self.db.conn.executemany(
                 "UPDATE events SET customer_id = ?, data = ?, handled = 1 WHERE id = ?",
                 [(gone.anonymous_id, _kept(event["data"]), event["id"]) for event in events],

@@ -182,6 +182,28 @@ class Products(Quarantine):
                 ],
             )
 
+    def _forget_products(self, customer_id: str, events: list[tuple[str, str]]) -> None:
+        """Before a customer is erased: the catalogue's products their events (`(type, data)`,
+        as stored) name, deleted unless another customer bought them or has them in the cart (a
+        product's name may say who looked at it). A product seen again comes back."""
+        named = set()
+        for event_type, text in events:
+            try:
+                data = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                found = catalogue_rows([(event_type, "", customer_id, data)])
+                named.update(row[0] for row in found.products)
+        self.db.execute(
+            "DELETE FROM products WHERE id IN (SELECT value FROM json_each(:named))"
+            " AND NOT EXISTS (SELECT 1 FROM order_items o"
+            "  WHERE o.product_id = products.id AND o.customer_id != :customer)"
+            " AND NOT EXISTS (SELECT 1 FROM cart_items k"
+            "  WHERE k.product_id = products.id AND k.customer_id != :customer)",
+            {"named": json.dumps(sorted(named)), "customer": customer_id},
+        )
+
     def recommend(
         self,
         strategy: str,
