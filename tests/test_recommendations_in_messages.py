@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,8 @@ from test_daemon import post
 
 from boomerang.cli import cli
 from boomerang.clock import to_iso
+from boomerang.model import Customer
+from boomerang.project import open_project
 from conftest import event, running, wait_for
 
 TRENDING = """
@@ -260,3 +263,15 @@ def test_preview_shows_sample_products_and_the_reference_emails_use_them(demo: P
         )
         assert result.exit_code == 0, result.output
         assert words in result.output and "https://shop.example/p/lk-1" in result.output  # cross_sell
+
+
+async def test_the_readmes_recommender_example_is_a_working_plugin(project: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```python\n(  # plugins/trending\.py.*?)  ```", readme, re.DOTALL)
+    assert example
+    (project / "plugins" / "trending.py").write_text(textwrap.dedent(example.group(1)), encoding="utf-8")
+    products = [{"id": f"T{n}", "name": f"Trend {n}", "url": f"https://shop.example/t{n}"} for n in range(5)]
+    (project / "trending.json").write_text(json.dumps(products), encoding="utf-8")
+    loaded, _plugins = open_project(project / "boomerang.yaml")
+    trending = loaded.registry.recommenders["trending"]
+    assert await trending.recommend(Customer(id="c-1"), 2) == products[:2]
