@@ -16,8 +16,9 @@ The strategies (what is in the customer's cart or was bought by them is always l
   categories bought or in the cart to, best sellers of the `WINDOW` first;
 - `bestsellers`: the best sellers of the last `WINDOW`, in the categories the customer bought
   or has in the cart when there are any, across the shop otherwise;
-- `also_bought`: the products bought most often (by distinct customers) by the customers who
-  bought what the customer bought or has in the cart.
+- `also_bought`: for each product the customer bought or has in the cart, how many customers
+  bought both it and another product (the co-purchase counts, kept as order lines are stored),
+  summed over the customer's products; the highest total first.
 
 A plugin adds a strategy with `register_recommenders` (`kinds.Recommender`), named as its
 `name`: it is asked in templates, once per message, before the message renders.

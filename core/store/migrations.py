@@ -232,7 +232,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         10,
-        "the product catalogue, order lines and carts, for recommendations",
+        "the product catalogue, order lines, carts and co-purchase counts, for recommendations",
         """
         CREATE TABLE products (
             id TEXT PRIMARY KEY,
@@ -249,14 +249,34 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (order_id, product_id)
         );
         CREATE INDEX order_items_customer ON order_items (customer_id, product_id);
-        CREATE INDEX order_items_product ON order_items (product_id, customer_id);
-        CREATE INDEX order_items_at ON order_items (at, product_id);
+        CREATE INDEX order_items_product ON order_items (product_id, at, qty);
+        CREATE INDEX order_items_at ON order_items (at, product_id, qty);
         CREATE TABLE cart_items (
             customer_id TEXT NOT NULL,
             product_id TEXT NOT NULL,
             at TEXT NOT NULL
         );
         CREATE INDEX cart_items_customer ON cart_items (customer_id, at);
+        CREATE TABLE co_purchases (
+            product_id TEXT NOT NULL,
+            other_id TEXT NOT NULL,
+            customers INTEGER NOT NULL,
+            PRIMARY KEY (product_id, other_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX co_purchases_top ON co_purchases (product_id, customers DESC, other_id);
+        CREATE TRIGGER co_purchases_count AFTER INSERT ON order_items
+            WHEN NOT EXISTS (SELECT 1 FROM order_items o WHERE o.customer_id = NEW.customer_id
+                AND o.product_id = NEW.product_id AND o.rowid != NEW.rowid)
+        BEGIN
+            INSERT INTO co_purchases (product_id, other_id, customers)
+                SELECT DISTINCT NEW.product_id, product_id, 1 FROM order_items
+                WHERE customer_id = NEW.customer_id AND product_id != NEW.product_id
+                ON CONFLICT (product_id, other_id) DO UPDATE SET customers = customers + 1;
+            INSERT INTO co_purchases (product_id, other_id, customers)
+                SELECT DISTINCT product_id, NEW.product_id, 1 FROM order_items
+                WHERE customer_id = NEW.customer_id AND product_id != NEW.product_id
+                ON CONFLICT (product_id, other_id) DO UPDATE SET customers = customers + 1;
+        END;
         """,
     ),
 ]

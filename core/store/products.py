@@ -13,6 +13,8 @@ from boomerang.recommendations import BUILTIN, ID_KEYS, TEXT_LIMIT, catalogue_ro
 from boomerang.store import rows
 from boomerang.store.quarantine import Quarantine
 
+PARTNERS = 50  # of each product a customer has, the products bought with it most often that count
+
 
 def _viewed_id(column: str) -> str:
     """SQL for the catalogue id of the product of a `product.viewed` event's data, as
@@ -28,33 +30,35 @@ def _viewed_id(column: str) -> str:
     return f"coalesce({', '.join(cases)})"
 
 
-# The customers asked about, and what each has bought or has in the cart: never recommended.
+# What a product (the column named) sold in the window, by the index on (product_id, at, qty).
+_SOLD = "(SELECT sum(o.qty) FROM order_items o WHERE o.product_id = {} AND o.at >= :since)"
+
+# The customers asked about, what each has bought or has in the cart (never recommended), and
+# the categories of those products.
 _COMMON = """
     asked(customer_id) AS (SELECT DISTINCT value FROM json_each(:customers)),
-    owned(customer_id, product_id) AS (
-        SELECT o.customer_id, o.product_id FROM asked a JOIN order_items o ON o.customer_id = a.customer_id
+    owned(customer_id, product_id) AS MATERIALIZED (
+        SELECT o.customer_id, o.product_id
+        FROM asked a CROSS JOIN order_items o ON o.customer_id = a.customer_id
         UNION
-        SELECT k.customer_id, k.product_id FROM asked a JOIN cart_items k ON k.customer_id = a.customer_id
+        SELECT k.customer_id, k.product_id
+        FROM asked a CROSS JOIN cart_items k ON k.customer_id = a.customer_id
     ),
-    owned_count(customer_id, n) AS (
-        SELECT a.customer_id, count(w.product_id) FROM asked a
-        LEFT JOIN owned w ON w.customer_id = a.customer_id GROUP BY a.customer_id
-    ),
-    mine(customer_id, category) AS (
-        SELECT DISTINCT w.customer_id, p.category FROM owned w JOIN products p ON p.id = w.product_id
+    mine(customer_id, category) AS MATERIALIZED (
+        SELECT DISTINCT w.customer_id, p.category FROM owned w CROSS JOIN products p ON p.id = w.product_id
         WHERE p.category IS NOT NULL
-    ),
-    sales(product_id, sold) AS (
-        SELECT product_id, sum(qty) FROM order_items WHERE at >= :since GROUP BY product_id
     )"""
 
 # Each strategy: `picks(customer_id, product_id, rank)`, the products in the order they are
-# recommended, what the customer owns left out.
+# recommended, what the customer owns left out. A product's sales are summed only for the
+# products of the categories that matter (`_SOLD`); the whole shop's only for a customer of no
+# known category, and then only the first `limit + owned` can be picked. CROSS JOIN keeps
+# SQLite's join order as written: the few customers first, never the whole catalogue.
 _PICKS = {
     "viewed": f"""
     views(customer_id, product_id, at) AS (
         SELECT e.customer_id, {_viewed_id("e.data")}, max(e.at)
-        FROM asked a JOIN events e ON e.customer_id = a.customer_id AND e.at >= :since
+        FROM asked a CROSS JOIN events e ON e.customer_id = a.customer_id AND e.at >= :since
         WHERE e.type = 'product.viewed' GROUP BY 1, 2
     ),
     picks AS (
@@ -64,23 +68,24 @@ _PICKS = {
         WHERE v.product_id IS NOT NULL AND NOT EXISTS (
             SELECT 1 FROM owned w WHERE w.customer_id = v.customer_id AND w.product_id = v.product_id)
     )""",
-    # Only the first `limit + owned` of a category (or of the shop) can be picked for a
-    # customer, whose owned products are at most that many of them: the rest is never ranked.
-    "bestsellers": """
-    ranked_sales AS (
-        SELECT s.product_id, s.sold, p.category,
-            row_number() OVER (ORDER BY s.sold DESC, s.product_id) AS overall,
-            row_number() OVER (PARTITION BY p.category ORDER BY s.sold DESC, s.product_id) AS within
-        FROM sales s JOIN products p ON p.id = s.product_id
+    "bestsellers": f"""
+    in_categories(customer_id, product_id, sold) AS (
+        SELECT m.customer_id, p.id, {_SOLD.format("p.id")}
+        FROM mine m CROSS JOIN products p ON p.category = m.category
+    ),
+    unknown(customer_id, n) AS (
+        SELECT a.customer_id, (SELECT count(*) FROM owned w WHERE w.customer_id = a.customer_id)
+        FROM asked a WHERE NOT EXISTS (SELECT 1 FROM mine m WHERE m.customer_id = a.customer_id)
+    ),
+    shop(product_id, sold, place) AS (
+        SELECT product_id, sold, row_number() OVER (ORDER BY sold DESC, product_id) FROM (
+            SELECT product_id, sum(qty) AS sold FROM order_items INDEXED BY order_items_at
+            WHERE at >= :since GROUP BY product_id)
     ),
     candidates(customer_id, product_id, sold) AS (
-        SELECT m.customer_id, r.product_id, r.sold
-        FROM mine m JOIN owned_count c ON c.customer_id = m.customer_id
-        JOIN ranked_sales r ON r.category = m.category AND r.within <= :limit + c.n
+        SELECT customer_id, product_id, sold FROM in_categories WHERE sold IS NOT NULL
         UNION ALL
-        SELECT c.customer_id, r.product_id, r.sold
-        FROM owned_count c JOIN ranked_sales r ON r.overall <= :limit + c.n
-        WHERE NOT EXISTS (SELECT 1 FROM mine m WHERE m.customer_id = c.customer_id)
+        SELECT u.customer_id, s.product_id, s.sold FROM unknown u CROSS JOIN shop s ON s.place <= :limit + u.n
     ),
     picks AS (
         SELECT d.customer_id, d.product_id,
@@ -89,31 +94,36 @@ _PICKS = {
         WHERE NOT EXISTS (
             SELECT 1 FROM owned w WHERE w.customer_id = d.customer_id AND w.product_id = d.product_id)
     )""",
-    "cross_sell": """
+    "cross_sell": f"""
     rules(bought, suggested) AS (
         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:rules)
     ),
     targets(customer_id, category) AS (
         SELECT DISTINCT m.customer_id, r.suggested FROM mine m JOIN rules r ON r.bought = m.category
     ),
-    picks AS (
-        SELECT t.customer_id, p.id AS product_id,
-            row_number() OVER (PARTITION BY t.customer_id
-                ORDER BY coalesce(s.sold, 0) DESC, p.seen_at DESC, p.id) AS rank
-        FROM targets t JOIN products p ON p.category = t.category
-        LEFT JOIN sales s ON s.product_id = p.id
+    candidates(customer_id, product_id, sold, seen_at) AS (
+        SELECT t.customer_id, p.id, coalesce({_SOLD.format("p.id")}, 0), p.seen_at
+        FROM targets t CROSS JOIN products p ON p.category = t.category
         WHERE NOT EXISTS (SELECT 1 FROM owned w WHERE w.customer_id = t.customer_id AND w.product_id = p.id)
-    )""",
-    # Customers who bought one of the customer's products (bought or in the cart), and how many
-    # of them bought each other product: the co-purchase count, highest first.
-    "also_bought": """
-    peers(customer_id, peer) AS (
-        SELECT DISTINCT w.customer_id, o.customer_id FROM owned w
-        JOIN order_items o ON o.product_id = w.product_id AND o.customer_id != w.customer_id
     ),
+    picks AS (
+        SELECT customer_id, product_id,
+            row_number() OVER (PARTITION BY customer_id ORDER BY sold DESC, seen_at DESC, product_id) AS rank
+        FROM candidates
+    )""",
+    # How many customers bought both one of the customer's products (bought or in the cart) and
+    # another product (`co_purchases`, counted as order lines are stored), summed over theirs:
+    # of each of their products, only the `PARTNERS` bought with it most often (and ties), read
+    # from the index in that order, so that a best seller bought with everything costs no more.
+    "also_bought": f"""
     together(customer_id, product_id, n) AS (
-        SELECT p.customer_id, o.product_id, count(DISTINCT p.peer)
-        FROM peers p JOIN order_items o ON o.customer_id = p.peer GROUP BY 1, 2
+        SELECT w.customer_id, c.other_id, sum(c.customers)
+        FROM owned w CROSS JOIN co_purchases c INDEXED BY co_purchases_top
+            ON c.product_id = w.product_id AND c.customers >= coalesce((
+                SELECT x.customers FROM co_purchases x INDEXED BY co_purchases_top
+                WHERE x.product_id = w.product_id ORDER BY x.customers DESC LIMIT 1 OFFSET {PARTNERS - 1}
+            ), 0)
+        GROUP BY 1, 2
     ),
     picks AS (
         SELECT t.customer_id, t.product_id,
