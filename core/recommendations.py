@@ -79,13 +79,10 @@ def _text(value: Any) -> str | None:
 
 
 def _price(value: Any) -> float | None:
-    if isinstance(value, bool):
+    """A price as a number; text is no price (a shop's own words, such as "from 10")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    try:
-        price = float(value)
-    except (TypeError, ValueError):
-        return None
-    return price if math.isfinite(price) else None
+    return float(value) if math.isfinite(value) else None
 
 
 def product_row(item: Mapping[str, Any], currency: Any, seen_at: str) -> tuple[Any, ...] | None:

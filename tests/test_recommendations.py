@@ -4,6 +4,8 @@ co-purchase ordering)."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from boomerang.clock import to_iso
 from boomerang.recommendations import RecommendationError, catalogue_rows, check_call, fetched, product_id
-from boomerang.store import Store
+from boomerang.store import MIGRATIONS, Store
 from conftest import incoming, t
 
 NOW = t("2026-03-31 12:00")
@@ -254,3 +257,89 @@ def test_forgetting_a_customer_keeps_their_order_lines_anonymously_and_what_only
     lines = store.db.execute("SELECT customer_id, product_id FROM order_items ORDER BY 1, 2").fetchall()
     assert lines == [("bob", "H1"), (gone.anonymous_id, "B1"), (gone.anonymous_id, "H1")]
     assert store.db.execute("SELECT count(*) FROM cart_items").fetchone() == (0,)
+
+
+def test_the_upgrade_fills_the_catalogue_and_order_lines_from_the_events_stored_before(tmp_path: Path):
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path)
+    for number, _name, sql in MIGRATIONS[:-1]:
+        connection.executescript(sql)
+        connection.execute(f"PRAGMA user_version = {number}")
+    stored = [
+        (
+            "product.viewed",
+            "anna",
+            5,
+            {"product": {"url": "https://shop.example/p/l1", "name": " Lock ", "price": 19.9}},
+        ),
+        (
+            "cart.updated",
+            "anna",
+            4,
+            {"cart": {"currency": "eur", "items": [{"sku": "T1", "name": "Tyre kit"}]}},
+        ),
+        (
+            "order.placed",
+            "bob",
+            3,
+            {
+                "order": {
+                    "id": 7,
+                    "currency": "EUR",
+                    "items": [
+                        {"sku": "B1", "name": "Trail bicycle", "category": "bicycles", "qty": 2},
+                        {"id": 12.0, "sku": "X", "name": "Helmet", "category": "helmets", "price": "49.9"},
+                        {"sku": "B1", "qty": 1},
+                    ],
+                }
+            },
+        ),
+        (
+            "order.placed",
+            "carol",
+            2,
+            {"order": {"id": "8", "items": [{"sku": "B1"}, {"sku": "T1", "category": "tyres"}]}},
+        ),
+        ("order.placed", "dave", 1, {"order": {"items": [{"sku": "B1"}]}}),  # no id: no lines
+    ]
+    connection.executemany(
+        "INSERT INTO events (id, type, at, customer_id, data, source, received_at)"
+        " VALUES (?, ?, ?, ?, ?, 'api', ?)",
+        [
+            (f"e-{n}", kind, to_iso(NOW - timedelta(days=days)), who, json.dumps(data), to_iso(NOW))
+            for n, (kind, who, days, data) in enumerate(stored)
+        ],
+    )
+    connection.commit()
+    connection.close()
+    store = Store(path)
+    try:
+        products = store.db.execute(
+            "SELECT id, name, price, currency, category FROM products ORDER BY id"
+        ).fetchall()
+        assert products == [
+            ("12", "Helmet", None, "EUR", "helmets"),  # a price given as text is no price
+            ("B1", "Trail bicycle", None, "EUR", "bicycles"),
+            ("T1", "Tyre kit", None, "EUR", "tyres"),  # its cart's currency, upper case
+            ("https://shop.example/p/l1", "Lock", 19.9, None, None),
+        ]
+        lines = store.db.execute(
+            "SELECT order_id, product_id, customer_id, qty FROM order_items ORDER BY 1, 2"
+        ).fetchall()
+        assert lines == [
+            ("7", "12", "bob", 1),
+            ("7", "B1", "bob", 3),
+            ("8", "B1", "carol", 1),
+            ("8", "T1", "carol", 1),
+        ]
+        # the co-purchases were counted as the lines went in: carol bought B1 with T1, bob with 12
+        assert [p["id"] for p in store.recommend("also_bought", ["erin"], 4, NOW)["erin"]] == []
+        store.ingest(
+            [incoming("e-9", "cart.updated", NOW, {"id": "erin"}, {"cart": {"items": [item("B1")]}})], NOW
+        )
+        assert ids(store, "also_bought", "erin") == ["12", "T1"]
+        # the same ids as the ingest gives them
+        rows = catalogue_rows([(kind, "", who, data) for kind, who, _, data in stored])
+        assert sorted({row[0] for row in rows.products}) == [p[0] for p in products]
+    finally:
+        store.close()

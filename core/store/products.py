@@ -9,25 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from boomerang.clock import to_iso
-from boomerang.recommendations import BUILTIN, ID_KEYS, TEXT_LIMIT, catalogue_rows, since
+from boomerang.recommendations import BUILTIN, catalogue_rows, since
 from boomerang.store import rows
+from boomerang.store.migrations import item_id
 from boomerang.store.quarantine import Quarantine
 
 PARTNERS = 50  # of each product a customer has, the products bought with it most often that count
-
-
-def _viewed_id(column: str) -> str:
-    """SQL for the catalogue id of the product of a `product.viewed` event's data, as
-    `recommendations.product_id` reads it: the first of its id keys set to a text or a number."""
-    cases = []
-    for key in ID_KEYS:
-        path = f"'$.product.{key}'"
-        cases.append(
-            f"CASE WHEN json_type({column}, {path}) IN ('integer', 'text')"
-            f" AND json_extract({column}, {path}) != ''"
-            f" THEN substr(CAST(json_extract({column}, {path}) AS TEXT), 1, {TEXT_LIMIT}) END"
-        )
-    return f"coalesce({', '.join(cases)})"
 
 
 # What a product (the column named) sold in the window, by the index on (product_id, at, qty).
@@ -57,7 +44,7 @@ _COMMON = """
 _PICKS = {
     "viewed": f"""
     views(customer_id, product_id, at) AS (
-        SELECT e.customer_id, {_viewed_id("e.data")}, max(e.at)
+        SELECT e.customer_id, {item_id("json_extract(e.data, '$.product')")}, max(e.at)
         FROM asked a CROSS JOIN events e ON e.customer_id = a.customer_id AND e.at >= :since
         WHERE e.type = 'product.viewed' GROUP BY 1, 2
     ),

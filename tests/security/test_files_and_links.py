@@ -128,8 +128,7 @@ def older_database(path: Path) -> int:
     """A database one migration behind this Boomerang, as an upgrade leaves it."""
     connection = sqlite3.connect(path)
     for number, _name, sql in MIGRATIONS[:-1]:
-        for statement in filter(str.strip, sql.split(";")):
-            connection.execute(statement)
+        connection.executescript(sql)  # a trigger's body holds semicolons of its own
         connection.execute(f"PRAGMA user_version = {number}")
     connection.commit()
     connection.close()
