@@ -146,6 +146,14 @@ def recommendation_calls(tree: nodes.Template) -> list[RecommendationCall]:
     return found
 
 
+def placed_call(call: RecommendationCall, first_line: int, lines: list[str]) -> RecommendationCall:
+    """A call found in a text that starts at `first_line` of a file (`lines`), at its place
+    there: its line, and the column of the first `recommendations` on that line."""
+    number = first_line + call.line - 1
+    text = lines[number - 1] if 0 < number <= len(lines) else ""
+    return RecommendationCall(number, call.strategy, call.limit, text.find("recommendations") + 1 or 1)
+
+
 def place(
     uses: list[tuple[int, str, bool]], lines: list[str], line: int, col: int, template: bool = False
 ) -> list[NameUse]:

@@ -35,7 +35,14 @@ from jinja2 import Template, TemplateSyntaxError
 from ruamel.yaml.comments import CommentedMap
 
 from boomerang.expressions import Refused, Sandbox, current_scope, evaluating, make_environment, render
-from boomerang.names import NameUse, RecommendationCall, place, recommendation_calls, template_names
+from boomerang.names import (
+    NameUse,
+    RecommendationCall,
+    place,
+    placed_call,
+    recommendation_calls,
+    template_names,
+)
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.recommendations import MAX_LIMIT, valid_limit
 from boomerang.yamlfile import parse_yaml, value_position
@@ -286,13 +293,13 @@ def _load_part(
             uses = _names_in(value, text_environment)
             names.extend(place(uses, lines, *value_position(raw, key), template=True))
             line = value_position(raw, key)[0]
-            calls.extend(_placed(call, line, lines) for call in _calls_in(value, text_environment))
+            calls.extend(placed_call(call, line, lines) for call in _calls_in(value, text_environment))
         body_line = text[: end + 5].count("\n") + 1
         text = text[end + 5 :]
     try:
         tree = environment.parse(text)
         uses = template_names(tree, environment)
-        calls.extend(_placed(call, body_line, lines) for call in recommendation_calls(tree))
+        calls.extend(placed_call(call, body_line, lines) for call in recommendation_calls(tree))
         body = environment.from_string(tree)
     except TemplateSyntaxError as exc:
         line = (exc.lineno or 1) + body_line - 1
@@ -308,13 +315,6 @@ def _names_in(value: Any, environment: Sandbox) -> list[tuple[int, str, bool]]:
         return template_names(environment.parse(value), environment)
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     return [use for item in items for use in _names_in(item, environment)]
-
-
-def _placed(call: RecommendationCall, first_line: int, lines: list[str]) -> RecommendationCall:
-    """A call found in a text that starts at `first_line` of a file, at its place in the file."""
-    number = first_line + call.line - 1
-    text = lines[number - 1] if 0 < number <= len(lines) else ""
-    return dataclasses.replace(call, line=number, col=text.find("recommendations") + 1 or 1)
 
 
 def _calls_in(value: Any, environment: Sandbox) -> list[RecommendationCall]:

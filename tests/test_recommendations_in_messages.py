@@ -275,3 +275,26 @@ async def test_the_readmes_recommender_example_is_a_working_plugin(project: Path
     loaded, _plugins = open_project(project / "boomerang.yaml")
     trending = loaded.registry.recommenders["trending"]
     assert await trending.recommend(Customer(id="c-1"), 2) == products[:2]
+
+
+def test_check_names_a_bad_strategy_in_a_with_value(project: Path) -> None:
+    scenario = """\
+        scenario: picks
+        category: trigger
+        trigger: {event: cart.updated}
+        steps:
+          - action: test.note
+            with:
+              path: /tmp/x
+              picks: "{{ recommendations(2, 'also_bougth') }}"
+    """
+    own_scenarios(project, {"picks": scenario}, {})
+    assert check(project) == [
+        (
+            "picks.yaml",
+            8,
+            18,
+            "recommendations(): unknown strategy 'also_bougth' (did you mean 'also_bought'?); "
+            "the strategies are viewed, cross_sell, bestsellers, also_bought, trending",
+        )
+    ]
