@@ -298,3 +298,57 @@ def test_check_names_a_bad_strategy_in_a_with_value(project: Path) -> None:
             "the strategies are viewed, cross_sell, bestsellers, also_bought, trending",
         )
     ]
+
+
+def test_simulate_builds_the_catalogue_from_its_events_and_the_reference_cart_email_shows_it(
+    demo: Path, tmp_path: Path
+) -> None:
+    def line(event_id: str, type_: str, at: str, customer: dict, data: dict) -> str:
+        return json.dumps(event(event_id, type_, at, customer, data)) + "\n"
+
+    bicycle, tyres = item("B1", "bicycles", 500), item("T1", "tyres", 30)
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        line(
+            "o-1",
+            "order.placed",
+            "2026-03-01 10:00",
+            {"id": "c-2"},
+            {"order": {"id": "1", "currency": "EUR", "items": [bicycle, tyres]}},
+        )
+        + line(
+            "c-1",
+            "cart.updated",
+            "2026-03-02 10:00",
+            {"id": "c-1", "email": "anna@example.com"},
+            {
+                "cart": {
+                    "currency": "EUR",
+                    "url": "https://shop.example/cart",
+                    "total": 500,
+                    "items": [bicycle],
+                }
+            },
+        ),
+        encoding="utf-8",
+    )
+    outbox = tmp_path / "outbox"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "simulate",
+            "--config",
+            str(demo / "boomerang.yaml"),
+            "--events",
+            str(events),
+            "--outbox",
+            str(outbox),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [page] = outbox.glob("*-c-1-abandoned-cart-cart_reminder-email.html")
+    html = page.read_text(encoding="utf-8")
+    # bicycles → tyres by the demo's cross-sell rule; the bicycle in the cart is left out
+    assert "Goes well with what is in your cart:" in html
+    assert ">Item T1</a> — €30</li>\n</ul>" in html  # its link tracked, as every link
+    assert html.count(">Item B1</a>") == 1  # in the cart's list only
