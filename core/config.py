@@ -61,6 +61,9 @@ class Config:
     segments: dict[str, str] = field(default_factory=dict)
     attribution: Windows = field(default_factory=Windows)  # report.attribution
     currency: str | None = None  # report.currency: the shop's, for revenue in the report
+    # `recommendations: {cross_sell: {bicycles: [tyres, helmets]}}`: a category bought or in the
+    # cart, and the categories the `cross_sell` strategy suggests for it.
+    cross_sell: dict[str, list[str]] = field(default_factory=dict)
     document: Any = field(default=None, repr=False)  # the parsed YAML, kept for positions
 
     def where(self, *keys: str | int, at_key: bool = False) -> tuple[str, int, int]:
@@ -195,6 +198,7 @@ class _Reader:
             "promo_providers",
             "contact_plan",
             "segments",
+            "recommendations",
             "log_level",
             "ingest",
         }
@@ -241,6 +245,9 @@ class _Reader:
             config.default_timezone = self.string(plan, "default_timezone", _timezone_check)
         segments = self.mapping(doc, "segments", None)
         config.segments = {str(name): self.string(segments, name) for name in segments}
+        recommendations = self.mapping(doc, "recommendations", {"cross_sell"})
+        rules = self.mapping(recommendations, "cross_sell", None)
+        config.cross_sell = {str(name): self.string_list(rules, name, "categories") for name in rules}
         self.report(self.mapping(doc, "report", {"attribution", "currency"}), config)
         return config
 
@@ -346,14 +353,14 @@ class _Reader:
             self.error(value_position(parent, key), f"'{key}' must be between {low} and {high}")
         return number
 
-    def string_list(self, parent: CommentedMap, key: str) -> list[str]:
+    def string_list(self, parent: CommentedMap, key: str, what: str = "paths") -> list[str]:
         value = parent.get(key)
         if value is None:
             return []
         if isinstance(value, str):
             return [value]
         if not isinstance(value, CommentedSeq):
-            self.error(value_position(parent, key), f"'{key}' must be a list of paths")
+            self.error(value_position(parent, key), f"'{key}' must be a list of {what}")
             return []
         return [self.string(value, index) for index in range(len(value))]
 

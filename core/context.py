@@ -16,6 +16,7 @@ from typing import Any
 from boomerang.expressions import EXPRESSION_SECONDS, Budget, Expression, Scope
 from boomerang.history import History
 from boomerang.model import Customer, Journey
+from boomerang.recommendations import Recommend
 
 CUSTOMER_FIELDS = tuple(field.name for field in dataclasses.fields(Customer))
 # A key of an event's data with one of these names does not shadow the name itself.
@@ -95,10 +96,12 @@ def store_scope(
     now: datetime,
     segments: Mapping[str, Expression],
     seconds: float = EXPRESSION_SECONDS,
+    recommend: Recommend | None = None,
 ) -> Scope:
     """An evaluation on the store's thread: the customer's history is read from the store directly.
 
-    `events_of_types` is the store's method of that name, called on the thread that owns it.
+    `events_of_types` is the store's method of that name, called on the thread that owns it;
+    `recommend` answers `recommendations()` (`recommendations.read_on_store`), if it may be asked.
     """
     history = History(functools.partial(events_of_types, customer_id), now)
-    return Scope(Budget(seconds), history, segments)
+    return Scope(Budget(seconds), history, segments, recommend=recommend)

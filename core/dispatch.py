@@ -54,6 +54,7 @@ from boomerang.model import (
 )
 from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, notify
+from boomerang.recommendations import BUILTIN, fetched, products_of, strategies
 from boomerang.retry import RETRY
 from boomerang.templates import MessageTemplate, Rendered, wanted_locales
 from boomerang.tracking import page_links
@@ -65,6 +66,7 @@ POPULATION_REFRESH = timedelta(minutes=10)  # how long channel-wide engagement f
 # later: one such code is a one-in-a-trillion chance for `local`; more is a provider repeating itself.
 ISSUE_ATTEMPTS = 5
 SENDS_AT_ONCE = 64  # messages of a batch in the channels' hands at once
+RECOMMENDER_SECONDS = 5.0  # what a plugin's recommender may take for one message
 # Messages render here, never on the store's thread or the event loop. Two threads: rendering
 # is CPU-bound under the GIL, so more would not be faster, and a thread per message would not scale.
 RENDERING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
@@ -89,6 +91,8 @@ class SendPlan:
     context: dict[str, Any] = dataclasses.field(default_factory=dict)
     locales: list[str | None] = dataclasses.field(default_factory=list)
     segments: dict[str, Expression] = dataclasses.field(default_factory=dict)
+    # strategy → the customer's products, fetched before the render (`recommendations()`)
+    recommended: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     @property
     def goes(self) -> bool:
@@ -176,6 +180,7 @@ class Dispatch(Journeys):
             going = [plan for plan in plans if plan.goes]
             # Only now that the plan says they go: a deferred or dropped message costs no code.
             await self._issue_promo_codes(going)
+            await asyncio.gather(*(self._ask_recommenders(plan) for plan in going))
             rendered = await loop.run_in_executor(RENDERING, self._render, going, loop)
             sendings = await self.store.run(self._commit_sends, plans, rendered, self.clock.now())
         if not sendings:
@@ -264,6 +269,39 @@ class Dispatch(Journeys):
             plan.context["promo"]["code"] = code
         self.store.update_messages(changes)
 
+    async def _ask_recommenders(self, plan: SendPlan) -> None:
+        """Ask the plugins' recommenders for the strategies a planned message's template names,
+        on the event loop, before it renders; one that fails or takes too long gives nothing."""
+        for strategy, limit in plan.template.recommendation_limits().items():
+            recommender = self.project.registry.recommenders.get(strategy)
+            if recommender is None:
+                continue  # a built-in strategy, fetched with the batch, or one `check` reports
+            try:
+                answer = await asyncio.wait_for(
+                    recommender.recommend(dataclasses.replace(plan.customer), limit), RECOMMENDER_SECONDS
+                )
+            except Exception as exc:  # noqa: BLE001 - a plugin's failure costs its list, not the message
+                log.warning("recommender %s failed for message %s: %r", strategy, plan.record.id, exc)
+                answer = []
+            plan.recommended[strategy] = products_of(answer, limit)
+
+    def _fetch_recommendations(self, plans: list[SendPlan], now: datetime) -> None:
+        """The built-in strategies the templates of a batch's messages that go name, fetched
+        for all their customers with one query per strategy, as long as the largest limit asked."""
+        limits: dict[str, int] = {}
+        asking: dict[str, list[SendPlan]] = {}
+        for plan in plans:
+            for strategy, limit in plan.template.recommendation_limits().items() if plan.goes else ():
+                if strategy in BUILTIN:
+                    limits[strategy] = max(limits.get(strategy, 0), limit)
+                    asking.setdefault(strategy, []).append(plan)
+        for strategy, group in asking.items():
+            customers = {plan.customer.id for plan in group}
+            rules = self.project.config.cross_sell
+            lists = self.store.recommend(strategy, customers, limits[strategy], now, rules)
+            for plan in group:
+                plan.recommended[strategy] = lists[plan.customer.id]
+
     def _decide(
         self,
         record: MessageRecord,
@@ -337,6 +375,7 @@ class Dispatch(Journeys):
                 plan.context.update(links)
                 plan.locales = wanted_locales(customer.locale, self.project.config.default_locale)
                 plan.segments = self.project.segments
+            self._fetch_recommendations(plans, now)
         self.metrics.decisions(Tally((plan.decision.outcome, plan.decision.rule) for plan in plans))
         return plans
 
@@ -409,6 +448,7 @@ class Dispatch(Journeys):
         """Render a batch's messages, on a render thread, each within its own budget; a message
         that cannot render gets its exception, and the others render all the same."""
         results: list[Rendered | Exception] = []
+        known = strategies(self.project.registry.recommenders)
         for plan in plans:
 
             def read_events(
@@ -422,6 +462,7 @@ class Dispatch(Journeys):
             history = History(read_events, plan.now)
             within = Scope(Budget(MESSAGE_SECONDS), history, plan.segments, strict=self.dry_run)
             within.zone = self.plan.zone_of(plan.customer)
+            within.recommend = fetched(plan.recommended, known)
             try:
                 with evaluating(within):
                     assert plan.decision.channel is not None

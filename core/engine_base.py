@@ -25,6 +25,7 @@ from boomerang.metrics import Metrics
 from boomerang.model import Customer, JournalEntry, Journey
 from boomerang.plugin_manager import Plugins
 from boomerang.project import Project
+from boomerang.recommendations import read_on_store, strategies
 from boomerang.scenarios import Step
 from boomerang.tracking import Tracking
 
@@ -87,7 +88,16 @@ class EngineBase:
 
     def scope(self, customer_id: str, now: datetime, seconds: float = EXPRESSION_SECONDS) -> Scope:
         """An evaluation on the store's thread: the customer's history is read from the store directly."""
-        return store_scope(self.store.events_of_types, customer_id, now, self.project.segments, seconds)
+        recommend = read_on_store(
+            self.store.recommend,
+            customer_id,
+            now,
+            self.project.config.cross_sell,
+            strategies(self.project.registry.recommenders),
+        )
+        return store_scope(
+            self.store.events_of_types, customer_id, now, self.project.segments, seconds, recommend
+        )
 
     def _journal(
         self, now: datetime, kind: str, journey: Journey, step: Step | str | None, reason: str, **fields: Any

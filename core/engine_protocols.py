@@ -7,7 +7,7 @@ must be called on the store's own thread (`run` hands a call to it from the even
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -76,6 +76,14 @@ class EngineStore(JobQueue, Protocol):
     def events_of_types(
         self, customer_id: str, types: Iterable[str], since: datetime | None = None
     ) -> list[dict]: ...
+    def recommend(
+        self,
+        strategy: str,
+        customer_ids: Collection[str],
+        limit: int,
+        now: datetime,
+        cross_sell: Mapping[str, list[str]] | None = None,
+    ) -> dict[str, list[dict[str, Any]]]: ...
 
     # customers
     def customer(self, customer_id: str) -> Customer | None: ...

@@ -53,6 +53,7 @@ from jinja2.utils import Namespace, _PassArg, missing
 from boomerang import formats
 from boomerang.history import History
 from boomerang.names import template_names
+from boomerang.recommendations import DEFAULT_LIMIT, Recommend
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,8 @@ class Scope:
     defined at all fail where it is printed, looped over or tested, instead of being nothing.
     `locale` and `zone` are what the `money`, `number`, `date` and `datetime` filters write
     for: the template file's locale (`MessageTemplate.render` sets it) and the customer's clock.
+    `recommend` answers `recommendations()` for the customer (None where there is no customer:
+    then it gives nothing): lists fetched before the render, or read on the store's thread.
     """
 
     budget: Budget = field(default_factory=Budget)
@@ -241,6 +244,7 @@ class Scope:
     strict: bool = False
     locale: str = "en"
     zone: tzinfo = UTC
+    recommend: Recommend | None = None
 
 
 _current: ContextVar[Scope | None] = ContextVar("boomerang_scope", default=None)
@@ -424,6 +428,13 @@ def plain(value: Any, where: str = "a function") -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [plain(item, where) for item in value]
     raise TypeError(f"{where}() returned a {type(value).__name__}, not plain data")
+
+
+def _recommendations(limit: Any = DEFAULT_LIMIT, strategy: Any = "viewed") -> list[dict[str, Any]]:
+    """`recommendations(limit=4, strategy="viewed")`: products for the customer, from the
+    evaluation's `Scope` (never the store: whoever renders fetched them, or reads them)."""
+    recommend = current_scope().recommend
+    return recommend(strategy, limit) if recommend is not None else []
 
 
 def _bounded_range(*args: int) -> range:
@@ -693,6 +704,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             "range": as_function("range", _bounded_range, plain_result=False),
             "dict": as_function("dict", dict),
             "namespace": as_function("namespace", Namespace, plain_result=False),
+            "recommendations": as_function("recommendations", _recommendations),
         }
         self.filters = {
             name: _guard(name, function)

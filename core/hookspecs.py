@@ -89,8 +89,9 @@ def register_promo_providers(config: Config) -> list[PromoProvider] | None:
 
 @hookspec
 def register_recommenders(config: Config) -> list[Recommender] | None:
-    """Reserved: hand over product recommenders. Collected and checked, but not yet called:
-    no template or step asks a recommender for anything so far.
+    """Hand over recommendation strategies besides the built-in ones: a template's
+    `recommendations(limit, strategy="<name>")` asks the one of that name for each message,
+    before it renders (`boomerang.kinds.Recommender`); `check` knows their names.
 
     :param config: the loaded configuration.
     :return: a list of `boomerang.kinds.Recommender` objects, each with a unique name.

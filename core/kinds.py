@@ -294,10 +294,20 @@ class PromoProvider(ABC):
 
 
 class Recommender(ABC):
-    """Suggests products for a customer. Reserved: registered recommenders are not called yet."""
+    """A recommendation strategy: templates ask it as `recommendations(limit, strategy=name)`.
+
+    It is asked once per message whose template names it, on the event loop, after the
+    contact plan has decided the message goes and before it renders (core/dispatch.py); what
+    it answers is copied as plain data. One that raises or takes longer than
+    `RECOMMENDER_SECONDS` gives an empty list (logged): the message goes without it. Its
+    `name` may not be one of the built-in strategies (`viewed`, `cross_sell`, `bestsellers`,
+    `also_bought`). `with:` values and previews do not ask it (a preview shows sample products).
+    """
 
     name: str = ""
 
     @abstractmethod
     async def recommend(self, customer: Customer, limit: int) -> list[dict[str, Any]]:
-        """Up to `limit` products (dicts with at least `name` and `url`)."""
+        """Up to `limit` products for the customer, best first: dicts with `id`, `name`, `url`,
+        `image`, `price`, `currency`, `category` (at least a `name` or a `url`; the rest may be
+        left out; an entry that is no product is dropped)."""

@@ -18,11 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import meta, nodes
 
 from boomerang.problems import did_you_mean
+from boomerang.recommendations import DEFAULT_LIMIT
 
 if TYPE_CHECKING:  # expressions.py uses this module to check what it compiles
     from boomerang.expressions import Sandbox
@@ -111,6 +112,42 @@ def template_names(tree: nodes.Template, environment: Sandbox) -> list[tuple[int
         if node.name in free - guarded and node.ctx == "load" and node.name not in seen:
             seen[node.name] = (node.lineno, node.name, id(node) in called)
     return list(seen.values())
+
+
+@dataclass(frozen=True)
+class RecommendationCall:
+    """A `recommendations(...)` call in a template: its line (within the source, then in the
+    file once placed) and its strategy and limit as written (the defaults when left out; None
+    when not a constant, so unknown before it runs)."""
+
+    line: int
+    strategy: Any
+    limit: Any
+    col: int = 1
+
+
+def recommendation_calls(tree: nodes.Template) -> list[RecommendationCall]:
+    """The `recommendations(...)` calls a parsed template makes."""
+    found = []
+    for call in tree.find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "recommendations"):
+            continue
+        given: dict[str, Any] = {"limit": DEFAULT_LIMIT, "strategy": "viewed"}
+        written = [*zip(("limit", "strategy"), call.args, strict=False)]
+        written += [(keyword.key, keyword.value) for keyword in call.kwargs]
+        for name, node in written:
+            if name in given:
+                given[name] = node.value if isinstance(node, nodes.Const) else None
+        found.append(RecommendationCall(call.lineno, given["strategy"], given["limit"]))
+    return found
+
+
+def placed_call(call: RecommendationCall, first_line: int, lines: list[str]) -> RecommendationCall:
+    """A call found in a text that starts at `first_line` of a file (`lines`), at its place
+    there: its line, and the column of the first `recommendations` on that line."""
+    number = first_line + call.line - 1
+    text = lines[number - 1] if 0 < number <= len(lines) else ""
+    return RecommendationCall(number, call.strategy, call.limit, text.find("recommendations") + 1 or 1)
 
 
 def place(

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -29,6 +29,7 @@ from boomerang import hookspecs
 from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.profiles import ADDRESS_FIELDS
+from boomerang.recommendations import BUILTIN
 
 log = logging.getLogger(__name__)
 
@@ -309,9 +310,15 @@ class _Collection:
         return results
 
     def take(
-        self, kind: str, results: list[_HandedOver], accepts: Callable[[Any], bool], target: dict[str, Any]
+        self,
+        kind: str,
+        results: list[_HandedOver],
+        accepts: Callable[[Any], bool],
+        target: dict[str, Any],
+        built_in: Collection[str] = (),
     ) -> None:
-        """Put each named object handed over into `target`, unless it is invalid or its name taken."""
+        """Put each named object handed over into `target`, unless it is invalid or its name taken
+        (by another plugin's, or by one of the `built_in` names of its kind)."""
         owners: dict[str, _HandedOver] = {}
         for result in results:
             for item in result.value or ():
@@ -325,6 +332,8 @@ class _Collection:
                             f" fields ({', '.join(ADDRESS_FIELDS)})"
                         )
                     )
+                elif name in built_in:
+                    self.problems.append(result.problem(f"{kind} '{name}' has the name of a built-in one"))
                 elif name in target:
                     taken = _also(owners[name])
                     self.problems.append(result.problem(f"duplicate {kind} name '{name}'{taken}"))
@@ -409,7 +418,13 @@ def gather(plugins: Plugins, config: Any) -> tuple[Registry, list[Problem]]:
         PromoProvider,
         registry.promo_providers,
     )
-    take("recommender", call("register_recommenders", config=config), Recommender, registry.recommenders)
+    collection.take(
+        "recommender",
+        call("register_recommenders", config=config),
+        lambda item: isinstance(item, Recommender),
+        registry.recommenders,
+        BUILTIN,
+    )
     condition_owners: dict[str, _HandedOver] = {}
     for result in call("register_conditions"):
         for name, function in (result.value or {}).items():

@@ -21,6 +21,7 @@ from boomerang.kinds import Channel
 from boomerang.local_time import zone_named
 from boomerang.model import Customer, Message
 from boomerang.project import Project
+from boomerang.recommendations import BUILTIN, Recommend, read_on_store, strategies
 from boomerang.store import Store, StoreError
 from boomerang.templates import wanted_locales
 from boomerang.tracking import page_links
@@ -126,7 +127,8 @@ def render_preview(
             except ValueError as exc:
                 raise PreviewError(str(exc)) from None
             event = {"type": data.get("type", "preview"), "data": data.get("data") or {}}
-        return render_with(project, store, template_name, channel_name, customer, event, locale)
+        sample = customer_id is None  # no one's history: sample products to recommend
+        return render_with(project, store, template_name, channel_name, customer, event, locale, sample)
     finally:
         store.close()
 
@@ -139,10 +141,13 @@ def render_with(
     customer: Customer,
     event: dict[str, Any],
     locale: str | None = None,
+    sample: bool = True,
 ) -> Preview:
     """Render a template for `customer` and `event` (`type` and `data`), reading the customer's
     history from `store`; a promo comes from `data.promo`, else the step that sends the template
-    with a sample code. Raises PreviewError if it cannot render."""
+    with a sample code; `recommendations()` gives sample products if `sample`, else reads the
+    store (a plugin's strategy, which only a send asks, gives the sample products). Raises
+    PreviewError if it cannot render."""
     template = project.templates.get(template_name)
     assert template is not None
     now = WallClock().now()
@@ -151,7 +156,15 @@ def render_with(
     category = category_of(project, template_name)
     names.update(page_links(None, "m-preview", category, project.config.public_url, sample=True))
     locales = wanted_locales(locale, customer.locale, project.config.default_locale)
-    within = store_scope(store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS)
+    known = strategies(project.registry.recommenders)
+    if sample:
+        recommend = samples.sample_recommend(known)
+    else:
+        read = read_on_store(store.recommend, customer.id, now, project.config.cross_sell, known)
+        recommend = _plugins_as_samples(read, known)
+    within = store_scope(
+        store.events_of_types, customer.id, now, project.segments, MESSAGE_SECONDS, recommend
+    )
     within.strict = True  # a name the template cannot get is an error, not an empty string
     within.zone = zone_named(customer.timezone, ZoneInfo(project.config.default_timezone))
     try:
@@ -174,6 +187,17 @@ def render_with(
     )
     notes = channel.describe(message) if channel else [f"note: channel '{channel_name}' is not configured"]
     return Preview(message, notes)
+
+
+def _plugins_as_samples(read: Recommend, known: list[str]) -> Recommend:
+    """A store's recommendations, with sample products for a plugin's strategy: a preview asks
+    no plugin (it may call a service) and only shows how the list reads."""
+    sampled = samples.sample_recommend(known)
+
+    def recommend(strategy: str, limit: int) -> list[dict[str, Any]]:
+        return read(strategy, limit) if strategy in BUILTIN else sampled(strategy, limit)
+
+    return recommend
 
 
 def unconfigured(project: Project, channel_name: str) -> Channel | None:

@@ -18,6 +18,7 @@ from boomerang.names import names_for
 from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, gather, load_plugins
 from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.recommendations import MAX_LIMIT, strategies, valid_limit
 from boomerang.scenarios import Scenario, Step, compile_scenarios, scenario_files
 from boomerang.templates import TemplateLibrary, load_templates
 from boomerang.yamlfile import value_position
@@ -70,6 +71,7 @@ def assemble(
     for scenario in scenarios:
         problems.extend(cross_check(scenario, templates, registry, config, plugins))
         problems.extend(unknown_names(scenario, templates, environment))
+    problems.extend(recommendation_problems(scenarios, templates, registry))
     project = Project(config, registry, scenarios, templates, environment, segments)
     project.warnings = [p for p in problems if p.severity != "error"]
     return project, problems
@@ -194,6 +196,38 @@ def unknown_names(scenario: Scenario, templates: TemplateLibrary, environment: S
             for use in part.names:
                 if message := names.problem(use, f" (sent by scenario '{scenario.id}')"):
                     problems.append(Problem(str(part.file), use.line, use.col, message))
+    return problems
+
+
+def recommendation_problems(
+    scenarios: list[Scenario], templates: TemplateLibrary, registry: Registry
+) -> list[Problem]:
+    """The `recommendations()` calls of the templates and of the scenarios' `with:` and `set:`
+    values that cannot be answered: a strategy that does not exist or is not written out, a
+    limit out of range."""
+    known = strategies(registry.recommenders)
+    calls = [(str(scenario.file), call) for scenario in scenarios for call in scenario.recommendations]
+    for name in templates.names():
+        template = templates.get(name)
+        for part in template.parts.values() if template else ():
+            calls += [(str(part.file), call) for call in part.recommendations]
+    problems = []
+    for file, call in calls:
+        where = (file, call.line, call.col)
+        if not isinstance(call.strategy, str):
+            quoted = "write the strategy as a quoted name, such as strategy='viewed'"
+            problems.append(Problem(*where, f"recommendations(): {quoted}"))
+        elif call.strategy not in known:
+            problems.append(
+                Problem(
+                    *where,
+                    f"recommendations(): unknown strategy '{call.strategy}'"
+                    f"{did_you_mean(call.strategy, known)}; the strategies are {', '.join(known)}",
+                )
+            )
+        if call.limit is not None and not valid_limit(call.limit):
+            limit = f"limit must be a whole number from 1 to {MAX_LIMIT}"
+            problems.append(Problem(*where, f"recommendations(): {limit}"))
     return problems
 
 

@@ -2,7 +2,8 @@
 `--data`, and `preview --all`): a customer per locale (`SAMPLE_NAMES`; another locale gets the
 English name), reachable on every channel, and an event of the type that triggers the first
 scenario sending the template (none: `cart.updated`), whose data holds a sample `cart` (two
-items, with URLs), `order` (its items, `tracking_url`, `courier_phone`) and `product`."""
+items, with URLs), `order` (its items, `tracking_url`, `courier_phone`) and `product`; and
+sample products for `recommendations()` (`sample_recommend`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from boomerang.model import Customer
 from boomerang.project import Project
+from boomerang.recommendations import Recommend, fetched
 
 SAMPLE_NAMES = {"en": "Anna", "ru": "Анна", "uk": "Ганна"}
 SHOP = "https://shop.example"
@@ -48,6 +50,34 @@ SAMPLE_DATA: dict[str, Any] = {
     },
     "product": _ITEMS[0],
 }
+# What `recommendations()` gives in a preview with sample data, whatever the strategy.
+SAMPLE_PRODUCTS: list[dict[str, Any]] = [
+    {
+        "id": sku,
+        "name": name,
+        "url": f"{SHOP}/p/{sku.lower()}",
+        "image": f"{SHOP}/img/{sku.lower()}.jpg",
+        "price": price,
+        "currency": "EUR",
+        "category": category,
+    }
+    for sku, name, category, price in (
+        ("TY-29", "Tyre kit 29", "tyres", 39.9),
+        ("LK-1", "Folding lock", "locks", 24.5),
+        ("LT-3", "Front light", "lights", 19.9),
+        ("BT-7", "Water bottle", "accessories", 9.9),
+        ("GL-5", "Cycling gloves", "clothing", 29.0),
+        ("PM-2", "Mini pump", "accessories", 15.0),
+    )
+]
+
+
+def sample_recommend(known: list[str]) -> Recommend:
+    """`recommendations()` in a preview with sample data: the sample products, for any strategy."""
+    turns = {strategy: number % len(SAMPLE_PRODUCTS) for number, strategy in enumerate(known)}
+    # each strategy starts at another product, so that two lists of one message differ
+    lists = {strategy: SAMPLE_PRODUCTS[turn:] + SAMPLE_PRODUCTS[:turn] for strategy, turn in turns.items()}
+    return fetched(lists, known)
 
 
 def sample_customer(locale: str) -> Customer:

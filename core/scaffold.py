@@ -66,6 +66,10 @@ report:
   currency: EUR
   attribution: {{click: 5d, open: 1d, delivery: 1d}}
 
+# What recommendations(strategy='cross_sell') suggests for a category bought or in the cart.
+recommendations:
+  cross_sell: {{bicycles: [tyres, helmets, locks], helmets: [lights]}}
+
 contact_plan:
   default_timezone: Europe/Moscow
 """

@@ -27,7 +27,14 @@ from boomerang.expressions import (
 )
 from boomerang.local_time import DAY_NAMES, WEEKDAYS, weekday_of
 from boomerang.model import CATEGORIES
-from boomerang.names import NameUse, place, template_names
+from boomerang.names import (
+    NameUse,
+    RecommendationCall,
+    place,
+    placed_call,
+    recommendation_calls,
+    template_names,
+)
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.promo_codes import prefix_problem
 from boomerang.yamlfile import key_position, load_yaml, node_position, value_position
@@ -140,6 +147,8 @@ class Scenario:
     document: Any = field(default=None, repr=False)
     names: list[NameUse] = field(default_factory=list)  # top-level names its expressions use
     expressions: list[Expression] = field(default_factory=list, repr=False)  # for `Project.warm`
+    # the `recommendations(...)` calls of its `with:` and `set:` values, for `check`
+    recommendations: list[RecommendationCall] = field(default_factory=list)
 
     @property
     def first(self) -> str | None:
@@ -178,6 +187,7 @@ class _Compiler:
         self.problems: list[Problem] = []
         self.names: list[NameUse] = []
         self.expressions: list[Expression] = []
+        self.recommendations: list[RecommendationCall] = []
 
     def error(self, position: tuple[int, int], message: str, severity: str = "error") -> None:
         self.problems.append(Problem(self.file, position[0], position[1], message, severity))
@@ -608,7 +618,11 @@ class _Compiler:
                     what = "refused" if isinstance(exc, Refused) else "cannot parse"
                     self.error(value_position(node, key), f"{what} template '{value}': {exc}")
                 else:
-                    self.names.extend(place(uses, self.lines, *value_position(node, key), template=True))
+                    line, col = value_position(node, key)
+                    self.names.extend(place(uses, self.lines, line, col, template=True))
+                    self.recommendations.extend(
+                        placed_call(call, line, self.lines) for call in recommendation_calls(tree)
+                    )
 
     def unreachable(self, steps: list[Step]) -> None:
         for index, step in enumerate(steps):
@@ -654,6 +668,7 @@ def compile_scenario(path: Path, environment: Sandbox | None = None) -> tuple[Sc
     if scenario is not None:
         scenario.names = sorted(compiler.names)
         scenario.expressions = compiler.expressions
+        scenario.recommendations = compiler.recommendations
     return scenario, compiler.problems
 
 

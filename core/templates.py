@@ -44,8 +44,16 @@ from boomerang.expressions import (
     make_environment,
     render,
 )
-from boomerang.names import NameUse, place, template_names
+from boomerang.names import (
+    NameUse,
+    RecommendationCall,
+    place,
+    placed_call,
+    recommendation_calls,
+    template_names,
+)
 from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.recommendations import MAX_LIMIT, valid_limit
 from boomerang.yamlfile import parse_yaml, value_position
 
 _FILE = re.compile(
@@ -71,6 +79,8 @@ class Part:
     body: LazyTemplate
     front: dict[str, Any] = field(default_factory=dict)  # values are LazyTemplates or plain data
     names: list[NameUse] = field(default_factory=list)  # top-level names it uses, for `check`
+    # its `recommendations(...)` calls, at their lines in the file: fetched before it renders
+    recommendations: list[RecommendationCall] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +105,17 @@ class MessageTemplate:
     def channels(self) -> set[str]:
         """Channels this template has at least one file for."""
         return {channel for channel, _, _ in self.parts}
+
+    def recommendation_limits(self) -> dict[str, int]:
+        """The strategies its files' `recommendations()` calls name, each with the largest limit
+        asked (`MAX_LIMIT` for one that is not a constant): what to fetch before it renders."""
+        limits: dict[str, int] = {}
+        for part in self.parts.values():
+            for call in part.recommendations:
+                if isinstance(call.strategy, str):
+                    limit = call.limit if valid_limit(call.limit) else MAX_LIMIT
+                    limits[call.strategy] = max(limits.get(call.strategy, 0), limit)
+        return limits
 
     def locales(self, channel: str) -> list[str]:
         """Locales available for a channel, sorted."""
@@ -283,6 +304,7 @@ def _load_part(
         raise ProblemError([Problem(str(file), 1, 1, f"cannot read template: {exc}")]) from None
     front: dict[str, Any] = {}
     names: list[NameUse] = []
+    calls: list[RecommendationCall] = []
     lines = text.splitlines()
     body_line = 1
     if text.startswith("---\n"):
@@ -294,27 +316,35 @@ def _load_part(
             raise ProblemError(
                 [Problem(str(file), 2, 1, "front matter must be a mapping such as subject: ...")]
             )
-        front, uses_by_key = _compile_front(raw or CommentedMap(), channel, file, text_environment)
+        front, uses_by_key, calls_by_key = _compile_front(
+            raw or CommentedMap(), channel, file, text_environment
+        )
         for key, uses in uses_by_key.items():
-            names.extend(place(uses, lines, *value_position(raw, key), template=True))
+            line, col = value_position(raw, key)
+            names.extend(place(uses, lines, line, col, template=True))
+            calls.extend(placed_call(call, line, lines) for call in calls_by_key[key])
         body_line = text[: end + 5].count("\n") + 1
         text = text[end + 5 :]
     try:
-        body, uses = _checked(text, environment, refusals_first=False)
+        body, uses, found = _checked(text, environment, refusals_first=False)
+        calls.extend(placed_call(call, body_line, lines) for call in found)
     except TemplateSyntaxError as exc:
         line = (exc.lineno or 1) + body_line - 1
         what = "refused" if isinstance(exc, Refused) else "template syntax"
         raise ProblemError([Problem(str(file), line, 1, f"{what}: {exc.message}")]) from None
     names.extend(place(uses, lines, body_line, 1, template=True))
-    return Part(file, channel.name, locale, kind, body, front, sorted(names))
+    return Part(file, channel.name, locale, kind, body, front, sorted(names), calls)
 
 
-def _checked(text: str, environment: Sandbox, *, refusals_first: bool) -> tuple[LazyTemplate, list[Any]]:
+def _checked(
+    text: str, environment: Sandbox, *, refusals_first: bool
+) -> tuple[LazyTemplate, list[Any], list[RecommendationCall]]:
     """A template's text parsed once, for everything `check` finds in it: its syntax, the
     names it uses (`template_names`, whose pass of Jinja's code generator also raises what
-    compiling would, such as an unknown filter) and what the sandbox refuses (which compiling
-    raises before generating code). Raises `TemplateSyntaxError` (`Refused`) as compiling
-    would; returns the template, compiled on first render, and its `template_names`."""
+    compiling would, such as an unknown filter), what the sandbox refuses (which compiling
+    raises before generating code) and its `recommendations()` calls. Raises
+    `TemplateSyntaxError` (`Refused`) as compiling would; returns the template, compiled on
+    first render, its `template_names` and its `recommendation_calls`."""
     tree = environment.parse(text)
     refused = expressions.refusals(tree, environment)  # as compiling looks it up (tests switch it off)
     if refused and refusals_first:
@@ -322,17 +352,18 @@ def _checked(text: str, environment: Sandbox, *, refusals_first: bool) -> tuple[
     uses = template_names(tree, environment)
     if refused:
         raise Refused(refused[0][1], refused[0][0])
-    return LazyTemplate(environment, text), uses
+    return LazyTemplate(environment, text), uses, recommendation_calls(tree)
 
 
 def _compile_front(
     raw: CommentedMap, channel: Any, file: Path, environment: Sandbox
-) -> tuple[dict[str, Any], dict[Any, list[Any]]]:
-    """The front matter's values checked, and the names each key's texts use; keys and value
-    types as the channel declares them."""
+) -> tuple[dict[str, Any], dict[Any, list[Any]], dict[Any, list[RecommendationCall]]]:
+    """The front matter's values checked, the names each key's texts use and their
+    `recommendations()` calls; keys and value types as the channel declares them."""
     problems = []
     front: dict[str, Any] = {}
     uses: dict[Any, list[Any]] = {}
+    calls: dict[Any, list[RecommendationCall]] = {}
     allowed = channel.front_matter
     for key, value in raw.items():
         if key not in allowed:
@@ -362,15 +393,15 @@ def _compile_front(
             )
             continue
         try:
-            uses[key] = []
-            front[str(key)] = _compile_value(value, environment, uses[key])
+            uses[key], calls[key] = [], []
+            front[str(key)] = _compile_value(value, environment, uses[key], calls[key])
         except TemplateSyntaxError as exc:
             line, col = value_position(raw, key)
             what = "refused" if isinstance(exc, Refused) else "template syntax"
             problems.append(Problem(str(file), line, col, f"{what} in '{key}': {exc.message}"))
     if problems:
         raise ProblemError(problems)
-    return front, uses
+    return front, uses, calls
 
 
 # How a front matter type reads in a message, as a marketer writes YAML; most specific first.
@@ -391,14 +422,16 @@ def _type_name(kind: type) -> str:
     )
 
 
-def _compile_value(value: Any, environment: Sandbox, uses: list[Any]) -> Any:
-    """A front matter value with its texts checked (`_checked`); the names they use go to `uses`."""
+def _compile_value(value: Any, environment: Sandbox, uses: list[Any], calls: list[RecommendationCall]) -> Any:
+    """A front matter value with its texts checked (`_checked`); the names they use go to
+    `uses`, their `recommendations()` calls to `calls`."""
     if isinstance(value, str):
-        template, found = _checked(value, environment, refusals_first=True)
+        template, found, called = _checked(value, environment, refusals_first=True)
         uses.extend(found)
+        calls.extend(called)
         return template
     if isinstance(value, dict):
-        return {str(k): _compile_value(v, environment, uses) for k, v in value.items()}
+        return {str(k): _compile_value(v, environment, uses, calls) for k, v in value.items()}
     if isinstance(value, list):
-        return [_compile_value(v, environment, uses) for v in value]
+        return [_compile_value(v, environment, uses, calls) for v in value]
     return value

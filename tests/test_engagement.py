@@ -3,13 +3,14 @@ the figure a fresh reading of every message gives, whatever was inserted, change
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boomerang.store import Store
+from boomerang.store import MIGRATIONS, Store
 
 STATUSES = ["pending", "sending", "sent", "delivered", "failed", "dropped"]
 CHANNELS = [None, "email", "sms"]
@@ -64,17 +65,20 @@ def test_the_running_totals_are_what_a_fresh_reading_gives(store: Store, changes
 
 
 def test_a_database_from_before_the_totals_starts_with_them_filled_in(tmp_path: Path) -> None:
-    store = Store(tmp_path / "boomerang.db")
-    for trigger in ("insert", "delete", "update_old", "update_new"):
-        store.db.execute(f"DROP TRIGGER engagement_{trigger}")
-    store.db.execute("DROP TABLE engagement")
-    store.db.execute("DROP TABLE promo_codes")  # migration 9's: it comes after
-    store.db.execute("PRAGMA user_version = 7")  # as a database written before migration 8
-    for n, (status, clicked) in enumerate([("sent", None), ("delivered", STAMPS[1]), ("failed", None)]):
-        store.insert_message({"id": f"m-{n}", "customer_id": "c-1", "template": "t", "category": "promo",
-                              "created_at": "2026-03-02T09:00:00.000000Z", "status": status,
-                              "channel": "email", "clicked_at": clicked})
-    store.close()
+    # as a database written before migration 8: the migrations up to 7 only
+    connection = sqlite3.connect(tmp_path / "boomerang.db")
+    for number, _name, sql in MIGRATIONS:
+        if number <= 7:
+            connection.executescript(sql)
+            connection.execute(f"PRAGMA user_version = {number}")
+    connection.executemany(
+        "INSERT INTO messages (id, customer_id, template, category, created_at, status, channel, clicked_at)"
+        " VALUES (?, 'c-1', 't', 'promo', '2026-03-02T09:00:00.000000Z', ?, 'email', ?)",
+        [(f"m-{n}", status, clicked)
+         for n, (status, clicked) in enumerate([("sent", None), ("delivered", STAMPS[1]), ("failed", None)])],
+    )
+    connection.commit()
+    connection.close()
 
     store = Store(tmp_path / "boomerang.db")
     assert store.engagement() == fresh_reading(store) == {"email": (11 / 30, 3)}

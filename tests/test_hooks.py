@@ -271,17 +271,17 @@ async def test_hook_register_recommenders(project: Path) -> None:
         from boomerang import hookimpl
         from boomerang.kinds import Recommender
 
-        class Bestsellers(Recommender):
-            name = "bestsellers"
+        class Trending(Recommender):
+            name = "trending"
             async def recommend(self, customer, limit):
                 return [{"name": f"Item {i}", "url": f"https://shop.example/{i}"} for i in range(limit)]
 
         @hookimpl
         def register_recommenders(config):
-            return [Bestsellers()]
+            return [Trending()]
     """,
     )
-    assert len(await registry.recommenders["bestsellers"].recommend(None, 3)) == 3
+    assert len(await registry.recommenders["trending"].recommend(None, 3)) == 3
 
 
 def test_hook_register_commands(project: Path) -> None:

@@ -27,7 +27,16 @@ from boomerang.store.audiences import audience_where
 from boomerang.store.quarantine import Quarantine
 
 # Tables whose rows belong to a customer; merging two customers re-points them all.
-CUSTOMER_TABLES = ("events", "identities", "journeys", "messages", "journal", "promo_codes")
+CUSTOMER_TABLES = (
+    "events",
+    "identities",
+    "journeys",
+    "messages",
+    "journal",
+    "promo_codes",
+    "order_items",
+    "cart_items",
+)
 
 
 class WorkingSet:

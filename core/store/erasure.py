@@ -56,7 +56,8 @@ class Erasure(Messages):
                 " provider_id = NULL, detail = NULL WHERE customer_id = ?",
                 [gone.anonymous_id, customer_id],
             ).rowcount
-            events = self._select("SELECT id, data FROM events WHERE customer_id = ?", [customer_id])
+            events = self._select("SELECT id, type, data FROM events WHERE customer_id = ?", [customer_id])
+            self._forget_products(customer_id, [(event["type"], event["data"]) for event in events])
             self.db.conn.executemany(
                 "UPDATE events SET customer_id = ?, data = ?, handled = 1 WHERE id = ?",
                 [(gone.anonymous_id, _kept(event["data"]), event["id"]) for event in events],
@@ -70,6 +71,13 @@ class Erasure(Messages):
                 "UPDATE promo_codes SET customer_id = ? WHERE customer_id = ?",
                 [gone.anonymous_id, customer_id],
             )
+            # What they bought still counts among the best sellers, under the anonymous id;
+            # what they were about to buy is nobody's business any more.
+            self.db.execute(
+                "UPDATE order_items SET customer_id = ? WHERE customer_id = ?",
+                [gone.anonymous_id, customer_id],
+            )
+            self.db.execute("DELETE FROM cart_items WHERE customer_id = ?", [customer_id])
             # An open visit would end in a `site.left` naming the browser, which would start a
             # profile for it again: the visit goes with the identities.
             self.db.execute(

@@ -15,6 +15,7 @@ from boomerang.profiles import as_of
 from boomerang.store import rows
 from boomerang.store.connection import StoreUnavailable, unavailable
 from boomerang.store.customers import Customers, WorkingSet
+from boomerang.store.products import Products
 
 # One encoder for every event's data: `json.dumps` with options builds a new one per call.
 _encode_data = json.JSONEncoder(ensure_ascii=False).encode
@@ -28,8 +29,8 @@ def _first_of_each(events: Iterable[Event]) -> list[Event]:
     return list(firsts.values())
 
 
-class Events(Customers):
-    """The `events` table."""
+class Events(Products, Customers):
+    """The `events` table (and, through `Products`, the catalogue its events feed)."""
 
     def ingest(self, events: Iterable[Event], received_at: datetime, verified: bool = True) -> list[Event]:
         """Store events in one transaction; returns those that were new (duplicates skipped).
@@ -101,8 +102,8 @@ class Events(Customers):
         return known
 
     def _store_batch(self, events: list[Event], verified: bool, now: str) -> None:
-        """Resolve each event's customer, update the profile, insert the events; profile columns
-        are written once per customer, at the end."""
+        """Resolve each event's customer, update the profile, insert the events and what they
+        say about products; profile columns are written once per customer, at the end."""
         resolve = self._resolve_customer if verified else self._resolve_claim
         for event in events:
             event.customer_id, refused = resolve(event.profile, now, as_of(event, now))
@@ -124,6 +125,7 @@ class Events(Customers):
                 for event in events
             ],
         )
+        self._record_catalogue(events)
 
     def events_of(self, customer_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """A customer's events, oldest first."""

@@ -6,6 +6,85 @@ next number.
 
 from __future__ import annotations
 
+
+def item_id(value: str) -> str:
+    """SQL for the catalogue id of the product or item that the JSON `value` (a column or an
+    expression) holds, as `recommendations.product_id` reads it: the first of `id`, `sku`,
+    `product_id` and `url` set to text or a whole number. Part of migration 10, and of the
+    queries that read views (store/products.py): changing it changes a published migration."""
+    cases = []
+    for key in ("id", "sku", "product_id", "url"):
+        kind, found = f"json_type({value}, '$.{key}')", f"json_extract({value}, '$.{key}')"
+        cases.append(
+            f"CASE WHEN {kind} = 'text' AND {found} != '' THEN substr({found}, 1, 2048)"
+            f" WHEN {kind} = 'integer' THEN CAST({found} AS TEXT)"
+            f" WHEN {kind} = 'real' AND {found} = CAST({found} AS INTEGER)"
+            f" THEN CAST(CAST({found} AS INTEGER) AS TEXT) END"
+        )
+    return f"coalesce({', '.join(cases)})"
+
+
+def _text(value: str, key: str) -> str:
+    """SQL for a text field of an item as the catalogue keeps it (trimmed, not empty)."""
+    found = f"json_extract({value}, '$.{key}')"
+    kind = f"json_type({value}, '$.{key}')"
+    return f"CASE WHEN {kind} = 'text' AND trim({found}) != '' THEN substr(trim({found}), 1, 2048) END"
+
+
+# Migration 10 fills the catalogue and the order lines from the events stored before it (the
+# carts are left out: they are old by now). The trigger counts the co-purchases as it goes.
+_ITEMS_SEEN = f"""
+    WITH seen(v, currency, at) AS (
+        SELECT json_extract(e.data, '$.product'), NULL, e.at FROM events e
+        WHERE e.type = 'product.viewed' AND json_type(e.data, '$.product') = 'object'
+        UNION ALL
+        SELECT j.value, json_extract(e.data, '$.cart.currency'), e.at
+        FROM events e, json_each(e.data, '$.cart.items') j
+        WHERE json_type(e.data, '$.cart.items') = 'array' AND j.type = 'object'
+        UNION ALL
+        SELECT j.value, json_extract(e.data, '$.order.currency'), e.at
+        FROM events e, json_each(e.data, '$.order.items') j
+        WHERE json_type(e.data, '$.order.items') = 'array' AND j.type = 'object'
+    ),
+    found(id, name, url, image, price, currency, category, at) AS (
+        SELECT {item_id("v")}, coalesce({_text("v", "name")}, {_text("v", "title")}), {_text("v", "url")},
+            coalesce({_text("v", "image")}, {_text("v", "image_url")}),
+            CASE WHEN json_type(v, '$.price') IN ('integer', 'real') THEN json_extract(v, '$.price') END,
+            upper(substr(coalesce({_text("v", "currency")},
+                CASE WHEN typeof(currency) = 'text' AND trim(currency) != '' THEN trim(currency) END), 1, 3)),
+            {_text("v", "category")}, at
+        FROM seen
+    )
+    INSERT INTO products (id, name, url, image, price, currency, category, seen_at)
+    SELECT id, name, url, image, price, currency, category, at FROM found WHERE id IS NOT NULL ORDER BY at
+    ON CONFLICT (id) DO UPDATE SET
+        name = coalesce(excluded.name, name), url = coalesce(excluded.url, url),
+        image = coalesce(excluded.image, image), price = coalesce(excluded.price, price),
+        currency = coalesce(excluded.currency, currency), category = coalesce(excluded.category, category),
+        seen_at = excluded.seen_at
+    WHERE excluded.seen_at >= products.seen_at;
+    """
+_ORDER_LINES = f"""
+    INSERT OR IGNORE INTO order_items (order_id, product_id, customer_id, at, qty)
+    SELECT order_id, product_id, customer_id, at, sum(qty) FROM (
+        SELECT CASE json_type(e.data, '$.order.id')
+                WHEN 'text' THEN nullif(trim(json_extract(e.data, '$.order.id')), '')
+                WHEN 'integer' THEN CAST(json_extract(e.data, '$.order.id') AS TEXT) END AS order_id,
+            {item_id("j.value")} AS product_id, e.customer_id, e.at,
+            CASE WHEN json_type(j.value, '$.qty') = 'integer'
+                    AND json_extract(j.value, '$.qty') BETWEEN 1 AND 999999
+                    THEN json_extract(j.value, '$.qty')
+                WHEN json_type(j.value, '$.qty') IS NULL AND json_type(j.value, '$.quantity') = 'integer'
+                    AND json_extract(j.value, '$.quantity') BETWEEN 1 AND 999999
+                    THEN json_extract(j.value, '$.quantity')
+                ELSE 1 END AS qty
+        FROM events e, json_each(e.data, '$.order.items') j
+        WHERE e.type = 'order.placed' AND json_type(e.data, '$.order.items') = 'array' AND j.type = 'object'
+    )
+    WHERE order_id IS NOT NULL AND product_id IS NOT NULL
+    GROUP BY order_id, product_id ORDER BY min(at), order_id;
+    """
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -252,6 +331,57 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX promo_codes_customer ON promo_codes (customer_id);
         CREATE INDEX promo_codes_issued ON promo_codes (issued_at);
         """,
+    ),
+    (
+        10,
+        "the product catalogue, order lines, carts and co-purchase counts, for recommendations",
+        """
+        CREATE TABLE products (
+            id TEXT PRIMARY KEY,
+            name TEXT, url TEXT, image TEXT, price REAL, currency TEXT, category TEXT,
+            seen_at TEXT NOT NULL
+        );
+        CREATE INDEX products_category ON products (category) WHERE category IS NOT NULL;
+        CREATE TABLE order_items (
+            order_id TEXT NOT NULL,
+            product_id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            qty INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (order_id, product_id)
+        );
+        CREATE INDEX order_items_customer ON order_items (customer_id, product_id);
+        CREATE INDEX order_items_product ON order_items (product_id, at, qty);
+        CREATE INDEX order_items_at ON order_items (at, product_id, qty);
+        CREATE TABLE cart_items (
+            customer_id TEXT NOT NULL,
+            product_id TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX cart_items_customer ON cart_items (customer_id, at);
+        CREATE TABLE co_purchases (
+            product_id TEXT NOT NULL,
+            other_id TEXT NOT NULL,
+            customers INTEGER NOT NULL,
+            PRIMARY KEY (product_id, other_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX co_purchases_top ON co_purchases (product_id, customers DESC, other_id);
+        CREATE TRIGGER co_purchases_count AFTER INSERT ON order_items
+            WHEN NOT EXISTS (SELECT 1 FROM order_items o WHERE o.customer_id = NEW.customer_id
+                AND o.product_id = NEW.product_id AND o.rowid != NEW.rowid)
+        BEGIN
+            INSERT INTO co_purchases (product_id, other_id, customers)
+                SELECT DISTINCT NEW.product_id, product_id, 1 FROM order_items
+                WHERE customer_id = NEW.customer_id AND product_id != NEW.product_id
+                ON CONFLICT (product_id, other_id) DO UPDATE SET customers = customers + 1;
+            INSERT INTO co_purchases (product_id, other_id, customers)
+                SELECT DISTINCT product_id, NEW.product_id, 1 FROM order_items
+                WHERE customer_id = NEW.customer_id AND product_id != NEW.product_id
+                ON CONFLICT (product_id, other_id) DO UPDATE SET customers = customers + 1;
+        END;
+        """
+        + _ITEMS_SEEN
+        + _ORDER_LINES,
     ),
     # IF NOT EXISTS: a test that winds user_version back to replay an earlier migration replays
     # this one too.

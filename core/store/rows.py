@@ -111,3 +111,19 @@ def promo_code(row: dict[str, Any]) -> dict[str, Any]:
         if row[column] is not None or column == "issued_at":
             stamp(row[column])
     return row
+
+
+_PRODUCT_TEXTS = ("id", "name", "url", "image", "currency", "category")
+
+
+def product(row: dict[str, Any]) -> dict[str, Any]:
+    """A catalogue row as templates get a product: texts checked to be text (or nothing), the
+    price a number (or nothing)."""
+    view: dict[str, Any] = {}
+    for name in _PRODUCT_TEXTS:
+        value = row[name]
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"product {name} should be text, not {type(value).__name__}")
+        view[name] = value
+    view["price"] = None if row["price"] is None else number(row["price"])
+    return {name: view[name] for name in ("id", "name", "url", "image", "price", "currency", "category")}
