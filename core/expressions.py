@@ -1030,10 +1030,13 @@ class Expression:
         It runs in `within`, else in the scope under way (a segment inside an `if:`), else in a
         scope of its own with the expressions' short budget.
         """
+        # Compiled before a budget of its own starts: compiling once is not evaluating, and
+        # on a busy machine it alone could take the expression's tenth of a second.
+        function = self._compiled or self.compiled()
         current = within or _current.get() or Scope(Budget(EXPRESSION_SECONDS))
         try:
             with evaluating(current):
-                value = (self._compiled or self.compiled())(**context)
+                value = function(**context)
         except RenderLimitExceeded as exc:
             log.warning("expression %r stopped: %s", self.source, exc)
             return None
