@@ -55,8 +55,9 @@ channels:
   telegram: {{token: "123456789:demo", bot_username: DemoShopBot,
              webhook_secret: ${{TELEGRAM_WEBHOOK_SECRET:-{webhook_secret}}}}}
 
-# Personal codes for `promo: {{provider: local}}` steps (the reactivation offer), made and kept
-# here; an order that names one redeems it. `boomerang promo export` lists them as CSV.
+# Personal codes for `promo: {{provider: local}}` steps (the cart and reactivation offers),
+# made and kept here; an order that names one redeems it. `boomerang promo export` lists
+# them as CSV.
 promo_providers:
   local: {{prefix: BMR}}
 

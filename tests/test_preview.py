@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -111,9 +112,12 @@ def test_a_locale_is_chosen_and_a_steps_promo_reads_as_it_will(project: Path) ->
     result = preview(project, "cart_offer", "--channel", "email", "--locale", "uk")
     assert result.exit_code == 0, result.output
     assert "Locale:   uk" in result.stdout
-    # abandoned_cart.yaml sends cart_offer with `promo: {percent: 10, expires: 48h}`
+    # abandoned_cart.yaml sends cart_offer with `promo: {provider: local, percent: 10, expires: 48h}`
     assert "Subject:  Знижка 10% на товари з кошика" in result.stdout
     assert "наступні 48 год. на них знижка 10%" in result.stdout
+    # a sample code of the local provider's look, with the demo's prefix, issued nowhere
+    code = r"Ваш особистий промокод: <b>BMR(-[A-HJKMNP-Z2-9]{4}){3}</b>"
+    assert re.search(code, result.stdout), result.stdout
     # no customer named: the sample one of the locale, with a sample cart whose items have links
     assert "Вітаємо, Ганна!" in result.stdout and "https://shop.example/p/bk-29" in result.stdout
     result = preview(project, "cart_offer", "--channel", "email", "--locale", "de")
