@@ -17,7 +17,11 @@ What is measured, with the daemon's channels writing into the outbox:
   for the step, the `created_at` of the message the journey queued when its wait ended; for
   the send, the modification time of the message's file in the outbox (the message handed to
   its channel). The p99 of each is a figure, a step or send not done by the timeout counting
-  as late as the timeout. Both depend on how fast the jobs of the sends path go;
+  as late as the timeout. Both depend on how fast the jobs of the sends path go. A step's
+  `created_at` is the clock when its batch was handed to the store's thread, which commits it
+  up to a batch's work later, so the step's **commit** is measured too: the database is read
+  every 50 ms while the burst runs, and the p99 is the first reading that saw 99% of the
+  steps committed;
 - **schedule entry**: a fourth scenario, `schedule:` daily with an audience every customer
   matches, whose tick fell due before the daemon started: seconds from `/healthz` answering
   until the tick job is done and every customer has entered.
@@ -94,6 +98,7 @@ class Measured:
     start: float = 0.0
     rss_mb: float = 0.0
     step_p99: float = float("inf")
+    commit_p99: float = float("inf")
     send_p99: float = float("inf")
     steps_done: int = 0
     sends_done: int = 0
@@ -259,13 +264,20 @@ def measure_burst(project: Path, database: Path, result: Measured, timeout: floa
         )
     port, log = _port(), project / "daemon.log"
     process, result.start = _launch(project, port, log)
+    committed = -1  # the first moment (seconds after due) that 99% of the steps were seen committed
     try:
         deadline = due + timeout
-        while time.time() < deadline:
-            written = sum(1 for _ in os.scandir(outbox)) if outbox.exists() else 0
-            if written >= burst:
-                break
-            time.sleep(0.5)
+        with sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True) as reader:
+            while time.time() < deadline:
+                if committed < 0:
+                    seen = time.time()
+                    steps = reader.execute("SELECT count(*) FROM messages WHERE step = '2'").fetchone()[0]
+                    if steps >= burst * 0.99:
+                        committed = seen - due
+                written = sum(1 for _ in os.scandir(outbox)) if outbox.exists() else 0
+                if written >= burst:
+                    break
+                time.sleep(0.05 if committed < 0 else 0.5)
         result.rss_mb = _memory(process.pid)
     finally:
         _stop(process)
@@ -276,6 +288,7 @@ def measure_burst(project: Path, database: Path, result: Measured, timeout: floa
     result.steps_done, result.sends_done = len(steps), len(sends)
     # A step or a send not done by the deadline counts as late as the deadline.
     result.step_p99 = _p99(steps + [timeout] * (burst - len(steps)))
+    result.commit_p99 = committed if committed >= 0 else timeout
     result.send_p99 = _p99(sends + [timeout] * (burst - len(sends)))
     if len(sends) < burst:
         result.notes.append(f"{len(sends):,} of {burst:,} sent within {timeout:.0f} s")
@@ -330,13 +343,14 @@ def run() -> list[Figure]:
     base = measure(SMALL, timeout)
     big = measure(customers, timeout)
     print(
-        f"{'journeys':>10} {'start s':>8} {'RSS MB':>7} {'step p99 s':>10} {'send p99 s':>10}"
-        f" {'entry s':>8} {'entered':>9} {'entry RSS MB':>12}"
+        f"{'journeys':>10} {'start s':>8} {'RSS MB':>7} {'step p99 s':>10} {'committed':>10}"
+        f" {'send p99 s':>10} {'entry s':>8} {'entered':>9} {'entry RSS MB':>12}"
     )
     for row in (base, big):
         print(
             f"{row.journeys:>10,} {row.start:8.2f} {row.rss_mb:7.0f} {row.step_p99:10.2f}"
-            f" {row.send_p99:10.2f} {row.entry:8.1f} {row.entered:>9,} {row.entry_rss_mb:12.0f}"
+            f" {row.commit_p99:10.2f} {row.send_p99:10.2f} {row.entry:8.1f} {row.entered:>9,}"
+            f" {row.entry_rss_mb:12.0f}"
         )
     notes = "; ".join(big.notes)
     sized = f"{customers:,} waiting journeys; baseline: {SMALL:,}"
@@ -367,6 +381,16 @@ def run() -> list[Figure]:
             "p99 lateness < 1 s",
             big.step_p99 < 1,
             f"{BURST:,} waits ending at once: due to the next message queued, {sized}",
+        ),
+        Figure(
+            "scheduler",
+            round(big.commit_p99, 3),
+            "s p99 step committed",
+            round(base.commit_p99, 3),
+            "p99 lateness < 1 s",
+            big.commit_p99 < 1,
+            f"{BURST:,} waits ending at once: due to 99% of the steps seen committed"
+            f" (read every 50 ms), {sized}",
         ),
         Figure(
             "scheduler",

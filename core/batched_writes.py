@@ -48,18 +48,26 @@ class BatchedWrites:
         # cancel that finds none of them held looks no further, so a batch costs no scans.
         self._job_kinds: dict[str | None, set[str]] = {}
         self._message_journeys: set[str | None] = set()
+        # Inside `undone_on_error`: the held journeys' rows as they were before the block
+        # changed them (None: not held), to put back if it raises.
+        self._journeys_before: dict[str, tuple[Any, ...] | None] | None = None
+
+    def _hold_journey(self, journey_id: str, row: tuple[Any, ...]) -> None:
+        if self._journeys_before is not None and journey_id not in self._journeys_before:
+            self._journeys_before[journey_id] = self.journeys.get(journey_id)
+        self.journeys[journey_id] = row
 
     def insert_journey(self, journey: Journey, now: datetime) -> bool:
         """Hold a new journey; False if that entry exists already (stored, or held)."""
         if journey.id in self.stored or journey.id in self.journeys:
             return False
-        self.journeys[journey.id] = journey_row(journey, now)
+        self._hold_journey(journey.id, journey_row(journey, now))
         return True
 
     def save_journey(self, journey: Journey, now: datetime) -> None:
         """A held journey's row becomes its new state; any other journey's is written now."""
         if journey.id in self.journeys:
-            self.journeys[journey.id] = journey_row(journey, now)
+            self._hold_journey(journey.id, journey_row(journey, now))
         else:
             self.store.save_journey(journey, now)
 
@@ -105,13 +113,28 @@ class BatchedWrites:
     @contextmanager
     def undone_on_error(self) -> Iterator[None]:
         """What is held from here on is let go if the block raises (as the savepoint around it
-        rolls back what was written)."""
-        held = (dict(self.journeys), list(self.journal), list(self.jobs), list(self.messages))
+        rolls back what was written).
+
+        It costs the same whatever is held already (a batch of a thousand waits ending takes a
+        block per journey): the lists are only appended to, or replaced by new ones
+        (`delete_jobs_of`) that leave the old ones as they were, so their lengths say what to
+        keep; the journeys' rows changed in the block are remembered as they were."""
+        journal, jobs, messages = self.journal, self.jobs, self.messages
+        lengths = (len(journal), len(jobs), len(messages))
+        self._journeys_before = {}
         try:
             yield
         except BaseException:
-            self.journeys, self.journal, self.jobs, self.messages = held
+            for journey_id, row in self._journeys_before.items():
+                if row is None:
+                    del self.journeys[journey_id]
+                else:
+                    self.journeys[journey_id] = row
+            del journal[lengths[0] :], jobs[lengths[1] :], messages[lengths[2] :]
+            self.journal, self.jobs, self.messages = journal, jobs, messages
             raise
+        finally:
+            self._journeys_before = None
 
     def flush(self) -> None:
         """Write everything held, one statement per table."""

@@ -67,15 +67,22 @@ class Engine(Dispatch, Schedules, Redemptions):
         # scheduler hands over every claimed job of such a kind together.
         self.batches: dict[str, Callable[[list[Job]], Awaitable[None]]] = {
             "send": self._send,
-            "advance": self._on_store_thread(self._resume_all),
+            # Ahead of the sends' calls waiting for the store's thread: a step is what queues
+            # its send, and a burst of sends must not make the steps of waits ending late.
+            "advance": self._on_store_thread(self._resume_all, ahead=True),
         }
 
-    def _on_store_thread(self, handler: Callable[[W, datetime], None]) -> Callable[[W], Awaitable[None]]:
+    def _on_store_thread(
+        self, handler: Callable[[W, datetime], None], *, ahead: bool = False
+    ) -> Callable[[W], Awaitable[None]]:
         """A handler of a job (or a batch of jobs) that runs on the store's thread, at the clock's
-        time when it starts."""
+        time when it is handed over; `ahead` of the calls waiting there (see `run_ahead`)."""
 
         async def run(work: W) -> None:
-            await self.store.run(handler, work, self.clock.now())
+            if ahead:
+                await self.store.run_ahead(handler, work, self.clock.now())
+            else:
+                await self.store.run(handler, work, self.clock.now())
 
         return run
 

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 # is slow to answer one renewal does not let the lease run out.
 LEASE_SECONDS = 120.0
 BATCH = 200  # the most a batch of a batched kind holds (a claim takes a batch per free slot)
+# Kinds whose batches hold more: waits ending together cost little each once read set-wise,
+# and each batch commits once (waiting for the disk), so a burst of them goes in a few large
+# transactions rather than many small ones. Sends keep `BATCH`: each batch is rendered and
+# sent while the next is planned.
+BATCH_OF = {"advance": 1000}
 # Batches of one kind running at once: the next batch of sends is planned while one is sent,
 # and more would only queue on the store's thread, ahead of the other kinds' due work.
 BATCHES_AT_ONCE = 2
@@ -93,7 +98,7 @@ class Scheduler:
         """How many due jobs of a lane to claim now: a batch for each batch that may start, or
         a job for each single job that may."""
         if lane:
-            return max(0, BATCHES_AT_ONCE - self._in_flight.get(lane, 0)) * BATCH
+            return max(0, BATCHES_AT_ONCE - self._in_flight.get(lane, 0)) * BATCH_OF.get(lane, BATCH)
         return self.concurrency - self._in_flight.get(lane, 0)
 
     def _pop_due(self, now: float) -> list[int]:
@@ -181,7 +186,7 @@ class Scheduler:
 
     def _by_lane(self, jobs: list[Job]) -> list[list[Job]]:
         """Claimed jobs as they run side by side: those of a batched kind in batches of up to
-        `BATCH` (in the order claimed), every other job alone."""
+        `BATCH` (`BATCH_OF` its kind, in the order claimed), every other job alone."""
         of_kind: dict[str, list[Job]] = {}
         alone = []
         for job in jobs:
@@ -190,9 +195,10 @@ class Scheduler:
             else:
                 alone.append([job])
         batches = [
-            group[start : start + BATCH]
-            for group in of_kind.values()
-            for start in range(0, len(group), BATCH)
+            group[start : start + size]
+            for kind, group in of_kind.items()
+            for size in [BATCH_OF.get(kind, BATCH)]
+            for start in range(0, len(group), size)
         ]
         return [*batches, *alone]
 

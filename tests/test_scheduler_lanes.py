@@ -10,7 +10,7 @@ from pathlib import Path
 
 from boomerang.clock import WallClock
 from boomerang.model import Job
-from boomerang.scheduler import BATCH, Scheduler
+from boomerang.scheduler import BATCH, BATCH_OF, Scheduler
 from boomerang.store import Store
 from boomerang.store.jobs import job_row
 
@@ -71,4 +71,51 @@ async def test_a_claim_goes_ahead_of_the_calls_waiting_for_the_store(tmp_path: P
         assert order == ["claim", 0, 1, 2]
     finally:
         gate.set()
+        store.close()
+
+
+async def test_a_due_step_goes_behind_the_claims_but_ahead_of_the_other_calls(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ahead.db")
+    order: list[object] = []
+    gate = threading.Event()
+    try:
+        busy = asyncio.ensure_future(store.run(gate.wait, 30))  # holds the store's thread
+        waiting = [asyncio.ensure_future(store.run(order.append, n)) for n in range(2)]
+        step = asyncio.ensure_future(store.run_ahead(order.append, "step"))
+        claim = asyncio.ensure_future(store.run_first(order.append, "claim"))
+        await asyncio.sleep(0.1)  # every call handed to the store's thread
+        gate.set()
+        await asyncio.gather(busy, *waiting, step, claim)
+        assert order == ["claim", "step", 0, 1]
+    finally:
+        gate.set()
+        store.close()
+
+
+async def test_a_batch_of_waits_ending_is_handed_over_in_large_batches(tmp_path: Path) -> None:
+    store = Store(tmp_path / "large.db")
+    now = WallClock().now().timestamp()
+    size = BATCH_OF["advance"]
+    store.add_jobs([job_row("advance", now - 1, 0, {"resume": "1"}) for _ in range(size + 1)])
+    sizes: list[int] = []
+
+    async def advance(jobs: list[Job]) -> None:
+        sizes.append(len(jobs))
+        await store.run(store.complete_jobs, [job.id for job in jobs])
+
+    async def alone(job: Job) -> None:
+        raise AssertionError(f"{job.kind} runs in batches here")
+
+    scheduler = Scheduler(store, WallClock(), alone, batches={"advance": advance}, window=2 * size)
+    stopping = asyncio.Event()
+    serving = asyncio.create_task(scheduler.serve(stopping))
+    try:
+        while await store.run(store.job_count):
+            await asyncio.sleep(0.05)
+        assert sorted(sizes) == [1, size] and size > BATCH
+    finally:
+        stopping.set()
+        scheduler.wake()
+        await serving
+        await scheduler.drain(5)
         store.close()

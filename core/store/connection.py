@@ -78,10 +78,11 @@ _Call = tuple[int, int, "Future[Any] | None", Callable[[], Any]]
 
 class StoreThread(Executor):
     """The store's one thread: runs calls in the order submitted, those of `submit_first`
-    ahead of the others waiting."""
+    ahead of the others waiting, and those of `submit_ahead` after those but ahead of the rest."""
 
     def __init__(self) -> None:
-        # (rank, order, future, call): rank 0 first, then 1, then 2 (the stop); in order within a rank.
+        # (rank, order, future, call): rank 0 first (claims), then 1 (due steps), then 2, then 3
+        # (the stop); in order within a rank.
         self._calls: queue.PriorityQueue[_Call] = queue.PriorityQueue()
         self._order = itertools.count()
         self._closed = False
@@ -90,11 +91,15 @@ class StoreThread(Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Queue a call behind those waiting."""
-        return self._queue(1, functools.partial(fn, *args, **kwargs))
+        return self._queue(2, functools.partial(fn, *args, **kwargs))
 
     def submit_first(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
         """Queue a call ahead of those waiting (behind other such calls)."""
         return self._queue(0, functools.partial(fn, *args))
+
+    def submit_ahead(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        """Queue a call behind those of `submit_first` but ahead of the others waiting."""
+        return self._queue(1, functools.partial(fn, *args))
 
     def _queue(self, rank: int, call: Callable[[], T]) -> Future[T]:
         if self._closed:
@@ -107,7 +112,7 @@ class StoreThread(Executor):
         """Run the calls waiting, then stop the thread."""
         if not self._closed:
             self._closed = True
-            self._calls.put((2, next(self._order), None, lambda: None))
+            self._calls.put((3, next(self._order), None, lambda: None))
         if wait:
             self._thread.join()
 
@@ -182,6 +187,14 @@ class Connection:
         if self._inline:
             return function(*args)
         return await asyncio.wrap_future(self._executor.submit_first(function, *args))
+
+    async def run_ahead(self, function: Callable[..., T], *args: Any) -> T:
+        """`run`, behind the claims (`run_first`) but ahead of the other calls waiting: for the
+        steps of waits that fell due, which queue the sends, so that a burst of sends planned,
+        marked and recorded on the store's thread does not make the steps late."""
+        if self._inline:
+            return function(*args)
+        return await asyncio.wrap_future(self._executor.submit_ahead(function, *args))
 
     def close(self) -> None:
         """Finish pending calls and close the database."""

@@ -40,6 +40,10 @@ class JobQueue(Protocol):
         """`run`, ahead of the calls waiting: for the scheduler's short claims."""
         ...
 
+    async def run_ahead(self, function: Callable[..., T], *args: Any) -> T:
+        """`run`, behind `run_first`'s calls but ahead of the others: for due steps."""
+        ...
+
     def add_job(
         self,
         kind: str,
