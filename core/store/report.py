@@ -5,7 +5,7 @@ over rows.
 command line or the daemon's `/report`, never writes and never holds the write lock: in WAL
 mode its reads see a snapshot while ingest goes on. The attribution rules it applies are
 `boomerang.attribution`'s; the running totals per day (`report_days`, `report_entrants`, kept by
-triggers on `messages` and `journeys`) and the indexes it reads are migration 11's, so that
+triggers on `messages` and `journeys`) and the indexes it reads are migrations 11's and 12's, so that
 messages and entrants are counted from a few rows a day, however many there are.
 
 Times are the store's fixed-width ISO text (`to_iso`), compared as text; an attribution window
@@ -120,59 +120,71 @@ class Reports(Connection):
         order_key = f"coalesce({json_first('e.data', ORDER_ID_PATHS)}, e.id)"
         total = json_first("e.data", TOTAL_PATHS)
 
+        def since(kind: str) -> str:
+            # A bound as text, two seconds wider than the window: a cheap comparison on the
+            # index that lets through every message `within` may credit, and few others.
+            return f"strftime('%Y-%m-%dT%H:%M:%fZ', e.at, '-' || (:{kind} + 2) || ' seconds')"
+
         def within(column: str, kind: str) -> str:
             return f"m.{column} <= o.at AND (julianday(o.at) - julianday(m.{column})) * 86400 <= :{kind}"
 
         sql = f"""
             WITH goals AS (SELECT key AS scenario, value AS type FROM json_each(:goals)),
             orders AS MATERIALIZED (
-                SELECT e.customer_id, e.type, e.at, {order_key} AS order_key, {total} AS total
+                SELECT e.customer_id, e.type, e.at, {order_key} AS order_key, {total} AS total,
+                    {since("click")} AS click_since, {since("open")} AS open_since,
+                    {since("delivery")} AS delivery_since
                 FROM events e INDEXED BY events_type_at
                 WHERE e.type IN (SELECT type FROM goals) AND e.type != '{PROMO_REDEEMED}'
                     AND e.at >= :since AND e.at < :until
             ),
             promos AS MATERIALIZED (
-                SELECT m.scenario, {order_key} AS order_key, e.at, m.id AS message_id, {total} AS total
+                SELECT m.scenario, m.step, m.channel, {order_key} AS order_key, e.at, m.id AS message_id,
+                    {total} AS total
                 FROM events e INDEXED BY events_type_at
                 JOIN messages m ON m.id = {json_first("e.data", MESSAGE_ID_PATHS)}
                 WHERE e.type = '{PROMO_REDEEMED}' AND e.at >= :since AND e.at < :until
                     AND m.scenario IS NOT NULL AND {_only("m.scenario")}
             ),
             engaged AS (
-                SELECT m.scenario, o.order_key, o.total, m.id AS message_id,
+                SELECT m.scenario, m.step, m.channel, o.order_key, o.total, m.id AS message_id,
                     CASE WHEN {within("clicked_at", "click")} THEN m.clicked_at
                          WHEN {within("opened_at", "open")} THEN m.opened_at
                          WHEN {within("delivered_at", "delivery")} THEN m.delivered_at
                     END AS engaged_at
-                FROM orders o JOIN messages m INDEXED BY messages_customer
+                FROM orders o JOIN messages m INDEXED BY messages_customer_engaged
                     ON m.customer_id = o.customer_id AND m.created_at <= o.at
                 JOIN goals g ON g.scenario = m.scenario AND g.type = o.type
-                WHERE {_only("m.scenario")}
+                WHERE {_only("m.scenario")} AND (m.clicked_at >= o.click_since
+                    OR m.opened_at >= o.open_since OR m.delivered_at >= o.delivery_since)
             ),
             candidates AS (
-                SELECT scenario, order_key, total, message_id, 0 AS rank, at AS engaged_at FROM promos
+                SELECT scenario, step, channel, order_key, total, message_id, 0 AS rank, at AS engaged_at
+                FROM promos
                 UNION ALL
-                SELECT scenario, order_key, total, message_id, 1, engaged_at FROM engaged
+                SELECT scenario, step, channel, order_key, total, message_id, 1, engaged_at FROM engaged
                 WHERE engaged_at IS NOT NULL
                 -- the order event of a redeemed code lends the redemption its total
                 UNION ALL
-                SELECT p.scenario, o.order_key, o.total, NULL, 2, NULL
+                SELECT p.scenario, NULL, NULL, o.order_key, o.total, NULL, 2, NULL
                 FROM promos p JOIN orders o ON o.order_key = p.order_key
             ),
             picked AS (
-                SELECT message_id, row_number() OVER per_order AS place,
+                -- one sort: both windows are the same (the order's candidates, best first)
+                SELECT scenario, step, channel, row_number() OVER per_order AS place,
                     max(CASE WHEN typeof(total) IN ('integer', 'real') THEN total END) OVER (
-                        PARTITION BY scenario, order_key
+                        per_order ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
                     ) AS total
                 FROM candidates
                 WINDOW per_order AS (
                     PARTITION BY scenario, order_key ORDER BY rank, engaged_at DESC, message_id DESC
                 )
             )
-            SELECT m.scenario, m.step, m.channel, count(*) AS converted, total(p.total) AS revenue
-            FROM picked p JOIN messages m ON m.id = p.message_id
-            WHERE p.place = 1
-            GROUP BY m.scenario, m.step, m.channel"""
+            -- the first candidate of an order is a message's (rank 0 or 1), never rank 2's
+            SELECT scenario, step, channel, count(*) AS converted, total(total) AS revenue
+            FROM picked
+            WHERE place = 1
+            GROUP BY scenario, step, channel"""
         params = {
             **period.params(),
             "goals": json.dumps(goals),
@@ -208,13 +220,14 @@ class Reports(Connection):
     def variant_entrants(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
         """Per scenario (of `scenarios`, those with a split), split step and variant: treated
         journeys entered in the period that reached the split (the variant each journey drew is
-        kept in its context)."""
+        kept in its context's `variants` object; the running totals per day of migration 12's
+        triggers count them)."""
         return self._select(
-            f"""SELECT j.scenario, v.key AS split, v.value AS variant, count(*) AS entrants
-                FROM journeys j INDEXED BY journeys_entered, json_each(j.context, '$.variants') v
-                WHERE j.entered_at >= :since AND j.entered_at < :until AND j.holdout = 0
-                    AND j.scenario IN (SELECT value FROM json_each(:splits)) AND {_only("j.scenario")}
-                GROUP BY 1, 2, 3""",
+            f"""SELECT scenario, split, variant, sum(entrants) AS entrants
+                FROM report_variants
+                WHERE day >= :since_day AND day <= :until_day
+                    AND scenario IN (SELECT value FROM json_each(:splits)) AND {_only("scenario")}
+                GROUP BY 1, 2, 3 HAVING sum(entrants) != 0""",
             {**period.params(), "splits": json.dumps(scenarios)},
         )
 
