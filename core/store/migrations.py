@@ -375,8 +375,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         INSERT INTO report_variants (day, scenario, split, variant, entrants)
             SELECT substr(j.entered_at, 1, 10), j.scenario, v.key, v.atom, count(*)
             FROM journeys j, json_each(CASE WHEN json_valid(j.context) THEN j.context END, '$.variants') v
-            WHERE j.holdout = 0
-                AND json_type(CASE WHEN json_valid(j.context) THEN j.context END, '$.variants') = 'object' AND v.atom IS NOT NULL
+            WHERE j.holdout = 0 AND v.atom IS NOT NULL
+                AND json_type(CASE WHEN json_valid(j.context) THEN j.context END, '$.variants') = 'object'
             GROUP BY 1, 2, 3, 4;
         CREATE TRIGGER IF NOT EXISTS report_variants_insert AFTER INSERT ON journeys
             WHEN NEW.holdout = 0 AND json_valid(NEW.context)
