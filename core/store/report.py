@@ -203,20 +203,6 @@ class Reports(Connection):
             period.params(),
         )
 
-    def goals_by_group(self, period: Period) -> list[dict[str, Any]]:
-        """Per scenario and group: the journeys entered in the period that reached their goal
-        (the journal's `goal` lines, one per journey), with the revenue and its squares."""
-        return self._select(
-            f"""SELECT j.scenario, j.holdout, count(*) AS conversions,
-                    total(coalesce(g.value, 0)) AS revenue,
-                    total(coalesce(g.value, 0) * coalesce(g.value, 0)) AS revenue_squares
-                FROM journal g INDEXED BY journal_kind_at JOIN journeys j ON j.id = g.journey_id
-                WHERE g.kind = 'goal' AND g.at >= :since
-                    AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
-                GROUP BY j.scenario, j.holdout""",
-            period.params(),
-        )
-
     def variant_entrants(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
         """Per scenario (of `scenarios`, those with a split), split step and variant: treated
         journeys entered in the period that reached the split (the variant each journey drew is
@@ -231,19 +217,31 @@ class Reports(Connection):
             {**period.params(), "splits": json.dumps(scenarios)},
         )
 
-    def variant_goals(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Per scenario (of `scenarios`), split step and variant: those journeys' goals and
-        revenue."""
+    def goals_reached(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The journeys entered in the period that reached their goal (the journal's `goal`
+        lines, one per journey), with the revenue and its squares: per scenario and group
+        (holdout 0 or 1; `split` and `variant` None), and per scenario of `scenarios` (those with
+        a split), split step and variant drawn (treated journeys, `holdout` 0). One pass over
+        the goal lines and their journeys serves both."""
+        variants = "CASE WHEN json_valid(j.context) THEN j.context END"
         return self._select(
-            f"""SELECT j.scenario, v.key AS split, v.value AS variant, count(*) AS conversions,
-                    total(coalesce(g.value, 0)) AS revenue,
-                    total(coalesce(g.value, 0) * coalesce(g.value, 0)) AS revenue_squares
-                FROM journal g INDEXED BY journal_kind_at JOIN journeys j ON j.id = g.journey_id,
-                    json_each(j.context, '$.variants') v
-                WHERE g.kind = 'goal' AND g.at >= :since AND j.holdout = 0
-                    AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
-                    AND j.scenario IN (SELECT value FROM json_each(:splits))
-                GROUP BY 1, 2, 3""",
+            f"""WITH reached AS MATERIALIZED (
+                    SELECT j.scenario, j.holdout, coalesce(g.value, 0) AS value,
+                        CASE WHEN j.holdout = 0 AND j.scenario IN (SELECT value FROM json_each(:splits))
+                            AND json_type({variants}, '$.variants') = 'object'
+                        THEN json_extract(j.context, '$.variants') END AS variants
+                    FROM journal g INDEXED BY journal_kind_at JOIN journeys j ON j.id = g.journey_id
+                    WHERE g.kind = 'goal' AND g.at >= :since
+                        AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
+                )
+                SELECT scenario, holdout, NULL AS split, NULL AS variant, count(*) AS conversions,
+                    total(value) AS revenue, total(value * value) AS revenue_squares
+                FROM reached GROUP BY scenario, holdout
+                UNION ALL
+                SELECT r.scenario, 0, v.key, v.atom, count(*), total(r.value), total(r.value * r.value)
+                FROM reached r, json_each(r.variants) v
+                WHERE r.variants IS NOT NULL AND v.atom IS NOT NULL
+                GROUP BY r.scenario, v.key, v.atom""",
             {**period.params(), "splits": json.dumps(scenarios)},
         )
 
