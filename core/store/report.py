@@ -125,15 +125,20 @@ class Reports(Connection):
             # index that lets through every message `within` may credit, and few others.
             return f"strftime('%Y-%m-%dT%H:%M:%fZ', e.at, '-' || (:{kind} + 2) || ' seconds')"
 
+        # one bound per distinct window (open and delivery are both a day by default)
+        first_of: dict[float, str] = {}
+        for kind, value in seconds.items():
+            first_of.setdefault(value, kind)
+        bound = {kind: f"o.{first_of[value]}_since" for kind, value in seconds.items()}
+        bounds = ", ".join(f"{since(kind)} AS {kind}_since" for kind in first_of.values())
+
         def within(column: str, kind: str) -> str:
             return f"m.{column} <= o.at AND (julianday(o.at) - julianday(m.{column})) * 86400 <= :{kind}"
 
         sql = f"""
             WITH goals AS (SELECT key AS scenario, value AS type FROM json_each(:goals)),
             orders AS MATERIALIZED (
-                SELECT e.customer_id, e.type, e.at, {order_key} AS order_key, {total} AS total,
-                    {since("click")} AS click_since, {since("open")} AS open_since,
-                    {since("delivery")} AS delivery_since
+                SELECT e.customer_id, e.type, e.at, {order_key} AS order_key, {total} AS total, {bounds}
                 FROM events e INDEXED BY events_type_at
                 WHERE e.type IN (SELECT type FROM goals) AND e.type != '{PROMO_REDEEMED}'
                     AND e.at >= :since AND e.at < :until
@@ -155,8 +160,8 @@ class Reports(Connection):
                 FROM orders o JOIN messages m INDEXED BY messages_customer_engaged
                     ON m.customer_id = o.customer_id AND m.created_at <= o.at
                 JOIN goals g ON g.scenario = m.scenario AND g.type = o.type
-                WHERE {_only("m.scenario")} AND (m.clicked_at >= o.click_since
-                    OR m.opened_at >= o.open_since OR m.delivered_at >= o.delivery_since)
+                WHERE {_only("m.scenario")} AND (m.clicked_at >= {bound["click"]}
+                    OR m.opened_at >= {bound["open"]} OR m.delivered_at >= {bound["delivery"]})
             ),
             candidates AS (
                 SELECT scenario, step, channel, order_key, total, message_id, 0 AS rank, at AS engaged_at
