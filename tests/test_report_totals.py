@@ -1,7 +1,8 @@
 """The report's running totals per day (`report_days` on messages, `report_entrants` on
-journeys, migration 11's; `report_variants` on journeys' split variants, migration 12's), kept
-by triggers: always what a fresh GROUP BY over the rows gives, whatever was inserted, changed or
-deleted; and filled in for a database from before them."""
+journeys, migration 11's; `report_variants` on journeys' split variants and `report_plan` on the
+journal's deferred and dropped lines, migration 12's), kept by triggers: always what a fresh
+GROUP BY over the rows gives, whatever was inserted, changed or deleted; and filled in for a
+database from before them."""
 
 from __future__ import annotations
 
@@ -217,4 +218,77 @@ def test_a_database_from_before_the_variant_totals_starts_with_them_filled_in(tm
     }
     indexes = {row[0] for row in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "messages_customer_engaged" in indexes and "messages_customer" not in indexes
+    store.close()
+
+
+def fresh_plan(store: Store) -> dict[tuple, int]:
+    """`report_plan` the slow way: what the report counted from the journal before it."""
+    rows = store.db.execute(
+        "SELECT substr(at, 1, 10), scenario, kind, reason, count(*) FROM journal"
+        " WHERE kind IN ('defer', 'drop') AND scenario IS NOT NULL GROUP BY 1, 2, 3, 4"
+    ).fetchall()
+    return {tuple(row[:4]): row[4] for row in rows}
+
+
+def kept_plan(store: Store) -> dict[tuple, int]:
+    rows = store.db.execute(
+        "SELECT day, scenario, kind, reason, lines FROM report_plan WHERE lines != 0"
+    ).fetchall()
+    return {tuple(row[:4]): row[4] for row in rows}
+
+
+lines = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "update", "delete"]),
+        st.integers(1, 5),
+        st.sampled_from(["defer", "drop", "send", "goal"]),
+        st.sampled_from([None, "cart", "browse"]),
+        st.sampled_from(["quiet hours: waits until 08:00", "cap 2 per 1d (trigger) reached", "sent"]),
+        st.sampled_from(DAYS),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=lines)
+def test_the_plan_lines_are_always_a_fresh_count(store: Store, lines: list) -> None:
+    store.db.execute("DELETE FROM journal")
+    for action, n, kind, scenario, reason, day in lines:
+        if action == "insert":
+            store.db.execute(
+                "INSERT INTO journal (id, at, kind, customer_id, scenario, reason)"
+                " VALUES (?, ?, ?, 'c-1', ?, ?) ON CONFLICT (id) DO NOTHING",
+                [n, day, kind, scenario, reason],
+            )
+        elif action == "update":
+            store.db.execute(
+                "UPDATE journal SET at = ?, kind = ?, scenario = ?, reason = ? WHERE id = ?",
+                [day, kind, scenario, reason, n],
+            )
+        else:
+            store.db.execute("DELETE FROM journal WHERE id = ?", [n])
+        assert kept_plan(store) == fresh_plan(store)
+
+
+def test_a_database_from_before_the_plan_totals_starts_with_them_filled_in(tmp_path: Path) -> None:
+    store = Store(tmp_path / "boomerang.db")
+    for trigger in ("insert", "delete", "update"):
+        store.db.execute(f"DROP TRIGGER report_plan_{trigger}")
+    store.db.execute("DROP TABLE report_plan")
+    store.db.execute("PRAGMA user_version = 11")  # as a database written before migration 12
+    written = [("defer", "cart"), ("defer", "cart"), ("drop", "cart"), ("drop", None), ("send", "cart")]
+    for kind, scenario in written:
+        store.db.execute(
+            "INSERT INTO journal (at, kind, customer_id, scenario, reason)"
+            " VALUES (?, ?, 'c-1', ?, 'quiet hours')",
+            [DAYS[0], kind, scenario],
+        )
+    store.close()
+
+    store = Store(tmp_path / "boomerang.db")
+    assert kept_plan(store) == fresh_plan(store) == {
+        ("2026-03-02", "cart", "defer", "quiet hours"): 2,
+        ("2026-03-02", "cart", "drop", "quiet hours"): 1,
+    }
     store.close()

@@ -363,8 +363,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     # IF NOT EXISTS, like 11: a test that winds user_version back replays this one too.
     (
         12,
-        "the report, faster: variant entrants per day kept by triggers; messages by customer with what"
-        " attribution reads",
+        "the report, faster: variant entrants and the plan's lines per day kept by triggers; messages by"
+        " customer with what attribution reads",
         """
         CREATE TABLE IF NOT EXISTS report_variants (
             day TEXT NOT NULL, scenario TEXT NOT NULL, split TEXT NOT NULL, variant NOT NULL,
@@ -417,6 +417,43 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE NEW.holdout = 0 AND v.atom IS NOT NULL
                 AND json_type(CASE WHEN json_valid(NEW.context) THEN NEW.context END, '$.variants') = 'object'
             ON CONFLICT (day, scenario, split, variant) DO UPDATE SET entrants = entrants + excluded.entrants;
+        END;
+        -- The contact plan's deferred and dropped lines per day, scenario and reason: the report
+        -- names each reason's outcome on these few rows rather than on every line.
+        CREATE TABLE IF NOT EXISTS report_plan (
+            day TEXT NOT NULL, scenario TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL,
+            lines INTEGER NOT NULL,
+            PRIMARY KEY (day, scenario, kind, reason)
+        ) WITHOUT ROWID;
+        DELETE FROM report_plan;
+        INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            SELECT substr(at, 1, 10), scenario, kind, reason, count(*) FROM journal
+            WHERE kind IN ('defer', 'drop') AND scenario IS NOT NULL
+            GROUP BY 1, 2, 3, 4;
+        CREATE TRIGGER IF NOT EXISTS report_plan_insert AFTER INSERT ON journal
+            WHEN NEW.kind IN ('defer', 'drop') AND NEW.scenario IS NOT NULL
+        BEGIN
+            INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            VALUES (substr(NEW.at, 1, 10), NEW.scenario, NEW.kind, NEW.reason, 1)
+            ON CONFLICT (day, scenario, kind, reason) DO UPDATE SET lines = lines + excluded.lines;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_plan_delete AFTER DELETE ON journal
+            WHEN OLD.kind IN ('defer', 'drop') AND OLD.scenario IS NOT NULL
+        BEGIN
+            INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            VALUES (substr(OLD.at, 1, 10), OLD.scenario, OLD.kind, OLD.reason, -1)
+            ON CONFLICT (day, scenario, kind, reason) DO UPDATE SET lines = lines + excluded.lines;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_plan_update AFTER UPDATE OF at, kind, scenario, reason ON journal
+        BEGIN
+            INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            SELECT substr(OLD.at, 1, 10), OLD.scenario, OLD.kind, OLD.reason, -1
+            WHERE OLD.kind IN ('defer', 'drop') AND OLD.scenario IS NOT NULL
+            ON CONFLICT (day, scenario, kind, reason) DO UPDATE SET lines = lines + excluded.lines;
+            INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            SELECT substr(NEW.at, 1, 10), NEW.scenario, NEW.kind, NEW.reason, 1
+            WHERE NEW.kind IN ('defer', 'drop') AND NEW.scenario IS NOT NULL
+            ON CONFLICT (day, scenario, kind, reason) DO UPDATE SET lines = lines + excluded.lines;
         END;
         -- Attribution reads a customer's messages up to an order with their scenario, step,
         -- channel, engagement and id: all of them in this index, none from the table. It has the

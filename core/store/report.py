@@ -5,8 +5,10 @@ over rows.
 command line or the daemon's `/report`, never writes and never holds the write lock: in WAL
 mode its reads see a snapshot while ingest goes on. The attribution rules it applies are
 `boomerang.attribution`'s; the running totals per day (`report_days`, `report_entrants`, kept by
-triggers on `messages` and `journeys`) and the indexes it reads are migrations 11's and 12's, so that
-messages and entrants are counted from a few rows a day, however many there are.
+triggers on `messages` and `journeys`, migration 11's; `report_variants` and `report_plan` on
+journeys' variants and the journal's plan lines, migration 12's) and the indexes it reads are
+theirs, so that messages, entrants and plan effects are counted from a few rows a day, however
+many there are.
 
 Times are the store's fixed-width ISO text (`to_iso`), compared as text; an attribution window
 is measured with julianday, to the millisecond.
@@ -251,13 +253,13 @@ class Reports(Connection):
         )
 
     def plan_outcomes(self, period: Period) -> list[dict[str, Any]]:
-        """Per scenario: the journal's deferred and dropped lines, named by `PLAN_OUTCOMES`."""
+        """Per scenario: the journal's deferred and dropped lines, named by `PLAN_OUTCOMES`
+        (counted per day and reason by migration 12's triggers)."""
         return self._select(
-            f"""SELECT scenario, {plan_outcome_sql()} AS outcome, count(*) AS count
-                FROM journal INDEXED BY journal_kind_at
-                WHERE kind IN ('defer', 'drop') AND at >= :since AND at < :until
-                    AND scenario IS NOT NULL AND {_only("scenario")}
-                GROUP BY 1, 2""",
+            f"""SELECT scenario, {plan_outcome_sql()} AS outcome, sum(lines) AS count
+                FROM report_plan
+                WHERE day >= :since_day AND day <= :until_day AND {_only("scenario")}
+                GROUP BY 1, 2 HAVING sum(lines) != 0""",
             period.params(),
         )
 
