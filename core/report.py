@@ -110,8 +110,12 @@ def _gather(
     for row in reports.entrants(period):
         entrants[row["scenario"]][row["holdout"]] = row["entrants"]
     goals_by_group: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for row in reports.goals_by_group(period):
-        goals_by_group[row["scenario"]][row["holdout"]] = row
+    goals_by_variant: dict[tuple[str, str, Any], dict[str, Any]] = {}
+    for row in reports.goals_reached(period, settings.splits):
+        if row["split"] is None:
+            goals_by_group[row["scenario"]][row["holdout"]] = row
+        else:
+            goals_by_variant[(row["scenario"], row["split"], row["variant"])] = row
     plan: dict[str, dict[str, int]] = defaultdict(dict)
     suppressed: dict[str, int] = defaultdict(int)
     for row in reports.plan_outcomes(period):
@@ -121,7 +125,7 @@ def _gather(
             suppressed[row["outcome"]] += row["count"]
     for row in reports.fallbacks(period):
         plan[row["scenario"]]["fallbacks"] = row["fallbacks"]
-    variants = _variants(reports, period, settings.splits)
+    variants = _variants(reports, period, settings.splits, goals_by_variant)
 
     known = [sid for sid in settings.goals if scenario in (None, sid)]
     found = {key[0] for key in steps} | set(entrants) | set(plan)
@@ -197,17 +201,19 @@ def _step_row(
     return row
 
 
-def _variants(reports: Reports, period: Period, splits: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
-    """Per scenario with a split, each split's variants, every one compared with the first (by
-    name)."""
+def _variants(
+    reports: Reports,
+    period: Period,
+    splits: tuple[str, ...],
+    goals: dict[tuple[str, str, Any], dict[str, Any]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Per scenario with a split, each split's variants (their goals keyed by scenario, split
+    and variant in `goals`), every one compared with the first (by name)."""
     if not splits:
         return {}
     entrants: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for row in reports.variant_entrants(period, splits):
         entrants[(row["scenario"], row["split"])][row["variant"]] = row["entrants"]
-    goals = {
-        (row["scenario"], row["split"], row["variant"]): row for row in reports.variant_goals(period, splits)
-    }
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (sid, split), counts in sorted(entrants.items()):
         groups = {}

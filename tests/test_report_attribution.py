@@ -71,6 +71,21 @@ def test_the_windows_come_from_the_settings(store: Store) -> None:
     assert conversions(store, Windows(click=timedelta(days=1))) == {}
 
 
+def test_each_kind_of_engagement_has_its_own_window(store: Store) -> None:
+    # the windows differ each from the other: each bound the SQL narrows messages by is its own
+    windows = Windows(click=timedelta(days=3), open=timedelta(hours=36), delivery=timedelta(hours=1))
+    message(store, "m-1", "cart", "c-1", T - timedelta(days=30), opened_at=T - timedelta(hours=35))
+    message(store, "m-2", "cart", "c-2", T - timedelta(days=30), delivered_at=T - timedelta(hours=2))
+    message(store, "m-3", "browse", "c-3", T - timedelta(days=30), clicked_at=T - timedelta(days=2))
+    message(store, "m-4", "browse", "c-4", T - timedelta(days=30), opened_at=T - timedelta(hours=37))
+    for customer in ("c-1", "c-2", "c-3", "c-4"):
+        order(store, f"o-{customer}", customer, T, 50)
+    assert conversions(store, windows) == {
+        ("cart", "1", "email"): (1, 50.0),
+        ("browse", "1", "email"): (1, 50.0),
+    }
+
+
 def test_the_last_engaged_message_of_the_scenario_earns_the_order(store: Store) -> None:
     message(store, "m-1", "cart", "c-1", T - timedelta(days=4), step="1", clicked_at=T - timedelta(days=3))
     message(

@@ -490,4 +490,107 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS journal_kind_at ON journal (kind, at);
         """,
     ),
+    # IF NOT EXISTS, like 11: a test that winds user_version back replays this one too.
+    (
+        12,
+        "the report, faster: variant entrants and the plan's lines per day kept by triggers; messages by"
+        " customer with what attribution reads",
+        """
+        CREATE TABLE IF NOT EXISTS report_variants (
+            day TEXT NOT NULL, scenario TEXT NOT NULL, split TEXT NOT NULL, variant NOT NULL,
+            entrants INTEGER NOT NULL,
+            PRIMARY KEY (day, scenario, split, variant)
+        ) WITHOUT ROWID;
+        DELETE FROM report_variants;
+        INSERT INTO report_variants (day, scenario, split, variant, entrants)
+            SELECT substr(j.entered_at, 1, 10), j.scenario, v.key, v.atom, count(*)
+            FROM journeys j, json_each(CASE WHEN json_valid(j.context) THEN j.context END, '$.variants') v
+            WHERE j.holdout = 0 AND v.atom IS NOT NULL
+                AND json_type(CASE WHEN json_valid(j.context) THEN j.context END, '$.variants') = 'object'
+            GROUP BY 1, 2, 3, 4;
+        CREATE TRIGGER IF NOT EXISTS report_variants_insert AFTER INSERT ON journeys
+            WHEN NEW.holdout = 0 AND json_valid(NEW.context)
+        BEGIN
+            INSERT INTO report_variants (day, scenario, split, variant, entrants)
+            SELECT substr(NEW.entered_at, 1, 10), NEW.scenario, v.key, v.atom, 1
+            FROM json_each(NEW.context, '$.variants') v
+            WHERE json_type(NEW.context, '$.variants') = 'object' AND v.atom IS NOT NULL
+            ON CONFLICT (day, scenario, split, variant) DO UPDATE SET entrants = entrants + excluded.entrants;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_variants_delete AFTER DELETE ON journeys
+            WHEN OLD.holdout = 0 AND json_valid(OLD.context)
+        BEGIN
+            INSERT INTO report_variants (day, scenario, split, variant, entrants)
+            SELECT substr(OLD.entered_at, 1, 10), OLD.scenario, v.key, v.atom, -1
+            FROM json_each(OLD.context, '$.variants') v
+            WHERE json_type(OLD.context, '$.variants') = 'object' AND v.atom IS NOT NULL
+            ON CONFLICT (day, scenario, split, variant) DO UPDATE SET entrants = entrants + excluded.entrants;
+        END;
+        -- A journey's context is written at each of its steps: only a change of what is counted
+        -- (its variants, day, scenario or group) moves the totals.
+        CREATE TRIGGER IF NOT EXISTS report_variants_update AFTER UPDATE OF entered_at, scenario, holdout,
+            context ON journeys
+            WHEN OLD.entered_at IS NOT NEW.entered_at OR OLD.scenario IS NOT NEW.scenario
+                OR OLD.holdout IS NOT NEW.holdout
+                OR CASE WHEN json_valid(OLD.context) THEN json_extract(OLD.context, '$.variants') END
+                    IS NOT CASE WHEN json_valid(NEW.context) THEN json_extract(NEW.context, '$.variants') END
+        BEGIN
+            INSERT INTO report_variants (day, scenario, split, variant, entrants)
+            SELECT substr(OLD.entered_at, 1, 10), OLD.scenario, v.key, v.atom, -1
+            FROM json_each(CASE WHEN json_valid(OLD.context) THEN OLD.context END, '$.variants') v
+            WHERE OLD.holdout = 0 AND v.atom IS NOT NULL
+                AND json_type(CASE WHEN json_valid(OLD.context) THEN OLD.context END, '$.variants') = 'object'
+            ON CONFLICT (day, scenario, split, variant) DO UPDATE SET entrants = entrants + excluded.entrants;
+            INSERT INTO report_variants (day, scenario, split, variant, entrants)
+            SELECT substr(NEW.entered_at, 1, 10), NEW.scenario, v.key, v.atom, 1
+            FROM json_each(CASE WHEN json_valid(NEW.context) THEN NEW.context END, '$.variants') v
+            WHERE NEW.holdout = 0 AND v.atom IS NOT NULL
+                AND json_type(CASE WHEN json_valid(NEW.context) THEN NEW.context END, '$.variants') = 'object'
+            ON CONFLICT (day, scenario, split, variant) DO UPDATE SET entrants = entrants + excluded.entrants;
+        END;
+        -- The contact plan's deferred and dropped lines per day, scenario and reason: the report
+        -- names each reason's outcome on these few rows rather than on every line.
+        CREATE TABLE IF NOT EXISTS report_plan (
+            day TEXT NOT NULL, scenario TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL,
+            lines INTEGER NOT NULL,
+            PRIMARY KEY (day, scenario, kind, reason)
+        ) WITHOUT ROWID;
+        DELETE FROM report_plan;
+        INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            SELECT substr(at, 1, 10), scenario, kind, reason, count(*) FROM journal
+            WHERE kind IN ('defer', 'drop') AND scenario IS NOT NULL
+            GROUP BY 1, 2, 3, 4;
+        CREATE TRIGGER IF NOT EXISTS report_plan_insert AFTER INSERT ON journal
+            WHEN NEW.kind IN ('defer', 'drop') AND NEW.scenario IS NOT NULL
+        BEGIN
+            INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            VALUES (substr(NEW.at, 1, 10), NEW.scenario, NEW.kind, NEW.reason, 1)
+            ON CONFLICT (day, scenario, kind, reason) DO UPDATE SET lines = lines + excluded.lines;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_plan_delete AFTER DELETE ON journal
+            WHEN OLD.kind IN ('defer', 'drop') AND OLD.scenario IS NOT NULL
+        BEGIN
+            INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            VALUES (substr(OLD.at, 1, 10), OLD.scenario, OLD.kind, OLD.reason, -1)
+            ON CONFLICT (day, scenario, kind, reason) DO UPDATE SET lines = lines + excluded.lines;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_plan_update AFTER UPDATE OF at, kind, scenario, reason ON journal
+        BEGIN
+            INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            SELECT substr(OLD.at, 1, 10), OLD.scenario, OLD.kind, OLD.reason, -1
+            WHERE OLD.kind IN ('defer', 'drop') AND OLD.scenario IS NOT NULL
+            ON CONFLICT (day, scenario, kind, reason) DO UPDATE SET lines = lines + excluded.lines;
+            INSERT INTO report_plan (day, scenario, kind, reason, lines)
+            SELECT substr(NEW.at, 1, 10), NEW.scenario, NEW.kind, NEW.reason, 1
+            WHERE NEW.kind IN ('defer', 'drop') AND NEW.scenario IS NOT NULL
+            ON CONFLICT (day, scenario, kind, reason) DO UPDATE SET lines = lines + excluded.lines;
+        END;
+        -- Attribution reads a customer's messages up to an order with their scenario, step,
+        -- channel, engagement and id: all of them in this index, none from the table. It has the
+        -- columns of messages_customer first, and serves its lookups in its stead.
+        CREATE INDEX IF NOT EXISTS messages_customer_engaged ON messages (customer_id, created_at, scenario,
+            step, channel, delivered_at, opened_at, clicked_at, id);
+        DROP INDEX IF EXISTS messages_customer;
+        """,
+    ),
 ]

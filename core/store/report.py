@@ -5,8 +5,10 @@ over rows.
 command line or the daemon's `/report`, never writes and never holds the write lock: in WAL
 mode its reads see a snapshot while ingest goes on. The attribution rules it applies are
 `boomerang.attribution`'s; the running totals per day (`report_days`, `report_entrants`, kept by
-triggers on `messages` and `journeys`) and the indexes it reads are migration 11's, so that
-messages and entrants are counted from a few rows a day, however many there are.
+triggers on `messages` and `journeys`, migration 11's; `report_variants` and `report_plan` on
+journeys' variants and the journal's plan lines, migration 12's) and the indexes it reads are
+theirs, so that messages, entrants and plan effects are counted from a few rows a day, however
+many there are.
 
 Times are the store's fixed-width ISO text (`to_iso`), compared as text; an attribution window
 is measured with julianday, to the millisecond.
@@ -120,59 +122,76 @@ class Reports(Connection):
         order_key = f"coalesce({json_first('e.data', ORDER_ID_PATHS)}, e.id)"
         total = json_first("e.data", TOTAL_PATHS)
 
+        def since(kind: str) -> str:
+            # A bound as text, two seconds wider than the window: a cheap comparison on the
+            # index that lets through every message `within` may credit, and few others.
+            return f"strftime('%Y-%m-%dT%H:%M:%fZ', e.at, '-' || (:{kind} + 2) || ' seconds')"
+
+        # one bound per distinct window (open and delivery are both a day by default)
+        first_of: dict[float, str] = {}
+        for kind, value in seconds.items():
+            first_of.setdefault(value, kind)
+        bound = {kind: f"o.{first_of[value]}_since" for kind, value in seconds.items()}
+        bounds = ", ".join(f"{since(kind)} AS {kind}_since" for kind in first_of.values())
+
         def within(column: str, kind: str) -> str:
             return f"m.{column} <= o.at AND (julianday(o.at) - julianday(m.{column})) * 86400 <= :{kind}"
 
         sql = f"""
             WITH goals AS (SELECT key AS scenario, value AS type FROM json_each(:goals)),
             orders AS MATERIALIZED (
-                SELECT e.customer_id, e.type, e.at, {order_key} AS order_key, {total} AS total
+                SELECT e.customer_id, e.type, e.at, {order_key} AS order_key, {total} AS total, {bounds}
                 FROM events e INDEXED BY events_type_at
                 WHERE e.type IN (SELECT type FROM goals) AND e.type != '{PROMO_REDEEMED}'
                     AND e.at >= :since AND e.at < :until
             ),
             promos AS MATERIALIZED (
-                SELECT m.scenario, {order_key} AS order_key, e.at, m.id AS message_id, {total} AS total
+                SELECT m.scenario, m.step, m.channel, {order_key} AS order_key, e.at, m.id AS message_id,
+                    {total} AS total
                 FROM events e INDEXED BY events_type_at
                 JOIN messages m ON m.id = {json_first("e.data", MESSAGE_ID_PATHS)}
                 WHERE e.type = '{PROMO_REDEEMED}' AND e.at >= :since AND e.at < :until
                     AND m.scenario IS NOT NULL AND {_only("m.scenario")}
             ),
             engaged AS (
-                SELECT m.scenario, o.order_key, o.total, m.id AS message_id,
+                SELECT m.scenario, m.step, m.channel, o.order_key, o.total, m.id AS message_id,
                     CASE WHEN {within("clicked_at", "click")} THEN m.clicked_at
                          WHEN {within("opened_at", "open")} THEN m.opened_at
                          WHEN {within("delivered_at", "delivery")} THEN m.delivered_at
                     END AS engaged_at
-                FROM orders o JOIN messages m INDEXED BY messages_customer
+                FROM orders o JOIN messages m INDEXED BY messages_customer_engaged
                     ON m.customer_id = o.customer_id AND m.created_at <= o.at
                 JOIN goals g ON g.scenario = m.scenario AND g.type = o.type
-                WHERE {_only("m.scenario")}
+                WHERE {_only("m.scenario")} AND (m.clicked_at >= {bound["click"]}
+                    OR m.opened_at >= {bound["open"]} OR m.delivered_at >= {bound["delivery"]})
             ),
             candidates AS (
-                SELECT scenario, order_key, total, message_id, 0 AS rank, at AS engaged_at FROM promos
+                SELECT scenario, step, channel, order_key, total, message_id, 0 AS rank, at AS engaged_at
+                FROM promos
                 UNION ALL
-                SELECT scenario, order_key, total, message_id, 1, engaged_at FROM engaged
+                SELECT scenario, step, channel, order_key, total, message_id, 1, engaged_at FROM engaged
                 WHERE engaged_at IS NOT NULL
                 -- the order event of a redeemed code lends the redemption its total
                 UNION ALL
-                SELECT p.scenario, o.order_key, o.total, NULL, 2, NULL
+                SELECT p.scenario, NULL, NULL, o.order_key, o.total, NULL, 2, NULL
                 FROM promos p JOIN orders o ON o.order_key = p.order_key
             ),
             picked AS (
-                SELECT message_id, row_number() OVER per_order AS place,
+                -- one sort: both windows are the same (the order's candidates, best first)
+                SELECT scenario, step, channel, row_number() OVER per_order AS place,
                     max(CASE WHEN typeof(total) IN ('integer', 'real') THEN total END) OVER (
-                        PARTITION BY scenario, order_key
+                        per_order ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
                     ) AS total
                 FROM candidates
                 WINDOW per_order AS (
                     PARTITION BY scenario, order_key ORDER BY rank, engaged_at DESC, message_id DESC
                 )
             )
-            SELECT m.scenario, m.step, m.channel, count(*) AS converted, total(p.total) AS revenue
-            FROM picked p JOIN messages m ON m.id = p.message_id
-            WHERE p.place = 1
-            GROUP BY m.scenario, m.step, m.channel"""
+            -- the first candidate of an order is a message's (rank 0 or 1), never rank 2's
+            SELECT scenario, step, channel, count(*) AS converted, total(total) AS revenue
+            FROM picked
+            WHERE place = 1
+            GROUP BY scenario, step, channel"""
         params = {
             **period.params(),
             "goals": json.dumps(goals),
@@ -191,57 +210,56 @@ class Reports(Connection):
             period.params(),
         )
 
-    def goals_by_group(self, period: Period) -> list[dict[str, Any]]:
-        """Per scenario and group: the journeys entered in the period that reached their goal
-        (the journal's `goal` lines, one per journey), with the revenue and its squares."""
-        return self._select(
-            f"""SELECT j.scenario, j.holdout, count(*) AS conversions,
-                    total(coalesce(g.value, 0)) AS revenue,
-                    total(coalesce(g.value, 0) * coalesce(g.value, 0)) AS revenue_squares
-                FROM journal g INDEXED BY journal_kind_at JOIN journeys j ON j.id = g.journey_id
-                WHERE g.kind = 'goal' AND g.at >= :since
-                    AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
-                GROUP BY j.scenario, j.holdout""",
-            period.params(),
-        )
-
     def variant_entrants(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
         """Per scenario (of `scenarios`, those with a split), split step and variant: treated
         journeys entered in the period that reached the split (the variant each journey drew is
-        kept in its context)."""
+        kept in its context's `variants` object; the running totals per day of migration 12's
+        triggers count them)."""
         return self._select(
-            f"""SELECT j.scenario, v.key AS split, v.value AS variant, count(*) AS entrants
-                FROM journeys j INDEXED BY journeys_entered, json_each(j.context, '$.variants') v
-                WHERE j.entered_at >= :since AND j.entered_at < :until AND j.holdout = 0
-                    AND j.scenario IN (SELECT value FROM json_each(:splits)) AND {_only("j.scenario")}
-                GROUP BY 1, 2, 3""",
+            f"""SELECT scenario, split, variant, sum(entrants) AS entrants
+                FROM report_variants
+                WHERE day >= :since_day AND day <= :until_day
+                    AND scenario IN (SELECT value FROM json_each(:splits)) AND {_only("scenario")}
+                GROUP BY 1, 2, 3 HAVING sum(entrants) != 0""",
             {**period.params(), "splits": json.dumps(scenarios)},
         )
 
-    def variant_goals(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Per scenario (of `scenarios`), split step and variant: those journeys' goals and
-        revenue."""
+    def goals_reached(self, period: Period, scenarios: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The journeys entered in the period that reached their goal (the journal's `goal`
+        lines, one per journey), with the revenue and its squares: per scenario and group
+        (holdout 0 or 1; `split` and `variant` None), and per scenario of `scenarios` (those with
+        a split), split step and variant drawn (treated journeys, `holdout` 0). One pass over
+        the goal lines and their journeys serves both."""
+        variants = "CASE WHEN json_valid(j.context) THEN j.context END"
         return self._select(
-            f"""SELECT j.scenario, v.key AS split, v.value AS variant, count(*) AS conversions,
-                    total(coalesce(g.value, 0)) AS revenue,
-                    total(coalesce(g.value, 0) * coalesce(g.value, 0)) AS revenue_squares
-                FROM journal g INDEXED BY journal_kind_at JOIN journeys j ON j.id = g.journey_id,
-                    json_each(j.context, '$.variants') v
-                WHERE g.kind = 'goal' AND g.at >= :since AND j.holdout = 0
-                    AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
-                    AND j.scenario IN (SELECT value FROM json_each(:splits))
-                GROUP BY 1, 2, 3""",
+            f"""WITH reached AS MATERIALIZED (
+                    SELECT j.scenario, j.holdout, coalesce(g.value, 0) AS value,
+                        CASE WHEN j.holdout = 0 AND j.scenario IN (SELECT value FROM json_each(:splits))
+                            AND json_type({variants}, '$.variants') = 'object'
+                        THEN json_extract(j.context, '$.variants') END AS variants
+                    FROM journal g INDEXED BY journal_kind_at JOIN journeys j ON j.id = g.journey_id
+                    WHERE g.kind = 'goal' AND g.at >= :since
+                        AND j.entered_at >= :since AND j.entered_at < :until AND {_only("j.scenario")}
+                )
+                SELECT scenario, holdout, NULL AS split, NULL AS variant, count(*) AS conversions,
+                    total(value) AS revenue, total(value * value) AS revenue_squares
+                FROM reached GROUP BY scenario, holdout
+                UNION ALL
+                SELECT r.scenario, 0, v.key, v.atom, count(*), total(r.value), total(r.value * r.value)
+                FROM reached r, json_each(r.variants) v
+                WHERE r.variants IS NOT NULL AND v.atom IS NOT NULL
+                GROUP BY r.scenario, v.key, v.atom""",
             {**period.params(), "splits": json.dumps(scenarios)},
         )
 
     def plan_outcomes(self, period: Period) -> list[dict[str, Any]]:
-        """Per scenario: the journal's deferred and dropped lines, named by `PLAN_OUTCOMES`."""
+        """Per scenario: the journal's deferred and dropped lines, named by `PLAN_OUTCOMES`
+        (counted per day and reason by migration 12's triggers)."""
         return self._select(
-            f"""SELECT scenario, {plan_outcome_sql()} AS outcome, count(*) AS count
-                FROM journal INDEXED BY journal_kind_at
-                WHERE kind IN ('defer', 'drop') AND at >= :since AND at < :until
-                    AND scenario IS NOT NULL AND {_only("scenario")}
-                GROUP BY 1, 2""",
+            f"""SELECT scenario, {plan_outcome_sql()} AS outcome, sum(lines) AS count
+                FROM report_plan
+                WHERE day >= :since_day AND day <= :until_day AND {_only("scenario")}
+                GROUP BY 1, 2 HAVING sum(lines) != 0""",
             period.params(),
         )
 
