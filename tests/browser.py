@@ -5,6 +5,7 @@ with `NO_CHROMIUM` as the reason when `CHROMIUM` is None."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -22,6 +23,21 @@ CHROMIUM = next(
     (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
 )
 NO_CHROMIUM = "Chromium is not installed (Debian: apt-get install chromium; `make test` does it)"
+# How many different colours a screenshot holds (sampled), drawn on a canvas in the page.
+COLOURS = """new Promise(done => {
+  const image = new Image();
+  image.onload = () => {
+    const canvas = document.createElement('canvas');
+    canvas.width = image.width; canvas.height = image.height;
+    const context = canvas.getContext('2d');
+    context.drawImage(image, 0, 0);
+    const pixels = context.getImageData(0, 0, image.width, image.height).data;
+    const seen = new Set();
+    for (let i = 0; i < pixels.length; i += 4 * 97) seen.add(pixels.slice(i, i + 3).join());
+    done(seen.size);
+  };
+  image.src = 'data:image/png;base64,__PNG__';
+})"""
 
 
 class DevTools:
@@ -57,6 +73,13 @@ class DevTools:
         )
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
+
+    async def screenshot(self, session: str) -> tuple[bytes, int]:
+        """The page as a PNG, and how many colours a sample of its pixels holds (1: blank)."""
+        shot = await self.send("Page.captureScreenshot", session, format="png")
+        return base64.b64decode(shot["data"]), await self.evaluate(
+            session, COLOURS.replace("__PNG__", shot["data"])
+        )
 
 
 @contextlib.asynccontextmanager
