@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from postgresql_schema import postgresql_url  # noqa: F401 - a fixture for the tests that use it
 
 from boomerang.daemon import Daemon
 from boomerang.ingest import parse_event
