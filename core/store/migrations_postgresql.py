@@ -77,6 +77,9 @@ def _counted(change: Callable[[str, str], str]) -> str:
     """
 
 
+_CHANGES = ("insert", "delete", "update")
+
+
 def _kept_by_triggers(
     name: str, table: str, update_of: str, change: Callable[[str, str], str], *, update_when: str = ""
 ) -> str:
@@ -627,6 +630,17 @@ POSTGRESQL_MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
 ]
+
+# The triggers that keep running totals, by table: `migrate --to` disables them while it copies
+# the totals themselves.
+TOTALS_TRIGGERS: dict[str, list[str]] = {
+    "messages": [f"{name}_{change}" for name in ("engagement", "report_days") for change in _CHANGES],
+    "journeys": [
+        f"{name}_{change}" for name in ("report_entrants", "report_variants") for change in _CHANGES
+    ],
+    "journal": [f"report_plan_{change}" for change in _CHANGES],
+    "order_items": ["co_purchases_count"],
+}
 
 # The key of the advisory lock under which migrations run (with the schema's name as the second
 # half, so two schemas of one database migrate independently): the pair form, whose keys never
