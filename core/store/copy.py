@@ -10,6 +10,7 @@ that is no valid UTF-8, or holds a NUL, which PostgreSQL's text cannot, is repai
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,8 @@ def copy_to_postgresql(database: Path, url: str, progress: Progress) -> list[Cop
                 return _copy(source, target, progress)
         except psycopg.Error as exc:
             raise CopyError(f"PostgreSQL refused the copy, nothing was written: {str(exc).strip()}") from None
+        except sqlite3.Error as exc:
+            raise CopyError(f"cannot read {database} ({exc}); nothing was written") from None
         finally:
             target.close()
             source.close()
@@ -124,7 +127,6 @@ class _Text:
 
 def _open_source(database: Path) -> sqlite3.Connection:
     source = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    source.text_factory = _Text()
     source.execute("BEGIN")  # one snapshot for the counts and every row
     return source
 
@@ -143,7 +145,18 @@ def _copy(source: sqlite3.Connection, target: Any, progress: Progress) -> list[C
     for table, triggers in TOTALS_TRIGGERS.items():
         for trigger in triggers:
             target.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
+    # Indexes are built faster once than row by row: those that keep no constraint are dropped
+    # for the copy and made again after it.
+    indexes = target.execute(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema()"
+        " AND NOT EXISTS (SELECT FROM pg_constraint c"
+        " WHERE c.conindid = format('%I.%I', i.schemaname, i.indexname)::regclass)"
+    ).fetchall()
+    for name, _ in indexes:
+        target.execute(f'DROP INDEX "{name}"')
     copied = [_copy_table(source, target, table, columns, progress) for table, columns in tables.items()]
+    for _, definition in indexes:
+        target.execute(definition)
     _set_sequences(source, target)
     for table, triggers in TOTALS_TRIGGERS.items():
         for trigger in triggers:
@@ -185,19 +198,60 @@ def _tables(source: sqlite3.Connection, target: Any) -> dict[str, list[tuple[str
 def _copy_table(
     source: sqlite3.Connection, target: Any, table: str, columns: list[tuple[str, str]], progress: Progress
 ) -> Copied:
-    """COPY one table's rows, each value cast by SQLite to its PostgreSQL column's type."""
-    selected = [
-        column if column == "rowid" else f'CAST("{column}" AS {_CASTS[kind]})' for column, kind in columns
-    ]
-    other = " + ".join(
-        f"(typeof(\"{column}\") NOT IN ('null', '{_TYPEOF[kind]}'))"
+    """COPY one table's rows, the values not of their column's type cast by SQLite's CAST.
+
+    Text is read as sqlite3 reads it, fast; a value that is no UTF-8 (which sqlite3 refuses) or
+    holds a NUL (which psycopg refuses) stops that and the table is copied again from its start,
+    its savepoint rolled back, with `_Text` reading every text value and repairing those."""
+    import psycopg
+
+    total, cast, odd = _survey(source, table, columns)
+    selected = ", ".join(
+        f'CAST("{column}" AS {_CASTS[kind]})'
+        if column in odd
+        else column
+        if column == "rowid"
+        else f'"{column}"'
         for column, kind in columns
-        if column != "rowid"
     )
-    total, cast = source.execute(f"SELECT count(*), coalesce(sum({other}), 0) FROM {table}").fetchone()
-    text = source.text_factory
-    repaired = text.repaired
-    rows = source.execute(f"SELECT {', '.join(selected)} FROM {table}")
+    read = functools.partial(_copy_rows, source, target, table, columns, selected, progress, total)
+    try:
+        with target.transaction():
+            repaired = read(None)
+    except (sqlite3.OperationalError, psycopg.DataError):
+        with target.transaction():
+            repaired = read(_Text())
+    return Copied(table, total, 0, cast + repaired)
+
+
+def _survey(
+    source: sqlite3.Connection, table: str, columns: list[tuple[str, str]]
+) -> tuple[int, int, set[str]]:
+    """A table's rows, its values not of their PostgreSQL column's type, and the columns
+    holding such values."""
+    kept = [(column, kind) for column, kind in columns if column != "rowid"]
+    other = ", ".join(
+        f"sum(typeof(\"{column}\") NOT IN ('null', '{_TYPEOF[kind]}'))" for column, kind in kept
+    )
+    total, *found = source.execute(f"SELECT count(*), {other} FROM {table}").fetchone()
+    by_column = {column: n for (column, _), n in zip(kept, found, strict=True) if n}
+    return total, sum(by_column.values()), set(by_column)
+
+
+def _copy_rows(
+    source: sqlite3.Connection,
+    target: Any,
+    table: str,
+    columns: list[tuple[str, str]],
+    selected: str,
+    progress: Progress,
+    total: int,
+    text: _Text | None,
+) -> int:
+    """COPY the rows of `SELECT selected FROM table`, text read by `text` if given; returns
+    the text values repaired."""
+    source.text_factory = text or str
+    rows = source.execute(f"SELECT {selected} FROM {table}")
     done = 0
     progress(table, done, total)
     names = ", ".join(f'"{column}"' for column, _ in columns)
@@ -207,7 +261,7 @@ def _copy_table(
                 copy.write_row(row)
             done += len(batch)
             progress(table, done, total)
-    return Copied(table, total, 0, cast + text.repaired - repaired)
+    return text.repaired if text else 0
 
 
 def _set_sequences(source: sqlite3.Connection, target: Any) -> None:
