@@ -535,8 +535,12 @@ class _CopyProgress:
         if table != self.table:
             self.finish()
             self.table = table
+            if not total:  # a bar of nothing draws nothing
+                click.echo(f"{table:<18}  no rows", err=True)
+                return
             self.bar = click.progressbar(length=total, label=f"{table:<18}", file=sys.stderr, show_pos=True)
-        self.bar.update(done - self.bar.pos)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.pos)
 
     def finish(self) -> None:
         """End the bar drawn last."""

@@ -5,7 +5,11 @@ counts that differ) say why and write nothing."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from boomerang.store.migrations_postgresql import (
     migrate_postgresql,
     postgresql_schema_version,
 )
-from conftest import AUTH, event, running, url, wait_for
+from conftest import AUTH, BOOMERANG, event, running, url, wait_for
 
 WELCOME = (
     "scenario: welcome\ntrigger: {event: signup.completed}\nsteps:\n  - split: {a: 50%, b: 50%}\n"
@@ -197,6 +201,33 @@ async def test_the_progress_is_told_on_stderr_table_by_table(project: Path, post
     tables = [line.split(":")[0] for line in lines]
     assert tables.index("identities") < tables.index("events") < tables.index("report_plan")
     assert all(line.endswith(" rows") for line in lines)
+
+
+async def test_a_terminal_gets_a_bar_per_table(project: Path, postgresql_url: str) -> None:
+    await use(project)
+    terminal, stderr = pty.openpty()
+    process = subprocess.Popen(
+        [BOOMERANG, "migrate", "--config", str(project / "boomerang.yaml"), "--to", postgresql_url],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, "TERM": "xterm"},
+    )
+    os.close(stderr)
+    shown = bytearray()
+    while True:  # read as it comes: a terminal holds only so much unread
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert process.wait(timeout=60) == 0
+    os.close(terminal)
+    text = shown.decode()
+    assert re.search(r"customers +\[#+\]  6/6", text)
+    assert re.search(r"report_plan +no rows", text)
+    assert "customers: 6/6 rows" not in text  # the plain lines are for logs
 
 
 def empty(pg: psycopg.Connection) -> bool:

@@ -18,6 +18,7 @@ its own module, on top of the connection and the quarantine of unreadable rows:
 - jobs.py: the `JobQueue` interface and its SQLite queue
 - visits.py: a browser's open visit (a `visit` job) and the `site.left` that ends it
 - promo_codes.py: the personal codes issued, one per message, and their redemption
+- copy.py: `boomerang migrate --to`, the SQLite file copied into an empty PostgreSQL database
 - report.py: `Reports`, the report's read-only connection and aggregate queries (not in `Store`)
 
 The rules the store applies are pure modules above it: core/profiles.py (profile updates,
