@@ -433,6 +433,12 @@ EVENTS = [
     ),
     ("order.placed", "anna", {"order": {"id": " A1 ", "items": [{"id": "H1"}, {"id": 5, "name": "Pump 2"}]}}),
     ("order.placed", "anna", {"order": {"id": 7.5, "items": [{"id": "X1"}]}}),
+    (
+        "order.placed",
+        "dora",
+        {"order": {"id": 8, "items": [{"id": "T1", "qty": "two"}, {"sku": 9, "qty": None}]}},
+    ),
+    ("order.placed", "dora", {"order": {"id": "C3", "items": [{"id": "", "sku": "H1", "quantity": 1e2}]}}),
     ("order.placed", "carl", {"order": {"id": "B2", "items": {"id": "H1"}}}),
     ("order.placed", "carl", {"order": {"id": "B3", "items": [{"id": "T1"}, {"id": "H1"}, {"id": "L9"}]}}),
     ("product.viewed", "carl", {"product": {"id": "H1", "name": "Helmet", "price": "12"}}),
@@ -459,7 +465,7 @@ def test_the_backfills_give_what_sqlites_give(pg: psycopg.Connection, tmp_path: 
     both = Both(sqlite, pg)
     older(both, 7)
     for n, (kind, customer, data) in enumerate(EVENTS):
-        at = f"2026-03-0{n + 1}T10:00:00.000000Z"
+        at = f"2026-03-{n + 1:02d}T10:00:00.000000Z"
         both.run(
             "INSERT INTO events (id, type, at, customer_id, data, source, received_at)"
             " VALUES (?, ?, ?, ?, ?, 'x', ?)",

@@ -36,11 +36,11 @@ def item_id(value: str) -> str:
     for key in ("id", "sku", "product_id", "url"):
         found = f"({value} -> '{key}')"
         number = f"({value} ->> '{key}')::numeric"
+        # nested CASEs: the cast to numeric only once the value is known to be a number (an
+        # AND's two sides may be evaluated in either order)
         cases.append(
-            f"CASE WHEN jsonb_typeof({found}) = 'string' AND {value} ->> '{key}' != ''"
-            f" THEN substr({value} ->> '{key}', 1, 2048)"
-            f" WHEN jsonb_typeof({found}) = 'number' AND {number} = trunc({number})"
-            f" THEN trunc({number})::text END"
+            f"CASE jsonb_typeof({found}) WHEN 'string' THEN nullif(substr({value} ->> '{key}', 1, 2048), '')"
+            f" WHEN 'number' THEN CASE WHEN {number} = trunc({number}) THEN trunc({number})::text END END"
         )
     return f"coalesce({', '.join(cases)})"
 
@@ -55,9 +55,16 @@ def _text(value: str, key: str) -> str:
 
 
 def _whole(value: str) -> str:
-    """SQL: whether the jsonb `value` is a number written as a whole one (SQLite's json_type
-    'integer')."""
-    return f"(jsonb_typeof({value}) = 'number' AND {value} #>> '{{}}' ~ '^-?[0-9]+$')"
+    """SQL: the jsonb `value` as text if it is a number written as a whole one (SQLite's
+    json_type 'integer'), else NULL."""
+    text = f"{value} #>> '{{}}'"
+    return f"CASE WHEN jsonb_typeof({value}) = 'number' AND {text} ~ '^-?[0-9]+$' THEN {text} END"
+
+
+def _quantity(value: str) -> str:
+    """SQL: the jsonb `value` as an order line's quantity if it is a whole number from 1 to
+    999999, else NULL."""
+    return f"(SELECT q::bigint FROM (SELECT ({_whole(value)})::numeric AS q) n WHERE q BETWEEN 1 AND 999999)"
 
 
 def _counted(change: Callable[[str, str], str]) -> str:
@@ -209,15 +216,11 @@ _ORDER_LINES = f"""
     SELECT order_id, product_id, (array_agg(customer_id ORDER BY at))[1], min(at), sum(qty) FROM (
         SELECT CASE jsonb_typeof(d -> 'order' -> 'id')
                 WHEN 'string' THEN nullif(trim(d -> 'order' ->> 'id'), '')
-                WHEN 'number' THEN CASE WHEN {_whole("(d -> 'order' -> 'id')")} THEN d -> 'order' ->> 'id' END
+                WHEN 'number' THEN {_whole("(d -> 'order' -> 'id')")}
                 END AS order_id,
             {item_id("j.value")} AS product_id, e.customer_id, e.at,
-            CASE WHEN {_whole("(j.value -> 'qty')")} AND (j.value ->> 'qty')::numeric BETWEEN 1 AND 999999
-                    THEN (j.value ->> 'qty')::bigint
-                WHEN NOT j.value ? 'qty' AND {_whole("(j.value -> 'quantity')")}
-                    AND (j.value ->> 'quantity')::numeric BETWEEN 1 AND 999999
-                    THEN (j.value ->> 'quantity')::bigint
-                ELSE 1 END AS qty
+            coalesce({_quantity("j.value -> 'qty'")},
+                CASE WHEN NOT j.value ? 'qty' THEN {_quantity("j.value -> 'quantity'")} END, 1) AS qty
         FROM (SELECT json_or_null(data) AS d, customer_id, at FROM events WHERE type = 'order.placed') e,
             jsonb_array_elements(CASE WHEN jsonb_typeof(d -> 'order' -> 'items') = 'array'
                 THEN d -> 'order' -> 'items' END) j
