@@ -2,10 +2,11 @@
 
 All in one PostgreSQL transaction, so a failure leaves the target as it was: the target is
 migrated to the latest schema, found empty, filled table by table with COPY (the triggers that
-keep running totals disabled, so the totals are copied rather than counted again), its identity
-sequences set past the copied ids, then every table's count compared with SQLite's. SQLite is
-loosely typed: each value is cast to its PostgreSQL column's type by SQLite's own CAST, and text
-that is no valid UTF-8, or holds a NUL, which PostgreSQL's text cannot, is repaired.
+keep running totals disabled, so the totals are copied rather than counted again; the indexes
+that keep no constraint built once afterwards), its identity sequences set past the copied ids,
+then every table's count compared with SQLite's. SQLite is loosely typed: a value of another
+type than its PostgreSQL column's is cast by SQLite's own CAST, and text that is no valid UTF-8,
+or holds a NUL, which PostgreSQL's text cannot, is repaired.
 """
 
 from __future__ import annotations
