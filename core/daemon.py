@@ -32,6 +32,7 @@ from boomerang.model import Event, Job
 from boomerang.plugin_manager import Plugins, address_fields, load_plugins, notify
 from boomerang.problems import ProblemError
 from boomerang.project import Project, known_event_types, load_project
+from boomerang.rate_limits import RateLimits, rate_limits_for
 from boomerang.report_web import ReportPages
 from boomerang.scheduler import Scheduler
 from boomerang.store import Store, StoreUnavailable, unavailable
@@ -69,6 +70,7 @@ class Daemon:
         self.plugins: Plugins
         self.project: Project
         self.store: Store
+        self.rate_limits: RateLimits  # the providers' limits, shared by the daemons on the database
         self._reader: Store | None = None  # a read-only connection for the store's figures
         self.ingest: Ingestor
         # Each source's (or channel's) routes, with its name: who refused a request.
@@ -91,8 +93,10 @@ class Daemon:
         self.plugins = load_plugins(config.plugin_dirs)
         for problem in self.plugins.problems:
             log.error("%s", problem)
+        # Kept across reloads, as the database is: a reload does not refill the buckets.
+        self.rate_limits = rate_limits_for(config.database)
         try:
-            self.project = load_project(self.config_path, self.plugins)
+            self.project = load_project(self.config_path, self.plugins, self.rate_limits)
         except ProblemError as exc:
             raise StartupError(str(exc)) from None
         if not config.api_token:
@@ -209,6 +213,7 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.project.registry.close()
+        await self.rate_limits.close()
         if self._reader is not None:
             self._reader.close()
         self.store.close()
@@ -229,7 +234,7 @@ class Daemon:
         if changed:
             log.warning("reload: plugins changed (%s): restart to load them", ", ".join(changed))
         try:
-            project = load_project(self.config_path, self.plugins)
+            project = load_project(self.config_path, self.plugins, self.rate_limits)
         except ProblemError as exc:
             self.metrics.reloaded(ok=False)
             for problem in exc.problems:

@@ -17,6 +17,7 @@ from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
+from boomerang.rate_limits import LocalRateLimits
 from conftest import API_TOKEN, AUTH, daemon_process, event, free_port, running, url, wait_for
 from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
@@ -48,7 +49,7 @@ def make_channel(
         f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, from: {sender}, api_base: {base}{extra}}}"
     )
     module = sms if name == "sms" else whatsapp
-    [channel] = module.register_channels(channel_config(tmp_path, name, settings))
+    [channel] = module.register_channels(channel_config(tmp_path, name, settings), LocalRateLimits())
     return channel
 
 
@@ -93,7 +94,7 @@ async def test_a_messaging_service_can_stand_in_for_from(tmp_path: Path, twilio)
         f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, messaging_service_sid: {SERVICE_SID}, "
     )
     settings += f"api_base: {twilio.base_url}}}"
-    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings))
+    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings), LocalRateLimits())
     delivery = await channel.send(message())
     await channel.close()
     assert delivery.status is DeliveryStatus.SENT and delivery.detail == "Twilio: accepted"
@@ -219,9 +220,9 @@ def test_settings_are_validated_with_positions(tmp_path: Path) -> None:
     )
     config = load_config(path)
     with pytest.raises(ProblemError) as sms_error:
-        sms.register_channels(config)
+        sms.register_channels(config, LocalRateLimits())
     with pytest.raises(ProblemError) as wa_error:
-        whatsapp.register_channels(config)
+        whatsapp.register_channels(config, LocalRateLimits())
     lines = [f"{p.line}:{p.col}: {p.message}" for p in [*sms_error.value.problems, *wa_error.value.problems]]
     assert lines == [
         "3:18: 'account_sid' must be a Twilio Account SID: AC and 32 hex digits",
@@ -238,7 +239,7 @@ def test_settings_are_validated_with_positions(tmp_path: Path) -> None:
 def test_a_channel_needs_a_sender(tmp_path: Path) -> None:
     config = channel_config(tmp_path, "sms", f"{{account_sid: {ACCOUNT_SID}, auth_token: t}}")
     with pytest.raises(ProblemError) as error:
-        sms.register_channels(config)
+        sms.register_channels(config, LocalRateLimits())
     [problem] = error.value.problems
     assert (problem.line, problem.message) == (
         3,

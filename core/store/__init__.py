@@ -18,6 +18,7 @@ its own module, on top of the connection and the quarantine of unreadable rows:
 - visits.py: a browser's open visit (a `visit` job) and the `site.left` that ends it
 - promo_codes.py: the personal codes issued, one per message, and their redemption
 - report.py: `Reports`, the report's read-only connection and aggregate queries (not in `Store`)
+- rate_buckets.py: `SharedRateLimits`, the providers' rate limits in PostgreSQL (not in `Store`)
 
 The rules the store applies are pure modules above it: core/profiles.py (profile updates,
 merging, address renewal), core/feedback.py (what feedback changes), core/promo_codes.py
