@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from rate_buckets import RecordingRateLimits
 
 from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
@@ -245,6 +246,55 @@ def test_a_channel_needs_a_sender(tmp_path: Path) -> None:
         3,
         "give 'from' (the sending number) or 'messaging_service_sid'",
     )
+
+
+# the sender's MPS
+@pytest.mark.parametrize(
+    ("name", "sender", "mps"),
+    [
+        ("sms", '"+15550001111"', 1.0),  # a long code
+        ("sms", '"+18005550111"', 3.0),  # a toll-free number
+        ("sms", '"12345"', 100.0),  # a short code
+        ("sms", "ShopName", 1.0),  # a sender ID
+        ("whatsapp", '"whatsapp:+15550001111"', 80.0),
+    ],
+)
+def test_a_senders_mps_is_twilios_default_for_its_kind(
+    tmp_path: Path, name: str, sender: str, mps: float
+) -> None:
+    channel = make_channel(tmp_path, "https://api.twilio.com", name, sender)
+    assert channel.mps == mps and channel.bucket == f"twilio:{sender.strip(chr(34))}"
+
+
+async def test_each_send_takes_its_segments_from_the_senders_bucket(tmp_path: Path, twilio) -> None:
+    limits = RecordingRateLimits()
+    settings = (
+        f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, messaging_service_sid: {SERVICE_SID}, "
+        f"mps: 5, api_base: {twilio.base_url}}}"
+    )
+    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings), limits)
+    try:
+        short = await channel.send(message())
+        long = await channel.send(message(id="m-2", body="x" * 200))  # two GSM-7 segments
+    finally:
+        await channel.close()
+    assert short.status is long.status is DeliveryStatus.SENT
+    bucket = f"twilio:{SERVICE_SID}"
+    assert limits.takes == [(bucket, 1, 5.0, 1.0), (bucket, 2, 5.0, 1.0)]
+    assert len(twilio.requests) == 2
+
+
+def test_mps_must_be_a_number_above_0(tmp_path: Path) -> None:
+    for value in ("0", "fast", "-1", "true"):
+        settings = f'{{account_sid: {ACCOUNT_SID}, auth_token: t, from: "+15550001111", mps: {value}}}'
+        with pytest.raises(ProblemError) as error:
+            sms.register_channels(channel_config(tmp_path, "sms", settings), LocalRateLimits())
+        [problem] = error.value.problems
+        assert (problem.line, problem.col, problem.message) == (
+            3,
+            len("  sms: ") + settings.index("mps:") + len("mps: ") + 1,
+            "'mps' must be a number above 0, such as 1 or 2.5",
+        )
 
 
 # segments

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rate_buckets import RecordingRateLimits, create_rate_buckets
 
 from boomerang.config import Config, load_config
 from boomerang.daemon import Daemon
@@ -31,7 +32,7 @@ from boomerang.plugins.channels.telegram import (
     telegram_html,
 )
 from boomerang.problems import ProblemError
-from boomerang.rate_limits import LocalRateLimits
+from boomerang.rate_limits import LocalRateLimits, rate_limits_for
 from boomerang.templates import load_templates
 from conftest import AUTH, SECRET, daemon_process, event, free_port, running, url, wait_for
 from fakes.telegram_api import EntityError, FakeBotApi, parse_html
@@ -226,6 +227,46 @@ async def test_at_most_about_25_messages_a_second(tmp_path: Path, api: FakeBotAp
     assert arrivals[-1] - arrivals[0] >= 0.9
 
 
+async def test_the_bots_messages_take_from_the_bucket_of_its_id(tmp_path: Path, api: FakeBotApi) -> None:
+    limits = RecordingRateLimits()
+    config = make_config(tmp_path, token=TOKEN, api_base=api.base, per_second=10)
+    [channel] = register_channels(config, limits)
+    try:
+        await channel.send(message())
+    finally:
+        await channel.close()
+    assert limits.takes == [("telegram:123456", 1, 10.0, 2.0)]  # the id, never the token's secret
+
+
+async def test_two_daemons_on_one_database_share_the_bots_rate(
+    tmp_path: Path, api: FakeBotApi, postgresql_url: str
+) -> None:
+    create_rate_buckets(postgresql_url)
+    daemons = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        limits = rate_limits_for(postgresql_url)  # each daemon's own connection to the buckets
+        [channel] = register_channels(make_config(tmp_path / name, token=TOKEN, api_base=api.base), limits)
+        daemons.append((channel, limits))
+    try:
+        sent = await asyncio.gather(
+            *(
+                channel.send(message(to=str(100 * index + chat), id=f"m-{index}-{chat}"))
+                for index, (channel, _) in enumerate(daemons)
+                for chat in range(20)
+            )
+        )
+    finally:
+        for channel, limits in daemons:
+            await channel.close()
+            await limits.close()
+    assert [delivery.status for delivery in sent] == [DeliveryStatus.SENT] * 40
+    arrivals = sorted(call.at for call in api.sent())
+    assert len(arrivals) == 40
+    # 5 at once, then 25 a second for both together: 35 more take 1.4 s (each alone: 0.6 s).
+    assert arrivals[-1] - arrivals[0] >= 1.2
+
+
 # HTML
 def test_html_becomes_what_telegram_accepts() -> None:
     assert telegram_html("<p>One</p>\n<p>Two &amp; <em>three</em></p>") == "One\n\nTwo &amp; <i>three</i>"
@@ -297,6 +338,7 @@ def test_settings_errors_point_at_their_place(tmp_path: Path) -> None:
         "    mode: pollng\n"
         "    webhook_secret: has spaces\n"
         "    bot_name: ShopBot\n"
+        "    per_second: fast\n"
     )
     with pytest.raises(ProblemError) as caught:
         register_channels(load_config(path), LocalRateLimits())
@@ -308,6 +350,7 @@ def test_settings_errors_point_at_their_place(tmp_path: Path) -> None:
         f"{path}:7:21: error: 'webhook_secret' must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - "
         "(Telegram's rule)",
         f"{path}:8:5: error: unknown telegram setting 'bot_name' (did you mean 'bot_username'?)",
+        f"{path}:9:17: error: 'per_second' must be a number above 0, such as 1 or 2.5",
     ]
     path.write_text("database: ./boomerang.db\nchannels:\n  telegram: {api_base: https://x.example}\n")
     with pytest.raises(ProblemError, match=r":3:13: error: 'token' is required"):

@@ -199,7 +199,8 @@ class EmailChannel(Channel):
         self.unsubscribe_mailto = settings.get("unsubscribe_mailto") or parseaddr(self.sender)[1]
         self.pool = SmtpPool(settings, int(settings.get("pool", 4)))
         self.rate_limits = LocalRateLimits() if rate_limits is None else rate_limits
-        self.per_second: float | None = settings.get("per_second")
+        per_second = settings.get("per_second")
+        self.per_second = float(per_second) if per_second is not None else None
         # The provider's limit is per account: the server and the login (or the sender) name it.
         login = settings.get("username") or parseaddr(self.sender)[1]
         self.bucket = f"smtp:{settings.get('host', '127.0.0.1')}:{login}"
