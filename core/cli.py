@@ -474,6 +474,77 @@ def forget(config_file: Path, customer: str) -> None:
     click.echo(gone.summary() + (f"; {files} outbox files deleted" if files else ""))
 
 
+@cli.command()
+@config_option
+@click.option(
+    "--to", "url", required=True, metavar="URL", help="The PostgreSQL database: postgresql://user@host/db"
+)
+def migrate(config_file: Path, url: str) -> None:
+    """Copy the project's SQLite database into an empty PostgreSQL database (--to URL).
+
+    Stop the daemon first. One transaction: on any error the target is left as it was. Prints
+    each table's rows in both; exit 1 if they differ.
+    """
+    from boomerang.database_lock import DatabaseLocked
+    from boomerang.store import StoreError
+    from boomerang.store.copy import copy_to_postgresql, postgresql_url, shown_url
+
+    try:
+        postgresql_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--to'") from None
+    config = read_config(config_file)
+    if not config.database.exists():
+        raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
+    progress = _CopyProgress()
+    try:
+        copied = copy_to_postgresql(config.database, url, progress)
+    except DatabaseLocked:
+        raise click.ClickException(
+            f"the daemon is running on {config.database} (it holds {config.database}.lock): stop it, then "
+            "run `boomerang migrate --to` again; the copy must see every row, with none written meanwhile"
+        ) from None
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        progress.finish()
+    click.echo(f"{'table':<18} {'SQLite':>10} {'PostgreSQL':>11}")
+    for table in copied:
+        click.echo(f"{table.table:<18} {table.sqlite:>10} {table.postgresql:>11}")
+    cast = sum(table.cast for table in copied)
+    click.echo(
+        f"copied {sum(table.sqlite for table in copied)} rows into {shown_url(url)}, every count checked"
+        + (f"; {cast} values cast or repaired to fit their column" if cast else "")
+    )
+    click.echo(f"Next: set `database: {shown_url(url)}` in {config_file} and start the daemon.")
+
+
+class _CopyProgress:
+    """`migrate --to`'s progress on stderr: a bar per table on a terminal, else plain lines (each
+    table's start and end, and every 100,000 rows)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.table = ""
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            if done in (0, total) or done % 100_000 == 0:
+                click.echo(f"{table}: {done}/{total} rows", err=True)
+            return
+        if table != self.table:
+            self.finish()
+            self.table = table
+            self.bar = click.progressbar(length=total, label=f"{table:<18}", file=sys.stderr, show_pos=True)
+        self.bar.update(done - self.bar.pos)
+
+    def finish(self) -> None:
+        """End the bar drawn last."""
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+
 @cli.command(name="plugins")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
