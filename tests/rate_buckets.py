@@ -1,4 +1,4 @@
-"""Rate limits for the tests: the `rate_buckets` table in a test's PostgreSQL schema, and
+"""Rate limits for the tests: a test's PostgreSQL schema migrated (so with `rate_buckets`), and
 buckets that note every take (what a channel asked of its provider's limit)."""
 
 from __future__ import annotations
@@ -6,16 +6,14 @@ from __future__ import annotations
 import psycopg
 
 from boomerang.rate_limits import Grant, LocalRateLimits
+from boomerang.store.migrations_postgresql import migrate_postgresql
 
 
-def create_rate_buckets(url: str) -> None:
-    """The table of migration 13, made by hand in the test's schema."""
-    # TODO(i-pg-schema): migrate_postgresql(url) once migration 13 is merged
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE rate_buckets (name TEXT PRIMARY KEY, tokens double precision NOT NULL, "
-            "updated_at double precision NOT NULL)"
-        )
+def migrated(url: str) -> str:
+    """The schema at `url` with every migration applied (`rate_buckets` is migration 13)."""
+    with psycopg.connect(url) as conn:
+        migrate_postgresql(conn)
+    return url
 
 
 class RecordingRateLimits(LocalRateLimits):

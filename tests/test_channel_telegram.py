@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rate_buckets import RecordingRateLimits, create_rate_buckets
+from rate_buckets import RecordingRateLimits, migrated
 
 from boomerang.config import Config, load_config
 from boomerang.daemon import Daemon
@@ -241,7 +241,7 @@ async def test_the_bots_messages_take_from_the_bucket_of_its_id(tmp_path: Path, 
 async def test_two_daemons_on_one_database_share_the_bots_rate(
     tmp_path: Path, api: FakeBotApi, postgresql_url: str
 ) -> None:
-    create_rate_buckets(postgresql_url)
+    migrated(postgresql_url)
     daemons = []
     for name in ("one", "two"):
         (tmp_path / name).mkdir()

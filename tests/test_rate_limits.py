@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from rate_buckets import create_rate_buckets
+from rate_buckets import migrated
 
 from boomerang.rate_limits import Grant, LocalRateLimits, RateLimits, burst_for, rate_limits_for, waits
 from boomerang.store.rate_buckets import SharedRateLimits
@@ -30,9 +30,8 @@ class FakeClock:
 
 @pytest.fixture
 def shared(postgresql_url: str) -> str:
-    """The URL of a schema of the test's own with the `rate_buckets` table."""
-    create_rate_buckets(postgresql_url)
-    return postgresql_url
+    """The URL of a schema of the test's own, migrated: `rate_buckets` is there."""
+    return migrated(postgresql_url)
 
 
 def move_bucket_clock(url: str, name: str, seconds: float) -> None:
