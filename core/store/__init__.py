@@ -7,6 +7,7 @@ its own module, on top of the connection and the quarantine of unreadable rows:
 
 - connection.py: opening (read-write, read-only, private file), the store thread, transactions, migrating
 - migrations.py: the numbered migrations (never edit a published one)
+- migrations_postgresql.py: the same migrations written for PostgreSQL, and applying them
 - quarantine.py: reading rows back safely; unreadable rows set aside
 - rows.py: decoding stored rows, every column checked
 - customers.py: customers and identities: resolve, merge, profile writes

@@ -593,4 +593,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         DROP INDEX IF EXISTS messages_customer;
         """,
     ),
+    # The cluster-wide limits of providers (messages per second): a token bucket per limit, its
+    # tokens left and when they were counted, in seconds since the epoch.
+    (
+        13,
+        "provider rate buckets",
+        """
+        CREATE TABLE IF NOT EXISTS rate_buckets (
+            name TEXT PRIMARY KEY,
+            tokens REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
