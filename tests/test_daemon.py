@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from boomerang import metrics
@@ -47,6 +48,7 @@ async def test_object_array_and_json_lines_are_accepted_once(project: Path) -> N
         assert await post(daemon, lines) == (200, {"accepted": 3, "duplicates": 1})
 
 
+@pytest.mark.sqlite_only
 async def test_events_are_committed_before_the_answer(project: Path) -> None:
     async with running(project) as daemon:
         status, _ = await post(daemon, json.dumps(event("e1", email="anna@example.com")))
@@ -175,6 +177,7 @@ async def test_a_scenario_runs_in_the_daemon_and_writes_to_the_outbox(project: P
         assert daemon.project.templates.get("welcome") is not None
 
 
+@pytest.mark.sqlite_only
 async def test_a_second_daemon_on_the_same_database_is_refused(project: Path, monkeypatch) -> None:
     async with running(project):
         monkeypatch.setenv("BOOMERANG_PORT", "0")

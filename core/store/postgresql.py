@@ -31,7 +31,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import TransactionStatus
 
 from boomerang.database_url import shown
-from boomerang.store.connection import Connection, DatabaseUnreachable, StoreError, StoreThread
+from boomerang.store.connection import Connection, DatabaseUnreachable, StoreThread
 from boomerang.store.postgresql_sql import translate
 
 log = logging.getLogger("boomerang.store")
@@ -227,26 +227,11 @@ class PostgresConnection(Connection):
         return postgresql_schema_version(self.db.pg)
 
     def migrate(self) -> list[int]:
-        """Apply the migrations this database has not had yet; returns their numbers. Daemons
-        starting together take turns (an advisory lock), so each migration runs once."""
-        from boomerang.store.migrations_postgresql import POSTGRESQL_MIGRATIONS, migrate_postgresql
+        """Apply the migrations this database has not had yet; returns their numbers (daemons
+        starting together take turns: `migrate_postgresql`)."""
+        from boomerang.store.migrations_postgresql import migrate_postgresql
 
-        pg = self.db.pg
-        pg.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
-        try:
-            current, latest = self.schema_version(), POSTGRESQL_MIGRATIONS[-1][0]
-            if current > latest:
-                raise StoreError(
-                    f"the database is at schema {current}, newer than this Boomerang knows ({latest}); "
-                    "upgrade Boomerang or restore a backup made before the upgrade"
-                )
-            return migrate_postgresql(pg)
-        finally:
-            pg.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
-
-
-# The advisory lock key that serialises migrations: any fixed number no other lock uses.
-_MIGRATION_LOCK = zlib.crc32(b"boomerang migrations")
+        return migrate_postgresql(self.db.pg)
 
 
 def customer_lock_key(customer_id: str) -> int:

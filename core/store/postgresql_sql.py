@@ -12,6 +12,7 @@ into what PostgreSQL takes, with the same meaning:
 - `json_extract(column, '$.a.b')` becomes `(column::jsonb #>> '{a,b}')`, `instr(a, b)` a test
   of `strpos`, `substr(x, -n)` `right(x, n)`, `x IS ?` `x IS NOT DISTINCT FROM %s`, and
   SQLite's `[name]` quoting `"name"`;
+- SQLite's planner hints go (`INDEXED BY`; `CROSS JOIN ... ON` is a `JOIN`);
 - the few expressions no rule above covers are replaced whole (`FRAGMENTS`).
 
 String literals are left alone (but for `%`), so a JSON path such as `'$[0]'` stays what it is.
@@ -26,13 +27,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from boomerang.store.migrations import item_id as sqlite_item_id
+from boomerang.store.migrations_postgresql import item_id as postgresql_item_id
+
 # Expressions the rules do not reach, replaced whole: SQLite's text as the table families write
 # it, and PostgreSQL's. `journeys._VARIANTS_ONLY`: a context reduced to its `variants` (text
-# that is not a JSON object is left for the decoder to refuse, as on SQLite).
+# that is not JSON is left for the decoder to refuse, as on SQLite); the catalogue id of a
+# viewed product and the cross-sell rules of `products.recommend`.
 FRAGMENTS = {
+    sqlite_item_id("json_extract(e.data, '$.product')"): (
+        postgresql_item_id("(json_or_null(e.data) -> 'product')")
+    ),
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:rules)": (
+        "SELECT rule ->> 0, rule ->> 1 FROM jsonb_array_elements(:rules::jsonb) AS rule"
+    ),
     "CASE WHEN json_valid(context) THEN json_object('variants', json(json_extract(context, '$.variants')))"
-    " ELSE context END": "CASE WHEN context ~ '^\\s*\\{' THEN jsonb_build_object('variants',"
-    " context::jsonb -> 'variants')::text ELSE context END",
+    " ELSE context END": "CASE WHEN json_or_null(context) IS NOT NULL THEN jsonb_build_object('variants',"
+    " json_or_null(context) -> 'variants')::text ELSE context END",
 }
 
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
@@ -48,6 +59,9 @@ _JSON_EXTRACT = re.compile(r"\bjson_extract\(\s*([\w.]+)\s*,\s*'\$((?:\.\w+)+)'\
 _INSTR = re.compile(r"\binstr\(([^()]*)\)")
 _SUBSTR_TAIL = re.compile(r"\bsubstr\((.*?),\s*-(\d+)\)")
 _IS_PARAM = re.compile(r"\bIS\s+(?=\?)")
+# SQLite's hints for its planner: `CROSS JOIN ... ON` (keep this join order), `INDEXED BY`.
+_CROSS_JOIN = re.compile(r"\bCROSS JOIN\b(?=[^()]*?\bON\b)")
+_INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
 _BRACKETED = re.compile(r"\[([A-Za-z_]\w*)\]")
 _PLACEHOLDER = re.compile(r"\?|(?<!:):([A-Za-z_]\w*)")
 
@@ -96,6 +110,8 @@ def translate(sql: str) -> Statement:
     code = _SUBSTR_TAIL.sub(r"right(\1, \2)", code)
     code = _IS_PARAM.sub("IS NOT DISTINCT FROM ", code)
     code = _BRACKETED.sub(r'"\1"', code)
+    code = _INDEXED_BY.sub("", code)
+    code = _CROSS_JOIN.sub("JOIN", code)
 
     lists: list[int | str] = []
     position = -1
