@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,10 +29,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from postgresql_schema import postgresql_url  # noqa: F401 - a fixture for the tests that use it
 
+from boomerang.config import load_config
 from boomerang.daemon import Daemon
+from boomerang.database_url import is_postgresql
 from boomerang.ingest import parse_event
 from boomerang.model import Event
 from boomerang.scaffold import create_project
+from boomerang.store.postgresql import PostgresDatabase
 from boomerang.systemd import Notifier
 from fakes.smtp_server import Mailbox
 
@@ -77,6 +81,24 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     if on_postgresql(request):
         return request.getfixturevalue("postgresql_url")
     return tmp_path / "data" / "boomerang.db"
+
+
+@contextlib.contextmanager
+def project_database(directory: Path) -> Iterator[Any]:
+    """The database of the project in `directory`, for a test to read or change beside the
+    store: a sqlite3 connection to its file, or on PostgreSQL the store's own translating one
+    (so the same SQL reads both); committed and closed on leaving."""
+    database = load_config(directory / "boomerang.yaml").database
+    if is_postgresql(database):
+        connection: Any = PostgresDatabase(str(database))
+    else:
+        connection = sqlite3.connect(database)
+    try:
+        yield connection
+        if not is_postgresql(database):
+            connection.commit()
+    finally:
+        connection.close()
 
 
 def free_port() -> int:

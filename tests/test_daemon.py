@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from boomerang import metrics
 from boomerang.daemon import Daemon, StartupError
-from conftest import AUTH, event, running, url, wait_for
+from conftest import AUTH, event, project_database, running, url, wait_for
 
 
 async def post(daemon: Daemon, body: str | bytes, headers: dict | None = None) -> tuple[int, dict]:
@@ -54,7 +53,7 @@ async def test_events_are_committed_before_the_answer(project: Path) -> None:
         status, _ = await post(daemon, json.dumps(event("e1", email="anna@example.com")))
         assert status == 200
         # A second connection sees the row: the transaction was committed, not just buffered.
-        with sqlite3.connect(project / "boomerang.db") as other:
+        with project_database(project) as other:
             rows = other.execute("SELECT id, substr(customer_id, 1, 5) FROM events").fetchall()
         assert rows == [("e1", "anon-")]
 

@@ -281,6 +281,10 @@ class Connection:
         process decides their sends meanwhile. Nothing to do on SQLite: the transaction holds
         the whole file."""
 
+    def take_turn(self, work: str) -> None:
+        """Wait until no other process does `work` (e.g. `events`), and hold it until the
+        transaction under way ends. Nothing to do on SQLite: one daemon per file."""
+
     def changes(self) -> int:
         """Rows written since the database was opened: a caller compares two readings to learn
         whether anything between them wrote."""

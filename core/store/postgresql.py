@@ -217,7 +217,13 @@ class PostgresConnection(Connection):
     def lock_customers(self, customer_ids: list[str]) -> None:
         """Take each customer's advisory lock for the transaction under way (`pg_advisory_xact_lock`,
         released at its end), in one order for every daemon, so that two never wait on each other."""
-        keys = sorted({customer_lock_key(customer_id) for customer_id in customer_ids})
+        self._advisory_locks(sorted({_lock_key(f"customer:{customer_id}") for customer_id in customer_ids}))
+
+    def take_turn(self, work: str) -> None:
+        """Wait for `work`'s advisory lock, held until the transaction under way ends."""
+        self._advisory_locks([_lock_key(f"work:{work}")])
+
+    def _advisory_locks(self, keys: list[int]) -> None:
         self.db.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(?::bigint[]) AS key", [keys])
 
     def schema_version(self) -> int:
@@ -234,9 +240,9 @@ class PostgresConnection(Connection):
         return migrate_postgresql(self.db.pg)
 
 
-def customer_lock_key(customer_id: str) -> int:
-    """The advisory lock key of a customer's sends (`pg_advisory_xact_lock`)."""
-    return zlib.crc32(customer_id.encode())
+def _lock_key(name: str) -> int:
+    """The advisory lock key of a name (`pg_advisory_xact_lock` takes a number)."""
+    return zlib.crc32(name.encode())
 
 
 @functools.cache
