@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import re
-import sqlite3
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from boomerang.plugins.channels.telegram import (
 from boomerang.problems import ProblemError
 from boomerang.rate_limits import LocalRateLimits, rate_limits_for
 from boomerang.templates import load_templates
-from conftest import AUTH, SECRET, daemon_process, event, free_port, running, url, wait_for
+from conftest import AUTH, SECRET, daemon_process, event, free_port, project_database, running, url, wait_for
 from fakes.telegram_api import EntityError, FakeBotApi, parse_html
 
 TOKEN = "123456:TEST-token_abc"
@@ -656,6 +655,6 @@ async def test_boomerang_run_sends_a_scenario_message_through_the_bot(
     assert call.params["reply_markup"] == {
         "inline_keyboard": [[{"text": "Shop now", "url": "https://shop.example/new?c=c-7"}]]
     }
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         rows = db.execute("SELECT channel, status, provider_id FROM messages").fetchall()
     assert rows == [("telegram", "sent", "555:2")]

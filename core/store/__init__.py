@@ -28,7 +28,15 @@ merging, address renewal), core/feedback.py (what feedback changes), core/promo_
 
 from __future__ import annotations
 
-from boomerang.store.connection import StoreError, StoreUnavailable, unavailable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from boomerang.store.connection import (
+    Connection,
+    DatabaseUnreachable,
+    StoreError,
+    StoreUnavailable,
+    unavailable,
+)
 from boomerang.store.erasure import Erasure
 from boomerang.store.jobs import JobQueue, Jobs
 from boomerang.store.journeys import Journeys
@@ -36,8 +44,24 @@ from boomerang.store.migrations import MIGRATIONS
 from boomerang.store.promo_codes import PromoCodes
 from boomerang.store.visits import Visits
 
-__all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "unavailable"]
+if TYPE_CHECKING:
+    from boomerang.config import Config
+
+__all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "open_store", "unavailable"]
+
+C = TypeVar("C", bound=Connection)
 
 
 class Store(Erasure, Visits, Journeys, PromoCodes, Jobs):
-    """The one SQLite database of an installation."""
+    """The one database of an installation: a SQLite file, or a PostgreSQL database that
+    several daemons may share (`Store(url)` opens `postgresql.on_postgresql(Store)`)."""
+
+
+def open_store(config: Config, kind: type[C] = Store, **options: Any) -> C:  # type: ignore[assignment]
+    """The store (or another `Connection`: `Reports`) of the database `config` names; a server
+    that does not answer is a `StoreError` that says where the setting is."""
+    try:
+        return kind(config.database, **options)
+    except DatabaseUnreachable as exc:
+        file, line, col = config.where("database")
+        raise DatabaseUnreachable(f"{file}:{line}:{col}: database: {exc}") from exc

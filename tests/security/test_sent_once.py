@@ -232,7 +232,7 @@ async def test_a_send_longer_than_its_lease_is_sent_once(project: Path, smtp, mo
                 assert answer.status == 200
 
         def status() -> str | None:
-            with sqlite3.connect(project / "boomerang.db") as db:
+            with conftest.project_database(project) as db:
                 row = db.execute("SELECT status FROM messages").fetchone()
             return row[0] if row else None
 
