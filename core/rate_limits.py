@@ -20,12 +20,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from os import PathLike
+from pathlib import Path
+
+from boomerang.database_url import is_postgresql
 
 # A bucket holds this many seconds' worth of tokens unless its user says otherwise: at 25/s,
 # 5 at once and 30 in any one second, which is Telegram's ~30/s.
 BURST_SECONDS = 0.2
-POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,10 @@ class LocalRateLimits(RateLimits):
         return Grant(at, max(0.0, -tokens / rate))
 
 
-def rate_limits_for(database: str | PathLike[str]) -> RateLimits:
+def rate_limits_for(database: Path | str) -> RateLimits:
     """The buckets for daemons on `database` (the `database:` setting): in PostgreSQL for a
     `postgresql://` URL, since several daemons may share it; in memory for a SQLite file."""
-    if isinstance(database, str) and database.startswith(POSTGRESQL_SCHEMES):
+    if is_postgresql(database):
         from boomerang.store.rate_buckets import SharedRateLimits
 
         return SharedRateLimits(database)

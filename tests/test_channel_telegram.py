@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +33,7 @@ from boomerang.plugins.channels.telegram import (
 )
 from boomerang.problems import ProblemError
 from boomerang.rate_limits import LocalRateLimits, rate_limits_for
+from boomerang.store.rate_buckets import SharedRateLimits
 from boomerang.templates import load_templates
 from conftest import AUTH, SECRET, daemon_process, event, free_port, project_database, running, url, wait_for
 from fakes.telegram_api import EntityError, FakeBotApi, parse_html
@@ -501,6 +503,26 @@ async def test_text_from_a_linked_chat_is_a_reply_a_scenario_hands_over(
         assert handover.params["text"] == (
             "Thanks, Anna! A person will answer you here.\n\nYou wrote: <i>Can a person call me?</i>"
         )
+
+
+async def test_a_daemon_on_postgresql_keeps_the_bots_rate_in_the_database(
+    project: Path, api: FakeBotApi, postgresql_url: str
+) -> None:
+    telegram_project(project, api.base)
+    config = project / "boomerang.yaml"
+    config.write_text(re.sub(r"(?m)^database: .*$", f"database: {postgresql_url}", config.read_text()))
+    async with running(project) as daemon:
+        assert isinstance(daemon.rate_limits, SharedRateLimits)
+        await post_event(daemon, customer_event("e-1", id="c-42", name="Anna", telegram_chat_id="777"))
+        assert await hook(daemon, api.user_says(777, "Can a person call me?")) == 200
+
+        async def answered() -> bool:
+            return bool(api.sent())
+
+        await wait_for(answered)
+    with psycopg.connect(postgresql_url) as conn:
+        buckets = conn.execute("SELECT name FROM rate_buckets").fetchall()
+    assert buckets == [("telegram:123456",)]
 
 
 async def test_polling_mode_links_chats_through_get_updates(project: Path, api: FakeBotApi) -> None:
