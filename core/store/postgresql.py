@@ -24,10 +24,11 @@ import functools
 import logging
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Dumper
+from psycopg.adapt import Dumper, Loader
 from psycopg.pq import TransactionStatus
 
 from boomerang.database_url import shown
@@ -62,6 +63,15 @@ class _IntegerBool(Dumper):
         return b"1" if obj else b"0"
 
 
+class _SqliteNumber(Loader):
+    """PostgreSQL's `numeric` (a sum of integers, an average) read as SQLite gives the same
+    figure: a whole number as an int, any other as a float, never a Decimal."""
+
+    def load(self, data: Any) -> int | float:
+        number = Decimal(bytes(data).decode())
+        return int(number) if number == number.to_integral_value() else float(number)
+
+
 class PostgresDatabase:
     """One psycopg connection with what the table families use of sqlite-utils' `Database`:
     statements are translated (`translate`) and run; `conn` is this object itself, so that
@@ -85,6 +95,7 @@ class PostgresDatabase:
             reason = str(exc).strip()
             raise DatabaseUnreachable(f"cannot connect to PostgreSQL at {shown(self.url)}: {reason}") from exc
         pg.adapters.register_dumper(bool, _IntegerBool)
+        pg.adapters.register_loader("numeric", _SqliteNumber)
         if self.read_only:
             pg.execute("SET default_transaction_read_only = on")
         return pg

@@ -9,9 +9,12 @@ into what PostgreSQL takes, with the same meaning:
 - a JSON list handed as one parameter, `x IN (SELECT value FROM json_each(?))`, becomes
   `x = ANY(%s)`, its parameter decoded into a list when the statement runs (psycopg sends it as
   an array of the elements' type, so integer ids compare with integer ids);
-- `json_extract(column, '$.a.b')` becomes `(column::jsonb #>> '{a,b}')`, `instr(a, b)` a test
+- `json_extract(column, '$.a.b')` becomes `(column::jsonb #>> '{a,b}')`, `LIKE` `ILIKE` (SQLite's
+  ignores case), `instr(a, b)` a test
   of `strpos`, `substr(x, -n)` `right(x, n)`, `x IS ?` `x IS NOT DISTINCT FROM %s`, and
   SQLite's `[name]` quoting `"name"`;
+- `total(x)` becomes `coalesce(sum(x), 0)`, and a bare `BEGIN` (a report's snapshot) a
+  REPEATABLE READ transaction;
 - SQLite's planner hints go (`INDEXED BY`; `CROSS JOIN ... ON` is a `JOIN`);
 - the few expressions no rule above covers are replaced whole (`FRAGMENTS`).
 
@@ -62,6 +65,8 @@ _IS_PARAM = re.compile(r"\bIS\s+(?=\?)")
 # SQLite's hints for its planner: `CROSS JOIN ... ON` (keep this join order), `INDEXED BY`.
 _CROSS_JOIN = re.compile(r"\bCROSS JOIN\b(?=[^()]*?\bON\b)")
 _INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
+_LIKE = re.compile(r"\sLIKE\s")  # SQLite's LIKE ignores the case of ASCII letters
+_TOTAL = re.compile(r"\btotal\(")
 _BRACKETED = re.compile(r"\[([A-Za-z_]\w*)\]")
 _PLACEHOLDER = re.compile(r"\?|(?<!:):([A-Za-z_]\w*)")
 
@@ -88,6 +93,9 @@ class Statement:
 @functools.lru_cache(maxsize=4096)
 def translate(sql: str) -> Statement:
     """SQLite's statement `sql` as PostgreSQL takes it (see the module's docstring)."""
+    if sql.strip().upper() == "BEGIN":
+        # a transaction that only reads (`Reports.snapshot`) sees one snapshot, as in WAL
+        return Statement("BEGIN ISOLATION LEVEL REPEATABLE READ", (), False)
     for sqlite_text, postgresql_text in FRAGMENTS.items():
         sql = sql.replace(sqlite_text, postgresql_text)
     literals: list[str] = []
@@ -107,10 +115,12 @@ def translate(sql: str) -> Statement:
     code = _LIST_IN.sub(lambda m: ("<> ALL" if m.group(1) else "= ANY") + f"(\0L{m.group(3)}\0)", code)
     code = _DISTINCT_LIST.sub(lambda m: f"(SELECT DISTINCT unnest(\0L{m.group(1)}\0))", code)
     code = _INSTR.sub(r"(strpos(\1) > 0)", code)
+    code = _LIKE.sub(" ILIKE ", code)
     code = _SUBSTR_TAIL.sub(r"right(\1, \2)", code)
     code = _IS_PARAM.sub("IS NOT DISTINCT FROM ", code)
     code = _BRACKETED.sub(r'"\1"', code)
     code = _INDEXED_BY.sub("", code)
+    code = _totals(code)
     code = _CROSS_JOIN.sub("JOIN", code)
 
     lists: list[int | str] = []
@@ -145,6 +155,17 @@ def translate(sql: str) -> Statement:
     text = re.sub(r"\0(\d+)\0", lambda m: literals[int(m.group(1))].replace("%", "%%"), code)
     first = text.lstrip().split(None, 1)[0].upper() if text.strip() else ""
     return Statement(text, tuple(lists), first in ("INSERT", "UPDATE", "DELETE", "WITH"))
+
+
+def _totals(code: str) -> str:
+    """SQLite's `total(x)` (0 over no rows, not NULL) as `coalesce(sum(x), 0)`."""
+    while (match := _TOTAL.search(code)) is not None:
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(code[end], 0)
+            end += 1
+        code = f"{code[: match.start()]}coalesce(sum({code[match.end() : end - 1]}), 0){code[end:]}"
+    return code
 
 
 def _json_path(match: re.Match[str]) -> str:
