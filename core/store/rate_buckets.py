@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import psycopg
 
 CONNECT_TIMEOUT = 10  # seconds
+TAKE_SECONDS = 10  # a statement not answered by then is given up, its connection with it
 
 # `clock_timestamp()`, not `now()`: the time the statement runs, whatever its transaction.
 # A taker that waited for the row lock read the clock before an earlier one wrote: the
@@ -76,6 +77,7 @@ class SharedRateLimits(RateLimits):
     async def _serve(self, key: tuple[str, float, float], takers: _Takers) -> None:
         """Take for everyone waiting, one statement per round, until nobody waits."""
         name, rate, burst = key
+        batch: list[tuple[float, asyncio.Future[Grant]]] = []
         try:
             while takers.waiting:
                 batch, takers.waiting = takers.waiting, []
@@ -91,8 +93,12 @@ class SharedRateLimits(RateLimits):
                     if not taken.done():  # a taker cancelled meanwhile leaves its tokens taken
                         taken.set_result(Grant(at, wait))
         finally:
+            # Cancelled (the loop shutting down): nobody is left waiting for an answer.
+            for _, taken in [*batch, *takers.waiting]:
+                if not taken.done():
+                    taken.cancel()
             takers.serving = False
-            if self._takers.get(key) is takers and not takers.waiting:
+            if self._takers.get(key) is takers:
                 del self._takers[key]
 
     async def _take(self, name: str, count: float, rate: float, burst: float) -> tuple[float, float]:
@@ -101,12 +107,13 @@ class SharedRateLimits(RateLimits):
 
         connection = await self._connect()
         try:
-            cursor = await connection.execute(
-                TAKE, {"name": name, "count": count, "rate": rate, "burst": burst}
-            )
-            row = await cursor.fetchone()
-        except psycopg.OperationalError:
-            # The connection broke (a restart, a network cut): the next take opens another.
+            async with asyncio.timeout(TAKE_SECONDS):
+                cursor = await connection.execute(
+                    TAKE, {"name": name, "count": count, "rate": rate, "burst": burst}
+                )
+                row = await cursor.fetchone()
+        except (psycopg.OperationalError, TimeoutError):
+            # The connection broke or hangs (a restart, a network cut): the next take opens another.
             self._connection = None
             await connection.close()
             raise
