@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import sys
 
-from bench import check_speed, engine, ingest, recommendations, report, scheduler_scale, sends, simulate
+from bench import (
+    check_speed,
+    engine,
+    ingest,
+    rate_limits,
+    recommendations,
+    report,
+    scheduler_scale,
+    sends,
+    simulate,
+)
 from bench.figures import Figure, write
 
 BENCHMARKS = {
     "check": check_speed,
     "engine": engine,
     "ingest": ingest,
+    "rate": rate_limits,
     "recommendations": recommendations,
     "report": report,
     "scheduler": scheduler_scale,

@@ -340,7 +340,7 @@ def explain(config_file: Path, customer: str, as_json: bool) -> None:
     """Show CUSTOMER (id, email or phone): profile, events, journeys and every contact-plan decision."""
     from boomerang.explain import explain as gather
     from boomerang.project import open_project
-    from boomerang.store import Store, StoreError
+    from boomerang.store import StoreError, open_store
 
     config = read_config(config_file)
     try:
@@ -348,11 +348,11 @@ def explain(config_file: Path, customer: str, as_json: bool) -> None:
     except ProblemError:
         project = None
         click.echo("note: the project has errors (`boomerang check`): no message subjects shown", err=True)
-    if not config.database.exists():
+    if config.no_database():
         raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
     # Read-only: the daemon may be running, and only the daemon (holding its lock) writes.
     try:
-        store = Store(config.database, read_only=True)
+        store = open_store(config, read_only=True)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -393,7 +393,7 @@ def report(
     from boomerang import report as reporting
     from boomerang.problems import did_you_mean
     from boomerang.project import open_project
-    from boomerang.store import StoreError
+    from boomerang.store import StoreError, open_store
     from boomerang.store.report import Reports
 
     if sum((as_json, as_csv, html_file is not None)) > 1:
@@ -408,10 +408,10 @@ def report(
         start, end = reporting.window(since, now)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    if not config.database.exists():
+    if config.no_database():
         raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
     try:
-        reports = Reports.open(config.database)  # read-only: the daemon may be running
+        reports = open_store(config, Reports, read_only=True)  # the daemon may be running
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -447,17 +447,17 @@ def forget(config_file: Path, customer: str) -> None:
     from datetime import UTC, datetime
 
     from boomerang.erasure import remove_outbox_files
-    from boomerang.store import Store, StoreError, unavailable
+    from boomerang.store import StoreError, open_store, unavailable
 
     config = read_config(config_file)
-    if not config.database.exists():
+    if config.no_database():
         raise click.ClickException(f"no database at {config.database}; has the daemon run yet?")
     try:
-        Store(config.database, read_only=True).close()  # refuses a schema this version does not write
+        open_store(config, read_only=True).close()  # refuses a schema this version does not write
         # Beside a running daemon too: one short write transaction, which SQLite's lock (WAL,
         # a 10 s busy timeout) orders with the daemon's own; its lock file guards the daemon's
         # work, not the database's writes.
-        store = Store(config.database)
+        store = open_store(config)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -662,7 +662,7 @@ def promo_export(
     from boomerang.clock import parse_duration, parse_time
     from boomerang.private_files import write_private
     from boomerang.promo_codes import export_csv
-    from boomerang.store import Store, StoreError
+    from boomerang.store import StoreError, open_store
 
     start = None
     if since is not None:
@@ -680,7 +680,7 @@ def promo_export(
     config = read_config(config_file)
     # Read-only: the daemon may be running, and only the daemon (holding its lock) writes.
     try:
-        store = Store(config.database, read_only=True)
+        store = open_store(config, read_only=True)
     except StoreError as exc:
         raise click.ClickException(f"{exc}; has the daemon run yet?") from None
     try:

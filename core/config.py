@@ -19,6 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from boomerang.attribution import Windows
 from boomerang.clock import parse_duration
+from boomerang.database_url import is_postgresql, url_problem
 from boomerang.ingest import IngestWindow
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.yamlfile import key_position, parse_yaml, value_position
@@ -38,7 +39,7 @@ class Config:
     """A loaded, validated configuration. Paths are absolute, resolved from the file's folder."""
 
     path: Path
-    database: Path
+    database: Path | str  # a SQLite file, or a PostgreSQL URL (`database_url.is_postgresql`)
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
@@ -65,6 +66,22 @@ class Config:
     # cart, and the categories the `cross_sell` strategy suggests for it.
     cross_sell: dict[str, list[str]] = field(default_factory=dict)
     document: Any = field(default=None, repr=False)  # the parsed YAML, kept for positions
+
+    @property
+    def on_postgresql(self) -> bool:
+        """Whether the database is a PostgreSQL server's (else a SQLite file)."""
+        return is_postgresql(self.database)
+
+    @property
+    def state_folder(self) -> Path:
+        """Where files that live beside the database go: the SQLite file's folder, else the
+        config file's."""
+        return self.path.parent if self.on_postgresql else Path(self.database).parent
+
+    def no_database(self) -> bool:
+        """Whether the SQLite file named does not exist yet (a server's database is opened to
+        find out)."""
+        return not self.on_postgresql and not Path(self.database).exists()
 
     def where(self, *keys: str | int, at_key: bool = False) -> tuple[str, int, int]:
         """File, line and column of the value at a path of keys (or of the last key itself)."""
@@ -211,7 +228,8 @@ class _Reader:
 
         config = Config(path=path.resolve(), database=resolve("boomerang.db"), document=doc)
         if "database" in doc:
-            config.database = resolve(self.string(doc, "database"))
+            database = self.string(doc, "database", _database_check)
+            config.database = database if is_postgresql(database) else resolve(database)
         listen = self.mapping(doc, "listen", {"host", "port"})
         if "host" in listen:
             config.host = self.string(listen, "host")
@@ -363,6 +381,15 @@ class _Reader:
             self.error(value_position(parent, key), f"'{key}' must be a list of {what}")
             return []
         return [self.string(value, index) for index in range(len(value))]
+
+
+def _database_check(text: str) -> str | None:
+    if is_postgresql(text):
+        return url_problem(text)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
+        scheme = text.split("://")[0]
+        return f"'{scheme}' databases are not supported: a SQLite file's path or a postgresql:// URL"
+    return None
 
 
 def _url_check(text: str) -> str | None:

@@ -32,9 +32,10 @@ from boomerang.model import Event, Job
 from boomerang.plugin_manager import Plugins, address_fields, load_plugins, notify
 from boomerang.problems import ProblemError
 from boomerang.project import Project, known_event_types, load_project
+from boomerang.rate_limits import RateLimits, rate_limits_for
 from boomerang.report_web import ReportPages
 from boomerang.scheduler import Scheduler
-from boomerang.store import Store, StoreUnavailable, unavailable
+from boomerang.store import Store, StoreError, StoreUnavailable, open_store, unavailable
 from boomerang.systemd import Notifier, watchdog_interval
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ class Daemon:
         self.plugins: Plugins
         self.project: Project
         self.store: Store
+        self.rate_limits: RateLimits  # the providers' limits, shared by the daemons on the database
         self._reader: Store | None = None  # a read-only connection for the store's figures
+        self._lock: IO[bytes] | None = None  # the SQLite file's lock (none on PostgreSQL)
         self.ingest: Ingestor
         # Each source's (or channel's) routes, with its name: who refused a request.
         self._routes: dict[tuple[str, str], tuple[str, Route]] = {}
@@ -91,22 +94,31 @@ class Daemon:
         self.plugins = load_plugins(config.plugin_dirs)
         for problem in self.plugins.problems:
             log.error("%s", problem)
+        # Kept across reloads, as the database is: a reload does not refill the buckets.
+        self.rate_limits = rate_limits_for(config.database)
         try:
-            self.project = load_project(self.config_path, self.plugins)
+            self.project = load_project(self.config_path, self.plugins, self.rate_limits)
         except ProblemError as exc:
             raise StartupError(str(exc)) from None
         if not config.api_token:
             log.warning("no api_token is set: POST /events refuses every request")
         if not config.secret:
             log.warning("no secret is set: links are not tracked and unsubscribe links are not added")
-        self._lock = _lock_database(config.database)
-        self.store = Store(config.database)
+        # One daemon per SQLite file (its lock file); on PostgreSQL several share the database.
+        self._lock = None if config.on_postgresql else _lock_database(Path(config.database))
+        try:
+            self.store = open_store(config)
+        except StoreError as exc:
+            self._release_lock()
+            raise StartupError(str(exc)) from None
         self.store.address_fields = address_fields(self.project.registry.channel_kinds)
-        # This process owns the database now (the lock says so): leases held by a process
-        # that died are void, and its jobs run again at once.
-        released = await self.store.run(self.store.release_all_leases)
-        if released:
-            log.info("took back %d jobs left running by the previous process", released)
+        if not config.on_postgresql:
+            # This process owns the database now (the lock says so): leases held by a process
+            # that died are void, and its jobs run again at once. On PostgreSQL the other
+            # daemons' leases are theirs: a dead one's run out by themselves.
+            released = await self.store.run(self.store.release_all_leases)
+            if released:
+                log.info("took back %d jobs left running by the previous process", released)
         self.ingest = Ingestor(
             self.store,
             self.clock,
@@ -157,7 +169,7 @@ class Daemon:
         except OSError as exc:
             await self._runner.cleanup()
             self.store.close()
-            self._lock.close()
+            self._release_lock()
             raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -165,7 +177,7 @@ class Daemon:
         self._start_pollers(self.project)
         self._watch(self.scheduler.serve(self.stopping), "scheduler")
         self._watch(self._handle_events(), "event handling")
-        self._reader = Store(config.database, read_only=True)
+        self._reader = open_store(config, read_only=True)
         self._watch(self._refresh_figures(), "store figures")
         interval = watchdog_interval()
         if interval:
@@ -209,10 +221,11 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.project.registry.close()
+        await self.rate_limits.close()
         if self._reader is not None:
             self._reader.close()
         self.store.close()
-        self._lock.close()
+        self._release_lock()
         log.info(
             "stopped: %d events accepted, %d duplicates, %d jobs done, %d reloads",
             self.ingest.accepted,
@@ -229,7 +242,7 @@ class Daemon:
         if changed:
             log.warning("reload: plugins changed (%s): restart to load them", ", ".join(changed))
         try:
-            project = load_project(self.config_path, self.plugins)
+            project = load_project(self.config_path, self.plugins, self.rate_limits)
         except ProblemError as exc:
             self.metrics.reloaded(ok=False)
             for problem in exc.problems:
@@ -254,6 +267,11 @@ class Daemon:
         log.info("reloaded: %d scenarios", len(project.scenarios))
         self.notifier.ready(self.status())
         return True
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def status(self) -> str:
         """The one-line summary for `systemctl status`."""

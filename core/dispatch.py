@@ -480,16 +480,20 @@ class Dispatch(Journeys):
         sendings = []
         marked: list[tuple[str, dict[str, Any]]] = []  # written together at the end
         stamp = to_iso(now)
-        results = iter(rendered)
+        # by plan: `_decide_again` may yet hold back a plan that was rendered to go
+        going = [plan for plan in plans if plan.goes]
+        results = {id(plan): result for plan, result in zip(going, rendered, strict=True)}
         settled: Tally[tuple[str | None, str]] = Tally()  # messages held back or dropped here
         with self.store.transaction():
+            if self.store.shared:
+                self._decide_again(plans, now)
             current = self.store.message_states([plan.record.id for plan in plans])
             try:
                 for plan in plans:
                     # A message held back after one that goes: its line waits for that one's,
                     # which is written with the channel's answer (`_record_delivery`).
                     self._held_lines = sendings[-1].lines_after if sendings else None
-                    result = next(results) if plan.goes else None
+                    result = results[id(plan)] if plan.goes else None
                     outcome = self._commit_send(plan, result, current, sendings, marked, stamp, now)
                     if outcome is not None:
                         settled[outcome] += 1
@@ -498,6 +502,31 @@ class Dispatch(Journeys):
             self.store.update_messages(marked)
         self.metrics.messages(settled)
         return sendings
+
+    def _decide_again(self, plans: list[SendPlan], now: datetime) -> None:
+        """Several daemons share the database: decide again, in the transaction that marks the
+        batch `sending` and under each customer's lock (`Store.lock_customers`), what caps and
+        the gap count, so that two daemons never both take a customer's last slot. A message
+        that the plan no longer sends where it was rendered for is held back: dropped or
+        deferred as the plan says now, or, for another channel, planned again at once."""
+        going = [plan for plan in plans if plan.goes]
+        if not going:
+            return
+        customer_ids = sorted({plan.customer.id for plan in going})
+        self.store.lock_customers(customer_ids)
+        sent = self.store.sent_messages(customer_ids, now - self.plan.window)
+        engagement = self._engagement(set(customer_ids), now)
+        for plan in going:
+            history = sent[plan.customer.id]
+            own = engagement[plan.customer.id]
+            fresh = self._decide(plan.record, plan.customer, plan.template, now, history, own)
+            if fresh.channel == plan.decision.channel:
+                history.append(Sent(now, plan.decision.channel, plan.record.category))
+            elif fresh.channel is None:
+                plan.decision = fresh
+            else:
+                why = f"{plan.decision.channel} was taken by another daemon's send; planned again"
+                plan.decision = Decision(None, why, defer_until=now, rule=fresh.rule)
 
     def _commit_send(
         self,

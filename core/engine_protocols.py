@@ -66,6 +66,17 @@ class EngineStore(JobQueue, Protocol):
         """Rows written since opening: two readings tell whether anything between them wrote."""
         ...
 
+    # Whether other daemons write the same database meanwhile (PostgreSQL).
+    shared: bool
+
+    def lock_customers(self, customer_ids: list[str]) -> None:
+        """Hold these customers' locks until the transaction ends (their sends decided by one daemon)."""
+        ...
+
+    def take_turn(self, work: str) -> None:
+        """Hold `work` (`events`) until the transaction ends: one daemon at a time does it."""
+        ...
+
     def save_job_payload(self, job_id: int, payload: dict[str, Any]) -> None:
         """Record a running job's progress in its payload, so that a re-run resumes there."""
         ...

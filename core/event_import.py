@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -275,7 +276,7 @@ def import_file(
     from boomerang.plugin_manager import address_fields
     from boomerang.problems import did_you_mean
     from boomerang.project import open_project
-    from boomerang.store import Store
+    from boomerang.store import open_store
 
     project, plugins = open_project(config_path)
     registry = project.registry
@@ -290,8 +291,12 @@ def import_file(
                     f"configured: {', '.join(known) or 'none'}"
                 )
             read = export_reader(source)
-        with open_file(path) as stream, lock_database(project.config.database):
-            store = Store(project.config.database)
+        # On SQLite the daemon's lock file keeps the import and the daemon apart; PostgreSQL
+        # orders their writes itself, so an import may run beside the daemons.
+        config = project.config
+        held = contextlib.nullcontext() if config.on_postgresql else lock_database(Path(config.database))
+        with open_file(path) as stream, held:
+            store = open_store(config)
             try:
                 store.address_fields = address_fields(registry.channel_kinds)
                 summary = import_records(store, read_records(stream, progress), read)

@@ -17,25 +17,31 @@ if TYPE_CHECKING:
     from boomerang.config import Config
     from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
     from boomerang.model import Delivery, Event, Message
+    from boomerang.rate_limits import RateLimits
 
 hookspec = pluggy.HookspecMarker("boomerang")
 hookimpl = pluggy.HookimplMarker("boomerang")
 
 
 @hookspec
-def register_sources(config: Config) -> list[Source] | None:
+def register_sources(config: Config, rate_limits: RateLimits) -> list[Source] | None:
     """Hand over the event sources (webhooks, pollers) this plugin provides.
 
     :param config: the loaded configuration; a source reads its own `config.sources[name]`.
+    :param rate_limits: token buckets shared by every daemon on the database, for a source
+        that calls a rate-limited API (`await rate_limits.acquire(name, count, rate)`).
     :return: a list of `boomerang.kinds.Source` objects, each with a unique name.
     """
 
 
 @hookspec
-def register_channels(config: Config) -> list[Channel] | None:
+def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel] | None:
     """Hand over the channels this plugin provides, only those configured under `channels:`.
 
     :param config: the loaded configuration; a channel reads its own `config.channels[name]`.
+    :param rate_limits: token buckets shared by every daemon on the database: a channel keeps
+        to its provider's rate with `await rate_limits.acquire(name, count, rate)` before it
+        sends. An implementation that needs none leaves the argument out.
     :return: a list of `boomerang.kinds.Channel` objects, each with a unique name.
     """
 

@@ -97,8 +97,11 @@ class Journeys(EngineBase):
         loudly, so that it cannot wedge the queue. A database that cannot take the write (disk
         full, locked) rolls back the whole batch, which stays queued: that is raised.
         """
-        events = self.store.unhandled_events(limit)
         with self.store.transaction():
+            # Daemons sharing the database act on events one at a time, in arrival order, so
+            # that a customer's events are never acted on by two of them at once.
+            self.store.take_turn("events")
+            events = self.store.unhandled_events(limit)
             customer_ids = {event.customer_id for event in events if event.customer_id}
             batch = self._batch = _BatchReads.of(self.store, customer_ids, events, self._acted_on)
             try:

@@ -128,7 +128,7 @@ class Channel(ABC):
 
     The class attributes declare what the core needs to know about the channel even where it
     is not configured (`boomerang check`, template loading): hand the class over from
-    `register_channel_kinds()` and configured instances from `register_channels(config)`.
+    `register_channel_kinds()` and configured instances from `register_channels(config, rate_limits)`.
     """
 
     name: str = ""

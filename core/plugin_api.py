@@ -13,6 +13,8 @@ Every name here is defined once in the core and kept stable for plugins; the res
 - tokens: `sign`, `verify`, `seal`, `unseal`, `bearer`, `SEALED_OVERHEAD`, and `b64url`,
   `b64url_decode`;
 - HTTP: `retry_after` for a `Retry-After` header;
+- provider rate limits: `RateLimits` (what `register_channels` and `register_sources` are
+  handed), `Grant`, `burst_for`, and `LocalRateLimits` (buckets of one's own, for tests);
 - promo codes: `PROMO_ALPHABET`, `DEFAULT_GROUPS`, `new_code`, `sample_code`, `prefix_problem`;
 - text and time: `html_to_text`, `parse_duration`, `parse_time`, `to_iso`;
 - for condition functions: `scope` (the evaluation's history and segments) and `History`;
@@ -47,6 +49,7 @@ from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Delivery, Delivery
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.promo_codes import ALPHABET as PROMO_ALPHABET
 from boomerang.promo_codes import DEFAULT_GROUPS, new_code, prefix_problem, sample_code
+from boomerang.rate_limits import Grant, LocalRateLimits, RateLimits, burst_for
 from boomerang.templates import html_to_text
 from boomerang.tokens import SEALED_OVERHEAD, b64url, b64url_decode, bearer, seal, sign, unseal, verify
 
@@ -62,15 +65,19 @@ __all__ = [
     "DeliveryStatus",
     "Event",
     "EventError",
+    "Grant",
     "History",
     "IngestWindow",
+    "LocalRateLimits",
     "Message",
     "Problem",
     "ProblemError",
+    "RateLimits",
     "SettingsCheck",
     "b64url",
     "b64url_decode",
     "bearer",
+    "burst_for",
     "days_since_term",
     "did_you_mean",
     "e164",
@@ -158,6 +165,17 @@ class SettingsCheck:
             self.problem(key, f"'{key}' must be a text value")
             return None
         return str(value).strip()
+
+    def positive_number(self, key: str) -> float | None:
+        """The setting `key` as a number above 0 (a rate, a timeout); None when it is not
+        given, and when it is no such number (reported)."""
+        value = self.settings.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            self.problem(key, f"'{key}' must be a number above 0, such as 1 or 2.5")
+            return None
+        return float(value)
 
     def done(self) -> None:
         """Raise `ProblemError` with every problem found, if there is any."""

@@ -29,6 +29,7 @@ from boomerang import hookspecs
 from boomerang.kinds import Action, Channel, PromoProvider, Recommender, Source
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.profiles import ADDRESS_FIELDS
+from boomerang.rate_limits import LocalRateLimits, RateLimits
 from boomerang.recommendations import BUILTIN
 
 log = logging.getLogger(__name__)
@@ -379,16 +380,21 @@ def installed_address_fields() -> dict[str, tuple[str, ...]]:
     return address_fields(channel_kinds(load_plugins())[0])
 
 
-def collect(plugins: Plugins, config: Any) -> Registry:
+def collect(plugins: Plugins, config: Any, rate_limits: RateLimits | None = None) -> Registry:
     """Call every registration hook for `config`; raises `ProblemError` on invalid hand-overs."""
-    registry, problems = gather(plugins, config)
+    registry, problems = gather(plugins, config, rate_limits)
     if problems:
         raise ProblemError(problems)
     return registry
 
 
-def gather(plugins: Plugins, config: Any) -> tuple[Registry, list[Problem]]:
+def gather(
+    plugins: Plugins, config: Any, rate_limits: RateLimits | None = None
+) -> tuple[Registry, list[Problem]]:
     """Call every registration hook for `config`: what was handed over, and every problem.
+
+    Sources and channels get `rate_limits`, the daemon's buckets for its database; without
+    them (`check`, `simulate`, `preview`, which send nothing for real) buckets of their own.
 
     A problem with what a plugin handed over (an invalid object, a name taken, a hook that
     raised) names the plugin and points at its hook in the plugin's file; a plugin's own
@@ -404,9 +410,10 @@ def gather(plugins: Plugins, config: Any) -> tuple[Registry, list[Problem]]:
     def take(kind: str, results: list[_HandedOver], expected: type, target: dict[str, Any]) -> None:
         collection.take(kind, results, lambda item: isinstance(item, expected), target)
 
-    sources = call("register_sources", config=config)
+    limits = LocalRateLimits() if rate_limits is None else rate_limits
+    sources = call("register_sources", config=config, rate_limits=limits)
     take("source", sources, Source, registry.sources)
-    channels = call("register_channels", config=config)
+    channels = call("register_channels", config=config, rate_limits=limits)
     take("channel", channels, Channel, registry.channels)
     collection.take("channel kind", call("register_channel_kinds"), _is_channel_class, registry.channel_kinds)
     for name, channel in registry.channels.items():

@@ -22,7 +22,7 @@ from boomerang.local_time import zone_named
 from boomerang.model import Customer, Message
 from boomerang.project import Project
 from boomerang.recommendations import BUILTIN, Recommend, read_on_store, strategies
-from boomerang.store import Store, StoreError
+from boomerang.store import Store, StoreError, open_store
 from boomerang.templates import wanted_locales
 from boomerang.tracking import page_links
 
@@ -95,11 +95,11 @@ def render_preview(
             f"{', '.join(template.locales(channel_name))}"
         )
     event: dict[str, Any] = {}
-    if customer_id and not config.database.exists():
+    if customer_id and config.no_database():
         raise PreviewError(f"no customer '{customer_id}': there is no database at {config.database} yet")
     try:
         # The daemon may be running on that database: read it, never migrate or write it.
-        store = Store(config.database, read_only=True) if customer_id else Store(":memory:")
+        store = open_store(config, read_only=True) if customer_id else Store(":memory:")
     except StoreError as exc:
         raise PreviewError(str(exc)) from None
     try:

@@ -18,6 +18,7 @@ from boomerang.names import names_for
 from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, gather, load_plugins
 from boomerang.problems import Problem, ProblemError, did_you_mean
+from boomerang.rate_limits import RateLimits
 from boomerang.recommendations import MAX_LIMIT, strategies, valid_limit
 from boomerang.scenarios import Scenario, Step, compile_scenarios, scenario_files
 from boomerang.templates import TemplateLibrary, load_templates
@@ -51,10 +52,14 @@ class Project:
 
 
 def assemble(
-    config: Config, plugins: Plugins, scenario_paths: list[Path] | None = None
+    config: Config,
+    plugins: Plugins,
+    scenario_paths: list[Path] | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> tuple[Project | None, list[Problem]]:
-    """Build a project from a loaded config; returns it (None if unusable) and every problem."""
-    registry, problems = gather(plugins, config)
+    """Build a project from a loaded config; returns it (None if unusable) and every problem.
+    Its channels and sources get `rate_limits` (by default buckets of their own)."""
+    registry, problems = gather(plugins, config, rate_limits)
     problems.extend(validate_plan(config, registry.channel_kinds))
     environment = make_environment(registry.conditions)
     segments = {}
@@ -77,10 +82,11 @@ def assemble(
     return project, problems
 
 
-def load_project(config_path: Path, plugins: Plugins) -> Project:
-    """Load config, scenarios, templates and the plugins' objects; raises `ProblemError` on any error."""
+def load_project(config_path: Path, plugins: Plugins, rate_limits: RateLimits | None = None) -> Project:
+    """Load config, scenarios, templates and the plugins' objects; raises `ProblemError` on any
+    error. The daemon hands over the rate limits of its database (`rate_limits_for`)."""
     config = load_config(config_path)
-    project, problems = assemble(config, plugins)
+    project, problems = assemble(config, plugins, rate_limits=rate_limits)
     if project is None or any(p.severity == "error" for p in problems):
         raise ProblemError(problems)
     project.warm()

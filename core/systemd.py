@@ -91,7 +91,7 @@ def unit_file(config: Config, executable: str | None = None, watchdog_seconds: i
     """A hardened `Type=notify` unit for running `boomerang run` with this config."""
     executable = executable or _installed_executable()
     writable = sorted(
-        {str(path) for path in [config.database.parent, config.outbox] if path is not None}
+        {str(path) for path in [config.state_folder, config.outbox] if path is not None}
         - {str(STATE_DIRECTORY)}
     )
     # "-": a path that does not exist yet must not stop the service from starting.
@@ -143,7 +143,7 @@ WantedBy=multi-user.target
 def unit_notes(config: Config) -> list[str]:
     """Advice about a config that would fight the unit's sandbox."""
     notes = []
-    if not config.database.is_relative_to(STATE_DIRECTORY):
+    if not config.on_postgresql and not Path(config.database).is_relative_to(STATE_DIRECTORY):
         notes.append(
             f"database {config.database} is outside the service's state directory; "
             f"under systemd use `database: {STATE_DIRECTORY / 'boomerang.db'}`"

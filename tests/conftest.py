@@ -1,5 +1,10 @@
 """Shared fixtures and helpers: a project folder made by `boomerang init`, free ports, the venv's
-command, events and moments, and waits on a condition instead of fixed sleeps."""
+command, events and moments, and waits on a condition instead of fixed sleeps.
+
+`--store=postgresql` (or `BOOMERANG_TEST_STORE=postgresql`) runs the suite on PostgreSQL: the
+`demo` and `project` folders then name a schema of the test's own (`postgresql_url`), the
+`database` fixture is that URL, and the tests marked `sqlite_only` (they read the SQLite file
+itself) are skipped."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,16 +29,76 @@ import pytest
 from aiosmtpd.controller import Controller
 from postgresql_schema import postgresql_url  # noqa: F401 - a fixture for the tests that use it
 
+from boomerang.config import load_config
 from boomerang.daemon import Daemon
+from boomerang.database_url import is_postgresql
 from boomerang.ingest import parse_event
 from boomerang.model import Event
 from boomerang.scaffold import create_project
+from boomerang.store.postgresql import PostgresDatabase
 from boomerang.systemd import Notifier
 from fakes.smtp_server import Mailbox
 
 API_TOKEN = "test-token-0123456789abcdef"
 SECRET = "test-secret-0123456789abcdef0123456789"
 BOOMERANG = str(Path(sys.executable).parent / "boomerang")
+
+
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=STORES,
+        default=os.environ.get("BOOMERANG_TEST_STORE", "sqlite"),
+        help="the database of the tests' projects and stores (default: $BOOMERANG_TEST_STORE, else sqlite)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: reads or damages the SQLite file itself")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--store") != "postgresql":
+        return
+    skip = pytest.mark.skip(reason="sqlite_only: reads or writes the SQLite file itself (--store=postgresql)")
+    for item in items:
+        if "sqlite_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def on_postgresql(request: pytest.FixtureRequest) -> bool:
+    """Whether this run's stores are PostgreSQL's (`--store=postgresql`)."""
+    return request.config.getoption("--store") == "postgresql"
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """What a `database:` setting names in this run: a new SQLite file's path, or the URL of a
+    PostgreSQL schema of the test's own."""
+    if on_postgresql(request):
+        return request.getfixturevalue("postgresql_url")
+    return tmp_path / "data" / "boomerang.db"
+
+
+@contextlib.contextmanager
+def project_database(directory: Path) -> Iterator[Any]:
+    """The database of the project in `directory`, for a test to read or change beside the
+    store: a sqlite3 connection to its file, or on PostgreSQL the store's own translating one
+    (so the same SQL reads both); committed and closed on leaving."""
+    database = load_config(directory / "boomerang.yaml").database
+    if is_postgresql(database):
+        connection: Any = PostgresDatabase(str(database))
+    else:
+        connection = sqlite3.connect(database)
+    try:
+        yield connection
+        if not is_postgresql(database):
+            connection.commit()
+    finally:
+        connection.close()
 
 
 def free_port() -> int:
@@ -43,11 +109,16 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def demo(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh project from `boomerang init` as it is, every channel configured in outbox mode,
-    on a free port, with known tokens in the environment."""
+    on a free port, with known tokens in the environment (and with `--store=postgresql` its
+    database a PostgreSQL schema of the test's own)."""
     directory = tmp_path / "project"
     create_project(directory)
+    if on_postgresql(request):
+        config = directory / "boomerang.yaml"
+        url = request.getfixturevalue("postgresql_url")
+        config.write_text(config.read_text().replace("database: ./boomerang.db", f"database: {url}", 1))
     monkeypatch.setenv("BOOMERANG_API_TOKEN", API_TOKEN)
     monkeypatch.setenv("BOOMERANG_SECRET", SECRET)
     monkeypatch.setenv("BOOMERANG_PORT", str(free_port()))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sqlite3
 import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from boomerang.kinds import ActionFailed
 from boomerang.plugins.actions.bitrix24 import BitrixActions
 from boomerang.plugins.actions.webhook import WebhookAction
 from boomerang.plugins.sources.bitrix24_rest import Bucket
-from conftest import free_port, running, url, wait_for
+from conftest import free_port, project_database, running, url, wait_for
 from fakes.bitrix24_api import APPLICATION_TOKEN, FakeBitrix24, outbound_form
 
 HOOK_SECRET = "crm-webhook-secret-0123456789"
@@ -237,13 +236,13 @@ async def test_an_action_the_crm_cannot_take_now_is_deferred_for_a_retry(
         await wait_for(lambda: len(journal(project)) == 2, what="both actions tried")
     assert [entry[0] for entry in journal(project)] == ["defer", "defer"]
     assert "Bitrix24 answered 500 INTERNAL_SERVER_ERROR" in journal(project)[0][2]
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         assert db.execute("SELECT attempts FROM jobs WHERE kind = 'action'").fetchall() == [(1,), (1,)]
 
 
 def journal(project: Path) -> list[tuple[str, str, str]]:
     """(kind, step, reason) of the journal's action lines, in order."""
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         return db.execute(
             "SELECT kind, step, reason FROM journal WHERE kind IN ('action', 'defer') ORDER BY id"
         ).fetchall()

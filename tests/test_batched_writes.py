@@ -29,8 +29,8 @@ def held(writes: BatchedWrites) -> tuple[object, ...]:
     return (dict(writes.journeys), list(writes.journal), list(writes.jobs), list(writes.messages))
 
 
-def test_a_block_that_raises_leaves_what_was_held_before_it(tmp_path: Path) -> None:
-    store = Store(tmp_path / "writes.db")
+def test_a_block_that_raises_leaves_what_was_held_before_it(database: Path | str) -> None:
+    store = Store(database)
     try:
         writes = BatchedWrites(store, [])
         writes.insert_journey(journey("j-1", "0"), NOW)

@@ -15,9 +15,14 @@ import aiohttp
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from rate_buckets import RecordingRateLimits
 
+from boomerang.config import load_config
 from boomerang.model import DeliveryStatus, Message
+from boomerang.plugins.channels import email
 from boomerang.plugins.channels.email import EmailChannel
+from boomerang.problems import ProblemError
+from boomerang.rate_limits import LocalRateLimits
 from conftest import AUTH, free_port, running, url, wait_for
 from fakes.push_service import make_certificate
 from fakes.smtp_server import Mailbox, header
@@ -130,6 +135,30 @@ async def test_the_pool_keeps_connections_open_and_bounded(smtp) -> None:
     assert channel.pool.opened == 2  # twelve messages over two kept-open connections
     assert len(mailbox.peers) == 2
     await channel.close()
+
+
+async def test_per_second_takes_from_the_bucket_of_the_server_and_login(smtp) -> None:
+    mailbox, port = smtp
+    limits = RecordingRateLimits()
+    settings = {"host": "127.0.0.1", "port": port, "from": "Shop <shop@example.com>", "per_second": 20}
+    channel = EmailChannel(settings, limits)
+    unlimited = EmailChannel({**settings, "per_second": None}, limits)
+    try:
+        sent = await asyncio.gather(*(channel.send(message(id=f"m-{n}")) for n in range(3)))
+        await unlimited.send(message(id="m-free"))
+    finally:
+        await channel.close()
+        await unlimited.close()
+    assert {d.status for d in sent} == {DeliveryStatus.SENT} and len(mailbox.messages) == 4
+    assert limits.takes == [("smtp:127.0.0.1:shop@example.com", 1, 20.0, 4.0)] * 3
+
+
+def test_per_second_must_be_a_number_above_0(tmp_path: Path) -> None:
+    path = tmp_path / "boomerang.yaml"
+    path.write_text("channels:\n  email:\n    from: shop@example.com\n    per_second: 0\n")
+    with pytest.raises(ProblemError) as caught:
+        email.register_channels(load_config(path), LocalRateLimits())
+    assert str(caught.value) == f"{path}:4:17: error: 'per_second' must be a number above 0, such as 1 or 2.5"
 
 
 async def test_a_dropped_connection_is_replaced(smtp) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -29,7 +28,18 @@ from boomerang.plugins.channels.push import (
 )
 from boomerang.problems import ProblemError
 from boomerang.tokens import seal, sign
-from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url, wait_for
+from conftest import (
+    AUTH,
+    BOOMERANG,
+    SECRET,
+    bearer,
+    daemon_process,
+    event,
+    project_database,
+    running,
+    url,
+    wait_for,
+)
 from fakes.push_service import PushService
 
 SUBJECT = "mailto:ops@shop.example"
@@ -455,6 +465,6 @@ async def test_the_real_daemon_pushes_an_encrypted_notification(
         assert push.payload["icon"] == "https://shop.example/icon.png"
         assert push.vapid_key == public_key and push.claims and push.claims["sub"] == SUBJECT
         assert push.headers["TTL"] == "600" and push.headers["Urgency"] == "low"
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         [(status,)] = db.execute("SELECT status FROM messages WHERE channel = 'push'").fetchall()
     assert status == "sent"

@@ -12,11 +12,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from rate_buckets import RecordingRateLimits
 
 from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
+from boomerang.rate_limits import LocalRateLimits
 from conftest import API_TOKEN, AUTH, daemon_process, event, free_port, running, url, wait_for
 from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
@@ -48,7 +50,7 @@ def make_channel(
         f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, from: {sender}, api_base: {base}{extra}}}"
     )
     module = sms if name == "sms" else whatsapp
-    [channel] = module.register_channels(channel_config(tmp_path, name, settings))
+    [channel] = module.register_channels(channel_config(tmp_path, name, settings), LocalRateLimits())
     return channel
 
 
@@ -93,7 +95,7 @@ async def test_a_messaging_service_can_stand_in_for_from(tmp_path: Path, twilio)
         f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, messaging_service_sid: {SERVICE_SID}, "
     )
     settings += f"api_base: {twilio.base_url}}}"
-    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings))
+    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings), LocalRateLimits())
     delivery = await channel.send(message())
     await channel.close()
     assert delivery.status is DeliveryStatus.SENT and delivery.detail == "Twilio: accepted"
@@ -219,9 +221,9 @@ def test_settings_are_validated_with_positions(tmp_path: Path) -> None:
     )
     config = load_config(path)
     with pytest.raises(ProblemError) as sms_error:
-        sms.register_channels(config)
+        sms.register_channels(config, LocalRateLimits())
     with pytest.raises(ProblemError) as wa_error:
-        whatsapp.register_channels(config)
+        whatsapp.register_channels(config, LocalRateLimits())
     lines = [f"{p.line}:{p.col}: {p.message}" for p in [*sms_error.value.problems, *wa_error.value.problems]]
     assert lines == [
         "3:18: 'account_sid' must be a Twilio Account SID: AC and 32 hex digits",
@@ -238,12 +240,61 @@ def test_settings_are_validated_with_positions(tmp_path: Path) -> None:
 def test_a_channel_needs_a_sender(tmp_path: Path) -> None:
     config = channel_config(tmp_path, "sms", f"{{account_sid: {ACCOUNT_SID}, auth_token: t}}")
     with pytest.raises(ProblemError) as error:
-        sms.register_channels(config)
+        sms.register_channels(config, LocalRateLimits())
     [problem] = error.value.problems
     assert (problem.line, problem.message) == (
         3,
         "give 'from' (the sending number) or 'messaging_service_sid'",
     )
+
+
+# the sender's MPS
+@pytest.mark.parametrize(
+    ("name", "sender", "mps"),
+    [
+        ("sms", '"+15550001111"', 1.0),  # a long code
+        ("sms", '"+18005550111"', 3.0),  # a toll-free number
+        ("sms", '"12345"', 100.0),  # a short code
+        ("sms", "ShopName", 1.0),  # a sender ID
+        ("whatsapp", '"whatsapp:+15550001111"', 80.0),
+    ],
+)
+def test_a_senders_mps_is_twilios_default_for_its_kind(
+    tmp_path: Path, name: str, sender: str, mps: float
+) -> None:
+    channel = make_channel(tmp_path, "https://api.twilio.com", name, sender)
+    assert channel.mps == mps and channel.bucket == f"twilio:{sender.strip(chr(34))}"
+
+
+async def test_each_send_takes_its_segments_from_the_senders_bucket(tmp_path: Path, twilio) -> None:
+    limits = RecordingRateLimits()
+    settings = (
+        f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, messaging_service_sid: {SERVICE_SID}, "
+        f"mps: 5, api_base: {twilio.base_url}}}"
+    )
+    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings), limits)
+    try:
+        short = await channel.send(message())
+        long = await channel.send(message(id="m-2", body="x" * 200))  # two GSM-7 segments
+    finally:
+        await channel.close()
+    assert short.status is long.status is DeliveryStatus.SENT
+    bucket = f"twilio:{SERVICE_SID}"
+    assert limits.takes == [(bucket, 1, 5.0, 1.0), (bucket, 2, 5.0, 1.0)]
+    assert len(twilio.requests) == 2
+
+
+def test_mps_must_be_a_number_above_0(tmp_path: Path) -> None:
+    for value in ("0", "fast", "-1", "true"):
+        settings = f'{{account_sid: {ACCOUNT_SID}, auth_token: t, from: "+15550001111", mps: {value}}}'
+        with pytest.raises(ProblemError) as error:
+            sms.register_channels(channel_config(tmp_path, "sms", settings), LocalRateLimits())
+        [problem] = error.value.problems
+        assert (problem.line, problem.col, problem.message) == (
+            3,
+            len("  sms: ") + settings.index("mps:") + len("mps: ") + 1,
+            "'mps' must be a number above 0, such as 1 or 2.5",
+        )
 
 
 # segments

@@ -8,14 +8,15 @@ import asyncio
 import json
 import os
 import re
-import sqlite3
 import time
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rate_buckets import RecordingRateLimits, migrated
 
 from boomerang.config import Config, load_config
 from boomerang.daemon import Daemon
@@ -31,8 +32,10 @@ from boomerang.plugins.channels.telegram import (
     telegram_html,
 )
 from boomerang.problems import ProblemError
+from boomerang.rate_limits import LocalRateLimits, rate_limits_for
+from boomerang.store.rate_buckets import SharedRateLimits
 from boomerang.templates import load_templates
-from conftest import AUTH, SECRET, daemon_process, event, free_port, running, url, wait_for
+from conftest import AUTH, SECRET, daemon_process, event, free_port, project_database, running, url, wait_for
 from fakes.telegram_api import EntityError, FakeBotApi, parse_html
 
 TOKEN = "123456:TEST-token_abc"
@@ -67,7 +70,7 @@ def make_config(tmp_path: Path, **telegram_settings) -> Config:
 
 def channel_for(tmp_path: Path, api: FakeBotApi) -> telegram.TelegramChannel:
     """The channel as the core gets it, pointed at the fake."""
-    [channel] = register_channels(make_config(tmp_path, token=TOKEN, api_base=api.base))
+    [channel] = register_channels(make_config(tmp_path, token=TOKEN, api_base=api.base), LocalRateLimits())
     return channel
 
 
@@ -172,7 +175,7 @@ async def test_what_telegram_answers_decides_the_delivery(
 
 async def test_network_errors_and_a_missing_chat_id(tmp_path: Path) -> None:
     [channel] = register_channels(
-        make_config(tmp_path, token=TOKEN, api_base=f"http://127.0.0.1:{free_port()}")
+        make_config(tmp_path, token=TOKEN, api_base=f"http://127.0.0.1:{free_port()}"), LocalRateLimits()
     )
     try:
         unreachable = await channel.send(message())
@@ -216,13 +219,53 @@ async def test_one_message_a_second_per_chat(tmp_path: Path, api: FakeBotApi) ->
 
 async def test_at_most_about_25_messages_a_second(tmp_path: Path, api: FakeBotApi) -> None:
     channel = channel_for(tmp_path, api)
-    try:
-        await asyncio.gather(*(channel.send(message(to=str(chat), id=f"m-{chat}")) for chat in range(26)))
+    try:  # 5 at once (a fifth of a second's worth), then 25 a second: 31 take over a second
+        await asyncio.gather(*(channel.send(message(to=str(chat), id=f"m-{chat}")) for chat in range(31)))
     finally:
         await channel.close()
     arrivals = sorted(call.at for call in api.sent())
-    assert len(arrivals) == 26
+    assert len(arrivals) == 31
     assert arrivals[-1] - arrivals[0] >= 0.9
+
+
+async def test_the_bots_messages_take_from_the_bucket_of_its_id(tmp_path: Path, api: FakeBotApi) -> None:
+    limits = RecordingRateLimits()
+    config = make_config(tmp_path, token=TOKEN, api_base=api.base, per_second=10)
+    [channel] = register_channels(config, limits)
+    try:
+        await channel.send(message())
+    finally:
+        await channel.close()
+    assert limits.takes == [("telegram:123456", 1, 10.0, 2.0)]  # the id, never the token's secret
+
+
+async def test_two_daemons_on_one_database_share_the_bots_rate(
+    tmp_path: Path, api: FakeBotApi, postgresql_url: str
+) -> None:
+    migrated(postgresql_url)
+    daemons = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        limits = rate_limits_for(postgresql_url)  # each daemon's own connection to the buckets
+        [channel] = register_channels(make_config(tmp_path / name, token=TOKEN, api_base=api.base), limits)
+        daemons.append((channel, limits))
+    try:
+        sent = await asyncio.gather(
+            *(
+                channel.send(message(to=str(100 * index + chat), id=f"m-{index}-{chat}"))
+                for index, (channel, _) in enumerate(daemons)
+                for chat in range(20)
+            )
+        )
+    finally:
+        for channel, limits in daemons:
+            await channel.close()
+            await limits.close()
+    assert [delivery.status for delivery in sent] == [DeliveryStatus.SENT] * 40
+    arrivals = sorted(call.at for call in api.sent())
+    assert len(arrivals) == 40
+    # 5 at once, then 25 a second for both together: 35 more take 1.4 s (each alone: 0.6 s).
+    assert arrivals[-1] - arrivals[0] >= 1.2
 
 
 # HTML
@@ -296,9 +339,10 @@ def test_settings_errors_point_at_their_place(tmp_path: Path) -> None:
         "    mode: pollng\n"
         "    webhook_secret: has spaces\n"
         "    bot_name: ShopBot\n"
+        "    per_second: fast\n"
     )
     with pytest.raises(ProblemError) as caught:
-        register_channels(load_config(path))
+        register_channels(load_config(path), LocalRateLimits())
     assert str(caught.value).splitlines() == [
         f"{path}:4:12: error: 'token' does not look like a bot token from @BotFather (123456789:AAE...)",
         f"{path}:5:15: error: 'api_base': 'api.telegram.org' is not an http(s) URL such as "
@@ -307,10 +351,11 @@ def test_settings_errors_point_at_their_place(tmp_path: Path) -> None:
         f"{path}:7:21: error: 'webhook_secret' must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - "
         "(Telegram's rule)",
         f"{path}:8:5: error: unknown telegram setting 'bot_name' (did you mean 'bot_username'?)",
+        f"{path}:9:17: error: 'per_second' must be a number above 0, such as 1 or 2.5",
     ]
     path.write_text("database: ./boomerang.db\nchannels:\n  telegram: {api_base: https://x.example}\n")
     with pytest.raises(ProblemError, match=r":3:13: error: 'token' is required"):
-        register_channels(load_config(path))
+        register_channels(load_config(path), LocalRateLimits())
 
 
 # the daemon: webhook, linking, replies, polling
@@ -460,6 +505,26 @@ async def test_text_from_a_linked_chat_is_a_reply_a_scenario_hands_over(
         )
 
 
+async def test_a_daemon_on_postgresql_keeps_the_bots_rate_in_the_database(
+    project: Path, api: FakeBotApi, postgresql_url: str
+) -> None:
+    telegram_project(project, api.base)
+    config = project / "boomerang.yaml"
+    config.write_text(re.sub(r"(?m)^database: .*$", f"database: {postgresql_url}", config.read_text()))
+    async with running(project) as daemon:
+        assert isinstance(daemon.rate_limits, SharedRateLimits)
+        await post_event(daemon, customer_event("e-1", id="c-42", name="Anna", telegram_chat_id="777"))
+        assert await hook(daemon, api.user_says(777, "Can a person call me?")) == 200
+
+        async def answered() -> bool:
+            return bool(api.sent())
+
+        await wait_for(answered)
+    with psycopg.connect(postgresql_url) as conn:
+        buckets = conn.execute("SELECT name FROM rate_buckets").fetchall()
+    assert buckets == [("telegram:123456",)]
+
+
 async def test_polling_mode_links_chats_through_get_updates(project: Path, api: FakeBotApi) -> None:
     telegram_project(project, api.base, mode="polling")
     api.webhook_url = "https://old.example/hook"  # getUpdates refuses while a webhook is set
@@ -522,7 +587,7 @@ class Collected:
 
 async def test_the_poller_outlives_errors_and_stops_at_once(tmp_path: Path, api: FakeBotApi) -> None:
     [source] = telegram.register_sources(
-        make_config(tmp_path, token=TOKEN, api_base=api.base, mode="polling")
+        make_config(tmp_path, token=TOKEN, api_base=api.base, mode="polling"), LocalRateLimits()
     )
     ingest, stop = Collected(), asyncio.Event()
     poller = asyncio.create_task(source.poll(ingest, stop))
@@ -612,6 +677,6 @@ async def test_boomerang_run_sends_a_scenario_message_through_the_bot(
     assert call.params["reply_markup"] == {
         "inline_keyboard": [[{"text": "Shop now", "url": "https://shop.example/new?c=c-7"}]]
     }
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         rows = db.execute("SELECT channel, status, provider_id FROM messages").fetchall()
     assert rows == [("telegram", "sent", "555:2")]

@@ -238,12 +238,12 @@ class Rig:
 
 
 @pytest.fixture
-def rig_for(tmp_path: Path) -> Iterator[Callable[[Path], Rig]]:
+def rig_for(database: Path | str) -> Iterator[Callable[[Path], Rig]]:
     """Makes a `Rig` on a config, closed after the test."""
     rigs: list[Rig] = []
 
     def make(config: Path) -> Rig:
-        rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 09:00"))
+        rig = Rig(config, database, t("2026-03-02 09:00"))
         rigs.append(rig)
         return rig
 

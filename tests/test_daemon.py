@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from boomerang import metrics
 from boomerang.daemon import Daemon, StartupError
-from conftest import AUTH, event, running, url, wait_for
+from conftest import AUTH, event, project_database, running, url, wait_for
 
 
 async def post(daemon: Daemon, body: str | bytes, headers: dict | None = None) -> tuple[int, dict]:
@@ -47,12 +47,13 @@ async def test_object_array_and_json_lines_are_accepted_once(project: Path) -> N
         assert await post(daemon, lines) == (200, {"accepted": 3, "duplicates": 1})
 
 
+@pytest.mark.sqlite_only
 async def test_events_are_committed_before_the_answer(project: Path) -> None:
     async with running(project) as daemon:
         status, _ = await post(daemon, json.dumps(event("e1", email="anna@example.com")))
         assert status == 200
         # A second connection sees the row: the transaction was committed, not just buffered.
-        with sqlite3.connect(project / "boomerang.db") as other:
+        with project_database(project) as other:
             rows = other.execute("SELECT id, substr(customer_id, 1, 5) FROM events").fetchall()
         assert rows == [("e1", "anon-")]
 
@@ -175,6 +176,7 @@ async def test_a_scenario_runs_in_the_daemon_and_writes_to_the_outbox(project: P
         assert daemon.project.templates.get("welcome") is not None
 
 
+@pytest.mark.sqlite_only
 async def test_a_second_daemon_on_the_same_database_is_refused(project: Path, monkeypatch) -> None:
     async with running(project):
         monkeypatch.setenv("BOOMERANG_PORT", "0")

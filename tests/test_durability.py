@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
 import urllib.request
 from collections import Counter
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from conftest import API_TOKEN, free_port, start_daemon, wait_until, wait_until_serving
+from conftest import API_TOKEN, free_port, project_database, start_daemon, wait_until, wait_until_serving
 
 SCENARIO = """
 scenario: drip
@@ -112,7 +111,7 @@ def test_kill_minus_nine_at_any_moment_loses_nothing(project: Path, inbox, tmp_p
             wait_until_serving(port)
 
         def done() -> bool:
-            with sqlite3.connect(project / "boomerang.db") as db:
+            with project_database(project) as db:
                 active = db.execute("SELECT count(*) FROM journeys WHERE status = 'active'").fetchone()[0]
                 jobs = db.execute("SELECT count(*) FROM jobs WHERE kind != 'tick'").fetchone()[0]
             return active == 0 and jobs == 0
@@ -126,7 +125,7 @@ def test_kill_minus_nine_at_any_moment_loses_nothing(project: Path, inbox, tmp_p
             process.kill()
             process.wait()
 
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         statuses = Counter(row[0] for row in db.execute("SELECT status FROM journeys"))
         # `unknown`: a kill cut its send off; it may or may not have arrived, and is not sent again
         sent = db.execute(

@@ -219,9 +219,9 @@ class Rig:
         self.clock.advance_to(moment)
 
 
-async def test_a_restarted_journey_renders_the_latest_event(project: Path, tmp_path: Path) -> None:
+async def test_a_restarted_journey_renders_the_latest_event(project: Path, database: Path | str) -> None:
     config = setup(project, {"debounce": RESTART.replace("{restart}", "true")}, {"total": TOTAL})
-    rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 10:00"))
+    rig = Rig(config, database, t("2026-03-02 10:00"))
     try:
         await rig.send_event(shop_event("e1", "cart.updated", "2026-03-02 10:00", cart={"total": 10}))
         await rig.send_event(shop_event("e2", "cart.updated", "2026-03-02 10:10", cart={"total": 99}))
@@ -254,13 +254,13 @@ steps:
 
 
 async def test_live_a_name_the_event_lacks_prints_as_nothing_with_a_warning(
-    project: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    project: Path, database: Path | str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A custom type's data keys cannot be known to `check`: this event has no `order`. The
     # daemon sends the message all the same (simulate and preview would report it).
     template = "---\nsubject: 'Tier {{ tier.level }}'\n---\n<p>Order {{ order.id }}.</p>\n"
     config = setup(project, {"tier": TIER}, {"tier_news": template})
-    rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 10:00"), dry_run=False)
+    rig = Rig(config, database, t("2026-03-02 10:00"), dry_run=False)
     try:
         with caplog.at_level(logging.WARNING, logger="boomerang"):
             await rig.send_event(
@@ -276,11 +276,11 @@ async def test_live_a_name_the_event_lacks_prints_as_nothing_with_a_warning(
 
 
 async def test_a_send_the_provider_keeps_deferring_follows_the_retry_policy(
-    project: Path, tmp_path: Path
+    project: Path, database: Path | str
 ) -> None:
     """30 s, then twice as long each time; given up after RETRY.attempts sends in all."""
     config = setup(project, {"reminder": WAIT_THEN_SEND})
-    rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 10:00"))
+    rig = Rig(config, database, t("2026-03-02 10:00"))
     busy = rig.engine.project.registry.channels["email"] = SaysRetryLater(rig.channels["email"].channel)
     try:
         await rig.send_event(shop_event("e1", "cart.updated", "2026-03-02 10:00"))
@@ -860,9 +860,11 @@ async def test_an_action_whose_arguments_fail_to_render_does_not_lose_the_journe
     assert (t("2026-03-02 10:00"), "send", "c1", "1", "hello") in result
 
 
-async def test_a_job_whose_handler_raises_is_retried_by_the_same_policy_then_given_up(tmp_path: Path) -> None:
+async def test_a_job_whose_handler_raises_is_retried_by_the_same_policy_then_given_up(
+    database: Path | str,
+) -> None:
     clock = VirtualClock(t("2026-03-02 10:00"))
-    store = Store(tmp_path / "jobs.db")
+    store = Store(database)
     runs: list[datetime] = []
 
     async def broken(job: Job) -> None:
@@ -887,9 +889,9 @@ async def test_a_job_whose_handler_raises_is_retried_by_the_same_policy_then_giv
     assert len(runs) == RETRY.attempts
 
 
-async def test_a_job_of_an_unknown_kind_is_dropped(project: Path, tmp_path: Path) -> None:
+async def test_a_job_of_an_unknown_kind_is_dropped(project: Path, database: Path | str) -> None:
     config = setup(project, {"reminder": WAIT_THEN_SEND})
-    rig = Rig(config, tmp_path / "rig.db", t("2026-03-02 10:00"))
+    rig = Rig(config, database, t("2026-03-02 10:00"))
     try:
         await rig.store.run(rig.store.add_job, "from-a-newer-version", rig.clock.now().timestamp(), 0, {})
         assert await rig.scheduler.run_due() == 1

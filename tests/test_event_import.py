@@ -16,7 +16,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from boomerang.cli import cli
-from conftest import event, running
+from conftest import event, project_database, running
 
 NOW = datetime.now(UTC)
 
@@ -35,7 +35,7 @@ def json_lines(path: Path, lines: list[object]) -> Path:
 
 def database(project: Path) -> dict[str, list[tuple]]:
     """Every row of the tables an import may touch, sorted, to compare two moments."""
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         return {
             table: sorted(map(tuple, db.execute(f"SELECT * FROM {table}")), key=repr)
             for table in ("customers", "identities", "events", "journeys", "jobs", "journal", "messages")
@@ -62,7 +62,7 @@ def test_a_file_imported_twice_changes_nothing_the_second_time(project: Path, tm
     assert first.output.splitlines()[0] == "3 accepted, 0 duplicates, 0 rejected"
     stored = database(project)
     assert len(stored["customers"]) == 1
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         db.row_factory = sqlite3.Row
         row = db.execute("SELECT * FROM customers").fetchone()
     # One customer (the email merged into c-1), with the orders of its history.
@@ -107,7 +107,7 @@ def test_a_bad_line_is_named_by_its_number_and_leaves_nothing_of_its_own(
     # Nothing of the rejected lines: no customer, no identity, no order counted.
     assert [c[0] for c in stored["customers"]] == ["c-1"]
     assert {i[1] for i in stored["identities"]} == {"c-1"}
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         assert db.execute("SELECT orders_count, email FROM customers").fetchone() == (1, None)
 
 
@@ -154,7 +154,7 @@ def test_old_events_update_profiles_but_start_no_journey_whose_moment_has_passed
     )
     result = ingest(project, file)
     assert result.exit_code == 0, result.output
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         journeys = db.execute("SELECT customer_id, scenario, status FROM journeys").fetchall()
         handled = db.execute("SELECT count(*) FROM events WHERE handled = 0").fetchone()[0]
         sources = {row[0] for row in db.execute("SELECT source FROM events")}
@@ -194,7 +194,7 @@ def test_an_export_is_read_by_its_source_plugin(project: Path, tmp_path: Path) -
         "4 accepted, 0 duplicates, 1 rejected",
         "  record 2 (line 8): an order needs its order_id",
     ]
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         assert db.execute("SELECT email, orders_count, revenue FROM customers").fetchall() == [
             ("ann@example.com", 2, 100.0)
         ]
@@ -269,7 +269,7 @@ def test_large_files_are_read_in_pieces_whatever_their_form(project: Path, tmp_p
     assert array.stat().st_size > 2 << 20 and lines.stat().st_size > 1 << 20
     assert ingest(project, array).output.splitlines() == ["1300 accepted, 0 duplicates, 0 rejected"]
     assert ingest(project, lines).output.splitlines() == ["1300 accepted, 0 duplicates, 0 rejected"]
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         assert (
             db.execute(
                 "SELECT count(*) FROM events WHERE data = ?", [json.dumps({"note": padding})]
@@ -302,7 +302,7 @@ def test_the_shops_own_exports_import_through_their_sources(project: Path, tmp_p
         assert not first.output.startswith("0 accepted"), first.output
         again = ingest(project, file, "--format", name)
         assert again.exit_code == 0 and again.output.startswith("0 accepted"), again.output
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         placed = db.execute(
             "SELECT customer_id, source FROM events WHERE type = 'order.placed' ORDER BY source, customer_id"
         ).fetchall()

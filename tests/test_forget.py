@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from boomerang.erasure import kept_data, remove_outbox_files
 from boomerang.outbox import customer_token
@@ -65,6 +66,7 @@ async def post(events: list[dict]) -> dict:
         return await response.json()
 
 
+@pytest.mark.sqlite_only
 async def test_forget_beside_the_running_daemon_leaves_only_anonymous_counts(project: Path, tmp_path) -> None:
     (project / "scenarios" / "welcome.yaml").write_text(WELCOME)
     (project / "templates" / "welcome").mkdir()

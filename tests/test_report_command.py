@@ -7,7 +7,6 @@ import csv
 import hashlib
 import io
 import json
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from report_data import a_month, with_a_split
 
 from boomerang.cli import cli
 from boomerang.store import Store
+from conftest import project_database
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def report(project: Path, *args: str) -> tuple[int, str]:
 def treated_orders(project: Path) -> tuple[int, float]:
     """The orders of customers who got a message: every one of them was delivered within a day
     before the order, so every one is attributed."""
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         return db.execute(
             "SELECT count(*), round(total(json_extract(data, '$.order.total')), 2) FROM events"
             " WHERE type = 'order.placed' AND customer_id IN (SELECT customer_id FROM messages)"

@@ -15,8 +15,8 @@ from boomerang.store import Store
 from boomerang.store.jobs import job_row
 
 
-async def test_a_wait_ends_while_every_batch_of_sends_is_stuck(tmp_path: Path) -> None:
-    store = Store(tmp_path / "lanes.db")
+async def test_a_wait_ends_while_every_batch_of_sends_is_stuck(database: Path | str) -> None:
+    store = Store(database)
     now = WallClock().now().timestamp()
     # More send batches than the scheduler has slots, all due before the wait's step.
     store.add_jobs([job_row("send", now - 60, 0, {"n": n}) for n in range(9 * BATCH)])
@@ -57,8 +57,8 @@ async def test_a_wait_ends_while_every_batch_of_sends_is_stuck(tmp_path: Path) -
         store.close()
 
 
-async def test_a_claim_goes_ahead_of_the_calls_waiting_for_the_store(tmp_path: Path) -> None:
-    store = Store(tmp_path / "first.db")
+async def test_a_claim_goes_ahead_of_the_calls_waiting_for_the_store(database: Path | str) -> None:
+    store = Store(database)
     order: list[object] = []
     gate = threading.Event()
     try:
@@ -74,8 +74,8 @@ async def test_a_claim_goes_ahead_of_the_calls_waiting_for_the_store(tmp_path: P
         store.close()
 
 
-async def test_a_due_step_goes_behind_the_claims_but_ahead_of_the_other_calls(tmp_path: Path) -> None:
-    store = Store(tmp_path / "ahead.db")
+async def test_a_due_step_goes_behind_the_claims_but_ahead_of_the_other_calls(database: Path | str) -> None:
+    store = Store(database)
     order: list[object] = []
     gate = threading.Event()
     try:
@@ -92,8 +92,8 @@ async def test_a_due_step_goes_behind_the_claims_but_ahead_of_the_other_calls(tm
         store.close()
 
 
-async def test_a_batch_of_waits_ending_is_handed_over_in_large_batches(tmp_path: Path) -> None:
-    store = Store(tmp_path / "large.db")
+async def test_a_batch_of_waits_ending_is_handed_over_in_large_batches(database: Path | str) -> None:
+    store = Store(database)
     now = WallClock().now().timestamp()
     size = BATCH_OF["advance"]
     store.add_jobs([job_row("advance", now - 1, 0, {"resume": "1"}) for _ in range(size + 1)])

@@ -9,13 +9,12 @@ import hashlib
 import hmac
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from conftest import event, free_port, running, url
+from conftest import event, free_port, project_database, running, url
 
 SECRET = "bitrix-shared-secret-0123456789"
 MODULE = Path(__file__).parent.parent / "integrations" / "bitrix"
@@ -32,7 +31,7 @@ def configure(project: Path) -> None:
 
 
 def stored(project: Path) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         return db.execute(
             "SELECT id, type, customer_id FROM events WHERE source = 'bitrix' ORDER BY rowid"
         ).fetchall()
@@ -125,7 +124,7 @@ async def test_the_php_module_posts_the_shops_orders_and_carts(project: Path) ->
         ("bitrix:order:501:order.delivered", "order.delivered"),
     ]
     assert rows[0][0].startswith("bitrix:cart:7:") and {row[2] for row in rows} == {"bx-15"}
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         email, phone, name, orders, revenue = db.execute(
             "SELECT email, phone, name, orders_count, revenue FROM customers"
         ).fetchone()

@@ -5,7 +5,6 @@ API (tests/fakes/bitrix24_api.py), rate limit and outage included, on the daemon
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from boomerang.config import load_config
 from boomerang.plugins.sources.bitrix24_rest import ATTEMPTS, Bitrix24Error, Bitrix24Rest, Bucket
 from boomerang.plugins.sources.bitrix24_settings import read_settings
 from boomerang.problems import ProblemError
-from conftest import running, url, wait_for
+from conftest import project_database, running, url, wait_for
 from fakes.bitrix24_api import APPLICATION_TOKEN, FakeBitrix24, outbound_form
 
 DEAL: dict[str, Any] = {
@@ -78,7 +77,7 @@ def configure(project: Path, crm: FakeBitrix24, **settings: Any) -> None:
 
 
 def stored(project: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         return db.execute("SELECT id, type FROM events WHERE source = 'bitrix24' ORDER BY rowid").fetchall()
 
 
@@ -118,7 +117,7 @@ async def test_a_deal_won_is_its_stage_and_the_order_event_it_means_once(
         "d42": "crm.deal.get?id=42",
         "dc42": "crm.contact.get?id=$result[d42][CONTACT_ID]",
     }
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         data = json.loads(db.execute("SELECT data FROM events WHERE type = 'order.paid'").fetchone()[0])
         email, phone, name, attributes = db.execute(
             "SELECT email, phone, name, attributes FROM customers"
@@ -197,7 +196,7 @@ async def test_a_smart_process_item_is_fetched_with_crm_item_get(project: Path, 
         "i1032_5": "crm.item.get?entityTypeId=1032&id=5",
         "ci1032_5": "crm.contact.get?id=$result[i1032_5][item][contactId]",
     }
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         data = json.loads(db.execute("SELECT data FROM events WHERE type = 'order.paid'").fetchone()[0])
     assert data == {
         "item": {

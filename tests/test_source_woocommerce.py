@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from boomerang.cli import cli
 from boomerang.config import load_config
 from boomerang.plugins.sources.woocommerce import WooCommerceSource, read_settings
 from boomerang.problems import ProblemError
-from conftest import running, url
+from conftest import project_database, running, url
 from fakes.woocommerce_api import CONSUMER_KEY, CONSUMER_SECRET, FakeWooCommerce, delivery_headers, signature
 
 SECRET = "wc-webhook-secret-0123456789"
@@ -160,7 +159,7 @@ def configure(project: Path, **settings: Any) -> None:
 
 def stored(project: Path) -> list[tuple[str, str, str]]:
     """(id, type, customer) of every event the WooCommerce source stored, in the order stored."""
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         return db.execute(
             "SELECT id, type, customer_id FROM events WHERE source = 'woocommerce' ORDER BY rowid"
         ).fetchall()
@@ -204,7 +203,7 @@ async def test_an_order_through_its_life_is_each_event_once(project: Path) -> No
         ("woocommerce:order:727:order.paid", "order.paid", "wc-25"),
         ("woocommerce:order:727:order.shipped", "order.shipped", "wc-25"),
     ]
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         data, at = db.execute("SELECT data, at FROM events WHERE type = 'order.placed'").fetchone()
         email, phone, name, orders = db.execute(
             "SELECT email, phone, name, orders_count FROM customers WHERE id = 'wc-25'"
@@ -268,7 +267,7 @@ async def test_a_guest_order_is_its_billing_email_and_a_draft_checkout_is_no_ord
             200,
             {"accepted": 0, "duplicates": 0},
         )
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         customer_id = db.execute(
             "SELECT customer_id FROM events WHERE id LIKE 'woocommerce:order:728:%'"
         ).fetchone()

@@ -20,6 +20,7 @@ its own module, on top of the connection and the quarantine of unreadable rows:
 - promo_codes.py: the personal codes issued, one per message, and their redemption
 - copy.py: `boomerang migrate --to`, the SQLite file copied into an empty PostgreSQL database
 - report.py: `Reports`, the report's read-only connection and aggregate queries (not in `Store`)
+- rate_buckets.py: `SharedRateLimits`, the providers' rate limits in PostgreSQL (not in `Store`)
 
 The rules the store applies are pure modules above it: core/profiles.py (profile updates,
 merging, address renewal), core/feedback.py (what feedback changes), core/promo_codes.py
@@ -28,7 +29,15 @@ merging, address renewal), core/feedback.py (what feedback changes), core/promo_
 
 from __future__ import annotations
 
-from boomerang.store.connection import StoreError, StoreUnavailable, unavailable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from boomerang.store.connection import (
+    Connection,
+    DatabaseUnreachable,
+    StoreError,
+    StoreUnavailable,
+    unavailable,
+)
 from boomerang.store.erasure import Erasure
 from boomerang.store.jobs import JobQueue, Jobs
 from boomerang.store.journeys import Journeys
@@ -36,8 +45,24 @@ from boomerang.store.migrations import MIGRATIONS
 from boomerang.store.promo_codes import PromoCodes
 from boomerang.store.visits import Visits
 
-__all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "unavailable"]
+if TYPE_CHECKING:
+    from boomerang.config import Config
+
+__all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "open_store", "unavailable"]
+
+C = TypeVar("C", bound=Connection)
 
 
 class Store(Erasure, Visits, Journeys, PromoCodes, Jobs):
-    """The one SQLite database of an installation."""
+    """The one database of an installation: a SQLite file, or a PostgreSQL database that
+    several daemons may share (`Store(url)` opens `postgresql.on_postgresql(Store)`)."""
+
+
+def open_store(config: Config, kind: type[C] = Store, **options: Any) -> C:  # type: ignore[assignment]
+    """The store (or another `Connection`: `Reports`) of the database `config` names; a server
+    that does not answer is a `StoreError` that says where the setting is."""
+    try:
+        return kind(config.database, **options)
+    except DatabaseUnreachable as exc:
+        file, line, col = config.where("database")
+        raise DatabaseUnreachable(f"{file}:{line}:{col}: database: {exc}") from exc

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 from sqlite_utils.db import jsonify_if_needed
 
+from boomerang.database_url import is_postgresql
 from boomerang.private_files import create_private
 from boomerang.store.migrations import MIGRATIONS
 
@@ -38,6 +39,10 @@ class StoreUnavailable(StoreError):
     kept, and the same write may well succeed later."""
 
 
+class DatabaseUnreachable(StoreError):
+    """The database server does not answer (or refuses the connection): PostgreSQL only."""
+
+
 # SQLite's primary result codes of a write that failed for want of the disk, not of the data:
 # BUSY, LOCKED (database is locked), IOERR, FULL, CANTOPEN.
 _UNAVAILABLE_CODES = {5, 6, 10, 13, 14}
@@ -47,8 +52,14 @@ def unavailable(exc: BaseException) -> bool:
     """Whether an exception says the database cannot take a write now (see `StoreUnavailable`)."""
     if isinstance(exc, StoreUnavailable):
         return True
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE_CODES
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _UNAVAILABLE_CODES
+    if type(exc).__module__.startswith("psycopg"):  # only a PostgreSQL store raises these
+        from boomerang.store.postgresql import postgresql_unavailable
+
+        return postgresql_unavailable(exc)
+    return False
 
 
 class _Savepoint:
@@ -131,6 +142,23 @@ class StoreThread(Executor):
 
 class Connection:
     """An open database; the table families build on it."""
+
+    # What the database's driver raises (`except self.errors`): sqlite3's, or psycopg's.
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    # Whether other processes write this database at the same time (several daemons on one
+    # PostgreSQL database); a SQLite file has one daemon, its lock file says so.
+    shared = False
+    # What a claim adds to the SELECT of the rows it takes: nothing on SQLite, where one
+    # writer holds the whole database; PostgreSQL's skips the rows another daemon is claiming.
+    skip_locked = ""
+
+    def __new__(cls, path: Path | str = ":memory:", *args: Any, **kwargs: Any) -> Connection:
+        """A PostgreSQL URL opens this class's PostgreSQL variant (`postgresql.on_postgresql`)."""
+        if is_postgresql(path):
+            from boomerang.store.postgresql import on_postgresql
+
+            return super().__new__(on_postgresql(cls))
+        return super().__new__(cls)
 
     def __init__(self, path: Path | str, *, read_only: bool = False, durable: bool = True):
         """Open (and migrate) the database; `read_only` opens an existing one for reading only,
@@ -248,6 +276,15 @@ class Connection:
         finally:
             self.db.execute("PRAGMA synchronous = FULL")
 
+    def lock_customers(self, customer_ids: list[str]) -> None:
+        """Hold these customers' locks until the transaction under way ends, so that no other
+        process decides their sends meanwhile. Nothing to do on SQLite: the transaction holds
+        the whole file."""
+
+    def take_turn(self, work: str) -> None:
+        """Wait until no other process does `work` (e.g. `events`), and hold it until the
+        transaction under way ends. Nothing to do on SQLite: one daemon per file."""
+
     def changes(self) -> int:
         """Rows written since the database was opened: a caller compares two readings to learn
         whether anything between them wrote."""
@@ -271,9 +308,9 @@ class Connection:
         schema and opens a savepoint, four statements for one on the send path. Dicts and lists
         are stored as JSON, as there.
         """
-        columns = ", ".join(f"[{column}] = ?" for column in values)
+        columns = ", ".join(f'"{column}" = ?' for column in values)
         params = [jsonify_if_needed(value) for value in values.values()]
-        self.db.execute(f"UPDATE [{table}] SET {columns} WHERE id = ?", [*params, row_id])
+        self.db.execute(f'UPDATE "{table}" SET {columns} WHERE id = ?', [*params, row_id])
 
     def schema_version(self) -> int:
         """The number of the last migration applied."""

@@ -262,7 +262,12 @@ class Customers(Quarantine):
         # Both customers may be in the same scenario with the same entry: the survivor's
         # journey stays, the other is ended and kept under a distinct entry key. Its jobs go
         # in the same transaction (the jobs live in this database, beside the journeys).
-        self.db.execute("UPDATE OR IGNORE journeys SET customer_id = ? WHERE customer_id = ?", [new, old])
+        self.db.execute(
+            "UPDATE journeys SET customer_id = ? WHERE customer_id = ? AND NOT EXISTS (SELECT 1 FROM"
+            " journeys AS kept WHERE kept.customer_id = ? AND kept.scenario = journeys.scenario"
+            " AND kept.entry_key = journeys.entry_key)",
+            [new, old, new],
+        )
         for row in self._select("SELECT id FROM journeys WHERE customer_id = ?", [old]):
             self.db.execute("DELETE FROM jobs WHERE journey_id = ?", [row["id"]])
         self.db.execute(

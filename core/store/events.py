@@ -4,7 +4,6 @@ and a customer's history."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -83,7 +82,7 @@ class Events(Products, Customers):
                         continue
                     seen.update(event.id for event in fresh)
                     outcomes.append(fresh)
-        except sqlite3.Error as exc:
+        except self.errors as exc:
             if unavailable(exc):
                 raise StoreUnavailable(str(exc)) from exc
             raise

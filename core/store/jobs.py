@@ -150,8 +150,10 @@ class Jobs(Quarantine):
         key: str | None = None,
     ) -> int | None:
         """Queue a job; with a `key` already queued, nothing is added and None is returned."""
-        cursor = self.db.execute(_ADD_JOB, job_row(kind, due_at, priority, payload, journey_id, version, key))
-        return cursor.lastrowid if cursor.rowcount == 1 else None
+        added = self.db.execute(
+            _ADD_JOB + " RETURNING id", job_row(kind, due_at, priority, payload, journey_id, version, key)
+        ).fetchone()
+        return added[0] if added else None
 
     def add_jobs(self, job_rows: list[tuple[Any, ...]]) -> None:
         """Queue many jobs in one statement, as rows of `job_row`, in the order given; one whose
@@ -170,31 +172,37 @@ class Jobs(Quarantine):
         )
 
     def claim_due(self, now: float, lease: float, limit: int) -> list[Job]:
-        """Lease up to `limit` due jobs, earliest first and higher priority first at the same time."""
-        ids = [
-            row[0]
-            for row in self.db.execute(
-                "SELECT id FROM jobs WHERE due_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-                " ORDER BY due_at, priority DESC, id LIMIT ?",
-                [now, now, limit],
-            )
-        ]
-        return self.claim_jobs(ids, now, lease)
+        """Lease up to `limit` due jobs, earliest first and higher priority first at the same time.
+        Daemons sharing the database each take other jobs: the rows one is claiming, the
+        others skip (`skip_locked`), and the rows it has claimed carry its lease."""
+        with self.unsynced():  # a lease lost to a power cut is one a start takes back anyway
+            claimed = self.db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at, priority DESC, id"
+                f" LIMIT ?{self.skip_locked}) RETURNING id",
+                [now + lease, now, now, limit],
+            ).fetchall()
+        return self._claimed([row[0] for row in claimed])
 
     def claim_jobs(self, ids: list[int], now: float, lease: float) -> list[Job]:
         """Lease the given jobs if they are due and not leased by someone else."""
-        with self.unsynced():  # a lease lost to a power cut is one a start takes back anyway
+        with self.unsynced():
             claimed = self.db.execute(
-                "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT value FROM json_each(?))"
-                " AND due_at <= ? AND (lease_until IS NULL OR lease_until < ?) RETURNING id",
+                "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT id FROM jobs WHERE id IN"
+                " (SELECT value FROM json_each(?)) AND due_at <= ? AND (lease_until IS NULL"
+                f" OR lease_until < ?){self.skip_locked}) RETURNING id",
                 [now + lease, json.dumps(ids), now, now],
             ).fetchall()
-        if not claimed:
+        return self._claimed([row[0] for row in claimed])
+
+    def _claimed(self, ids: list[int]) -> list[Job]:
+        """The jobs just leased, read whole, earliest first (unreadable ones set aside)."""
+        if not ids:
             return []
         found = self._select(
             "SELECT id, kind, due_at, priority, payload, journey_id, version, key, attempts FROM jobs"
             " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY due_at, priority DESC, id",
-            [json.dumps([row[0] for row in claimed])],
+            [json.dumps(ids)],
         )
         jobs = (
             self._read_row(

@@ -56,7 +56,7 @@ class Messages(Events):
         for values in messages:
             by_columns.setdefault(tuple(values), []).append(list(values.values()))
         for columns, rows_of_values in by_columns.items():
-            names = ", ".join(f"[{name}]" for name in columns)  # the engine's own keys, never input
+            names = ", ".join(f'"{name}"' for name in columns)  # the engine's own keys, never input
             marks = ", ".join("?" for _ in columns)
             self.db.conn.executemany(
                 f"INSERT OR IGNORE INTO messages ({names}) VALUES ({marks})", rows_of_values
@@ -84,7 +84,7 @@ class Messages(Events):
         for message_id, fields in changes:
             by_columns.setdefault(tuple(fields), []).append([*message_values(fields).values(), message_id])
         for columns, rows_of_values in by_columns.items():
-            assigned = ", ".join(f"[{name}] = ?" for name in columns)  # the engine's own keys, never input
+            assigned = ", ".join(f'"{name}" = ?' for name in columns)  # the engine's own keys, never input
             self.db.conn.executemany(f"UPDATE messages SET {assigned} WHERE id = ?", rows_of_values)
 
     def messages(self, message_ids: Collection[str]) -> dict[str, dict[str, Any]]:

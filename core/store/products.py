@@ -142,10 +142,11 @@ class Products(Quarantine):
             self.db.conn.executemany(
                 "INSERT INTO products (id, name, url, image, price, currency, category, seen_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                " name = coalesce(excluded.name, name), url = coalesce(excluded.url, url),"
-                " image = coalesce(excluded.image, image), price = coalesce(excluded.price, price),"
-                " currency = coalesce(excluded.currency, currency),"
-                " category = coalesce(excluded.category, category), seen_at = excluded.seen_at"
+                " name = coalesce(excluded.name, products.name), url = coalesce(excluded.url, products.url),"
+                " image = coalesce(excluded.image, products.image),"
+                " price = coalesce(excluded.price, products.price),"
+                " currency = coalesce(excluded.currency, products.currency),"
+                " category = coalesce(excluded.category, products.category), seen_at = excluded.seen_at"
                 " WHERE excluded.seen_at >= products.seen_at",
                 sorted(found.products, key=lambda row: row[-1]),
             )
@@ -158,17 +159,18 @@ class Products(Quarantine):
         if found.carts:
             # A cart older than the one kept (an import of the past) changes nothing.
             carts = [(customer, at) for customer, (at, _) in found.carts.items()]
-            newer = {
-                row[0]
-                for start in range(0, len(carts), 400)
-                for row in self.db.execute(
-                    "SELECT DISTINCT k.customer_id FROM json_each(?) j JOIN cart_items k"
-                    " ON k.customer_id = json_extract(j.value, '$[0]')"
-                    " AND k.at > json_extract(j.value, '$[1]')",
-                    [json.dumps(carts[start : start + 400])],
+            latest: dict[str, str] = {}
+            for start in range(0, len(carts), 400):
+                chunk = [customer for customer, _ in carts[start : start + 400]]
+                marks = ", ".join("?" for _ in chunk)
+                latest.update(
+                    self.db.execute(
+                        f"SELECT customer_id, max(at) FROM cart_items WHERE customer_id IN ({marks})"
+                        " GROUP BY customer_id",
+                        chunk,
+                    ).fetchall()
                 )
-            }
-            kept = [(customer, at) for customer, at in carts if customer not in newer]
+            kept = [(customer, at) for customer, at in carts if not latest.get(customer, "") > at]
             self.db.conn.executemany("DELETE FROM cart_items WHERE customer_id = ?", [(c,) for c, _ in kept])
             self.db.conn.executemany(
                 "INSERT INTO cart_items (customer_id, product_id, at) VALUES (?, ?, ?)",

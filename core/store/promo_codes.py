@@ -76,10 +76,11 @@ class PromoCodes(Quarantine):
     ) -> list[dict[str, Any]]:
         """Codes issued since a moment (all without one), of one scenario and one provider when
         given, oldest first: what `boomerang promo export` prints."""
+        wanted = {"scenario": scenario, "provider": provider}
+        where = "".join(f" AND {column} = ?" for column, value in wanted.items() if value is not None)
         found = self._select(
-            "SELECT * FROM promo_codes WHERE issued_at >= ? AND (? IS NULL OR scenario = ?)"
-            " AND (? IS NULL OR provider = ?) ORDER BY issued_at, code",
-            [to_iso(since) if since else "", scenario, scenario, provider, provider],
+            f"SELECT * FROM promo_codes WHERE issued_at >= ?{where} ORDER BY issued_at, code",
+            [to_iso(since) if since else "", *(value for value in wanted.values() if value is not None)],
         )
         read = (
             self._read_row("promo_codes", row["code"], lambda row=row: rows.promo_code(row)) for row in found

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -61,7 +60,7 @@ class Quarantine(Connection):
                 ).rowcount
                 if table in SET_ASIDE:
                     self.db.execute(SET_ASIDE[table], [row_id])
-        except sqlite3.Error as exc:  # a read-only store (explain) still skips the row
+        except self.errors as exc:  # a read-only store (explain) still skips the row
             log.error(
                 "cannot read back %s row %s (%s); skipped, not set aside: %s", table, row_id, reason, exc
             )

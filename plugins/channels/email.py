@@ -1,7 +1,11 @@
 """The email channel: SMTP through aiosmtplib, over a small pool of kept-open connections.
 
 Configured under `channels.email`: host, port, from, starttls, tls, username, password,
-timeout, pool, unsubscribe_mailto, validate_certs. Messages are `multipart/alternative` (text and HTML) with
+timeout, pool, unsubscribe_mailto, validate_certs, per_second. `pool` is this daemon's kept-open
+connections: daemons sharing a database each open their own, so a server that allows N
+connections to one sender takes `pool: N / daemons`. `per_second`, when the provider limits
+messages a second, is kept across every daemon on the database by one token bucket per server
+and login (`smtp:<host>:<username or from>`). Messages are `multipart/alternative` (text and HTML) with
 `Date`, `X-Boomerang-Message-Id` (the message id) and a `Message-ID` made from the message's
 idempotency key, `<{key}@{from domain}>`: every attempt to send one message (a retry, a re-send
 after a crash) carries the same one, so any receiver can tell a repeat. Marketing messages
@@ -36,8 +40,11 @@ from boomerang.plugin_api import (
     Customer,
     Delivery,
     DeliveryStatus,
+    LocalRateLimits,
     Message,
+    RateLimits,
     SettingsCheck,
+    burst_for,
     html_to_text,
 )
 from boomerang.plugins.channels.email_bytes import EmailBytes, transfer_encoding
@@ -54,6 +61,7 @@ SETTINGS = {
     "pool",
     "unsubscribe_mailto",
     "validate_certs",
+    "per_second",
 }
 _CONNECTION_ERRORS = (
     aiosmtplib.SMTPServerDisconnected,
@@ -186,10 +194,16 @@ class EmailChannel(Channel):
     required_front_matter = ("subject",)
     address_fields = ("email",)
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: dict[str, Any], rate_limits: RateLimits | None = None):
         self.sender = str(settings["from"])
         self.unsubscribe_mailto = settings.get("unsubscribe_mailto") or parseaddr(self.sender)[1]
         self.pool = SmtpPool(settings, int(settings.get("pool", 4)))
+        self.rate_limits = LocalRateLimits() if rate_limits is None else rate_limits
+        per_second = settings.get("per_second")
+        self.per_second = float(per_second) if per_second is not None else None
+        # The provider's limit is per account: the server and the login (or the sender) name it.
+        login = settings.get("username") or parseaddr(self.sender)[1]
+        self.bucket = f"smtp:{settings.get('host', '127.0.0.1')}:{login}"
         self._from_line: str | None = None
 
     def address(self, customer: Customer) -> str | None:
@@ -241,6 +255,8 @@ class EmailChannel(Channel):
 
     async def send(self, message: Message) -> Delivery:
         """Deliver over SMTP: 4xx means retry later, a refused recipient an invalid address."""
+        if self.per_second is not None:
+            await self.rate_limits.acquire(self.bucket, 1, self.per_second, burst_for(self.per_second))
         try:
             response = await self.pool.send(lambda eight_bit: self.build(message, eight_bit))
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -292,16 +308,17 @@ def validate(config: Config) -> None:
             check.problem(key, f"'{key}' must be a number")
     if str(settings.get("pool", 1)).isdigit() and int(settings.get("pool", 1)) < 1:
         check.problem("pool", "'pool' must be at least 1")
+    check.positive_number("per_second")
     check.done()
 
 
 @hookimpl
-def register_channels(config: Config) -> list[Channel]:
+def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
     """The email channel, when `channels.email` is configured."""
     if "email" not in config.channels:
         return []
     validate(config)
-    return [EmailChannel(dict(config.channels["email"]))]
+    return [EmailChannel(dict(config.channels["email"]), rate_limits)]
 
 
 @hookimpl

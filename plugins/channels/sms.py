@@ -3,7 +3,9 @@
 Configured under `channels.sms`: `account_sid`, `auth_token`, `from` (a number in E.164 such
 as "+15550001111", an alphanumeric sender ID or a short code) or `messaging_service_sid` (or
 both), `api_base` (default https://api.twilio.com: point it at a local server for tests and
-staging) and `timeout` (seconds, default 30). One HTTP session is kept for the channel's life.
+staging), `timeout` (seconds, default 30) and `mps` (the sender's message segments a second
+across every daemon; by default Twilio's for the kind of sender, see `twilio_messages`). One
+HTTP session is kept for the channel's life.
 
 A customer's address is their `phone` in E.164; spaces, dashes, dots and brackets are dropped,
 and anything that is still not `+<country><number>` counts as no address. Each message asks
@@ -21,7 +23,7 @@ from typing import Any
 
 from boomerang import hookimpl
 from boomerang.kinds import Channel
-from boomerang.plugin_api import Config, Message
+from boomerang.plugin_api import Config, Message, RateLimits
 from boomerang.plugins.channels.twilio_messages import TwilioChannel, validate
 
 # GSM 03.38: the basic character set (one septet each) and its extension table (two septets:
@@ -65,6 +67,10 @@ class SmsChannel(TwilioChannel):
 
     name = "sms"
 
+    def segment_count(self, message: Message) -> int:
+        """The SMS segments of the text: Twilio's MPS counts segments, not messages."""
+        return max(1, segments(message.body)[1])
+
     def describe(self, message: Message) -> list[str]:
         """For `preview`: how many SMS segments the text takes, and in which encoding."""
         encoding, count = segments(message.body)
@@ -85,11 +91,11 @@ class SmsChannel(TwilioChannel):
 
 
 @hookimpl
-def register_channels(config: Config) -> list[Channel]:
+def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
     """The SMS channel, when `channels.sms` is configured."""
     if "sms" not in config.channels:
         return []
-    return [SmsChannel(validate(config, "sms"), config.public_url)]
+    return [SmsChannel(validate(config, "sms"), config.public_url, rate_limits)]
 
 
 @hookimpl

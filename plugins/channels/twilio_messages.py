@@ -10,6 +10,14 @@ Twilio for status callbacks at `{public_url}/callbacks/<channel>?m=<message id>`
 `delivered`, `read`, `failed` and `undelivered` into `message.delivered`, `message.opened` and
 `message.failed` feedback events. Every create request carries the message's idempotency key
 as `I-Twilio-Idempotency-Token`, the same on a retry and on a re-send after a crash.
+
+`mps` is the sender's throughput in message segments a second (an SMS of three segments
+counts three, a WhatsApp message one), kept across every daemon on the database by a token
+bucket per sender (`twilio:<from or messaging service>`). By default it is what Twilio gives
+the sender: 100 for a short code, 3 for a US or Canadian toll-free number, 80 for a WhatsApp
+sender, 1 for any other number (a long code), sender ID or messaging service; give a messaging
+service the sum of its senders'. Twilio would queue what goes faster; held back here, a send
+waits in the daemon instead, and its messages keep the order they were sent in.
 """
 
 from __future__ import annotations
@@ -30,8 +38,11 @@ from boomerang.plugin_api import (
     Customer,
     Delivery,
     DeliveryStatus,
+    LocalRateLimits,
     Message,
+    RateLimits,
     SettingsCheck,
+    burst_for,
     e164,
     retry_after,
 )
@@ -47,7 +58,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://api.twilio.com"
-SETTINGS = {"account_sid", "auth_token", "from", "messaging_service_sid", "api_base", "timeout"}
+SETTINGS = {"account_sid", "auth_token", "from", "messaging_service_sid", "api_base", "timeout", "mps"}
+# The throughput Twilio gives a sender by default, in message segments a second
+# (https://www.twilio.com/docs/api/errors/30001, Twilio's toll-free and WhatsApp FAQs).
+SHORT_CODE_MPS = 100.0
+TOLL_FREE_MPS = 3.0
+WHATSAPP_MPS = 80.0
+LONG_CODE_MPS = 1.0
+TOLL_FREE_PREFIXES = tuple(f"+1{code}" for code in (800, 833, 844, 855, 866, 877, 888))
 
 # Twilio error codes (https://www.twilio.com/docs/api/errors), on create and in callbacks.
 OPTED_OUT_CODES = {21610}  # the recipient replied STOP
@@ -97,7 +115,7 @@ class TwilioChannel(Channel):
     address_fields = ("phone",)
     prefix = ""  # the Twilio address prefix of the channel: "whatsapp:" for WhatsApp
 
-    def __init__(self, settings: dict[str, Any], public_url: str):
+    def __init__(self, settings: dict[str, Any], public_url: str, rate_limits: RateLimits | None = None):
         self.account_sid = str(settings["account_sid"])
         self.auth_token = str(settings["auth_token"])
         self.sender = str(settings["from"]) if settings.get("from") else None
@@ -105,6 +123,10 @@ class TwilioChannel(Channel):
         self.messaging_service_sid = str(service) if service else None
         self.api_base = str(settings.get("api_base") or DEFAULT_API_BASE).rstrip("/")
         self.timeout = float(settings.get("timeout", 30))
+        self.rate_limits = LocalRateLimits() if rate_limits is None else rate_limits
+        self.mps = float(settings.get("mps") or default_mps(self.sender, self.prefix == "whatsapp:"))
+        # The limit is the sender's: Twilio sends from `from` when both are given.
+        self.bucket = f"twilio:{self.sender or self.messaging_service_sid}"
         self.public_url = public_url.rstrip("/")
         self.callback_path = f"/callbacks/{self.name}"
         self.validator = RequestValidator(self.auth_token)
@@ -151,6 +173,10 @@ class TwilioChannel(Channel):
             parameters["messaging_service_sid"] = self.messaging_service_sid
         return parameters
 
+    def segment_count(self, message: Message) -> int:
+        """How many message segments Twilio counts for a message against the sender's MPS."""
+        return 1
+
     def to(self, message: Message) -> str:
         """The message's recipient as Twilio wants it."""
         to = message.to
@@ -170,6 +196,9 @@ class TwilioChannel(Channel):
             closed = f"the {self.name} channel was closed (a reload or shutdown)"
             return Delivery(DeliveryStatus.RETRY, detail=closed)
         with self._sends.track():
+            await self.rate_limits.acquire(
+                self.bucket, self.segment_count(message), self.mps, burst_for(self.mps)
+            )
             return await self._create(message, parameters)
 
     async def _create(self, message: Message, parameters: dict[str, Any]) -> Delivery:
@@ -292,8 +321,20 @@ def validate(config: Config, name: str) -> dict[str, Any]:
                 raise ValueError
         except (TypeError, ValueError):
             check.problem("timeout", "'timeout' must be a number of seconds above 0")
+    check.positive_number("mps")
     check.done()
     return dict(settings)
+
+
+def default_mps(sender: str | None, whatsapp: bool) -> float:
+    """The message segments a second Twilio lets a sender send by default (see `mps`)."""
+    if whatsapp:
+        return WHATSAPP_MPS
+    if sender and _SHORT_CODE.match(sender):
+        return SHORT_CODE_MPS
+    if sender and sender.startswith(TOLL_FREE_PREFIXES):
+        return TOLL_FREE_MPS
+    return LONG_CODE_MPS
 
 
 def _is_e164(number: str) -> bool:

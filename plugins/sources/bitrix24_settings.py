@@ -50,7 +50,7 @@ def read_settings(config: Config) -> Bitrix24Settings:
     rest_url = rest_url.strip()
     return Bitrix24Settings(
         rest_url=rest_url if rest_url.endswith("/") else rest_url + "/",
-        pending=config.database.parent / "bitrix24-pending",
+        pending=config.state_folder / "bitrix24-pending",
         application_token=str(token).strip() if token is not None else None,
         stages=stages,
         requests_per_second=float(rate),

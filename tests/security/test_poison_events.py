@@ -26,7 +26,18 @@ from boomerang.clock import parse_time, to_iso
 from boomerang.ingest import parse_event
 from boomerang.plugins.channels.push import write_key_pair
 from boomerang.tokens import seal, sign
-from conftest import AUTH, BOOMERANG, SECRET, bearer, daemon_process, event, running, url, wait_for
+from conftest import (
+    AUTH,
+    BOOMERANG,
+    SECRET,
+    bearer,
+    daemon_process,
+    event,
+    project_database,
+    running,
+    url,
+    wait_for,
+)
 
 HELLO = "---\nsubject: Hello\n---\n<p>Hello {{ customer.id }}</p>\n"
 SCENARIOS = {
@@ -369,7 +380,7 @@ async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
         assert (await post(http, f"{base}/events", signups, **AUTH))[0] == 200
 
         def waiting() -> int:
-            with sqlite3.connect(project / "boomerang.db") as db:
+            with project_database(project) as db:
                 return db.execute("SELECT count(*) FROM jobs WHERE kind = 'advance'").fetchone()[0]
 
         await wait_for(lambda: waiting() == len(customers), 20)
@@ -398,7 +409,7 @@ async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
         await wait_for(lambda: sent_to(project, "c-next"), 20)
     assert log.read_text().count("cannot read back events") == 2
     assert log.read_text().count("cannot read back") == before
-    with sqlite3.connect(project / "boomerang.db") as db:
+    with project_database(project) as db:
         quarantined = {(table, row) for table, row in db.execute("SELECT table_name, row_id FROM quarantine")}
         assert quarantined == set(rows)
         job = dict(rows)["jobs"]

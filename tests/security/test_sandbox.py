@@ -35,7 +35,17 @@ from boomerang.daemon import Daemon, StartupError
 from boomerang.ingest import parse_events
 from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.simulation import simulate
-from conftest import API_TOKEN, AUTH, BOOMERANG, SECRET, daemon_process, running, url, wait_for
+from conftest import (
+    API_TOKEN,
+    AUTH,
+    BOOMERANG,
+    SECRET,
+    daemon_process,
+    project_database,
+    running,
+    url,
+    wait_for,
+)
 
 ESCAPES = [
     "history.store.path.with_name('boomerang.yaml').read_text()",
@@ -374,7 +384,7 @@ async def test_two_messages_rendered_at_once_still_respect_a_cap(project: Path) 
             assert response.status == 200
 
         def one_sent_one_capped() -> bool:
-            with sqlite3.connect(project / "boomerang.db") as db:
+            with project_database(project) as db:
                 statuses = sorted(db.execute("SELECT status, detail FROM messages").fetchall())
             held = statuses[0][1] if statuses else None
             return [status for status, _ in statuses] == ["pending", "sent"] and "cap" in (held or "")

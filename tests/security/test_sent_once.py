@@ -35,6 +35,7 @@ from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.plugins.channels.email import EmailChannel
 from boomerang.plugins.channels.push import PushChannel, load_private_key, write_key_pair
+from boomerang.rate_limits import LocalRateLimits
 from fakes.push_service import PushService
 from fakes.smtp_server import header
 from fakes.telegram_api import FakeBotApi
@@ -231,7 +232,7 @@ async def test_a_send_longer_than_its_lease_is_sent_once(project: Path, smtp, mo
                 assert answer.status == 200
 
         def status() -> str | None:
-            with sqlite3.connect(project / "boomerang.db") as db:
+            with conftest.project_database(project) as db:
                 row = db.execute("SELECT status FROM messages").fetchone()
             return row[0] if row else None
 
@@ -254,7 +255,7 @@ def twilio_channel(tmp_path: Path, name: str, twilio: FakeTwilio) -> sms.TwilioC
         f"channels:\n  {name}: {{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN},"
         f" from: {sender}, api_base: {twilio.base_url}}}\n"
     )
-    [channel] = (sms if name == "sms" else whatsapp).register_channels(load_config(path))
+    [channel] = (sms if name == "sms" else whatsapp).register_channels(load_config(path), LocalRateLimits())
     return channel
 
 

@@ -10,14 +10,16 @@ channels:
     bot_username: ShopBot                  # for deep links https://t.me/ShopBot?start=...
     webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}   # checked on POST /hooks/telegram
     mode: webhook                          # or polling: getUpdates, no public URL needed
+    per_second: 25                         # the bot's messages a second in all, across daemons
 ```
 
 Sending: `sendMessage` with `parse_mode: HTML`. Telegram accepts only a few tags, so the
 template's HTML is converted: paragraphs, lists and line breaks become text and newlines,
 headings bold, links stay links, anything else keeps only its text. The front matter's `button`
 and `url` become an inline keyboard button. At most about 25 messages a second go out in all,
-and at most one a second to any one chat. The Bot API takes no idempotency key: a message sent
-again after a crash (transactional only) arrives twice.
+and at most one a second to any one chat; the first limit (`per_second`) is a token bucket shared
+by every daemon on the database (`RateLimits`), the second holds per daemon. The Bot API takes no
+idempotency key: a message sent again after a crash (transactional only) arrives twice.
 
 Linking: `deep_link(config, customer_id)` (in templates `telegram_link()`) gives
 `https://t.me/<bot_username>?start=<token>`, a sealed token (core/tokens.py) that reveals no id
@@ -42,7 +44,7 @@ from typing import Any
 
 from boomerang import hookimpl
 from boomerang.kinds import Channel, Source
-from boomerang.plugin_api import Config, ProblemError
+from boomerang.plugin_api import Config, ProblemError, RateLimits
 from boomerang.plugins.channels.telegram.bot_api import BotApi
 from boomerang.plugins.channels.telegram.channel import TelegramChannel
 from boomerang.plugins.channels.telegram.links import (
@@ -72,22 +74,22 @@ __all__ = [
 _bots: dict[int, BotApi] = {}
 
 
-def _bot_for(config: Config) -> BotApi:
+def _bot_for(config: Config, rate_limits: RateLimits) -> BotApi:
     """The Bot API client of this configuration, made by whichever registration comes first."""
     key = id(config)
     bot = _bots.get(key)
     if bot is None:
-        bot = _bots[key] = BotApi(read_settings(config))
+        bot = _bots[key] = BotApi(read_settings(config), rate_limits)
         weakref.finalize(config, _bots.pop, key, None)
     return bot
 
 
 @hookimpl
-def register_channels(config: Config) -> list[Channel]:
+def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
     """The Telegram channel, when `channels.telegram` is configured."""
     if "telegram" not in config.channels:
         return []
-    bot = _bot_for(config)
+    bot = _bot_for(config, rate_limits)
     remember_linking(bot.settings.secret, bot.settings.bot_username)
     return [TelegramChannel(bot)]
 
@@ -99,12 +101,12 @@ def register_channel_kinds() -> list[type[Channel]]:
 
 
 @hookimpl
-def register_sources(config: Config) -> list[Source]:
+def register_sources(config: Config, rate_limits: RateLimits) -> list[Source]:
     """The bot's updates (webhook or polling), when `channels.telegram` is configured."""
     if "telegram" not in config.channels:
         return []
     try:
-        bot = _bot_for(config)
+        bot = _bot_for(config, rate_limits)
     except ProblemError:
         return []  # the channel's registration reports the problems, once
     return [TelegramSource(bot.settings, bot)]

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from boomerang.kinds import SendsInFlight
+from boomerang.plugin_api import RateLimits, burst_for
 from boomerang.plugins.channels.telegram.settings import TelegramSettings
 
 if TYPE_CHECKING:
     import aiohttp
 
-MESSAGES_PER_SECOND = 25.0  # overall, below Telegram's ~30/s
 CHAT_INTERVAL = 1.0  # seconds between two messages to one chat
 REQUEST_TIMEOUT = 30.0
 
@@ -43,12 +43,18 @@ class _ChatSlot:
 
 
 class RateLimiter:
-    """Spaces messages: at most `per_second` overall, one per `chat_interval` seconds per chat."""
+    """Spaces a bot's messages: at most `per_second` in all, in the bucket `bucket` of
+    `rate_limits` (shared by every daemon on the database), and one per `chat_interval`
+    seconds to any one chat (in this daemon: a customer's messages go from one daemon at a
+    time)."""
 
-    def __init__(self, per_second: float = MESSAGES_PER_SECOND, chat_interval: float = CHAT_INTERVAL):
-        self.interval = 1.0 / per_second
+    def __init__(
+        self, rate_limits: RateLimits, bucket: str, per_second: float, chat_interval: float = CHAT_INTERVAL
+    ):
+        self.rate_limits = rate_limits
+        self.bucket = bucket
+        self.per_second = per_second
         self.chat_interval = chat_interval
-        self._next = float("-inf")  # loop time of the next free slot overall
         self._chats: dict[str, _ChatSlot] = {}
 
     async def wait(self, chat: str) -> None:
@@ -59,11 +65,8 @@ class RateLimiter:
             delay = max(slot.last + self.chat_interval, slot.held_until) - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            now = loop.time()
-            at = max(now, self._next)
-            self._next = at + self.interval  # taken only now, so one chat's wait delays no other
-            if at > now:
-                await asyncio.sleep(at - now)
+            # Taken only now, so that one chat's wait delays no other.
+            await self.rate_limits.acquire(self.bucket, 1, self.per_second, burst_for(self.per_second))
             slot.last = loop.time()
         if len(self._chats) > 10_000:
             self._forget(loop.time())
@@ -82,9 +85,11 @@ class RateLimiter:
 class BotApi:
     """One bot's Bot API client: one aiohttp session (opened on first use) and the rate limiter."""
 
-    def __init__(self, settings: TelegramSettings):
+    def __init__(self, settings: TelegramSettings, rate_limits: RateLimits):
         self.settings = settings
-        self.limiter = RateLimiter()
+        # Telegram's limit is the bot's, whoever sends: the bucket is named after the bot's id.
+        bucket = f"telegram:{settings.token.partition(':')[0]}"
+        self.limiter = RateLimiter(rate_limits, bucket, settings.per_second)
         self.sends = SendsInFlight()  # the channel's sends: close() lets them finish first
         self._session: aiohttp.ClientSession | None = None
         self._shut = False

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from boomerang.plugin_api import Config, SettingsCheck, did_you_mean
 
-SETTINGS = ("token", "api_base", "bot_username", "webhook_secret", "mode")
+SETTINGS = ("token", "api_base", "bot_username", "webhook_secret", "mode", "per_second")
 MODES = ("webhook", "polling")
 DEFAULT_API_BASE = "https://api.telegram.org"
+MESSAGES_PER_SECOND = 25.0  # the bot's messages in all, below Telegram's ~30/s
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 _USERNAME = re.compile(r"^@?[A-Za-z][A-Za-z0-9_]{3,31}$")
@@ -25,6 +26,7 @@ class TelegramSettings:
     bot_username: str | None = None
     webhook_secret: str | None = None
     mode: str = "webhook"
+    per_second: float = MESSAGES_PER_SECOND
     secret: str | None = None
     default_locale: str = "en"
     outbox: bool = False  # messages go to the outbox: the bot's own replies are not sent either
@@ -56,6 +58,7 @@ def read_settings(config: Config) -> TelegramSettings:
     mode = (text("mode") or "webhook").lower()
     if mode not in MODES:
         problem("mode", f"'mode': '{mode}' is not one of {', '.join(MODES)}{did_you_mean(mode, MODES)}")
+    per_second = check.positive_number("per_second") or MESSAGES_PER_SECOND
     check.done()
     assert token is not None
     return TelegramSettings(
@@ -64,6 +67,7 @@ def read_settings(config: Config) -> TelegramSettings:
         bot_username=username.lstrip("@") if username else None,
         webhook_secret=webhook_secret,
         mode=mode,
+        per_second=per_second,
         secret=config.secret,
         default_locale=config.default_locale,
         outbox=config.outbox is not None,
