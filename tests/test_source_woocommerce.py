@@ -440,3 +440,11 @@ async def _invoke(args: list[str]) -> Any:
     import asyncio
 
     return await asyncio.to_thread(CliRunner().invoke, cli, args)
+
+
+@pytest.mark.parametrize("lines", [True, 7, "items", {"sku": "a"}])
+def test_line_items_that_are_no_list_are_an_order_without_items(lines: Any) -> None:
+    # found by the fuzz test: `true` there raised a TypeError, a 500 for the shop's retry loop
+    source = WooCommerceSource(SECRET, "https://boomerang.example")
+    [placed] = source.read_export(order(status="pending", line_items=lines))
+    assert placed.data["order"]["items"] == []

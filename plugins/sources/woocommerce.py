@@ -326,7 +326,8 @@ def _order_view(order: dict[str, Any], order_id: str) -> dict[str, Any]:
     """The order as scenarios see it (`order.total`, `order.items`, `order.discount_codes`), with
     WooCommerce's status."""
     items = []
-    for line in order.get("line_items") or []:
+    lines = order.get("line_items")
+    for line in lines if isinstance(lines, list) else []:
         if not isinstance(line, dict):
             continue
         item = {
