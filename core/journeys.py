@@ -98,6 +98,8 @@ class Journeys(EngineBase):
         full, locked) rolls back the whole batch, which stays queued: that is raised.
         """
         events = self.store.unhandled_events(limit)
+        if not events:
+            return 0  # the common answer between moments of a simulation: no transaction for it
         with self.store.transaction():
             customer_ids = {event.customer_id for event in events if event.customer_id}
             batch = self._batch = _BatchReads.of(self.store, customer_ids, events, self._acted_on)

@@ -179,7 +179,7 @@ class Jobs(Quarantine):
                 [now, now, limit],
             )
         ]
-        return self.claim_jobs(ids, now, lease)
+        return self.claim_jobs(ids, now, lease) if ids else []
 
     def claim_jobs(self, ids: list[int], now: float, lease: float) -> list[Job]:
         """Lease the given jobs if they are due and not leased by someone else."""
