@@ -473,7 +473,8 @@ class Dispatch(Journeys):
 
             # simulate renders strictly: a name that is not defined is an error row, not nothing
             history = History(read_events, plan.now)
-            within = Scope(Budget(MESSAGE_SECONDS), history, plan.segments, strict=self.dry_run)
+            budget = Budget(MESSAGE_SECONDS, yields=loop is not None)  # no thread to yield to here
+            within = Scope(budget, history, plan.segments, strict=self.dry_run)
             within.zone = self.plan.zone_of(plan.customer)
             within.recommend = fetched(plan.recommended, known)
             try:
