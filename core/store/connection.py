@@ -212,7 +212,10 @@ class Connection:
         self.db.conn.close()
 
     def transaction(self) -> Any:
-        """A context manager: everything inside commits together or not at all (nested: a savepoint)."""
+        """A context manager: everything inside commits together or not at all (nested: a savepoint,
+        the light one of `savepoint`)."""
+        if self.db.conn.in_transaction:
+            return self.savepoint()
         return self.db.atomic()
 
     def savepoint(self) -> _Savepoint:
