@@ -144,6 +144,11 @@ async def send_message(
 class Dispatch(Journeys):
     """Sends, fallbacks and actions: the jobs that talk to the outside."""
 
+    # Render on the event loop's own thread rather than a render thread: for `simulate`, whose
+    # store answers on that thread too (`durable=False`) and which has no one else to serve,
+    # so that a send does not cost two hops between threads.
+    render_here = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # One batch at a time is planned, rendered and marked `sending`: a batch planned
@@ -181,7 +186,10 @@ class Dispatch(Journeys):
             # Only now that the plan says they go: a deferred or dropped message costs no code.
             await self._issue_promo_codes(going)
             await asyncio.gather(*(self._ask_recommenders(plan) for plan in going))
-            rendered = await loop.run_in_executor(RENDERING, self._render, going, loop)
+            if self.render_here:
+                rendered = self._render(going, None)
+            else:
+                rendered = await loop.run_in_executor(RENDERING, self._render, going, loop)
             sendings = await self.store.run(self._commit_sends, plans, rendered, self.clock.now())
         if not sendings:
             return
@@ -444,9 +452,12 @@ class Dispatch(Journeys):
         self.store.complete_job(job.id)
         return "dropped"
 
-    def _render(self, plans: list[SendPlan], loop: asyncio.AbstractEventLoop) -> list[Rendered | Exception]:
+    def _render(
+        self, plans: list[SendPlan], loop: asyncio.AbstractEventLoop | None
+    ) -> list[Rendered | Exception]:
         """Render a batch's messages, on a render thread, each within its own budget; a message
-        that cannot render gets its exception, and the others render all the same."""
+        that cannot render gets its exception, and the others render all the same. Without a
+        `loop` (`render_here`), on the thread the store answers on, which it then reads directly."""
         results: list[Rendered | Exception] = []
         known = strategies(self.project.registry.recommenders)
         for plan in plans:
@@ -454,13 +465,16 @@ class Dispatch(Journeys):
             def read_events(
                 types: list[str], since: datetime | None, plan: SendPlan = plan
             ) -> list[dict[str, Any]]:
+                if loop is None:
+                    return self.store.events_of_types(plan.customer.id, types, since)
                 # The store is read on its own thread only; this one waits for the answer.
                 query = self.store.run(self.store.events_of_types, plan.customer.id, types, since)
                 return asyncio.run_coroutine_threadsafe(query, loop).result(MESSAGE_SECONDS)
 
             # simulate renders strictly: a name that is not defined is an error row, not nothing
             history = History(read_events, plan.now)
-            within = Scope(Budget(MESSAGE_SECONDS), history, plan.segments, strict=self.dry_run)
+            budget = Budget(MESSAGE_SECONDS, yields=loop is not None)  # no thread to yield to here
+            within = Scope(budget, history, plan.segments, strict=self.dry_run)
             within.zone = self.plan.zone_of(plan.customer)
             within.recommend = fetched(plan.recommended, known)
             try:

@@ -195,6 +195,9 @@ class Budget:
 
     seconds: float = MESSAGE_SECONDS
     characters: int = MESSAGE_CHARACTERS
+    # Hand the GIL over now and then (see `tick`); off where no other thread waits for it
+    # (`simulate`, which renders on the thread its store answers on).
+    yields: bool = True
     deadline: float = field(init=False)
     yielded: float = field(init=False)
     produced: int = 0
@@ -208,7 +211,7 @@ class Budget:
         now = time.monotonic()
         if now > self.deadline:
             raise RenderLimitExceeded(f"it took longer than its budget of {self.seconds:g} s")
-        if now - self.yielded > YIELD_SECONDS:
+        if self.yields and now - self.yielded > YIELD_SECONDS:
             # Hand the GIL over now and then: the event loop and the store's thread answer requests
             # while a long render goes on, instead of waiting for the interpreter's switch interval.
             self.yielded = now

@@ -41,8 +41,12 @@ class Schedules(Journeys):
     def ensure_ticks(self, now: datetime) -> None:
         """Make sure every schedule and date scenario has its next tick queued."""
         with self.store.transaction():
+            zones: dict[str, ZoneInfo] | None = None  # read once, and only if a scenario ticks
             for scenario in self.scenarios.values():
-                due = self._next_tick(scenario, now)
+                if scenario.trigger.kind not in ("schedule", "date"):
+                    continue
+                zones = self._zones() if zones is None else zones
+                due = self._next_tick(scenario, now, zones)
                 if due is not None:
                     self.store.add_job(
                         "tick",
@@ -56,25 +60,26 @@ class Schedules(Journeys):
         trigger = scenario.trigger
         return f"{trigger.kind}:{trigger.cron}:{trigger.date_field}:{trigger.offset}:{trigger.time_of_day}"
 
-    def _next_tick(self, scenario: Scenario, now: datetime) -> datetime | None:
+    def _next_tick(self, scenario: Scenario, now: datetime, zones: dict[str, ZoneInfo]) -> datetime | None:
+        """When a schedule or date scenario next ticks, in the timezones `zones` (`_zones()`)."""
         trigger = scenario.trigger
         if trigger.kind == "schedule" and trigger.cron:
             # The schedule's time comes on each customer's own clock: a tick at the next moment
             # it comes in the plan's timezone or in one a customer's profile names.
             return min(
                 croniter(trigger.cron, now.astimezone(zone)).get_next(datetime)
-                for zone in self._zones().values()
+                for zone in zones.values()
             )
         if trigger.kind == "date":
-            return self._next_date_tick(trigger, now)
+            return self._next_date_tick(trigger, now, zones)
         return None
 
-    def _next_date_tick(self, trigger: Trigger, now: datetime) -> datetime:
+    def _next_date_tick(self, trigger: Trigger, now: datetime, zones: dict[str, ZoneInfo]) -> datetime:
         """The next moment after `now` when it is the trigger's time of day in the plan's
         timezone or in one a customer's profile names: each such moment is a tick."""
         at = time(*trigger.time_of_day)
         # Strictly after `now`: the tick that has just run was due at `now`.
-        return min(next_local_time(now + timedelta(seconds=1), at, zone) for zone in self._zones().values())
+        return min(next_local_time(now + timedelta(seconds=1), at, zone) for zone in zones.values())
 
     def _zones(self) -> dict[str, ZoneInfo]:
         """The plan's timezone (under "") and every timezone customers' profiles name, by

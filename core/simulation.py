@@ -373,8 +373,10 @@ async def rehearse(
         # Thrown away afterwards: tuned for speed, not for surviving a power cut.
         store = Store(Path(directory) / "simulation.db", durable=False)
         store.address_fields = address_fields(project.registry.channel_kinds)
+        store.drop_report_totals()  # nobody reports on a rehearsal
         try:
             engine = Engine(store, clock, plugins, project, dry_run=True)
+            engine.render_here = True  # the store answers on this thread too: no hop per send
             scheduler = Scheduler(store, clock, engine.run_job, batches=engine.batches, concurrency=1)
 
             def feed(event: Event) -> Event | None:

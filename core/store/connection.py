@@ -27,6 +27,10 @@ from boomerang.private_files import create_private
 from boomerang.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
+# Prepared statements kept per connection (sqlite3's default is 128): the store's statements
+# with their IN lists of one length or another are several hundred, and a statement prepared
+# again costs about as much as a small one run.
+STATEMENT_CACHE = 1024
 
 
 class StoreError(Exception):
@@ -179,7 +183,13 @@ class Connection:
         else:
             if self.path:
                 create_private(self.path)
-            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+            conn = sqlite3.connect(
+                str(path),
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=10,
+                cached_statements=STATEMENT_CACHE,
+            )
         self.db = Database(conn)
         self._executor = StoreThread()
         self._inline = not durable
@@ -230,7 +240,10 @@ class Connection:
         self.db.conn.close()
 
     def transaction(self) -> Any:
-        """A context manager: everything inside commits together or not at all (nested: a savepoint)."""
+        """A context manager: everything inside commits together or not at all (nested: a savepoint,
+        the light one of `savepoint`)."""
+        if self.db.conn.in_transaction:
+            return self.savepoint()
         return self.db.atomic()
 
     def savepoint(self) -> _Savepoint:
@@ -284,6 +297,16 @@ class Connection:
     def take_turn(self, work: str) -> None:
         """Wait until no other process does `work` (e.g. `events`), and hold it until the
         transaction under way ends. Nothing to do on SQLite: one daemon per file."""
+
+    def drop_report_totals(self) -> None:
+        """Stop keeping the report's running totals (the `report_*` triggers of migrations 11
+        and 12): for a throwaway database whose report nobody reads (`simulate`'s), so that
+        a message, a journey or a line of the timeline written costs only its own rows."""
+        triggers = self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'report\\_%' ESCAPE '\\'"
+        ).fetchall()
+        for (name,) in triggers:
+            self.db.execute(f"DROP TRIGGER [{name}]")
 
     def changes(self) -> int:
         """Rows written since the database was opened: a caller compares two readings to learn

@@ -72,7 +72,7 @@ class Events(Products, Customers):
                 for events, verified in batches:
                     fresh = [event for event in _first_of_each(events) if event.id not in seen]
                     try:
-                        with self.db.atomic():
+                        with self.savepoint():
                             self._store_batch(fresh, verified, now)
                     except Exception as exc:
                         if unavailable(exc):
