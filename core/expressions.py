@@ -191,26 +191,36 @@ class Refused(TemplateSyntaxError):
 
 @dataclass
 class Budget:
-    """How long an evaluation may take and how much it may build."""
+    """How long an evaluation may take and how much it may build.
+
+    The time is the evaluating thread's CPU time: on a busy machine, time spent waiting for a
+    core is not the evaluation's doing and must not turn an audience's answer into "no" (an
+    expression over its budget is false). Reading that clock costs ten times the wall clock's,
+    so each tick reads the wall clock and only a deadline passed on it reads the CPU's."""
 
     seconds: float = MESSAGE_SECONDS
     characters: int = MESSAGE_CHARACTERS
     # Hand the GIL over now and then (see `tick`); off where no other thread waits for it
     # (`simulate`, which renders on the thread its store answers on).
     yields: bool = True
-    deadline: float = field(init=False)
+    deadline: float = field(init=False)  # on the wall clock: no CPU time can be spent before
     yielded: float = field(init=False)
+    started: float = field(init=False)  # the thread's CPU time at the start
     produced: int = 0
 
     def __post_init__(self) -> None:
         self.yielded = time.monotonic()
         self.deadline = self.yielded + self.seconds
+        self.started = time.thread_time()
 
     def tick(self) -> None:
-        """Raise `RenderLimitExceeded` once the deadline has passed."""
+        """Raise `RenderLimitExceeded` once the budget's CPU time is spent."""
         now = time.monotonic()
         if now > self.deadline:
-            raise RenderLimitExceeded(f"it took longer than its budget of {self.seconds:g} s")
+            spent = time.thread_time() - self.started
+            if spent > self.seconds:
+                raise RenderLimitExceeded(f"it took longer than its budget of {self.seconds:g} s")
+            self.deadline = now + self.seconds - spent  # the soonest the rest can be spent
         if self.yields and now - self.yielded > YIELD_SECONDS:
             # Hand the GIL over now and then: the event loop and the store's thread answer requests
             # while a long render goes on, instead of waiting for the interpreter's switch interval.

@@ -566,3 +566,12 @@ async def test_a_slow_template_fails_its_message_and_the_daemon_stays_responsive
     assert drop["reason"] == "email: cannot render: it took longer than its budget of 1 s"
     assert "cannot render: it took longer than its budget of 1 s" in (tmp_path / "daemon.log").read_text()
     assert not list((project / "outbox").glob("*-email-*.eml"))
+
+
+def test_a_budget_counts_the_cpu_time_spent_not_the_wait_for_a_busy_machine() -> None:
+    budget = expressions.Budget(0.05)
+    time.sleep(0.1)  # as a thread waiting for a core would: no CPU time spent
+    budget.tick()  # within budget: an audience's answer does not depend on the machine's load
+    with pytest.raises(expressions.RenderLimitExceeded, match=r"budget of 0\.05 s"):
+        while True:  # spending it does run out
+            budget.tick()
