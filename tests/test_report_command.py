@@ -15,15 +15,14 @@ from click.testing import CliRunner
 from report_data import a_month, with_a_split
 
 from boomerang.cli import cli
-from boomerang.store import Store
-from conftest import project_database
+from conftest import project_database, project_store
 
 
 @pytest.fixture
 def shop(project: Path) -> Path:
     """The `init` project with four weeks of abandoned-cart journeys in its database."""
     with_a_split(project)
-    store = Store(project / "boomerang.db")
+    store = project_store(project)
     a_month(store, datetime.now(UTC))
     store.close()
     return project

@@ -151,6 +151,9 @@ class Connection:
     # What a claim adds to the SELECT of the rows it takes: nothing on SQLite, where one
     # writer holds the whole database; PostgreSQL's skips the rows another daemon is claiming.
     skip_locked = ""
+    # Whether `audience_page` takes a translated audience (`store/audiences.py` writes SQLite's
+    # JSON functions; on PostgreSQL the sandbox evaluates every audience, customer by customer).
+    answers_audiences = True
 
     def __new__(cls, path: Path | str = ":memory:", *args: Any, **kwargs: Any) -> Connection:
         """A PostgreSQL URL opens this class's PostgreSQL variant (`postgresql.on_postgresql`)."""

@@ -188,6 +188,7 @@ class PostgresConnection(Connection):
     errors: tuple[type[BaseException], ...] = (psycopg.Error,)
     shared = True
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    answers_audiences = False
 
     def __init__(self, path: Any, *, read_only: bool = False, durable: bool = True):
         self.url = str(path)

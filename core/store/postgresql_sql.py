@@ -113,7 +113,8 @@ def translate(sql: str) -> Statement:
         at = returning.start() if returning else len(code.rstrip().rstrip(";"))
         code = f"{code[:at]} ON CONFLICT DO NOTHING{code[at:]}"
     code = _LIST_IN.sub(lambda m: ("<> ALL" if m.group(1) else "= ANY") + f"(\0L{m.group(3)}\0)", code)
-    code = _DISTINCT_LIST.sub(lambda m: f"(SELECT DISTINCT unnest(\0L{m.group(1)}\0))", code)
+    # a list of ids read as rows (`products.recommend`'s customers): text, as every id is
+    code = _DISTINCT_LIST.sub(lambda m: f"(SELECT DISTINCT unnest(\0L{m.group(1)}\0::text[]))", code)
     code = _INSTR.sub(r"(strpos(\1) > 0)", code)
     code = _LIKE.sub(" ILIKE ", code)
     code = _SUBSTR_TAIL.sub(r"right(\1, \2)", code)
