@@ -118,6 +118,7 @@ def test_the_html_page_is_written(shop: Path, tmp_path: Path) -> None:
     assert "<script" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
+@pytest.mark.sqlite_only
 def test_the_report_writes_nothing(shop: Path) -> None:
     before = hashlib.sha256((shop / "boomerang.db").read_bytes()).hexdigest()
     assert report(shop)[0] == 0
@@ -137,6 +138,7 @@ def test_mistakes_are_clear_errors(shop: Path, args: list[str], message: str) ->
     assert code != 0 and message in output and "Traceback" not in output
 
 
+@pytest.mark.sqlite_only
 def test_no_database_yet(project: Path) -> None:
     code, output = report(project)
     assert code == 1 and "no database at" in output

@@ -62,6 +62,8 @@ _JSON_EXTRACT = re.compile(r"\bjson_extract\(\s*([\w.]+)\s*,\s*'\$((?:\.\w+)+)'\
 _INSTR = re.compile(r"\binstr\(([^()]*)\)")
 _SUBSTR_TAIL = re.compile(r"\bsubstr\((.*?),\s*-(\d+)\)")
 _IS_PARAM = re.compile(r"\bIS\s+(?=\?)")
+# a parameter tested for NULL alone has no type PostgreSQL can infer: the optional filters are text
+_PARAM_IS_NULL = re.compile(r"(\?|(?<!:):[A-Za-z_]\w*)\s+IS\s+NULL\b")
 # SQLite's hints for its planner: `CROSS JOIN ... ON` (keep this join order), `INDEXED BY`.
 _CROSS_JOIN = re.compile(r"\bCROSS JOIN\b(?=[^()]*?\bON\b)")
 _INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
@@ -119,6 +121,7 @@ def translate(sql: str) -> Statement:
     code = _LIKE.sub(" ILIKE ", code)
     code = _SUBSTR_TAIL.sub(r"right(\1, \2)", code)
     code = _IS_PARAM.sub("IS NOT DISTINCT FROM ", code)
+    code = _PARAM_IS_NULL.sub(r"\1::text IS NULL", code)
     code = _BRACKETED.sub(r'"\1"', code)
     code = _INDEXED_BY.sub("", code)
     code = _totals(code)
