@@ -30,14 +30,47 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from boomerang.attribution import MESSAGE_ID_PATHS, ORDER_ID_PATHS, TOTAL_PATHS, json_first
 from boomerang.store.migrations import item_id as sqlite_item_id
 from boomerang.store.migrations_postgresql import item_id as postgresql_item_id
+
 
 # Expressions the rules do not reach, replaced whole: SQLite's text as the table families write
 # it, and PostgreSQL's. `journeys._VARIANTS_ONLY`: a context reduced to its `variants` (text
 # that is not JSON is left for the decoder to refuse, as on SQLite); the catalogue id of a
 # viewed product and the cross-sell rules of `products.recommend`.
+def _json_first(column: str, paths: tuple[str, ...], number: bool = False) -> str:
+    """`attribution.json_first` for PostgreSQL: the first of `paths` in the JSON text `column`
+    that holds a scalar, as text (or, with `number`, as a number where that scalar is one)."""
+    found = [(f"json_or_null({column}) #> '{{{','.join(path[2:].split('.'))}}}'") for path in paths]
+    arms = " ".join(
+        f"WHEN jsonb_typeof({value}) IN ('string', 'number') THEN "
+        + (
+            f"CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value} #>> '{{}}')::double precision END"
+            if number
+            else f"{value} #>> '{{}}'"
+        )
+        for value in found
+    )
+    return f"(CASE {arms} END)"
+
+
 FRAGMENTS = {
+    # the report's attribution (`store/report.py`): where an order's id, total and message are
+    json_first("e.data", TOTAL_PATHS): _json_first("e.data", TOTAL_PATHS, number=True),
+    json_first("e.data", ORDER_ID_PATHS): _json_first("e.data", ORDER_ID_PATHS),
+    json_first("e.data", MESSAGE_ID_PATHS): _json_first("e.data", MESSAGE_ID_PATHS),
+    "typeof(total) IN ('integer', 'real')": "total IS NOT NULL",
+    "SELECT key AS scenario, value AS type FROM json_each(:goals)": (
+        "SELECT key AS scenario, value AS type FROM jsonb_each_text(:goals::jsonb)"
+    ),
+    "json_type(CASE WHEN json_valid(j.context) THEN j.context END, '$.variants') = 'object'": (
+        "jsonb_typeof(json_or_null(j.context) -> 'variants') = 'object'"
+    ),
+    "json_each(r.variants) v": (
+        "LATERAL (SELECT key, value #>> '{}' AS atom FROM jsonb_each(r.variants::jsonb)"
+        " WHERE jsonb_typeof(value) IN ('string', 'number', 'boolean')) v"
+    ),
     sqlite_item_id("json_extract(e.data, '$.product')"): (
         postgresql_item_id("(json_or_null(e.data) -> 'product')")
     ),
@@ -56,6 +89,11 @@ _LIST_IN = re.compile(
     r"\b(NOT\s+)?IN\s*\(\s*SELECT\s+(DISTINCT\s+)?value\s+FROM\s+" + _EACH + r"\s*\)", re.IGNORECASE
 )
 _DISTINCT_LIST = re.compile(r"\(\s*SELECT\s+DISTINCT\s+value\s+FROM\s+" + _EACH + r"\s*\)", re.IGNORECASE)
+# a report's moments: the bound some seconds before a stored time, and the seconds between two
+_SECONDS_BEFORE = re.compile(
+    r"strftime\('%Y-%m-%dT%H:%M:%fZ', ([\w.]+), '-' \|\| \((:\w+) \+ 2\) \|\| ' seconds'\)"
+)
+_SECONDS_BETWEEN = re.compile(r"\(julianday\(([\w.]+)\) - julianday\(([\w.]+)\)\) \* 86400")
 _INSERT_OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
 _JSON_EXTRACT = re.compile(r"\bjson_extract\(\s*([\w.]+)\s*,\s*'\$((?:\.\w+)+)'\s*\)")
@@ -107,6 +145,12 @@ def translate(sql: str) -> Statement:
         return f"\0{len(literals) - 1}\0"
 
     sql = _JSON_EXTRACT.sub(_json_path, sql)
+    sql = _SECONDS_BEFORE.sub(
+        r"""to_char((\1::timestamptz - make_interval(secs => \2 + 2)) AT TIME ZONE 'UTC',"""
+        """ 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
+        sql,
+    )
+    sql = _SECONDS_BETWEEN.sub(r"extract(epoch FROM (\1::timestamptz - \2::timestamptz))", sql)
     code = _LITERAL.sub(hide, sql)
     code = code.replace("%", "%%")
     if _INSERT_OR_IGNORE.search(code):
