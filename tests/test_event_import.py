@@ -63,10 +63,10 @@ def test_a_file_imported_twice_changes_nothing_the_second_time(project: Path, tm
     stored = database(project)
     assert len(stored["customers"]) == 1
     with project_database(project) as db:
-        row = db.execute("SELECT id, email, orders_count, revenue FROM customers").fetchone()
+        row = db.execute("SELECT id, email, orders_count, revenue, last_order_at FROM customers").fetchone()
     # One customer (the email merged into c-1), with the orders of its history.
-    assert row == ("c-1", "ann@example.com", 2, 150.5)
-    assert row["last_order_at"].startswith("2025-06-01T10:00")
+    assert row[:4] == ("c-1", "ann@example.com", 2, 150.5)
+    assert row[4].startswith("2025-06-01T10:00")
     assert {e[0] for e in stored["events"]} == {"h-1", "h-2", "h-3"}
 
     again = ingest(project, file)

@@ -39,6 +39,10 @@ class StoreUnavailable(StoreError):
     kept, and the same write may well succeed later."""
 
 
+class NoDatabase(StoreError):
+    """No daemon has made the database yet (an empty PostgreSQL schema; on SQLite, no file)."""
+
+
 class DatabaseUnreachable(StoreError):
     """The database server does not answer (or refuses the connection): PostgreSQL only."""
 

@@ -32,7 +32,7 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.pq import TransactionStatus
 
 from boomerang.database_url import shown
-from boomerang.store.connection import Connection, DatabaseUnreachable, StoreError, StoreThread
+from boomerang.store.connection import Connection, DatabaseUnreachable, NoDatabase, StoreThread
 from boomerang.store.postgresql_sql import translate
 
 log = logging.getLogger("boomerang.store")
@@ -206,7 +206,7 @@ class PostgresConnection(Connection):
     def _refuse_other_schema(self) -> None:
         if self.schema_version() == 0:  # a database no daemon has started on: what a missing file is
             self.close()
-            raise StoreError(f"no database at {shown(self.url)} yet (no Boomerang schema there)")
+            raise NoDatabase(f"no database at {shown(self.url)} yet (no Boomerang schema there)")
         super()._refuse_other_schema()
 
     def close(self) -> None:
