@@ -68,6 +68,8 @@ class EngineStore(JobQueue, Protocol):
 
     # Whether other daemons write the same database meanwhile (PostgreSQL).
     shared: bool
+    # Whether `audience_page` takes a translated audience (else the sandbox decides each one).
+    answers_audiences: bool
 
     def lock_customers(self, customer_ids: list[str]) -> None:
         """Hold these customers' locks until the transaction ends (their sends decided by one daemon)."""

@@ -14,6 +14,7 @@ from boomerang.bodies import loads
 from boomerang.clock import WallClock
 from boomerang.config import Config
 from boomerang.context import context, store_scope
+from boomerang.database_url import shown as database_shown
 from boomerang.dispatch import promo_view
 from boomerang.expressions import MESSAGE_SECONDS, evaluating
 from boomerang.ingest import parse_profile
@@ -23,6 +24,7 @@ from boomerang.model import Customer, Message
 from boomerang.project import Project
 from boomerang.recommendations import BUILTIN, Recommend, read_on_store, strategies
 from boomerang.store import Store, StoreError, open_store
+from boomerang.store.connection import NoDatabase
 from boomerang.templates import wanted_locales
 from boomerang.tracking import page_links
 
@@ -95,11 +97,16 @@ def render_preview(
             f"{', '.join(template.locales(channel_name))}"
         )
     event: dict[str, Any] = {}
+    no_database = PreviewError(
+        f"no customer '{customer_id}': there is no database at {database_shown(config.database)} yet"
+    )
     if customer_id and config.no_database():
-        raise PreviewError(f"no customer '{customer_id}': there is no database at {config.database} yet")
+        raise no_database
     try:
         # The daemon may be running on that database: read it, never migrate or write it.
         store = open_store(config, read_only=True) if customer_id else Store(":memory:")
+    except NoDatabase:
+        raise no_database from None
     except StoreError as exc:
         raise PreviewError(str(exc)) from None
     try:

@@ -168,6 +168,8 @@ class Schedules(Journeys):
     def _translated(self, source: str) -> Condition | None:
         """An audience expression as the store's condition (`boomerang.audiences`), once per
         expression; None if it must be evaluated in the sandbox."""
+        if not self.store.answers_audiences:
+            return None
         if source not in self._audiences:
             self._audiences[source] = translate(source, self.project.registry.conditions)
         return self._audiences[source]

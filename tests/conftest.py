@@ -35,6 +35,7 @@ from boomerang.database_url import is_postgresql
 from boomerang.ingest import parse_event
 from boomerang.model import Event
 from boomerang.scaffold import create_project
+from boomerang.store import Store
 from boomerang.store.postgresql import PostgresDatabase
 from boomerang.systemd import Notifier
 from fakes.smtp_server import Mailbox
@@ -81,6 +82,11 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     if on_postgresql(request):
         return request.getfixturevalue("postgresql_url")
     return tmp_path / "data" / "boomerang.db"
+
+
+def project_store(directory: Path) -> Store:
+    """A `Store` on the database of the project in `directory` (its file, or its PostgreSQL schema)."""
+    return Store(load_config(directory / "boomerang.yaml").database)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +18,17 @@ from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
 from boomerang.rate_limits import LocalRateLimits
-from conftest import API_TOKEN, AUTH, daemon_process, event, free_port, running, url, wait_for
+from conftest import (
+    API_TOKEN,
+    AUTH,
+    daemon_process,
+    event,
+    free_port,
+    project_database,
+    running,
+    url,
+    wait_for,
+)
 from fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, Received
 
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
@@ -497,10 +506,9 @@ async def test_boomerang_run_sends_an_sms_and_records_the_delivery(project: Path
     twilio_project(project, twilio.base_url, whatsapp_too=False)
     port = int(os.environ["BOOMERANG_PORT"])
     log = project / "daemon.log"
-    database = project / "boomerang.db"
 
     def status(mid: str) -> str | None:
-        with sqlite3.connect(database) as db:
+        with project_database(project) as db:
             row = db.execute("SELECT status FROM messages WHERE id = ?", [mid]).fetchone()
         return row[0] if row else None
 
@@ -519,6 +527,6 @@ async def test_boomerang_run_sends_an_sms_and_records_the_delivery(project: Path
         assert received.form["To"] == "+15557770009" and received.form["Body"] == "Hi C-9, welcome!"
         assert await twilio.callback(received, "delivered") == 204
         assert status(message_id(received)) == "delivered"
-        with sqlite3.connect(database) as db:
+        with project_database(project) as db:
             types = [row[0] for row in db.execute("SELECT type FROM events WHERE customer_id = 'c-9'")]
         assert "message.delivered" in types

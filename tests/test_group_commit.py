@@ -22,7 +22,17 @@ from boomerang.ingest import Ingestor
 from boomerang.kinds import IngestResult
 from boomerang.model import Event
 from boomerang.store import Store
-from conftest import API_TOKEN, AUTH, event, incoming, running, start_daemon, url, wait_until_serving
+from conftest import (
+    API_TOKEN,
+    AUTH,
+    event,
+    incoming,
+    project_database,
+    running,
+    start_daemon,
+    url,
+    wait_until_serving,
+)
 
 
 class Listener:
@@ -38,6 +48,12 @@ class Listener:
 def ids_in(database: Path) -> set[str]:
     """The event ids in the database, read through a connection of its own."""
     with sqlite3.connect(database) as db:
+        return {row[0] for row in db.execute("SELECT id FROM events")}
+
+
+def project_ids(project: Path) -> set[str]:
+    """The event ids in the project's database (SQLite's or PostgreSQL's)."""
+    with project_database(project) as db:
         return {row[0] for row in db.execute("SELECT id FROM events")}
 
 
@@ -151,7 +167,7 @@ async def test_one_bad_request_among_concurrent_ones_is_refused_alone(project: P
         assert status == 200
         assert counts["accepted"] + counts["duplicates"] == len(bodies[n])  # type: ignore[arg-type]
     expected = {e["id"] for n, body in enumerate(bodies) if n != 5 for e in body}  # type: ignore[union-attr]
-    assert ids_in(project / "boomerang.db") == expected
+    assert project_ids(project) == expected
 
 
 @pytest.mark.slow
@@ -199,5 +215,5 @@ def test_kill_minus_nine_under_concurrent_load_keeps_every_acknowledged_event(
             process.kill()
             process.wait()
     assert len(acknowledged) > 30, "the load did not run"
-    missing = set(acknowledged) - ids_in(project / "boomerang.db")
+    missing = set(acknowledged) - project_ids(project)
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"

@@ -30,7 +30,7 @@ from boomerang.plugins.promo.local import LocalPromoProvider, read_settings
 from boomerang.problems import ProblemError
 from boomerang.scenarios import load_scenarios
 from boomerang.store import Store
-from conftest import event, incoming, running, t, wait_for
+from conftest import event, incoming, project_store, running, t, wait_for
 
 # The contact-plan tests' fixtures, used here by name.
 __all__ = ["rig_for", "shop"]
@@ -318,7 +318,7 @@ async def _handled(store: Store) -> bool:
 def test_promo_export_prints_the_codes_as_csv(project: Path, tmp_path: Path) -> None:
     config = project / "boomerang.yaml"
     runner = CliRunner()
-    store = Store(project / "boomerang.db")
+    store = project_store(project)
     now = t("2026-03-02 10:00")
     rows = [
         promo_codes.issued(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,21 @@ def test_two_daemons_claiming_the_same_due_jobs_never_get_the_same_one(postgresq
         second.close()
 
 
+def test_a_job_queued_by_one_daemon_wakes_the_others_scheduler(postgresql_url: str) -> None:
+    first, second = Store(postgresql_url), Store(postgresql_url)
+    woken = threading.Event()
+    stop = first.listen_for_jobs(woken.set)
+    assert stop is not None
+    try:
+        with second.transaction():
+            second.add_job("advance", time.time() + 5, 0, {})
+        assert woken.wait(30), "the other daemon's job did not wake the listener"
+    finally:
+        stop()
+        first.close()
+        second.close()
+
+
 def promo(name: str) -> str:
     return f"scenario: {name}\ncategory: promo\ntrigger: {{event: cart.updated}}\nsteps:\n  - send: {name}\n"
 
@@ -70,10 +86,9 @@ def shop(project: Path, postgresql_url: str) -> Path:
         (project / "scenarios" / f"{name}.yaml").write_text(promo(name), encoding="utf-8")
         (project / "templates" / name).mkdir()
         (project / "templates" / name / "email.en.html").write_text(f"---\nsubject: {name}\n---\n{name}\n")
-    config = project / "boomerang.yaml"
-    text = config.read_text(encoding="utf-8")
-    text = text.replace("database: ./boomerang.db", f"database: {postgresql_url}", 1)
-    config.write_text(text + "  caps:\n    - {categories: [promo], max: 1, per: 1d}\n", encoding="utf-8")
+    config, _ = with_database(project, postgresql_url)
+    caps = "  caps:\n    - {categories: [promo], max: 1, per: 1d}\n"
+    config.write_text(config.read_text(encoding="utf-8") + caps, encoding="utf-8")
     return config
 
 
@@ -120,23 +135,26 @@ async def test_two_daemons_sending_to_one_customer_with_one_slot_left_send_one(
         second_store.close()
 
 
-def test_a_server_that_does_not_answer_is_an_error_at_the_setting(project: Path) -> None:
+def with_database(project: Path, database: str) -> tuple[Path, int]:
+    """The project's config with `database:` set to `database`, and that setting's line."""
     config_path = project / "boomerang.yaml"
-    text = config_path.read_text(encoding="utf-8")
-    config_path.write_text(
-        text.replace("database: ./boomerang.db", "database: postgresql://nobody@127.0.0.1:1/none", 1)
-    )
+    lines = config_path.read_text(encoding="utf-8").splitlines()
+    line = next(number for number, text in enumerate(lines, 1) if text.startswith("database:"))
+    lines[line - 1] = f"database: {database}"
+    config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config_path, line
+
+
+def test_a_server_that_does_not_answer_is_an_error_at_the_setting(project: Path) -> None:
+    config_path, line = with_database(project, "postgresql://nobody@127.0.0.1:1/none")
     config = load_config(config_path)
     with pytest.raises(StoreError) as raised:
         open_store(config)
-    line = text.splitlines().index("database: ./boomerang.db") + 1
     assert str(raised.value).startswith(f"{config_path}:{line}:11: database: cannot connect to PostgreSQL")
 
 
 def test_a_malformed_url_is_a_problem_of_the_config(project: Path) -> None:
-    config_path = project / "boomerang.yaml"
-    text = config_path.read_text(encoding="utf-8")
-    config_path.write_text(text.replace("database: ./boomerang.db", "database: postgresql://host:port/db", 1))
+    config_path, _ = with_database(project, "postgresql://host:port/db")
     with pytest.raises(ProblemError) as raised:
         load_config(config_path)
     assert "'database': not a valid PostgreSQL URL" in str(raised.value)

@@ -11,8 +11,7 @@ import pytest
 from browser import CHROMIUM, NO_CHROMIUM, chromium
 from report_data import a_month, with_a_split
 
-from boomerang.store import Store
-from conftest import running, url, wait_for
+from conftest import project_store, running, url, wait_for
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 ADMIN_TOKEN = "admin-token-for-the-browser-test"
@@ -23,7 +22,7 @@ async def test_the_report_in_a_real_browser(
 ) -> None:
     monkeypatch.setenv("BOOMERANG_ADMIN_TOKEN", ADMIN_TOKEN)
     with_a_split(project)
-    store = Store(project / "boomerang.db")
+    store = project_store(project)
     a_month(store, datetime.now(UTC))
     store.close()
     async with running(project) as daemon, chromium(tmp_path / "chromium") as browser:

@@ -11,8 +11,7 @@ import aiohttp
 import pytest
 from report_data import a_month, with_a_split
 
-from boomerang.store import Store
-from conftest import AUTH, bearer, running, url
+from conftest import AUTH, bearer, project_store, running, url
 
 ADMIN_TOKEN = "admin-token-for-the-report-tests"
 HTML = {"Accept": "text/html,application/xhtml+xml"}
@@ -23,7 +22,7 @@ def shop(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The `init` project with four weeks of abandoned-cart journeys, and a known admin token."""
     monkeypatch.setenv("BOOMERANG_ADMIN_TOKEN", ADMIN_TOKEN)
     with_a_split(project)
-    store = Store(project / "boomerang.db")
+    store = project_store(project)
     a_month(store, datetime.now(UTC))
     store.close()
     return project

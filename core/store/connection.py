@@ -43,6 +43,10 @@ class StoreUnavailable(StoreError):
     kept, and the same write may well succeed later."""
 
 
+class NoDatabase(StoreError):
+    """No daemon has made the database yet (an empty PostgreSQL schema; on SQLite, no file)."""
+
+
 class DatabaseUnreachable(StoreError):
     """The database server does not answer (or refuses the connection): PostgreSQL only."""
 
@@ -155,6 +159,9 @@ class Connection:
     # What a claim adds to the SELECT of the rows it takes: nothing on SQLite, where one
     # writer holds the whole database; PostgreSQL's skips the rows another daemon is claiming.
     skip_locked = ""
+    # Whether `audience_page` takes a translated audience (`store/audiences.py` writes SQLite's
+    # JSON functions; on PostgreSQL the sandbox evaluates every audience, customer by customer).
+    answers_audiences = True
 
     def __new__(cls, path: Path | str = ":memory:", *args: Any, **kwargs: Any) -> Connection:
         """A PostgreSQL URL opens this class's PostgreSQL variant (`postgresql.on_postgresql`)."""
@@ -293,6 +300,11 @@ class Connection:
         """Hold these customers' locks until the transaction under way ends, so that no other
         process decides their sends meanwhile. Nothing to do on SQLite: the transaction holds
         the whole file."""
+
+    def listen_for_jobs(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Have `wake` called when another process queues a job; returns what stops that, or
+        None: nobody else queues jobs in a SQLite file."""
+        return None
 
     def take_turn(self, work: str) -> None:
         """Wait until no other process does `work` (e.g. `events`), and hold it until the

@@ -409,7 +409,7 @@ class Customers(Quarantine):
         expression and the moment it is evaluated at) one the expression does not let in, and
         with `zones` one whose clock the tick is not for.
         """
-        where, params = audience_where(*audience) if audience is not None else ("1", {})
+        where, params = audience_where(*audience) if audience is not None else ("TRUE", {})
         if zones is not None:
             where = f"{where} AND {zones.where}"
             params = {**params, **zones.params}

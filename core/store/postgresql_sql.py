@@ -30,14 +30,47 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from boomerang.attribution import MESSAGE_ID_PATHS, ORDER_ID_PATHS, TOTAL_PATHS, json_first
 from boomerang.store.migrations import item_id as sqlite_item_id
 from boomerang.store.migrations_postgresql import item_id as postgresql_item_id
+
 
 # Expressions the rules do not reach, replaced whole: SQLite's text as the table families write
 # it, and PostgreSQL's. `journeys._VARIANTS_ONLY`: a context reduced to its `variants` (text
 # that is not JSON is left for the decoder to refuse, as on SQLite); the catalogue id of a
 # viewed product and the cross-sell rules of `products.recommend`.
+def _json_first(column: str, paths: tuple[str, ...], number: bool = False) -> str:
+    """`attribution.json_first` for PostgreSQL: the first of `paths` in the JSON text `column`
+    that holds a scalar, as text (or, with `number`, as a number where that scalar is one)."""
+    found = [(f"json_or_null({column}) #> '{{{','.join(path[2:].split('.'))}}}'") for path in paths]
+    arms = " ".join(
+        f"WHEN jsonb_typeof({value}) IN ('string', 'number') THEN "
+        + (
+            f"CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value} #>> '{{}}')::double precision END"
+            if number
+            else f"{value} #>> '{{}}'"
+        )
+        for value in found
+    )
+    return f"(CASE {arms} END)"
+
+
 FRAGMENTS = {
+    # the report's attribution (`store/report.py`): where an order's id, total and message are
+    json_first("e.data", TOTAL_PATHS): _json_first("e.data", TOTAL_PATHS, number=True),
+    json_first("e.data", ORDER_ID_PATHS): _json_first("e.data", ORDER_ID_PATHS),
+    json_first("e.data", MESSAGE_ID_PATHS): _json_first("e.data", MESSAGE_ID_PATHS),
+    "typeof(total) IN ('integer', 'real')": "total IS NOT NULL",
+    "SELECT key AS scenario, value AS type FROM json_each(:goals)": (
+        "SELECT key AS scenario, value AS type FROM jsonb_each_text(:goals::jsonb)"
+    ),
+    "json_type(CASE WHEN json_valid(j.context) THEN j.context END, '$.variants') = 'object'": (
+        "jsonb_typeof(json_or_null(j.context) -> 'variants') = 'object'"
+    ),
+    "json_each(r.variants) v": (
+        "LATERAL (SELECT key, value #>> '{}' AS atom FROM jsonb_each(r.variants::jsonb)"
+        " WHERE jsonb_typeof(value) IN ('string', 'number', 'boolean')) v"
+    ),
     sqlite_item_id("json_extract(e.data, '$.product')"): (
         postgresql_item_id("(json_or_null(e.data) -> 'product')")
     ),
@@ -56,12 +89,20 @@ _LIST_IN = re.compile(
     r"\b(NOT\s+)?IN\s*\(\s*SELECT\s+(DISTINCT\s+)?value\s+FROM\s+" + _EACH + r"\s*\)", re.IGNORECASE
 )
 _DISTINCT_LIST = re.compile(r"\(\s*SELECT\s+DISTINCT\s+value\s+FROM\s+" + _EACH + r"\s*\)", re.IGNORECASE)
+# a report's moments: the bound some seconds before a stored time, and the seconds between two
+_SECONDS_BEFORE = re.compile(
+    r"strftime\('%Y-%m-%dT%H:%M:%fZ', ([\w.]+), '-' \|\| \((:\w+) \+ 2\) \|\| ' seconds'\)"
+)
+_SECONDS_BETWEEN = re.compile(r"\(julianday\(([\w.]+)\) - julianday\(([\w.]+)\)\) \* 86400")
+_QUEUES = re.compile(r"\s*(INSERT\s+INTO\s+jobs\b|UPDATE\s+jobs\s+SET\s+due_at\b)", re.IGNORECASE)
 _INSERT_OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
 _JSON_EXTRACT = re.compile(r"\bjson_extract\(\s*([\w.]+)\s*,\s*'\$((?:\.\w+)+)'\s*\)")
 _INSTR = re.compile(r"\binstr\(([^()]*)\)")
 _SUBSTR_TAIL = re.compile(r"\bsubstr\((.*?),\s*-(\d+)\)")
 _IS_PARAM = re.compile(r"\bIS\s+(?=\?)")
+# a parameter tested for NULL alone has no type PostgreSQL can infer: the optional filters are text
+_PARAM_IS_NULL = re.compile(r"(\?|(?<!:):[A-Za-z_]\w*)\s+IS\s+NULL\b")
 # SQLite's hints for its planner: `CROSS JOIN ... ON` (keep this join order), `INDEXED BY`.
 _CROSS_JOIN = re.compile(r"\bCROSS JOIN\b(?=[^()]*?\bON\b)")
 _INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
@@ -74,11 +115,13 @@ _PLACEHOLDER = re.compile(r"\?|(?<!:):([A-Za-z_]\w*)")
 @dataclass(frozen=True)
 class Statement:
     """A statement as PostgreSQL takes it: its text, which of its parameters are JSON lists to
-    decode (positions, or names), and whether it writes (for `changes()`)."""
+    decode (positions, or names), whether it writes (for `changes()`) and whether it queues or
+    moves a job (the other daemons' schedulers are told)."""
 
     text: str
     lists: tuple[int | str, ...]
     writes: bool
+    queues: bool = False
 
     def params(self, given: Sequence[Any] | Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         """The parameters to send: the JSON lists among them decoded."""
@@ -105,6 +148,12 @@ def translate(sql: str) -> Statement:
         return f"\0{len(literals) - 1}\0"
 
     sql = _JSON_EXTRACT.sub(_json_path, sql)
+    sql = _SECONDS_BEFORE.sub(
+        r"""to_char((\1::timestamptz - make_interval(secs => \2 + 2)) AT TIME ZONE 'UTC',"""
+        """ 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
+        sql,
+    )
+    sql = _SECONDS_BETWEEN.sub(r"extract(epoch FROM (\1::timestamptz - \2::timestamptz))", sql)
     code = _LITERAL.sub(hide, sql)
     code = code.replace("%", "%%")
     if _INSERT_OR_IGNORE.search(code):
@@ -113,11 +162,13 @@ def translate(sql: str) -> Statement:
         at = returning.start() if returning else len(code.rstrip().rstrip(";"))
         code = f"{code[:at]} ON CONFLICT DO NOTHING{code[at:]}"
     code = _LIST_IN.sub(lambda m: ("<> ALL" if m.group(1) else "= ANY") + f"(\0L{m.group(3)}\0)", code)
-    code = _DISTINCT_LIST.sub(lambda m: f"(SELECT DISTINCT unnest(\0L{m.group(1)}\0))", code)
+    # a list of ids read as rows (`products.recommend`'s customers): text, as every id is
+    code = _DISTINCT_LIST.sub(lambda m: f"(SELECT DISTINCT unnest(\0L{m.group(1)}\0::text[]))", code)
     code = _INSTR.sub(r"(strpos(\1) > 0)", code)
     code = _LIKE.sub(" ILIKE ", code)
     code = _SUBSTR_TAIL.sub(r"right(\1, \2)", code)
     code = _IS_PARAM.sub("IS NOT DISTINCT FROM ", code)
+    code = _PARAM_IS_NULL.sub(r"\1::text IS NULL", code)
     code = _BRACKETED.sub(r'"\1"', code)
     code = _INDEXED_BY.sub("", code)
     code = _totals(code)
@@ -154,7 +205,9 @@ def translate(sql: str) -> Statement:
     code = "".join(out)
     text = re.sub(r"\0(\d+)\0", lambda m: literals[int(m.group(1))].replace("%", "%%"), code)
     first = text.lstrip().split(None, 1)[0].upper() if text.strip() else ""
-    return Statement(text, tuple(lists), first in ("INSERT", "UPDATE", "DELETE", "WITH"))
+    return Statement(
+        text, tuple(lists), first in ("INSERT", "UPDATE", "DELETE"), _QUEUES.match(text) is not None
+    )
 
 
 def _totals(code: str) -> str:
