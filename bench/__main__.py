@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import sys
 
-from bench import check_speed, engine, ingest, recommendations, report, scheduler_scale, sends, simulate
+from bench import (
+    check_speed,
+    cluster,
+    engine,
+    ingest,
+    recommendations,
+    report,
+    scheduler_scale,
+    sends,
+    simulate,
+)
 from bench.figures import Figure, write
 
 BENCHMARKS = {
     "check": check_speed,
+    "cluster": cluster,
     "engine": engine,
     "ingest": ingest,
     "recommendations": recommendations,
