@@ -236,7 +236,7 @@ def measure(directory: Path, label: str, database: Path | str | None, n: int) ->
 def run() -> list[Figure]:
     reason = server_unavailable()
     if reason:
-        print(f"{reason}: cluster not measured")
+        print(f"cluster not measured: {reason}")
         return []
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk, or `make bench` as root): events/s not measured")
