@@ -46,13 +46,13 @@ test: $(VENV)/.installed-test
 soak: $(VENV)/.installed-test
 	BOOMERANG_SOAK=1 $(BIN)/python -m pytest -q --durations=15 tests/reliability
 
-# The ingest benchmark drives HTTP with wrk (Debian: apt-get install wrk): installed here when
-# missing and possible; without it, that benchmark says so and is skipped.
+# The ingest benchmark and the cluster's events/s drive HTTP with wrk (Debian: apt-get install wrk):
+# installed here when missing and possible; without it, they say so and are skipped.
 bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 \
 		|| (apt-get update -q && apt-get install -y -q wrk) >/dev/null 2>&1 \
 		|| sudo -n apt-get install -y -q wrk >/dev/null 2>&1 \
-		|| echo "wrk is not installed and could not be (apt-get install wrk): the ingest benchmark is skipped"
+		|| echo "wrk is not installed and could not be (apt-get install wrk): the ingest benchmark and the cluster's events/s are skipped"
 	$(BIN)/python -m bench
 
 clean:

@@ -13,6 +13,7 @@ import sys
 
 from bench import (
     check_speed,
+    cluster,
     engine,
     ingest,
     rate_limits,
@@ -26,6 +27,7 @@ from bench.figures import Figure, write
 
 BENCHMARKS = {
     "check": check_speed,
+    "cluster": cluster,
     "engine": engine,
     "ingest": ingest,
     "rate": rate_limits,

@@ -84,8 +84,17 @@ class Load:
     p99_ms: float
 
 
-def wrk(port: int, run: str, *, batch: int = 1, delay_ms: int = 0, seconds: int = SECONDS) -> Load:
-    """Drive `POST /events` on the port with wrk for `seconds`; the events it carried per second."""
+def wrk(
+    port: int,
+    run: str,
+    *,
+    batch: int = 1,
+    delay_ms: int = 0,
+    seconds: int = SECONDS,
+    connections: int = CONNECTIONS,
+) -> Load:
+    """Drive `POST /events` on the port with wrk for `seconds` over `connections`; the events it
+    carried per second."""
     at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(SCRIPT % {"run": run, "token": TOKEN, "batch": batch, "at": at, "delay": delay_ms})
@@ -94,7 +103,7 @@ def wrk(port: int, run: str, *, batch: int = 1, delay_ms: int = 0, seconds: int 
             [
                 "wrk",
                 "-t2",
-                f"-c{CONNECTIONS}",
+                f"-c{connections}",
                 f"-d{seconds}s",
                 "--timeout",
                 "10s",

@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from boomerang.config import Config
 
@@ -96,11 +97,14 @@ def unit_file(config: Config, executable: str | None = None, watchdog_seconds: i
     )
     # "-": a path that does not exist yet must not stop the service from starting.
     extra = f"ReadWritePaths={' '.join('-' + path for path in writable)}\n" if writable else ""
+    # A PostgreSQL server on this host starts first (and a missing postgresql.service is no
+    # error: Wants= only asks for it).
+    after = "network-online.target" + (" postgresql.service" if _local_postgresql(config) else "")
     return f"""\
 [Unit]
 Description=Boomerang: brings e-commerce customers back
-After=network-online.target
-Wants=network-online.target
+After={after}
+Wants={after}
 
 [Service]
 Type=notify
@@ -151,6 +155,18 @@ def unit_notes(config: Config) -> list[str]:
     if config.outbox is not None:
         notes.append("outbox is set: messages are written to files, not sent")
     return notes
+
+
+def _local_postgresql(config: Config) -> bool:
+    """Whether the database is a PostgreSQL server on this host: localhost, a loopback address
+    or a Unix socket's folder (`?host=/var/run/postgresql`)."""
+    if not config.on_postgresql:
+        return False
+    parts = urlsplit(str(config.database))
+    hosts = [parts.hostname or ""] + [
+        host for value in parse_qs(parts.query).get("host", []) for host in value.split(",")
+    ]
+    return any(host in ("localhost", "127.0.0.1", "::1") or host.startswith("/") for host in hosts)
 
 
 def _installed_executable() -> str:

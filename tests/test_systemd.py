@@ -44,7 +44,8 @@ def test_the_unit_is_hardened_and_runs_this_installation(project: Path) -> None:
 
 
 def test_the_unit_warns_about_a_database_outside_the_state_directory(project: Path) -> None:
-    result = CliRunner().invoke(cli, ["systemd-unit", "--config", str(project / "boomerang.yaml")])
+    config = with_database(project, "./boomerang.db") / "boomerang.yaml"  # a SQLite file, whatever the store
+    result = CliRunner().invoke(cli, ["systemd-unit", "--config", str(config)])
     assert "note: database" in result.stderr and "/var/lib/boomerang/boomerang.db" in result.stderr
 
 
@@ -87,3 +88,38 @@ def test_the_watchdog_interval_is_half_of_watchdog_usec(monkeypatch) -> None:
     assert watchdog_interval() is None
     monkeypatch.delenv("WATCHDOG_USEC")
     assert watchdog_interval() is None
+
+
+def with_database(project: Path, database: str) -> Path:
+    """The project's config with `database:` set to `database`."""
+    config = project / "boomerang.yaml"
+    lines = [
+        f"database: {database}" if line.startswith("database:") else line
+        for line in config.read_text().splitlines()
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    return project
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://boomerang:${BOOMERANG_DB_PASSWORD:-x}@127.0.0.1:5432/boomerang",
+        "postgresql://boomerang@localhost/boomerang",
+        "postgresql:///boomerang?host=/var/run/postgresql",
+    ],
+)
+def test_a_postgresql_server_on_this_host_starts_before_the_daemon(project: Path, url: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["systemd-unit", "--config", str(with_database(project, url) / "boomerang.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    found = directives(result.stdout)
+    assert found["After"] == found["Wants"] == "network-online.target postgresql.service"
+    assert "note: database" not in result.stderr  # no advice to move a server's database into a folder
+
+
+def test_a_postgresql_server_elsewhere_is_not_waited_for(project: Path) -> None:
+    found = directives(unit(with_database(project, "postgresql://boomerang@db.internal:5432/boomerang")))
+    assert found["After"] == found["Wants"] == "network-online.target"
+    assert "postgresql.service" not in unit(with_database(project, "./boomerang.db"))  # nor on SQLite
