@@ -202,3 +202,42 @@ def test_the_dialect_rewrites_sqlite_statements_once(sqlite: str, postgresql: st
     given = ["[1, 2]", "x"] if lists == (0,) else {"known": '["a"]', "after": "c"}
     if lists:
         assert statement.params(given) == ([[1, 2], "x"] if lists == (0,) else {"known": ["a"], "after": "c"})
+
+
+def test_two_daemons_given_the_same_new_people_at_once_make_each_one_once(postgresql_url: str) -> None:
+    # As a balancer spreads a platform's deliveries: the same new person (by id or by email
+    # alone) and a retried event reach two daemons at the same moment.
+    stores = [Store(postgresql_url), Store(postgresql_url)]
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def ingest(store: Store, daemon: int) -> None:
+        start.wait()
+        for n in range(40):
+            events = [
+                incoming(f"signup-{n}", "customer.created", id=f"c-{n}", email=f"c{n}@example.com"),
+                incoming(f"view-{n}-{daemon}", "product.viewed", email=f"guest{n}@example.com"),
+            ]
+            try:
+                store.ingest(events, t(START))
+            except BaseException as exc:  # noqa: BLE001 - counted below, with its message
+                failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=ingest, args=(store, n)) for n, store in enumerate(stores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures[:3]
+        rows = stores[0].db.execute(
+            "SELECT count(*), count(DISTINCT customer_id) FROM events WHERE id LIKE 'signup-%'"
+        ).fetchone()
+        assert tuple(rows) == (40, 40)  # each signup stored once, for a customer of its own
+        guests = stores[0].db.execute(
+            "SELECT count(DISTINCT customer_id) FROM identities WHERE kind = 'email' AND value LIKE 'guest%'"
+        ).fetchone()[0]
+        assert guests == 40  # each guest one customer, though two daemons saw them first at once
+    finally:
+        for store in stores:
+            store.close()

@@ -14,7 +14,7 @@ import itertools
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -300,6 +300,11 @@ class Connection:
         """Hold these customers' locks until the transaction under way ends, so that no other
         process decides their sends meanwhile. Nothing to do on SQLite: the transaction holds
         the whole file."""
+
+    def lock_arrivals(self, event_ids: Iterable[str], identities: Iterable[tuple[str, str]]) -> None:
+        """Hold the locks of these events' ids and of the identities they name until the
+        transaction under way ends, so that no other process stores the same event or makes
+        the same person meanwhile. Nothing to do on SQLite: the transaction holds the whole file."""
 
     def listen_for_jobs(self, wake: Callable[[], None]) -> Callable[[], None] | None:
         """Have `wake` called when another process queues a job; returns what stops that, or

@@ -62,12 +62,17 @@ class Events(Products, Customers):
         try:
             with self.db.atomic():
                 self._working = WorkingSet()
-                seen = self._known_events([event.id for events, _ in batches for event in events])
+                event_ids = [event.id for events, _ in batches for event in events]
+                identities = {
+                    identity
+                    for events, _ in batches
+                    for event in events
+                    for identity in event.profile.identities()
+                }
+                self.lock_arrivals(event_ids, identities)
+                seen = self._known_events(event_ids)
                 working = self._working
-                self._know_owners(
-                    {identity for events, _ in batches for event in events
-                     for identity in event.profile.identities()}
-                )
+                self._know_owners(identities)
                 self._know_rows({owner for owner in working.owners.values() if owner is not None})
                 for events, verified in batches:
                     fresh = [event for event in _first_of_each(events) if event.id not in seen]

@@ -298,6 +298,14 @@ class PostgresConnection(Connection):
         released at its end), in one order for every daemon, so that two never wait on each other."""
         self._advisory_locks(sorted({_lock_key(f"customer:{customer_id}") for customer_id in customer_ids}))
 
+    def lock_arrivals(self, event_ids: Iterable[str], identities: Iterable[tuple[str, str]]) -> None:
+        """Take the advisory locks of these events and identities (one order for every daemon):
+        two daemons given the same new person, or a platform's retry of one event, at once
+        would otherwise both find nobody and both insert, and one of them fail."""
+        names = [f"event:{event_id}" for event_id in event_ids]
+        names += [f"identity:{kind}:{value}" for kind, value in identities]
+        self._advisory_locks(sorted({_lock_key(name) for name in names}))
+
     def take_turn(self, work: str) -> None:
         """Wait for `work`'s advisory lock, held until the transaction under way ends."""
         self._advisory_locks([_lock_key(f"work:{work}")])
