@@ -262,8 +262,9 @@ class PostgresConnection(Connection):
         """Call `wake` (on a thread of its own) whenever another daemon commits a job it queued
         or moved, so that a job queued for soon by one is seen by all at once, not at their next
         refill; returns what stops listening. A lost connection is opened again after a pause
-        (meanwhile the schedulers' refills still find every job)."""
-        stopping = threading.Event()
+        (meanwhile the schedulers' refills still find every job). Returns once it listens (or
+        after 10 s of trying), so that a job queued after the call is never missed."""
+        stopping, listening = threading.Event(), threading.Event()
 
         def listen() -> None:
             while not stopping.is_set():
@@ -271,6 +272,7 @@ class PostgresConnection(Connection):
                     with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as listener:
                         listener.execute(f"LISTEN {JOBS_CHANNEL}")
                         schema = listener.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+                        listening.set()
                         while not stopping.is_set():
                             own = self.db.pg.info.backend_pid  # our own NOTIFYs need no wake
                             notes = listener.notifies(timeout=1.0)
@@ -286,6 +288,7 @@ class PostgresConnection(Connection):
 
         thread = threading.Thread(target=listen, name="jobs-listener", daemon=True)
         thread.start()
+        listening.wait(10)
 
         def stop() -> None:
             stopping.set()
