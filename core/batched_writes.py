@@ -3,8 +3,8 @@
 Starting a journey writes its row (inserted, then updated as its first steps run), a line or
 two of timeline, its next job and maybe a message: four to six statements per customer. A
 schedule's page of a thousand customers started through `BatchedWrites` instead writes each
-table once, with `executemany`, in the order the statements would have run: the rows, their
-ids and the timeline come out as starting them one at a time would leave them.
+table once, in the order the statements would have run: the rows, their ids and the timeline
+come out as starting them one at a time would leave them.
 
 Waits ending together (`Journeys._resume_all`) and a batch of sends recorded
 (`Dispatch._record_delivery`) go through it too. Only the writes a journey's steps make are

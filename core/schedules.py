@@ -5,11 +5,12 @@ enters the scenario's audience and queues the following one. A schedule's audien
 every customer: it is read in pages of `AUDIENCE_BATCH` customers, in id order, that the
 reentry rule already lets in (one query each), and each page is entered in one transaction
 that also records how far the tick got in its job; the page's journeys, timeline lines and
-jobs are written with one statement per table (`BatchedWrites`). Between pages the store's
-thread is free for ingest and sends, memory holds one page, and a tick cut off by a crash
-resumes after the last page it committed (entry keys keep a re-run from entering anyone
-twice). `_tick` runs on the event loop and hands each page to the store's thread; every
-other method runs there.
+jobs are written with one statement per table (`BatchedWrites`, or for journeys that first
+wait `Journeys._start_waiting`, which works out nothing per customer but its id, group and
+wait's end). Between pages the store's thread is free for ingest and sends, memory holds one
+page, and a tick cut off by a crash resumes after the last page it committed (entry keys keep
+a re-run from entering anyone twice). `_tick` runs on the event loop and hands each page to
+the store's thread; every other method runs there.
 """
 
 from __future__ import annotations
