@@ -29,7 +29,7 @@ from boomerang.store.migrations import MIGRATIONS
 T = TypeVar("T")
 
 # The rows of `Connection._insert_all`, as one JSON array of arrays (text as it is, not escaped).
-_encode_rows = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+_encode_rows = json.JSONEncoder(ensure_ascii=False, check_circular=False, allow_nan=False).encode
 
 
 class StoreError(Exception):
@@ -288,12 +288,19 @@ class Connection:
         each row (a journey's row: 10 microseconds against 40).
         """
         same = same or {}
+        rows = list(rows)
+        insert = f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {table}"
         names = ", ".join(f"[{column}]" for column in (*columns, *same))  # the store's own, never input
+        try:
+            encoded = _encode_rows(rows)
+        except ValueError:  # an infinite or NaN float, which JSON cannot hold: one row at a time
+            marks = ", ".join("?" for _ in (*columns, *same))
+            bound = [(*row, *same.values()) for row in rows]
+            self.db.conn.executemany(f"{insert} ({names}) VALUES ({marks})", bound)
+            return
         values = ", ".join([*(f"value ->> {index}" for index in range(len(columns))), *("?" for _ in same)])
         self.db.conn.execute(
-            f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {table} ({names})"
-            f" SELECT {values} FROM json_each(?) ORDER BY key",
-            [*same.values(), _encode_rows(list(rows))],
+            f"{insert} ({names}) SELECT {values} FROM json_each(?) ORDER BY key", [*same.values(), encoded]
         )
 
     def _update(self, table: str, row_id: str, values: Mapping[str, Any]) -> None:
