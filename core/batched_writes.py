@@ -3,8 +3,8 @@
 Starting a journey writes its row (inserted, then updated as its first steps run), a line or
 two of timeline, its next job and maybe a message: four to six statements per customer. A
 schedule's page of a thousand customers started through `BatchedWrites` instead writes each
-table once, with `executemany`, in the order the statements would have run: the rows, their
-ids and the timeline come out as starting them one at a time would leave them.
+table once, in the order the statements would have run: the rows, their ids and the timeline
+come out as starting them one at a time would leave them.
 
 Waits ending together (`Journeys._resume_all`) and a batch of sends recorded
 (`Dispatch._record_delivery`) go through it too. Only the writes a journey's steps make are
@@ -16,7 +16,7 @@ rolls back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -31,14 +31,12 @@ from boomerang.store.messages import message_values
 class BatchedWrites:
     """The engine's journey writes (`JourneyWrites`), held back until `flush`.
 
-    `stored` holds the ids of the journeys already in the store among those about to be
-    started (`EngineStore.existing_journeys`): inserting one of them is refused as the store
-    would refuse it.
+    The journeys it is asked to start must not be in the store (a schedule's page leaves out
+    the customers its entry started already, `EngineStore.audience_page`).
     """
 
-    def __init__(self, store: EngineStore, stored: Iterable[str]):
+    def __init__(self, store: EngineStore):
         self.store = store
-        self.stored = set(stored)
         # A new journey's row as its last write left it, by id (a dict keeps insertion order).
         self.journeys: dict[str, tuple[Any, ...]] = {}
         self.journal: list[JournalEntry] = []
@@ -58,8 +56,8 @@ class BatchedWrites:
         self.journeys[journey_id] = row
 
     def insert_journey(self, journey: Journey, now: datetime) -> bool:
-        """Hold a new journey; False if that entry exists already (stored, or held)."""
-        if journey.id in self.stored or journey.id in self.journeys:
+        """Hold a new journey; False if that entry is held already."""
+        if journey.id in self.journeys:
             return False
         self._hold_journey(journey.id, journey_row(journey, now))
         return True
@@ -146,7 +144,6 @@ class BatchedWrites:
             self.store.add_journal_entries(self.journal)
         if self.jobs:
             self.store.add_jobs(self.jobs)
-        self.stored.update(self.journeys)
         self.journeys, self.journal, self.jobs, self.messages = {}, [], [], []
 
 

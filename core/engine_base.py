@@ -7,7 +7,7 @@ and written there (`store.run` hands work to it from the event loop).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -69,11 +69,11 @@ class EngineBase:
         self._audiences: dict[str, Condition | None] = {}  # audience expressions as the store's conditions
 
     @contextmanager
-    def batched_writes(self, stored: Iterable[str] = ()) -> Iterator[BatchedWrites]:
+    def batched_writes(self) -> Iterator[BatchedWrites]:
         """Gather the journey writes made inside (`self.writes`) and write them at its end with
-        one statement per table (`BatchedWrites`; `stored`: the journeys to be started that
-        are in the store already). Inside the caller's transaction, on the store's thread."""
-        self.writes = writes = BatchedWrites(self.store, stored)
+        one statement per table (`BatchedWrites`). Inside the caller's transaction, on the
+        store's thread."""
+        self.writes = writes = BatchedWrites(self.store)
         try:
             yield writes
             writes.flush()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from boomerang.audiences import Condition
 from boomerang.model import Customer, Event, JournalEntry, Journey, Sent
+from boomerang.store.customers import ScheduleZones
 from boomerang.store.jobs import JobQueue
 
 
@@ -108,6 +109,9 @@ class EngineStore(JobQueue, Protocol):
         limit: int,
         entered_since: str | None,
         audience: tuple[Condition, datetime] | None = None,
+        zones: ScheduleZones | None = None,
+        *,
+        entry_key: str | None = None,
     ) -> tuple[list[Customer], str | None]: ...
     def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]: ...
     def timezones(self) -> set[str]: ...
@@ -120,7 +124,18 @@ class EngineStore(JobQueue, Protocol):
     # journeys and the journal
     def insert_journey(self, journey: Journey, now: datetime) -> bool: ...
     def insert_journeys(self, journey_rows: list[tuple[Any, ...]]) -> None: ...
-    def existing_journeys(self, journey_ids: list[str]) -> set[str]: ...
+    def start_journeys(
+        self,
+        scenario: str,
+        entry_key: str,
+        cursor: str,
+        context: dict[str, Any],
+        now: datetime,
+        started: list[tuple[str, str, int]],
+    ) -> None: ...
+    def add_journal_lines(
+        self, at: datetime, scenario: str, lines: list[tuple[str, str, str, str]]
+    ) -> None: ...
     def save_journey(self, journey: Journey, now: datetime) -> None: ...
     def journey(self, journey_id: str) -> Journey | None: ...
     def journeys(

@@ -28,6 +28,7 @@ from boomerang.project import Project
 from boomerang.retry import RETRY
 from boomerang.scenarios import Scenario, Step
 from boomerang.store import unavailable
+from boomerang.store.jobs import job_row
 
 log = logging.getLogger(__name__)
 # How much later a wait `until_idle` looks again when its customer's visit is due to end now:
@@ -57,6 +58,20 @@ def first_step_due(scenario: Scenario, event: Event) -> datetime:
 def journey_id(scenario: Scenario, customer_id: str, entry_key: str) -> str:
     """The id of the journey a customer starts in a scenario on an entry: one per entry."""
     return stable_id("j-", scenario.id, customer_id, entry_key)
+
+
+def tick_journey_id(scenario: Scenario, tick_at: datetime, number: int) -> str:
+    """The id of the `number`th journey a schedule's tick at `tick_at` starts at once
+    (`Journeys._start_waiting`). Numbered rather than hashed: a tick's journeys, and their jobs,
+    go one after another at the end of the indexes on their ids (a `journey_id` starts with a
+    hexadecimal digit, `t` sorts after them all), rather than each on a page of its own
+    anywhere in them. The fixed-width number ends it, so no two scenarios' ids meet."""
+    return f"j-t{tick_at.astimezone(UTC):%Y%m%dT%H%M%S}-{scenario.id}-{number:09d}"
+
+
+def held_out(scenario: Scenario, customer_id: str) -> bool:
+    """Whether the customer is in the scenario's control group: the same answer every time."""
+    return scenario.holdout > 0 and _fraction(scenario.id, customer_id, "holdout") < scenario.holdout
 
 
 class Journeys(EngineBase):
@@ -218,7 +233,7 @@ class Journeys(EngineBase):
         self, scenario: Scenario, customer: Customer, entry_key: str, event: dict, now: datetime
     ) -> bool:
         """Start a journey the reentry rule allows; False if this entry exists already."""
-        holdout = scenario.holdout > 0 and _fraction(scenario.id, customer.id, "holdout") < scenario.holdout
+        holdout = held_out(scenario, customer.id)
         journey = Journey(
             id=journey_id(scenario, customer.id, entry_key),
             scenario=scenario.id,
@@ -233,13 +248,49 @@ class Journeys(EngineBase):
         )
         if not self.writes.insert_journey(journey, now):
             return False
-        self._journal(now, "enter", journey, None, f"entered on {event.get('type')}")
+        self._journal(now, "enter", journey, None, _entered_on(event))
         if holdout:
-            self._journal(
-                now, "holdout", journey, None, f"control group ({scenario.holdout:.0%}): sent nothing"
-            )
+            self._journal(now, "holdout", journey, None, _held_out_line(scenario))
         self._advance(journey, scenario, customer, now, completing=False)
         return True
+
+    def _start_waiting(
+        self,
+        scenario: Scenario,
+        customers: list[Customer],
+        entry_key: str,
+        event: dict,
+        now: datetime,
+        ids: list[str],
+    ) -> None:
+        """Start journeys for many customers at once in a scenario whose first step is a `wait`
+        (`first_waits`), with the given ids: what `_start` would leave for each, its row,
+        timeline and wait's job, written with one statement per table. The customers must be
+        ones the reentry rule lets in, not entered on `entry_key` yet.
+
+        Nothing of a journey needs working out but its id, its control group and, for a wait
+        until a time of day, when that comes on the customer's clock: the rest is the same for
+        every customer, its JSON encoded once."""
+        step = scenario.index[scenario.first or ""]
+        context = {"event": event}
+        entered, held_line = _entered_on(event), _held_out_line(scenario)
+        priority = self.plan.priority(scenario.category)
+        payload = {"resume": step.path}
+        ends = self._wait_ends(step, customers[0], now) if customers and step.at is None else None
+        journeys, journal, jobs = [], [], []
+        for customer, journey_id_ in zip(customers, ids, strict=True):
+            holdout = held_out(scenario, customer.id)
+            journeys.append((journey_id_, customer.id, int(holdout)))
+            journal.append(("enter", customer.id, journey_id_, entered))
+            if holdout:
+                journal.append(("holdout", customer.id, journey_id_, held_line))
+            due = ends or self._wait_ends(step, customer, now)
+            jobs.append((due.timestamp(), journey_id_))
+        self.store.start_journeys(scenario.id, entry_key, step.path, context, now, journeys)
+        self.store.add_journal_lines(now, scenario.id, journal)
+        self.store.add_jobs(
+            [job_row("advance", due_at, priority, payload, journey_id_, 0) for due_at, journey_id_ in jobs]
+        )
 
     def _restart(
         self, journey: Journey, scenario: Scenario, customer: Customer, event: dict, now: datetime
@@ -600,6 +651,22 @@ class _WaitReads:
         journey = self._journeys.pop(job.journey_id, None) if job.journey_id else None
         if journey is not None:
             self._customers.pop(journey.customer_id, None)
+
+
+def first_waits(scenario: Scenario) -> bool:
+    """Whether a journey of the scenario starts by waiting (its first step a `wait`): then
+    starting one writes the same for every customer but its id, group and wait's end, and a
+    schedule starts its audience a page at a time (`Journeys._start_waiting`)."""
+    first = scenario.index.get(scenario.first or "")
+    return first is not None and first.kind == "wait"
+
+
+def _entered_on(event: dict) -> str:
+    return f"entered on {event.get('type')}"
+
+
+def _held_out_line(scenario: Scenario) -> str:
+    return f"control group ({scenario.holdout:.0%}): sent nothing"
 
 
 def _promo_record(promo: dict[str, Any] | None) -> dict[str, Any] | None:

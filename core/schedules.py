@@ -5,11 +5,12 @@ enters the scenario's audience and queues the following one. A schedule's audien
 every customer: it is read in pages of `AUDIENCE_BATCH` customers, in id order, that the
 reentry rule already lets in (one query each), and each page is entered in one transaction
 that also records how far the tick got in its job; the page's journeys, timeline lines and
-jobs are written with one statement per table (`BatchedWrites`). Between pages the store's
-thread is free for ingest and sends, memory holds one page, and a tick cut off by a crash
-resumes after the last page it committed (entry keys keep a re-run from entering anyone
-twice). `_tick` runs on the event loop and hands each page to the store's thread; every
-other method runs there.
+jobs are written with one statement per table (`BatchedWrites`, or for journeys that first
+wait `Journeys._start_waiting`, which works out nothing per customer but its id, group and
+wait's end). Between pages the store's thread is free for ingest and sends, memory holds one
+page, and a tick cut off by a crash resumes after the last page it committed (entry keys keep
+a re-run from entering anyone twice). `_tick` runs on the event loop and hands each page to
+the store's thread; every other method runs there.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from boomerang.audiences import Condition, translate
-from boomerang.batched_writes import BatchedWrites
 from boomerang.clock import to_iso
-from boomerang.journeys import Journeys, journey_id
+from boomerang.journeys import Journeys, first_waits, tick_journey_id
 from boomerang.local_time import moment_of, next_local_time
 from boomerang.model import Customer, Job
 from boomerang.scenarios import Scenario, Trigger
@@ -138,28 +138,30 @@ class Schedules(Journeys):
                 self._entered_since(scenario, now),
                 (translated, now) if translated is not None else None,
                 zones,
+                entry_key=entry_key,
             )
-            if translated is not None:
-                entering = page  # the store chose them, as the sandbox would have
+            # The page holds only customers the reentry rule lets in, not entered by this tick
+            # yet, so they start at once.
+            if translated is not None and first_waits(scenario):
+                # The store chose them, as the sandbox would have; each journey's first step is
+                # a wait, so they are started together, numbered on from the tick's last page.
+                entered = job.payload.get("entered", 0)
+                numbers = range(entered, entered + len(page))
+                ids = [tick_journey_id(scenario, tick_at, number) for number in numbers]
+                self._start_waiting(scenario, page, entry_key, event, now, ids)
+                job.payload["entered"] = entered + len(page)
             else:
-                entering = [
+                entering = page if translated is not None else [
                     customer
                     for customer in page
                     if audience is not None
                     and audience.test(self.context(customer, None, now, event), self.scope(customer.id, now))
                 ]
-            # The page holds only customers the reentry rule lets in, so they start at once; their
-            # journeys, timeline and jobs are written together, one statement per table.
-            stored = self.store.existing_journeys(
-                [journey_id(scenario, customer.id, entry_key) for customer in entering]
-            )
-            self.writes = writes = BatchedWrites(self.store, stored)
-            try:
-                for customer in entering:
-                    self._start(scenario, customer, entry_key, event, now)
-                writes.flush()
-            finally:
-                self.writes = self.store
+                # Their journeys, timeline, jobs and messages are written together, one
+                # statement per table.
+                with self.batched_writes():
+                    for customer in entering:
+                        self._start(scenario, customer, entry_key, event, now)
             if following is not None:
                 job.payload["after"] = following
                 self.store.save_job_payload(job.id, job.payload)

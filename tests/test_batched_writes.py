@@ -32,7 +32,7 @@ def held(writes: BatchedWrites) -> tuple[object, ...]:
 def test_a_block_that_raises_leaves_what_was_held_before_it(database: Path | str) -> None:
     store = Store(database)
     try:
-        writes = BatchedWrites(store, [])
+        writes = BatchedWrites(store)
         writes.insert_journey(journey("j-1", "0"), NOW)
         fill(writes, "j-1")
         with writes.undone_on_error():  # a block that ends well keeps what it held

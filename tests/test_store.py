@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import pytest
 
 from boomerang.feedback import Effect, effect
 from boomerang.ingest import parse_event
-from boomerang.model import Journey
+from boomerang.model import JournalEntry, Journey
 from boomerang.plugin_manager import installed_address_fields
 from boomerang.profiles import PROFILE_FIELDS, merged, renewed_channels
 from boomerang.store import MIGRATIONS, JobQueue, Store, StoreError
@@ -587,3 +588,28 @@ def test_a_batch_of_sends_stores_each_message_sent_event_once_in_order(store: St
         ("message.sent:m-1", "c-1", "m-1"),
     ]
     assert [row["status"] for row in store.messages(["m-0", "m-1", "m-2"]).values()] == ["sent"] * 3
+
+
+@pytest.mark.parametrize("values", [[0.1 + 0.2, 1e-300, 123456789.12345678, -0.0, 7, None], [2.5, math.inf]])
+def test_lines_written_at_once_read_back_as_one_at_a_time_would(store: Store, values: list[Any]) -> None:
+    """`add_journal_entries` sends its rows as one JSON array: text and every digit of a float
+    come back as bound one at a time; an infinite float, which JSON cannot hold, falls back."""
+    reasons = ['"quoted" and \\ back', "new\nline\ttab", "ünïcode ✓ 🙂", "\u2028 and \x01"]
+
+    def entries(scenario: str) -> list[JournalEntry]:
+        return [
+            JournalEntry(RECEIVED, "goal", "c-1", reason, scenario=scenario, value=value, variant=None)
+            for reason in reasons
+            for value in values
+        ]
+
+    store.add_journal_entries(entries("at-once"))
+    for entry in entries("one-by-one"):
+        store.add_journal(entry)
+    read = (
+        "SELECT at, kind, customer_id, reason, value, typeof(value), variant FROM journal"
+        " WHERE scenario = ? ORDER BY id"
+    )
+    at_once = store.db.execute(read, ["at-once"]).fetchall()
+    assert at_once == store.db.execute(read, ["one-by-one"]).fetchall()
+    assert [row[3] for row in at_once] == [reason for reason in reasons for _ in values]

@@ -399,12 +399,15 @@ class Customers(Quarantine):
         entered_since: str | None,
         audience: tuple[Condition, datetime] | None = None,
         zones: ScheduleZones | None = None,
+        *,
+        entry_key: str | None = None,
     ) -> tuple[list[Customer], str | None]:
         """A page of an audience: up to `limit` customers in id order after `after` whom
         `scenario`'s reentry rule lets in, and the id the next page starts after (None: no more).
 
         Left out: a customer with a journey in it still active, or one entered after
-        `entered_since` (a stored timestamp; "" for any journey at all, None for none), one whose
+        `entered_since` (a stored timestamp; "" for any journey at all, None for none), or one
+        entered on `entry_key` already (a page entered before a crash), one whose
         row cannot be read back (set aside), and with `audience` (a translated audience
         expression and the moment it is evaluated at) one the expression does not let in, and
         with `zones` one whose clock the tick is not for.
@@ -416,9 +419,16 @@ class Customers(Quarantine):
         found = self._select(
             "SELECT * FROM customers WHERE id > :after AND NOT EXISTS (SELECT 1 FROM journeys"
             " WHERE scenario = :scenario AND customer_id = customers.id"
-            " AND (status = 'active' OR entered_at > :since))"
+            " AND (status = 'active' OR entered_at > :since OR entry_key = :entry_key))"
             f" AND {where} ORDER BY id LIMIT :limit",
-            {**params, "after": after, "scenario": scenario, "since": entered_since, "limit": limit},
+            {
+                **params,
+                "after": after,
+                "scenario": scenario,
+                "since": entered_since,
+                "entry_key": entry_key,
+                "limit": limit,
+            },
         )
         customers = (
             self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) for row in found

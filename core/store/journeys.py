@@ -26,15 +26,39 @@ JOURNAL_FIELDS = (
     "variant",
 )
 
+_JOURNEY_COLUMNS = (
+    "id",
+    "scenario",
+    "customer_id",
+    "entry_key",
+    "status",
+    "holdout",
+    "cursor",
+    "waiting_for",
+    "version",
+    "context",
+    "entered_at",
+    "updated_at",
+    "ended_at",
+)
 _INSERT_JOURNEY = (
-    "INSERT OR IGNORE INTO journeys (id, scenario, customer_id, entry_key, status, holdout, cursor,"
-    " waiting_for, version, context, entered_at, updated_at, ended_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO journeys ({', '.join(_JOURNEY_COLUMNS)}) VALUES ({', '.join('?' * 13)})"
 )
-_ADD_JOURNAL = (
-    "INSERT INTO journal (at, kind, customer_id, scenario, journey_id, step, template, channel,"
-    " message_id, reason, value, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_JOURNAL_COLUMNS = (
+    "at",
+    "kind",
+    "customer_id",
+    "scenario",
+    "journey_id",
+    "step",
+    "template",
+    "channel",
+    "message_id",
+    "reason",
+    "value",
+    "variant",
 )
+_ADD_JOURNAL = f"INSERT INTO journal ({', '.join(_JOURNAL_COLUMNS)}) VALUES ({', '.join('?' * 12)})"
 
 # One encoder for every journey's context, written at each step: `json.dumps` with options
 # builds a new one per call.
@@ -95,17 +119,24 @@ class Journeys(Quarantine):
     def insert_journeys(self, journey_rows: list[tuple[Any, ...]]) -> None:
         """Store many new journeys in one statement, as rows of `journey_row`; an entry that
         exists already is left as it is."""
-        self.db.conn.executemany(_INSERT_JOURNEY, journey_rows)
+        self._insert_all("journeys", _JOURNEY_COLUMNS, journey_rows, or_ignore=True)
 
-    def existing_journeys(self, journey_ids: list[str]) -> set[str]:
-        """Which of these journeys are stored."""
-        found: set[str] = set()
-        for start in range(0, len(journey_ids), 500):
-            chunk = journey_ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            rows_found = self.db.execute(f"SELECT id FROM journeys WHERE id IN ({marks})", chunk)
-            found.update(row[0] for row in rows_found)
-        return found
+    def start_journeys(
+        self,
+        scenario: str,
+        entry_key: str,
+        cursor: str,
+        context: dict[str, Any],
+        now: datetime,
+        started: list[tuple[str, str, int]],
+    ) -> None:
+        """Store many new journeys entered together, each (id, customer id, 1 if in the holdout),
+        all active at `cursor` (version 0) with the same `context`, in one statement. None of
+        them may be stored already (that raises)."""
+        at = to_iso(now)
+        same = {"scenario": scenario, "entry_key": entry_key, "status": "active", "cursor": cursor}
+        same.update({"version": 0, "context": _encode_context(context), "entered_at": at, "updated_at": at})
+        self._insert_all("journeys", ("id", "customer_id", "holdout"), started, same=same)
 
     def save_journey(self, journey: Journey, now: datetime) -> None:
         """Write a journey's state."""
@@ -220,9 +251,15 @@ class Journeys(Quarantine):
         """Append one line to a customer's timeline."""
         self.db.execute(_ADD_JOURNAL, journal_row(entry))
 
+    def add_journal_lines(self, at: datetime, scenario: str, lines: list[tuple[str, str, str, str]]) -> None:
+        """Append many lines of one moment and scenario to the timeline in one statement, in the
+        order given, each (kind, customer id, journey id, reason)."""
+        same = {"at": to_iso(at), "scenario": scenario}
+        self._insert_all("journal", ("kind", "customer_id", "journey_id", "reason"), lines, same=same)
+
     def add_journal_entries(self, entries: list[JournalEntry]) -> None:
         """Append many lines to the timeline in one statement, in the order given."""
-        self.db.conn.executemany(_ADD_JOURNAL, map(journal_row, entries))
+        self._insert_all("journal", _JOURNAL_COLUMNS, map(journal_row, entries))
 
     def journal(self, customer_id: str | None = None) -> list[JournalEntry]:
         """Timeline lines (of one customer, or all), in time order."""

@@ -55,12 +55,8 @@ class Messages(Events):
         by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
         for values in messages:
             by_columns.setdefault(tuple(values), []).append(list(values.values()))
-        for columns, rows_of_values in by_columns.items():
-            names = ", ".join(f'"{name}"' for name in columns)  # the engine's own keys, never input
-            marks = ", ".join("?" for _ in columns)
-            self.db.conn.executemany(
-                f"INSERT OR IGNORE INTO messages ({names}) VALUES ({marks})", rows_of_values
-            )
+        for columns, rows_of_values in by_columns.items():  # the engine's own keys, never input
+            self._insert_all("messages", columns, rows_of_values, or_ignore=True)
 
     def message(self, message_id: str) -> dict[str, Any] | None:
         """A stored message as a dict (JSON columns decoded)."""

@@ -296,6 +296,20 @@ class PostgresConnection(Connection):
 
         return stop
 
+    def _insert_all(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        same: Mapping[str, Any] | None = None,
+        or_ignore: bool = False,
+    ) -> None:
+        """`executemany`: SQLite's one statement reads the rows back from a JSON array with
+        `json_each`, a cost PostgreSQL's triggers do not ask to save (psycopg sends the rows in
+        one pipeline)."""
+        self._insert_each(table, columns, rows, same=same or {}, or_ignore=or_ignore)
+
     def lock_customers(self, customer_ids: list[str]) -> None:
         """Take each customer's advisory lock for the transaction under way (`pg_advisory_xact_lock`,
         released at its end), in one order for every daemon, so that two never wait on each other."""
