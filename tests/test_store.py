@@ -590,6 +590,7 @@ def test_a_batch_of_sends_stores_each_message_sent_event_once_in_order(store: St
     assert [row["status"] for row in store.messages(["m-0", "m-1", "m-2"]).values()] == ["sent"] * 3
 
 
+@pytest.mark.sqlite_only  # SQLite's one statement over a JSON array; PostgreSQL's is executemany
 @pytest.mark.parametrize("values", [[0.1 + 0.2, 1e-300, 123456789.12345678, -0.0, 7, None], [2.5, math.inf]])
 def test_lines_written_at_once_read_back_as_one_at_a_time_would(store: Store, values: list[Any]) -> None:
     """`add_journal_entries` sends its rows as one JSON array: text and every digit of a float

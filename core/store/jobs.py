@@ -249,8 +249,8 @@ class Jobs(Quarantine):
         # One statement: `simulate` asks before every moment it moves its clock to.
         return self.db.execute(
             "SELECT min(moment) FROM (SELECT * FROM (SELECT due_at AS moment FROM jobs"
-            " WHERE lease_until IS NULL ORDER BY due_at LIMIT 1)"
-            " UNION ALL SELECT min(lease_until) FROM jobs WHERE lease_until IS NOT NULL)"
+            " WHERE lease_until IS NULL ORDER BY due_at LIMIT 1) AS next_due"
+            " UNION ALL SELECT min(lease_until) FROM jobs WHERE lease_until IS NOT NULL) AS moments"
         ).fetchone()[0]
 
     def complete_job(self, job_id: int) -> None:

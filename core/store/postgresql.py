@@ -60,6 +60,10 @@ def postgresql_unavailable(exc: BaseException) -> bool:
 JOBS_CHANNEL = "boomerang_jobs"
 _NOTIFY = f"SELECT pg_notify('{JOBS_CHANNEL}', current_schema())"
 LISTEN_RETRY_SECONDS = 5.0  # how soon a listener whose connection was lost connects again
+# The kinds of advisory locks (the first of `pg_advisory_xact_lock`'s two keys), and how many
+# stripes each has (the second): see `PostgresConnection._advisory_locks`.
+CUSTOMERS, ARRIVALS, TURNS = 1, 2, 3
+STRIPES = 512
 
 
 class _IntegerBool(Dumper):
@@ -311,24 +315,33 @@ class PostgresConnection(Connection):
         self._insert_each(table, columns, rows, same=same or {}, or_ignore=or_ignore)
 
     def lock_customers(self, customer_ids: list[str]) -> None:
-        """Take each customer's advisory lock for the transaction under way (`pg_advisory_xact_lock`,
-        released at its end), in one order for every daemon, so that two never wait on each other."""
-        self._advisory_locks(sorted({_lock_key(f"customer:{customer_id}") for customer_id in customer_ids}))
+        """Take these customers' advisory locks for the transaction under way (`pg_advisory_xact_lock`,
+        released at its end), so that no other daemon decides their sends meanwhile."""
+        self._advisory_locks(CUSTOMERS, [f"customer:{customer_id}" for customer_id in customer_ids])
 
     def lock_arrivals(self, event_ids: Iterable[str], identities: Iterable[tuple[str, str]]) -> None:
-        """Take the advisory locks of these events and identities (one order for every daemon):
-        two daemons given the same new person, or a platform's retry of one event, at once
-        would otherwise both find nobody and both insert, and one of them fail."""
+        """Take the advisory locks of these events and identities: two daemons given the same
+        new person, or a platform's retry of one event, at once would otherwise both find
+        nobody and both insert, and one of them fail."""
         names = [f"event:{event_id}" for event_id in event_ids]
         names += [f"identity:{kind}:{value}" for kind, value in identities]
-        self._advisory_locks(sorted({_lock_key(name) for name in names}))
+        self._advisory_locks(ARRIVALS, names)
 
     def take_turn(self, work: str) -> None:
         """Wait for `work`'s advisory lock, held until the transaction under way ends."""
-        self._advisory_locks([_lock_key(f"work:{work}")])
+        self._advisory_locks(TURNS, [f"work:{work}"])
 
-    def _advisory_locks(self, keys: list[int]) -> None:
-        self.db.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(?::bigint[]) AS key", [keys])
+    def _advisory_locks(self, kind: int, names: list[str]) -> None:
+        """Lock the stripes of `kind` these names fall in, in one order for every daemon (so
+        that two never wait on each other). Names share `STRIPES` locks a kind: a send batch
+        of a thousand customers holds at most that many, within the server's lock table
+        (`max_locks_per_transaction`, 64 per connection by default), at the price of a rare
+        wait for a stranger who shares a stripe."""
+        stripes = sorted({zlib.crc32(name.encode()) % STRIPES for name in names})
+        self.db.execute(
+            "SELECT pg_advisory_xact_lock(?, stripe) FROM unnest(?::integer[]) AS stripe ORDER BY stripe",
+            [kind, stripes],
+        )
 
     def schema_version(self) -> int:
         """The number of the last migration applied (0 for an empty database)."""
@@ -342,11 +355,6 @@ class PostgresConnection(Connection):
         from boomerang.store.migrations_postgresql import migrate_postgresql
 
         return migrate_postgresql(self.db.pg)
-
-
-def _lock_key(name: str) -> int:
-    """The advisory lock key of a name (`pg_advisory_xact_lock` takes a number)."""
-    return zlib.crc32(name.encode())
 
 
 @functools.cache
