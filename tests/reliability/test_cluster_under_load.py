@@ -39,6 +39,7 @@ from itertools import count
 from pathlib import Path
 
 import pytest
+from security.test_sent_once import SLOW_HOOK
 from test_durability import make_project  # the SMTP server wired in, a `hello` email template
 
 from conftest import free_port, project_database, wait_until, wait_until_serving
@@ -283,3 +284,33 @@ def test_three_daemons_one_killed_every_few_seconds_send_everything_once(
     keys = {key for key, _ in ticks}
     assert due and set(due) <= keys, (due, keys)
     assert ticks == {(key, customer): 1 for key in keys for customer in TICKED}
+
+
+@pytest.mark.slow
+def test_a_start_leaves_another_daemons_send_in_flight_alone(
+    project: Path, smtp, postgresql_url: str, tmp_path: Path
+) -> None:
+    """A daemon starting on PostgreSQL does not settle as `unknown` the message another daemon
+    is sending (the start-time settling is SQLite's, where the database has one daemon)."""
+    mailbox, smtp_port = smtp
+    make_cluster_project(project, smtp_port, postgresql_url)
+    (project / "plugins" / "slow_hook.py").write_text(SLOW_HOOK)  # holds the first send in the window
+    window = project / "in-the-window"
+    ports = [free_port() for _ in range(2)]
+    log = tmp_path / "daemons.log"
+    processes = [start(project, log, ports[0])]
+    try:
+        wait_until_serving(ports[0])
+        assert post(ports[0], event("product.viewed", "view-1", "v-1")) is not None
+        wait_until(window.exists, 40, "the send to reach the window")
+        assert len(mailbox.raw) == 1  # the SMTP server took it; the store still says `sending`
+        processes.append(start(project, log, ports[1]))
+        wait_until_serving(ports[1])
+        with project_database(project) as db:
+            statuses = db.execute("SELECT status FROM messages").fetchall()
+            unknowns = db.execute("SELECT count(*) FROM journal WHERE kind = 'unknown'").fetchone()[0]
+        assert ([tuple(row) for row in statuses], unknowns) == ([("sending",)], 0), log.read_text()[-3000:]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
