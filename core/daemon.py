@@ -71,6 +71,7 @@ class Daemon:
         self.store: Store
         self._reader: Store | None = None  # a read-only connection for the store's figures
         self._lock: IO[bytes] | None = None  # the SQLite file's lock (none on PostgreSQL)
+        self._stop_listening: Callable[[], None] | None = None  # other daemons' jobs (PostgreSQL)
         self.ingest: Ingestor
         # Each source's (or channel's) routes, with its name: who refused a request.
         self._routes: dict[tuple[str, str], tuple[str, Route]] = {}
@@ -141,6 +142,11 @@ class Daemon:
                 unknown_sends,
             )
         self.scheduler = Scheduler(self.store, self.clock, self.engine.run_job, batches=self.engine.batches)
+        # Other daemons on the database (PostgreSQL) say when they queue a job: look again then.
+        loop = asyncio.get_running_loop()
+        self._stop_listening = self.store.listen_for_jobs(
+            lambda: loop.call_soon_threadsafe(self.scheduler.wake)
+        )
         # Events stored before a crash but not yet acted on are acted on now.
         while await self.store.run(self.engine.handle_pending_events):
             pass
@@ -223,6 +229,8 @@ class Daemon:
         await self.project.registry.close()
         if self._reader is not None:
             self._reader.close()
+        if self._stop_listening is not None:
+            await asyncio.to_thread(self._stop_listening)
         self.store.close()
         self._release_lock()
         log.info(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,21 @@ def test_two_daemons_claiming_the_same_due_jobs_never_get_the_same_one(postgresq
             claimed["first"][:5]
         )
     finally:
+        first.close()
+        second.close()
+
+
+def test_a_job_queued_by_one_daemon_wakes_the_others_scheduler(postgresql_url: str) -> None:
+    first, second = Store(postgresql_url), Store(postgresql_url)
+    woken = threading.Event()
+    stop = first.listen_for_jobs(woken.set)
+    assert stop is not None
+    try:
+        with second.transaction():
+            second.add_job("advance", time.time() + 5, 0, {})
+        assert woken.wait(30), "the other daemon's job did not wake the listener"
+    finally:
+        stop()
         first.close()
         second.close()
 

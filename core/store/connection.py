@@ -294,6 +294,11 @@ class Connection:
         process decides their sends meanwhile. Nothing to do on SQLite: the transaction holds
         the whole file."""
 
+    def listen_for_jobs(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Have `wake` called when another process queues a job; returns what stops that, or
+        None: nobody else queues jobs in a SQLite file."""
+        return None
+
     def take_turn(self, work: str) -> None:
         """Wait until no other process does `work` (e.g. `events`), and hold it until the
         transaction under way ends. Nothing to do on SQLite: one daemon per file."""

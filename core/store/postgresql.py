@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -54,6 +55,13 @@ def postgresql_unavailable(exc: BaseException) -> bool:
     return state[:2] in _UNAVAILABLE_CLASSES
 
 
+# The channel on which a daemon that queued a job tells the others' schedulers; the payload
+# names the schema, since a channel is the whole database's and installations may share one.
+JOBS_CHANNEL = "boomerang_jobs"
+_NOTIFY = f"SELECT pg_notify('{JOBS_CHANNEL}', current_schema())"
+LISTEN_RETRY_SECONDS = 5.0  # how soon a listener whose connection was lost connects again
+
+
 class _IntegerBool(Dumper):
     """Python's booleans sent as the 0 and 1 SQLite stores (the schema's flags are integers)."""
 
@@ -82,6 +90,7 @@ class PostgresDatabase:
         self.read_only = read_only
         self.total_changes = 0  # rows written since opening, as sqlite3's `total_changes`
         self._depth = 0  # atomic() blocks open
+        self._queued = False  # the transaction under way queued a job: NOTIFY at its commit
         self.pg = self._connect()
 
     @property
@@ -123,6 +132,8 @@ class PostgresDatabase:
         cursor = self._live().execute(statement.text, statement.params(params))
         if statement.writes and cursor.rowcount > 0:
             self.total_changes += cursor.rowcount
+            if statement.queues:
+                self._tell_schedulers()
         return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
@@ -135,6 +146,16 @@ class PostgresDatabase:
             cursor.executemany(statement.text, batch)
             if statement.writes and cursor.rowcount > 0:
                 self.total_changes += cursor.rowcount
+                if statement.queues:
+                    self._tell_schedulers()
+
+    def _tell_schedulers(self) -> None:
+        """A job was queued or moved: the daemons listening (`PostgresConnection.listen_for_jobs`)
+        look at the queue again once it is committed (a NOTIFY is delivered at the commit)."""
+        if self._depth == 0:
+            self.pg.execute(_NOTIFY)
+        else:
+            self._queued = True
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
@@ -147,9 +168,13 @@ class PostgresDatabase:
                 yield
             except BaseException:
                 self._depth = 0
+                self._queued = False
                 self._quietly("ROLLBACK")
                 raise
             self._depth = 0
+            if self._queued:
+                self._queued = False
+                pg.execute(_NOTIFY)
             pg.execute("COMMIT")
             return
         name = f"boomerang_{self._depth}"
@@ -175,6 +200,7 @@ class PostgresDatabase:
     def rollback(self) -> None:
         """Roll back the transaction under way."""
         self._depth = 0
+        self._queued = False
         self._quietly("ROLLBACK")
 
     def close(self) -> None:
@@ -231,6 +257,41 @@ class PostgresConnection(Connection):
             if outermost and self._durable:
                 self.db.execute("SET LOCAL synchronous_commit = off")
             yield self
+
+    def listen_for_jobs(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` (on a thread of its own) whenever another daemon commits a job it queued
+        or moved, so that a job queued for soon by one is seen by all at once, not at their next
+        refill; returns what stops listening. A lost connection is opened again after a pause
+        (meanwhile the schedulers' refills still find every job)."""
+        stopping = threading.Event()
+
+        def listen() -> None:
+            while not stopping.is_set():
+                try:
+                    with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as listener:
+                        listener.execute(f"LISTEN {JOBS_CHANNEL}")
+                        schema = listener.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+                        while not stopping.is_set():
+                            own = self.db.pg.info.backend_pid  # our own NOTIFYs need no wake
+                            notes = listener.notifies(timeout=1.0)
+                            if any(note.pid != own and note.payload == schema for note in notes):
+                                wake()
+                except psycopg.Error as exc:
+                    log.warning(
+                        "listening for other daemons' jobs failed (%s); again in %.0f s",
+                        exc,
+                        LISTEN_RETRY_SECONDS,
+                    )
+                    stopping.wait(LISTEN_RETRY_SECONDS)
+
+        thread = threading.Thread(target=listen, name="jobs-listener", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stopping.set()
+            thread.join()
+
+        return stop
 
     def lock_customers(self, customer_ids: list[str]) -> None:
         """Take each customer's advisory lock for the transaction under way (`pg_advisory_xact_lock`,

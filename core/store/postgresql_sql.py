@@ -94,6 +94,7 @@ _SECONDS_BEFORE = re.compile(
     r"strftime\('%Y-%m-%dT%H:%M:%fZ', ([\w.]+), '-' \|\| \((:\w+) \+ 2\) \|\| ' seconds'\)"
 )
 _SECONDS_BETWEEN = re.compile(r"\(julianday\(([\w.]+)\) - julianday\(([\w.]+)\)\) \* 86400")
+_QUEUES = re.compile(r"\s*(INSERT\s+INTO\s+jobs\b|UPDATE\s+jobs\s+SET\s+due_at\b)", re.IGNORECASE)
 _INSERT_OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
 _JSON_EXTRACT = re.compile(r"\bjson_extract\(\s*([\w.]+)\s*,\s*'\$((?:\.\w+)+)'\s*\)")
@@ -114,11 +115,13 @@ _PLACEHOLDER = re.compile(r"\?|(?<!:):([A-Za-z_]\w*)")
 @dataclass(frozen=True)
 class Statement:
     """A statement as PostgreSQL takes it: its text, which of its parameters are JSON lists to
-    decode (positions, or names), and whether it writes (for `changes()`)."""
+    decode (positions, or names), whether it writes (for `changes()`) and whether it queues or
+    moves a job (the other daemons' schedulers are told)."""
 
     text: str
     lists: tuple[int | str, ...]
     writes: bool
+    queues: bool = False
 
     def params(self, given: Sequence[Any] | Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         """The parameters to send: the JSON lists among them decoded."""
@@ -202,7 +205,9 @@ def translate(sql: str) -> Statement:
     code = "".join(out)
     text = re.sub(r"\0(\d+)\0", lambda m: literals[int(m.group(1))].replace("%", "%%"), code)
     first = text.lstrip().split(None, 1)[0].upper() if text.strip() else ""
-    return Statement(text, tuple(lists), first in ("INSERT", "UPDATE", "DELETE", "WITH"))
+    return Statement(
+        text, tuple(lists), first in ("INSERT", "UPDATE", "DELETE"), _QUEUES.match(text) is not None
+    )
 
 
 def _totals(code: str) -> str:
