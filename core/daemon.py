@@ -134,7 +134,11 @@ class Daemon:
         # A visit's end is stored through the ingestor, like any source's event, so that
         # `event_stored` hears of its `site.left`.
         self.engine.handlers["visit"] = self._visit_over
-        unknown_sends = await self.store.run(self.engine.settle_interrupted_sends, self.clock.now())
+        # On PostgreSQL a message `sending` may be another daemon's, in flight: a dead daemon's
+        # are settled by whichever daemon claims their jobs once the leases run out.
+        unknown_sends = 0
+        if not config.on_postgresql:
+            unknown_sends = await self.store.run(self.engine.settle_interrupted_sends, self.clock.now())
         if unknown_sends:
             log.warning(
                 "%d marketing messages were cut off mid-send by the previous process: "

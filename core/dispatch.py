@@ -56,6 +56,7 @@ from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, notify
 from boomerang.recommendations import BUILTIN, fetched, products_of, strategies
 from boomerang.retry import RETRY
+from boomerang.store import lost_race
 from boomerang.templates import MessageTemplate, Rendered, wanted_locales
 from boomerang.tracking import page_links
 
@@ -66,6 +67,7 @@ POPULATION_REFRESH = timedelta(minutes=10)  # how long channel-wide engagement f
 # later: one such code is a one-in-a-trillion chance for `local`; more is a provider repeating itself.
 ISSUE_ATTEMPTS = 5
 SENDS_AT_ONCE = 64  # messages of a batch in the channels' hands at once
+RECORD_ATTEMPTS = 5  # tries at recording a batch's answers that lose a race to another daemon
 RECOMMENDER_SECONDS = 5.0  # what a plugin's recommender may take for one message
 # Messages render here, never on the store's thread or the event loop. Two threads: rendering
 # is CPU-bound under the GIL, so more would not be faster, and a thread per message would not scale.
@@ -194,7 +196,15 @@ class Dispatch(Journeys):
         if not sendings:
             return
         deliveries = await self._deliver(sendings)
-        await self.store.run(self._record_delivery, sendings, deliveries, self.clock.now())
+        # The messages went: their answers are recorded even if PostgreSQL rolls the first try
+        # back for another daemon's transaction (left `sending`, they would become `unknown`).
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                await self.store.run(self._record_delivery, sendings, deliveries, self.clock.now())
+                return
+            except Exception as exc:
+                if not lost_race(exc) or attempt + 1 == RECORD_ATTEMPTS:
+                    raise
 
     async def _issue_promo_codes(self, plans: list[SendPlan]) -> None:
         """Give the planned messages whose step names a promo provider their personal codes,
@@ -407,8 +417,10 @@ class Dispatch(Journeys):
             return None
         if record.status == "sending" and record.category != "transactional":
             # An earlier attempt of this job handed it to the channel and then failed before
-            # recording the answer (a crash is settled at start; this is anything else).
-            self._settle_unknown(record, "recording the previous attempt failed", now)
+            # recording the answer: a crash on PostgreSQL (on SQLite a start settles those),
+            # or anything else.
+            why = "the previous attempt stopped before its answer was recorded"
+            self._settle_unknown(record, why, now)
             return None
         journey = journeys.get(record.journey_id) if record.journey_id else None
         customer = customers.get(record.customer_id)
@@ -628,6 +640,9 @@ class Dispatch(Journeys):
         """
         results: Tally[tuple[str | None, str]] = Tally()
         with self.store.transaction():
+            # The turn at events first, as `handle_pending_events` below takes it: taken after
+            # this batch's rows were locked, two daemons each wait for the other (a deadlock).
+            self.store.take_turn("events")
             current = self.store.message_states([sending.message.id for sending in sendings])
             # Only for the timeline's lines, which record no more of a journey than its variants.
             journey_ids = {row["journey_id"] for row in current.values()} - {None}

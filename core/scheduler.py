@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from boomerang.engine_protocols import Clock
 from boomerang.model import Job
 from boomerang.retry import RETRY
-from boomerang.store import JobQueue
+from boomerang.store import JobQueue, lost_race
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,11 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - a bug, not a provider's answer: retried, then given up
             now = self.clock.now().timestamp()
             for job in jobs:
-                await self.queue.run(RETRY.settle_failure, self.queue, job, now, exc)
+                if lost_race(exc):
+                    # PostgreSQL rolled the batch back for another daemon's: no failure, run it again.
+                    await self.queue.run(self.queue.postpone_job, job.id, now)
+                else:
+                    await self.queue.run(RETRY.settle_failure, self.queue, job, now, exc)
         self.done += len(jobs)
 
     async def serve(self, stopping: asyncio.Event) -> None:

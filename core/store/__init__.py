@@ -36,6 +36,7 @@ from boomerang.store.connection import (
     DatabaseUnreachable,
     StoreError,
     StoreUnavailable,
+    lost_race,
     unavailable,
 )
 from boomerang.store.erasure import Erasure
@@ -48,7 +49,16 @@ from boomerang.store.visits import Visits
 if TYPE_CHECKING:
     from boomerang.config import Config
 
-__all__ = ["MIGRATIONS", "JobQueue", "Store", "StoreError", "StoreUnavailable", "open_store", "unavailable"]
+__all__ = [
+    "MIGRATIONS",
+    "JobQueue",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "lost_race",
+    "open_store",
+    "unavailable",
+]
 
 C = TypeVar("C", bound=Connection)
 

@@ -74,6 +74,12 @@ def unavailable(exc: BaseException) -> bool:
     return False
 
 
+def lost_race(exc: BaseException) -> bool:
+    """Whether a PostgreSQL transaction was rolled back whole for a race with another daemon's
+    (SQLSTATE class 40: a deadlock, a serialization failure): run again, it may well go through."""
+    return type(exc).__module__.startswith("psycopg") and (getattr(exc, "sqlstate", None) or "")[:2] == "40"
+
+
 class _Savepoint:
     """A savepoint in the transaction under way (`Connection.savepoint`): released when its
     block ends, rolled back to and released if it raises, as sqlite-utils' nested `atomic()`."""
