@@ -40,7 +40,7 @@ from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import MESSAGE_SECONDS, Budget, Expression, RenderLimitExceeded, Scope, evaluating
 from boomerang.history import History
 from boomerang.journeys import Journeys, stable_id
-from boomerang.kinds import ActionFailed, PromoProvider
+from boomerang.kinds import ActionFailed, Channel, PromoProvider
 from boomerang.metrics import Metrics
 from boomerang.model import (
     Customer,
@@ -55,7 +55,7 @@ from boomerang.model import (
     Sent,
 )
 from boomerang.outbox import Outbox
-from boomerang.pacing import Turns, take_turns
+from boomerang.pacing import Pace, Turns, take_turns
 from boomerang.plugin_manager import Plugins, Registry, notify
 from boomerang.recommendations import BUILTIN, fetched, products_of, strategies
 from boomerang.retry import RETRY
@@ -96,7 +96,7 @@ class SendPlan:
     segments: dict[str, Expression] = dataclasses.field(default_factory=dict)
     # strategy → the customer's products, fetched before the render (`recommendations()`)
     recommended: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
-    message: Message | None = None  # what goes to the channel, once rendered (`_messages`)
+    message: Message | None = None  # what goes to the channel, once rendered (`_pace`)
 
     @property
     def goes(self) -> bool:
@@ -489,7 +489,7 @@ class Dispatch(Journeys):
             if isinstance(result, Rendered):
                 plan.message = self._message_of(plan, result)
                 messages.append(plan.message)
-        paces = [None if self.dry_run else channels[message.channel].pace(message) for message in messages]
+        paces = [None if self.dry_run else _pace_of(channels[m.channel], m) for m in messages]
         return await take_turns(self.project.rate_limits, messages, paces)
 
     def _message_of(self, plan: SendPlan, result: Rendered) -> Message:
@@ -890,6 +890,15 @@ class _Sent:
         store.complete_jobs(self.jobs)
         store.record_sent([message_id for message_id, _ in self.changes], now)
         self.jobs, self.changes = [], []
+
+
+def _pace_of(channel: Channel, message: Message) -> Pace | None:
+    """The channel's `pace` for the message; a channel whose `pace` raises is logged and not paced."""
+    try:
+        return channel.pace(message)
+    except Exception:
+        log.exception("channel %s raised in pace() for message %s: sent unpaced", message.channel, message.id)
+        return None
 
 
 def _put_back(decision: Decision, wait: float, now: datetime) -> Decision:
