@@ -6,11 +6,13 @@ one transaction: what the contact plan counts (the messages that went to each cu
 within its window, their engagement) is read for the whole batch with one query each, and
 the decisions are made in the batch's order against it, so that two messages of one customer
 see each other. The batch is rendered in one call on a render thread, within each message's
-time and size budget, so that a slow template never holds up the store; marked `sending` in
-one transaction; handed to the channels concurrently (a slow provider holds up only its own
-messages); and the answers are recorded in one transaction. One batch at a time is planned,
-rendered and marked `sending`, so a decision is never made against a history that another
-batch is about to change. A crash before the mark leaves the messages pending; one after it
+time and size budget, so that a slow template never holds up the store; paced (the tokens of
+its providers' rate limits taken, and the messages whose turn is more than a moment away put
+back: `pacing`); marked `sending` in one transaction; handed to the channels concurrently (a
+slow provider holds up only its own messages), each once its turn has come; and the answers
+are recorded in one transaction. One batch at a time is planned, rendered, paced and marked
+`sending`, so a decision is never made against a history that another batch is about to
+change. A crash before the mark leaves the messages pending; one after it
 leaves them `sending`, which `settle_interrupted_sends` settles at the next start.
 
 Which thread runs what is in each name: `async def` methods run on the event loop; `_render`
@@ -38,7 +40,7 @@ from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import MESSAGE_SECONDS, Budget, Expression, RenderLimitExceeded, Scope, evaluating
 from boomerang.history import History
 from boomerang.journeys import Journeys, stable_id
-from boomerang.kinds import ActionFailed, PromoProvider
+from boomerang.kinds import ActionFailed, Channel, PromoProvider
 from boomerang.metrics import Metrics
 from boomerang.model import (
     Customer,
@@ -53,6 +55,7 @@ from boomerang.model import (
     Sent,
 )
 from boomerang.outbox import Outbox
+from boomerang.pacing import Pace, Turns, take_turns
 from boomerang.plugin_manager import Plugins, Registry, notify
 from boomerang.recommendations import BUILTIN, fetched, products_of, strategies
 from boomerang.retry import RETRY
@@ -95,6 +98,7 @@ class SendPlan:
     segments: dict[str, Expression] = dataclasses.field(default_factory=dict)
     # strategy → the customer's products, fetched before the render (`recommendations()`)
     recommended: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    message: Message | None = None  # what goes to the channel, once rendered (`_pace`)
 
     @property
     def goes(self) -> bool:
@@ -192,10 +196,14 @@ class Dispatch(Journeys):
                 rendered = self._render(going, None)
             else:
                 rendered = await loop.run_in_executor(RENDERING, self._render, going, loop)
-            sendings = await self.store.run(self._commit_sends, plans, rendered, self.clock.now())
+            turns = await self._pace(going, rendered)
+            now = self.clock.now()
+            sendings = await self.store.run(self._commit_sends, plans, rendered, turns.later, now)
+            # Before the next batch takes: the tokens of what was put back are its to take.
+            await turns.give_back({sending.message.id for sending in sendings})
         if not sendings:
             return
-        deliveries = await self._deliver(sendings)
+        deliveries = await self._deliver(sendings, turns)
         # The messages went: their answers are recorded even if PostgreSQL rolls the first try
         # back for another daemon's transaction (left `sending`, they would become `unknown`).
         for attempt in range(RECORD_ATTEMPTS):
@@ -497,12 +505,51 @@ class Dispatch(Journeys):
                 results.append(exc)
         return results
 
+    async def _pace(self, going: list[SendPlan], rendered: list[Rendered | Exception]) -> Turns:
+        """Build the messages that go to their channels (`SendPlan.message`) and take their
+        turns under the providers' rate limits (`pacing`); a simulation is not paced (its
+        clock is not the buckets')."""
+        channels = self.project.registry.channels
+        messages = []
+        for plan, result in zip(going, rendered, strict=True):
+            if isinstance(result, Rendered):
+                plan.message = self._message_of(plan, result)
+                messages.append(plan.message)
+        paces = [None if self.dry_run else _pace_of(channels[m.channel], m) for m in messages]
+        return await take_turns(self.project.rate_limits, messages, paces)
+
+    def _message_of(self, plan: SendPlan, result: Rendered) -> Message:
+        """The message a plan that goes hands to its channel, as rendered (without tracking yet)."""
+        record, channel_name = plan.record, plan.decision.channel
+        assert channel_name is not None
+        return Message(
+            id=record.id,
+            customer_id=plan.customer.id,
+            channel=channel_name,
+            to=self.project.registry.channels[channel_name].address(plan.customer) or "",
+            template=record.template,
+            body=result.body,
+            subject=result.subject,
+            html=result.html,
+            locale=result.locale,
+            category=record.category,
+            scenario=record.scenario,
+            step=record.step,
+            extra=result.extra,
+            created_at=record.created_at,
+        )
+
     def _commit_sends(
-        self, plans: list[SendPlan], rendered: list[Rendered | Exception], now: datetime
+        self,
+        plans: list[SendPlan],
+        rendered: list[Rendered | Exception],
+        later: dict[str, float],
+        now: datetime,
     ) -> list[Sending]:
         """Mark a batch's rendered messages `sending`, in one transaction, before any is handed
-        to its channel; record those held back, and drop those that could not render. Returns
-        what goes to the channels (`rendered` is in the order of the plans that go)."""
+        to its channel; record those held back (by the plan, or put back by `later`: message id →
+        seconds until its turn under its provider's rate limit), and drop those that could not
+        render. Returns what goes to the channels (`rendered` is in the order of the plans that go)."""
         sendings = []
         marked: list[tuple[str, dict[str, Any]]] = []  # written together at the end
         stamp = to_iso(now)
@@ -513,6 +560,9 @@ class Dispatch(Journeys):
         with self.store.transaction():
             if self.store.shared:
                 self._decide_again(plans, now)
+            for plan in plans:
+                if plan.record.id in later and plan.goes:
+                    plan.decision = _put_back(plan.decision, later[plan.record.id], now)
             current = self.store.message_states([plan.record.id for plan in plans])
             try:
                 for plan in plans:
@@ -585,32 +635,18 @@ class Dispatch(Journeys):
             self._journal(now, "drop", plan.journey, record.step, reason, **fields)
             self.store.complete_job(plan.job.id)
             return channel_name, "dropped"
-        channel = self.project.registry.channels[channel_name]
-        message = Message(
-            id=record.id,
-            customer_id=plan.customer.id,
-            channel=channel_name,
-            to=channel.address(plan.customer) or "",
-            template=record.template,
-            body=result.body,
-            subject=result.subject,
-            html=result.html,
-            locale=result.locale,
-            category=record.category,
-            scenario=record.scenario,
-            step=record.step,
-            extra=result.extra,
-            created_at=record.created_at,
-        )
+        message = plan.message
+        assert message is not None and message.channel == channel_name  # built with its rendering
         links = self.tracking.apply(message) if self.tracking else []
         fields = {"status": "sending", "channel": channel_name, "links": links, "sent_at": stamp}
         marked.append((record.id, fields))
         sendings.append(Sending(plan.job, message, plan.decision.explain()))
         return None
 
-    async def _deliver(self, sendings: list[Sending]) -> list[Delivery]:
+    async def _deliver(self, sendings: list[Sending], turns: Turns) -> list[Delivery]:
         """Hand a batch's messages to their channels, at most `SENDS_AT_ONCE` at a time, so that
-        a slow provider holds up only its own messages; a customer's messages go in order."""
+        a slow provider holds up only its own messages, each once its turn under its provider's
+        rate limit has come (`turns`); a customer's messages go in order."""
         slots = asyncio.Semaphore(SENDS_AT_ONCE)
         deliveries: dict[str, Delivery] = {}
         by_customer: dict[str, list[Message]] = {}
@@ -619,6 +655,7 @@ class Dispatch(Journeys):
 
         async def send_in_order(messages: list[Message]) -> None:
             for message in messages:
+                await turns.wait(message.id)  # before taking a slot: a wait holds up no other send
                 async with slots:
                     deliveries[message.id] = await send_message(
                         self.plugins, self.project.registry, message, self.metrics
@@ -882,6 +919,22 @@ class _Sent:
         store.complete_jobs(self.jobs)
         store.record_sent([message_id for message_id, _ in self.changes], now)
         self.jobs, self.changes = [], []
+
+
+def _pace_of(channel: Channel, message: Message) -> Pace | None:
+    """The channel's `pace` for the message; a channel whose `pace` raises is logged and not paced."""
+    try:
+        return channel.pace(message)
+    except Exception:
+        log.exception("channel %s raised in pace() for message %s: sent unpaced", message.channel, message.id)
+        return None
+
+
+def _put_back(decision: Decision, wait: float, now: datetime) -> Decision:
+    """The plan for a message that `pacing` put back: deferred until its turn, `wait` seconds
+    from `now`, as the contact plan defers (planned again then, not counted as a retry)."""
+    why = f"{decision.channel}: paced by the provider's rate limit: its turn is in {wait:.0f}s"
+    return Decision(None, why, defer_until=now + timedelta(seconds=wait), rule="rate_limit")
 
 
 def promo_view(promo: dict[str, Any] | None, now: datetime) -> dict[str, Any]:

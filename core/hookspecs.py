@@ -39,9 +39,9 @@ def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel] 
     """Hand over the channels this plugin provides, only those configured under `channels:`.
 
     :param config: the loaded configuration; a channel reads its own `config.channels[name]`.
-    :param rate_limits: token buckets shared by every daemon on the database: a channel keeps
-        to its provider's rate with `await rate_limits.acquire(name, count, rate)` before it
-        sends. An implementation that needs none leaves the argument out.
+    :param rate_limits: token buckets shared by every daemon on the database, for a limit
+        that `Channel.pace` cannot declare (`await rate_limits.acquire(name, count, rate)`);
+        a channel paced by `pace` needs none. An implementation that needs none leaves it out.
     :return: a list of `boomerang.kinds.Channel` objects, each with a unique name.
     """
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from boomerang.erasure import Forgotten
     from boomerang.model import Customer, Delivery, Event, Message
+    from boomerang.pacing import Pace
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,16 @@ class Channel(ABC):
         retry, a transactional message sent again after a crash): hand it to a provider
         that accepts one, so that it can drop the repeat.
         """
+
+    def pace(self, message: Message) -> Pace | None:
+        """How the provider's rate limit paces this message (a bucket of the `rate_limits` the
+        channel was handed, the tokens it takes), or None if it is not paced (the default).
+
+        Dispatch takes the tokens of a batch before marking its messages `sending`: a message
+        whose turn is more than a moment away is not handed to `send` but put back until then
+        (`boomerang.pacing`), so that a stop never finds it half sent. `send` then need not wait.
+        """
+        return None
 
     def outbox_file(self, message: Message) -> tuple[str, bytes]:
         """The file the outbox writes instead of sending: (suffix, content)."""

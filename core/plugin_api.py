@@ -13,8 +13,9 @@ Every name here is defined once in the core and kept stable for plugins; the res
 - tokens: `sign`, `verify`, `seal`, `unseal`, `bearer`, `SEALED_OVERHEAD`, and `b64url`,
   `b64url_decode`;
 - HTTP: `retry_after` for a `Retry-After` header;
-- provider rate limits: `RateLimits` (what `register_channels` and `register_sources` are
-  handed), `Grant`, `burst_for`, and `LocalRateLimits` (buckets of one's own, for tests);
+- provider rate limits: `Pace` (what `Channel.pace` answers), `RateLimits` (what
+  `register_channels` and `register_sources` are handed), `Grant`, `burst_for`, and
+  `LocalRateLimits` (buckets of one's own, for tests);
 - promo codes: `PROMO_ALPHABET`, `DEFAULT_GROUPS`, `new_code`, `sample_code`, `prefix_problem`;
 - text and time: `html_to_text`, `parse_duration`, `parse_time`, `to_iso`;
 - for condition functions: `scope` (the evaluation's history and segments) and `History`;
@@ -46,6 +47,7 @@ from boomerang.ingest import (
     parse_events,
 )
 from boomerang.model import MAX_PUSH_SUBSCRIPTIONS, Customer, Delivery, DeliveryStatus, Event, Message
+from boomerang.pacing import Pace
 from boomerang.problems import Problem, ProblemError, did_you_mean
 from boomerang.promo_codes import ALPHABET as PROMO_ALPHABET
 from boomerang.promo_codes import DEFAULT_GROUPS, new_code, prefix_problem, sample_code
@@ -70,6 +72,7 @@ __all__ = [
     "IngestWindow",
     "LocalRateLimits",
     "Message",
+    "Pace",
     "Problem",
     "ProblemError",
     "RateLimits",

@@ -18,7 +18,7 @@ from boomerang.names import names_for
 from boomerang.outbox import Outbox
 from boomerang.plugin_manager import Plugins, Registry, gather, load_plugins
 from boomerang.problems import Problem, ProblemError, did_you_mean
-from boomerang.rate_limits import RateLimits
+from boomerang.rate_limits import LocalRateLimits, RateLimits
 from boomerang.recommendations import MAX_LIMIT, strategies, valid_limit
 from boomerang.scenarios import Scenario, Step, compile_scenarios, scenario_files
 from boomerang.templates import TemplateLibrary, load_templates
@@ -36,6 +36,8 @@ class Project:
     environment: Sandbox
     segments: dict[str, Expression] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
+    # The buckets its channels were handed, which dispatch paces their messages with.
+    rate_limits: RateLimits = field(default_factory=LocalRateLimits)
 
     def warm(self) -> None:
         """Compile every template and expression and load the channels' libraries now, not
@@ -59,7 +61,8 @@ def assemble(
 ) -> tuple[Project | None, list[Problem]]:
     """Build a project from a loaded config; returns it (None if unusable) and every problem.
     Its channels and sources get `rate_limits` (by default buckets of their own)."""
-    registry, problems = gather(plugins, config, rate_limits)
+    limits = LocalRateLimits() if rate_limits is None else rate_limits
+    registry, problems = gather(plugins, config, limits)
     problems.extend(validate_plan(config, registry.channel_kinds))
     environment = make_environment(registry.conditions)
     segments = {}
@@ -77,7 +80,7 @@ def assemble(
         problems.extend(cross_check(scenario, templates, registry, config, plugins))
         problems.extend(unknown_names(scenario, templates, environment))
     problems.extend(recommendation_problems(scenarios, templates, registry))
-    project = Project(config, registry, scenarios, templates, environment, segments)
+    project = Project(config, registry, scenarios, templates, environment, segments, rate_limits=limits)
     project.warnings = [p for p in problems if p.severity != "error"]
     return project, problems
 

@@ -5,7 +5,8 @@ A bucket has a name (`telegram:<bot id>`, `twilio:<sender>`), fills at `rate` to
 up to `burst`, and a send takes one token (an SMS one per segment). `take` answers at once
 with how long the tokens it took need to come in (a `Grant`); it may leave the bucket in debt,
 which the next taker waits off, so takers queue in the order they took and nothing waits in the
-bucket itself. `acquire` takes and sleeps.
+bucket itself. `acquire` takes and sleeps. `give_back` returns tokens taken for a send that
+then did not go (dispatch paces a batch and puts back what would wait too long: `pacing`).
 
 Where the bucket lives follows from the database (`rate_limits_for`): one daemon on SQLite (the
 lock file makes it the only one) keeps its buckets in memory (`LocalRateLimits`), exact and
@@ -88,6 +89,12 @@ class RateLimits(ABC):
         all of it. Callers of one bucket should give it the same `rate` and `burst`.
         """
 
+    @abstractmethod
+    async def give_back(self, name: str, count: float, rate: float, burst: float) -> None:
+        """Return `count` tokens taken from the bucket `name` and not used (the send did not go),
+        so that later takers wait less; the bucket never holds more than `burst`. Takers already
+        answered keep their waits: returning only ever makes a later take sooner."""
+
     async def acquire(self, name: str, count: float, rate: float, burst: float | None = None) -> None:
         """Take `count` tokens (see `take`; `burst` by default `burst_for(rate)`) and return
         once they are in."""
@@ -121,6 +128,14 @@ class LocalRateLimits(RateLimits):
         at = max(at, now)
         self._buckets[name] = (tokens, at)
         return Grant(at, max(0.0, -tokens / rate))
+
+    async def give_back(self, name: str, count: float, rate: float, burst: float) -> None:
+        """Return `count` unused tokens (see `RateLimits.give_back`)."""
+        check_take(count, rate, burst)
+        if name in self._buckets:  # a bucket never taken from is full already
+            tokens, at = self._buckets[name]
+            now = self.clock()
+            self._buckets[name] = (min(burst, refilled(tokens, now - at, rate, burst) + count), max(at, now))
 
 
 def rate_limits_for(database: Path | str) -> RateLimits:

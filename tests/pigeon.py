@@ -7,7 +7,7 @@ from aiohttp import web
 
 from boomerang import hookimpl
 from boomerang.kinds import Channel, Route
-from boomerang.plugin_api import BodyError, Delivery, DeliveryStatus, SettingsCheck, bearer, read_json
+from boomerang.plugin_api import BodyError, Delivery, DeliveryStatus, Pace, SettingsCheck, bearer, read_json
 
 
 class PigeonChannel(Channel):
@@ -22,6 +22,11 @@ class PigeonChannel(Channel):
     def __init__(self, settings: dict):
         self.loft = settings["loft"].rstrip("/")
         self.token = settings["token"]
+        self.per_second = settings.get("per_second")  # pigeons the loft lets out a second
+
+    def pace(self, message):
+        """One pigeon a message, from the loft's bucket, if the loft is limited."""
+        return Pace(f"pigeon:{self.loft}", 1, self.per_second) if self.per_second else None
 
     # address(customer) is inherited: the customer's address under "pigeon"
 
@@ -72,7 +77,7 @@ def register_channel_kinds():
 def register_channels(config):
     if "pigeon" not in config.channels:
         return []
-    check = SettingsCheck(config, "channels", "pigeon", known={"loft", "token"})
+    check = SettingsCheck(config, "channels", "pigeon", known={"loft", "token", "per_second"})
     for key in ("loft", "token"):
         if not isinstance(check.settings.get(key), str):
             check.problem(key, f"pigeon needs '{key}:' (text)")

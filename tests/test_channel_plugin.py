@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,8 +47,11 @@ ORDER = {
 }
 
 
-def setup_pigeon(project: Path, *, pigeon_cost: float = 0, email_cost: float = 0.5, loft: str = "") -> None:
-    """The init project with the pigeon drop-in, its template and scenario, and plan costs."""
+def setup_pigeon(
+    project: Path, *, pigeon_cost: float = 0, email_cost: float = 0.5, loft: str = "", per_second: str = ""
+) -> None:
+    """The init project with the pigeon drop-in, its template and scenario, and plan costs
+    (and the loft's `per_second`, if given)."""
     shutil.copy(Path(__file__).parent / "pigeon.py", project / "plugins" / "pigeon.py")
     for old in (project / "scenarios").glob("*.yaml"):
         old.unlink()
@@ -61,7 +65,9 @@ def setup_pigeon(project: Path, *, pigeon_cost: float = 0, email_cost: float = 0
     config = project / "boomerang.yaml"
     text = config.read_text().replace(
         "channels:\n",
-        f'channels:\n  pigeon: {{loft: "{loft or "http://127.0.0.1:9"}", token: {PIGEON_TOKEN}}}\n',
+        f'channels:\n  pigeon: {{loft: "{loft or "http://127.0.0.1:9"}", token: {PIGEON_TOKEN}'
+        + (f", per_second: {per_second}" if per_second else "")
+        + "}\n",
     )
     if loft:  # send for real, to the loft
         text = text.replace("outbox: ./outbox\n", "")
@@ -264,6 +270,41 @@ async def test_a_coop_the_loft_does_not_know_is_forgotten_and_a_new_one_is_used(
             assert flights[1]["ring"] == "Anna's blue"
     finally:
         await runner.cleanup()
+
+
+async def test_a_drop_in_channel_paces_its_messages_by_declaring_pace(project: Path) -> None:
+    """`pace` is all a channel says: the engine sends the first note at once, puts back the
+    ones whose turn is past the horizon (pending, a `defer` line), then sends each in its turn."""
+    flights: list[tuple[float, str]] = []
+
+    async def flight(request: web.Request) -> web.Response:
+        flights.append((time.monotonic(), (await request.json())["coop"]))
+        return web.Response(status=201)
+
+    app = web.Application()
+    app.router.add_post("/flights", flight)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    orders = [
+        {**ORDER, "id": f"o-{n}", "customer": {"id": f"c-{n}", "addresses": {"pigeon": f"coop-{n}"}}}
+        for n in range(3)
+    ]
+    try:
+        setup_pigeon(project, loft=f"http://127.0.0.1:{port}", per_second="0.4")  # one each 2.5 s
+        async with running(project) as daemon, aiohttp.ClientSession() as session:
+            async with session.post(url(daemon, "/events"), json=orders, headers=AUTH) as answer:
+                assert answer.status == 200
+            await wait_for(lambda: len(flights) == 3, 30, "three notes flown")
+            journal = await daemon.store.run(daemon.store.journal)
+    finally:
+        await runner.cleanup()
+    assert sorted(coop for _, coop in flights) == ["coop-0", "coop-1", "coop-2"]
+    paced = [entry for entry in journal if entry.kind == "defer" and "rate limit" in entry.reason]
+    assert len(paced) >= 2  # the second and third waited pending, not `sending`
+    first = flights[0][0]
+    assert all(at - first >= n * 2.5 - 0.05 for n, (at, _) in enumerate(flights))  # never faster
 
 
 CARRIER = '''"""Carrier pigeons that find the customer by their phone number."""

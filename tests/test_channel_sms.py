@@ -11,10 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from rate_buckets import RecordingRateLimits
 
 from boomerang.config import load_config
 from boomerang.model import Customer, DeliveryStatus, Message
+from boomerang.pacing import Pace
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
 from boomerang.rate_limits import LocalRateLimits
@@ -275,22 +275,16 @@ def test_a_senders_mps_is_twilios_default_for_its_kind(
     assert channel.mps == mps and channel.bucket == f"twilio:{sender.strip(chr(34))}"
 
 
-async def test_each_send_takes_its_segments_from_the_senders_bucket(tmp_path: Path, twilio) -> None:
-    limits = RecordingRateLimits()
+def test_each_message_is_paced_by_its_segments_in_the_senders_bucket(tmp_path: Path) -> None:
     settings = (
         f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, messaging_service_sid: {SERVICE_SID}, "
-        f"mps: 5, api_base: {twilio.base_url}}}"
+        "mps: 5}"
     )
-    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings), limits)
-    try:
-        short = await channel.send(message())
-        long = await channel.send(message(id="m-2", body="x" * 200))  # two GSM-7 segments
-    finally:
-        await channel.close()
-    assert short.status is long.status is DeliveryStatus.SENT
+    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings), LocalRateLimits())
     bucket = f"twilio:{SERVICE_SID}"
-    assert limits.takes == [(bucket, 1, 5.0, 1.0), (bucket, 2, 5.0, 1.0)]
-    assert len(twilio.requests) == 2
+    assert channel.pace(message()) == Pace(bucket, 1, 5.0)
+    long = channel.pace(message(id="m-2", body="x" * 200))  # two GSM-7 segments
+    assert long == Pace(bucket, 2, 5.0) and long.key == (bucket, 5.0, 1.0)
 
 
 def test_mps_must_be_a_number_above_0(tmp_path: Path) -> None:

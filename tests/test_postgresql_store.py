@@ -120,8 +120,10 @@ async def test_two_daemons_sending_to_one_customer_with_one_slot_left_send_one(
             await loop.run_in_executor(RENDERING, engine._render, batch, loop)
             for engine, batch in zip((first, second), plans, strict=True)
         ]
+        for engine, batch, results in zip((first, second), plans, rendered, strict=True):
+            await engine._pace(batch, results)  # builds the messages (these channels are not paced)
         sendings = [
-            engine._commit_sends(batch, results, now)
+            engine._commit_sends(batch, results, {}, now)
             for engine, batch, results in zip((first, second), plans, rendered, strict=True)
         ]
 

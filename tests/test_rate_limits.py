@@ -91,6 +91,19 @@ async def test_a_meaningless_take_is_refused(count: float, rate: float, burst: f
         await LocalRateLimits().take("b", count, rate, burst)
 
 
+async def test_tokens_given_back_shorten_the_next_wait_up_to_the_burst() -> None:
+    clock = FakeClock()
+    limits = LocalRateLimits(clock)
+    for _ in range(5):  # burst 1 at 1 a second: 4 short
+        await limits.take("b", 1, rate=1, burst=1)
+    await limits.give_back("b", 3, 1, 1)  # three of those did not go
+    assert (await limits.take("b", 1, 1, 1)).wait == pytest.approx(2.0)
+    await limits.give_back("b", 10, 1, 1)  # more than was short: full, no fuller
+    assert [(await limits.take("b", 1, 1, 1)).wait for _ in range(2)] == [0, pytest.approx(1.0)]
+    await limits.give_back("new", 1, 1, 1)  # a bucket never taken from is full already
+    assert (await limits.take("new", 1, 1, 1)).wait == 0
+
+
 def test_takers_together_each_wait_for_their_own_tokens() -> None:
     # three takers took 1, 2 and 3 from a bucket holding 2: 4 short, at 2 a second
     assert waits(-4, [1, 2, 3], rate=2) == [0, pytest.approx(0.5), pytest.approx(2.0)]
@@ -140,6 +153,22 @@ async def test_the_database_refills_by_its_clock_up_to_the_burst(shared: str) ->
         [grant] = await asyncio.gather(limits.take("b", 2, 10, 3))
         before = grants[0].at + 3600
         assert grant.at == pytest.approx(before) and grant.wait == pytest.approx(0.3)
+    finally:
+        await limits.close()
+
+
+async def test_the_database_takes_back_tokens_up_to_the_burst(shared: str) -> None:
+    limits = SharedRateLimits(shared)
+    try:
+        await limits.give_back("b", 1, 1, 1)  # no row: nothing to do, nothing written
+        await asyncio.gather(*(limits.take("b", 1, rate=1, burst=1) for _ in range(5)))
+        await limits.give_back("b", 3, 1, 1)
+        [grant] = await asyncio.gather(limits.take("b", 1, 1, 1))
+        assert grant.wait == pytest.approx(2.0, abs=0.05)  # the clock ran a little meanwhile
+        await limits.give_back("b", 10, 1, 1)
+        with psycopg.connect(shared) as conn:
+            [tokens] = conn.execute("SELECT tokens FROM rate_buckets WHERE name = 'b'").fetchone()
+        assert tokens == 1  # full, no fuller
     finally:
         await limits.close()
 

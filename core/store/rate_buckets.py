@@ -40,6 +40,23 @@ ON CONFLICT (name) DO UPDATE SET
 RETURNING tokens, updated_at
 """
 
+# Tokens a send did not use go back, refilled up to now like a take and never above `burst`.
+# No row: the bucket was never taken from (or is gone), which is full already.
+GIVE_BACK = """
+WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS now)
+UPDATE rate_buckets AS bucket SET
+    tokens = least(
+        %(burst)s::double precision,
+        least(
+            %(burst)s::double precision,
+            bucket.tokens + greatest(0, clock.now - bucket.updated_at) * %(rate)s::double precision
+        ) + %(count)s::double precision
+    ),
+    updated_at = greatest(bucket.updated_at, clock.now)
+FROM clock
+WHERE bucket.name = %(name)s
+"""
+
 
 @dataclass
 class _Takers:
@@ -73,6 +90,21 @@ class SharedRateLimits(RateLimits):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await taken
+
+    async def give_back(self, name: str, count: float, rate: float, burst: float) -> None:
+        """Return `count` unused tokens (see `RateLimits.give_back`), in one statement."""
+        import psycopg
+
+        check_take(count, rate, burst)
+        connection = await self._connect()
+        try:
+            async with asyncio.timeout(TAKE_SECONDS):
+                parameters = {"name": name, "count": count, "rate": rate, "burst": burst}
+                await connection.execute(GIVE_BACK, parameters)
+        except (psycopg.OperationalError, TimeoutError):
+            self._connection = None  # as in `_take`: the next statement opens another
+            await connection.close()
+            raise
 
     async def _serve(self, key: tuple[str, float, float], takers: _Takers) -> None:
         """Take for everyone waiting, one statement per round, until nobody waits."""

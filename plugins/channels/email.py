@@ -40,11 +40,10 @@ from boomerang.plugin_api import (
     Customer,
     Delivery,
     DeliveryStatus,
-    LocalRateLimits,
     Message,
+    Pace,
     RateLimits,
     SettingsCheck,
-    burst_for,
     html_to_text,
 )
 from boomerang.plugins.channels.email_bytes import EmailBytes, transfer_encoding
@@ -194,11 +193,10 @@ class EmailChannel(Channel):
     required_front_matter = ("subject",)
     address_fields = ("email",)
 
-    def __init__(self, settings: dict[str, Any], rate_limits: RateLimits | None = None):
+    def __init__(self, settings: dict[str, Any]):
         self.sender = str(settings["from"])
         self.unsubscribe_mailto = settings.get("unsubscribe_mailto") or parseaddr(self.sender)[1]
         self.pool = SmtpPool(settings, int(settings.get("pool", 4)))
-        self.rate_limits = LocalRateLimits() if rate_limits is None else rate_limits
         per_second = settings.get("per_second")
         self.per_second = float(per_second) if per_second is not None else None
         # The provider's limit is per account: the server and the login (or the sender) name it.
@@ -253,10 +251,12 @@ class EmailChannel(Channel):
             mail.add_alternative(html, subtype="html", cte=transfer_encoding(html, eight_bit))
         return mail
 
+    def pace(self, message: Message) -> Pace | None:
+        """One token of the account's bucket a message, `per_second` a second, if it is set."""
+        return None if self.per_second is None else Pace(self.bucket, 1, self.per_second)
+
     async def send(self, message: Message) -> Delivery:
         """Deliver over SMTP: 4xx means retry later, a refused recipient an invalid address."""
-        if self.per_second is not None:
-            await self.rate_limits.acquire(self.bucket, 1, self.per_second, burst_for(self.per_second))
         try:
             response = await self.pool.send(lambda eight_bit: self.build(message, eight_bit))
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -318,7 +318,7 @@ def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
     if "email" not in config.channels:
         return []
     validate(config)
-    return [EmailChannel(dict(config.channels["email"]), rate_limits)]
+    return [EmailChannel(dict(config.channels["email"]))]
 
 
 @hookimpl

@@ -95,7 +95,7 @@ def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
     """The SMS channel, when `channels.sms` is configured."""
     if "sms" not in config.channels:
         return []
-    return [SmsChannel(validate(config, "sms"), config.public_url, rate_limits)]
+    return [SmsChannel(validate(config, "sms"), config.public_url)]
 
 
 @hookimpl

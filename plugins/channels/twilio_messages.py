@@ -16,8 +16,8 @@ counts three, a WhatsApp message one), kept across every daemon on the database 
 bucket per sender (`twilio:<from or messaging service>`). By default it is what Twilio gives
 the sender: 100 for a short code, 3 for a US or Canadian toll-free number, 80 for a WhatsApp
 sender, 1 for any other number (a long code), sender ID or messaging service; give a messaging
-service the sum of its senders'. Twilio would queue what goes faster; held back here, a send
-waits in the daemon instead, and its messages keep the order they were sent in.
+service the sum of its senders'. Twilio would queue what goes faster; paced here (`pace`), a
+message waits for its turn in the daemon instead, unsent, and messages keep their order.
 """
 
 from __future__ import annotations
@@ -38,11 +38,9 @@ from boomerang.plugin_api import (
     Customer,
     Delivery,
     DeliveryStatus,
-    LocalRateLimits,
     Message,
-    RateLimits,
+    Pace,
     SettingsCheck,
-    burst_for,
     e164,
     retry_after,
 )
@@ -115,7 +113,7 @@ class TwilioChannel(Channel):
     address_fields = ("phone",)
     prefix = ""  # the Twilio address prefix of the channel: "whatsapp:" for WhatsApp
 
-    def __init__(self, settings: dict[str, Any], public_url: str, rate_limits: RateLimits | None = None):
+    def __init__(self, settings: dict[str, Any], public_url: str):
         self.account_sid = str(settings["account_sid"])
         self.auth_token = str(settings["auth_token"])
         self.sender = str(settings["from"]) if settings.get("from") else None
@@ -123,7 +121,6 @@ class TwilioChannel(Channel):
         self.messaging_service_sid = str(service) if service else None
         self.api_base = str(settings.get("api_base") or DEFAULT_API_BASE).rstrip("/")
         self.timeout = float(settings.get("timeout", 30))
-        self.rate_limits = LocalRateLimits() if rate_limits is None else rate_limits
         self.mps = float(settings.get("mps") or default_mps(self.sender, self.prefix == "whatsapp:"))
         # The limit is the sender's: Twilio sends from `from` when both are given.
         self.bucket = f"twilio:{self.sender or self.messaging_service_sid}"
@@ -173,6 +170,10 @@ class TwilioChannel(Channel):
             parameters["messaging_service_sid"] = self.messaging_service_sid
         return parameters
 
+    def pace(self, message: Message) -> Pace:
+        """The sender's bucket: as many tokens as the message has segments, `mps` a second."""
+        return Pace(self.bucket, self.segment_count(message), self.mps)
+
     def segment_count(self, message: Message) -> int:
         """How many message segments Twilio counts for a message against the sender's MPS."""
         return 1
@@ -196,9 +197,6 @@ class TwilioChannel(Channel):
             closed = f"the {self.name} channel was closed (a reload or shutdown)"
             return Delivery(DeliveryStatus.RETRY, detail=closed)
         with self._sends.track():
-            await self.rate_limits.acquire(
-                self.bucket, self.segment_count(message), self.mps, burst_for(self.mps)
-            )
             return await self._create(message, parameters)
 
     async def _create(self, message: Message, parameters: dict[str, Any]) -> Delivery:

@@ -93,7 +93,7 @@ def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
     """The WhatsApp channel, when `channels.whatsapp` is configured."""
     if "whatsapp" not in config.channels:
         return []
-    return [WhatsAppChannel(validate(config, "whatsapp"), config.public_url, rate_limits)]
+    return [WhatsAppChannel(validate(config, "whatsapp"), config.public_url)]
 
 
 @hookimpl
