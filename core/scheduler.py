@@ -89,6 +89,13 @@ class Scheduler:
         # A full window may have left due jobs in the store: look again as soon as it is empty.
         self._window_full = len(self._heap) >= self.window
         self._refill_at = now + self.horizon
+        if self.queue.shared:
+            # Another daemon's leased jobs are left out of the window; one that died leaves
+            # them to be taken when their lease runs out, which may come before the horizon.
+            # (On SQLite every lease is this daemon's: a start takes back a dead one's.)
+            lease_end = await self.queue.run_first(self.queue.lease_ending_after, now)
+            if lease_end is not None:
+                self._refill_at = min(self._refill_at, lease_end)
 
     def _lane(self, kind: str) -> str:
         """A batched kind's own lane, or the lane the other kinds share ("")."""

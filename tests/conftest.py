@@ -205,11 +205,27 @@ def bearer(token: str) -> dict[str, str]:
 AUTH = bearer(API_TOKEN)
 
 
-def start_daemon(project: Path, log: Path, **env: str) -> subprocess.Popen:
-    """The real `boomerang run` on the project, its stderr appended to `log`."""
+# `boomerang run` with the job lease (scheduler.LEASE_SECONDS, 120 s) shrunk to its first
+# argument: on PostgreSQL a killed daemon's jobs wait out their lease before another takes them.
+RUN_WITH_LEASE = (
+    "import sys, boomerang.scheduler as s; s.LEASE_SECONDS = float(sys.argv.pop(1));"
+    " from boomerang.cli import main; main()"
+)
+
+
+def killed_daemons_lease(request: pytest.FixtureRequest) -> float | None:
+    """The job lease for the daemons a test kills: on PostgreSQL a killed daemon's jobs wait out
+    their lease (120 s) before the next daemon takes them, so it is shrunk there to 5 s."""
+    return 5.0 if on_postgresql(request) else None
+
+
+def start_daemon(project: Path, log: Path, lease: float | None = None, **env: str) -> subprocess.Popen:
+    """The real `boomerang run` on the project, its stderr appended to `log` (with `lease`, its
+    jobs' lease shrunk to that many seconds)."""
     environment = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    command = [BOOMERANG] if lease is None else [sys.executable, "-c", RUN_WITH_LEASE, str(lease)]
     return subprocess.Popen(
-        [BOOMERANG, "run", "--config", str(project / "boomerang.yaml")],
+        [*command, "run", "--config", str(project / "boomerang.yaml")],
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
         env={**environment, **env},

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from pathlib import Path
 from typing import Any
+
+from conftest import project_database
 
 SHOP = "http://shop.test:8000"  # the shop's origin, as the tests configure it
 
@@ -34,23 +35,30 @@ def headers(origin: str = SHOP) -> dict[str, str]:
     return {"Origin": origin, "Content-Type": "text/plain;charset=UTF-8"}
 
 
-def rows(database: Path, sql: str, *params: Any) -> list[tuple]:
-    """Rows of a query on the project's database, read-only (the daemon may be running)."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        return db.execute(sql, params).fetchall()
+def rows(project: Path, sql: str, *params: Any) -> list[tuple]:
+    """Rows of a query (SQLite's SQL) on the database of the project in `project`, beside the
+    daemon that may be running."""
+    with project_database(project) as db:
+        return [tuple(row) for row in db.execute(sql, params).fetchall()]
 
 
-def events(database: Path, type_: str | None = None) -> list[tuple]:
+def events(project: Path, type_: str | None = None) -> list[tuple]:
     """(id, type, customer_id) of the stored events, of one type or all, in arrival order."""
     where = "WHERE type = ?" if type_ else ""
     return rows(
-        database,
+        project,
         f"SELECT id, type, customer_id FROM events {where} ORDER BY received_at, rowid",
         *([type_] if type_ else []),
     )
 
 
-def owner(database: Path, visitor: str) -> str | None:
+def owner(project: Path, visitor: str) -> str | None:
     """The customer a browser belongs to now."""
-    found = rows(database, "SELECT customer_id FROM identities WHERE kind = 'visitor' AND value = ?", visitor)
+    found = rows(project, "SELECT customer_id FROM identities WHERE kind = 'visitor' AND value = ?", visitor)
     return found[0][0] if found else None
+
+
+def reminded(project: Path, customer_id: str) -> Any:
+    """The `reminded` attribute the idle scenarios set on a customer (None before)."""
+    found = rows(project, "SELECT attributes FROM customers WHERE id = ?", customer_id)
+    return json.loads(found[0][0]).get("reminded") if found else None

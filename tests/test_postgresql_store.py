@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from boomerang.clock import VirtualClock
+from boomerang.clock import VirtualClock, WallClock
 from boomerang.config import load_config
 from boomerang.dispatch import RENDERING
 from boomerang.engine import Engine
+from boomerang.model import Job
 from boomerang.problems import ProblemError
 from boomerang.project import open_project
+from boomerang.scheduler import Scheduler
 from boomerang.store import Store, StoreError, open_store
 from boomerang.store.postgresql_sql import translate
 from conftest import incoming, t
@@ -57,6 +59,37 @@ def test_two_daemons_claiming_the_same_due_jobs_never_get_the_same_one(postgresq
     finally:
         first.close()
         second.close()
+
+
+async def test_a_dead_daemons_job_runs_when_its_lease_runs_out_not_at_the_next_refill(
+    postgresql_url: str,
+) -> None:
+    """A job leased by a daemon that died is left out of the others' windows; it runs when the
+    lease runs out, not a horizon (here an hour) later."""
+    dead, alive = Store(postgresql_url), Store(postgresql_url)
+    try:
+        now = WallClock().now().timestamp()
+        job_id = dead.add_job("advance", now, 0, {})
+        assert [job.id for job in dead.claim_due(now, 1.0, 10)] == [job_id]  # then it died
+        ran = asyncio.Event()
+
+        async def run(job: Job) -> None:
+            await alive.run(alive.complete_job, job.id)
+            ran.set()
+
+        scheduler = Scheduler(alive, WallClock(), run, horizon=3600.0)
+        stopping = asyncio.Event()
+        serving = asyncio.create_task(scheduler.serve(stopping))
+        try:
+            await asyncio.wait_for(ran.wait(), 60)  # a guard against a hang, not a timing
+        finally:
+            stopping.set()
+            scheduler.wake()
+            await serving
+            await scheduler.drain(5)
+    finally:
+        dead.close()
+        alive.close()
 
 
 def test_a_job_queued_by_one_daemon_wakes_the_others_scheduler(postgresql_url: str) -> None:

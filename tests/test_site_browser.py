@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from browser import CHROMIUM, NO_CHROMIUM, chromium
-from site_tracking import configure_site, events, owner, rows
+from site_tracking import configure_site, events, owner, reminded, rows
 
 import conftest
 from boomerang.tokens import seal
@@ -68,14 +68,13 @@ async def shop(port: int, page: str) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
-def last_seen(database: Path, customer_id: str) -> datetime | None:
-    found = rows(database, "SELECT last_seen_at FROM customers WHERE id = ?", customer_id)
+def last_seen(project: Path, customer_id: str) -> datetime | None:
+    found = rows(project, "SELECT last_seen_at FROM customers WHERE id = ?", customer_id)
     return datetime.fromisoformat(found[0][0]) if found and found[0][0] else None
 
 
 async def test_a_visit_in_a_real_browser(project: Path, tmp_path: Path) -> None:
     (project / "scenarios" / "idle_reminder.yaml").write_text(IDLE_SCENARIO)
-    database = project / "boomerang.db"
     page = PAGE.replace("__TOKEN__", seal(SECRET, "site", "c-42"))  # what the shop's server does
     shop_port = free_port()
     origin = f"http://127.0.0.1:{shop_port}"
@@ -98,16 +97,16 @@ async def test_a_visit_in_a_real_browser(project: Path, tmp_path: Path) -> None:
             )
             visitor = await browser.evaluate(tab, "boomerang.visitor")
             assert visitor == await browser.evaluate(tab, "localStorage.getItem('boomerang_vid')")
-            await wait_for(lambda: events(database, "product.viewed"), 20, "the product view")
-            anonymous = owner(database, visitor)
+            await wait_for(lambda: events(project, "product.viewed"), 20, "the product view")
+            anonymous = owner(project, visitor)
             assert anonymous is not None and anonymous.startswith("anon-")
 
             await browser.evaluate(tab, 'boomerang.cart({items: [{sku: "B-1", qty: 1}], total: 79.9})')
-            await wait_for(lambda: events(database, "cart.updated"), 20, "the cart update")
+            await wait_for(lambda: events(project, "cart.updated"), 20, "the cart update")
             await browser.evaluate(tab, "boomerang.identify({token: window.identifyToken})")
-            await wait_for(lambda: owner(database, visitor) == "c-42", 20, "the visitor to be linked")
+            await wait_for(lambda: owner(project, visitor) == "c-42", 20, "the visitor to be linked")
 
-            stored = events(database)
+            stored = events(project)
             assert [type_ for _, type_, _ in stored] == [
                 "customer.updated",
                 "product.viewed",
@@ -116,31 +115,25 @@ async def test_a_visit_in_a_real_browser(project: Path, tmp_path: Path) -> None:
             ]
             assert all(event_id.startswith(f"site:{visitor}:") for event_id, _, _ in stored[1:])
             assert {customer for _, _, customer in stored} == {"c-42"}  # the anonymous profile merged
-            assert rows(database, "SELECT count(*) FROM customers WHERE id = ?", anonymous) == [(0,)]
+            assert rows(project, "SELECT count(*) FROM customers WHERE id = ?", anonymous) == [(0,)]
 
             # While the page is open and visible its heartbeats keep the visit going: the
             # customer is seen again well past the idle time, and no site.left comes.
-            identified = last_seen(database, "c-42")
+            identified = last_seen(project, "c-42")
             assert identified is not None
             later = identified + timedelta(seconds=LEFT_AFTER + 1)
-            await wait_for(lambda: last_seen(database, "c-42") >= later, 30, "heartbeats")
-            assert events(database, "site.left") == []
-            assert rows(
-                database, "SELECT json_extract(attributes, '$.reminded') FROM customers WHERE id = 'c-42'"
-            ) == [(None,)]
+            await wait_for(lambda: last_seen(project, "c-42") >= later, 30, "heartbeats")
+            assert events(project, "site.left") == []
+            assert reminded(project, "c-42") is None
 
             # The visitor goes away: the page is hidden and unloaded (a last beacon goes).
             gone = time.time()
             await browser.send("Page.navigate", tab, url="about:blank")
-            left = await wait_for(lambda: events(database, "site.left"), 30, "site.left")
+            left = await wait_for(lambda: events(project, "site.left"), 30, "site.left")
             assert [customer for _, _, customer in left] == ["c-42"]
-            left_at = rows(database, "SELECT at FROM events WHERE type = 'site.left'")[0][0]
+            left_at = rows(project, "SELECT at FROM events WHERE type = 'site.left'")[0][0]
             assert datetime.fromisoformat(left_at).timestamp() >= gone
 
-            def reminded() -> bool:
-                value = rows(
-                    database, "SELECT json_extract(attributes, '$.reminded') FROM customers WHERE id = 'c-42'"
-                )
-                return value == [(1,)]
-
-            await wait_for(reminded, 20, "the until_idle wait to end after site.left")
+            await wait_for(
+                lambda: reminded(project, "c-42") is True, 20, "the until_idle wait to end after site.left"
+            )

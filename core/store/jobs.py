@@ -32,6 +32,9 @@ class JobQueue(Protocol):
     Its calls block; the scheduler makes them through `run`, off the event loop.
     """
 
+    # whether other processes hold leases in it too (several daemons on one PostgreSQL database)
+    shared: bool
+
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one of the queue's calls where it may block (the store's own thread)."""
         ...
@@ -74,6 +77,10 @@ class JobQueue(Protocol):
 
     def next_due_at(self) -> float | None:
         """When the next job falls due (or a lease runs out)."""
+        ...
+
+    def lease_ending_after(self, now: float) -> float | None:
+        """When the first lease still running at `now` runs out (None if none does)."""
         ...
 
     def complete_job(self, job_id: int) -> None:
@@ -252,6 +259,11 @@ class Jobs(Quarantine):
             " WHERE lease_until IS NULL ORDER BY due_at LIMIT 1) AS next_due"
             " UNION ALL SELECT min(lease_until) FROM jobs WHERE lease_until IS NOT NULL) AS moments"
         ).fetchone()[0]
+
+    def lease_ending_after(self, now: float) -> float | None:
+        """When the first lease still running at `now` runs out (None if none does), through
+        the index of leased jobs."""
+        return self.db.execute("SELECT min(lease_until) FROM jobs WHERE lease_until > ?", [now]).fetchone()[0]
 
     def complete_job(self, job_id: int) -> None:
         """Remove a job whose effect is done."""

@@ -25,12 +25,10 @@ daemons run with a 5 s lease so that the survivors drain in seconds.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -42,7 +40,7 @@ import pytest
 from security.test_sent_once import SLOW_HOOK
 from test_durability import make_project  # the SMTP server wired in, a `hello` email template
 
-from conftest import free_port, project_database, wait_until, wait_until_serving
+from conftest import free_port, project_database, start_daemon, wait_until, wait_until_serving
 from reliability.soak import scaled
 from reliability.test_crash_under_load import post
 
@@ -52,11 +50,6 @@ VIEWERS = [f"v-{n}" for n in range(4)]
 TICKED = [f"t-{n}" for n in range(3)]
 PACE = 0.05  # seconds between two rounds of the load
 LEASE = 5.0  # seconds; the daemons' lease on a job (scheduler.LEASE_SECONDS), shrunk
-# The real `boomerang run`, with the job lease shrunk as tests/security/test_sent_once.py does.
-RUN = (
-    "import sys, boomerang.scheduler as s; s.LEASE_SECONDS = float(sys.argv.pop(1));"
-    " from boomerang.cli import main; main()"
-)
 
 SIGNUP = """
 scenario: drip
@@ -89,13 +82,7 @@ PLAN = f"""
 
 def start(project: Path, log: Path, port: int) -> subprocess.Popen:
     """The real `boomerang run` on the project, on `port`, its stderr appended to `log`."""
-    return subprocess.Popen(
-        [sys.executable, "-c", RUN, str(LEASE), "run", "--config", str(project / "boomerang.yaml")],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
-        env={**{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}, "BOOMERANG_PORT": str(port)},
-        cwd=project.parent,
-    )
+    return start_daemon(project, log, LEASE, BOOMERANG_PORT=str(port))
 
 
 def event(kind: str, event_id: str, customer: str) -> dict:

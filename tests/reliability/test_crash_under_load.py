@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import threading
 import time
 import urllib.error
@@ -26,7 +25,14 @@ from pathlib import Path
 import pytest
 from test_durability import make_project  # the durability test's drip scenario and its setup
 
-from conftest import API_TOKEN, start_daemon, wait_until, wait_until_serving
+from conftest import (
+    API_TOKEN,
+    killed_daemons_lease,
+    project_database,
+    start_daemon,
+    wait_until,
+    wait_until_serving,
+)
 from reliability.soak import scaled
 
 PACE = 0.1  # seconds between two sign-ups of the load
@@ -90,15 +96,17 @@ def post(port: int, event: dict) -> dict | None:
 
 
 @pytest.mark.slow
-def test_kill_minus_nine_under_a_steady_load_loses_nothing(project: Path, smtp, tmp_path: Path) -> None:
+def test_kill_minus_nine_under_a_steady_load_loses_nothing(
+    project: Path, smtp, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     mailbox, smtp_port = smtp
     make_project(project, smtp_port)
     (project / "scenarios" / "drip.yaml").write_text(DRIP)
     port = int(os.environ["BOOMERANG_PORT"])
     log = tmp_path / "daemon.log"
-    database = project / "boomerang.db"
+    lease = killed_daemons_lease(request)
     pauses = random.Random(20261202)
-    process = start_daemon(project, log)
+    process = start_daemon(project, log, lease)
     load = Load(port)
     try:
         wait_until_serving(port)
@@ -110,7 +118,7 @@ def test_kill_minus_nine_under_a_steady_load_loses_nothing(project: Path, smtp, 
             )  # a sleep on purpose: the load runs until the kill
             process.send_signal(signal.SIGKILL)
             process.wait()
-            process = start_daemon(project, log)
+            process = start_daemon(project, log, lease)
             wait_until_serving(port)
         time.sleep(1.5)  # a sleep on purpose: some load on the last process too
         load.stop.set()
@@ -123,7 +131,7 @@ def test_kill_minus_nine_under_a_steady_load_loses_nothing(project: Path, smtp, 
                 assert answer is not None and answer["accepted"] + answer["duplicates"] == 1
 
         def done() -> bool:
-            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            with project_database(project) as db:
                 active = db.execute("SELECT count(*) FROM journeys WHERE status = 'active'").fetchone()[0]
                 jobs = db.execute("SELECT count(*) FROM jobs WHERE kind != 'tick'").fetchone()[0]
             return active == 0 and jobs == 0
@@ -139,7 +147,7 @@ def test_kill_minus_nine_under_a_steady_load_loses_nothing(project: Path, smtp, 
 
     customers = [event["customer"]["id"] for event in load.sent]
     assert len(customers) > 10 and len(load.acknowledged) > 10, "the load hardly ran"
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+    with project_database(project) as db:
         events = Counter(
             row[0] for row in db.execute("SELECT id FROM events WHERE type = 'signup.completed'")
         )

@@ -21,7 +21,6 @@ import asyncio
 import http.client
 import json
 import os
-import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
@@ -42,7 +41,7 @@ from boomerang.retry import RETRY
 from boomerang.scheduler import Scheduler
 from boomerang.store import Store
 from boomerang.tokens import seal
-from conftest import AUTH, SECRET, bearer, daemon_process, wait_for
+from conftest import AUTH, SECRET, bearer, daemon_process, project_database, wait_for
 from fakes.faults import PERMANENT, Faults
 from fakes.push_service import PushService
 from fakes.smtp_server import Mailbox
@@ -141,21 +140,21 @@ class HealthProbe(threading.Thread):
             self.stop.wait(0.02)
 
 
-def read(database: Path, query: str) -> list[tuple]:
-    """Rows from the daemon's store, opened read only."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as db:
-        return db.execute(query).fetchall()
+def read(project: Path, query: str) -> list[tuple]:
+    """Rows from the daemon's store, beside the daemon."""
+    with project_database(project) as db:
+        return [tuple(row) for row in db.execute(query).fetchall()]
 
 
-def settled(database: Path, expected: int) -> bool:
+def settled(project: Path, expected: int) -> bool:
     """Every message of the burst exists, none is being sent, and those still pending wait for
     one of RETRY's backoffs (30 s and more), not for a provider's short Retry-After."""
-    messages = read(database, "SELECT status FROM messages")
+    messages = read(project, "SELECT status FROM messages")
     if len(messages) < expected or any(status == "sending" for (status,) in messages):
         return False
     soon = time.time() + RETRY.backoff(0) / 2
     waiting = read(
-        database,
+        project,
         "SELECT m.id, j.due_at FROM messages m JOIN jobs j ON j.kind = 'send' "
         "AND json_extract(j.payload, '$.message') = m.id WHERE m.status = 'pending'",
     )
@@ -184,7 +183,6 @@ async def test_a_burst_through_faulty_providers_loses_nothing_and_backs_off(
     customers = scaled(25, 250)
     port = int(os.environ["BOOMERANG_PORT"])
     base = f"http://127.0.0.1:{port}"
-    database = project / "boomerang.db"
     subscriptions = {f"c-{n}": providers.push.subscribe() for n in range(customers)}
     chats = {f"c-{n}": str(7000 + n) for n in range(customers)}
     probe = HealthProbe(port)
@@ -215,17 +213,15 @@ async def test_a_burst_through_faulty_providers_loses_nothing_and_backs_off(
         await asyncio.gather(*(sign_up(customer) for customer in subscriptions))
 
         expected = customers * len(CHANNELS)
-        await wait_for(lambda: settled(database, expected), scaled(60, 300), "the burst to settle")
+        await wait_for(lambda: settled(project, expected), scaled(60, 300), "the burst to settle")
         probe.stop.set()
 
         await asyncio.to_thread(probe.join)
-        rows = read(database, "SELECT id, channel, customer_id, status FROM messages")
+        rows = read(project, "SELECT id, channel, customer_id, status FROM messages")
         jobs = dict(
-            read(database, "SELECT json_extract(payload, '$.message'), due_at FROM jobs WHERE kind = 'send'")
+            read(project, "SELECT json_extract(payload, '$.message'), due_at FROM jobs WHERE kind = 'send'")
         )
-        journal = read(
-            database, "SELECT message_id, at, reason FROM journal WHERE kind = 'defer' ORDER BY id"
-        )
+        journal = read(project, "SELECT message_id, at, reason FROM journal WHERE kind = 'defer' ORDER BY id")
 
     print(
         f"\n/healthz: {probe.answers} answers during the burst, slowest {probe.slowest * 1000:.0f} ms "

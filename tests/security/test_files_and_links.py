@@ -16,11 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from boomerang.cli import cli
+from boomerang.config import load_config
+from boomerang.database_url import is_postgresql
 from boomerang.outbox import message_of
 from boomerang.scaffold import create_project
 from boomerang.store import MIGRATIONS
+from boomerang.store.migrations_postgresql import POSTGRESQL_MIGRATIONS, postgresql_schema_version
+from boomerang.store.postgresql import PostgresDatabase
 from boomerang.tracking import Tracking
-from conftest import API_TOKEN, AUTH, SECRET, running, url, wait_for
+from conftest import API_TOKEN, AUTH, SECRET, project_database, running, url, wait_for
 
 WELCOME = """scenario: welcome
 category: promo
@@ -117,6 +121,7 @@ async def test_config_database_and_outbox_are_private_whatever_the_umask(
         assert "Anna" in mail.read_text()  # the file that must not be world-readable holds personal data
 
 
+@pytest.mark.sqlite_only  # the mode of the SQLite file
 async def test_a_database_made_world_readable_by_an_older_version_is_tightened(
     project: Path, loose_umask: None
 ) -> None:
@@ -126,9 +131,18 @@ async def test_a_database_made_world_readable_by_an_older_version_is_tightened(
         assert mode(database) == 0o600
 
 
-def older_database(path: Path) -> int:
-    """A database one migration behind this Boomerang, as an upgrade leaves it."""
-    connection = sqlite3.connect(path)
+def older_database(project: Path) -> int:
+    """Make the project's database one migration behind this Boomerang, as an upgrade leaves it;
+    returns its schema's number."""
+    if is_postgresql(database := load_config(project / "boomerang.yaml").database):
+        connection = PostgresDatabase(str(database)).pg
+        for _number, _name, sql in POSTGRESQL_MIGRATIONS[:-1]:
+            connection.execute(sql)
+        connection.execute("CREATE TABLE boomerang_schema (version integer NOT NULL)")
+        connection.execute("INSERT INTO boomerang_schema VALUES (%s)", [POSTGRESQL_MIGRATIONS[-2][0]])
+        connection.close()
+        return POSTGRESQL_MIGRATIONS[-2][0]
+    connection = sqlite3.connect(database)
     for number, _name, sql in MIGRATIONS[:-1]:
         connection.executescript(sql)  # whole: a trigger's body holds semicolons of its own
         connection.execute(f"PRAGMA user_version = {number}")
@@ -137,12 +151,12 @@ def older_database(path: Path) -> int:
     return MIGRATIONS[-2][0]
 
 
-def schema_of(path: Path) -> int:
-    connection = sqlite3.connect(path)
-    try:
+def schema_of(project: Path) -> int:
+    """The number of the last migration the project's database has had."""
+    with project_database(project) as connection:
+        if isinstance(connection, PostgresDatabase):
+            return postgresql_schema_version(connection.pg)
         return connection.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize(
@@ -151,12 +165,11 @@ def schema_of(path: Path) -> int:
     ids=["explain", "preview"],
 )
 def test_commands_beside_the_daemon_do_not_migrate_its_database(project: Path, command: list[str]) -> None:
-    database = project / "boomerang.db"
-    version = older_database(database)
+    version = older_database(project)
     result = CliRunner().invoke(cli, [command[0], "--config", str(project / "boomerang.yaml"), *command[1:]])
     assert result.exit_code == 1, result.output
     assert "older than this Boomerang" in result.stderr and "Traceback" not in result.output
-    assert schema_of(database) == version  # only the daemon, holding its lock, migrates
+    assert schema_of(project) == version  # only the daemon, holding its lock, migrates
 
 
 async def test_explain_reads_while_the_daemon_runs(project: Path) -> None:

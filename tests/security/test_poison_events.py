@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -319,10 +318,11 @@ async def test_without_a_token_the_push_endpoints_answer_403_before_the_body_is_
 
 
 # 4. the crash loop: unreadable rows fail themselves, never the loop or the start
-def corrupt(database: Path) -> list[tuple[str, str]]:
-    """Damage rows of each table, as reported and by hand; returns (table, row id) of each."""
+def corrupt(project: Path) -> list[tuple[str, str]]:
+    """Damage rows of each table of the project's database, as reported and by hand; returns
+    (table, row id) of each."""
     now = time.time()
-    with sqlite3.connect(database) as db:
+    with project_database(project) as db:
         # As the old `to_iso` wrote an event dated 0999 (`%Y` unpadded), not yet acted on.
         db.execute(
             "INSERT INTO events (id, type, at, customer_id, data, source, received_at)"
@@ -384,7 +384,7 @@ async def test_unreadable_rows_are_set_aside_and_the_real_daemon_keeps_serving(
                 return db.execute("SELECT count(*) FROM jobs WHERE kind = 'advance'").fetchone()[0]
 
         await wait_for(lambda: waiting() == len(customers), 20)
-    rows = corrupt(project / "boomerang.db")
+    rows = corrupt(project)
 
     async with daemon_process(project, log), aiohttp.ClientSession() as http:
         # The good customer's journey goes on; a new customer's starts and finishes.

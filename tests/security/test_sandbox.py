@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import textwrap
 import time
@@ -35,6 +34,7 @@ from boomerang.daemon import Daemon, StartupError
 from boomerang.ingest import parse_events
 from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.simulation import simulate
+from boomerang.store.postgresql import PostgresDatabase
 from conftest import (
     API_TOKEN,
     AUTH,
@@ -198,6 +198,13 @@ def test_check_refuses_every_escape_at_its_line(project: Path) -> None:
     assert set(found) == set(expected)
 
 
+# the database's tables, on SQLite and on PostgreSQL (the project's schema)
+TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table'",
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
+)
+
+
 async def test_forced_past_check_no_internals_are_sent(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,13 +244,12 @@ async def test_forced_past_check_no_internals_are_sent(
         "customer": {"id": "c-42", "email": "anna@example.com", "name": "Anna"},
         "data": {"cart": {"total": 80, "items": [{"name": "Bicycle", "price": 80}]}},
     }
-    database = project / "boomerang.db"
     async with running(project) as daemon, aiohttp.ClientSession() as session:
         async with session.post(url(daemon, "/events"), json=cart, headers=AUTH) as response:
             assert response.status == 200
 
         def all_settled() -> list:
-            with sqlite3.connect(database) as db:
+            with project_database(project) as db:
                 settled = db.execute(
                     "SELECT status, detail FROM messages WHERE status != 'pending'"
                 ).fetchall()
@@ -259,8 +265,8 @@ async def test_forced_past_check_no_internals_are_sent(
             assert leak not in text, (leak, text)
     for status, detail in settled:
         assert status == "sent" or (status == "dropped" and "cannot render" in detail), (status, detail)
-    with sqlite3.connect(database) as db:
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    with project_database(project) as db:
+        tables = {name for (name,) in db.execute(TABLES[isinstance(db, PostgresDatabase)])}
         assert "pwned" not in tables
         assert db.execute("SELECT count(*) FROM customers").fetchone() == (1,)
     assert not (project / "plugins" / "dropped.py").exists()

@@ -105,9 +105,9 @@ def unknown(metrics: str) -> float:
     )
 
 
-def settled(database: Path) -> str | None:
+def settled(project: Path) -> str | None:
     """The message's status once no send job is left, else None."""
-    with sqlite3.connect(database) as db:
+    with conftest.project_database(project) as db:
         jobs = db.execute("SELECT count(*) FROM jobs WHERE kind = 'send'").fetchone()[0]
         row = db.execute("SELECT status FROM messages").fetchone()
     return row[0] if row and jobs == 0 else None
@@ -115,7 +115,9 @@ def settled(database: Path) -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("category", ["trigger", "promo", "transactional"])
-def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: Path, category: str) -> None:
+def test_kill_between_the_provider_and_the_store(
+    project: Path, smtp, tmp_path: Path, category: str, request: pytest.FixtureRequest
+) -> None:
     mailbox, smtp_port = smtp
     mail_project(project, smtp_port, category)
     hook = project / "plugins" / "slow_hook.py"
@@ -123,7 +125,8 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
     window = project / "in-the-window"
     port = int(os.environ["BOOMERANG_PORT"])
     log = tmp_path / "daemon.log"
-    process = conftest.start_daemon(project, log)
+    lease = conftest.killed_daemons_lease(request)
+    process = conftest.start_daemon(project, log, lease)
     try:
         conftest.wait_until_serving(port)
         post(port, order("o-1"))
@@ -132,9 +135,9 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
         process.kill()
         process.wait()
         hook.unlink()
-        process = conftest.start_daemon(project, log)
+        process = conftest.start_daemon(project, log, lease)
         conftest.wait_until_serving(port)
-        conftest.wait_until(lambda: settled(project / "boomerang.db"), 60)
+        conftest.wait_until(lambda: settled(project), 60)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             metrics = answer.read().decode()
         process.terminate()
@@ -144,7 +147,7 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
             process.kill()
             process.wait()
 
-    status = settled(project / "boomerang.db")
+    status = settled(project)
     explained = subprocess.run(
         [conftest.BOOMERANG, "explain", "c-1", "--config", str(project / "boomerang.yaml")],
         capture_output=True,
@@ -169,7 +172,7 @@ def test_kill_between_the_provider_and_the_store(project: Path, smtp, tmp_path: 
 
 @pytest.mark.slow
 async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
-    project: Path, smtp, tmp_path: Path
+    project: Path, smtp, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Had the message gone to another channel the second time, the key would mean nothing there."""
     mailbox, smtp_port = smtp
@@ -190,7 +193,8 @@ async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
     (project / "plugins" / "slow_hook.py").write_text(SLOW_HOOK)
     port = int(os.environ["BOOMERANG_PORT"])
     log = tmp_path / "daemon.log"
-    process = conftest.start_daemon(project, log)
+    lease = conftest.killed_daemons_lease(request)
+    process = conftest.start_daemon(project, log, lease)
     try:
         await asyncio.to_thread(conftest.wait_until_serving, port)
         await asyncio.to_thread(post, port, order("o-1"))  # no phone yet: it goes by email
@@ -202,9 +206,9 @@ async def test_a_transactional_send_cut_off_goes_again_to_the_same_provider(
         process.kill()
         await asyncio.to_thread(process.wait)
         (project / "plugins" / "slow_hook.py").unlink()
-        process = conftest.start_daemon(project, log)
+        process = conftest.start_daemon(project, log, lease)
         await asyncio.to_thread(conftest.wait_until_serving, port)
-        await conftest.wait_for(lambda: settled(project / "boomerang.db"), 60)
+        await conftest.wait_for(lambda: settled(project), 60)
         process.terminate()
         assert await asyncio.to_thread(process.wait, 15) == 0
     finally:
@@ -404,11 +408,11 @@ async def test_a_send_whose_record_failed_is_not_sent_again_if_marketing(
         ]
         await store.run(store.retry_job, job_id, time.time())  # due now rather than in a minute
         daemon.scheduler.wake()
-        await conftest.wait_for(lambda: settled(project / "boomerang.db"))
+        await conftest.wait_for(lambda: settled(project))
     if category == "transactional":
-        assert settled(project / "boomerang.db") == "sent"
+        assert settled(project) == "sent"
         assert len(mailbox.raw) == 2
         assert len({header(raw, b"Message-ID") for raw in mailbox.raw}) == 1
     else:
-        assert settled(project / "boomerang.db") == "unknown"
+        assert settled(project) == "unknown"
         assert len(mailbox.raw) == 1
