@@ -113,7 +113,7 @@ class Daemon:
             self._release_lock()
             raise StartupError(str(exc)) from None
         self.store.address_fields = address_fields(self.project.registry.channel_kinds)
-        if not config.on_postgresql:
+        if not self.store.shared:
             # This process owns the database now (the lock says so): leases held by a process
             # that died are void, and its jobs run again at once. On PostgreSQL the other
             # daemons' leases are theirs: a dead one's run out by themselves.
@@ -137,7 +137,7 @@ class Daemon:
         # On PostgreSQL a message `sending` may be another daemon's, in flight: a dead daemon's
         # are settled by whichever daemon claims their jobs once the leases run out.
         unknown_sends = 0
-        if not config.on_postgresql:
+        if not self.store.shared:
             unknown_sends = await self.store.run(self.engine.settle_interrupted_sends, self.clock.now())
         if unknown_sends:
             log.warning(

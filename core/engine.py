@@ -78,11 +78,10 @@ class Engine(Dispatch, Schedules, Redemptions):
         """A handler of a job (or a batch of jobs) that runs on the store's thread, at the clock's
         time when it is handed over; `ahead` of the calls waiting there (see `run_ahead`)."""
 
+        submit = self.store.run_ahead if ahead else self.store.run
+
         async def run(work: W) -> None:
-            if ahead:
-                await self.store.run_ahead(handler, work, self.clock.now())
-            else:
-                await self.store.run(handler, work, self.clock.now())
+            await submit(handler, work, self.clock.now())
 
         return run
 

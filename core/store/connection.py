@@ -377,12 +377,10 @@ class Connection:
         except ValueError:  # an infinite or NaN float, which JSON cannot hold: one row at a time
             self._insert_each(table, columns, rows, same=same, or_ignore=or_ignore)
             return
-        insert = f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {table}"
-        names = ", ".join(f"[{column}]" for column in (*columns, *same))  # the store's own, never input
         values = ", ".join([*(f"value ->> {index}" for index in range(len(columns))), *("?" for _ in same)])
-        self.db.conn.execute(
-            f"{insert} ({names}) SELECT {values} FROM json_each(?) ORDER BY key", [*same.values(), encoded]
-        )
+        insert = _insert_into(table, (*columns, *same), or_ignore)
+        query = f"{insert} SELECT {values} FROM json_each(?) ORDER BY key"
+        self.db.conn.execute(query, [*same.values(), encoded])
 
     def _insert_each(
         self,
@@ -394,11 +392,10 @@ class Connection:
         or_ignore: bool,
     ) -> None:
         """`_insert_all` with `executemany`, one statement run per row."""
-        insert = f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {table}"
-        names = ", ".join(f"[{column}]" for column in (*columns, *same))  # the store's own, never input
         marks = ", ".join("?" for _ in (*columns, *same))
         bound = [(*row, *same.values()) for row in rows]
-        self.db.conn.executemany(f"{insert} ({names}) VALUES ({marks})", bound)
+        insert = _insert_into(table, (*columns, *same), or_ignore)
+        self.db.conn.executemany(f"{insert} VALUES ({marks})", bound)
 
     def _update(self, table: str, row_id: str, values: Mapping[str, Any]) -> None:
         """Set columns of the row `row_id` of `table` (one of the store's own, keyed by `id`).
@@ -452,6 +449,12 @@ class Connection:
             table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             for table in ("customers", "events")
         }
+
+
+def _insert_into(table: str, columns: Sequence[str], or_ignore: bool) -> str:
+    """`INSERT [OR IGNORE] INTO table (columns)`, of the store's own names, never input."""
+    names = ", ".join(f"[{column}]" for column in columns)
+    return f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {table} ({names})"
 
 
 def _statements(script: str) -> list[str]:
