@@ -105,7 +105,7 @@ SLOW = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% e
 # Templates that would take seconds, or build megabytes, and the reason each message fails with.
 # (Kept small enough that the code before the budget finished them, and sent them.)
 EXPENSIVE = {
-    "{% for a in range(3000) %}{% for b in range(3000) %}{% endfor %}{% endfor %}": "took longer than",
+    "{% for a in range(20000) %}{% for b in range(20000) %}{% endfor %}{% endfor %}": "took longer than",
     "{% set a = 'x' * 20000 %}{% macro m() %}{% for i in range(1000) %}{{ a }}{% endfor %}{% endmacro %}"
     "{{ m()|length }}": "wrote more than",
     "{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = ns.l + ['x' * 1000] %}"
@@ -409,7 +409,7 @@ async def test_expressions_and_set_values_have_the_shorter_budget(
     only_our_scenarios(project)
     write(project / "templates" / "then" / "email.en.html", "---\nsubject: Then\n---\nthen\n")
     write(project / "templates" / "else" / "email.en.html", "---\nsubject: Else\n---\nelse\n")
-    loops = "{% for a in range(3000) %}{% for b in range(3000) %}{% endfor %}{% endfor %}"
+    loops = "{% for a in range(20000) %}{% for b in range(20000) %}{% endfor %}{% endfor %}"
     scenario = f"""\
         scenario: slow-values
         category: transactional
