@@ -1,10 +1,12 @@
 """Shared fixtures and helpers: a project folder made by `boomerang init`, free ports, the venv's
 command, events and moments, and waits on a condition instead of fixed sleeps.
 
-`--store=postgresql` (or `BOOMERANG_TEST_STORE=postgresql`) runs the suite on PostgreSQL: the
-`demo` and `project` folders then name a schema of the test's own (`postgresql_url`), the
-`database` fixture is that URL, and the tests marked `sqlite_only` (they read the SQLite file
-itself) are skipped."""
+Every test that touches a store (through the `database`, `demo` or `project` fixtures, which
+all stand on `store_kind`) runs on both stores: once on a SQLite file and once on a PostgreSQL
+schema of its own (`postgresql_url`), its id ending in `[sqlite]` or `[postgresql]`. Where
+PostgreSQL does not answer, the second run is left out and the summary says so.
+`--store=sqlite` or `--store=postgresql` (or `BOOMERANG_TEST_STORE`) runs one of them only. The
+tests marked `sqlite_only` (they read or damage the SQLite file itself) run on SQLite alone."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import postgresql_schema
 import pytest
 from aiosmtpd.controller import Controller
 from postgresql_schema import postgresql_url  # noqa: F401 - a fixture for the tests that use it
@@ -51,9 +54,10 @@ STORES = ("sqlite", "postgresql")
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--store",
-        choices=STORES,
-        default=os.environ.get("BOOMERANG_TEST_STORE", "sqlite"),
-        help="the database of the tests' projects and stores (default: $BOOMERANG_TEST_STORE, else sqlite)",
+        choices=(*STORES, "both"),
+        default=os.environ.get("BOOMERANG_TEST_STORE", "both"),
+        help="the stores the store-touching tests run on (default: $BOOMERANG_TEST_STORE, else both;"
+        " PostgreSQL only where it answers)",
     )
 
 
@@ -61,25 +65,63 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: reads or damages the SQLite file itself")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--store") != "postgresql":
+def stores(config: pytest.Config) -> tuple[str, ...]:
+    """The stores this run's store-touching tests run on: as `--store` asks, PostgreSQL only where
+    it answers (asked for alone, its tests are run and skip with the reason)."""
+    wanted = config.getoption("--store")
+    if wanted == "both":
+        return STORES if postgresql_schema.unavailable() is None else ("sqlite",)
+    return (wanted,)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test standing on `store_kind` runs once per store of the run (a `sqlite_only` one on
+    SQLite alone, skipped when the run is PostgreSQL's)."""
+    if "store_kind" not in metafunc.fixturenames:
         return
-    skip = pytest.mark.skip(reason="sqlite_only: reads or writes the SQLite file itself (--store=postgresql)")
-    for item in items:
-        if "sqlite_only" in item.keywords:
-            item.add_marker(skip)
+    kinds = stores(metafunc.config)
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        skip = pytest.mark.skip(reason="sqlite_only: reads or writes the SQLite file itself")
+        kinds = [kind if kind == "sqlite" else pytest.param(kind, marks=skip) for kind in kinds[:1]]
+    metafunc.parametrize("store_kind", kinds, indirect=True)
 
 
-def on_postgresql(request: pytest.FixtureRequest) -> bool:
-    """Whether this run's stores are PostgreSQL's (`--store=postgresql`)."""
-    return request.config.getoption("--store") == "postgresql"
+def pytest_report_header(config: pytest.Config) -> str:
+    return store_summary(config)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    terminalreporter.write_line(store_summary(config))
+
+
+def store_summary(config: pytest.Config) -> str:
+    """One line on the stores the run covers, and why PostgreSQL is not among them when it is not."""
+    reason = postgresql_schema.unavailable()
+    wanted = config.getoption("--store")
+    if wanted == "sqlite":
+        return "stores: SQLite only (--store=sqlite)"
+    if reason:
+        return f"stores: SQLite only; the PostgreSQL runs are left out: {reason}"
+    both = "SQLite and PostgreSQL" if wanted == "both" else "PostgreSQL only (--store=postgresql)"
+    return f"stores: {both} ({postgresql_schema.SERVER}, a schema per test)"
 
 
 @pytest.fixture
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store this test runs on, `sqlite` or `postgresql` (its parameter; see the module's doc)."""
+    return getattr(request, "param", "sqlite")
+
+
+def on_postgresql(request: pytest.FixtureRequest) -> bool:
+    """Whether this test runs on PostgreSQL."""
+    return request.getfixturevalue("store_kind") == "postgresql"
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) -> Path | str:
     """What a `database:` setting names in this run: a new SQLite file's path, or the URL of a
     PostgreSQL schema of the test's own."""
-    if on_postgresql(request):
+    if store_kind == "postgresql":
         return request.getfixturevalue("postgresql_url")
     return tmp_path / "data" / "boomerang.db"
 
@@ -115,13 +157,15 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def demo(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def demo(
+    request: pytest.FixtureRequest, store_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """A fresh project from `boomerang init` as it is, every channel configured in outbox mode,
     on a free port, with known tokens in the environment (and with `--store=postgresql` its
     database a PostgreSQL schema of the test's own)."""
     directory = tmp_path / "project"
     create_project(directory)
-    if on_postgresql(request):
+    if store_kind == "postgresql":
         config = directory / "boomerang.yaml"
         url = request.getfixturevalue("postgresql_url")
         config.write_text(config.read_text().replace("database: ./boomerang.db", f"database: {url}", 1))
