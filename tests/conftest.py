@@ -63,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: reads or damages the SQLite file itself")
+    config.addinivalue_line(
+        "markers", "no_store: opens no database a project names (check; simulate's own file): runs once"
+    )
 
 
 def stores(config: pytest.Config) -> tuple[str, ...]:
@@ -75,12 +78,14 @@ def stores(config: pytest.Config) -> tuple[str, ...]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test standing on `store_kind` runs once per store of the run (a `sqlite_only` one on
-    SQLite alone, skipped when the run is PostgreSQL's)."""
+    """A test standing on `store_kind` runs once per store of the run (a `no_store` one once, a
+    `sqlite_only` one on SQLite alone, skipped when the run is PostgreSQL's)."""
     if "store_kind" not in metafunc.fixturenames:
         return
     kinds = stores(metafunc.config)
-    if metafunc.definition.get_closest_marker("sqlite_only"):
+    if metafunc.definition.get_closest_marker("no_store"):
+        kinds = kinds[:1]
+    elif metafunc.definition.get_closest_marker("sqlite_only"):
         skip = pytest.mark.skip(reason="sqlite_only: reads or writes the SQLite file itself")
         kinds = [kind if kind == "sqlite" else pytest.param(kind, marks=skip) for kind in kinds[:1]]
     metafunc.parametrize("store_kind", kinds, indirect=True)

@@ -6,10 +6,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from boomerang.cli import cli
 from boomerang.outbox import customer_token
+
+pytestmark = pytest.mark.no_store  # simulate runs on a temporary SQLite file of its own
 
 CART = {
     "id": "e-1",

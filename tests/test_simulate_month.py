@@ -15,10 +15,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bench.shop_month import write_month
 from boomerang.cli import cli
+
+pytestmark = pytest.mark.no_store  # simulate runs on a temporary SQLite file of its own
 
 CUSTOMERS = 400
 # Lines of the timeline by (scenario, kind).

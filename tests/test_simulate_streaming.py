@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from boomerang import simulation
 from boomerang.cli import cli
 from conftest import event
+
+pytestmark = pytest.mark.no_store  # simulate runs on a temporary SQLite file of its own
 
 CART = {"cart": {"url": "https://shop.example/c/1", "total": 20, "currency": "EUR", "items": [{"sku": "B"}]}}
 
