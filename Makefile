@@ -40,7 +40,7 @@ test: $(VENV)/.installed-test
 		|| sudo -n apt-get install -y -q php-cli php-curl >/dev/null 2>&1 \
 		|| echo "php-cli is not installed and could not be (apt-get install php-cli php-curl): the 1C-Bitrix module's tests are skipped"
 	$(BIN)/ruff check core plugins tests bench
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 4 --dist worksteal --durations=15
 
 # The reliability tests' long forms (tests/reliability/soak.py): more kills, examples, messages.
 soak: $(VENV)/.installed-test

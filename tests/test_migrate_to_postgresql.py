@@ -27,6 +27,8 @@ from boomerang.store.migrations_postgresql import (
 )
 from conftest import AUTH, BOOMERANG, event, running, url, wait_for
 
+pytestmark = pytest.mark.sqlite_only  # the copy's source is the project's SQLite file
+
 WELCOME = (
     "scenario: welcome\ntrigger: {event: signup.completed}\nsteps:\n  - split: {a: 50%, b: 50%}\n"
     "  - send: welcome\n"
