@@ -1,6 +1,6 @@
 """Pacing: a batch's sends kept to their providers' rate limits before they are marked
 `sending` (`boomerang.pacing`). The turns of a batch on buckets in memory; then the real
-`boomerang run` sending 30 SMS at 1 MPS to the fake Twilio, stopped by SIGTERM in the middle
+`boomerang run` sending 30 SMS at 3 MPS to the fake Twilio, stopped by SIGTERM in the middle
 and started again: nothing is left `unknown`, and every message goes exactly once, at the rate."""
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ def statuses(project: Path) -> dict[str, str]:
         return dict(db.execute("SELECT id, status FROM messages").fetchall())
 
 
+MPS = 3  # the sender's rate: 30 SMS take 10 s, and a stop after the first few leaves most pending
+
+
 def sent_at_the_rate(requests: list[Received], mps: float) -> bool:
     """Whether no request came sooner than the rate allows after the first (burst 1): the
     machine being slow can only spread them further, so this holds on any machine."""
@@ -93,7 +96,7 @@ async def test_a_stop_leaves_paced_sms_pending_and_the_next_start_sends_each_onc
         twilio_project(project, twilio.base_url, whatsapp_too=False)
         config = project / "boomerang.yaml"
         sender = 'from: "+15550001111"'
-        config.write_text(config.read_text().replace(f"{sender}}}", f"{sender}, mps: 1}}"))
+        config.write_text(config.read_text().replace(f"{sender}}}", f"{sender}, mps: {MPS}}}"))
         (project / "scenarios" / "welcome_sms.yaml").write_text(MARKETING_SCENARIO)  # at most once
         log = project / "daemon.log"
         port = int(os.environ["BOOMERANG_PORT"])
@@ -130,7 +133,7 @@ async def test_a_stop_leaves_paced_sms_pending_and_the_next_start_sends_each_onc
         ids = [message_id(r) for r in twilio.requests]
         assert len(ids) == len(set(ids)) == 30  # each exactly once, none `unknown`
         second_run = twilio.requests[len(first_run) :]
-        assert sent_at_the_rate(first_run, 1) and sent_at_the_rate(second_run, 1)
+        assert sent_at_the_rate(first_run, MPS) and sent_at_the_rate(second_run, MPS)
     finally:
         await twilio.stop()
 
