@@ -117,7 +117,8 @@ async def test_only_the_shop_origins_may_call(project: Path) -> None:
         (b"{", 400, ""),
         (b"[]", 400, "one JSON object"),
         (b'{"a": 1}\n{"b": 2}', 400, "one JSON object"),
-        (call("short", "product.viewed"), 400, "'v'"),
+        # named: its random event id would make the id differ between pytest-xdist's workers
+        pytest.param(call("short", "product.viewed"), 400, "'v'", id="short-visitor"),
         (call(visitor_id(), "order.placed"), 400, "'type'"),
         (call(visitor_id(), "product.viewed", extra=1), 400, "unknown field"),
         (call(visitor_id(), "product.viewed", data=[1]), 400, "'data'"),
