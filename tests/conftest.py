@@ -2,9 +2,10 @@
 command, events and moments, and waits on a condition instead of fixed sleeps.
 
 Every test that touches a store (through the `database`, `demo` or `project` fixtures, which
-all stand on `store_kind`) runs on both stores: once on a SQLite file and once on a PostgreSQL
-schema of its own (`postgresql_url`), its id ending in `[sqlite]` or `[postgresql]`. Where
-PostgreSQL does not answer, the second run is left out and the summary says so.
+all stand on `store_kind`, or through `module_database`, one store for a module's tests) runs
+on both stores: once on a SQLite file and once on a PostgreSQL schema of its own
+(`postgresql_url`), its id ending in `[sqlite]` or `[postgresql]`. Where PostgreSQL does not
+answer, the second run is left out and the summary says so.
 `--store=sqlite` or `--store=postgresql` (or `BOOMERANG_TEST_STORE`) runs one of them only. The
 tests marked `sqlite_only` (they read or damage the SQLite file itself) run on SQLite alone."""
 
@@ -76,10 +77,13 @@ def stores(config: pytest.Config) -> tuple[str, ...]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test standing on `store_kind` runs once per store of the run (a `sqlite_only` one on
-    SQLite alone, skipped when the run is PostgreSQL's)."""
+    SQLite alone, skipped when the run is PostgreSQL's); one standing on `module_database`, once
+    per store with the other tests of its module on that store."""
+    kinds = stores(metafunc.config)
+    if "module_database" in metafunc.fixturenames:
+        metafunc.parametrize("module_database", kinds, indirect=True, scope="module")
     if "store_kind" not in metafunc.fixturenames:
         return
-    kinds = stores(metafunc.config)
     if metafunc.definition.get_closest_marker("sqlite_only"):
         skip = pytest.mark.skip(reason="sqlite_only: reads or writes the SQLite file itself")
         kinds = [kind if kind == "sqlite" else pytest.param(kind, marks=skip) for kind in kinds[:1]]
@@ -124,6 +128,25 @@ def database(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) ->
     if store_kind == "postgresql":
         return request.getfixturevalue("postgresql_url")
     return tmp_path / "data" / "boomerang.db"
+
+
+@pytest.fixture(scope="module")
+def module_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path | str]:
+    """`database` shared by the tests of a module (a store they open once, for many examples):
+    a new SQLite file, or the URL of a PostgreSQL schema of the module's own, dropped after it."""
+    if request.param == "sqlite":
+        yield tmp_path_factory.mktemp("database") / "boomerang.db"
+        return
+    reason = postgresql_schema.unavailable()
+    if reason:
+        pytest.skip(reason)
+    schema = postgresql_schema.create_schema()
+    try:
+        yield postgresql_schema.in_schema(schema)
+    finally:
+        postgresql_schema.drop_schema(schema)
 
 
 def project_store(directory: Path) -> Store:
