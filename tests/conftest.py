@@ -154,12 +154,18 @@ def project_store(directory: Path) -> Store:
     return Store(load_config(directory / "boomerang.yaml").database)
 
 
-@contextlib.contextmanager
-def project_database(directory: Path) -> Iterator[Any]:
+def project_database(directory: Path) -> contextlib.AbstractContextManager[Any]:
     """The database of the project in `directory`, for a test to read or change beside the
-    store: a sqlite3 connection to its file, or on PostgreSQL the store's own translating one
-    (so the same SQL reads both); committed and closed on leaving."""
-    database = load_config(directory / "boomerang.yaml").database
+    store (`database_connection`)."""
+    return database_connection(load_config(directory / "boomerang.yaml").database)
+
+
+@contextlib.contextmanager
+def database_connection(database: Path | str) -> Iterator[Any]:
+    """A connection of the test's own to `database` (a file's path or a URL, as `database`
+    gives), to read or change it beside the store: a sqlite3 connection to the file, or on
+    PostgreSQL the store's own translating one (so the same SQL reads both); committed and
+    closed on leaving."""
     if is_postgresql(database):
         connection: Any = PostgresDatabase(str(database))
     else:
