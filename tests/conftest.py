@@ -4,8 +4,9 @@ command, events and moments, and waits on a condition instead of fixed sleeps.
 Every test that touches a store (through the `database`, `demo` or `project` fixtures, which
 all stand on `store_kind`, or through `module_database`, one store for a module's tests) runs
 on both stores: once on a SQLite file and once on a PostgreSQL schema of its own
-(`postgresql_url`), its id ending in `[sqlite]` or `[postgresql]`. Where PostgreSQL does not
-answer, the second run is left out and the summary says so.
+(`postgresql_url`), its id ending in `[sqlite]` or `[postgresql]` (`other_database` gives a
+test that compares two a second one on the same store). Where PostgreSQL does not answer, the
+second run is left out and the summary says so.
 `--store=sqlite` or `--store=postgresql` (or `BOOMERANG_TEST_STORE`) runs one of them only. The
 tests marked `sqlite_only` (they read or damage the SQLite file itself) run on SQLite alone."""
 
@@ -128,6 +129,23 @@ def database(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) ->
     if store_kind == "postgresql":
         return request.getfixturevalue("postgresql_url")
     return tmp_path / "data" / "boomerang.db"
+
+
+@pytest.fixture
+def other_database(store_kind: str, tmp_path: Path) -> Iterator[Path | str]:
+    """A second new database on the test's store, beside `database` (for a test that compares
+    two): a file of its own, or a PostgreSQL schema of its own, dropped after the test."""
+    if store_kind == "sqlite":
+        yield tmp_path / "other" / "boomerang.db"
+        return
+    reason = postgresql_schema.unavailable()
+    if reason:
+        pytest.skip(reason)
+    schema = postgresql_schema.create_schema()
+    try:
+        yield postgresql_schema.in_schema(schema)
+    finally:
+        postgresql_schema.drop_schema(schema)
 
 
 @pytest.fixture(scope="module")

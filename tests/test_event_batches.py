@@ -7,11 +7,7 @@ reference scenarios of `boomerang init`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import postgresql_schema
-import pytest
 
 from boomerang.clock import VirtualClock
 from boomerang.engine import Engine
@@ -52,20 +48,6 @@ def events() -> list[Event]:
     ]
 
 
-@pytest.fixture
-def databases(store_kind: str, database: Path | str, tmp_path: Path) -> Iterator[tuple[Path | str, ...]]:
-    """Two new databases on the test's store: one for the events one at a time, one for the
-    batches (on PostgreSQL, `database`'s schema and one more)."""
-    if store_kind == "sqlite":
-        yield tmp_path / "single.db", tmp_path / "batch.db"
-        return
-    schema = postgresql_schema.create_schema()
-    try:
-        yield database, postgresql_schema.in_schema(schema)
-    finally:
-        postgresql_schema.drop_schema(schema)
-
-
 def outcome(
     directory: Path, database: Path | str, batches: list[list[Event]], waiting: str | None = None
 ) -> tuple:
@@ -99,11 +81,10 @@ def outcome(
 
 
 def test_a_batch_acts_as_the_same_events_one_at_a_time(
-    project: Path, databases: tuple[Path | str, ...]
+    project: Path, database: Path | str, other_database: Path | str
 ) -> None:
-    single, batch = databases
-    one_by_one = outcome(project, single, [[event] for event in events()])
-    in_one_batch = outcome(project, batch, [events()])
+    one_by_one = outcome(project, database, [[event] for event in events()])
+    in_one_batch = outcome(project, other_database, [events()])
     journal = one_by_one[0]
     assert {kind for kind, *_ in journal} >= {"enter", "exit", "goal"}  # the events did work
     assert any("restarted" in reason for _, _, _, _, reason, _ in journal)
@@ -111,14 +92,13 @@ def test_a_batch_acts_as_the_same_events_one_at_a_time(
 
 
 def test_an_event_a_journey_still_waits_for_is_acted_on_though_no_scenario_names_it(
-    project: Path, databases: tuple[Path | str, ...]
+    project: Path, database: Path | str, other_database: Path | str
 ) -> None:
-    single, batch = databases
     first = events()[:3]
     rest = [shop(20, "ann", "legacy.answered", 30), shop(21, "bob", "page.visited", 31)]
     legacy = "legacy.answered"
-    one_by_one = outcome(project, single, [first, *[[event] for event in rest]], waiting=legacy)
-    in_one_batch = outcome(project, batch, [first, rest], waiting=legacy)
+    one_by_one = outcome(project, database, [first, *[[event] for event in rest]], waiting=legacy)
+    in_one_batch = outcome(project, other_database, [first, rest], waiting=legacy)
     assert in_one_batch == one_by_one
     # ann's journeys got what they waited for; bob's still wait, his page visit was not it
     answered = [row for row in in_one_batch[1] if '"event": "legacy.answered"' in row[5]]
