@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +18,7 @@ from test_channel_sms import message_id, signup, twilio_project
 from boomerang.model import Message
 from boomerang.pacing import HORIZON, Pace, take_turns
 from boomerang.rate_limits import LocalRateLimits
-from conftest import API_TOKEN, start_daemon, wait_for, wait_until_serving
+from conftest import API_TOKEN, project_database, start_daemon, wait_for, wait_until_serving
 from fakes.twilio_server import FakeTwilio, Received
 
 
@@ -73,9 +72,9 @@ steps:
 """
 
 
-def statuses(database: Path) -> dict[str, str]:
-    """Every message's status, by id."""
-    with sqlite3.connect(database) as db:
+def statuses(project: Path) -> dict[str, str]:
+    """Every message's status in the project's database, by id."""
+    with project_database(project) as db:
         return dict(db.execute("SELECT id, status FROM messages").fetchall())
 
 
@@ -96,7 +95,7 @@ async def test_a_stop_leaves_paced_sms_pending_and_the_next_start_sends_each_onc
         sender = 'from: "+15550001111"'
         config.write_text(config.read_text().replace(f"{sender}}}", f"{sender}, mps: 1}}"))
         (project / "scenarios" / "welcome_sms.yaml").write_text(MARKETING_SCENARIO)  # at most once
-        log, database = project / "daemon.log", project / "boomerang.db"
+        log = project / "daemon.log"
         port = int(os.environ["BOOMERANG_PORT"])
         process = start_daemon(project, log)
         try:
@@ -115,13 +114,13 @@ async def test_a_stop_leaves_paced_sms_pending_and_the_next_start_sends_each_onc
                 process.kill()
                 process.wait()
         first_run = list(twilio.requests)
-        after_stop = statuses(database)
+        after_stop = statuses(project)
         assert len(after_stop) == 30 and set(after_stop.values()) <= {"sent", "pending"}, after_stop
         assert sum(status == "sent" for status in after_stop.values()) == len(first_run) < 30
 
         process = start_daemon(project, log)
         try:
-            await wait_for(lambda: set(statuses(database).values()) == {"sent"}, 120, "all 30 sent")
+            await wait_for(lambda: set(statuses(project).values()) == {"sent"}, 120, "all 30 sent")
             process.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(process.wait, 30) == 0, log.read_text()
         finally:
