@@ -2,9 +2,11 @@
 command, events and moments, and waits on a condition instead of fixed sleeps.
 
 Every test that touches a store (through the `database`, `demo` or `project` fixtures, which
-all stand on `store_kind`) runs on both stores: once on a SQLite file and once on a PostgreSQL
-schema of its own (`postgresql_url`), its id ending in `[sqlite]` or `[postgresql]`. Where
-PostgreSQL does not answer, the second run is left out and the summary says so.
+all stand on `store_kind`, or through `module_database`, one store for a module's tests) runs
+on both stores: once on a SQLite file and once on a PostgreSQL schema of its own
+(`postgresql_url`), its id ending in `[sqlite]` or `[postgresql]` (`other_database` gives a
+test that compares two a second one on the same store). Where PostgreSQL does not answer, the
+second run is left out and the summary says so.
 `--store=sqlite` or `--store=postgresql` (or `BOOMERANG_TEST_STORE`) runs one of them only. The
 tests marked `sqlite_only` (they read or damage the SQLite file itself) run on SQLite alone."""
 
@@ -79,10 +81,13 @@ def stores(config: pytest.Config) -> tuple[str, ...]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test standing on `store_kind` runs once per store of the run (a `no_store` one once, a
-    `sqlite_only` one on SQLite alone, skipped when the run is PostgreSQL's)."""
+    `sqlite_only` one on SQLite alone, skipped when the run is PostgreSQL's); one standing on
+    `module_database`, once per store with the other tests of its module on that store."""
+    kinds = stores(metafunc.config)
+    if "module_database" in metafunc.fixturenames:
+        metafunc.parametrize("module_database", kinds, indirect=True, scope="module")
     if "store_kind" not in metafunc.fixturenames:
         return
-    kinds = stores(metafunc.config)
     if metafunc.definition.get_closest_marker("no_store"):
         kinds = kinds[:1]
     elif metafunc.definition.get_closest_marker("sqlite_only"):
@@ -131,17 +136,59 @@ def database(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) ->
     return tmp_path / "data" / "boomerang.db"
 
 
+@pytest.fixture
+def other_database(store_kind: str, tmp_path: Path) -> Iterator[Path | str]:
+    """A second new database on the test's store, beside `database` (for a test that compares
+    two): a file of its own, or a PostgreSQL schema of its own, dropped after the test."""
+    if store_kind == "sqlite":
+        yield tmp_path / "other" / "boomerang.db"
+        return
+    reason = postgresql_schema.unavailable()
+    if reason:
+        pytest.skip(reason)
+    schema = postgresql_schema.create_schema()
+    try:
+        yield postgresql_schema.in_schema(schema)
+    finally:
+        postgresql_schema.drop_schema(schema)
+
+
+@pytest.fixture(scope="module")
+def module_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path | str]:
+    """`database` shared by the tests of a module (a store they open once, for many examples):
+    a new SQLite file, or the URL of a PostgreSQL schema of the module's own, dropped after it."""
+    if request.param == "sqlite":
+        yield tmp_path_factory.mktemp("database") / "boomerang.db"
+        return
+    reason = postgresql_schema.unavailable()
+    if reason:
+        pytest.skip(reason)
+    schema = postgresql_schema.create_schema()
+    try:
+        yield postgresql_schema.in_schema(schema)
+    finally:
+        postgresql_schema.drop_schema(schema)
+
+
 def project_store(directory: Path) -> Store:
     """A `Store` on the database of the project in `directory` (its file, or its PostgreSQL schema)."""
     return Store(load_config(directory / "boomerang.yaml").database)
 
 
-@contextlib.contextmanager
-def project_database(directory: Path) -> Iterator[Any]:
+def project_database(directory: Path) -> contextlib.AbstractContextManager[Any]:
     """The database of the project in `directory`, for a test to read or change beside the
-    store: a sqlite3 connection to its file, or on PostgreSQL the store's own translating one
-    (so the same SQL reads both); committed and closed on leaving."""
-    database = load_config(directory / "boomerang.yaml").database
+    store (`database_connection`)."""
+    return database_connection(load_config(directory / "boomerang.yaml").database)
+
+
+@contextlib.contextmanager
+def database_connection(database: Path | str) -> Iterator[Any]:
+    """A connection of the test's own to `database` (a file's path or a URL, as `database`
+    gives), to read or change it beside the store: a sqlite3 connection to the file, or on
+    PostgreSQL the store's own translating one (so the same SQL reads both); committed and
+    closed on leaving."""
     if is_postgresql(database):
         connection: Any = PostgresDatabase(str(database))
     else:

@@ -1,6 +1,9 @@
 """A schedule's audience asked of the store (`boomerang.audiences`, `boomerang.store.audiences`)
 selects exactly the customers the sandbox lets in, customer by customer: missing values,
-None, type mismatches, day boundaries to the microsecond, and `and`/`or` stopping early."""
+None, type mismatches, day boundaries to the microsecond, and `and`/`or` stopping early.
+
+On SQLite only: the translation is SQLite's SQL (its JSON functions), and the PostgreSQL store
+takes none (`answers_audiences` is false there: the sandbox evaluates every audience)."""
 
 from __future__ import annotations
 

@@ -358,10 +358,10 @@ def test_the_readme_shows_this_very_plugin() -> None:
     assert "```python\n" + (Path(__file__).parent / "pigeon.py").read_text(encoding="utf-8") + "```" in readme
 
 
-def test_addresses_in_events_are_checked_and_merged(tmp_path: Path) -> None:
+def test_addresses_in_events_are_checked_and_merged(database: Path | str) -> None:
     with pytest.raises(EventError, match=r"customer\.addresses must map channel names to addresses"):
         parse_event({**ORDER, "customer": {"id": "c-1", "addresses": {"pigeon": 7}}}, "event 'o-1'")
-    store = Store(tmp_path / "b.db")
+    store = Store(database)
     store.migrate()
     now = datetime(2026, 3, 2, 12, tzinfo=UTC)
     first = parse_event(
@@ -385,3 +385,4 @@ def test_addresses_in_events_are_checked_and_merged(tmp_path: Path) -> None:
     store.ingest([other], now)
     store.ingest([both], now)
     assert store.customer("c-1").addresses == {"pigeon": "coop-8", "viber": "v-1", "vk": "id5"}
+    store.close()

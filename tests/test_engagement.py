@@ -29,8 +29,8 @@ def fresh_reading(store: Store) -> dict[str, tuple[float, int]]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    store = Store(Path(tmp_path_factory.mktemp("engagement")) / "boomerang.db", durable=False)
+def store(module_database: Path | str) -> Store:
+    store = Store(module_database, durable=False)
     yield store
     store.close()
 
@@ -64,6 +64,7 @@ def test_the_running_totals_are_what_a_fresh_reading_gives(store: Store, changes
         assert store.engagement() == fresh_reading(store)
 
 
+@pytest.mark.sqlite_only
 def test_a_database_from_before_the_totals_starts_with_them_filled_in(tmp_path: Path) -> None:
     # as a database written before migration 8: the migrations up to 7 only
     connection = sqlite3.connect(tmp_path / "boomerang.db")

@@ -48,12 +48,14 @@ def events() -> list[Event]:
     ]
 
 
-def outcome(directory: Path, database: str, batches: list[list[Event]], waiting: str | None = None) -> tuple:
+def outcome(
+    directory: Path, database: Path | str, batches: list[list[Event]], waiting: str | None = None
+) -> tuple:
     """The journal and journeys after storing and acting on `batches`, each batch stored whole
     and then acted on in one call; `waiting` makes every active journey wait for that type
     after the first batch, as one begun under an earlier version of its scenario may."""
     project, plugins = open_project(directory / "boomerang.yaml")
-    store = Store(directory / database)
+    store = Store(database)
     store.address_fields = address_fields(project.registry.channel_kinds)
     try:
         engine = Engine(store, VirtualClock(NOW), plugins, project)
@@ -78,9 +80,11 @@ def outcome(directory: Path, database: str, batches: list[list[Event]], waiting:
     return journal, journeys, jobs
 
 
-def test_a_batch_acts_as_the_same_events_one_at_a_time(project: Path) -> None:
-    one_by_one = outcome(project, "single.db", [[event] for event in events()])
-    in_one_batch = outcome(project, "batch.db", [events()])
+def test_a_batch_acts_as_the_same_events_one_at_a_time(
+    project: Path, database: Path | str, other_database: Path | str
+) -> None:
+    one_by_one = outcome(project, database, [[event] for event in events()])
+    in_one_batch = outcome(project, other_database, [events()])
     journal = one_by_one[0]
     assert {kind for kind, *_ in journal} >= {"enter", "exit", "goal"}  # the events did work
     assert any("restarted" in reason for _, _, _, _, reason, _ in journal)
@@ -88,13 +92,13 @@ def test_a_batch_acts_as_the_same_events_one_at_a_time(project: Path) -> None:
 
 
 def test_an_event_a_journey_still_waits_for_is_acted_on_though_no_scenario_names_it(
-    project: Path,
+    project: Path, database: Path | str, other_database: Path | str
 ) -> None:
     first = events()[:3]
     rest = [shop(20, "ann", "legacy.answered", 30), shop(21, "bob", "page.visited", 31)]
     legacy = "legacy.answered"
-    one_by_one = outcome(project, "single.db", [first, *[[event] for event in rest]], waiting=legacy)
-    in_one_batch = outcome(project, "batch.db", [first, rest], waiting=legacy)
+    one_by_one = outcome(project, database, [first, *[[event] for event in rest]], waiting=legacy)
+    in_one_batch = outcome(project, other_database, [first, rest], waiting=legacy)
     assert in_one_batch == one_by_one
     # ann's journeys got what they waited for; bob's still wait, his page visit was not it
     answered = [row for row in in_one_batch[1] if '"event": "legacy.answered"' in row[5]]

@@ -1,7 +1,7 @@
 """`boomerang forget CUSTOMER`: a customer's personal data erased, their counts kept anonymously.
 
-Against the real `boomerang run` process and its SQLite file: the command runs beside the
-daemon (its own short write transaction), `explain` then finds nobody by the old email, no
+Against the real `boomerang run` process and its database (on each store): the command runs
+beside the daemon (its own short write transaction), `explain` then finds nobody by the old email, no
 trace of the email or phone is left anywhere in the database or the outbox, and a later event
 with the same email starts a new customer.
 """
@@ -23,7 +23,7 @@ import pytest
 from boomerang.erasure import kept_data, remove_outbox_files
 from boomerang.outbox import customer_token
 from boomerang.store import Store
-from conftest import AUTH, BOOMERANG, daemon_process, event, incoming, wait_for
+from conftest import AUTH, BOOMERANG, daemon_process, event, incoming, project_database, wait_for
 
 EMAIL = "anna.forget@example.com"
 PHONE = "+79990001122"
@@ -45,15 +45,21 @@ def boomerang(project: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def dump(database: Path) -> str:
-    """Everything the database holds, as SQL text."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        return "\n".join(db.iterdump())
+def dump(project: Path) -> str:
+    """Everything the project's database holds, every row of every table, as text."""
+    with project_database(project) as db:
+        if isinstance(db, sqlite3.Connection):
+            tables = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            tables = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        names = [name for (name,) in db.execute(tables).fetchall()]
+        return "\n".join(repr(row) for name in names for row in db.execute(f'SELECT * FROM "{name}"'))
 
 
-def rows(database: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        return db.execute(sql).fetchall()
+def rows(project: Path, sql: str) -> list[tuple]:
+    """The rows `sql` reads from the project's database, as tuples."""
+    with project_database(project) as db:
+        return [tuple(row) for row in db.execute(sql).fetchall()]
 
 
 async def post(events: list[dict]) -> dict:
@@ -66,14 +72,13 @@ async def post(events: list[dict]) -> dict:
         return await response.json()
 
 
-@pytest.mark.sqlite_only
 async def test_forget_beside_the_running_daemon_leaves_only_anonymous_counts(project: Path, tmp_path) -> None:
     (project / "scenarios" / "welcome.yaml").write_text(WELCOME)
     (project / "templates" / "welcome").mkdir()
     (project / "templates" / "welcome" / "email.en.html").write_text(
         "---\nsubject: Welcome {{ customer.name }}\n---\n<p>Hi {{ customer.name }}, {{ customer.email }}</p>"
     )
-    database, outbox = project / "boomerang.db", project / "outbox"
+    outbox = project / "outbox"
     anna = {
         "id": "c-42",
         "email": EMAIL,
@@ -99,37 +104,37 @@ async def test_forget_beside_the_running_daemon_leaves_only_anonymous_counts(pro
         # `ls` shows when, over which channel, to whom (the id, never the email) and which message
         [eml] = outbox.glob("*-email-*.eml")
         welcome = "SELECT id, created_at FROM messages WHERE template = 'welcome'"
-        [(message_id, created)] = rows(database, welcome)
+        [(message_id, created)] = rows(project, welcome)
         stamp = datetime.fromisoformat(created).strftime("%Y%m%dT%H%M%SZ")
         assert eml.name == f"{stamp}-email-c_42-{message_id}.eml"
         await wait_for(
-            lambda: rows(database, "SELECT count(*) FROM journeys WHERE status = 'active'")[0][0] >= 1,
+            lambda: rows(project, "SELECT count(*) FROM journeys WHERE status = 'active'")[0][0] >= 1,
             what="the abandoned-cart journey",
         )
-        assert EMAIL in dump(database)
+        assert EMAIL in dump(project)
 
         done = await asyncio.to_thread(boomerang, project, "forget", EMAIL.upper())
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("forgot customer c-42: profile and identities deleted; 4 events")
         assert EMAIL not in done.stdout + done.stderr
 
-        text = dump(database)
+        text = dump(project)
         personal = (EMAIL, PHONE, "Forgetme", "Tver", "fcm.googleapis.com", "example/cart/anna", "Bicycle")
         assert [value for value in personal if value in text] == []
-        assert rows(database, "SELECT count(*) FROM customers") == [(0,)]
-        assert rows(database, "SELECT count(*) FROM identities") == [(0,)]
-        anonymous = {cid for (cid,) in rows(database, "SELECT DISTINCT customer_id FROM events")}
+        assert rows(project, "SELECT count(*) FROM customers") == [(0,)]
+        assert rows(project, "SELECT count(*) FROM identities") == [(0,)]
+        anonymous = {cid for (cid,) in rows(project, "SELECT DISTINCT customer_id FROM events")}
         assert len(anonymous) == 1 and next(iter(anonymous)).startswith("forgotten-")
         # the counts stay: events by type, messages by template and status, the order's total
-        assert sorted(rows(database, "SELECT type FROM events WHERE type NOT LIKE 'message.%'")) == [
+        assert sorted(rows(project, "SELECT type FROM events WHERE type NOT LIKE 'message.%'")) == [
             ("cart.updated",), ("order.placed",), ("signup.completed",)
         ]
-        assert rows(database, "SELECT template, status FROM messages") == [("welcome", "sent")]
-        assert rows(database, "SELECT data FROM events WHERE type = 'order.placed'") == [
+        assert rows(project, "SELECT template, status FROM messages") == [("welcome", "sent")]
+        assert rows(project, "SELECT data FROM events WHERE type = 'order.placed'") == [
             (json.dumps({"order": {"total": 120.5, "currency": "EUR"}}),)
         ]
-        assert rows(database, "SELECT count(*) FROM journeys WHERE status = 'active'") == [(0,)]
-        assert rows(database, "SELECT count(*) FROM jobs WHERE journey_id IS NOT NULL") == [(0,)]
+        assert rows(project, "SELECT count(*) FROM journeys WHERE status = 'active'") == [(0,)]
+        assert rows(project, "SELECT count(*) FROM jobs WHERE journey_id IS NOT NULL") == [(0,)]
         assert list(outbox.glob("*-email-*")) == []  # the message's body went with it
 
         explained = await asyncio.to_thread(boomerang, project, "explain", EMAIL)
@@ -140,14 +145,14 @@ async def test_forget_beside_the_running_daemon_leaves_only_anonymous_counts(pro
             "accepted": 1,
             "duplicates": 0,
         }
-        [(new_id, orders)] = rows(database, "SELECT id, orders_count FROM customers")
+        [(new_id, orders)] = rows(project, "SELECT id, orders_count FROM customers")
         assert new_id.startswith("anon-") and orders == 0
     again = await asyncio.to_thread(boomerang, project, "forget", "nobody@example.com")
     assert again.returncode == 1 and "no customer 'nobody@example.com'" in again.stderr
 
 
-def test_forget_finds_a_customer_by_phone_or_a_merged_away_id(tmp_path: Path) -> None:
-    store = Store(tmp_path / "b.db")
+def test_forget_finds_a_customer_by_phone_or_a_merged_away_id(database: Path | str) -> None:
+    store = Store(database)
     now = datetime(2026, 3, 2, tzinfo=UTC)
     store.ingest([incoming("e1", customer={"id": "guest-1", "email": EMAIL})], now)
     store.ingest([incoming("e2", customer={"id": "c-7", "email": EMAIL, "phone": PHONE})], now)
@@ -158,12 +163,12 @@ def test_forget_finds_a_customer_by_phone_or_a_merged_away_id(tmp_path: Path) ->
     store.close()
 
 
-def test_forget_ends_the_open_visits_of_the_customers_browsers(tmp_path: Path) -> None:
+def test_forget_ends_the_open_visits_of_the_customers_browsers(database: Path | str) -> None:
     from datetime import timedelta
 
     from boomerang.model import ProfileUpdate
 
-    store = Store(tmp_path / "v.db")
+    store = Store(database)
     now = datetime(2026, 3, 2, tzinfo=UTC)
     store.ingest([incoming("e1", customer={"id": "c-7", "email": EMAIL})], now)
     store.visit("site", "browser-1", timedelta(minutes=10), now)
@@ -185,6 +190,7 @@ def test_an_erased_event_keeps_only_totals_and_currencies() -> None:
     assert kept_data(data) == {"order": {"total": 99.5, "currency": "EUR"}}
 
 
+@pytest.mark.sqlite_only
 def test_forget_waits_for_a_write_under_way_and_then_erases(tmp_path: Path) -> None:
     """Another process (the daemon) is writing: forget waits for its lock instead of failing on
     a snapshot the other write made stale (SQLITE_BUSY_SNAPSHOT)."""
@@ -204,7 +210,8 @@ def test_forget_waits_for_a_write_under_way_and_then_erases(tmp_path: Path) -> N
         committed.join()
         writer.close()
     assert gone is not None and gone.customer_id == "c-1"
-    assert rows(database, "SELECT id, name FROM customers") == [("c-2", "Olga")]
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT id, name FROM customers").fetchall() == [("c-2", "Olga")]
     store.close()
 
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import threading
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from boomerang.store import Store
 from conftest import (
     API_TOKEN,
     AUTH,
+    database_connection,
     event,
     incoming,
     project_database,
@@ -45,9 +45,9 @@ class Listener:
         self.calls.append([e.id for e in events])
 
 
-def ids_in(database: Path) -> set[str]:
+def ids_in(database: Path | str) -> set[str]:
     """The event ids in the database, read through a connection of its own."""
-    with sqlite3.connect(database) as db:
+    with database_connection(database) as db:
         return {row[0] for row in db.execute("SELECT id FROM events")}
 
 
@@ -58,20 +58,22 @@ def project_ids(project: Path) -> set[str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    store = Store(tmp_path / "boomerang.db")
+def store(database: Path | str):
+    store = Store(database)
     yield store
     store.close()
 
 
-async def test_concurrent_requests_are_one_group_each_answered_after_its_commit(store: Store) -> None:
+async def test_concurrent_requests_are_one_group_each_answered_after_its_commit(
+    store: Store, database: Path | str
+) -> None:
     listener = Listener()
     ingest = Ingestor(store, WallClock(), listener, verified=lambda source: True)
     requests = [[incoming(f"e-{n}-{k}", customer={"id": f"c-{k}"}) for k in range(3)] for n in range(5)]
 
     async def send(events: list[Event]) -> tuple[IngestResult, set[str]]:
         result = await ingest(events, "api")
-        return result, ids_in(store.path)  # what another reader sees when the answer comes
+        return result, ids_in(database)  # what another reader sees when the answer comes
 
     answers = await asyncio.gather(*(send(events) for events in requests))
     assert len(listener.calls) == 1  # one group, one transaction
@@ -81,18 +83,21 @@ async def test_concurrent_requests_are_one_group_each_answered_after_its_commit(
         assert {e.id for e in events} <= visible  # committed before the answer
 
 
-async def test_duplicates_within_a_group_are_acknowledged_and_stored_once(store: Store) -> None:
+async def test_duplicates_within_a_group_are_acknowledged_and_stored_once(
+    store: Store, database: Path | str
+) -> None:
     ingest = Ingestor(store, WallClock(), Listener(), verified=lambda source: True)
     await ingest([incoming("old")], "api")
     first = [incoming("a"), incoming("b"), incoming("a")]
     second = [incoming("b"), incoming("c"), incoming("old")]
     results = await asyncio.gather(ingest(first, "api"), ingest(second, "api"))
     assert results == [IngestResult(accepted=2, duplicates=1), IngestResult(accepted=1, duplicates=2)]
-    with sqlite3.connect(store.path) as db:
-        assert sorted(row[0] for row in db.execute("SELECT id FROM events")) == ["a", "b", "c", "old"]
+    assert sorted(ids_in(database)) == ["a", "b", "c", "old"]
 
 
-async def test_a_request_that_fails_in_the_store_fails_alone_and_leaves_nothing(store: Store) -> None:
+async def test_a_request_that_fails_in_the_store_fails_alone_and_leaves_nothing(
+    store: Store, database: Path | str
+) -> None:
     listener = Listener()
     ingest = Ingestor(store, WallClock(), listener, verified=lambda source: True)
     before = [incoming("a-1", customer={"id": "c-a", "name": "Ann"})]
@@ -109,8 +114,8 @@ async def test_a_request_that_fails_in_the_store_fails_alone_and_leaves_nothing(
     assert results[0] == results[2] == IngestResult(accepted=1, duplicates=0)
     assert isinstance(results[1], TypeError)
     assert listener.calls == [["a-1", "c-1"]]
-    with sqlite3.connect(store.path) as db:
-        assert sorted(row[0] for row in db.execute("SELECT id FROM events")) == ["a-1", "c-1"]
+    assert sorted(ids_in(database)) == ["a-1", "c-1"]
+    with database_connection(database) as db:
         customers = dict(db.execute("SELECT id, name FROM customers"))
         emails = dict(db.execute("SELECT id, email FROM customers"))
     assert customers == {"c-a": "Ann"}  # nothing of the failed request, not even its profile changes

@@ -2,7 +2,7 @@
 
 Codes are issued by the engine of `simulate` on the virtual clock (the contact-plan tests'
 `Rig`, with their drop-in channels, not in dry run), and by the in-process daemon answering
-real `POST /events`; the store is a real SQLite file each time.
+real `POST /events`; the store is a real SQLite file or PostgreSQL schema each time.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def order(event_id: str, at: str, who: dict[str, Any], order_id: str, **codes: A
     return incoming(event_id, "order.placed", at, who, {"order": {"id": order_id, "total": 50, **codes}})
 
 
-def test_a_hundred_thousand_codes_are_unique_and_use_only_the_alphabet(tmp_path: Path) -> None:
-    store = Store(tmp_path / "codes.db", durable=False)
+def test_a_hundred_thousand_codes_are_unique_and_use_only_the_alphabet(database: Path | str) -> None:
+    store = Store(database, durable=False)
     now = t("2026-03-02 10:00")
     wanted, batch, retried = 100_000, 5_000, 0
     issued: dict[str, str] = {}

@@ -188,10 +188,9 @@ def _stored(raw: dict[str, Any], source: str) -> Any:
     return stored
 
 
-def test_the_store_figures_come_from_a_read_only_connection(tmp_path: Path) -> None:
+def test_the_store_figures_come_from_a_read_only_connection(database: Path | str) -> None:
     """Active journeys by scenario, due jobs by kind (leased ones are not waiting), and the
     lag of the oldest, read through a second, read-only connection beside the writer."""
-    database = tmp_path / "figures.db"
     writer = Store(database)
     now = time.time()
     with writer.transaction():

@@ -1,8 +1,10 @@
-"""Attribution as the report's SQL applies it, on a real SQLite file: the windows and their
-edges, the last engaged message, one order counted once per scenario, promo redemptions."""
+"""Attribution as the report's SQL applies it, on a real store (a SQLite file, a PostgreSQL
+schema): the windows and their edges, the last engaged message, one order counted once per
+scenario, promo redemptions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,23 +22,27 @@ GOALS = {"cart": "order.placed", "browse": "order.placed"}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "boomerang.db")
+def store(database: Path | str) -> Iterator[Store]:
+    store = Store(database)
     yield store
     store.close()
+
+
+@pytest.fixture
+def reports(store: Store, database: Path | str) -> Iterator[Reports]:
+    """The report's read-only connection beside the store, which made the database."""
+    reports = Reports.open(database)
+    yield reports
+    reports.close()
 
 
 DEFAULT = Windows()
 
 
-def conversions(store: Store, windows: Windows = DEFAULT, scenario: str | None = None) -> dict:
+def conversions(reports: Reports, windows: Windows = DEFAULT, scenario: str | None = None) -> dict:
     """{(scenario, step, channel): (converted, revenue)} as the report reads them."""
-    reports = Reports.open(store.path)
-    try:
-        period = Period(to_iso(T - timedelta(days=60)), to_iso(T + timedelta(days=60)), scenario)
-        rows = reports.conversions_by_step(period, GOALS, windows)
-    finally:
-        reports.close()
+    period = Period(to_iso(T - timedelta(days=60)), to_iso(T + timedelta(days=60)), scenario)
+    rows = reports.conversions_by_step(period, GOALS, windows)
     return {(r["scenario"], r["step"], r["channel"]): (r["converted"], r["revenue"]) for r in rows}
 
 
@@ -49,29 +55,29 @@ def conversions(store: Store, windows: Windows = DEFAULT, scenario: str | None =
     ],
 )
 def test_an_order_at_the_window_edge_counts_and_a_second_later_does_not(
-    store: Store, stamp: str, window: timedelta
+    store: Store, reports: Reports, stamp: str, window: timedelta
 ) -> None:
     message(store, "m-1", "cart", "c-1", T - timedelta(days=10), **{stamp: T})
     message(store, "m-2", "cart", "c-2", T - timedelta(days=10), **{stamp: T})
     order(store, "o-1", "c-1", T + window, 50)
     order(store, "o-2", "c-2", T + window + timedelta(seconds=1), 70)
-    assert conversions(store) == {("cart", "1", "email"): (1, 50.0)}
+    assert conversions(reports) == {("cart", "1", "email"): (1, 50.0)}
 
 
-def test_an_engagement_after_the_order_earns_nothing(store: Store) -> None:
+def test_an_engagement_after_the_order_earns_nothing(store: Store, reports: Reports) -> None:
     message(store, "m-1", "cart", "c-1", T - timedelta(days=1), clicked_at=T + timedelta(minutes=1))
     order(store, "o-1", "c-1", T, 50)
-    assert conversions(store) == {}
+    assert conversions(reports) == {}
 
 
-def test_the_windows_come_from_the_settings(store: Store) -> None:
+def test_the_windows_come_from_the_settings(store: Store, reports: Reports) -> None:
     message(store, "m-1", "cart", "c-1", T - timedelta(days=3), clicked_at=T - timedelta(days=2))
     order(store, "o-1", "c-1", T, 50)
-    assert conversions(store) == {("cart", "1", "email"): (1, 50.0)}
-    assert conversions(store, Windows(click=timedelta(days=1))) == {}
+    assert conversions(reports) == {("cart", "1", "email"): (1, 50.0)}
+    assert conversions(reports, Windows(click=timedelta(days=1))) == {}
 
 
-def test_each_kind_of_engagement_has_its_own_window(store: Store) -> None:
+def test_each_kind_of_engagement_has_its_own_window(store: Store, reports: Reports) -> None:
     # the windows differ each from the other: each bound the SQL narrows messages by is its own
     windows = Windows(click=timedelta(days=3), open=timedelta(hours=36), delivery=timedelta(hours=1))
     message(store, "m-1", "cart", "c-1", T - timedelta(days=30), opened_at=T - timedelta(hours=35))
@@ -80,13 +86,13 @@ def test_each_kind_of_engagement_has_its_own_window(store: Store) -> None:
     message(store, "m-4", "browse", "c-4", T - timedelta(days=30), opened_at=T - timedelta(hours=37))
     for customer in ("c-1", "c-2", "c-3", "c-4"):
         order(store, f"o-{customer}", customer, T, 50)
-    assert conversions(store, windows) == {
+    assert conversions(reports, windows) == {
         ("cart", "1", "email"): (1, 50.0),
         ("browse", "1", "email"): (1, 50.0),
     }
 
 
-def test_the_last_engaged_message_of_the_scenario_earns_the_order(store: Store) -> None:
+def test_the_last_engaged_message_of_the_scenario_earns_the_order(store: Store, reports: Reports) -> None:
     message(store, "m-1", "cart", "c-1", T - timedelta(days=4), step="1", clicked_at=T - timedelta(days=3))
     message(
         store,
@@ -105,21 +111,23 @@ def test_the_last_engaged_message_of_the_scenario_earns_the_order(store: Store) 
     # another customer's message earns nothing
     message(store, "m-5", "cart", "c-2", T - timedelta(hours=2), clicked_at=T - timedelta(hours=1))
     order(store, "o-1", "c-1", T, 80)
-    assert conversions(store) == {("cart", "3", "sms"): (1, 80.0), ("browse", "1", "email"): (1, 80.0)}
-    assert conversions(store, scenario="browse") == {("browse", "1", "email"): (1, 80.0)}
+    assert conversions(reports) == {("cart", "3", "sms"): (1, 80.0), ("browse", "1", "email"): (1, 80.0)}
+    assert conversions(reports, scenario="browse") == {("browse", "1", "email"): (1, 80.0)}
 
 
-def test_one_order_counts_once_within_a_scenario(store: Store) -> None:
+def test_one_order_counts_once_within_a_scenario(store: Store, reports: Reports) -> None:
     message(store, "m-1", "cart", "c-1", T - timedelta(days=2), clicked_at=T - timedelta(days=1))
     message(store, "m-2", "cart", "c-1", T - timedelta(hours=3), opened_at=T - timedelta(hours=2))
     # the same order reported twice (a platform's retry under a new event id)
     order(store, "o-1", "c-1", T, 120, order_id="1001")
     order(store, "o-1-again", "c-1", T + timedelta(minutes=5), 120, order_id="1001")
     order(store, "o-2", "c-1", T + timedelta(hours=1), 30, order_id="1002")
-    assert conversions(store) == {("cart", "1", "email"): (2, 150.0)}
+    assert conversions(reports) == {("cart", "1", "email"): (2, 150.0)}
 
 
-def test_a_promo_redemption_always_counts_for_the_message_that_issued_the_code(store: Store) -> None:
+def test_a_promo_redemption_always_counts_for_the_message_that_issued_the_code(
+    store: Store, reports: Reports
+) -> None:
     # issued 20 days ago, never opened: outside every window
     message(store, "m-promo", "cart", "c-1", T - timedelta(days=20), step="4")
     # a later click of the same scenario would otherwise take the order
@@ -145,16 +153,16 @@ def test_a_promo_redemption_always_counts_for_the_message_that_issued_the_code(s
         T,
         {"code": "CART-8AB", "order": {"id": "2002", "total": 10}, "message": {"id": "m-promo-2"}},
     )
-    assert conversions(store) == {("cart", "4", "email"): (2, 109.5)}
+    assert conversions(reports) == {("cart", "4", "email"): (2, 109.5)}
 
 
-def test_a_goal_event_without_an_order_counts_with_no_revenue(store: Store) -> None:
+def test_a_goal_event_without_an_order_counts_with_no_revenue(store: Store, reports: Reports) -> None:
     message(store, "m-1", "cart", "c-1", T - timedelta(days=1), clicked_at=T - timedelta(hours=1))
     stored_event(store, "e-1", "order.placed", "c-1", T, {"note": "no order object"})
-    assert conversions(store) == {("cart", "1", "email"): (1, 0.0)}
+    assert conversions(reports) == {("cart", "1", "email"): (1, 0.0)}
 
 
-def test_the_plan_outcomes_are_named_from_the_journal(store: Store) -> None:
+def test_the_plan_outcomes_are_named_from_the_journal(store: Store, reports: Reports) -> None:
     lines = [
         ("defer", "quiet hours: waits until 2026-03-11 08:00 (passed over sms: quiet hours 21:00-08:00)"),
         ("defer", "cap 2 per 1d (trigger, promo) reached: waits until 2026-03-11 00:00"),
@@ -172,11 +180,7 @@ def test_the_plan_outcomes_are_named_from_the_journal(store: Store) -> None:
     journey(store, "j-1", "cart", "c-1", T)
     for kind, reason in lines:
         journal(store, kind, "cart", "j-1", "c-1", T, reason)
-    reports = Reports.open(store.path)
-    try:
-        found = reports.plan_outcomes(Period(to_iso(T - timedelta(days=1)), to_iso(T + timedelta(days=1))))
-    finally:
-        reports.close()
+    found = reports.plan_outcomes(Period(to_iso(T - timedelta(days=1)), to_iso(T + timedelta(days=1))))
     assert {row["outcome"]: row["count"] for row in found} == {
         "deferred by quiet hours": 1,
         "deferred by a cap": 1,

@@ -14,8 +14,7 @@ from boomerang.kinds import Channel
 from boomerang.model import Customer, Delivery, DeliveryStatus, Event, Job, JournalEntry, Message
 from boomerang.project import open_project
 from boomerang.scheduler import Scheduler
-from boomerang.store import Store
-from conftest import incoming, t
+from conftest import incoming, project_store, t
 
 START = "2026-03-02 10:00"  # 13:00 in Moscow, the plan's timezone: no quiet hours
 
@@ -38,7 +37,7 @@ class Shop:
         config_path.write_text(config_path.read_text(encoding="utf-8") + plan, encoding="utf-8")
         self.project, plugins = open_project(config_path)  # channels write to outbox/
         self.clock = VirtualClock(t(START))
-        self.store = Store(project / "shop.db")
+        self.store = project_store(project)
         self.engine = Engine(self.store, self.clock, plugins, self.project)
         self.batches: list[int] = []
 

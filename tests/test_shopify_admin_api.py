@@ -175,7 +175,7 @@ async def test_a_promo_without_percent_or_amount_is_refused_before_any_call(admi
 # exports
 
 
-def test_an_exported_order_gives_the_events_its_webhooks_give(tmp_path: Path) -> None:
+def test_an_exported_order_gives_the_events_its_webhooks_give(database: Path | str) -> None:
     source = ShopifySource(settings("http://127.0.0.1:9"), AdminApi(settings("http://127.0.0.1:9")))
     order = {
         **shopify.order(),
@@ -190,7 +190,7 @@ def test_an_exported_order_gives_the_events_its_webhooks_give(tmp_path: Path) ->
         ("order.cancelled", "shopify:order:450789469:cancelled"),
     ]
     assert events[0].profile.id == "shopify:207119551" and events[0].data["order"]["total"] == 200.94
-    store = Store(tmp_path / "b.db")
+    store = Store(database)
     now = datetime(2026, 12, 7, tzinfo=UTC)
     assert len(store.ingest(events, now)) == 4
     assert store.ingest(source.read_export(order), now) == []  # twice: nothing new

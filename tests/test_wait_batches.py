@@ -43,7 +43,7 @@ class Shop:
     """The engine on a virtual clock over the `init` project with the nudge scenario; its
     scheduler runs waits in batches when `batched`."""
 
-    def __init__(self, project: Path, batched: bool):
+    def __init__(self, project: Path, batched: bool, database: Path | str):
         for reference in (project / "scenarios").glob("*.yaml"):
             reference.unlink()
         (project / "scenarios" / "nudge.yaml").write_text(SCENARIO, encoding="utf-8")
@@ -53,7 +53,7 @@ class Shop:
         )
         self.project, plugins = open_project(project / "boomerang.yaml")
         self.clock = VirtualClock(t(START))
-        self.store = Store(project / f"shop-{batched}.db")
+        self.store = Store(database)
         self.engine = Engine(self.store, self.clock, plugins, self.project)
         self.batches: list[int] = []
 
@@ -93,13 +93,13 @@ class Shop:
 
 
 async def test_waits_ending_together_walk_on_as_one_batch_as_they_would_one_at_a_time(
-    project: Path, tmp_path: Path
+    project: Path, database: Path | str, other_database: Path | str
 ) -> None:
-    single = Shop(project, batched=False)
+    single = Shop(project, batched=False, database=database)
     await single.run()
     expected = single.outcome()
     single.store.close()
-    batched = Shop(project, batched=True)
+    batched = Shop(project, batched=True, database=other_database)
     await batched.run()
     assert batched.batches == [len(CUSTOMERS), len(CUSTOMERS)]
     assert batched.outcome() == expected
@@ -107,8 +107,8 @@ async def test_waits_ending_together_walk_on_as_one_batch_as_they_would_one_at_a
     batched.store.close()
 
 
-async def test_a_journey_that_fails_in_a_batch_is_retried_alone(project: Path) -> None:
-    shop = Shop(project, batched=True)
+async def test_a_journey_that_fails_in_a_batch_is_retried_alone(project: Path, database: Path | str) -> None:
+    shop = Shop(project, batched=True, database=database)
     resume = shop.engine._resume
     broken: str | None = None  # c-3's journey, once the carts below started it
 

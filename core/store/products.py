@@ -67,7 +67,7 @@ _PICKS = {
     shop(product_id, sold, place) AS (
         SELECT product_id, sold, row_number() OVER (ORDER BY sold DESC, product_id) FROM (
             SELECT product_id, sum(qty) AS sold FROM order_items INDEXED BY order_items_at
-            WHERE at >= :since GROUP BY product_id)
+            WHERE at >= :since GROUP BY product_id) AS sales
     ),
     candidates(customer_id, product_id, sold) AS (
         SELECT customer_id, product_id, sold FROM in_categories WHERE sold IS NOT NULL

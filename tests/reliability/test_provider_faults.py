@@ -269,7 +269,7 @@ SMS_SCENARIO = SCENARIO.format(channel="sms")
 class VirtualDaemon:
     """The daemon's engine and scheduler on a virtual clock, sending through the real channels."""
 
-    def __init__(self, config_path: Path, database: Path, start: datetime):
+    def __init__(self, config_path: Path, database: Path | str, start: datetime):
         self.plugins = load_plugins(load_config(config_path).plugin_dirs)
         self.project = load_project(config_path, self.plugins)
         self.clock = VirtualClock(start)
@@ -324,13 +324,13 @@ def sms_project(project: Path, twilio: FakeTwilio) -> Path:
     ids=["5xx", "dropped", "429"],
 )
 async def test_a_provider_that_keeps_failing_is_retried_by_the_policy_then_given_up(
-    project: Path, tmp_path: Path, kinds: tuple[str, ...], waits: list[float]
+    project: Path, database: Path | str, kinds: tuple[str, ...], waits: list[float]
 ) -> None:
     twilio = FakeTwilio()
     await twilio.start()
     twilio.faults = Faults(SEED, rate=1.0, kinds=kinds, retry_after=(7,))
     start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-    daemon = VirtualDaemon(sms_project(project, twilio), tmp_path / "virtual.db", start)
+    daemon = VirtualDaemon(sms_project(project, twilio), database, start)
     try:
         signup = {
             "id": "s-1",

@@ -206,10 +206,10 @@ def test_tokens_reveal_no_customer_id(tmp_path: Path, customer_id: str) -> None:
     assert_reveals_nothing(seal(conftest.SECRET, "push", customer_id), customer_id)
 
 
-def test_a_claim_takes_no_address_from_another_customer(tmp_path: Path) -> None:
+def test_a_claim_takes_no_address_from_another_customer(database: Path | str) -> None:
     """What an unverified source (a public endpoint, a third-party plugin's) passes on: its
     customer is the one its id names, and an email or phone someone else has stays theirs."""
-    store = Store(tmp_path / "boomerang.db")
+    store = Store(database)
     try:
         received = datetime(2026, 3, 5, tzinfo=UTC)
         kate = parse_event(known("e-1", **VICTIM))
@@ -224,11 +224,11 @@ def test_a_claim_takes_no_address_from_another_customer(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_browser_typing_a_customers_email_is_not_taken_for_them(tmp_path: Path) -> None:
+def test_a_browser_typing_a_customers_email_is_not_taken_for_them(database: Path | str) -> None:
     """Site tracking's claims (`_resolve_claim` with a browser): an email typed into a form
     that another customer has stays theirs; a signed id takes the browser and folds in its
     anonymous profile."""
-    store = Store(tmp_path / "boomerang.db")
+    store = Store(database)
     try:
         now = datetime(2026, 3, 5, tzinfo=UTC)
         store.ingest([conftest.incoming("e-1", customer={"id": "c-kate", "email": "kate@example.com"})], now)
