@@ -81,11 +81,17 @@ def statuses(project: Path) -> dict[str, str]:
 MPS = 3  # the sender's rate: 30 SMS take 10 s, and a stop after the first few leaves most pending
 
 
+# How much later than its turn a request may reach the server: a token is taken before the
+# message is rendered and posted, and on a loaded machine the first of a run is often the
+# slowest to arrive (a new connection), which makes the next ones look early beside it.
+ARRIVAL_JITTER = 0.25
+
+
 def sent_at_the_rate(requests: list[Received], mps: float) -> bool:
-    """Whether no request came sooner than the rate allows after the first (burst 1): the
-    machine being slow can only spread them further, so this holds on any machine."""
+    """Whether no request came sooner than the rate allows after the first (burst 1), give or
+    take the arrival jitter; without pacing all 30 would arrive within a fraction of a second."""
     first = requests[0].at
-    return all(r.at - first >= n / mps - 0.05 for n, r in enumerate(requests))
+    return all(r.at - first >= n / mps - ARRIVAL_JITTER for n, r in enumerate(requests))
 
 
 @pytest.mark.slow
