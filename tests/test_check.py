@@ -12,6 +12,8 @@ from click.testing import CliRunner, Result
 
 from boomerang.cli import cli
 
+pytestmark = pytest.mark.no_store  # `check` opens no database
+
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<severity>error|warning): (?P<text>.+)$")
 HELLO = "---\nsubject: Hello {{ customer.name }}\n---\n<p>Hello {{ customer.name }}</p>\n"
 
@@ -498,8 +500,6 @@ def test_one_cause_is_reported_once(shop: Path) -> None:
 
 CONDITION_PLUGIN = """\
 from boomerang import hookimpl
-
-pytestmark = pytest.mark.no_store  # `check` opens no database
 
 
 def vip_cart(cart):
