@@ -374,9 +374,16 @@ def address_fields(kinds: Mapping[str, type[Channel] | Channel]) -> dict[str, tu
     return {name: tuple(kind.address_fields) for name, kind in kinds.items()}
 
 
-@functools.cache
 def installed_address_fields() -> dict[str, tuple[str, ...]]:
-    """`address_fields` of the channels the installed plugins declare (no drop-in directories)."""
+    """`address_fields` of the channels the installed plugins declare (no drop-in directories),
+    as the plugin switches in the environment select them."""
+    return _installed_address_fields(os.environ.get(LOAD_ENV), os.environ.get(DISABLED_ENV))
+
+
+@functools.cache
+def _installed_address_fields(loaded: str | None, disabled: str | None) -> dict[str, tuple[str, ...]]:
+    # Keyed by the switches load_plugins reads, so that a process whose switches change (a test
+    # disabling a channel for a while) never keeps the fields of another selection.
     return address_fields(channel_kinds(load_plugins())[0])
 
 
