@@ -161,6 +161,10 @@ class Dispatch(Journeys):
         # meanwhile would not see the messages of this one take their customers' slots.
         self._deciding = asyncio.Lock()
 
+    def _acts_on(self, event_type: str) -> bool:
+        """A failure receipt may fall back (`on_event`)."""
+        return event_type == "message.failed" or super()._acts_on(event_type)
+
     def on_event(self, event: Event, now: datetime) -> None:
         """A failure receipt after the send falls back to the next channel; then the journeys act."""
         if event.type == "message.failed" and not event.data.get("at_send"):
@@ -688,7 +692,7 @@ class Dispatch(Journeys):
             with self.batched_writes():
                 for sending, delivery in zip(sendings, deliveries, strict=True):
                     if delivery.status is not DeliveryStatus.SENT or delivery.gone:
-                        sent.record(self.store, now)
+                        sent.record(self.store, now, current)
                     row = current.get(sending.message.id)
                     record = MessageRecord.from_row(row) if row else None
                     journey = journeys.get(record.journey_id) if record and record.journey_id else None
@@ -696,7 +700,7 @@ class Dispatch(Journeys):
                     results[sending.message.channel, result] += 1
                     for entry in sending.lines_after:
                         self.writes.add_journal(entry)
-                sent.record(self.store, now)
+                sent.record(self.store, now, current)
             self.handle_pending_events()
         self.metrics.messages(results)
 
@@ -911,13 +915,14 @@ class _Sent:
         fields = {"status": status, "detail": delivery.detail, "provider_id": delivery.provider_id}
         self.changes.append((message_id, fields))
 
-    def record(self, store: EngineStore, now: datetime) -> None:
-        """Mark the rows held, complete their jobs and store their `message.sent` events."""
+    def record(self, store: EngineStore, now: datetime, states: dict[str, dict[str, Any]]) -> None:
+        """Mark the rows held, complete their jobs and store their `message.sent` events (of
+        the messages as `states`, their `message_states` read in this transaction, name them)."""
         if not self.jobs:
             return
         store.update_messages(self.changes)
         store.complete_jobs(self.jobs)
-        store.record_sent([message_id for message_id, _ in self.changes], now)
+        store.record_sent([message_id for message_id, _ in self.changes], now, states)
         self.jobs, self.changes = [], []
 
 

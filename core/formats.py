@@ -15,6 +15,7 @@ spaces, so a price never breaks across two lines.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, tzinfo
@@ -23,7 +24,7 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_time, get_datetime_format
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import NumberPattern, format_currency, format_decimal, parse_pattern
 
 # Short symbols for the currencies whose symbol some locale writes as the code.
 SHORT_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "RUB": "₽", "UAH": "₴", "KZT": "₸", "BYN": "Br"}
@@ -33,8 +34,10 @@ MAX_DIGITS = 18  # digits before the point: a price, not 1e99999
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 
+@functools.lru_cache(maxsize=256)
 def locale_of(name: str | None, fallback: str = "en") -> Locale:
-    """The Babel locale of `ru`, `en_GB` or `pt-BR`; `fallback` for none or one Babel does not know."""
+    """The Babel locale of `ru`, `en_GB` or `pt-BR`; `fallback` for none or one Babel does not know.
+    Remembered: every `money`, `number` and `date` a message writes asks for its locale."""
     for candidate in (name, fallback, "en"):
         try:
             return Locale.parse(str(candidate).replace("-", "_"))
@@ -83,10 +86,11 @@ def money(value: Any, currency: Any, locale: Locale) -> str:
     return text
 
 
-def _whole(locale: Locale) -> str:
-    """The locale's currency pattern without decimals: `#,##0 ¤` for `#,##0.00 ¤`."""
+@functools.lru_cache(maxsize=256)
+def _whole(locale: Locale) -> NumberPattern:
+    """The locale's currency pattern without decimals: `#,##0 ¤` for `#,##0.00 ¤` (read once a locale)."""
     pattern = locale.currency_formats["standard"].pattern
-    return re.sub(r"\.0+", "", pattern)
+    return parse_pattern(re.sub(r"\.0+", "", pattern))
 
 
 def number_text(value: Any, locale: Locale, digits: Any = None) -> str:

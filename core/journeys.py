@@ -121,6 +121,8 @@ class Journeys(EngineBase):
             batch = self._batch = _BatchReads.of(self.store, customer_ids, events, self._acted_on)
             try:
                 for event in events:
+                    if not self._acts_on(event.type) and not batch.awaits(event):
+                        continue  # nothing acts on it (the `message.sent` of a batch of sends): no savepoint
                     try:
                         with self.store.savepoint():
                             written = self.store.changes()
@@ -138,6 +140,11 @@ class Journeys(EngineBase):
             # Acted on or skipped, every event of the batch is handled when the batch commits.
             self.store.mark_handled([event.id for event in events])
         return len(events)
+
+    def _acts_on(self, event_type: str) -> bool:
+        """Whether some part of the engine acts on every event of this type (a scenario's trigger,
+        goal, exit or wait here; a part that acts on one in its own `on_event` says so too)."""
+        return event_type in self._acted_on
 
     def on_event(self, event: Event, now: datetime) -> None:
         """Goals, exits, awaited events, restarts and new entries caused by one event."""

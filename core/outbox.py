@@ -89,6 +89,9 @@ class Outbox(Channel):
         self.receipts = channel.receipts
         self.instant = channel.instant
         self.directory = directory
+        # Sends waiting for the next group write (`_write_group`) of their event loop, each
+        # with its answer's future.
+        self._waiting: dict[asyncio.AbstractEventLoop, list[tuple[Message, asyncio.Future[Path]]]] = {}
 
     def address(self, customer: Customer) -> str | None:
         """The wrapped channel's address for the customer."""
@@ -100,9 +103,50 @@ class Outbox(Channel):
 
     async def send(self, message: Message) -> Delivery:
         """Write the message file; a message id written twice overwrites, never duplicates."""
-        # Built off the event loop too: an `.eml` takes milliseconds of the email package's time.
-        path = await asyncio.get_running_loop().run_in_executor(None, self._write, message)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Path] = loop.create_future()
+        waiting = self._waiting.setdefault(loop, [])
+        waiting.append((message, answer))
+        if len(waiting) == 1:
+            # The sends a batch hands over together arrive in this turn of the loop: they are
+            # written by one call off the loop, not one thread hop and one thread each, which
+            # would cost more than the file (and threads creating files in one folder wait on
+            # each other's lock of it).
+            loop.call_soon(self._write_group, loop)
+        path = await answer
         return Delivery(DeliveryStatus.SENT, detail=f"written to {path.name}", provider_id=path.name)
+
+    def _write_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the files of the sends waiting on a thread of the loop's executor (an `.eml`
+        takes the email package's time too), and answer each send with its path or its error."""
+        group = self._waiting.pop(loop)
+        written = loop.run_in_executor(None, self._write_all, [message for message, _ in group])
+
+        def answer(written: asyncio.Future[list[Path | Exception]]) -> None:
+            cancelled = written.cancelled()
+            failed = None if cancelled else written.exception()
+            outcomes = [failed] * len(group) if cancelled or failed else written.result()
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                if future.done():  # its send was cancelled
+                    continue
+                if outcome is None:  # the executor was shut down under it
+                    future.cancel()
+                elif isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+        written.add_done_callback(answer)
+
+    def _write_all(self, messages: list[Message]) -> list[Path | Exception]:
+        """Each message's file written, or why it could not be: one message's failure is its own."""
+        outcomes: list[Path | Exception] = []
+        for message in messages:
+            try:
+                outcomes.append(self._write(message))
+            except Exception as exc:  # noqa: BLE001 - handed to that message's send, which raises it
+                outcomes.append(exc)
+        return outcomes
 
     def _write(self, message: Message) -> Path:
         suffix, content = self.channel.outbox_file(message)

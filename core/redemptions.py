@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 class Redemptions(Journeys):
     """Promo codes named by orders, redeemed or rejected; runs on the store's thread."""
 
+    def _acts_on(self, event_type: str) -> bool:
+        """An order may redeem promo codes (`on_event`)."""
+        return event_type == "order.placed" or super()._acts_on(event_type)
+
     def on_event(self, event: Event, now: datetime) -> None:
         """Redeem the codes an order names, then act on the order as on any event."""
         if event.type == "order.placed" and event.customer_id:

@@ -163,13 +163,23 @@ def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+_HIDDEN = re.compile(r"(?is)<(script|style|head).*?</\1>")
+_LINK = re.compile(r'(?is)<a\s[^>]*href="([^"]+)"[^>]*>(.*?)</a>')
+_BLOCK_END = re.compile(r"(?i)</p>|</h\d>|</table>")
+_LINE_END = re.compile(r"(?i)<br\s*/?>|</div>|</li>|</tr>")
+_TAG = re.compile(r"<[^>]+>")
+_SPACES = re.compile(r"[ \t]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
 def html_to_text(html: str) -> str:
     """A readable text version of an HTML body: links kept as `text (url)`."""
-    text = re.sub(r"(?is)<(script|style|head).*?</\1>", "", html)
-    text = re.sub(r'(?is)<a\s[^>]*href="([^"]+)"[^>]*>(.*?)</a>', r"\2 (\1)", text)
-    text = re.sub(r"(?i)</p>|</h\d>|</table>", "\n\n", text)  # a paragraph ends with a blank line
-    text = re.sub(r"(?i)<br\s*/?>|</div>|</li>|</tr>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
+    # Compiled once: an email without a text file gets this version at every send.
+    text = _HIDDEN.sub("", html)
+    text = _LINK.sub(r"\2 (\1)", text)
+    text = _BLOCK_END.sub("\n\n", text)  # a paragraph ends with a blank line
+    text = _LINE_END.sub("\n", text)
+    text = _TAG.sub("", text)
     for entity, char in (
         ("&nbsp;", " "),
         ("&amp;", "&"),
@@ -179,8 +189,8 @@ def html_to_text(html: str) -> str:
         ("&#39;", "'"),
     ):
         text = text.replace(entity, char)
-    text = "\n".join(re.sub(r"[ \t]+", " ", line).strip() for line in text.split("\n"))
-    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+    text = "\n".join(line.strip() for line in _SPACES.sub(" ", text).split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 class TemplateLibrary:

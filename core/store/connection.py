@@ -408,6 +408,17 @@ class Connection:
         params = [jsonify_if_needed(value) for value in values.values()]
         self.db.execute(f'UPDATE "{table}" SET {columns} WHERE id = ?', [*params, row_id])
 
+    def _update_each(self, table: str, changes: Mapping[str, Mapping[str, Any]]) -> None:
+        """`_update` for many rows of `table` (row id → its new values), one `executemany` per
+        set of columns changed rather than a statement each."""
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for row_id, values in changes.items():
+            params = [jsonify_if_needed(value) for value in values.values()]
+            by_columns.setdefault(tuple(values), []).append([*params, row_id])
+        for columns, rows_of_params in by_columns.items():
+            assigned = ", ".join(f'"{column}" = ?' for column in columns)
+            self.db.conn.executemany(f'UPDATE "{table}" SET {assigned} WHERE id = ?', rows_of_params)
+
     def schema_version(self) -> int:
         """The number of the last migration applied."""
         return self.db.execute("PRAGMA user_version").fetchone()[0]

@@ -139,8 +139,7 @@ class Customers(Quarantine):
         working = self._working
         if working is None:
             return
-        for customer_id, columns in working.dirty.items():
-            self._update("customers", customer_id, columns)
+        self._update_each("customers", working.dirty)
         working.dirty.clear()
 
     def _settle(self) -> None:

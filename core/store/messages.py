@@ -162,12 +162,16 @@ class Messages(Events):
         row = self.db.execute("SELECT id FROM messages WHERE provider_id = ?", [provider_id]).fetchone()
         return self.message(row[0]) if row else None
 
-    def record_sent(self, message_ids: Sequence[str], now: datetime) -> None:
+    def record_sent(
+        self, message_ids: Sequence[str], now: datetime, states: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         """Store the `message.sent` feedback of many messages at once, in their order: what
         `record_feedback` stores for each, with one read and one ingest for all of them (the
         send itself wrote the message, so the event changes nothing else). Unknown ids are
-        skipped; a message sent twice (a retry after a crash) is one event."""
-        found = self.message_states(message_ids)
+        skipped; a message sent twice (a retry after a crash) is one event. `states` are the
+        messages' `message_states` if the caller read them in this transaction already: what
+        an event names of its message (its customer, channel, step) stays as it is."""
+        found = states if states is not None else self.message_states(message_ids)
         events = [
             _feedback_event(found[message_id], "message.sent", {}, None, now)
             for message_id in message_ids
