@@ -133,6 +133,9 @@ class EngineStore(JobQueue, Protocol):
         now: datetime,
         started: list[tuple[str, str, int]],
     ) -> None: ...
+    def add_journey_jobs(
+        self, kind: str, priority: int, payload: dict[str, Any], version: int, jobs: list[tuple[float, str]]
+    ) -> None: ...
     def add_journal_lines(
         self, at: datetime, scenario: str, lines: list[tuple[str, str, str, str]]
     ) -> None: ...

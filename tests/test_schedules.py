@@ -213,6 +213,7 @@ async def test_journeys_that_first_wait_start_a_page_at_once_as_one_at_a_time_wo
 ) -> None:
     config = make_project(project, WAITING)
     monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 7)
+    monkeypatch.setattr(schedules, "WAITING_BATCH", 7)
     paged, one_by_one = engine_on(tmp_path / "paged.db", config), engine_on(tmp_path / "single.db", config)
     scenario = paged.scenarios["weekly"]
     event = {"type": "schedule", "at": to_iso(NOW), "data": {}}
@@ -260,6 +261,7 @@ async def test_a_tick_cut_off_resumes_after_the_last_page_it_committed(
     committed (a number given twice would fail the insert)."""
     config = make_project(project, steps, audience)
     monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 5)
+    monkeypatch.setattr(schedules, "WAITING_BATCH", 5)
     engine = engine_on(tmp_path / "boomerang.db", config)
     add_customers(engine.store, 60)
     engine.ensure_ticks(NOW - timedelta(days=1))
