@@ -22,7 +22,7 @@ from boomerang.engine_base import EngineBase
 from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import evaluating, render
 from boomerang.ingest import imported
-from boomerang.local_time import next_local_time
+from boomerang.local_time import next_local_time, zone_named
 from boomerang.model import Customer, Event, Job, Journey
 from boomerang.project import Project
 from boomerang.retry import RETRY
@@ -258,16 +258,16 @@ class Journeys(EngineBase):
     def _start_waiting(
         self,
         scenario: Scenario,
-        customers: list[Customer],
+        customers: list[tuple[str, str | None]],
         entry_key: str,
         event: dict,
         now: datetime,
         ids: list[str],
     ) -> None:
-        """Start journeys for many customers at once in a scenario whose first step is a `wait`
-        (`first_waits`), with the given ids: what `_start` would leave for each, its row,
-        timeline and wait's job, written with one statement per table. The customers must be
-        ones the reentry rule lets in, not entered on `entry_key` yet.
+        """Start journeys for many customers, each (id, timezone), at once in a scenario whose
+        first step is a `wait` (`first_waits`), with the given ids: what `_start` would leave
+        for each, its row, timeline and wait's job, written with one statement per table. The
+        customers must be ones the reentry rule lets in, not entered on `entry_key` yet.
 
         Nothing of a journey needs working out but its id, its control group and, for a wait
         until a time of day, when that comes on the customer's clock: the rest is the same for
@@ -278,16 +278,16 @@ class Journeys(EngineBase):
         # once per timezone the page's profiles name.
         ends: dict[str | None, float] = {}
         journeys, journal, jobs = [], [], []
-        for customer, journey_id_ in zip(customers, ids, strict=True):
-            holdout = held_out(scenario, customer.id)
-            journeys.append((journey_id_, customer.id, int(holdout)))
-            journal.append(("enter", customer.id, journey_id_, entered))
+        for (customer_id, timezone), journey_id_ in zip(customers, ids, strict=True):
+            holdout = held_out(scenario, customer_id)
+            journeys.append((journey_id_, customer_id, int(holdout)))
+            journal.append(("enter", customer_id, journey_id_, entered))
             if holdout:
-                journal.append(("holdout", customer.id, journey_id_, held_line))
-            zone = customer.timezone if step.at is not None else None
+                journal.append(("holdout", customer_id, journey_id_, held_line))
+            zone = timezone if step.at is not None else None
             due = ends.get(zone)
             if due is None:
-                due = ends[zone] = self._wait_ends(step, customer, now).timestamp()
+                due = ends[zone] = self._wait_ends(step, zone, now).timestamp()
             jobs.append((due, journey_id_))
         self.store.start_journeys(scenario.id, entry_key, step.path, {"event": event}, now, journeys)
         self.store.add_journal_lines(now, scenario.id, journal)
@@ -334,7 +334,7 @@ class Journeys(EngineBase):
                 return
             journey.cursor = cursor
             if step.kind == "wait":
-                self._schedule_resume(journey, scenario, self._wait_ends(step, customer, now))
+                self._schedule_resume(journey, scenario, self._wait_ends(step, customer.timezone, now))
                 self.writes.save_journey(journey, now)
                 return
             if step.kind == "wait_for":
@@ -392,13 +392,14 @@ class Journeys(EngineBase):
             )
             return None
 
-    def _wait_ends(self, step: Step, customer: Customer, now: datetime) -> datetime:
+    def _wait_ends(self, step: Step, timezone: str | None, now: datetime) -> datetime:
         """When a `wait` step begun now ends: after its duration, then at its time of day on the
-        customer's clock (their timezone, else the plan's), as the quiet hours read it."""
+        clock of the customer whose profile names `timezone` (else the plan's:
+        `ContactPlan.zone_of`), as the quiet hours read it."""
         due = now + (step.duration or timedelta(0))
         if step.at is None:
             return due
-        return next_local_time(due, step.at, self.plan.zone_of(customer), step.weekdays)
+        return next_local_time(due, step.at, zone_named(timezone, self.plan.zone), step.weekdays)
 
     def _schedule_resume(self, journey: Journey, scenario: Scenario, due: datetime) -> None:
         self.writes.add_job(

@@ -135,26 +135,28 @@ class Schedules(Journeys):
         entry_key = f"tick:{to_iso(tick_at)}"
         translated = self._translated(audience.source) if audience is not None else None
         at_once = translated is not None and first_waits(scenario)
+        query = (
+            scenario.id,
+            job.payload.get("after", ""),
+            WAITING_BATCH if at_once else AUDIENCE_BATCH,
+            self._entered_since(scenario, now),
+            (translated, now) if translated is not None else None,
+            zones,
+        )
         with self.store.transaction():
-            page, following = self.store.audience_page(
-                scenario.id,
-                job.payload.get("after", ""),
-                WAITING_BATCH if at_once else AUDIENCE_BATCH,
-                self._entered_since(scenario, now),
-                (translated, now) if translated is not None else None,
-                zones,
-                entry_key=entry_key,
-            )
-            # The page holds only customers the reentry rule lets in, not entered by this tick
+            # A page holds only customers the reentry rule lets in, not entered by this tick
             # yet, so they start at once.
             if at_once:
                 # The store chose them, as the sandbox would have; each journey's first step is
-                # a wait, so they are started together, numbered on from the tick's last page.
+                # a wait, so they are started together, numbered on from the tick's last page,
+                # with nothing of their profiles but their timezones read.
+                members, following = self.store.audience_members(*query, entry_key=entry_key)
                 entered = job.payload.get("entered", 0)
-                ids = tick_journey_ids(scenario, tick_at, entered, len(page))
-                self._start_waiting(scenario, page, entry_key, event, now, ids)
-                job.payload["entered"] = entered + len(page)
+                ids = tick_journey_ids(scenario, tick_at, entered, len(members))
+                self._start_waiting(scenario, members, entry_key, event, now, ids)
+                job.payload["entered"] = entered + len(members)
             else:
+                page, following = self.store.audience_page(*query, entry_key=entry_key)
                 entering = page if translated is not None else [
                     customer
                     for customer in page
