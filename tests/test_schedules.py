@@ -326,6 +326,22 @@ async def test_an_unreadable_customer_ending_a_page_does_not_end_the_audience(
     engine.store.close()
 
 
+@pytest.mark.parametrize("steps", [SCENARIO, WAITING])
+async def test_attributes_that_are_not_json_fail_neither_the_store_s_audience_nor_the_others(
+    project: Path, tmp_path: Path, steps: str
+) -> None:
+    """SQLite's JSON functions raise on such text: the audience's query reads it as no
+    attributes, so that customer is simply not in `plan == 'pro'`."""
+    engine = engine_on(tmp_path / "boomerang.db", make_project(project, steps))
+    add_customers(engine.store, 30)
+    engine.store.db.execute("UPDATE customers SET attributes = '{\"plan\": \"pro\"' WHERE id = 'c-00012'")
+    engine.ensure_ticks(NOW - timedelta(days=1))
+    await engine.run_job(engine.store.claim_due(NOW.timestamp(), 60, 1)[0])
+    entered = engine.store.db.execute("SELECT customer_id FROM journeys ORDER BY customer_id").fetchall()
+    assert [customer for (customer,) in entered] == [f"c-{n:05}" for n in range(0, 30, 3) if n != 12]
+    engine.store.close()
+
+
 # Values of a customer's columns the decoder reads back (and the store should vouch for: the
 # common shapes), then ones it reads back in shapes the store leaves to it, then damage.
 PLAIN = {
