@@ -113,6 +113,17 @@ class EngineStore(JobQueue, Protocol):
         *,
         entry_key: str | None = None,
     ) -> tuple[list[Customer], str | None]: ...
+    def audience_members(
+        self,
+        scenario: str,
+        after: str,
+        limit: int,
+        entered_since: str | None,
+        audience: tuple[Condition, datetime] | None = None,
+        zones: ScheduleZones | None = None,
+        *,
+        entry_key: str | None = None,
+    ) -> tuple[list[tuple[str, str | None]], str | None]: ...
     def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]: ...
     def timezones(self) -> set[str]: ...
     def set_attributes(self, customer_id: str, attributes: dict[str, Any]) -> None: ...
@@ -132,6 +143,9 @@ class EngineStore(JobQueue, Protocol):
         context: dict[str, Any],
         now: datetime,
         started: list[tuple[str, str, int]],
+    ) -> None: ...
+    def add_journey_jobs(
+        self, kind: str, priority: int, payload: dict[str, Any], version: int, jobs: list[tuple[float, str]]
     ) -> None: ...
     def add_journal_lines(
         self, at: datetime, scenario: str, lines: list[tuple[str, str, str, str]]

@@ -22,13 +22,12 @@ from boomerang.engine_base import EngineBase
 from boomerang.engine_protocols import EngineStore
 from boomerang.expressions import evaluating, render
 from boomerang.ingest import imported
-from boomerang.local_time import next_local_time
+from boomerang.local_time import next_local_time, zone_named
 from boomerang.model import Customer, Event, Job, Journey
 from boomerang.project import Project
 from boomerang.retry import RETRY
 from boomerang.scenarios import Scenario, Step
 from boomerang.store import unavailable
-from boomerang.store.jobs import job_row
 
 log = logging.getLogger(__name__)
 # How much later a wait `until_idle` looks again when its customer's visit is due to end now:
@@ -60,13 +59,15 @@ def journey_id(scenario: Scenario, customer_id: str, entry_key: str) -> str:
     return stable_id("j-", scenario.id, customer_id, entry_key)
 
 
-def tick_journey_id(scenario: Scenario, tick_at: datetime, number: int) -> str:
-    """The id of the `number`th journey a schedule's tick at `tick_at` starts at once
-    (`Journeys._start_waiting`). Numbered rather than hashed: a tick's journeys, and their jobs,
-    go one after another at the end of the indexes on their ids (a `journey_id` starts with a
-    hexadecimal digit, `t` sorts after them all), rather than each on a page of its own
-    anywhere in them. The fixed-width number ends it, so no two scenarios' ids meet."""
-    return f"j-t{tick_at.astimezone(UTC):%Y%m%dT%H%M%S}-{scenario.id}-{number:09d}"
+def tick_journey_ids(scenario: Scenario, tick_at: datetime, first: int, count: int) -> list[str]:
+    """The ids of the `first`th to the `first + count - 1`th journeys a schedule's tick at
+    `tick_at` starts at once (`Journeys._start_waiting`). Numbered rather than hashed: a tick's
+    journeys, and their jobs, go one after another at the end of the indexes on their ids (a
+    `journey_id` starts with a hexadecimal digit, `t` sorts after them all), rather than each on
+    a page of its own anywhere in them. The fixed-width number ends it, so no two scenarios'
+    ids meet."""
+    prefix = f"j-t{tick_at.astimezone(UTC):%Y%m%dT%H%M%S}-{scenario.id}-"
+    return [f"{prefix}{number:09d}" for number in range(first, first + count)]
 
 
 def held_out(scenario: Scenario, customer_id: str) -> bool:
@@ -264,40 +265,41 @@ class Journeys(EngineBase):
     def _start_waiting(
         self,
         scenario: Scenario,
-        customers: list[Customer],
+        customers: list[tuple[str, str | None]],
         entry_key: str,
         event: dict,
         now: datetime,
         ids: list[str],
     ) -> None:
-        """Start journeys for many customers at once in a scenario whose first step is a `wait`
-        (`first_waits`), with the given ids: what `_start` would leave for each, its row,
-        timeline and wait's job, written with one statement per table. The customers must be
-        ones the reentry rule lets in, not entered on `entry_key` yet.
+        """Start journeys for many customers, each (id, timezone), at once in a scenario whose
+        first step is a `wait` (`first_waits`), with the given ids: what `_start` would leave
+        for each, its row, timeline and wait's job, written with one statement per table. The
+        customers must be ones the reentry rule lets in, not entered on `entry_key` yet.
 
         Nothing of a journey needs working out but its id, its control group and, for a wait
         until a time of day, when that comes on the customer's clock: the rest is the same for
         every customer, its JSON encoded once."""
         step = scenario.index[scenario.first or ""]
-        context = {"event": event}
         entered, held_line = _entered_on(event), _held_out_line(scenario)
-        priority = self.plan.priority(scenario.category)
-        payload = {"resume": step.path}
-        ends = self._wait_ends(step, customers[0], now) if customers and step.at is None else None
+        # A wait until a time of day ends when that comes on each customer's clock: worked out
+        # once per timezone the page's profiles name.
+        ends: dict[str | None, float] = {}
         journeys, journal, jobs = [], [], []
-        for customer, journey_id_ in zip(customers, ids, strict=True):
-            holdout = held_out(scenario, customer.id)
-            journeys.append((journey_id_, customer.id, int(holdout)))
-            journal.append(("enter", customer.id, journey_id_, entered))
+        for (customer_id, timezone), journey_id_ in zip(customers, ids, strict=True):
+            holdout = held_out(scenario, customer_id)
+            journeys.append((journey_id_, customer_id, int(holdout)))
+            journal.append(("enter", customer_id, journey_id_, entered))
             if holdout:
-                journal.append(("holdout", customer.id, journey_id_, held_line))
-            due = ends or self._wait_ends(step, customer, now)
-            jobs.append((due.timestamp(), journey_id_))
-        self.store.start_journeys(scenario.id, entry_key, step.path, context, now, journeys)
+                journal.append(("holdout", customer_id, journey_id_, held_line))
+            zone = timezone if step.at is not None else None
+            due = ends.get(zone)
+            if due is None:
+                due = ends[zone] = self._wait_ends(step, zone, now).timestamp()
+            jobs.append((due, journey_id_))
+        self.store.start_journeys(scenario.id, entry_key, step.path, {"event": event}, now, journeys)
         self.store.add_journal_lines(now, scenario.id, journal)
-        self.store.add_jobs(
-            [job_row("advance", due_at, priority, payload, journey_id_, 0) for due_at, journey_id_ in jobs]
-        )
+        priority = self.plan.priority(scenario.category)
+        self.store.add_journey_jobs("advance", priority, {"resume": step.path}, 0, jobs)
 
     def _restart(
         self, journey: Journey, scenario: Scenario, customer: Customer, event: dict, now: datetime
@@ -339,7 +341,7 @@ class Journeys(EngineBase):
                 return
             journey.cursor = cursor
             if step.kind == "wait":
-                self._schedule_resume(journey, scenario, self._wait_ends(step, customer, now))
+                self._schedule_resume(journey, scenario, self._wait_ends(step, customer.timezone, now))
                 self.writes.save_journey(journey, now)
                 return
             if step.kind == "wait_for":
@@ -397,13 +399,14 @@ class Journeys(EngineBase):
             )
             return None
 
-    def _wait_ends(self, step: Step, customer: Customer, now: datetime) -> datetime:
+    def _wait_ends(self, step: Step, timezone: str | None, now: datetime) -> datetime:
         """When a `wait` step begun now ends: after its duration, then at its time of day on the
-        customer's clock (their timezone, else the plan's), as the quiet hours read it."""
+        clock of the customer whose profile names `timezone` (else the plan's:
+        `ContactPlan.zone_of`), as the quiet hours read it."""
         due = now + (step.duration or timedelta(0))
         if step.at is None:
             return due
-        return next_local_time(due, step.at, self.plan.zone_of(customer), step.weekdays)
+        return next_local_time(due, step.at, zone_named(timezone, self.plan.zone), step.weekdays)
 
     def _schedule_resume(self, journey: Journey, scenario: Scenario, due: datetime) -> None:
         self.writes.add_job(

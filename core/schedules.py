@@ -2,15 +2,15 @@
 
 Each schedule or date scenario has its next tick queued as a job (`ensure_ticks`); a tick
 enters the scenario's audience and queues the following one. A schedule's audience may be
-every customer: it is read in pages of `AUDIENCE_BATCH` customers, in id order, that the
-reentry rule already lets in (one query each), and each page is entered in one transaction
-that also records how far the tick got in its job; the page's journeys, timeline lines and
-jobs are written with one statement per table (`BatchedWrites`, or for journeys that first
-wait `Journeys._start_waiting`, which works out nothing per customer but its id, group and
-wait's end). Between pages the store's thread is free for ingest and sends, memory holds one
-page, and a tick cut off by a crash resumes after the last page it committed (entry keys keep
-a re-run from entering anyone twice). `_tick` runs on the event loop and hands each page to
-the store's thread; every other method runs there.
+every customer: it is read in pages of `AUDIENCE_BATCH` customers (`WAITING_BATCH` when they
+start at once), in id order, that the reentry rule already lets in (one query each), and each
+page is entered in one transaction that also records how far the tick got in its job; the
+page's journeys, timeline lines and jobs are written with one statement per table
+(`BatchedWrites`, or for journeys that first wait `Journeys._start_waiting`, which works out
+nothing per customer but its id, group and wait's end). Between pages the store's thread is
+free for ingest and sends, memory holds one page, and a tick cut off by a crash resumes after
+the last page it committed (entry keys keep a re-run from entering anyone twice). `_tick` runs
+on the event loop and hands each page to the store's thread; every other method runs there.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from croniter import croniter
 
 from boomerang.audiences import Condition, translate
 from boomerang.clock import to_iso
-from boomerang.journeys import Journeys, first_waits, tick_journey_id
+from boomerang.journeys import Journeys, first_waits, tick_journey_ids
 from boomerang.local_time import moment_of, next_local_time
 from boomerang.model import Customer, Job
 from boomerang.scenarios import Scenario, Trigger
@@ -33,6 +33,10 @@ from boomerang.store.customers import ScheduleZones
 # Customers entered per transaction: large enough that a commit's cost is shared by many,
 # small enough that the store's thread is free again within a fraction of a second.
 AUDIENCE_BATCH = 1000
+# The same when the store chose the audience and the journeys first wait, so that a page starts
+# at once (`Journeys._start_waiting`): a customer costs a few times less there, and a commit
+# (its fsync, the WAL's checkpoint) as much.
+WAITING_BATCH = 5000
 
 
 class Schedules(Journeys):
@@ -130,27 +134,29 @@ class Schedules(Journeys):
         audience = scenario.trigger.audience
         entry_key = f"tick:{to_iso(tick_at)}"
         translated = self._translated(audience.source) if audience is not None else None
+        at_once = translated is not None and first_waits(scenario)
+        query = (
+            scenario.id,
+            job.payload.get("after", ""),
+            WAITING_BATCH if at_once else AUDIENCE_BATCH,
+            self._entered_since(scenario, now),
+            (translated, now) if translated is not None else None,
+            zones,
+        )
         with self.store.transaction():
-            page, following = self.store.audience_page(
-                scenario.id,
-                job.payload.get("after", ""),
-                AUDIENCE_BATCH,
-                self._entered_since(scenario, now),
-                (translated, now) if translated is not None else None,
-                zones,
-                entry_key=entry_key,
-            )
-            # The page holds only customers the reentry rule lets in, not entered by this tick
+            # A page holds only customers the reentry rule lets in, not entered by this tick
             # yet, so they start at once.
-            if translated is not None and first_waits(scenario):
+            if at_once:
                 # The store chose them, as the sandbox would have; each journey's first step is
-                # a wait, so they are started together, numbered on from the tick's last page.
+                # a wait, so they are started together, numbered on from the tick's last page,
+                # with nothing of their profiles but their timezones read.
+                members, following = self.store.audience_members(*query, entry_key=entry_key)
                 entered = job.payload.get("entered", 0)
-                numbers = range(entered, entered + len(page))
-                ids = [tick_journey_id(scenario, tick_at, number) for number in numbers]
-                self._start_waiting(scenario, page, entry_key, event, now, ids)
-                job.payload["entered"] = entered + len(page)
+                ids = tick_journey_ids(scenario, tick_at, entered, len(members))
+                self._start_waiting(scenario, members, entry_key, event, now, ids)
+                job.payload["entered"] = entered + len(members)
             else:
+                page, following = self.store.audience_page(*query, entry_key=entry_key)
                 entering = page if translated is not None else [
                     customer
                     for customer in page

@@ -137,6 +137,9 @@ def in_store(store: Store, source: str) -> list[str]:
     assert condition is not None
     page, following = store.audience_page("everyone", "", 1000, None, (condition, NOW))
     assert following is None
+    # The same page as ids and timezones (journeys that first wait start from those).
+    members, _ = store.audience_members("everyone", "", 1000, None, (condition, NOW))
+    assert members == [(customer.id, customer.timezone) for customer in page]
     return [customer.id for customer in page]
 
 

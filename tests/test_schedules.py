@@ -18,7 +18,8 @@ from boomerang.config import load_config
 from boomerang.engine import Engine
 from boomerang.plugin_manager import load_plugins
 from boomerang.project import load_project
-from boomerang.store import Store
+from boomerang.store import Store, rows
+from boomerang.store.quarantine import UNREADABLE
 from conftest import (
     incoming,
     killed_daemons_lease,
@@ -223,6 +224,7 @@ async def test_journeys_that_first_wait_start_a_page_at_once_as_one_at_a_time_wo
 ) -> None:
     config = make_project(project, WAITING)
     monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 7)
+    monkeypatch.setattr(schedules, "WAITING_BATCH", 7)
     paged, one_by_one = engine_on(database, config), engine_on(other_database, config)
     scenario = paged.scenarios["weekly"]
     event = {"type": "schedule", "at": to_iso(NOW), "data": {}}
@@ -276,6 +278,7 @@ async def test_a_tick_cut_off_resumes_after_the_last_page_it_committed(
     committed (a number given twice would fail the insert)."""
     config = make_project(project, steps, audience)
     monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 5)
+    monkeypatch.setattr(schedules, "WAITING_BATCH", 5)
     engine = engine_on(database, config)
     add_customers(engine.store, 60)
     engine.ensure_ticks(NOW - timedelta(days=1))
@@ -305,17 +308,33 @@ async def test_a_tick_cut_off_resumes_after_the_last_page_it_committed(
 
 
 # The fifth customer of the first page: of the audience when the store chose it, else of everyone.
-@pytest.mark.parametrize(("audience", "unreadable"), [(IN_SQL, 12), (IN_SANDBOX, 4)])
+# Journeys that first wait start without their profiles decoded: the store checks each row
+# itself (`rows.CUSTOMER_READS_BACK`), and decodes the ones it cannot vouch for.
+@pytest.mark.parametrize(
+    ("steps", "audience", "damage", "unreadable"),
+    [
+        (SCENARIO, IN_SQL, "timezone = 'Nowhere/Atlantis'", 12),
+        (SCENARIO, IN_SANDBOX, "timezone = 'Nowhere/Atlantis'", 4),
+        (WAITING, IN_SQL, "timezone = 'Nowhere/Atlantis'", 12),
+        (WAITING, IN_SQL, "last_seen_at = '2026-02-30T10:00:00.000000Z'", 12),
+        (WAITING, IN_SQL, "consents = '{\"email\": tru'", 12),
+    ],
+)
 async def test_an_unreadable_customer_ending_a_page_does_not_end_the_audience(
-    project: Path, database: Path | str, monkeypatch: pytest.MonkeyPatch, audience: str, unreadable: int
+    project: Path,
+    database: Path | str,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: str,
+    audience: str,
+    damage: str,
+    unreadable: int,
 ) -> None:
-    config = make_project(project, audience=audience)
+    config = make_project(project, steps, audience)
     monkeypatch.setattr(schedules, "AUDIENCE_BATCH", 5)
+    monkeypatch.setattr(schedules, "WAITING_BATCH", 5)
     engine = engine_on(database, config)
     add_customers(engine.store, 30)
-    engine.store.db.execute(
-        "UPDATE customers SET timezone = 'Nowhere/Atlantis' WHERE id = ?", [f"c-{unreadable:05}"]
-    )
+    engine.store.db.execute(f"UPDATE customers SET {damage} WHERE id = ?", [f"c-{unreadable:05}"])
     engine.ensure_ticks(NOW - timedelta(days=1))
     await engine.run_job(engine.store.claim_due(NOW.timestamp(), 60, 1)[0])
     entered = engine.store.db.execute("SELECT customer_id FROM journeys ORDER BY customer_id").fetchall()
@@ -323,6 +342,88 @@ async def test_an_unreadable_customer_ending_a_page_does_not_end_the_audience(
     assert [customer for (customer,) in entered] == expected
     assert engine.store.db.execute("SELECT row_id FROM quarantine").fetchall() == [(f"c-{unreadable:05}",)]
     engine.store.close()
+
+
+@pytest.mark.parametrize("steps", [SCENARIO, WAITING])
+async def test_attributes_that_are_not_json_fail_neither_the_store_s_audience_nor_the_others(
+    project: Path, database: Path | str, steps: str
+) -> None:
+    """SQLite's JSON functions raise on such text: the audience's query reads it as no
+    attributes, so that customer is simply not in `plan == 'pro'`."""
+    engine = engine_on(database, make_project(project, steps))
+    add_customers(engine.store, 30)
+    engine.store.db.execute("UPDATE customers SET attributes = '{\"plan\": \"pro\"' WHERE id = 'c-00012'")
+    engine.ensure_ticks(NOW - timedelta(days=1))
+    await engine.run_job(engine.store.claim_due(NOW.timestamp(), 60, 1)[0])
+    entered = engine.store.db.execute("SELECT customer_id FROM journeys ORDER BY customer_id").fetchall()
+    assert [customer for (customer,) in entered] == [f"c-{n:05}" for n in range(0, 30, 3) if n != 12]
+    engine.store.close()
+
+
+# Values of a customer's columns the decoder reads back (and the store should vouch for: the
+# common shapes), then ones it reads back in shapes the store leaves to it, then damage.
+PLAIN = {
+    "consents": ['{"email": true}'],
+    "attributes": ['{"plan": "pro", "orders": 3, "vip": null, "tags": ""}'],
+    "addresses": ['{"pigeon": "coo-42"}'],
+    "orders_count": [3],
+    "revenue": [79.9, 80],
+    "last_seen_at": [None, "2024-02-29T23:59:59.999999Z", "0001-01-01T00:00:00.000000Z"],
+}
+READ_BY_DECODING = {
+    "attributes": ['{"address": {"city": "Riga"}}', '{"tags": ["a"]}'],
+    "push_subscriptions": ['[{"endpoint": "https://push.example/1"}]'],
+    "last_seen_at": ["2026-03-02T10:00:00Z", "2026-03-02T13:00:00+03:00"],
+    "consents": ['{"a": "' + "x" * 1000 + '"}'],
+}
+DAMAGED = {
+    "consents": ['{"email": tru', "[]", "5", '"text"', "null", 5, "{'a': 1}"],
+    "opt_outs": ["[1]", ""],
+    "unreachable": ["nope"],
+    "attributes": ["[]", '{"a": ' * 40 + "1" + "}" * 40, '{"a": ' * 600 + "1" + "}" * 600],
+    "addresses": ['{"pigeon": 5}', '{"pigeon": null}'],
+    "push_subscriptions": ["[1]", '["x"]', "{}", ""],
+    "orders_count": ["many", 2.5],
+    "revenue": ["a lot"],
+    "last_seen_at": [
+        "2026-02-29T10:00:00.000000Z",
+        "2026-13-01T10:00:00.000000Z",
+        "2026-00-10T10:00:00.000000Z",
+        "2026-03-00T10:00:00.000000Z",
+        "0000-01-01T00:00:00.000000Z",
+        "2026-03-02T24:00:00.000000Z",
+        "2026-03-02T10:60:00.000000Z",
+        "2026-03-02T10:00:60.000000Z",
+        "2026-03-02T10:00:00.000000",
+        "2026-03-02 10:00",
+        20260302,
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [(column, value, "vouched") for column, values in PLAIN.items() for value in values]
+    + [(column, value, "decoded") for column, values in READ_BY_DECODING.items() for value in values]
+    + [(column, value, "unreadable") for column, values in DAMAGED.items() for value in values],
+)
+def test_the_store_vouches_only_for_customer_rows_that_read_back(
+    tmp_path: Path, column: str, value: object, expected: str
+) -> None:
+    store = Store(tmp_path / "rows.db")
+    add_customers(store, 1)
+    store.db.execute(f"UPDATE customers SET [{column}] = ?", [value])
+    row = store.db.query("SELECT * FROM customers").__next__()
+    try:
+        rows.customer_values(row)
+        reads_back = True
+    except UNREADABLE:
+        reads_back = False
+    vouched = store.db.execute(f"SELECT {rows.CUSTOMER_READS_BACK} FROM customers").fetchone()[0]
+    assert (vouched, reads_back) == {"vouched": (1, True), "decoded": (0, True), "unreadable": (0, False)}[
+        expected
+    ]
+    store.close()
 
 
 @pytest.mark.slow

@@ -129,9 +129,12 @@ class _Sql:
         return fails, f"coalesce({value} {_SQL_OPS[op]} {self.param(constant)}, 0)"
 
     def json(self, key: str) -> tuple[str, str]:
-        """The JSON type (NULL when missing) and the value of an attribute."""
+        """The JSON type (NULL when missing) and the value of an attribute. Attributes that are
+        not JSON (a damaged row, which reading it back sets aside) count as none: SQLite's JSON
+        functions raise on them, which would fail the whole audience's query."""
         path = self.param(f'$."{key}"')
-        return f"json_type(attributes, {path})", f"json_extract(attributes, {path})"
+        attributes = "CASE WHEN json_valid(attributes) THEN attributes END"
+        return f"json_type({attributes}, {path})", f"json_extract({attributes}, {path})"
 
     def truthy(self, value: Field | Attribute | DaysSince) -> str:
         if isinstance(value, DaysSince):

@@ -24,7 +24,7 @@ from boomerang.profiles import (
 )
 from boomerang.store import rows
 from boomerang.store.audiences import audience_where
-from boomerang.store.quarantine import Quarantine
+from boomerang.store.quarantine import UNREADABLE, Quarantine
 
 # Tables whose rows belong to a customer; merging two customers re-points them all.
 CUSTOMER_TABLES = (
@@ -411,12 +411,67 @@ class Customers(Quarantine):
         expression and the moment it is evaluated at) one the expression does not let in, and
         with `zones` one whose clock the tick is not for.
         """
+        found = self._audience_rows("*", scenario, after, limit, entered_since, audience, zones, entry_key)
+        customers = (
+            self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) for row in found
+        )
+        following = found[-1]["id"] if len(found) == limit else None
+        return [customer for customer in customers if customer is not None], following
+
+    def audience_members(
+        self,
+        scenario: str,
+        after: str,
+        limit: int,
+        entered_since: str | None,
+        audience: tuple[Condition, datetime] | None = None,
+        zones: ScheduleZones | None = None,
+        *,
+        entry_key: str | None = None,
+    ) -> tuple[list[tuple[str, str | None]], str | None]:
+        """`audience_page` with each customer as (id, timezone), for journeys started without
+        the rest of the profile (`Journeys._start_waiting`). Each row is still checked to read
+        back, by SQLite where it can vouch for it (`rows.CUSTOMER_READS_BACK`) and by decoding
+        the few it cannot: a row that does not read back is set aside and left out, as there."""
+        found = self._audience_rows(
+            f"id, timezone, {rows.CUSTOMER_READS_BACK} AS plain",
+            scenario,
+            after,
+            limit,
+            entered_since,
+            audience,
+            zones,
+            entry_key,
+        )
+        known = {zone for zone in {row["timezone"] for row in found} if _zone_reads_back(zone)}
+        plain = [row["plain"] and row["timezone"] in known for row in found]
+        doubtful = [row["id"] for row, vouched in zip(found, plain, strict=True) if not vouched]
+        decoded = self.customers(doubtful)
+        members = [
+            (row["id"], row["timezone"])
+            for row, vouched in zip(found, plain, strict=True)
+            if vouched or row["id"] in decoded
+        ]
+        return members, found[-1]["id"] if len(found) == limit else None
+
+    def _audience_rows(
+        self,
+        columns: str,
+        scenario: str,
+        after: str,
+        limit: int,
+        entered_since: str | None,
+        audience: tuple[Condition, datetime] | None,
+        zones: ScheduleZones | None,
+        entry_key: str | None,
+    ) -> list[dict[str, Any]]:
+        """The `columns` of an audience page's rows (`audience_page`), none decoded."""
         where, params = audience_where(*audience) if audience is not None else ("TRUE", {})
         if zones is not None:
             where = f"{where} AND {zones.where}"
             params = {**params, **zones.params}
-        found = self._select(
-            "SELECT * FROM customers WHERE id > :after AND NOT EXISTS (SELECT 1 FROM journeys"
+        return self._select(
+            f"SELECT {columns} FROM customers WHERE id > :after AND NOT EXISTS (SELECT 1 FROM journeys"
             " WHERE scenario = :scenario AND customer_id = customers.id"
             " AND (status = 'active' OR entered_at > :since OR entry_key = :entry_key))"
             f" AND {where} ORDER BY id LIMIT :limit",
@@ -429,11 +484,6 @@ class Customers(Quarantine):
                 "limit": limit,
             },
         )
-        customers = (
-            self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) for row in found
-        )
-        following = found[-1]["id"] if len(found) == limit else None
-        return [customer for customer in customers if customer is not None], following
 
     def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]:
         """Customers whose date field (`birthday` or `attributes.x`) falls on one of `MM-DD`."""
@@ -483,3 +533,12 @@ class Customers(Quarantine):
         }
         if updates:
             self._update("customers", customer_id, updates)
+
+
+def _zone_reads_back(zone: Any) -> bool:
+    """Whether a stored timezone reads back (`rows.zone_name`)."""
+    try:
+        rows.zone_name(zone)
+    except UNREADABLE:
+        return False
+    return True

@@ -167,6 +167,15 @@ class Jobs(Quarantine):
         `key` is queued already is left out."""
         self.db.conn.executemany(_ADD_JOB, job_rows)
 
+    def add_journey_jobs(
+        self, kind: str, priority: int, payload: dict[str, Any], version: int, jobs: list[tuple[float, str]]
+    ) -> None:
+        """Queue many jobs of one kind, priority, payload and journey version, each (due_at,
+        journey id), in one statement, in the order given (none with a key): what they share
+        is bound once, not read from each row (`_insert_all`)."""
+        same = {"kind": kind, "priority": priority, "version": version, "payload": _encode_payload(payload)}
+        self._insert_all("jobs", ("due_at", "journey_id"), jobs, same=same)
+
     def delete_jobs_of(self, journey_id: str, kind: str | None = None) -> None:
         """Cancel a journey's pending jobs (of one kind, or all) and the messages not yet sent."""
         if kind:

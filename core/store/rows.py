@@ -79,16 +79,70 @@ def customer_values(row: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("addresses must map channels to text")
     if values["attributes"] and nesting(values["attributes"]) > MAX_VALUE_DEPTH:
         raise ValueError(f"attributes are nested more than {MAX_VALUE_DEPTH} levels deep")
-    if values["timezone"]:
-        try:
-            ZoneInfo(str(values["timezone"]))
-        except (ZoneInfoNotFoundError, OSError):  # OSError: a name too long for a file
-            raise ValueError("timezone: not an IANA timezone") from None
+    zone_name(values["timezone"])
     integer(values["orders_count"])
     number(values["revenue"])
     for key in _CUSTOMER_TIMES:
         values[key] = parse_time(row[key]) if row[key] else None
     return values
+
+
+def zone_name(value: Any) -> Any:
+    """A stored timezone (none, or an IANA name), checked to read back."""
+    if value:
+        try:
+            ZoneInfo(str(value))
+        except (ZoneInfoNotFoundError, OSError):  # OSError: a name too long for a file
+            raise ValueError("timezone: not an IANA timezone") from None
+    return value
+
+
+def _object_reads_back(column: str, values: str = "") -> str:
+    """SQL: a JSON column `json_value(..., dict)` certainly reads back; `values`, a condition on
+    each of its values (`json_each`), that none may break. Short enough that no parser's depth
+    limit (Python's is its recursion limit) can be in the way. JSON functions raise on text that
+    is not JSON, and SQLite may evaluate both sides of an AND: only a CASE keeps them off it."""
+    valid = f"CASE WHEN json_valid({column}) THEN {column} END"
+    each = f" AND NOT EXISTS (SELECT 1 FROM json_each({valid}) WHERE NOT ({values}))" if values else ""
+    return (
+        f"(typeof({column}) = 'text' AND ({column} = '{{}}' OR (length({column}) <= 1000"
+        f" AND json_type({valid}) = 'object'{each})))"
+    )
+
+
+def _moment_reads_back(column: str) -> str:
+    """SQL: a time column is empty or `to_iso`'s text of a real moment, which `parse_time`
+    reads back (a day that does not exist, e.g. 30 February, is another one once `date()` has
+    counted with it: `+0 days`)."""
+    digits = "[0-9][0-9]"
+    shape = f"{digits}{digits}-{digits}-{digits}T{digits}:{digits}:{digits}.{digits}{digits}{digits}Z"
+    return (
+        f"({column} IS NULL OR {column} = '' OR (typeof({column}) = 'text' AND {column} GLOB '{shape}'"
+        f" AND substr({column}, 1, 4) != '0000'"
+        f" AND date(substr({column}, 1, 10), '+0 days') = substr({column}, 1, 10)"
+        f" AND substr({column}, 12, 2) < '24' AND substr({column}, 15, 2) < '60'"
+        f" AND substr({column}, 18, 2) < '60'))"
+    )
+
+
+# An SQL condition on a `customers` row that holds only if `customer_values` reads the row back
+# (its timezone apart, `zone_name`): the common shapes of every other column, checked by SQLite
+# without the row going to Python. A row it does not vouch for may still read back: decoding
+# it tells. Attributes must be flat (one level deep: within `MAX_VALUE_DEPTH`), push
+# subscriptions none, addresses text.
+CUSTOMER_READS_BACK = "coalesce({}, 0)".format(
+    " AND ".join(
+        [
+            *(_object_reads_back(column) for column in ("consents", "opt_outs", "unreachable")),
+            _object_reads_back("attributes", "type NOT IN ('object', 'array')"),
+            _object_reads_back("addresses", "type = 'text'"),
+            "push_subscriptions = '[]'",
+            "typeof(orders_count) = 'integer'",
+            "typeof(revenue) IN ('integer', 'real')",
+            *(_moment_reads_back(column) for column in _CUSTOMER_TIMES),
+        ]
+    )
+)
 
 
 _MESSAGE_JSON = {"candidates": list, "promo": dict, "context": dict, "links": list, "tried": list}
