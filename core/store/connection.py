@@ -108,6 +108,7 @@ _Call = tuple[int, int, "Future[Any] | None", Callable[[], Any]]
 
 # How often `Checkpoints` copies what was committed to the WAL into the database file.
 CHECKPOINT_SECONDS = 0.5
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL file kept when the WAL starts over
 
 
 class Checkpoints:
@@ -133,6 +134,8 @@ class Checkpoints:
     def _serve(self) -> None:
         while not self._stop.wait(CHECKPOINT_SECONDS):
             try:
+                # Another process's checkpoint under way (`boomerang forget` beside the daemon)
+                # makes this one return at once, having done nothing: the next one will.
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:  # a full disk, say: the WAL keeps every commit meanwhile
                 log.warning("checkpointing the WAL failed: %s", exc)
@@ -271,6 +274,9 @@ class Connection:
         if durable and self.path is not None:
             # After the migrations, which may still have checkpointed on their own.
             self.db.execute("PRAGMA wal_autocheckpoint = 0")
+            # Between two checkpoints the WAL holds what half a second wrote (a burst's: hundreds
+            # of MB); started over, its file is cut back to this rather than kept at that size.
+            self.db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             self._checkpoints = Checkpoints(self.path)
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
