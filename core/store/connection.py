@@ -451,6 +451,27 @@ class Connection:
         insert = _insert_into(table, (*columns, *same), or_ignore)
         self.db.conn.executemany(f"{insert} VALUES ({marks})", bound)
 
+    def _update_all(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Set `columns` of many rows of one of the store's own tables (keyed by `id`, each id
+        once) with one statement: a row is its columns' values (text, numbers, None) then its
+        id, all of them read back from one JSON array as `_insert_all` reads its rows, so that
+        the table's triggers run within one statement rather than once per row."""
+        rows = list(rows)
+        try:
+            encoded = _encode_rows(rows)
+        except ValueError:  # an infinite or NaN float, which JSON cannot hold: one row at a time
+            self._update_each(table, columns, rows)
+            return
+        assigned = ", ".join(f"[{column}] = given.value ->> {index}" for index, column in enumerate(columns))
+        matched = f"[{table}].id = given.value ->> {len(columns)}"
+        update = f"UPDATE [{table}] SET {assigned} FROM json_each(?) AS given WHERE {matched}"
+        self.db.conn.execute(update, [encoded])
+
+    def _update_each(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """`_update_all` with `executemany`, one statement run per row."""
+        assigned = ", ".join(f"[{column}] = ?" for column in columns)
+        self.db.conn.executemany(f"UPDATE [{table}] SET {assigned} WHERE id = ?", rows)
+
     def _update(self, table: str, row_id: str, values: Mapping[str, Any]) -> None:
         """Set columns of the row `row_id` of `table` (one of the store's own, keyed by `id`).
 

@@ -91,14 +91,14 @@ def journey_row(journey: Journey, now: datetime) -> tuple[Any, ...]:
     )
 
 
-_SAVE_JOURNEY = (
-    "UPDATE journeys SET status = ?, cursor = ?, waiting_for = ?, version = ?, context = ?,"
-    " updated_at = ?, ended_at = ? WHERE id = ?"
-)
+# What a journey's step changes of its row: the columns of `saved_row`, before its id.
+_SAVED_COLUMNS = ("status", "cursor", "waiting_for", "version", "context", "updated_at", "ended_at")
+_SAVE_JOURNEY = f"UPDATE journeys SET {', '.join(f'{column} = ?' for column in _SAVED_COLUMNS)} WHERE id = ?"
 
 
 def saved_row(journey: Journey, now: datetime) -> tuple[Any, ...]:
-    """A stored journey's state as it is written at `now`: the values of `save_journeys`."""
+    """A stored journey's state as it is written at `now`: the values of `save_journeys` (the
+    `_SAVED_COLUMNS`, then its id)."""
     return (
         journey.status,
         journey.cursor,
@@ -163,8 +163,9 @@ class Journeys(Quarantine):
         self.db.execute(_SAVE_JOURNEY, saved_row(journey, now))
 
     def save_journeys(self, saved_rows: list[tuple[Any, ...]]) -> None:
-        """Write many journeys' states, as rows of `saved_row`, in the order given."""
-        self.db.conn.executemany(_SAVE_JOURNEY, saved_rows)
+        """Write many journeys' states, as rows of `saved_row` (each journey once), in one
+        statement."""
+        self._update_all("journeys", _SAVED_COLUMNS, saved_rows)
 
     def journey(self, journey_id: str) -> Journey | None:
         """A journey by id."""
