@@ -7,8 +7,10 @@ table once, in the order the statements would have run: the rows, their ids and 
 come out as starting them one at a time would leave them.
 
 Waits ending together (`Journeys._resume_all`) and a batch of sends recorded
-(`Dispatch._record_delivery`) go through it too. Only the writes a journey's steps make are
-gathered; cancelling a journey's jobs cancels what is held of them as the store would have.
+(`Dispatch._record_delivery`) go through it too: the new states of journeys in the store are
+held as well and written with one statement run for each (`Store.save_journeys`). Only the
+writes a journey's steps make are gathered; cancelling a journey's jobs cancels what is held of
+them as the store would have.
 Everything runs inside the caller's transaction on the store's thread, and nothing reads what
 is held before `flush`; `undone_on_error` lets go of what a block held when its savepoint
 rolls back.
@@ -24,7 +26,7 @@ from typing import Any
 from boomerang.engine_protocols import EngineStore
 from boomerang.model import JournalEntry, Journey
 from boomerang.store.jobs import job_row
-from boomerang.store.journeys import journey_row
+from boomerang.store.journeys import journey_row, saved_row
 from boomerang.store.messages import message_values
 
 
@@ -39,6 +41,8 @@ class BatchedWrites:
         self.store = store
         # A new journey's row as its last write left it, by id (a dict keeps insertion order).
         self.journeys: dict[str, tuple[Any, ...]] = {}
+        # A stored journey's state as its last write left it (a `saved_row`), by id.
+        self.saved: dict[str, tuple[Any, ...]] = {}
         self.journal: list[JournalEntry] = []
         self.jobs: list[tuple[Any, ...]] = []
         self.messages: list[dict[str, Any]] = []
@@ -46,28 +50,31 @@ class BatchedWrites:
         # cancel that finds none of them held looks no further, so a batch costs no scans.
         self._job_kinds: dict[str | None, set[str]] = {}
         self._message_journeys: set[str | None] = set()
-        # Inside `undone_on_error`: the held journeys' rows as they were before the block
-        # changed them (None: not held), to put back if it raises.
-        self._journeys_before: dict[str, tuple[Any, ...] | None] | None = None
+        # Inside `undone_on_error`: the held journeys' rows (new or stored, in `journeys` or
+        # `saved`) as they were before the block changed them (None: not held), to put back if
+        # it raises.
+        self._journeys_before: dict[str, tuple[dict[str, tuple[Any, ...]], tuple[Any, ...] | None]] | None
+        self._journeys_before = None
 
-    def _hold_journey(self, journey_id: str, row: tuple[Any, ...]) -> None:
+    def _hold_journey(self, held: dict[str, tuple[Any, ...]], journey_id: str, row: tuple[Any, ...]) -> None:
         if self._journeys_before is not None and journey_id not in self._journeys_before:
-            self._journeys_before[journey_id] = self.journeys.get(journey_id)
-        self.journeys[journey_id] = row
+            self._journeys_before[journey_id] = (held, held.get(journey_id))
+        held[journey_id] = row
 
     def insert_journey(self, journey: Journey, now: datetime) -> bool:
         """Hold a new journey; False if that entry is held already."""
         if journey.id in self.journeys:
             return False
-        self._hold_journey(journey.id, journey_row(journey, now))
+        self._hold_journey(self.journeys, journey.id, journey_row(journey, now))
         return True
 
     def save_journey(self, journey: Journey, now: datetime) -> None:
-        """A held journey's row becomes its new state; any other journey's is written now."""
+        """Hold a journey's new state: a new journey's row becomes it, a stored journey's is
+        written at `flush` (its last state only)."""
         if journey.id in self.journeys:
-            self._hold_journey(journey.id, journey_row(journey, now))
+            self._hold_journey(self.journeys, journey.id, journey_row(journey, now))
         else:
-            self.store.save_journey(journey, now)
+            self._hold_journey(self.saved, journey.id, saved_row(journey, now))
 
     def add_journal(self, entry: JournalEntry) -> None:
         """Hold a line of the timeline."""
@@ -123,11 +130,11 @@ class BatchedWrites:
         try:
             yield
         except BaseException:
-            for journey_id, row in self._journeys_before.items():
+            for journey_id, (held, row) in self._journeys_before.items():
                 if row is None:
-                    del self.journeys[journey_id]
+                    del held[journey_id]
                 else:
-                    self.journeys[journey_id] = row
+                    held[journey_id] = row
             del journal[lengths[0] :], jobs[lengths[1] :], messages[lengths[2] :]
             self.journal, self.jobs, self.messages = journal, jobs, messages
             raise
@@ -138,13 +145,15 @@ class BatchedWrites:
         """Write everything held, one statement per table."""
         if self.journeys:
             self.store.insert_journeys(list(self.journeys.values()))
+        if self.saved:
+            self.store.save_journeys(list(self.saved.values()))
         if self.messages:
             self.store.insert_messages(self.messages)
         if self.journal:
             self.store.add_journal_entries(self.journal)
         if self.jobs:
             self.store.add_jobs(self.jobs)
-        self.journeys, self.journal, self.jobs, self.messages = {}, [], [], []
+        self.journeys, self.saved, self.journal, self.jobs, self.messages = {}, {}, [], [], []
 
 
 def _cancelled(row: tuple[Any, ...], journey_id: str, kind: str | None) -> bool:

@@ -485,36 +485,46 @@ class Journeys(EngineBase):
         back alone and settled by `RETRY` while the others go on.
 
         Their journeys and customers are read at the start, one query each (`_WaitReads`), and
-        what their steps write is gathered and written at the end, one statement per table
-        (`batched_writes`).
+        what their steps write (the journeys' new states too) is gathered and written at the end,
+        one statement per table (`batched_writes`), as is the completion of the jobs done.
         """
         with self.store.transaction():
             reads = self._waits = _WaitReads.of(self.store, jobs)
+            done: list[int] = []
             try:
                 with self.batched_writes() as writes:
                     for job in jobs:
                         try:
                             with writes.undone_on_error():
                                 self._resume(job, now)  # in a savepoint of its own
+                            done.append(job.id)
                         except Exception as exc:  # one journey's bug must not hold up the rest
                             if unavailable(exc):
                                 raise  # the database cannot take the batch: all of it is retried
                             reads.forget(job)  # what was read of it may hold what the savepoint undid
+                            # Read again, it must show what the steps before it wrote, held so far.
+                            writes.flush()
                             RETRY.settle_failure(self.store, job, now.timestamp(), exc)
+                self.store.complete_jobs(done)
             finally:
                 self._waits = None
 
     def _resume(self, job: Job, now: datetime) -> None:
         """An `advance` job: a wait is over (or an awaited event did not come); walk on.
-        In a batch (`_resume_all`), in a savepoint of its own inside the batch's transaction."""
+        In a batch (`_resume_all`), in a savepoint of its own inside the batch's transaction,
+        and the batch completes the job."""
         # The store's plain savepoint in a batch: sqlite-utils' nested one costs four times more.
-        with self.store.savepoint() if self._waits is not None else self.store.transaction():
+        if self._waits is not None:
+            with self.store.savepoint():
+                self._resume_in(job, now)
+            return
+        with self.store.transaction():
+            self.store.complete_job(job.id)
             self._resume_in(job, now)
 
     def _resume_in(self, job: Job, now: datetime) -> None:
-        """`_resume` inside its transaction or savepoint."""
+        """`_resume` inside its transaction or savepoint, the job completed (or to be)."""
         reads = self._waits or _WaitReads(self.store, {}, {})
-        self.store.complete_job(job.id)
         journey = reads.journey(job.journey_id) if job.journey_id else None
         if journey is None or journey.status != "active" or journey.version != job.version:
             return  # the journey moved on (restart, exit, awaited event): this timer is stale

@@ -51,3 +51,24 @@ def test_a_block_that_raises_leaves_what_was_held_before_it(database: Path | str
         assert [values["status"] for values in writes.messages] == ["pending", "pending"]
     finally:
         store.close()
+
+
+def test_a_stored_journey_is_written_at_flush_as_its_last_block_that_ended_well_left_it(
+    database: Path | str,
+) -> None:
+    store = Store(database)
+    try:
+        store.insert_journey(journey("j-1", "0"), NOW)
+        writes = BatchedWrites(store)
+        with writes.undone_on_error():
+            writes.save_journey(journey("j-1", "1"), NOW)
+        with pytest.raises(RuntimeError), writes.undone_on_error():
+            writes.save_journey(journey("j-1", "2"), NOW)
+            raise RuntimeError("a bug in the journey's next step")
+        stored = store.journey("j-1")
+        assert stored is not None and stored.cursor == "0"  # held until the flush
+        writes.flush()
+        stored = store.journey("j-1")
+        assert stored is not None and stored.cursor == "1"
+    finally:
+        store.close()

@@ -6,6 +6,7 @@ import inspect
 import json
 import math
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -338,6 +339,35 @@ def test_journal_mode_is_wal(store: Store, db_path: Path) -> None:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         raw.close()
+
+
+@pytest.mark.sqlite_only
+def test_the_checkpoints_thread_copies_the_wal_into_the_file_and_a_commit_does_not(
+    store: Store, db_path: Path
+) -> None:
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    before = db_path.stat().st_size
+    lines = [JournalEntry(RECEIVED, "drop", f"c-{n}", "x" * 2000, "s") for n in range(2000)]
+    with store.transaction():
+        store.add_journal_entries(lines)
+    deadline = time.monotonic() + 60  # a generous bound: the thread looks twice a second
+    while db_path.stat().st_size == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert db_path.stat().st_size > before
+
+
+@pytest.mark.sqlite_only
+def test_closing_the_store_leaves_no_wal_behind(db_path: Path) -> None:
+    store = Store(db_path)
+    with store.transaction():
+        store.add_journal_entries([JournalEntry(RECEIVED, "drop", "c-1", "why", "s")])
+    store.close()
+    assert not Path(f"{db_path}-wal").exists()
+    again = Store(db_path)
+    try:
+        assert [entry.reason for entry in again.journal()] == ["why"]
+    finally:
+        again.close()
 
 
 @pytest.mark.sqlite_only

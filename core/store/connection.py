@@ -12,6 +12,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from boomerang.private_files import create_private
 from boomerang.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # Prepared statements kept per connection (sqlite3's default is 128): the store's statements
 # with their IN lists of one length or another are several hundred, and a statement prepared
 # again costs about as much as a small one run.
@@ -104,6 +106,46 @@ class _Savepoint:
 
 _Call = tuple[int, int, "Future[Any] | None", Callable[[], Any]]
 
+# How often `Checkpoints` copies what was committed to the WAL into the database file.
+CHECKPOINT_SECONDS = 0.5
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL file kept when the WAL starts over
+
+
+class Checkpoints:
+    """The WAL's checkpoints, on a thread and a connection of their own.
+
+    By default the connection whose commit takes the WAL past a thousand pages copies them into
+    the database file (and syncs it) before its commit returns: on the store's thread, a
+    checkpoint now and then as long as a transaction, in the middle of a burst of due steps. The
+    store's connection does none (`wal_autocheckpoint = 0`); this thread runs SQLite's PASSIVE
+    checkpoint every `CHECKPOINT_SECONDS`, which waits for no lock and holds up no writer or
+    reader: the store writes on meanwhile, and its next transaction after a complete one starts
+    the WAL over from its beginning, as after its own checkpoints. What is durable does not
+    change: a commit is durable in the WAL (synced at commit), whoever copies it later.
+    """
+
+    def __init__(self, path: Path):
+        # No busy timeout: a PASSIVE checkpoint never waits, and the next one comes soon.
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="checkpoints", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.wait(CHECKPOINT_SECONDS):
+            try:
+                # Another process's checkpoint under way (`boomerang forget` beside the daemon)
+                # makes this one return at once, having done nothing: the next one will.
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:  # a full disk, say: the WAL keeps every commit meanwhile
+                log.warning("checkpointing the WAL failed: %s", exc)
+
+    def close(self) -> None:
+        """Stop checkpointing and close the connection (the store's own close checkpoints last)."""
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+
 
 class StoreThread(Executor):
     """The store's one thread: runs calls in the order submitted, those of `submit_first`
@@ -172,6 +214,8 @@ class Connection:
     # Whether `audience_page` takes a translated audience (`store/audiences.py` writes SQLite's
     # JSON functions; on PostgreSQL the sandbox evaluates every audience, customer by customer).
     answers_audiences = True
+    # The WAL's checkpointer: a durable SQLite file's, opened with it (not read-only ones').
+    _checkpoints: Checkpoints | None = None
 
     def __new__(cls, path: Path | str = ":memory:", *args: Any, **kwargs: Any) -> Connection:
         """A PostgreSQL URL opens this class's PostgreSQL variant (`postgresql.on_postgresql`)."""
@@ -227,6 +271,13 @@ class Connection:
             self.db.execute("PRAGMA temp_store = MEMORY")
         self.db.execute("PRAGMA foreign_keys = ON")
         self.migrate()
+        if durable and self.path is not None:
+            # After the migrations, which may still have checkpointed on their own.
+            self.db.execute("PRAGMA wal_autocheckpoint = 0")
+            # Between two checkpoints the WAL holds what half a second wrote (a burst's: hundreds
+            # of MB); started over, its file is cut back to this rather than kept at that size.
+            self.db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            self._checkpoints = Checkpoints(self.path)
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store method on the store's own thread, so the event loop never blocks (a store
@@ -252,8 +303,11 @@ class Connection:
         return await asyncio.wrap_future(self._executor.submit_ahead(function, *args))
 
     def close(self) -> None:
-        """Finish pending calls and close the database."""
+        """Finish pending calls and close the database (the last connection to close it
+        checkpoints the WAL whole and removes it: the store's, after the checkpoints')."""
         self._executor.shutdown(wait=True)
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self.db.conn.close()
 
     def transaction(self) -> Any:
@@ -396,6 +450,27 @@ class Connection:
         bound = [(*row, *same.values()) for row in rows]
         insert = _insert_into(table, (*columns, *same), or_ignore)
         self.db.conn.executemany(f"{insert} VALUES ({marks})", bound)
+
+    def _update_all(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Set `columns` of many rows of one of the store's own tables (keyed by `id`, each id
+        once) with one statement: a row is its columns' values (text, numbers, None) then its
+        id, all of them read back from one JSON array as `_insert_all` reads its rows, so that
+        the table's triggers run within one statement rather than once per row."""
+        rows = list(rows)
+        try:
+            encoded = _encode_rows(rows)
+        except ValueError:  # an infinite or NaN float, which JSON cannot hold: one row at a time
+            self._update_each(table, columns, rows)
+            return
+        assigned = ", ".join(f"[{column}] = given.value ->> {index}" for index, column in enumerate(columns))
+        matched = f"[{table}].id = given.value ->> {len(columns)}"
+        update = f"UPDATE [{table}] SET {assigned} FROM json_each(?) AS given WHERE {matched}"
+        self.db.conn.execute(update, [encoded])
+
+    def _update_each(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """`_update_all` with `executemany`, one statement run per row."""
+        assigned = ", ".join(f"[{column}] = ?" for column in columns)
+        self.db.conn.executemany(f"UPDATE [{table}] SET {assigned} WHERE id = ?", rows)
 
     def _update(self, table: str, row_id: str, values: Mapping[str, Any]) -> None:
         """Set columns of the row `row_id` of `table` (one of the store's own, keyed by `id`).

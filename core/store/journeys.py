@@ -91,6 +91,26 @@ def journey_row(journey: Journey, now: datetime) -> tuple[Any, ...]:
     )
 
 
+# What a journey's step changes of its row: the columns of `saved_row`, before its id.
+_SAVED_COLUMNS = ("status", "cursor", "waiting_for", "version", "context", "updated_at", "ended_at")
+_SAVE_JOURNEY = f"UPDATE journeys SET {', '.join(f'{column} = ?' for column in _SAVED_COLUMNS)} WHERE id = ?"
+
+
+def saved_row(journey: Journey, now: datetime) -> tuple[Any, ...]:
+    """A stored journey's state as it is written at `now`: the values of `save_journeys` (the
+    `_SAVED_COLUMNS`, then its id)."""
+    return (
+        journey.status,
+        journey.cursor,
+        journey.waiting_for,
+        journey.version,
+        _encode_context(journey.context),
+        to_iso(now),
+        to_iso(journey.ended_at) if journey.ended_at else None,
+        journey.id,
+    )
+
+
 def journal_row(entry: JournalEntry) -> tuple[Any, ...]:
     """A timeline line as it is stored."""
     return (
@@ -140,20 +160,12 @@ class Journeys(Quarantine):
 
     def save_journey(self, journey: Journey, now: datetime) -> None:
         """Write a journey's state."""
-        self.db.execute(
-            "UPDATE journeys SET status = ?, cursor = ?, waiting_for = ?, version = ?, context = ?,"
-            " updated_at = ?, ended_at = ? WHERE id = ?",
-            [
-                journey.status,
-                journey.cursor,
-                journey.waiting_for,
-                journey.version,
-                _encode_context(journey.context),
-                to_iso(now),
-                to_iso(journey.ended_at) if journey.ended_at else None,
-                journey.id,
-            ],
-        )
+        self.db.execute(_SAVE_JOURNEY, saved_row(journey, now))
+
+    def save_journeys(self, saved_rows: list[tuple[Any, ...]]) -> None:
+        """Write many journeys' states, as rows of `saved_row` (each journey once), in one
+        statement."""
+        self._update_all("journeys", _SAVED_COLUMNS, saved_rows)
 
     def journey(self, journey_id: str) -> Journey | None:
         """A journey by id."""

@@ -314,6 +314,10 @@ class PostgresConnection(Connection):
         one pipeline)."""
         self._insert_each(table, columns, rows, same=same or {}, or_ignore=or_ignore)
 
+    def _update_all(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """`executemany`, as `_insert_all` here."""
+        self._update_each(table, columns, rows)
+
     def lock_customers(self, customer_ids: list[str]) -> None:
         """Take these customers' advisory locks for the transaction under way (`pg_advisory_xact_lock`,
         released at its end), so that no other daemon decides their sends meanwhile."""
