@@ -483,7 +483,7 @@ class Connection:
         params = [jsonify_if_needed(value) for value in values.values()]
         self.db.execute(f'UPDATE "{table}" SET {columns} WHERE id = ?', [*params, row_id])
 
-    def _update_each(self, table: str, changes: Mapping[str, Mapping[str, Any]]) -> None:
+    def _update_many(self, table: str, changes: Mapping[str, Mapping[str, Any]]) -> None:
         """`_update` for many rows of `table` (row id → its new values), one `executemany` per
         set of columns changed rather than a statement each."""
         by_columns: dict[tuple[str, ...], list[list[Any]]] = {}

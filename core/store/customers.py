@@ -139,7 +139,7 @@ class Customers(Quarantine):
         working = self._working
         if working is None:
             return
-        self._update_each("customers", working.dirty)
+        self._update_many("customers", working.dirty)
         working.dirty.clear()
 
     def _settle(self) -> None:
