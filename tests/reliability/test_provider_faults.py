@@ -213,7 +213,9 @@ async def test_a_burst_through_faulty_providers_loses_nothing_and_backs_off(
         await asyncio.gather(*(sign_up(customer) for customer in subscriptions))
 
         expected = customers * len(CHANNELS)
-        await wait_for(lambda: settled(project, expected), scaled(60, 300), "the burst to settle")
+        # About 55 s on the quiet machine (hung requests, quick 429 retries, Telegram's second
+        # per chat), so the bound leaves room for a machine busy with the suite's other workers.
+        await wait_for(lambda: settled(project, expected), scaled(150, 300), "the burst to settle")
         probe.stop.set()
 
         await asyncio.to_thread(probe.join)
