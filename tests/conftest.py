@@ -140,17 +140,8 @@ def database(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) ->
 def other_database(store_kind: str, tmp_path: Path) -> Iterator[Path | str]:
     """A second new database on the test's store, beside `database` (for a test that compares
     two): a file of its own, or a PostgreSQL schema of its own, dropped after the test."""
-    if store_kind == "sqlite":
-        yield tmp_path / "other" / "boomerang.db"
-        return
-    reason = postgresql_schema.unavailable()
-    if reason:
-        pytest.skip(reason)
-    schema = postgresql_schema.create_schema()
-    try:
-        yield postgresql_schema.in_schema(schema)
-    finally:
-        postgresql_schema.drop_schema(schema)
+    with new_database(store_kind, tmp_path / "other" / "boomerang.db") as database:
+        yield database
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +150,17 @@ def module_database(
 ) -> Iterator[Path | str]:
     """`database` shared by the tests of a module (a store they open once, for many examples):
     a new SQLite file, or the URL of a PostgreSQL schema of the module's own, dropped after it."""
-    if request.param == "sqlite":
-        yield tmp_path_factory.mktemp("database") / "boomerang.db"
+    file = tmp_path_factory.mktemp("database") / "boomerang.db"
+    with new_database(request.param, file) as database:
+        yield database
+
+
+@contextlib.contextmanager
+def new_database(store_kind: str, file: Path) -> Iterator[Path | str]:
+    """A new database on `store_kind`: the SQLite `file`, or the URL of a new PostgreSQL schema,
+    dropped on leaving (the test is skipped, saying why, where PostgreSQL does not answer)."""
+    if store_kind == "sqlite":
+        yield file
         return
     reason = postgresql_schema.unavailable()
     if reason:
