@@ -76,10 +76,12 @@ def register_conditions() -> dict[str, Callable[..., Any]] | None:
 
 
 @hookspec
-def register_actions(config: Config) -> list[Action] | None:
+def register_actions(config: Config, rate_limits: RateLimits) -> list[Action] | None:
     """Hand over the actions usable in scenario `action:` steps.
 
     :param config: the loaded configuration.
+    :param rate_limits: token buckets shared by every daemon of the database, for an action's
+        provider limits (as `register_channels` gets them); a hook may leave it out.
     :return: a list of `boomerang.kinds.Action` objects, each with a unique name.
     """
 

@@ -400,7 +400,7 @@ def gather(
 ) -> tuple[Registry, list[Problem]]:
     """Call every registration hook for `config`: what was handed over, and every problem.
 
-    Sources and channels get `rate_limits`, the daemon's buckets for its database; without
+    Sources, channels and actions get `rate_limits`, the daemon's buckets for its database; without
     them (`check`, `simulate`, `preview`, which send nothing for real) buckets of their own.
 
     A problem with what a plugin handed over (an invalid object, a name taken, a hook that
@@ -425,7 +425,7 @@ def gather(
     collection.take("channel kind", call("register_channel_kinds"), _is_channel_class, registry.channel_kinds)
     for name, channel in registry.channels.items():
         registry.channel_kinds.setdefault(name, channel)
-    take("action", call("register_actions", config=config), Action, registry.actions)
+    take("action", call("register_actions", config=config, rate_limits=limits), Action, registry.actions)
     take(
         "promo provider",
         call("register_promo_providers", config=config),

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from rate_buckets import migrated
 
+from boomerang.plugins.sources.bitrix24_rest import bucket_for
 from boomerang.rate_limits import Grant, LocalRateLimits, RateLimits, burst_for, rate_limits_for, waits
 from boomerang.store.rate_buckets import SharedRateLimits
 
@@ -239,3 +240,26 @@ def test_three_daemons_never_get_more_than_rate_times_time_plus_burst(shared: st
             total += grants[last][1]
             window = grants[last][0] - grants[first][0]
             assert total <= BURST + RATE * window + 0.5, (first, last, total, window)
+
+
+async def test_a_bitrix24_portal_is_one_bucket_for_every_daemon_named_without_its_secret(shared: str) -> None:
+    """Two daemons' clients of one portal (the source's fetches and the actions) take turns from
+    one row of `rate_buckets`, named by a digest: the webhook URL's secret code stays out of the
+    database."""
+    rest_url = "https://shop.bitrix24.ru/rest/1/s3cr3tc0de/"
+    first, second = SharedRateLimits(shared), SharedRateLimits(shared)
+    try:
+        buckets = [bucket_for(rest_url, 10, first), bucket_for(rest_url, 10, second)]
+        started = asyncio.get_running_loop().time()
+        for n in range(6):
+            await buckets[n % 2].turn()
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        await first.close()
+        await second.close()
+    # Six turns of one bucket at 10 a second: the burst at once, then 0.1 s apart (0.4 s); a
+    # bucket per daemon would let them through in 0.1 s. A slow machine only spreads them further.
+    assert elapsed >= (6 - burst_for(10)) / 10 - 0.05
+    with psycopg.connect(shared) as conn:
+        names = [name for (name,) in conn.execute("SELECT name FROM rate_buckets")]
+    assert len(names) == 1 and names[0].startswith("bitrix24:") and "s3cr3t" not in names[0]

@@ -31,7 +31,7 @@ from typing import Any
 
 from boomerang import hookimpl
 from boomerang.kinds import Action, ActionFailed
-from boomerang.plugin_api import Config, ProblemError, parse_duration, parse_time
+from boomerang.plugin_api import Config, ProblemError, RateLimits, parse_duration, parse_time
 from boomerang.plugins.sources.bitrix24_rest import Bitrix24Error, Bitrix24Rest, Bucket, bucket_for
 from boomerang.plugins.sources.bitrix24_settings import read_settings
 
@@ -137,13 +137,14 @@ def _deadline(deadline: Any, due_in: Any) -> str:
 
 
 @hookimpl
-def register_actions(config: Config) -> list[Action]:
-    """The `bitrix.*` actions, when `sources.bitrix24` is configured."""
+def register_actions(config: Config, rate_limits: RateLimits) -> list[Action]:
+    """The `bitrix.*` actions, when `sources.bitrix24` is configured: their requests share the
+    portal's bucket with the source's, across daemons."""
     if "bitrix24" not in config.sources:
         return []
     try:
         settings = read_settings(config)
     except ProblemError:
         return []  # the source's registration reports the problems, once
-    bucket = bucket_for(settings.rest_url, settings.requests_per_second)
+    bucket = bucket_for(settings.rest_url, settings.requests_per_second, rate_limits)
     return BitrixActions(settings.rest_url, bucket).actions()

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from boomerang import hookimpl
 from boomerang.kinds import Ingest, Route, Source
-from boomerang.plugin_api import Config, Event, EventError
+from boomerang.plugin_api import Config, Event, EventError, RateLimits
 from boomerang.plugins.sources.bitrix24_rest import (
     MAX_BATCH,
     TRANSIENT,
@@ -390,16 +390,18 @@ def _forget(done: list[tuple[Path, int]]) -> None:
                 path.unlink()
 
 
-def make_source(config: Config) -> Bitrix24Source:
-    """The source of `sources.bitrix24`; raises `ProblemError` pointing at every wrong setting."""
+def make_source(config: Config, rate_limits: RateLimits) -> Bitrix24Source:
+    """The source of `sources.bitrix24`, its requests in the portal's bucket of `rate_limits`;
+    raises `ProblemError` pointing at every wrong setting."""
     settings = read_settings(config)
-    rest = Bitrix24Rest(settings.rest_url, bucket_for(settings.rest_url, settings.requests_per_second))
+    bucket = bucket_for(settings.rest_url, settings.requests_per_second, rate_limits)
+    rest = Bitrix24Rest(settings.rest_url, bucket)
     return Bitrix24Source(rest, settings.pending, settings.application_token, settings.stages)
 
 
 @hookimpl
-def register_sources(config: Config) -> list[Source]:
+def register_sources(config: Config, rate_limits: RateLimits) -> list[Source]:
     """The Bitrix24 source, when `sources.bitrix24` is configured."""
     if "bitrix24" not in config.sources:
         return []
-    return [make_source(config)]
+    return [make_source(config, rate_limits)]

@@ -7,7 +7,8 @@ webhook): `https://x.bitrix24.ru/rest/<user>/<code>/`; a method is called as
 
 Bitrix24 limits a portal's requests with a leaky bucket (about 2 a second once a burst of 50
 is spent) and answers 503 `QUERY_LIMIT_EXCEEDED` beyond it. So every client of one portal (the
-source's fetches and the actions) shares one `Bucket` that spaces requests at `per_second`,
+source's fetches and the actions, in every daemon of the database) shares one `Bucket` that
+spaces requests at `per_second`,
 and a `QUERY_LIMIT_EXCEEDED` is waited out (0.5 s, then doubling) and tried again, up to
 `ATTEMPTS` times. `batch` runs up to 50 calls in one request, each able to use an earlier
 one's result (`$result[deal][CONTACT_ID]`).
@@ -16,8 +17,10 @@ one's result (`$result[deal][CONTACT_ID]`).
 from __future__ import annotations
 
 import asyncio
-import time
+import hashlib
 from typing import TYPE_CHECKING, Any
+
+from boomerang.plugin_api import LocalRateLimits, RateLimits
 
 if TYPE_CHECKING:
     import aiohttp
@@ -42,34 +45,30 @@ class Bitrix24Error(Exception):
 
 
 class Bucket:
-    """Spaces the requests to one portal at `per_second`, across all its clients."""
+    """Spaces the requests to one portal at `per_second`, across all its clients: a bucket of
+    `rate_limits` (shared by every daemon of the database; by default this process's own)."""
 
-    def __init__(self, per_second: float):
-        self.interval = 1.0 / per_second
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+    def __init__(self, per_second: float, rate_limits: RateLimits | None = None, name: str = "bitrix24"):
+        self.per_second = per_second
+        self.rate_limits = LocalRateLimits() if rate_limits is None else rate_limits
+        self.name = name
 
     async def turn(self) -> None:
         """Wait until this request may go."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a lock serves one event loop: a new one (a new run) gets its own
-            self._lock, self._loop = asyncio.Lock(), loop
-        async with self._lock:
-            now = time.monotonic()
-            if self._next > now:
-                await asyncio.sleep(self._next - now)
-            self._next = max(now, self._next) + self.interval
+        await self.rate_limits.acquire(self.name, 1, self.per_second)
 
 
 _buckets: dict[str, Bucket] = {}
 
 
-def bucket_for(rest_url: str, per_second: float) -> Bucket:
-    """The one bucket of the portal at `rest_url` (the latest rate configured wins)."""
+def bucket_for(rest_url: str, per_second: float, rate_limits: RateLimits) -> Bucket:
+    """The one bucket of the portal at `rest_url` in `rate_limits` (the latest rate configured
+    wins). Named after a digest of the URL: the URL holds the webhook's secret code, and the
+    name is stored in the database on PostgreSQL."""
     bucket = _buckets.get(rest_url)
-    if bucket is None or bucket.interval != 1.0 / per_second:
-        bucket = _buckets[rest_url] = Bucket(per_second)
+    if bucket is None or bucket.per_second != per_second or bucket.rate_limits is not rate_limits:
+        name = f"bitrix24:{hashlib.sha256(rest_url.encode()).hexdigest()[:16]}"
+        bucket = _buckets[rest_url] = Bucket(per_second, rate_limits, name)
     return bucket
 
 
