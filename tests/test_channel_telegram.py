@@ -21,7 +21,8 @@ from rate_buckets import RecordingRateLimits, migrated
 from boomerang.config import Config, load_config
 from boomerang.daemon import Daemon
 from boomerang.kinds import IngestResult
-from boomerang.model import Customer, DeliveryStatus, Message
+from boomerang.model import Customer, Delivery, DeliveryStatus, Message
+from boomerang.pacing import take_turns
 from boomerang.plugins.channels import telegram
 from boomerang.plugins.channels.telegram import (
     TelegramChannel,
@@ -217,10 +218,23 @@ async def test_one_message_a_second_per_chat(tmp_path: Path, api: FakeBotApi) ->
     assert times[2][0] - times[1][0] < 0.5  # another chat does not wait for it
 
 
+async def send_as_dispatch(channel: TelegramChannel, messages: list[Message]) -> list[Delivery]:
+    """Send as `Dispatch` does: the messages' turns taken first from the channel's `pace`
+    (`take_turns`, every turn within reach here), then each sent when its turn comes."""
+    limits = channel.bot.limiter.rate_limits
+    turns = await take_turns(limits, messages, [channel.pace(m) for m in messages], horizon=60)
+
+    async def send(message: Message) -> Delivery:
+        await turns.wait(message.id)
+        return await channel.send(message)
+
+    return await asyncio.gather(*(send(message) for message in messages))
+
+
 async def test_at_most_about_25_messages_a_second(tmp_path: Path, api: FakeBotApi) -> None:
     channel = channel_for(tmp_path, api)
     try:  # 5 at once (a fifth of a second's worth), then 25 a second: 31 take over a second
-        await asyncio.gather(*(channel.send(message(to=str(chat), id=f"m-{chat}")) for chat in range(31)))
+        await send_as_dispatch(channel, [message(to=str(chat), id=f"m-{chat}") for chat in range(31)])
     finally:
         await channel.close()
     arrivals = sorted(call.at for call in api.sent())
@@ -233,10 +247,12 @@ async def test_the_bots_messages_take_from_the_bucket_of_its_id(tmp_path: Path, 
     config = make_config(tmp_path, token=TOKEN, api_base=api.base, per_second=10)
     [channel] = register_channels(config, limits)
     try:
-        await channel.send(message())
+        await send_as_dispatch(channel, [message()])
+        await channel.bot.send_message({"chat_id": 7, "text": "linked"})  # a reply: not paced
     finally:
         await channel.close()
-    assert limits.takes == [("telegram:123456", 1, 10.0, 2.0)]  # the id, never the token's secret
+    # The bot's id, never the token's secret; a paced message's token is not taken again in send.
+    assert limits.takes == [("telegram:123456", 1, 10.0, 2.0)] * 2
 
 
 async def test_two_daemons_on_one_database_share_the_bots_rate(
@@ -250,13 +266,15 @@ async def test_two_daemons_on_one_database_share_the_bots_rate(
         [channel] = register_channels(make_config(tmp_path / name, token=TOKEN, api_base=api.base), limits)
         daemons.append((channel, limits))
     try:
-        sent = await asyncio.gather(
-            *(
-                channel.send(message(to=str(100 * index + chat), id=f"m-{index}-{chat}"))
-                for index, (channel, _) in enumerate(daemons)
-                for chat in range(20)
-            )
+        # Each daemon a batch of 20, to chats of its own, at the same time.
+        batches = [
+            [message(to=str(100 * index + chat), id=f"m-{index}-{chat}") for chat in range(20)]
+            for index in range(len(daemons))
+        ]
+        sent_batches = await asyncio.gather(
+            *(send_as_dispatch(channel, batch) for (channel, _), batch in zip(daemons, batches, strict=True))
         )
+        sent = [delivery for batch in sent_batches for delivery in batch]
     finally:
         for channel, limits in daemons:
             await channel.close()

@@ -18,7 +18,9 @@ template's HTML is converted: paragraphs, lists and line breaks become text and 
 headings bold, links stay links, anything else keeps only its text. The front matter's `button`
 and `url` become an inline keyboard button. At most about 25 messages a second go out in all,
 and at most one a second to any one chat; the first limit (`per_second`) is a token bucket shared
-by every daemon on the database (`RateLimits`), the second holds per daemon. The Bot API takes no
+by every daemon on the database (`RateLimits`), whose token a message takes before it is marked
+`sending` (`pace`; a message whose turn is further off waits `pending`); the second holds per
+daemon. The Bot API takes no
 idempotency key: a message sent again after a crash (transactional only) arrives twice.
 
 Linking: `deep_link(config, customer_id)` (in templates `telegram_link()`) gives

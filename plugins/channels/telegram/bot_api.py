@@ -57,16 +57,17 @@ class RateLimiter:
         self.chat_interval = chat_interval
         self._chats: dict[str, _ChatSlot] = {}
 
-    async def wait(self, chat: str) -> None:
-        """Return when a message to `chat` may go; messages to one chat go in call order."""
+    async def wait(self, chat: str, paced: bool = False) -> None:
+        """Return when a message to `chat` may go; messages to one chat go in call order. A
+        `paced` message took its token of the bot's bucket before it was marked `sending`."""
         loop = asyncio.get_running_loop()
         slot = self._chats.setdefault(chat, _ChatSlot())
         async with slot.lock:
             delay = max(slot.last + self.chat_interval, slot.held_until) - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            # Taken only now, so that one chat's wait delays no other.
-            await self.rate_limits.acquire(self.bucket, 1, self.per_second, burst_for(self.per_second))
+            if not paced:  # taken only now, so that one chat's wait delays no other
+                await self.rate_limits.acquire(self.bucket, 1, self.per_second, burst_for(self.per_second))
             slot.last = loop.time()
         if len(self._chats) > 10_000:
             self._forget(loop.time())
@@ -133,9 +134,10 @@ class BotApi:
             code if isinstance(code, int) else status, str(answer.get("description") or ""), parameters
         )
 
-    async def send_message(self, params: dict[str, Any]) -> dict[str, Any]:
-        """`sendMessage`, once the rate limits allow it; the sent message."""
-        await self.limiter.wait(str(params["chat_id"]))
+    async def send_message(self, params: dict[str, Any], paced: bool = False) -> dict[str, Any]:
+        """`sendMessage`, once the rate limits allow it (`paced`: the bot's token was taken
+        already, by the channel's `pace`); the sent message."""
+        await self.limiter.wait(str(params["chat_id"]), paced)
         return await self.call("sendMessage", params)
 
     def redact(self, text: str) -> str:

@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from boomerang.kinds import Channel
-from boomerang.plugin_api import Customer, Delivery, DeliveryStatus, Message
+from boomerang.plugin_api import Customer, Delivery, DeliveryStatus, Message, Pace
 from boomerang.plugins.channels.telegram.bot_api import ApiError, BotApi, api_chat_id, network_errors
 from boomerang.plugins.channels.telegram.markup import URL, telegram_html, visible_length
 
@@ -52,6 +52,12 @@ class TelegramChannel(Channel):
             params["reply_markup"] = {"inline_keyboard": [[{"text": button, "url": url}]]}
         return params
 
+    def pace(self, message: Message) -> Pace:
+        """A token of the bot's bucket (`per_second`, shared by every daemon on the database),
+        taken before the message is marked `sending`; the one-a-second per chat is kept in `send`."""
+        limiter = self.bot.limiter
+        return Pace(limiter.bucket, 1, limiter.per_second)
+
     async def send(self, message: Message) -> Delivery:
         """Send with `sendMessage`; say retry, invalid address or failed as Telegram answers."""
         if not message.to:
@@ -69,7 +75,7 @@ class TelegramChannel(Channel):
         """`sendMessage` (again as plain text if Telegram cannot read the HTML), its answer mapped."""
         try:
             try:
-                result = await self.bot.send_message(params)
+                result = await self.bot.send_message(params, paced=True)
             except ApiError as exc:
                 if exc.status != 400 or "parse entities" not in exc.description or "parse_mode" not in params:
                     raise
