@@ -10,6 +10,7 @@ import pty
 import re
 import sqlite3
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,13 @@ from click.testing import CliRunner
 
 from boomerang.cli import cli
 from boomerang.store import Store
+from boomerang.store.copy import copy_to_postgresql
 from boomerang.store.migrations_postgresql import (
     POSTGRESQL_MIGRATIONS,
     migrate_postgresql,
     postgresql_schema_version,
 )
-from conftest import AUTH, BOOMERANG, event, running, url, wait_for
+from conftest import AUTH, BOOMERANG, event, incoming, running, url, wait_for
 
 pytestmark = pytest.mark.sqlite_only  # the copy's source is the project's SQLite file
 
@@ -300,3 +302,31 @@ def test_a_bad_url_is_refused(project: Path, target: str, exit_code: int, said: 
     assert result.exit_code == exit_code, result.output
     assert said in result.stderr and "secret" not in result.output
     assert "Traceback" not in result.output
+
+
+def test_no_write_goes_beside_the_copy_so_forget_cannot_erase_what_was_copied(
+    tmp_path: Path, postgresql_url: str
+) -> None:
+    """`forget` runs beside the daemon, so the lock file does not hold it off: the copy holds
+    SQLite's write lock instead, and a write tried while it reads waits, then is refused."""
+    database = tmp_path / "boomerang.db"
+    store = Store(database)
+    store.ingest([incoming("e-1", customer={"id": "c-1", "email": "ann@example.com"})], datetime.now(UTC))
+    store.close()
+    refused: list[str] = []
+
+    def progress(table: str, done: int, total: int) -> None:
+        writer = sqlite3.connect(database, timeout=0.1)
+        try:
+            writer.execute("UPDATE customers SET name = 'Ann'")
+            writer.commit()
+        except sqlite3.OperationalError as exc:
+            refused.append(str(exc))
+        finally:
+            writer.close()
+
+    copied = copy_to_postgresql(database, postgresql_url, progress)
+    assert refused and set(refused) == {"database is locked"}
+    assert {table.table: table.postgresql for table in copied}["customers"] == 1
+    with sqlite3.connect(database) as after:  # the lock is gone with the copy
+        after.execute("UPDATE customers SET name = 'Ann'")

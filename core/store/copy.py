@@ -127,8 +127,16 @@ class _Text:
 
 
 def _open_source(database: Path) -> sqlite3.Connection:
-    source = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    source.execute("BEGIN")  # one snapshot for the counts and every row
+    """The SQLite database in one transaction that holds its write lock until the copy ends:
+    one snapshot for the counts and every row, and no write beside it, so that a `forget` run
+    meanwhile waits (then says to try again) rather than erasing what was already copied. The
+    connection writes nothing: closing it rolls the transaction back."""
+    source = sqlite3.connect(database, isolation_level=None, timeout=10)
+    try:
+        source.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:  # a write under way past the busy timeout
+        source.close()
+        raise CopyError(f"cannot lock {database} for the copy ({exc}); try again") from None
     return source
 
 
