@@ -34,7 +34,7 @@ class BatchedWrites:
     """The engine's journey writes (`JourneyWrites`), held back until `flush`.
 
     The journeys it is asked to start must not be in the store (a schedule's page leaves out
-    the customers its entry started already, `EngineStore.audience_page`).
+    the customers its entry started already, `AudienceQuery.entry_key`).
     """
 
     def __init__(self, store: EngineStore):

@@ -12,9 +12,8 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from boomerang.audiences import Condition
 from boomerang.model import Customer, Event, JournalEntry, Journey, Sent
-from boomerang.store.customers import ScheduleZones
+from boomerang.store.customers import AudienceQuery
 from boomerang.store.jobs import JobQueue
 
 
@@ -102,28 +101,8 @@ class EngineStore(JobQueue, Protocol):
     # customers
     def customer(self, customer_id: str) -> Customer | None: ...
     def customers(self, customer_ids: Collection[str]) -> dict[str, Customer]: ...
-    def audience_page(
-        self,
-        scenario: str,
-        after: str,
-        limit: int,
-        entered_since: str | None,
-        audience: tuple[Condition, datetime] | None = None,
-        zones: ScheduleZones | None = None,
-        *,
-        entry_key: str | None = None,
-    ) -> tuple[list[Customer], str | None]: ...
-    def audience_members(
-        self,
-        scenario: str,
-        after: str,
-        limit: int,
-        entered_since: str | None,
-        audience: tuple[Condition, datetime] | None = None,
-        zones: ScheduleZones | None = None,
-        *,
-        entry_key: str | None = None,
-    ) -> tuple[list[tuple[str, str | None]], str | None]: ...
+    def audience_page(self, query: AudienceQuery) -> tuple[list[Customer], str | None]: ...
+    def audience_members(self, query: AudienceQuery) -> tuple[list[tuple[str, str | None]], str | None]: ...
     def customers_with_date(self, field: str, month_days: list[str]) -> list[Customer]: ...
     def timezones(self) -> set[str]: ...
     def set_attributes(self, customer_id: str, attributes: dict[str, Any]) -> None: ...

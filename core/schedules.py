@@ -28,7 +28,7 @@ from boomerang.journeys import Journeys, first_waits, tick_journey_ids
 from boomerang.local_time import moment_of, next_local_time
 from boomerang.model import Customer, Job
 from boomerang.scenarios import Scenario, Trigger
-from boomerang.store.customers import ScheduleZones
+from boomerang.store.customers import AudienceQuery, ScheduleZones
 
 # Customers entered per transaction: large enough that a commit's cost is shared by many,
 # small enough that the store's thread is free again within a fraction of a second.
@@ -135,13 +135,14 @@ class Schedules(Journeys):
         entry_key = f"tick:{to_iso(tick_at)}"
         translated = self._translated(audience.source) if audience is not None else None
         at_once = translated is not None and first_waits(scenario)
-        query = (
+        query = AudienceQuery(
             scenario.id,
             job.payload.get("after", ""),
             WAITING_BATCH if at_once else AUDIENCE_BATCH,
             self._entered_since(scenario, now),
             (translated, now) if translated is not None else None,
             zones,
+            entry_key,
         )
         with self.store.transaction():
             # A page holds only customers the reentry rule lets in, not entered by this tick
@@ -150,13 +151,13 @@ class Schedules(Journeys):
                 # The store chose them, as the sandbox would have; each journey's first step is
                 # a wait, so they are started together, numbered on from the tick's last page,
                 # with nothing of their profiles but their timezones read.
-                members, following = self.store.audience_members(*query, entry_key=entry_key)
+                members, following = self.store.audience_members(query)
                 entered = job.payload.get("entered", 0)
                 ids = tick_journey_ids(scenario, tick_at, entered, len(members))
                 self._start_waiting(scenario, members, entry_key, event, now, ids)
                 job.payload["entered"] = entered + len(members)
             else:
-                page, following = self.store.audience_page(*query, entry_key=entry_key)
+                page, following = self.store.audience_page(query)
                 entering = page if translated is not None else [
                     customer
                     for customer in page
@@ -183,7 +184,7 @@ class Schedules(Journeys):
         return self._audiences[source]
 
     def _entered_since(self, scenario: Scenario, now: datetime) -> str | None:
-        """`Store.audience_page`'s form of the reentry rule: entries after this moment keep one out."""
+        """The reentry rule as `AudienceQuery.entered_since`: entries after this moment keep one out."""
         if scenario.reentry == "once":
             return ""
         if isinstance(scenario.reentry, timedelta):

@@ -22,6 +22,7 @@ from boomerang.context import context
 from boomerang.expressions import Budget, Scope, compile_expression, make_environment
 from boomerang.plugins.conditions.builtin import register_conditions
 from boomerang.store import Store
+from boomerang.store.customers import AudienceQuery
 
 CONDITIONS = register_conditions()
 ENVIRONMENT = make_environment(CONDITIONS)
@@ -135,10 +136,10 @@ def in_store(store: Store, source: str) -> list[str]:
     condition = translate(source, CONDITIONS)
     assume(condition is not None)  # a moment ordered against a constant is left to the sandbox
     assert condition is not None
-    page, following = store.audience_page("everyone", "", 1000, None, (condition, NOW))
+    page, following = store.audience_page(AudienceQuery("everyone", "", 1000, None, (condition, NOW)))
     assert following is None
     # The same page as ids and timezones (journeys that first wait start from those).
-    members, _ = store.audience_members("everyone", "", 1000, None, (condition, NOW))
+    members, _ = store.audience_members(AudienceQuery("everyone", "", 1000, None, (condition, NOW)))
     assert members == [(customer.id, customer.timezone) for customer in page]
     return [customer.id for customer in page]
 

@@ -81,6 +81,25 @@ class ScheduleZones:
         return {"zones_names": json.dumps(self.names), "zones_known": json.dumps(self.known)}
 
 
+@dataclass(frozen=True)
+class AudienceQuery:
+    """Which customers the next page of a schedule's audience holds (`Customers.audience_page`):
+    up to `limit` in id order after `after` whom `scenario`'s reentry rule lets in. Left out: a
+    customer with a journey in it still active, or one entered after `entered_since` (a stored
+    timestamp; "" for any journey at all, None for none), or one entered on `entry_key` already
+    (a page entered before a crash); with `audience` (a translated audience expression and the
+    moment it is evaluated at) one the expression does not let in, and with `zones` one whose
+    clock the tick is not for."""
+
+    scenario: str
+    after: str
+    limit: int
+    entered_since: str | None
+    audience: tuple[Condition, datetime] | None = None
+    zones: ScheduleZones | None = None
+    entry_key: str | None = None
+
+
 class Customers(Quarantine):
     """The `customers` and `identities` tables."""
 
@@ -390,59 +409,22 @@ class Customers(Quarantine):
         combined = {**json.loads(row["attributes"]), **attributes}
         self._update("customers", customer_id, {"attributes": json.dumps(combined, ensure_ascii=False)})
 
-    def audience_page(
-        self,
-        scenario: str,
-        after: str,
-        limit: int,
-        entered_since: str | None,
-        audience: tuple[Condition, datetime] | None = None,
-        zones: ScheduleZones | None = None,
-        *,
-        entry_key: str | None = None,
-    ) -> tuple[list[Customer], str | None]:
-        """A page of an audience: up to `limit` customers in id order after `after` whom
-        `scenario`'s reentry rule lets in, and the id the next page starts after (None: no more).
-
-        Left out: a customer with a journey in it still active, or one entered after
-        `entered_since` (a stored timestamp; "" for any journey at all, None for none), or one
-        entered on `entry_key` already (a page entered before a crash), one whose
-        row cannot be read back (set aside), and with `audience` (a translated audience
-        expression and the moment it is evaluated at) one the expression does not let in, and
-        with `zones` one whose clock the tick is not for.
-        """
-        found = self._audience_rows("*", scenario, after, limit, entered_since, audience, zones, entry_key)
+    def audience_page(self, query: AudienceQuery) -> tuple[list[Customer], str | None]:
+        """A page of an audience (see `AudienceQuery`), and the id the next page starts after
+        (None: no more). A row that cannot be read back is set aside and left out."""
+        found = self._audience_rows("*", query)
         customers = (
             self._read_row("customers", row["id"], lambda row=row: rows.customer(row)) for row in found
         )
-        following = found[-1]["id"] if len(found) == limit else None
+        following = found[-1]["id"] if len(found) == query.limit else None
         return [customer for customer in customers if customer is not None], following
 
-    def audience_members(
-        self,
-        scenario: str,
-        after: str,
-        limit: int,
-        entered_since: str | None,
-        audience: tuple[Condition, datetime] | None = None,
-        zones: ScheduleZones | None = None,
-        *,
-        entry_key: str | None = None,
-    ) -> tuple[list[tuple[str, str | None]], str | None]:
+    def audience_members(self, query: AudienceQuery) -> tuple[list[tuple[str, str | None]], str | None]:
         """`audience_page` with each customer as (id, timezone), for journeys started without
         the rest of the profile (`Journeys._start_waiting`). Each row is still checked to read
         back, by SQLite where it can vouch for it (`rows.CUSTOMER_READS_BACK`) and by decoding
         the few it cannot: a row that does not read back is set aside and left out, as there."""
-        found = self._audience_rows(
-            f"id, timezone, {rows.CUSTOMER_READS_BACK} AS plain",
-            scenario,
-            after,
-            limit,
-            entered_since,
-            audience,
-            zones,
-            entry_key,
-        )
+        found = self._audience_rows(f"id, timezone, {rows.CUSTOMER_READS_BACK} AS plain", query)
         known = {zone for zone in {row["timezone"] for row in found} if _zone_reads_back(zone)}
         plain = [row["plain"] and row["timezone"] in known for row in found]
         doubtful = [row["id"] for row, vouched in zip(found, plain, strict=True) if not vouched]
@@ -452,24 +434,14 @@ class Customers(Quarantine):
             for row, vouched in zip(found, plain, strict=True)
             if vouched or row["id"] in decoded
         ]
-        return members, found[-1]["id"] if len(found) == limit else None
+        return members, found[-1]["id"] if len(found) == query.limit else None
 
-    def _audience_rows(
-        self,
-        columns: str,
-        scenario: str,
-        after: str,
-        limit: int,
-        entered_since: str | None,
-        audience: tuple[Condition, datetime] | None,
-        zones: ScheduleZones | None,
-        entry_key: str | None,
-    ) -> list[dict[str, Any]]:
+    def _audience_rows(self, columns: str, query: AudienceQuery) -> list[dict[str, Any]]:
         """The `columns` of an audience page's rows (`audience_page`), none decoded."""
-        where, params = audience_where(*audience) if audience is not None else ("TRUE", {})
-        if zones is not None:
-            where = f"{where} AND {zones.where}"
-            params = {**params, **zones.params}
+        where, params = audience_where(*query.audience) if query.audience is not None else ("TRUE", {})
+        if query.zones is not None:
+            where = f"{where} AND {query.zones.where}"
+            params = {**params, **query.zones.params}
         return self._select(
             f"SELECT {columns} FROM customers WHERE id > :after AND NOT EXISTS (SELECT 1 FROM journeys"
             " WHERE scenario = :scenario AND customer_id = customers.id"
@@ -477,11 +449,11 @@ class Customers(Quarantine):
             f" AND {where} ORDER BY id LIMIT :limit",
             {
                 **params,
-                "after": after,
-                "scenario": scenario,
-                "since": entered_since,
-                "entry_key": entry_key,
-                "limit": limit,
+                "after": query.after,
+                "scenario": query.scenario,
+                "since": query.entered_since,
+                "entry_key": query.entry_key,
+                "limit": query.limit,
             },
         )
 
