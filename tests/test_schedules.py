@@ -16,8 +16,10 @@ from boomerang import schedules
 from boomerang.clock import VirtualClock, to_iso
 from boomerang.config import load_config
 from boomerang.engine import Engine
+from boomerang.model import Job
 from boomerang.plugin_manager import load_plugins
 from boomerang.project import load_project
+from boomerang.scenarios import Scenario
 from boomerang.store import Store, rows
 from boomerang.store.quarantine import UNREADABLE
 from conftest import (
@@ -105,6 +107,19 @@ def engine_on(database: Path | str, config: Path) -> Engine:
     return Engine(Store(database), VirtualClock(NOW), plugins, load_project(config, plugins))
 
 
+def enter_one_by_one(engine: Engine, scenario: Scenario, tick: Job, event: dict) -> str:
+    """The tick's entry made one customer at a time through `enter` (which checks the reentry
+    rule itself), the audience `plan == 'pro'` tested here: what a tick's pages must match.
+    Returns the tick's entry key."""
+    entry_key = f"tick:{to_iso(datetime.fromtimestamp(tick.due_at, UTC))}"
+    with engine.store.transaction():
+        for row in engine.store.db.execute("SELECT id FROM customers ORDER BY id").fetchall():
+            customer = engine.store.customer(row[0])
+            if customer.attributes.get("plan") == "pro":
+                engine.enter(scenario, customer, entry_key, event, NOW)
+    return entry_key
+
+
 def snapshot(store: Store) -> dict[str, list]:
     """What entering left: journeys, their timeline, their jobs and messages."""
     return {
@@ -148,13 +163,7 @@ async def test_the_audience_is_entered_page_by_page_as_one_at_a_time_would(
 
     await paged.run_job(tick)
 
-    # The same tick, one customer at a time through `enter`, which checks the reentry rule itself.
-    entry_key = f"tick:{to_iso(datetime.fromtimestamp(tick.due_at, UTC))}"
-    with one_by_one.store.transaction():
-        for row in one_by_one.store.db.execute("SELECT id FROM customers ORDER BY id").fetchall():
-            customer = one_by_one.store.customer(row[0])
-            if customer.attributes.get("plan") == "pro":
-                one_by_one.enter(scenario, customer, entry_key, event, NOW)
+    enter_one_by_one(one_by_one, scenario, tick, event)
     entered = snapshot(paged.store)
     assert entered == snapshot(one_by_one.store)
     customers = [journey[1] for journey in entered["journeys"]]
@@ -182,12 +191,7 @@ async def test_steps_that_take_no_time_leave_what_one_at_a_time_would(
 
     scenario = one_by_one.scenarios["weekly"]
     event = {"type": "schedule", "at": to_iso(NOW), "data": {}}
-    entry_key = f"tick:{to_iso(datetime.fromtimestamp(tick.due_at, UTC))}"
-    with one_by_one.store.transaction():
-        for row in one_by_one.store.db.execute("SELECT id FROM customers ORDER BY id").fetchall():
-            customer = one_by_one.store.customer(row[0])
-            if customer.attributes.get("plan") == "pro":
-                one_by_one.enter(scenario, customer, entry_key, event, NOW)
+    enter_one_by_one(one_by_one, scenario, tick, event)
 
     def left(store: Store) -> dict[str, list]:
         return {
@@ -238,12 +242,7 @@ async def test_journeys_that_first_wait_start_a_page_at_once_as_one_at_a_time_wo
 
     await paged.run_job(tick)
 
-    entry_key = f"tick:{to_iso(datetime.fromtimestamp(tick.due_at, UTC))}"
-    with one_by_one.store.transaction():
-        for row in one_by_one.store.db.execute("SELECT id FROM customers ORDER BY id").fetchall():
-            customer = one_by_one.store.customer(row[0])
-            if customer.attributes.get("plan") == "pro":
-                one_by_one.enter(scenario, customer, entry_key, event, NOW)
+    entry_key = enter_one_by_one(one_by_one, scenario, tick, event)
     entered = snapshot(paged.store)
     assert by_customer(entered) == by_customer(snapshot(one_by_one.store))
     ticked = paged.store.db.execute(
