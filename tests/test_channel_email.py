@@ -22,7 +22,6 @@ from boomerang.pacing import Pace
 from boomerang.plugins.channels import email
 from boomerang.plugins.channels.email import EmailChannel
 from boomerang.problems import ProblemError
-from boomerang.rate_limits import LocalRateLimits
 from conftest import AUTH, free_port, running, url, wait_for
 from fakes.push_service import make_certificate
 from fakes.smtp_server import Mailbox, header
@@ -159,7 +158,7 @@ def test_per_second_must_be_a_number_above_0(tmp_path: Path) -> None:
     path = tmp_path / "boomerang.yaml"
     path.write_text("channels:\n  email:\n    from: shop@example.com\n    per_second: 0\n")
     with pytest.raises(ProblemError) as caught:
-        email.register_channels(load_config(path), LocalRateLimits())
+        email.register_channels(load_config(path))
     assert str(caught.value) == f"{path}:4:17: error: 'per_second' must be a number above 0, such as 1 or 2.5"
 
 

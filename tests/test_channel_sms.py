@@ -17,7 +17,6 @@ from boomerang.model import Customer, DeliveryStatus, Message
 from boomerang.pacing import Pace
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.problems import ProblemError
-from boomerang.rate_limits import LocalRateLimits
 from conftest import (
     API_TOKEN,
     AUTH,
@@ -59,7 +58,7 @@ def make_channel(
         f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, from: {sender}, api_base: {base}{extra}}}"
     )
     module = sms if name == "sms" else whatsapp
-    [channel] = module.register_channels(channel_config(tmp_path, name, settings), LocalRateLimits())
+    [channel] = module.register_channels(channel_config(tmp_path, name, settings))
     return channel
 
 
@@ -104,7 +103,7 @@ async def test_a_messaging_service_can_stand_in_for_from(tmp_path: Path, twilio)
         f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, messaging_service_sid: {SERVICE_SID}, "
     )
     settings += f"api_base: {twilio.base_url}}}"
-    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings), LocalRateLimits())
+    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings))
     delivery = await channel.send(message())
     await channel.close()
     assert delivery.status is DeliveryStatus.SENT and delivery.detail == "Twilio: accepted"
@@ -230,9 +229,9 @@ def test_settings_are_validated_with_positions(tmp_path: Path) -> None:
     )
     config = load_config(path)
     with pytest.raises(ProblemError) as sms_error:
-        sms.register_channels(config, LocalRateLimits())
+        sms.register_channels(config)
     with pytest.raises(ProblemError) as wa_error:
-        whatsapp.register_channels(config, LocalRateLimits())
+        whatsapp.register_channels(config)
     lines = [f"{p.line}:{p.col}: {p.message}" for p in [*sms_error.value.problems, *wa_error.value.problems]]
     assert lines == [
         "3:18: 'account_sid' must be a Twilio Account SID: AC and 32 hex digits",
@@ -249,7 +248,7 @@ def test_settings_are_validated_with_positions(tmp_path: Path) -> None:
 def test_a_channel_needs_a_sender(tmp_path: Path) -> None:
     config = channel_config(tmp_path, "sms", f"{{account_sid: {ACCOUNT_SID}, auth_token: t}}")
     with pytest.raises(ProblemError) as error:
-        sms.register_channels(config, LocalRateLimits())
+        sms.register_channels(config)
     [problem] = error.value.problems
     assert (problem.line, problem.message) == (
         3,
@@ -280,7 +279,7 @@ def test_each_message_is_paced_by_its_segments_in_the_senders_bucket(tmp_path: P
         f"{{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN}, messaging_service_sid: {SERVICE_SID}, "
         "mps: 5}"
     )
-    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings), LocalRateLimits())
+    [channel] = sms.register_channels(channel_config(tmp_path, "sms", settings))
     bucket = f"twilio:{SERVICE_SID}"
     assert channel.pace(message()) == Pace(bucket, 1, 5.0)
     long = channel.pace(message(id="m-2", body="x" * 200))  # two GSM-7 segments
@@ -291,7 +290,7 @@ def test_mps_must_be_a_number_above_0(tmp_path: Path) -> None:
     for value in ("0", "fast", "-1", "true"):
         settings = f'{{account_sid: {ACCOUNT_SID}, auth_token: t, from: "+15550001111", mps: {value}}}'
         with pytest.raises(ProblemError) as error:
-            sms.register_channels(channel_config(tmp_path, "sms", settings), LocalRateLimits())
+            sms.register_channels(channel_config(tmp_path, "sms", settings))
         [problem] = error.value.problems
         assert (problem.line, problem.col, problem.message) == (
             3,

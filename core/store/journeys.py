@@ -42,7 +42,8 @@ _JOURNEY_COLUMNS = (
     "ended_at",
 )
 _INSERT_JOURNEY = (
-    f"INSERT OR IGNORE INTO journeys ({', '.join(_JOURNEY_COLUMNS)}) VALUES ({', '.join('?' * 13)})"
+    f"INSERT OR IGNORE INTO journeys ({', '.join(_JOURNEY_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in _JOURNEY_COLUMNS)})"
 )
 _JOURNAL_COLUMNS = (
     "at",
@@ -58,7 +59,9 @@ _JOURNAL_COLUMNS = (
     "value",
     "variant",
 )
-_ADD_JOURNAL = f"INSERT INTO journal ({', '.join(_JOURNAL_COLUMNS)}) VALUES ({', '.join('?' * 12)})"
+_ADD_JOURNAL = (
+    f"INSERT INTO journal ({', '.join(_JOURNAL_COLUMNS)}) VALUES ({', '.join('?' for _ in _JOURNAL_COLUMNS)})"
+)
 
 # One encoder for every journey's context, written at each step: `json.dumps` with options
 # builds a new one per call.

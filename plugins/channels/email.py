@@ -42,7 +42,6 @@ from boomerang.plugin_api import (
     DeliveryStatus,
     Message,
     Pace,
-    RateLimits,
     SettingsCheck,
     html_to_text,
 )
@@ -313,7 +312,7 @@ def validate(config: Config) -> None:
 
 
 @hookimpl
-def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
+def register_channels(config: Config) -> list[Channel]:
     """The email channel, when `channels.email` is configured."""
     if "email" not in config.channels:
         return []

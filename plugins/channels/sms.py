@@ -23,7 +23,7 @@ from typing import Any
 
 from boomerang import hookimpl
 from boomerang.kinds import Channel
-from boomerang.plugin_api import Config, Message, RateLimits
+from boomerang.plugin_api import Config, Message
 from boomerang.plugins.channels.twilio_messages import TwilioChannel, validate
 
 # GSM 03.38: the basic character set (one septet each) and its extension table (two septets:
@@ -91,7 +91,7 @@ class SmsChannel(TwilioChannel):
 
 
 @hookimpl
-def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
+def register_channels(config: Config) -> list[Channel]:
     """The SMS channel, when `channels.sms` is configured."""
     if "sms" not in config.channels:
         return []

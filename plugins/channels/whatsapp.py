@@ -20,7 +20,7 @@ from typing import Any
 
 from boomerang import hookimpl
 from boomerang.kinds import Channel
-from boomerang.plugin_api import Config, Customer, Message, RateLimits, e164
+from boomerang.plugin_api import Config, Customer, Message, e164
 from boomerang.plugins.channels.twilio_messages import TwilioChannel, validate
 
 PREFIX = "whatsapp:"
@@ -89,7 +89,7 @@ def _text(value: Any) -> str:
 
 
 @hookimpl
-def register_channels(config: Config, rate_limits: RateLimits) -> list[Channel]:
+def register_channels(config: Config) -> list[Channel]:
     """The WhatsApp channel, when `channels.whatsapp` is configured."""
     if "whatsapp" not in config.channels:
         return []

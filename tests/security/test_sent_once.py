@@ -35,7 +35,6 @@ from boomerang.model import DeliveryStatus, Message
 from boomerang.plugins.channels import sms, whatsapp
 from boomerang.plugins.channels.email import EmailChannel
 from boomerang.plugins.channels.push import PushChannel, load_private_key, write_key_pair
-from boomerang.rate_limits import LocalRateLimits
 from fakes.push_service import PushService
 from fakes.smtp_server import header
 from fakes.telegram_api import FakeBotApi
@@ -259,7 +258,7 @@ def twilio_channel(tmp_path: Path, name: str, twilio: FakeTwilio) -> sms.TwilioC
         f"channels:\n  {name}: {{account_sid: {ACCOUNT_SID}, auth_token: {AUTH_TOKEN},"
         f" from: {sender}, api_base: {twilio.base_url}}}\n"
     )
-    [channel] = (sms if name == "sms" else whatsapp).register_channels(load_config(path), LocalRateLimits())
+    [channel] = (sms if name == "sms" else whatsapp).register_channels(load_config(path))
     return channel
 
 
