@@ -5,10 +5,8 @@ and started again: nothing is left `unknown`, and every message goes exactly onc
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +16,7 @@ from test_channel_sms import message_id, signup, twilio_project
 from boomerang.model import Message
 from boomerang.pacing import HORIZON, Pace, take_turns
 from boomerang.rate_limits import LocalRateLimits
-from conftest import API_TOKEN, project_database, start_daemon, wait_for, wait_until_serving
+from conftest import API_TOKEN, daemon_process, project_database, wait_for
 from fakes.twilio_server import FakeTwilio, Received
 
 
@@ -106,9 +104,7 @@ async def test_a_stop_leaves_paced_sms_pending_and_the_next_start_sends_each_onc
         (project / "scenarios" / "welcome_sms.yaml").write_text(MARKETING_SCENARIO)  # at most once
         log = project / "daemon.log"
         port = int(os.environ["BOOMERANG_PORT"])
-        process = start_daemon(project, log)
-        try:
-            await asyncio.to_thread(wait_until_serving, port)
+        async with daemon_process(project, log):  # stopped by SIGTERM on leaving
             events = [signup(f"e-{n}", f"c-{n}", f"+1555777{n:04d}") for n in range(30)]
             async with aiohttp.ClientSession() as session:
                 headers = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -116,26 +112,13 @@ async def test_a_stop_leaves_paced_sms_pending_and_the_next_start_sends_each_onc
                 async with session.post(address, data=json.dumps(events), headers=headers) as answer:
                     assert answer.status == 200
             await wait_for(lambda: len(twilio.requests) >= 3, 30, "three SMS sent")
-            process.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(process.wait, 30) == 0, log.read_text()
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
         first_run = list(twilio.requests)
         after_stop = statuses(project)
         assert len(after_stop) == 30 and set(after_stop.values()) <= {"sent", "pending"}, after_stop
         assert sum(status == "sent" for status in after_stop.values()) == len(first_run) < 30
 
-        process = start_daemon(project, log)
-        try:
+        async with daemon_process(project, log):
             await wait_for(lambda: set(statuses(project).values()) == {"sent"}, 120, "all 30 sent")
-            process.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(process.wait, 30) == 0, log.read_text()
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
         ids = [message_id(r) for r in twilio.requests]
         assert len(ids) == len(set(ids)) == 30  # each exactly once, none `unknown`
         second_run = twilio.requests[len(first_run) :]
